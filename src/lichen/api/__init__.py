@@ -1,0 +1,2 @@
+"""The control-plane HTTP API (FastAPI on loopback, bearer token) and its client.
+"""

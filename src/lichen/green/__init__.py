@@ -1,0 +1,2 @@
+"""Energy and carbon accounting per service and per request.
+"""

@@ -1,0 +1,2 @@
+"""Observability: scraping, the embedded series store, PromQL evaluation, rule evaluation, notifications and the dashboard's queries.
+"""

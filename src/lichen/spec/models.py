@@ -1,0 +1,394 @@
+"""The ``lichen.yaml`` schema: one pydantic model per section.
+
+These models are the single source of truth for the spec; ``docs/spec.md``
+documents every field and a test keeps the two in step. Models are plain
+data: no I/O, no imports of other Lichen layers.
+
+Defaults follow Kubernetes where a Kubernetes concept exists (probe
+thresholds, maxSurge/maxUnavailable 25 %, termination grace 30 s,
+CrashLoopBackOff 10 s doubling to 300 s, reset after 10 min). Probe
+*periods* default faster than Kubernetes' 10 s so a hung replica is found
+in about two seconds; the Kubernetes renderer always writes probe values
+explicitly, so one spec means the same thing in both places.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lichen.spec.quantities import CpuCores, Duration, MemoryBytes
+
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
+Entrypoint = Annotated[str, Field(pattern=ENTRYPOINT_PATTERN)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+Percent = Annotated[str, Field(pattern=r"^\d{1,3}%$")]
+
+
+class SpecModel(BaseModel):
+    """Base: unknown keys are errors, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- services
+
+
+class ResourcesSpec(SpecModel):
+    cpu: CpuCores | None = None
+    memory: MemoryBytes | None = None
+    gpu: Annotated[int, Field(ge=0)] = 0
+
+
+class ProbeSpec(SpecModel):
+    path: str = "/readyz"
+    initial_delay_s: Duration = 0.0
+    period_s: Duration = 1.0
+    timeout_s: Duration = 1.0
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    success_threshold: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("period_s")
+    @classmethod
+    def _period_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0")
+        return value
+
+
+def _liveness_default() -> ProbeSpec:
+    return ProbeSpec(path="/healthz", period_s=1.0, timeout_s=0.5, failure_threshold=3)
+
+
+def _readiness_default() -> ProbeSpec:
+    return ProbeSpec(path="/readyz", period_s=1.0, timeout_s=1.0, failure_threshold=3)
+
+
+class ProbesSpec(SpecModel):
+    readiness: ProbeSpec = Field(default_factory=_readiness_default)
+    liveness: ProbeSpec = Field(default_factory=_liveness_default)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_paths(cls, data: object) -> object:
+        # A partial probe block keeps the built-in path of its kind.
+        if isinstance(data, dict):
+            data = dict(data)
+            for kind, path in (("readiness", "/readyz"), ("liveness", "/healthz")):
+                block = data.get(kind)
+                if isinstance(block, dict) and "path" not in block:
+                    defaults = _liveness_default() if kind == "liveness" else _readiness_default()
+                    data[kind] = {**defaults.model_dump(), **block, "path": path}
+        return data
+
+
+class AutoscaleSpec(SpecModel):
+    min: Annotated[int, Field(ge=0)] = 1
+    max: Annotated[int, Field(ge=1)] = 4
+    metric: Literal["inflight", "rps", "cpu", "latency_p95_ms"] = "inflight"
+    target: Annotated[float, Field(gt=0)] = 4.0
+    scale_up_stabilization_s: Duration = 0.0
+    scale_down_stabilization_s: Duration = 300.0
+    interval_s: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscaleSpec:
+        if self.max < self.min:
+            raise ValueError(f"max: must be >= min ({self.min})")
+        return self
+
+
+class AnalysisSpec(SpecModel):
+    max_error_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    interval_s: Duration = 10.0
+    min_requests: Annotated[int, Field(ge=0)] = 20
+    failure_limit: Annotated[int, Field(ge=1)] = 1
+
+
+class RolloutSpec(SpecModel):
+    strategy: Literal["rolling", "canary"] = "rolling"
+    max_surge: Annotated[int, Field(ge=0)] | Percent = "25%"
+    max_unavailable: Annotated[int, Field(ge=0)] | Percent = "25%"
+    progress_deadline_s: Duration = 600.0
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("steps must strictly increase")
+        if steps and steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return steps
+
+    @model_validator(mode="after")
+    def _surge_or_unavailable(self) -> RolloutSpec:
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError("max_surge and max_unavailable cannot both be 0")
+        return self
+
+
+class RestartSpec(SpecModel):
+    """CrashLoopBackOff schedule: immediate first restart, then doubling."""
+
+    initial_backoff_s: Duration = 10.0
+    max_backoff_s: Duration = 300.0
+    reset_after_s: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RestartSpec:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError(f"max_backoff_s: must be >= initial_backoff_s ({self.initial_backoff_s})")
+        return self
+
+
+class RouteSpec(SpecModel):
+    prefix: Annotated[str, Field(pattern=r"^/")]
+    host: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    strip_prefix: bool = False
+    timeout_s: Duration | None = None
+
+
+class SloSpec(SpecModel):
+    """Service level objectives feeding the default burn-rate alerts."""
+
+    availability: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    latency_ms: Annotated[float, Field(gt=0)] = 300.0
+    latency_target: Annotated[float, Field(gt=0, lt=1)] = 0.99
+
+
+class ServiceSpec(SpecModel):
+    entrypoint: Entrypoint
+    replicas: Annotated[int, Field(ge=0)] = 1
+    autoscale: AutoscaleSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: list[EnvName] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    timeout_s: Duration = 30.0
+    max_concurrency: Annotated[int, Field(ge=1)] = 64
+    max_inflight: Annotated[int, Field(ge=1)] | None = None
+    probes: ProbesSpec = Field(default_factory=ProbesSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    restart: RestartSpec = Field(default_factory=RestartSpec)
+    termination_grace_s: Duration = 30.0
+    slo: SloSpec = Field(default_factory=SloSpec)
+    metrics_path: str = "/metrics"
+    image: str | None = None
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _routes_from_strings(cls, routes: object) -> object:
+        if isinstance(routes, list):
+            return [{"prefix": r} if isinstance(r, str) else r for r in routes]
+        return routes
+
+    @field_validator("secrets")
+    @classmethod
+    def _unique_secrets(cls, secrets: list[str]) -> list[str]:
+        dupes = sorted({s for s in secrets if secrets.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate secret names: {', '.join(dupes)}")
+        return secrets
+
+
+# -------------------------------------------------------------------- jobs
+
+
+class CarbonAwareSpec(SpecModel):
+    deadline: Duration = 6 * 3600.0
+    max_intensity_g_per_kwh: Annotated[float, Field(gt=0)] | None = None
+
+
+class JobSpec(SpecModel):
+    entrypoint: Entrypoint
+    args: list[str] = Field(default_factory=list)
+    depends_on: list[Name] = Field(default_factory=list)
+    schedule: str | None = None
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: list[EnvName] = Field(default_factory=list)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    timeout_s: Duration | None = None
+    retries: Annotated[int, Field(ge=0)] = 0
+    outputs: list[str] = Field(default_factory=list)
+    carbon_aware: CarbonAwareSpec | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if schedule is None:
+            return None
+        fields = schedule.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,\-]+", f) for f in fields):
+            raise ValueError(f"invalid cron schedule {schedule!r}: expected 5 fields such as '0 3 * * *'")
+        return schedule
+
+
+# ----------------------------------------------------------------- gateway
+
+
+class JwtSpec(SpecModel):
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret_env: EnvName | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+
+    @model_validator(mode="after")
+    def _key_source(self) -> JwtSpec:
+        if self.algorithm == "HS256" and not self.secret_env:
+            raise ValueError("secret_env: required for HS256")
+        if self.algorithm == "RS256" and not self.jwks_file:
+            raise ValueError("jwks_file: required for RS256")
+        return self
+
+
+class AuthSpec(SpecModel):
+    api_keys: bool = False
+    jwt: JwtSpec | None = None
+
+
+class RateLimitSpec(SpecModel):
+    per_key_rps: Annotated[float, Field(gt=0)] | None = None
+    per_ip_rps: Annotated[float, Field(gt=0)] | None = None
+    burst: Annotated[int, Field(ge=1)] | None = None
+
+
+class LimitsSpec(SpecModel):
+    max_body_bytes: MemoryBytes = 10 * 1024 * 1024
+    max_header_bytes: MemoryBytes = 16 * 1024
+
+
+class RetrySpec(SpecModel):
+    attempts: Annotated[int, Field(ge=1)] = 3
+    budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    backoff_base_ms: Annotated[float, Field(ge=0)] = 10.0
+    backoff_max_ms: Annotated[float, Field(ge=0)] = 250.0
+
+
+class OutlierSpec(SpecModel):
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    base_ejection_s: Duration = 30.0
+    max_ejection_s: Duration = 300.0
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 50
+
+
+class AdmissionSpec(SpecModel):
+    queue_size: Annotated[int, Field(ge=0)] = 64
+    queue_timeout_s: Duration = 0.5
+
+
+class GatewaySpec(SpecModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    balancer: Literal["p2c", "round_robin", "hash"] = "p2c"
+    hash_on: str | None = None
+    auth: AuthSpec = Field(default_factory=AuthSpec)
+    rate_limit: RateLimitSpec = Field(default_factory=RateLimitSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    retries: RetrySpec = Field(default_factory=RetrySpec)
+    outlier_detection: OutlierSpec = Field(default_factory=OutlierSpec)
+    admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
+
+    @model_validator(mode="after")
+    def _hash_key(self) -> GatewaySpec:
+        if self.balancer == "hash" and not self.hash_on:
+            raise ValueError("hash_on: required when balancer is 'hash' (e.g. 'header:X-User-ID' or 'path:user_id')")
+        if self.hash_on and not re.fullmatch(r"(header|path):[\w-]+", self.hash_on):
+            raise ValueError(f"hash_on: expected 'header:NAME' or 'path:PARAM', got {self.hash_on!r}")
+        return self
+
+
+# ----------------------------------------------------------- observability
+
+
+class ReceiverSpec(SpecModel):
+    name: Name | None = None
+    webhook: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    alertmanager: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReceiverSpec:
+        chosen = [k for k in ("webhook", "alertmanager") if getattr(self, k)] + (["log"] if self.log else [])
+        if len(chosen) != 1:
+            raise ValueError("a receiver needs exactly one of webhook, alertmanager or log: true")
+        return self
+
+
+class NotificationRouteSpec(SpecModel):
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "service"])
+    group_wait_s: Duration = 30.0
+    group_interval_s: Duration = 300.0
+    repeat_interval_s: Duration = 4 * 3600.0
+
+
+class InhibitRuleSpec(SpecModel):
+    source_matchers: dict[str, str]
+    target_matchers: dict[str, str]
+    equal: list[str] = Field(default_factory=list)
+
+
+class ObservabilitySpec(SpecModel):
+    scrape_interval_s: Duration = 5.0
+    scrape_timeout_s: Duration = 2.0
+    evaluation_interval_s: Duration = 5.0
+    retention: Duration = 6 * 3600.0
+    persist_path: str | None = None
+    rules: list[str] = Field(default_factory=list)
+    default_rules: bool = True
+    receivers: list[ReceiverSpec] = Field(default_factory=list)
+    route: NotificationRouteSpec = Field(default_factory=NotificationRouteSpec)
+    inhibit_rules: list[InhibitRuleSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> ObservabilitySpec:
+        if self.scrape_timeout_s > self.scrape_interval_s:
+            raise ValueError(f"scrape_timeout_s: must be <= scrape_interval_s ({self.scrape_interval_s})")
+        return self
+
+
+# ---------------------------------------------------------- sustainability
+
+
+class SustainabilitySpec(SpecModel):
+    region: str = "WORLD"
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
+    carbon_intensity_g_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    cpu_tdp_w: Annotated[float, Field(gt=0)] | None = None
+    gpu_tdp_w: Annotated[float, Field(gt=0)] | None = None
+
+
+# ------------------------------------------------------------------- state
+
+
+class StateSpec(SpecModel):
+    url: Annotated[str, Field(pattern=r"^sqlite:///.+")] = "sqlite:///.lichen/state.db"
+
+
+class KubernetesSpec(SpecModel):
+    namespace: Name = "default"
+    image_registry: str | None = None
+    ingress_host: str | None = None
+
+
+# --------------------------------------------------------------------- app
+
+
+class AppSpec(SpecModel):
+    app: Name
+    services: dict[Name, ServiceSpec] = Field(default_factory=dict)
+    jobs: dict[Name, JobSpec] = Field(default_factory=dict)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    sustainability: SustainabilitySpec = Field(default_factory=SustainabilitySpec)
+    state: StateSpec = Field(default_factory=StateSpec)
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)

@@ -1,0 +1,108 @@
+"""Durations, byte sizes and CPU quantities as they appear in ``lichen.yaml``.
+
+* durations: a number of seconds (``2``, ``0.5``) or a Go-style string
+  (``500ms``, ``10s``, ``5m``, ``6h``, ``1h30m``, ``3d``);
+* memory: a number of bytes or a Kubernetes quantity (``512Mi``, ``1Gi``, ``1G``);
+* cpu: a number of cores (``1``, ``0.5``) or millicores (``500m``).
+
+Each parser raises ``ValueError`` with a message saying what was expected;
+pydantic turns it into a located spec error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
+}
+_MEMORY = re.compile(r"(-?\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
+
+
+def parse_duration_s(value: object) -> float:
+    """Seconds from a number or a string like ``"1h30m"``; never negative."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 10, 500ms, 30s, 5m or 6h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        else:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(
+                    f"invalid duration {value!r}: expected a number of seconds or a string "
+                    "such as 500ms, 30s, 5m, 6h or 1h30m"
+                )
+    else:
+        raise ValueError("expected a duration such as 10, 500ms, 30s, 5m or 6h")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_memory_bytes(value: object) -> int:
+    """Bytes from a number or a quantity like ``"512Mi"``; must be positive."""
+    if isinstance(value, bool):
+        raise ValueError("expected a memory size such as 512Mi or 1Gi")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    elif isinstance(value, str):
+        match = _MEMORY.fullmatch(value.strip())
+        if not match:
+            raise ValueError(f"invalid memory size {value!r}: expected bytes or a quantity such as 512Mi, 1Gi or 2G")
+        size = float(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
+    else:
+        raise ValueError("expected a memory size such as 512Mi or 1Gi")
+    if size <= 0:
+        raise ValueError(f"memory must be positive, got {value!r}")
+    return int(size)
+
+
+def parse_cpu_cores(value: object) -> float:
+    """Cores from a number or millicores like ``"500m"``; must be positive."""
+    if isinstance(value, bool):
+        raise ValueError("expected a CPU amount such as 1, 0.5 or 500m")
+    if isinstance(value, (int, float)):
+        cores = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?\d+m", value.strip()):
+        cores = int(value.strip()[:-1]) / 1000
+    elif isinstance(value, str) and re.fullmatch(r"-?\d+(?:\.\d+)?", value.strip()):
+        cores = float(value)
+    else:
+        raise ValueError(f"invalid CPU amount {value!r}: expected cores (1, 0.5) or millicores (500m)")
+    if cores <= 0:
+        raise ValueError(f"cpu must be positive, got {value!r}")
+    return cores
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Go-style string for a duration (``90`` -> ``"1m30s"``)."""
+    if seconds < 1 and seconds != 0:
+        return f"{round(seconds * 1000)}ms"
+    total = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+MemoryBytes = Annotated[int, BeforeValidator(parse_memory_bytes)]
+CpuCores = Annotated[float, BeforeValidator(parse_cpu_cores)]

@@ -1,0 +1,32 @@
+"""``lichen.__all__`` is the public API; changing it must be deliberate."""
+
+from __future__ import annotations
+
+import lichen
+
+EXPECTED_PUBLIC_API = [
+    "AppSpec",
+    "DataError",
+    "LichenError",
+    "Service",
+    "SpecError",
+    "__version__",
+    "endpoint",
+    "load_spec",
+]
+
+
+def test_public_api_is_locked() -> None:
+    assert sorted(lichen.__all__) == sorted(EXPECTED_PUBLIC_API)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in lichen.__all__:
+        assert getattr(lichen, name) is not None, name
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError):
+        lichen.DoesNotExist  # noqa: B018
