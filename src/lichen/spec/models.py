@@ -14,12 +14,14 @@ explicitly, so one spec means the same thing in both places.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from lichen.spec.quantities import CpuCores, Duration, MemoryBytes
+from lichen.spec.quantities import CpuCores, Duration, MemoryBytes, parse_cron
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -28,6 +30,18 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
 Entrypoint = Annotated[str, Field(pattern=ENTRYPOINT_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 Percent = Annotated[str, Field(pattern=r"^\d{1,3}%$")]
+
+
+def _env_value(value: object) -> object:
+    # YAML reads `WORKERS: 4` as a number; an environment only holds strings.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a string, got {str(value).lower()}: quote it, e.g. \"{str(value).lower()}\"")
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
 class SpecModel(BaseModel):
@@ -170,7 +184,7 @@ class ServiceSpec(SpecModel):
     replicas: Annotated[int, Field(ge=0)] = 1
     autoscale: AutoscaleSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: list[EnvName] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
     timeout_s: Duration = 30.0
@@ -190,6 +204,12 @@ class ServiceSpec(SpecModel):
         if isinstance(routes, list):
             return [{"prefix": r} if isinstance(r, str) else r for r in routes]
         return routes
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscale(self) -> ServiceSpec:
+        if self.autoscale is not None and "replicas" in self.model_fields_set:
+            raise ValueError("autoscale: set either replicas or autoscale, not both")
+        return self
 
     @field_validator("secrets")
     @classmethod
@@ -213,7 +233,7 @@ class JobSpec(SpecModel):
     args: list[str] = Field(default_factory=list)
     depends_on: list[Name] = Field(default_factory=list)
     schedule: str | None = None
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: list[EnvName] = Field(default_factory=list)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     timeout_s: Duration | None = None
@@ -226,9 +246,7 @@ class JobSpec(SpecModel):
     def _cron(cls, schedule: str | None) -> str | None:
         if schedule is None:
             return None
-        fields = schedule.split()
-        if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,\-]+", f) for f in fields):
-            raise ValueError(f"invalid cron schedule {schedule!r}: expected 5 fields such as '0 3 * * *'")
+        parse_cron(schedule)
         return schedule
 
 
@@ -384,6 +402,8 @@ class KubernetesSpec(SpecModel):
 
 
 class AppSpec(SpecModel):
+    """The whole ``lichen.yaml``. An empty section (``jobs:`` with nothing under it) means its defaults."""
+
     app: Name
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)
     jobs: dict[Name, JobSpec] = Field(default_factory=dict)
@@ -392,3 +412,20 @@ class AppSpec(SpecModel):
     sustainability: SustainabilitySpec = Field(default_factory=SustainabilitySpec)
     state: StateSpec = Field(default_factory=StateSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_are_defaults(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k != "app" and k in cls.model_fields)}
+        return data
+
+
+def canonical_json(model: BaseModel) -> str:
+    """A stable JSON text of a model (sorted keys, no spaces): equal specs give equal text."""
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def spec_revision(model: BaseModel) -> str:
+    """A short content hash of a spec or one of its sections, for change detection and revisions."""
+    return hashlib.sha256(canonical_json(model).encode()).hexdigest()[:12]

@@ -106,3 +106,63 @@ def format_duration(seconds: float) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration_s)]
 MemoryBytes = Annotated[int, BeforeValidator(parse_memory_bytes)]
 CpuCores = Annotated[float, BeforeValidator(parse_cpu_cores)]
+
+
+def format_memory_bytes(size: int) -> str:
+    """The shortest exact Kubernetes quantity for a byte count (``1073741824`` -> ``"1Gi"``)."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        if size and size % _MEMORY_UNITS[unit] == 0:
+            return f"{size // _MEMORY_UNITS[unit]}{unit}"
+    return str(size)
+
+
+# ------------------------------------------------------------------- cron
+
+CRON_FIELDS: tuple[tuple[str, int, int], ...] = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+_CRON_ITEM = re.compile(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?")
+
+
+def parse_cron(schedule: str) -> tuple[frozenset[int], ...]:
+    """The five value sets of a numeric cron expression (``"0 3 * * *"``).
+
+    Supports ``*``, numbers, ranges ``a-b``, steps ``*/n`` and ``a-b/n`` and
+    lists joined by commas. Day of week 7 means Sunday, as 0 does. Raises
+    ``ValueError`` naming the offending field.
+    """
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron schedule {schedule!r}: expected 5 fields (minute hour day-of-month month day-of-week) "
+            "such as '0 3 * * *'"
+        )
+    result: list[frozenset[int]] = []
+    for text, (label, low, high) in zip(fields, CRON_FIELDS, strict=True):
+        values: set[int] = set()
+        for item in text.split(","):
+            match = _CRON_ITEM.fullmatch(item)
+            if not match:
+                raise ValueError(f"invalid cron schedule {schedule!r}: {label} {item!r} is not *, N, A-B or a step */N")
+            base, step_text = match.group(1), match.group(2)
+            if base == "*":
+                start, stop = low, high
+            elif "-" in base:
+                start, stop = (int(part) for part in base.split("-"))
+            else:
+                start = stop = int(base)
+            step = int(step_text) if step_text else 1
+            for bound in (start, stop):
+                if not low <= bound <= high:
+                    raise ValueError(f"invalid cron schedule {schedule!r}: {label} {bound} is outside {low}-{high}")
+            if start > stop or step < 1:
+                raise ValueError(f"invalid cron schedule {schedule!r}: {label} {item!r} is an empty range")
+            values.update(range(start, stop + 1, step))
+        if label == "day of week" and 7 in values:
+            values = (values - {7}) | {0}
+        result.append(frozenset(values))
+    return tuple(result)

@@ -1,0 +1,224 @@
+"""Checks that span more than one field of ``lichen.yaml``.
+
+They run on the raw parsed data (not the validated model) so they report
+alongside schema errors; anything malformed is skipped here because the
+schema check already reports it.
+
+* the same route (prefix + host + headers) served twice;
+* a name used by both a service and a job;
+* ``depends_on`` naming an unknown job, and cycles in ``depends_on``;
+* entrypoints that cannot be imported, and rule files that do not exist
+  (only when asked: these read the app's code and files).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lichen.errors import SpecIssue
+from lichen.spec.models import ENTRYPOINT_PATTERN
+
+if TYPE_CHECKING:
+    from lichen.spec.loading import Document
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def cross_field_issues(doc: Document) -> list[SpecIssue]:
+    return [*_route_issues(doc), *_name_issues(doc), *_dependency_issues(doc)]
+
+
+def _route_key(route: Any) -> tuple[str, str | None, tuple[tuple[str, str], ...]] | None:
+    if isinstance(route, str):
+        return (route, None, ())
+    if isinstance(route, dict) and isinstance(route.get("prefix"), str):
+        headers = _mapping(route.get("headers"))
+        host = route.get("host")
+        return (
+            route["prefix"],
+            host.lower() if isinstance(host, str) else None,
+            tuple(sorted((str(k).lower(), str(v)) for k, v in headers.items())),
+        )
+    return None
+
+
+def _route_issues(doc: Document) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    owner: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for name, service in _mapping(doc.data.get("services")).items():
+        for index, route in enumerate(_list(_mapping(service).get("routes"))):
+            key = _route_key(route)
+            if key is None:
+                continue
+            path = ("services", name, "routes", index)
+            if key in owner:
+                first = owner[key]
+                line = doc.position(first)[0]
+                what = key[0] + (f" (host {key[1]})" if key[1] else "") + (
+                    " with headers " + ", ".join(f"{h}={v}" for h, v in key[2]) if key[2] else ""
+                )
+                by = f"services.{first[1]}" if first[1] != name else "this service"
+                issues.append(doc.issue(path, f"duplicate route {what}: already served by {by} (line {line})"))
+            else:
+                owner[key] = path
+    return issues
+
+
+def _name_issues(doc: Document) -> list[SpecIssue]:
+    services = _mapping(doc.data.get("services"))
+    return [
+        doc.issue(("jobs", name), f"name {name!r} is also a service; services and jobs need distinct names")
+        for name in _mapping(doc.data.get("jobs"))
+        if name in services
+    ]
+
+
+def _dependency_issues(doc: Document) -> list[SpecIssue]:
+    jobs = _mapping(doc.data.get("jobs"))
+    issues: list[SpecIssue] = []
+    graph: dict[str, list[tuple[str, int]]] = {}
+    for name, job in jobs.items():
+        edges = graph.setdefault(str(name), [])
+        for index, dep in enumerate(_list(_mapping(job).get("depends_on"))):
+            if not isinstance(dep, str):
+                continue
+            if dep in jobs:
+                edges.append((dep, index))
+                continue
+            close = difflib.get_close_matches(dep, [str(j) for j in jobs], n=1, cutoff=0.6)
+            known = ", ".join(str(j) for j in jobs)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {known}"
+            issues.append(doc.issue(("jobs", name, "depends_on", index), f"unknown job {dep!r}{hint}"))
+    for cycle, index in _cycles(graph):
+        loop = " -> ".join([*cycle, cycle[0]])
+        issues.append(doc.issue(("jobs", cycle[0], "depends_on", index), f"dependency cycle: {loop}"))
+    return issues
+
+
+def _cycles(graph: dict[str, list[tuple[str, int]]]) -> list[tuple[list[str], int]]:
+    """Each elementary cycle found by depth-first search, once, starting at its first job in file order.
+
+    Returns the cycle and the index in its first job's ``depends_on`` of the
+    edge that continues the cycle.
+    """
+    order = {name: i for i, name in enumerate(graph)}
+    found: dict[tuple[str, ...], tuple[list[str], int]] = {}
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep, _ in graph.get(node, []):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep) :]
+                start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+                cycle = cycle[start:] + cycle[:start]
+                nxt = cycle[1] if len(cycle) > 1 else cycle[0]
+                index = next(i for d, i in graph[cycle[0]] if d == nxt)
+                found.setdefault(tuple(cycle), (cycle, index))
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name)
+    return list(found.values())
+
+
+# ------------------------------------------------------------- imports
+
+
+def import_issues(doc: Document, app_dir: Path) -> list[SpecIssue]:
+    """Import every entrypoint and look for rule files, relative to ``app_dir``."""
+    issues: list[SpecIssue] = []
+    for section in ("services", "jobs"):
+        for name, item in _mapping(doc.data.get(section)).items():
+            entry = _mapping(item).get("entrypoint")
+            if isinstance(entry, str) and re.fullmatch(ENTRYPOINT_PATTERN, entry):
+                problem = entrypoint_problem(entry, app_dir, callable_needed=section == "jobs")
+                if problem:
+                    issues.append(doc.issue((section, name, "entrypoint"), problem))
+    observability = _mapping(doc.data.get("observability"))
+    for index, rule_file in enumerate(_list(observability.get("rules"))):
+        if isinstance(rule_file, str) and not (app_dir / rule_file).is_file():
+            issues.append(
+                doc.issue(("observability", "rules", index), f"rule file not found: {rule_file} (looked in {app_dir})")
+            )
+    return issues
+
+
+def entrypoint_problem(entry: str, app_dir: Path, *, callable_needed: bool = False) -> str | None:
+    """Why ``module:attr`` cannot be imported from ``app_dir``, or None when it can.
+
+    The import runs with ``app_dir`` first on ``sys.path``; afterwards
+    ``sys.path`` is restored and every module loaded from the app (or under
+    the entrypoint's top-level package) is dropped from ``sys.modules``, so
+    validation leaves the process as it found it.
+    """
+    module_name, attr = entry.split(":", 1)
+    top = module_name.split(".")[0]
+    app_dir = app_dir.resolve()
+    saved_path = list(sys.path)
+    before = set(sys.modules)
+    # A same-named package already imported from elsewhere would shadow the app's.
+    shadowed = {n: m for n, m in sys.modules.items() if (n == top or n.startswith(top + ".")) and not _under(m, app_dir)}
+    for n in shadowed:
+        del sys.modules[n]
+    sys.path.insert(0, str(app_dir))
+    importlib.invalidate_caches()
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (module_name == missing or module_name.startswith(missing + ".")):
+                return f"cannot import {entry!r}: no module named {missing!r} (looked in {app_dir} and site-packages)"
+            return f"cannot import {entry!r}: importing {module_name!r} failed: {exc}"
+        except SyntaxError as exc:
+            where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+            return f"cannot import {entry!r}: syntax error at {where}: {exc.msg}"
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+            return f"cannot import {entry!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        if not hasattr(module, attr):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"cannot import {entry!r}: module {module_name!r} has no attribute {attr!r}{hint}"
+        if callable_needed and not callable(getattr(module, attr)):
+            return f"{entry!r} is not callable; a job entrypoint names a function"
+        return None
+    finally:
+        sys.path[:] = saved_path
+        for n in set(sys.modules) - before:
+            if n == top or n.startswith(top + ".") or _under(sys.modules.get(n), app_dir):
+                sys.modules.pop(n, None)
+        sys.modules.update(shadowed)
+        importlib.invalidate_caches()
+
+
+def _under(module: Any, directory: Path) -> bool:
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return False
+    try:
+        resolved = Path(origin).resolve()
+    except (OSError, ValueError):
+        return False
+    # Installed packages stay loaded even when a virtualenv sits inside the app.
+    if "site-packages" in resolved.parts or resolved.is_relative_to(Path(sys.prefix).resolve()):
+        return False
+    return resolved.is_relative_to(directory)

@@ -1,0 +1,410 @@
+"""Read ``lichen.yaml`` into an :class:`AppSpec`, locating every problem at file:line:column.
+
+The YAML is composed into nodes first so that each key and value keeps its
+position; the plain data then goes through the pydantic models, and each
+pydantic error is mapped back to the node it came from and rewritten as a
+message saying what was expected. Cross-field checks (duplicate routes,
+``depends_on``, entrypoint imports) live in :mod:`lichen.spec.checking`.
+
+Every problem is reported, not just the first: ``validate_spec`` returns the
+whole list and ``load_spec`` raises one :class:`SpecError` carrying it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lichen.errors import ConfigError, SpecError, SpecIssue
+from lichen.spec import checking
+from lichen.spec.models import AppSpec
+
+PathKey = tuple[str | int, ...]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class Document:
+    """A parsed spec file: its plain data and where each path sits in the text."""
+
+    file: str
+    data: Any
+    # path -> (line, column) of the mapping key (or the list item), 1-based.
+    key_positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    # path -> (line, column) of the value, 1-based.
+    value_positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: PathKey, *, value: bool = False) -> tuple[int, int]:
+        """Where ``path`` is written; the nearest written ancestor when it is absent."""
+        table = self.value_positions if value else self.key_positions
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.key_positions:
+                return self.key_positions[prefix]
+        return (1, 1)
+
+    def issue(self, path: PathKey, message: str, *, value: bool = False) -> SpecIssue:
+        line, column = self.position(path, value=value)
+        return SpecIssue(self.file, line, column, dotted(path), message)
+
+
+def dotted(path: PathKey) -> str:
+    """``("services", "api", "routes", 0)`` -> ``services.api.routes[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# ------------------------------------------------------------------- YAML
+
+
+def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssue]]:
+    """Parse YAML keeping positions; duplicate keys are issues, invalid YAML is one issue."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        issues: list[SpecIssue] = []
+        doc = Document(file=file, data=None)
+        if node is not None:
+            _index(node, (), doc, issues, loader)
+            doc.data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        return None, [SpecIssue(file, line, column, "", f"invalid YAML: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, [SpecIssue(file, 1, 1, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    return doc, issues
+
+
+def _index(node: yaml.Node, path: PathKey, doc: Document, issues: list[SpecIssue], loader: yaml.SafeLoader) -> None:
+    doc.value_positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        first_seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = _key_of(key_node, loader)
+            key_at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            child = (*path, key)
+            if key in first_seen:
+                issues.append(
+                    SpecIssue(
+                        doc.file, *key_at, dotted(child), f"duplicate key {key!r} (first defined on line {first_seen[key]})"
+                    )
+                )
+                continue
+            first_seen[key] = key_at[0]
+            doc.key_positions[child] = key_at
+            _index(value_node, child, doc, issues, loader)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            doc.key_positions[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _index(item, child, doc, issues, loader)
+
+
+def _key_of(key_node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+    if isinstance(key_node, yaml.ScalarNode):
+        key = loader.construct_object(key_node, deep=True)
+        return key if isinstance(key, (str, int, float, bool)) or key is None else str(key)
+    return f"<{key_node.id} key at line {key_node.start_mark.line + 1}>"
+
+
+# --------------------------------------------------------- pydantic errors
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation allows (Optional/Union/Annotated removed)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def model_at(path: PathKey, root: type[BaseModel] = AppSpec) -> type[BaseModel] | None:
+    """The pydantic model that describes the mapping at ``path``, if any."""
+    candidates: list[Any] = [root]
+    for part in path:
+        following: list[Any] = []
+        for candidate in candidates:
+            origin = typing.get_origin(candidate)
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                info = candidate.model_fields.get(str(part))
+                if info is not None:
+                    following.extend(_unwrap(info.annotation))
+            elif origin is dict:
+                following.extend(_unwrap(typing.get_args(candidate)[1]))
+            elif origin is list and isinstance(part, int):
+                following.extend(_unwrap(typing.get_args(candidate)[0]))
+        candidates = following
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _lookup(container: Any, part: Any) -> tuple[bool, Any]:
+    if isinstance(container, dict):
+        for key in (part, str(part)):
+            if key in container:
+                return True, container[key]
+        for key in container:
+            if str(key) == str(part):
+                return True, container[key]
+    if isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container):
+        return True, container[part]
+    return False, None
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool, bool]:
+    """Turn a pydantic ``loc`` into a data path.
+
+    Returns (path, at_key, via_union): ``at_key`` when the error is about a
+    mapping key itself; ``via_union`` when union branch tags were dropped.
+    """
+    path: list[Any] = []
+    node, present, via_union = data, True, False
+    for part in loc:
+        if part == "[key]":
+            return tuple(path), True, via_union
+        if present:
+            found, child = _lookup(node, part)
+            if found:
+                real = next((k for k in node if str(k) == str(part)), part) if isinstance(node, dict) else part
+                path.append(real)
+                node = child
+                continue
+        model = model_at(tuple(path))
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            path.append(part)  # a field that is absent from the file
+            present = False
+        elif isinstance(part, int) and not present:
+            path.append(part)
+        else:
+            via_union = True  # a union branch tag such as 'constrained-int'
+    return tuple(path), False, via_union
+
+
+_PATTERN_WORDS = {
+    r"^[a-z]([-a-z0-9]*[a-z0-9])?$": "a lowercase name of letters, digits and '-' that starts with a letter "
+    "and does not end with '-' (e.g. recommender)",
+    r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$": "'module.path:Name' (e.g. app.services:Recommender)",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable name of letters, digits and '_' that does not start "
+    "with a digit (e.g. MODEL_DIR)",
+    r"^\d{1,3}%$": "a percentage such as '25%'",
+    r"^/": "a path that starts with '/'",
+    r"^https?://": "an http:// or https:// URL",
+    r"^sqlite:///.+": "a SQLite URL such as sqlite:///.lichen/state.db",
+}
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "finite_number": "a finite number",
+}
+
+
+def show(value: Any) -> str:
+    """A value as a user wrote it in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def _expectation(err: dict[str, Any]) -> str:
+    """What a pydantic error says was expected, as a noun phrase."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _TYPE_WORDS:
+        return _TYPE_WORDS[kind]
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(ctx.get("pattern", ""), f"a string matching {ctx.get('pattern')}")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        value = next(iter(ctx.values()), "?")
+        return f"a number {bounds[kind]} {value}"
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return err["msg"][:1].lower() + err["msg"][1:]
+
+
+def _phrase(annotation: Any) -> str | None:
+    """A noun phrase for one member of a union, e.g. ``an integer >= 0``."""
+    base, constraints = annotation, []
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        for item in extra:
+            constraints.extend(getattr(item, "metadata", None) or [item])
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if base not in words:
+        return None
+    phrase = words[base]
+    for item in constraints:
+        pattern = getattr(item, "pattern", None)
+        if pattern:
+            return _PATTERN_WORDS.get(pattern, f"a string matching {pattern}")
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                phrase += f" {sign} {getattr(item, attr)}"
+    return phrase
+
+
+def _union_expectations(path: PathKey) -> list[str]:
+    model = model_at(path[:-1]) if path else None
+    info = model.model_fields.get(str(path[-1])) if model else None
+    if info is None:
+        return []
+    phrases = [_phrase(member) for member in typing.get_args(info.annotation)]
+    return [p for p in phrases if p] if all(phrases) else []
+
+
+def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
+    """One pydantic error as (path, message)."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return path, "required key is missing"
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        model = model_at(path[:-1])
+        names = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(names)}"
+        return path, f"unknown key {key!r}; {hint}"
+    if kind == "value_error":
+        text = str(ctx.get("error", err["msg"]))
+        match = re.match(r"^([a-z_]+): (.*)$", text, re.S)
+        model = model_at(path)
+        if match and model is not None and match.group(1) in model.model_fields:
+            return (*path, match.group(1)), match.group(2)
+        return path, text
+    if kind == "literal_error":
+        close = difflib.get_close_matches(str(value), re.findall(r"'([^']*)'", str(ctx.get("expected"))), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return path, f"expected one of {ctx.get('expected')}, got {show(value)}{hint}"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        return path, f"must be {bounds[kind]} {next(iter(ctx.values()), '?')}, got {show(value)}"
+    if kind == "string_too_long":
+        return path, f"must be at most {ctx.get('max_length')} characters, got {len(str(value))}"
+    if kind in ("too_short", "string_too_short"):
+        return path, f"must have at least {ctx.get('min_length')} item(s)"
+    return path, f"expected {_expectation(err)}, got {show(value)}"
+
+
+def schema_issues(doc: Document, exc: ValidationError) -> list[SpecIssue]:
+    """Every pydantic error as a located issue; union branches merge into one."""
+    issues: list[SpecIssue] = []
+    unions: dict[PathKey, list[dict[str, Any]]] = {}
+    for err in exc.errors():
+        path, at_key, via_union = _data_path(err["loc"], doc.data)
+        if at_key:
+            issues.append(doc.issue(path, f"invalid key {show(path[-1])}: expected {_expectation(err)}"))
+        elif via_union:
+            unions.setdefault(path, []).append(err)
+        else:
+            where, message = _message(err, path)
+            issues.append(doc.issue(where, message))
+    for path, errs in unions.items():
+        wanted = _union_expectations(path) or list(dict.fromkeys(_expectation(e) for e in errs))
+        issues.append(doc.issue(path, f"expected {' or '.join(wanted)}, got {show(errs[0].get('input'))}"))
+    return issues
+
+
+# -------------------------------------------------------------- the API
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no spec file at {path} (create one with 'lichen init')") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; pass the path of its lichen.yaml") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def check_spec(path: str | Path, *, check_imports: bool = True) -> tuple[AppSpec | None, list[SpecIssue]]:
+    """Parse, validate and cross-check one spec file; the model is None when any issue was found."""
+    spec_path = Path(path)
+    text = _read(spec_path)
+    doc, issues = parse_document(text, str(path))
+    if doc is None:
+        return None, issues
+    if not isinstance(doc.data, dict):
+        got = "an empty file" if doc.data is None else show(doc.data)
+        issues.append(doc.issue((), f"expected a mapping with at least 'app: NAME' at the top level, got {got}"))
+        return None, issues
+    spec: AppSpec | None = None
+    try:
+        spec = AppSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        issues.extend(schema_issues(doc, exc))
+    issues.extend(checking.cross_field_issues(doc))
+    if check_imports:
+        issues.extend(checking.import_issues(doc, spec_path.resolve().parent))
+    issues = sorted(set(issues), key=lambda i: (i.line, i.column, i.field, i.message))
+    return (None if issues else spec), issues
+
+
+def validate_spec(path: str | Path, check_imports: bool = True) -> list[SpecIssue]:
+    """Every problem in a spec file, sorted by position; empty when the spec is valid.
+
+    With ``check_imports`` each entrypoint is imported (with the spec's
+    directory on ``sys.path``, restored afterwards) and referenced rule files
+    must exist.
+    """
+    return check_spec(path, check_imports=check_imports)[1]
+
+
+def load_spec(path: str | Path, *, check_imports: bool = False) -> AppSpec:
+    """Load and validate ``lichen.yaml``; raise :class:`SpecError` listing every problem.
+
+    Example::
+
+        spec = load_spec("lichen.yaml")
+        spec.services["recommender"].replicas
+    """
+    spec, issues = check_spec(path, check_imports=check_imports)
+    if issues or spec is None:
+        raise SpecError(issues)
+    return spec
