@@ -20,6 +20,9 @@ _EXPORTS: dict[str, str] = {
     "LichenError": "lichen.errors",
     "SpecError": "lichen.errors",
     "DataError": "lichen.errors",
+    "atomic_output": "lichen.registry.artifacts",
+    "ModelRegistry": "lichen.registry.models",
+    "ModelVersion": "lichen.registry.models",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -40,6 +43,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lichen.errors import DataError, LichenError, SpecError
+    from lichen.registry.artifacts import atomic_output
+    from lichen.registry.models import ModelRegistry, ModelVersion
     from lichen.sdk.endpoints import endpoint
     from lichen.sdk.services import Service
     from lichen.spec.loading import load_spec

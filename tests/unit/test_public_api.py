@@ -8,9 +8,12 @@ EXPECTED_PUBLIC_API = [
     "AppSpec",
     "DataError",
     "LichenError",
+    "ModelRegistry",
+    "ModelVersion",
     "Service",
     "SpecError",
     "__version__",
+    "atomic_output",
     "endpoint",
     "load_spec",
 ]
