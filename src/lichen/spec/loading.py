@@ -52,6 +52,8 @@ class Document:
                 return table[prefix]
             if prefix in self.key_positions:
                 return self.key_positions[prefix]
+            if prefix in self.value_positions:
+                return self.value_positions[prefix]
         return (1, 1)
 
     def issue(self, path: PathKey, message: str, *, value: bool = False) -> SpecIssue:
@@ -83,7 +85,9 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = exc.problem or exc.context or "cannot parse"
+        if exc.context and exc.problem and exc.context_mark:
+            problem += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
         return None, [SpecIssue(file, line, column, "", f"invalid YAML: {problem}")]
     except yaml.YAMLError as exc:
         return None, [SpecIssue(file, 1, 1, "", f"invalid YAML: {exc}")]
@@ -93,7 +97,11 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
 
 
 def _index(node: yaml.Node, path: PathKey, doc: Document, issues: list[SpecIssue], loader: yaml.SafeLoader) -> None:
-    doc.value_positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    start = node.start_mark
+    if not path and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.value:
+        first = node.value[0]
+        start = (first[0] if isinstance(first, tuple) else first).start_mark  # skip leading comments
+    doc.value_positions.setdefault(path, (start.line + 1, start.column + 1))
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[Any, int] = {}
         for key_node, value_node in node.value:

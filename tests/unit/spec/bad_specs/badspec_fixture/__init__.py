@@ -1,0 +1,1 @@
+"""A tiny importable app used by the bad-spec corpus (entrypoint checks)."""
