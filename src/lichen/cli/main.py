@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lichen import __version__
 from lichen.cli import controlling, gatewaying, jobs, modeling, observing, serving, specs
@@ -53,11 +54,12 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI, turning user errors into one line."""
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("LICHEN_DEBUG") == "1"
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode click returns typer.Exit's code instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except LichenError as exc:
         if debug:
             raise
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         Console(stderr=True).print("aborted")
@@ -71,3 +73,5 @@ def run(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
