@@ -1,0 +1,336 @@
+"""PromQL evaluation over the embedded series store.
+
+Interface (stable; used by the rules, the HTTP API, the dashboard and the controller):
+
+* ``Engine(store, lookback_s=300.0)``
+* ``engine.instant(expr, t_s) -> dict`` — Prometheus' ``data`` object
+  (``{"resultType": "vector"|"scalar"|"matrix"|"string", "result": [...]}``).
+* ``engine.range(expr, start_s, end_s, step_s) -> dict`` — ``{"resultType": "matrix", ...}``.
+* ``engine.instant_samples(expr, t_s) -> list[tuple[dict[str, str], float]]`` — the plain
+  sample list rule evaluation needs (a scalar becomes one sample with no labels).
+* ``parse_expr(text) -> promql_parser.Expr`` — parse and check support; raises
+  :class:`QueryError` naming the construct and its position.
+
+Expressions are parsed by the ``promql-parser`` package. Supported: vector and matrix selectors
+with every matcher type and ``offset``; the functions in
+:data:`lichen.observe.promql_functions.SIGNATURES`; the aggregations sum, avg, min, max, count,
+group, topk, bottomk, quantile, stddev and stdvar with ``by``/``without``; arithmetic,
+comparison (with ``bool``) and set operators with ``on``/``ignoring`` and
+``group_left``/``group_right``. Staleness and lookback follow Prometheus 2.x: a selector sees
+the newest sample at most ``lookback_s`` old (inclusive), unless it is a stale marker; ranges are
+closed ``[t - range, t]``. Subqueries, ``@`` and other functions raise :class:`QueryError`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import promql_parser as pp
+
+from lichen.observe.promql_functions import SIGNATURES, call_function
+from lichen.observe.promql_operators import (
+    ARITHMETIC,
+    COMPARISON,
+    SET_OPS,
+    Matching,
+    aggregate,
+    scalar_binop,
+    set_binop,
+    vector_binop,
+    vector_scalar_binop,
+)
+from lichen.observe.promql_values import (
+    InstantVector,
+    QueryError,
+    RangeVector,
+    Scalar,
+    StringValue,
+    Value,
+    drop_name,
+    merge_same_labels,
+    to_json,
+)
+from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
+
+__all__ = ["Engine", "QueryError", "parse_expr"]
+
+MAX_POINTS = 11_000
+AGGREGATIONS = {"sum", "avg", "min", "max", "count", "group", "topk", "bottomk", "quantile", "stddev", "stdvar"}
+_MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+
+
+def _ms(delta: timedelta | None) -> int:
+    if delta is None:
+        return 0
+    return int(round(delta.total_seconds() * 1000))
+
+
+def _position(text: str, needle: str) -> str:
+    at = text.find(needle)
+    return f" at position {at + 1}" if at >= 0 else ""
+
+
+def _check(node: pp.Expr, text: str) -> None:
+    """Reject constructs this engine does not implement, naming them and where they are."""
+    if isinstance(node, pp.SubqueryExpr):
+        raise QueryError(f"subquery {node} is not supported{_position(text, '[')}")
+    if isinstance(node, (pp.VectorSelector, pp.MatrixSelector)):
+        vs = node.vector_selector if isinstance(node, pp.MatrixSelector) else node
+        if vs.at is not None:
+            raise QueryError(f"the @ modifier ({vs}) is not supported{_position(text, '@')}")
+        if vs.matchers.or_matchers:
+            raise QueryError(f"'or' inside label matchers ({vs}) is not supported{_position(text, ' or ')}")
+        return
+    if isinstance(node, pp.Call):
+        name = node.func.name
+        if name not in SIGNATURES:
+            raise QueryError(f"function {name}() is not supported{_position(text, name + '(')}")
+        for arg in node.args:
+            _check(arg, text)
+        return
+    if isinstance(node, pp.AggregateExpr):
+        op = str(node.op)
+        if op not in AGGREGATIONS:
+            raise QueryError(f"aggregation {op}() is not supported{_position(text, op)}")
+        _check(node.expr, text)
+        if node.param is not None:
+            _check(node.param, text)
+        return
+    if isinstance(node, pp.BinaryExpr):
+        op = str(node.op)
+        if op not in ARITHMETIC | COMPARISON | SET_OPS:
+            raise QueryError(f"operator {op} is not supported{_position(text, op)}")
+        _check(node.lhs, text)
+        _check(node.rhs, text)
+        return
+    if isinstance(node, (pp.ParenExpr, pp.UnaryExpr)):
+        _check(node.expr, text)
+        return
+    if isinstance(node, (pp.NumberLiteral, pp.StringLiteral)):
+        return
+    raise QueryError(f"expression {node} is not supported")
+
+
+def parse_expr(text: str) -> pp.Expr:
+    """Parse a PromQL expression and check that this engine supports every construct in it."""
+    try:
+        node = pp.parse(text)
+    except (ValueError, TypeError) as exc:
+        raise QueryError(f"cannot parse PromQL {text!r}: {exc}") from None
+    _check(node, text)
+    return node
+
+
+def _matchers(vs: pp.VectorSelector) -> list[LabelMatcher]:
+    out = []
+    if vs.name:
+        out.append(LabelMatcher("__name__", "=", vs.name))
+    for m in vs.matchers.matchers:
+        out.append(LabelMatcher(m.name, _MATCH_OPS[str(m.op)], m.value))
+    return out
+
+
+def _matching(node: pp.BinaryExpr) -> Matching:
+    mod = node.modifier
+    if mod is None:
+        return Matching()
+    card = {
+        "VectorMatchCardinality.OneToOne": "one-to-one",
+        "VectorMatchCardinality.ManyToOne": "many-to-one",
+        "VectorMatchCardinality.OneToMany": "one-to-many",
+        "VectorMatchCardinality.ManyToMany": "many-to-many",
+    }[str(mod.card)]
+    on = False
+    labels: tuple[str, ...] = ()
+    if mod.matching is not None:
+        on = str(mod.matching.type) == "LabelModifierType.Include"
+        labels = tuple(mod.matching.labels)
+    include = tuple(mod.group_labels or ()) if card in ("many-to-one", "one-to-many") else ()
+    return Matching(card=card, on=on, labels=labels, include=include, return_bool=bool(mod.return_bool))
+
+
+class Engine:
+    """Evaluates PromQL against a :class:`SeriesStore`."""
+
+    def __init__(self, store: SeriesStore, lookback_s: float = 300.0) -> None:
+        self.store = store
+        self.lookback_ms = int(lookback_s * 1000)
+        self._parsed: dict[str, pp.Expr] = {}
+
+    # ----------------------------------------------------------------- public
+
+    def parse(self, expr: str) -> pp.Expr:
+        node = self._parsed.get(expr)
+        if node is None:
+            node = parse_expr(expr)
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            self._parsed[expr] = node
+        return node
+
+    def evaluate(self, expr: str, steps_ms: np.ndarray) -> Value:
+        node = self.parse(expr)
+        return self._eval(node, np.asarray(steps_ms, dtype=np.int64))
+
+    def instant(self, expr: str, t_s: float) -> dict:
+        steps = np.array([int(round(t_s * 1000))], dtype=np.int64)
+        return to_json(self.evaluate(expr, steps), steps, as_range=False)
+
+    def range(self, expr: str, start_s: float, end_s: float, step_s: float) -> dict:
+        if step_s <= 0:
+            raise QueryError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+        if end_s < start_s:
+            raise QueryError("end timestamp must not be before start time")
+        start_ms, end_ms, step_ms = int(round(start_s * 1000)), int(round(end_s * 1000)), int(round(step_s * 1000))
+        count = (end_ms - start_ms) // step_ms + 1
+        if count > MAX_POINTS:
+            raise QueryError("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+        steps = start_ms + step_ms * np.arange(count, dtype=np.int64)
+        node = self.parse(expr)
+        if isinstance(node, pp.MatrixSelector) or (isinstance(node, pp.ParenExpr) and isinstance(node.expr, pp.MatrixSelector)):
+            raise QueryError("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector")
+        value = self._eval(node, steps)
+        if isinstance(value, StringValue):
+            raise QueryError("invalid expression type \"string\" for range query, must be Scalar or instant Vector")
+        return to_json(value, steps, as_range=True)
+
+    def instant_samples(self, expr: str, t_s: float) -> list[tuple[dict[str, str], float]]:
+        steps = np.array([int(round(t_s * 1000))], dtype=np.int64)
+        value = self.evaluate(expr, steps)
+        if isinstance(value, Scalar):
+            return [({}, float(value.values[0]))]
+        if isinstance(value, InstantVector):
+            return [(dict(s), float(value.values[i, 0])) for i, s in enumerate(value.series) if value.present[i, 0]]
+        raise QueryError(f"expression {expr!r} returns a {type(value).__name__}, not an instant vector or scalar")
+
+    # --------------------------------------------------------------- internals
+
+    def _eval(self, node: pp.Expr, steps: np.ndarray) -> Value:
+        n = len(steps)
+        if isinstance(node, pp.NumberLiteral):
+            return Scalar(np.full(n, float(node.val)))
+        if isinstance(node, pp.StringLiteral):
+            return StringValue(node.val)
+        if isinstance(node, pp.ParenExpr):
+            return self._eval(node.expr, steps)
+        if isinstance(node, pp.UnaryExpr):
+            inner = self._eval(node.expr, steps)
+            if isinstance(inner, Scalar):
+                return Scalar(-inner.values)
+            if isinstance(inner, InstantVector):
+                return merge_same_labels(InstantVector([drop_name(s) for s in inner.series], -inner.values, inner.present.copy()))
+            raise QueryError(f"unary minus is not defined on {type(inner).__name__}")
+        if isinstance(node, pp.VectorSelector):
+            return self._vector_selector(node, steps)
+        if isinstance(node, pp.MatrixSelector):
+            return self._matrix_selector(node, steps)
+        if isinstance(node, pp.Call):
+            return self._call(node, steps)
+        if isinstance(node, pp.AggregateExpr):
+            return self._aggregate(node, steps)
+        if isinstance(node, pp.BinaryExpr):
+            return self._binary(node, steps)
+        raise QueryError(f"expression {node} is not supported")
+
+    def _vector_selector(self, vs: pp.VectorSelector, steps: np.ndarray) -> InstantVector:
+        offset = _ms(vs.offset)
+        ref = steps - offset
+        data = self.store.select(_matchers(vs), int(ref[0]) - self.lookback_ms, int(ref[-1]))
+        n = len(steps)
+        if not data:
+            return InstantVector.empty(n)
+        series, values, present = [], np.empty((len(data), n)), np.zeros((len(data), n), dtype=bool)
+        for i, sd in enumerate(data):
+            idx = np.searchsorted(sd.t_ms, ref, side="right") - 1
+            ok = idx >= 0
+            safe = np.where(ok, idx, 0)
+            ok &= sd.t_ms[safe] >= ref - self.lookback_ms
+            v = sd.values[safe]
+            ok &= ~stale_mask(v)
+            values[i] = v
+            present[i] = ok
+            series.append(sd.label_dict)
+        keep = present.any(axis=1)
+        return InstantVector([s for s, k in zip(series, keep, strict=True) if k], values[keep], present[keep])
+
+    def _matrix_selector(self, ms: pp.MatrixSelector, steps: np.ndarray) -> RangeVector:
+        vs = ms.vector_selector
+        offset = _ms(vs.offset)
+        range_ms = _ms(ms.range)
+        data = self.store.select(_matchers(vs), int(steps[0]) - offset - range_ms, int(steps[-1]) - offset)
+        series, ts, vals = [], [], []
+        for sd in data:
+            fresh = ~stale_mask(sd.values)
+            if not fresh.any():
+                continue
+            series.append(sd.label_dict)
+            ts.append(sd.t_ms[fresh])
+            vals.append(sd.values[fresh])
+        equality = {m.name: m.value for m in _matchers(vs) if m.op == "=" and m.name != "__name__"}
+        return RangeVector(series, ts, vals, range_ms, offset, steps, str(ms), equality)
+
+    def _call(self, node: pp.Call, steps: np.ndarray) -> Value:
+        name = node.func.name
+        kinds, optional = SIGNATURES[name]
+        args_nodes = list(node.args)
+        if not (len(kinds) - optional <= len(args_nodes) <= len(kinds)):
+            raise QueryError(f"function {name}() expects {len(kinds)} argument(s), got {len(args_nodes)}")
+        args: list[Value] = []
+        for kind, arg in zip(kinds, args_nodes, strict=False):
+            value = self._eval(arg, steps)
+            expected = {"v": InstantVector, "m": RangeVector, "s": Scalar, "str": StringValue}[kind]
+            if not isinstance(value, expected):
+                raise QueryError(f"function {name}() expects a {expected.__name__} as argument, got {type(value).__name__} ({arg})")
+            args.append(value)
+        equality: dict[str, str] = {}
+        if name in ("absent", "absent_over_time"):
+            inner = args_nodes[0]
+            while isinstance(inner, pp.ParenExpr):
+                inner = inner.expr
+            if isinstance(inner, pp.MatrixSelector):
+                inner = inner.vector_selector
+            if isinstance(inner, pp.VectorSelector):
+                names = [m.name for m in _matchers(inner)]
+                equality = {
+                    m.name: m.value
+                    for m in _matchers(inner)
+                    if m.op == "=" and m.name != "__name__" and names.count(m.name) == 1
+                }
+        return call_function(name, args, steps, equality)
+
+    def _aggregate(self, node: pp.AggregateExpr, steps: np.ndarray) -> InstantVector:
+        op = str(node.op)
+        param = None
+        if node.param is not None:
+            param = self._eval(node.param, steps)
+            if not isinstance(param, Scalar):
+                raise QueryError(f"{op}() expects a scalar parameter, got {type(param).__name__}")
+        inner = self._eval(node.expr, steps)
+        if not isinstance(inner, InstantVector):
+            raise QueryError(f"{op}() expects an instant vector, got {type(inner).__name__}")
+        grouping: tuple[str, ...] = ()
+        without = False
+        if node.modifier is not None:
+            grouping = tuple(node.modifier.labels)
+            without = str(node.modifier.type) == "AggModifierType.Without"
+        return aggregate(op, inner, grouping, without, param)
+
+    def _binary(self, node: pp.BinaryExpr, steps: np.ndarray) -> Value:
+        op = str(node.op)
+        matching = _matching(node)
+        lhs = self._eval(node.lhs, steps)
+        rhs = self._eval(node.rhs, steps)
+        if op in SET_OPS:
+            if not (isinstance(lhs, InstantVector) and isinstance(rhs, InstantVector)):
+                raise QueryError(f"set operator {op} not allowed in binary scalar expression")
+            return set_binop(op, lhs, rhs, matching)
+        if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
+            return scalar_binop(op, lhs, rhs, matching.return_bool)
+        if isinstance(lhs, InstantVector) and isinstance(rhs, Scalar):
+            return vector_scalar_binop(op, lhs, rhs, swap=False, return_bool=matching.return_bool)
+        if isinstance(lhs, Scalar) and isinstance(rhs, InstantVector):
+            return vector_scalar_binop(op, rhs, lhs, swap=True, return_bool=matching.return_bool)
+        if isinstance(lhs, InstantVector) and isinstance(rhs, InstantVector):
+            return vector_binop(op, lhs, rhs, matching)
+        raise QueryError(f"binary operator {op} is not defined between {type(lhs).__name__} and {type(rhs).__name__}")

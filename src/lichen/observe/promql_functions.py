@@ -1,0 +1,467 @@
+"""PromQL functions, following Prometheus 2.x ``promql/functions.go`` and ``quantile.go``.
+
+Each function receives evaluated arguments (see :mod:`lichen.observe.promql_values`) and the
+step timestamps, and returns a value over every step. Range-vector functions are vectorised
+with numpy where they are hot (rate, increase, delta, irate, *_over_time sums and counts).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from lichen.observe.promql_values import (
+    InstantVector,
+    QueryError,
+    RangeVector,
+    Scalar,
+    StringValue,
+    Value,
+    drop_name,
+    merge_same_labels,
+)
+
+# ------------------------------------------------------------------ range vector functions
+
+
+def _range_output(rv: RangeVector, rows: list[tuple[dict, np.ndarray, np.ndarray]], keep_name: bool = False) -> InstantVector:
+    steps = len(rv.step_ts_ms)
+    if not rows:
+        return InstantVector.empty(steps)
+    series = [labels if keep_name else drop_name(labels) for labels, _, _ in rows]
+    vec = InstantVector(series, np.array([r[1] for r in rows]), np.array([r[2] for r in rows], dtype=bool))
+    return merge_same_labels(vec)
+
+
+def extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> InstantVector:
+    """rate / increase / delta with Prometheus' extrapolation (2.x extrapolatedRate)."""
+    rows = []
+    range_end = (rv.step_ts_ms - rv.offset_ms).astype(np.float64)
+    range_start = range_end - rv.range_ms
+    range_s = rv.range_ms / 1000.0
+    for i, labels in enumerate(rv.series):
+        t, v = rv.t_ms[i], rv.values[i]
+        lo, hi = rv.windows(i)
+        n = hi - lo
+        ok = n >= 2
+        if not ok.any():
+            continue
+        lo_c = np.where(ok, lo, 0)
+        last_c = np.where(ok, hi - 1, 0)
+        first_v, last_v = v[lo_c], v[last_c]
+        first_t, last_t = t[lo_c].astype(np.float64), t[last_c].astype(np.float64)
+        result = last_v - first_v
+        if is_counter:
+            prev = v[:-1]
+            resets = np.concatenate(([0.0], np.where(v[1:] < prev, prev, 0.0)))
+            correction = np.cumsum(resets)
+            result = result + (correction[last_c] - correction[lo_c])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_start = (first_t - range_start) / 1000.0
+            to_end = (range_end - last_t) / 1000.0
+            sampled = (last_t - first_t) / 1000.0
+            average = sampled / np.maximum(n - 1, 1)
+            if is_counter:
+                zero_ok = (result > 0) & (first_v >= 0)
+                to_zero = sampled * (first_v / np.where(result == 0, 1.0, result))
+                to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+            threshold = average * 1.1
+            interval = sampled + np.where(to_start < threshold, to_start, average / 2)
+            interval = interval + np.where(to_end < threshold, to_end, average / 2)
+            result = result * (interval / sampled)
+            if is_rate:
+                result = result / range_s
+        rows.append((labels, result, ok))
+    return _range_output(rv, rows)
+
+
+def instant_rate(rv: RangeVector, *, is_rate: bool) -> InstantVector:
+    """irate / idelta: the last two samples of each window."""
+    rows = []
+    for i, labels in enumerate(rv.series):
+        t, v = rv.t_ms[i], rv.values[i]
+        lo, hi = rv.windows(i)
+        ok = (hi - lo) >= 2
+        if not ok.any():
+            continue
+        last = np.where(ok, hi - 1, 1)
+        prev = last - 1
+        lv, pv = v[last], v[prev]
+        interval = (t[last] - t[prev]).astype(np.float64) / 1000.0
+        result = np.where(lv < pv, lv, lv - pv) if is_rate else lv - pv
+        ok = ok & (interval != 0)
+        if is_rate:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                result = result / np.where(interval == 0, 1.0, interval)
+        rows.append((labels, result, ok))
+    return _range_output(rv, rows)
+
+
+def _per_window(rv: RangeVector, fn: Callable[[np.ndarray, np.ndarray, int], float], keep_name: bool = False) -> InstantVector:
+    rows = []
+    for i, labels in enumerate(rv.series):
+        t, v = rv.t_ms[i], rv.values[i]
+        lo, hi = rv.windows(i)
+        ok = hi > lo
+        if not ok.any():
+            continue
+        out = np.zeros(len(lo))
+        for j in np.nonzero(ok)[0]:
+            out[j] = fn(t[lo[j] : hi[j]], v[lo[j] : hi[j]], int(j))
+        rows.append((labels, out, ok))
+    return _range_output(rv, rows, keep_name=keep_name)
+
+
+def _cumulative(rv: RangeVector, kind: str) -> InstantVector:
+    rows = []
+    for i, labels in enumerate(rv.series):
+        v = rv.values[i]
+        lo, hi = rv.windows(i)
+        count = hi - lo
+        ok = count > 0
+        if not ok.any():
+            continue
+        if kind == "count":
+            out = count.astype(np.float64)
+        elif kind == "present":
+            out = np.ones(len(lo))
+        elif kind == "last":
+            out = v[np.where(ok, hi - 1, 0)]
+        else:
+            if len(lo) == 1:
+                total = np.array([sum(v[lo[0] : hi[0]].tolist())])
+            else:
+                cs = np.concatenate(([0.0], np.cumsum(v)))
+                total = cs[hi] - cs[lo]
+            out = total if kind == "sum" else total / np.maximum(count, 1)
+        rows.append((labels, out, ok))
+    return _range_output(rv, rows, keep_name=(kind == "last"))
+
+
+def _quantile(q: float, values: list[float] | np.ndarray) -> float:
+    """Prometheus' quantile(): linear interpolation between closest ranks."""
+    n = len(values)
+    if n == 0:
+        return math.nan
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    ordered = sorted(values)
+    rank = q * (n - 1)
+    lower = max(0, int(math.floor(rank)))
+    upper = min(n - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return ordered[lower] * (1 - weight) + ordered[upper] * weight
+
+
+def _stdvar(values: np.ndarray) -> float:
+    count = 0
+    mean = 0.0
+    aux = 0.0
+    for x in values.tolist():
+        count += 1
+        delta = x - mean
+        mean += delta / count
+        aux += delta * (x - mean)
+    return aux / count
+
+
+def _deriv(t: np.ndarray, v: np.ndarray, _j: int) -> float:
+    if len(v) < 2:
+        return math.nan
+    if np.all(v == v[0]):
+        return math.nan if math.isinf(v[0]) else 0.0
+    x = (t - t[0]).astype(np.float64) / 1000.0
+    n = float(len(v))
+    sum_x, sum_y = float(sum(x.tolist())), float(sum(v.tolist()))
+    sum_xy = float(sum((x * v).tolist()))
+    sum_x2 = float(sum((x * x).tolist()))
+    cov_xy = sum_xy - sum_x * sum_y / n
+    var_x = sum_x2 - sum_x * sum_x / n
+    return cov_xy / var_x
+
+
+def _minmax(kind: str) -> Callable[[np.ndarray, np.ndarray, int], float]:
+    def fn(_t: np.ndarray, v: np.ndarray, _j: int) -> float:
+        best = v[0]
+        for x in v[1:]:
+            if (kind == "min" and x < best) or (kind == "max" and x > best) or math.isnan(best):
+                best = x
+        return float(best)
+
+    return fn
+
+
+# ----------------------------------------------------------------- histogram_quantile
+
+
+def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus 2.x bucketQuantile over (upper_bound, cumulative_count) pairs."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    buckets = sorted(buckets, key=lambda b: b[0])
+    if not buckets or not math.isinf(buckets[-1][0]):
+        return math.nan
+    merged: list[list[float]] = []
+    for bound, count in buckets:  # coalesce equal upper bounds
+        if merged and merged[-1][0] == bound:
+            merged[-1][1] += count
+        else:
+            merged.append([bound, count])
+    running = -math.inf
+    for b in merged:  # ensureMonotonic
+        if b[1] > running:
+            running = b[1]
+        elif b[1] < running:
+            b[1] = running
+    if len(merged) < 2:
+        return math.nan
+    observations = merged[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    b = len(merged) - 1
+    for i in range(len(merged) - 1):
+        if merged[i][1] >= rank:
+            b = i
+            break
+    if b == len(merged) - 1:
+        return merged[-2][0]
+    if b == 0 and merged[0][0] <= 0:
+        return merged[0][0]
+    start = 0.0
+    end = merged[b][0]
+    count = merged[b][1]
+    if b > 0:
+        start = merged[b - 1][0]
+        count -= merged[b - 1][1]
+        rank -= merged[b - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def histogram_quantile(q: Scalar, vec: InstantVector) -> InstantVector:
+    steps = vec.values.shape[1]
+    groups: dict[tuple, tuple[dict, list[tuple[float, int]]]] = {}
+    for i, labels in enumerate(vec.series):
+        le = labels.get("le")
+        if le is None:
+            continue
+        try:
+            bound = float(le.replace("+Inf", "inf"))
+        except ValueError:
+            continue
+        rest = {k: v for k, v in labels.items() if k not in ("le", "__name__")}
+        key = tuple(sorted(rest.items()))
+        groups.setdefault(key, (rest, []))[1].append((bound, i))
+    series, values, present = [], [], []
+    for rest, members in groups.values():
+        bounds = np.array([b for b, _ in members])
+        rows = np.array([i for _, i in members])
+        vals = vec.values[rows]
+        mask = vec.present[rows]
+        out = np.zeros(steps)
+        ok = mask.any(axis=0)
+        full = mask.all(axis=0)
+        order = np.argsort(bounds, kind="stable")
+        for j in np.nonzero(ok)[0]:
+            qj = float(q.values[j])
+            if full[j]:
+                pairs = list(zip(bounds[order].tolist(), vals[order, j].tolist(), strict=True))
+            else:
+                sel = order[mask[order, j]]
+                pairs = list(zip(bounds[sel].tolist(), vals[sel, j].tolist(), strict=True))
+            out[j] = _bucket_quantile(qj, pairs)
+        series.append(rest)
+        values.append(out)
+        present.append(ok)
+    if not series:
+        return InstantVector.empty(steps)
+    return InstantVector(series, np.array(values), np.array(present, dtype=bool))
+
+
+# ------------------------------------------------------------------- other functions
+
+
+def _simple(vec: InstantVector, fn: Callable[[np.ndarray], np.ndarray]) -> InstantVector:
+    with np.errstate(all="ignore"):
+        values = fn(vec.values)
+    return merge_same_labels(InstantVector([drop_name(s) for s in vec.series], values, vec.present.copy()))
+
+
+def _round(vec: InstantVector, to_nearest: Scalar | None) -> InstantVector:
+    nearest = to_nearest.values if to_nearest is not None else np.ones(vec.values.shape[1])
+    inverse = 1.0 / nearest
+    return _simple(vec, lambda v: np.floor(v * inverse + 0.5) / inverse)
+
+
+_GO_REPL = re.compile(r"\$(?:\{(\w*)\}|(\w+)|(\$))")
+
+
+def _expand_replacement(template: str, match: re.Match[str]) -> str:
+    """Go's regexp.Expand: $1, ${1}, $name, ${name}, $$."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(3):
+            return "$"
+        name = m.group(1) if m.group(1) is not None else m.group(2)
+        if name.isdigit():
+            idx = int(name)
+            return (match.group(idx) or "") if idx <= (match.re.groups or 0) else ""
+        try:
+            return match.group(name) or ""
+        except (IndexError, re.error):
+            return ""
+
+    return _GO_REPL.sub(sub, template)
+
+
+def label_replace(vec: InstantVector, dst: str, replacement: str, src: str, regex: str) -> InstantVector:
+    try:
+        pattern = re.compile(f"^(?:{regex})$", re.DOTALL)
+    except re.error as exc:
+        raise QueryError(f'invalid regular expression in label_replace(): "{regex}": {exc}') from None
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", dst):
+        raise QueryError(f'invalid destination label name in label_replace(): "{dst}"')
+    series = []
+    for labels in vec.series:
+        m = pattern.match(labels.get(src, ""))
+        if m is None:
+            series.append(labels)
+            continue
+        res = _expand_replacement(replacement, m)
+        new = dict(labels)
+        if res:
+            new[dst] = res
+        else:
+            new.pop(dst, None)
+        series.append(new)
+    return merge_same_labels(InstantVector(series, vec.values.copy(), vec.present.copy()))
+
+
+def absent(vec: InstantVector | RangeVector, equality_labels: dict[str, str], steps: int) -> InstantVector:
+    if isinstance(vec, RangeVector):
+        any_present = np.zeros(steps, dtype=bool)
+        for i in range(len(vec.series)):
+            lo, hi = vec.windows(i)
+            any_present |= hi > lo
+    else:
+        any_present = vec.present.any(axis=0) if len(vec.series) else np.zeros(steps, dtype=bool)
+    missing = ~any_present
+    return InstantVector([dict(equality_labels)], np.ones((1, steps)), missing.reshape(1, steps))
+
+
+def scalar_of(vec: InstantVector) -> Scalar:
+    steps = vec.values.shape[1]
+    count = vec.present.sum(axis=0) if len(vec.series) else np.zeros(steps, dtype=int)
+    out = np.full(steps, math.nan)
+    if len(vec.series):
+        picked = np.where(vec.present, vec.values, 0.0).sum(axis=0)
+        out = np.where(count == 1, picked, math.nan)
+    return Scalar(out)
+
+
+def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality_labels: dict[str, str]) -> Value:
+    """Apply function ``name`` to evaluated ``args``; the caller has checked arity and types."""
+    steps = len(step_ts_ms)
+    if name in ("rate", "increase", "delta"):
+        return extrapolated_rate(args[0], is_counter=name != "delta", is_rate=name == "rate")  # type: ignore[arg-type]
+    if name in ("irate", "idelta"):
+        return instant_rate(args[0], is_rate=name == "irate")  # type: ignore[arg-type]
+    if name == "deriv":
+        return _per_window(args[0], _deriv)  # type: ignore[arg-type]
+    if name in ("sum_over_time", "avg_over_time", "count_over_time", "last_over_time", "present_over_time"):
+        return _cumulative(args[0], name.removesuffix("_over_time"))  # type: ignore[arg-type]
+    if name in ("min_over_time", "max_over_time"):
+        return _per_window(args[0], _minmax(name[:3]))  # type: ignore[arg-type]
+    if name == "stddev_over_time":
+        return _per_window(args[0], lambda _t, v, _j: math.sqrt(_stdvar(v)))  # type: ignore[arg-type]
+    if name == "stdvar_over_time":
+        return _per_window(args[0], lambda _t, v, _j: _stdvar(v))  # type: ignore[arg-type]
+    if name == "quantile_over_time":
+        q = args[0].values  # type: ignore[union-attr]
+        return _per_window(args[1], lambda _t, v, j: _quantile(float(q[j]), v.tolist()))  # type: ignore[arg-type]
+    if name == "histogram_quantile":
+        return histogram_quantile(args[0], args[1])  # type: ignore[arg-type]
+    if name in ("absent", "absent_over_time"):
+        return absent(args[0], equality_labels, steps)  # type: ignore[arg-type]
+    if name == "abs":
+        return _simple(args[0], np.abs)  # type: ignore[arg-type]
+    if name == "clamp_min":
+        lo = args[1].values  # type: ignore[union-attr]
+        return _simple(args[0], lambda v: np.where(np.isnan(v), v, np.maximum(v, lo)))  # type: ignore[arg-type]
+    if name == "clamp_max":
+        hi = args[1].values  # type: ignore[union-attr]
+        return _simple(args[0], lambda v: np.where(np.isnan(v), v, np.minimum(v, hi)))  # type: ignore[arg-type]
+    if name == "clamp":
+        lo, hi = args[1].values, args[2].values  # type: ignore[union-attr]
+        vec = args[0]
+        out = _simple(vec, lambda v: np.where(np.isnan(v), v, np.maximum(lo, np.minimum(hi, v))))  # type: ignore[arg-type]
+        out.present &= (lo <= hi)[None, :]
+        return out
+    if name == "round":
+        return _round(args[0], args[1] if len(args) > 1 else None)  # type: ignore[arg-type]
+    if name in ("ceil", "floor", "sqrt", "exp", "ln", "log2", "log10"):
+        fn = {"ceil": np.ceil, "floor": np.floor, "sqrt": np.sqrt, "exp": np.exp, "ln": np.log, "log2": np.log2, "log10": np.log10}[name]
+        return _simple(args[0], fn)  # type: ignore[arg-type]
+    if name == "time":
+        return Scalar(step_ts_ms.astype(np.float64) / 1000.0)
+    if name == "vector":
+        return InstantVector([{}], args[0].values.reshape(1, steps).copy(), np.ones((1, steps), dtype=bool))  # type: ignore[union-attr]
+    if name == "scalar":
+        return scalar_of(args[0])  # type: ignore[arg-type]
+    if name == "label_replace":
+        strs = [a.value for a in args[1:]]  # type: ignore[union-attr]
+        return label_replace(args[0], *strs)  # type: ignore[arg-type]
+    raise QueryError(f"function {name}() is not supported")
+
+
+#: name -> argument kinds ("v" instant vector, "m" range vector, "s" scalar, "str" string), optional count
+SIGNATURES: dict[str, tuple[list[str], int]] = {
+    "rate": (["m"], 0),
+    "irate": (["m"], 0),
+    "increase": (["m"], 0),
+    "delta": (["m"], 0),
+    "idelta": (["m"], 0),
+    "deriv": (["m"], 0),
+    "avg_over_time": (["m"], 0),
+    "min_over_time": (["m"], 0),
+    "max_over_time": (["m"], 0),
+    "sum_over_time": (["m"], 0),
+    "count_over_time": (["m"], 0),
+    "last_over_time": (["m"], 0),
+    "present_over_time": (["m"], 0),
+    "stddev_over_time": (["m"], 0),
+    "stdvar_over_time": (["m"], 0),
+    "quantile_over_time": (["s", "m"], 0),
+    "histogram_quantile": (["s", "v"], 0),
+    "absent": (["v"], 0),
+    "absent_over_time": (["m"], 0),
+    "abs": (["v"], 0),
+    "ceil": (["v"], 0),
+    "floor": (["v"], 0),
+    "sqrt": (["v"], 0),
+    "exp": (["v"], 0),
+    "ln": (["v"], 0),
+    "log2": (["v"], 0),
+    "log10": (["v"], 0),
+    "clamp": (["v", "s", "s"], 0),
+    "clamp_min": (["v", "s"], 0),
+    "clamp_max": (["v", "s"], 0),
+    "round": (["v", "s"], 1),
+    "time": ([], 0),
+    "vector": (["s"], 0),
+    "scalar": (["v"], 0),
+    "label_replace": (["v", "str", "str", "str", "str"], 0),
+}
+
+__all__ = ["SIGNATURES", "call_function", "StringValue"]
