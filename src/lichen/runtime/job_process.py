@@ -1,0 +1,123 @@
+"""The process side of a job: ``python -m lichen.runtime.job_process``.
+
+``lichen run`` starts every job through this module so each job gets the
+same treatment as a replica::
+
+    python -m lichen.runtime.job_process [--memory-bytes N] [--cpu-cores C] module:function -- ARG...
+
+It applies the resource limits (an address-space rlimit for memory, CPU
+affinity to ``ceil(C)`` cores), turns SIGTERM into ``KeyboardInterrupt`` so
+``with`` blocks unwind (``atomic_output`` removes its temporaries), imports
+``module:function`` from the working directory (the app directory) and calls
+``function(argv)``. The return value is the exit code (``None`` means 0); a
+:class:`lichen.errors.LichenError` becomes one line on stderr and its exit
+code; an interrupt exits 130 (SIGINT) or 143 (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from lichen.errors import ConfigError, LichenError
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class JobTerminated(KeyboardInterrupt):
+    """Raised in the job's main thread when SIGTERM arrives."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Ignore further SIGTERMs while unwinding so cleanup runs to the end.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise JobTerminated()
+
+
+def apply_resources(memory_bytes: int | None, cpu_cores: float | None) -> None:
+    """Limit this process the way a replica is limited."""
+    if memory_bytes:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    if cpu_cores and hasattr(os, "sched_setaffinity"):
+        available = sorted(os.sched_getaffinity(0))
+        wanted = max(1, min(len(available), math.ceil(cpu_cores - 1e-9)))
+        os.sched_setaffinity(0, available[:wanted])
+
+
+def resolve_entrypoint(entrypoint: str) -> Callable[[list[str]], Any]:
+    """Import ``module:function`` and return the function."""
+    module_name, _, attr = entrypoint.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"job entrypoint {entrypoint!r}: expected 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"job entrypoint {entrypoint!r}: cannot import {module_name}: {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(f"job entrypoint {entrypoint!r}: {module_name} has no function {attr!r}")
+    return function
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    job_args: list[str] = []
+    if "--" in args:
+        split = args.index("--")
+        args, job_args = args[:split], args[split + 1 :]
+    parser = argparse.ArgumentParser(prog="python -m lichen.runtime.job_process")
+    parser.add_argument("--memory-bytes", type=int, default=None)
+    parser.add_argument("--cpu-cores", type=float, default=None)
+    parser.add_argument("entrypoint")
+    options = parser.parse_args(args)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        apply_resources(options.memory_bytes, options.cpu_cores)
+        function = resolve_entrypoint(options.entrypoint)
+        result = function(job_args)
+    except JobTerminated:
+        print("job terminated (SIGTERM); partial outputs were discarded", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("job interrupted; partial outputs were discarded", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except LichenError as exc:
+        if os.environ.get("LICHEN_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    if result is None:
+        return 0
+    if isinstance(result, bool) or not isinstance(result, int):
+        print(f"job returned {result!r}; expected an int exit code or None", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.exit(main())

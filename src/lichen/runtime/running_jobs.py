@@ -1,0 +1,372 @@
+"""The local job runner behind ``lichen run``.
+
+Jobs run one at a time in ``depends_on`` order, each as its own process
+(:mod:`lichen.runtime.job_process`) in the app directory, with the job's
+env, secrets and resource limits. Output is streamed line by line to the
+caller's :class:`JobEvents` and to a log file; each run is recorded in the
+state store (:mod:`lichen.runtime.job_runs`). The first failure stops the
+pipeline. Ctrl-C or SIGTERM to the runner sends SIGTERM to the job's process
+group, waits ``stop_grace_s``, then kills it; the job unwinds and its
+``atomic_output`` blocks remove their temporaries.
+
+Selection works like ``make``: the named jobs run (in dependency order among
+themselves); ``with_deps=True`` adds everything they depend on. With no
+names every job runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import difflib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from lichen.errors import ConfigError
+from lichen.registry.artifacts import ARTIFACTS_ENV, read_manifest
+from lichen.runtime.job_runs import (
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+    STATUS_SUCCEEDED,
+    STATUS_TIMEOUT,
+    JobRun,
+    JobRunStore,
+    state_db_path,
+)
+from lichen.spec.models import AppSpec, JobSpec
+
+LOG_TAIL_LINES = 20
+STOP_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
+EXIT_TIMEOUT = 124
+SECRETS_FILE = Path(".lichen") / "secrets.env"
+RUN_ID_ENV = "LICHEN_RUN_ID"
+APP_DIR_ENV = "LICHEN_APP_DIR"
+
+
+class JobEvents(Protocol):
+    """What the runner reports while it works (the CLI draws progress from it)."""
+
+    def job_started(self, run: JobRun, index: int, total: int) -> None: ...
+
+    def job_output(self, run: JobRun, line: str) -> None: ...
+
+    def job_finished(self, run: JobRun) -> None: ...
+
+
+class SilentEvents:
+    def job_started(self, run: JobRun, index: int, total: int) -> None:
+        pass
+
+    def job_output(self, run: JobRun, line: str) -> None:
+        pass
+
+    def job_finished(self, run: JobRun) -> None:
+        pass
+
+
+@dataclass
+class PipelineResult:
+    pipeline_id: str
+    runs: list[JobRun] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> JobRun | None:
+        # Only the last run can be a failure: a failed attempt that was retried is not.
+        if self.runs and self.runs[-1].status != STATUS_SUCCEEDED:
+            return self.runs[-1]
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.failed
+        if failed is None:
+            return 0
+        return failed.exit_code if failed.exit_code not in (None, 0) else 1
+
+
+# ------------------------------------------------------------------ planning
+
+
+def order_jobs(jobs: dict[str, JobSpec], names: list[str], *, with_deps: bool = False) -> list[str]:
+    """The jobs to run, dependencies first; ties keep the spec's order."""
+    for name in names:
+        if name not in jobs:
+            close = difflib.get_close_matches(name, list(jobs), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; jobs: {', '.join(jobs) or 'none'}"
+            raise ConfigError(f"no job named {name!r} in the spec{hint}")
+    selected = set(names) if names else set(jobs)
+    if with_deps:
+        stack = list(selected)
+        while stack:
+            for dep in jobs[stack.pop()].depends_on:
+                if dep in jobs and dep not in selected:
+                    selected.add(dep)
+                    stack.append(dep)
+    position = {name: i for i, name in enumerate(jobs)}
+    # Order by transitive dependencies, so a named job still follows a named
+    # job it depends on through one that was not selected.
+    pending = {n: _ancestors(jobs, n) & selected for n in selected}
+    ordered: list[str] = []
+    while pending:
+        ready = sorted((n for n, deps in pending.items() if not deps), key=position.__getitem__)
+        if not ready:
+            raise ConfigError(f"jobs depend on each other in a cycle: {', '.join(sorted(pending))}")
+        first = ready[0]
+        ordered.append(first)
+        del pending[first]
+        for deps in pending.values():
+            deps.discard(first)
+    return ordered
+
+
+def _ancestors(jobs: dict[str, JobSpec], name: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [d for d in jobs[name].depends_on if d in jobs]
+    while stack:
+        dep = stack.pop()
+        if dep not in seen and dep != name:
+            seen.add(dep)
+            stack.extend(d for d in jobs[dep].depends_on if d in jobs)
+    return seen
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments, blank lines and optional quotes allowed."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def resolve_secrets(names: list[str], app_dir: Path, environ: dict[str, str], owner: str) -> dict[str, str]:
+    """Each named secret from the environment, else from ``.lichen/secrets.env``."""
+    if not names:
+        return {}
+    from_file = read_secrets_file(app_dir / SECRETS_FILE)
+    values: dict[str, str] = {}
+    for name in names:
+        if name in environ:
+            values[name] = environ[name]
+        elif name in from_file:
+            values[name] = from_file[name]
+        else:
+            raise ConfigError(f"{owner}: secret {name} is not set in the environment or in {app_dir / SECRETS_FILE}")
+    return values
+
+
+# ------------------------------------------------------------------ running
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While running, SIGTERM to the runner unwinds like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class JobRunner:
+    """Runs a spec's jobs as subprocesses and records each run."""
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        app_dir: str | os.PathLike[str],
+        *,
+        events: JobEvents | None = None,
+        stop_grace_s: float = STOP_GRACE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.app_dir = Path(app_dir).absolute()
+        self.events: JobEvents = events or SilentEvents()
+        self.stop_grace_s = stop_grace_s
+        self.clock = clock
+        self.store = JobRunStore(state_db_path(spec.state.url, self.app_dir))
+        self.runs_dir = self.app_dir / ".lichen" / "runs"
+
+    def plan(self, names: list[str], *, with_deps: bool = False) -> list[str]:
+        return order_jobs(dict(self.spec.jobs), names, with_deps=with_deps)
+
+    def run(self, names: list[str], params: list[str] | None = None, *, with_deps: bool = False) -> PipelineResult:
+        """Run the selected jobs; stops at the first that does not succeed."""
+        order = self.plan(names, with_deps=with_deps)
+        # Resolve every job's secrets before starting any, so a missing one fails fast.
+        for name in order:
+            resolve_secrets(self.spec.jobs[name].secrets, self.app_dir, dict(os.environ), f"jobs.{name}")
+        result = PipelineResult(pipeline_id=uuid.uuid4().hex[:12], planned=order)
+        with _sigterm_as_interrupt():
+            for index, name in enumerate(order):
+                job = self.spec.jobs[name]
+                for attempt in range(1, job.retries + 2):
+                    run = self._run_one(name, job, list(params or []), attempt, result.pipeline_id, index, len(order))
+                    result.runs.append(run)
+                    if run.status != STATUS_FAILED:
+                        break
+                if run.status != STATUS_SUCCEEDED:
+                    break
+        return result
+
+    def _environment(self, name: str, job: JobSpec, run_id: str, manifest: Path) -> tuple[dict[str, str], list[str]]:
+        env = dict(os.environ)
+        secrets = resolve_secrets(job.secrets, self.app_dir, env, f"jobs.{name}")
+        env.update(job.env)
+        env.update(secrets)
+        python_path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(self.app_dir) + (os.pathsep + python_path if python_path else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        env[RUN_ID_ENV] = run_id
+        env[ARTIFACTS_ENV] = str(manifest)
+        env[APP_DIR_ENV] = str(self.app_dir)
+        env["LICHEN_JOB"] = name
+        return env, [v for v in secrets.values() if len(v) >= 4]
+
+    def _command(self, job: JobSpec, argv: list[str]) -> list[str]:
+        cmd = [sys.executable, "-m", "lichen.runtime.job_process"]
+        if job.resources.memory:
+            cmd += ["--memory-bytes", str(int(job.resources.memory))]
+        if job.resources.cpu:
+            cmd += ["--cpu-cores", str(float(job.resources.cpu))]
+        return [*cmd, job.entrypoint, "--", *argv]
+
+    def _run_one(
+        self, name: str, job: JobSpec, params: list[str], attempt: int, pipeline_id: str, index: int, total: int
+    ) -> JobRun:
+        run_id = uuid.uuid4().hex[:12]
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.runs_dir / f"{run_id}-{name}.log"
+        manifest = self.runs_dir / f"{run_id}.artifacts"
+        argv = [*job.args, *params]
+        env, masked = self._environment(name, job, run_id, manifest)
+        run = JobRun(
+            run_id=run_id,
+            pipeline_id=pipeline_id,
+            job=name,
+            started_at=self.clock(),
+            argv=argv,
+            attempt=attempt,
+            log_path=str(log_path),
+            runner_pid=os.getpid(),
+        )
+        self.store.start(run)
+        self.events.job_started(run, index, total)
+        tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        with log_path.open("w", encoding="utf-8") as log:
+            try:
+                proc = subprocess.Popen(
+                    self._command(job, argv),
+                    cwd=self.app_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                run.status, run.exit_code, run.ended_at = STATUS_FAILED, 127, self.clock()
+                run.log_tail = f"could not start job: {exc}"
+                self.store.finish(run)
+                self.events.job_finished(run)
+                return run
+            assert proc.stdout is not None
+            reader = threading.Thread(
+                target=self._pump, args=(proc.stdout, run, log, tail, masked), name=f"job-{name}-log", daemon=True
+            )
+            reader.start()
+            status = self._wait(proc, job.timeout_s)
+            reader.join(timeout=10)
+        code = proc.returncode
+        run.exit_code = 128 - code if code is not None and code < 0 else code
+        if status == STATUS_RUNNING:
+            status = STATUS_SUCCEEDED if run.exit_code == 0 else STATUS_FAILED
+        elif status == STATUS_TIMEOUT:
+            run.exit_code = EXIT_TIMEOUT
+        run.status = status
+        run.ended_at = self.clock()
+        run.log_tail = "\n".join(tail)
+        run.artifacts = self._artifacts(job, manifest, succeeded=status == STATUS_SUCCEEDED)
+        self.store.finish(run)
+        self.events.job_finished(run)
+        return run
+
+    def _pump(
+        self, stream: IO[bytes], run: JobRun, log: IO[str], tail: collections.deque[str], masked: list[str]
+    ) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            for secret in masked:
+                line = line.replace(secret, "***")
+            log.write(line + "\n")
+            log.flush()
+            tail.append(line)
+            self.events.job_output(run, line)
+        stream.close()
+
+    def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> str:
+        """Wait for the job; on Ctrl-C/SIGTERM or timeout stop it gracefully."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.2)
+                    return STATUS_RUNNING
+                except subprocess.TimeoutExpired:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._stop(proc)
+                        return STATUS_TIMEOUT
+        except KeyboardInterrupt:
+            self._stop(proc)
+            return STATUS_INTERRUPTED
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the job's process group, then SIGKILL after the grace period."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.stop_grace_s)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _artifacts(self, job: JobSpec, manifest: Path, *, succeeded: bool) -> list[str]:
+        paths = read_manifest(manifest)
+        if succeeded:
+            for output in job.outputs:
+                candidate = (self.app_dir / output).absolute()
+                if candidate.exists() and str(candidate) not in paths:
+                    paths.append(str(candidate))
+        with contextlib.suppress(OSError):
+            manifest.unlink()
+        return paths
