@@ -67,11 +67,11 @@ def run(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # typer may vendor its own click, so recognise usage errors by shape, not class.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int) and not debug:
+            show()
+            sys.exit(exit_code)
         raise
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:
         sys.exit(code)
