@@ -1,9 +1,49 @@
-"""CLI verbs: serving (scaffold; verbs are added by the issue that builds them)."""
+"""CLI verbs: ``lichen serve`` runs one replica of a service on uvicorn."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the root app."""
+    app.command("serve")(serve)
+
+
+def serve(
+    target: Annotated[str, typer.Argument(help="module:Class (a lichen Service) or module:app (any ASGI app).")],
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port to listen on.", envvar="LICHEN_PORT")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    app_dir: Annotated[
+        Path | None, typer.Option("--app-dir", help="Directory put first on sys.path (default: the current one).")
+    ] = None,
+    grace_s: Annotated[
+        float | None,
+        typer.Option("--grace-s", help="Seconds in-flight requests get to finish after SIGTERM.", envvar="LICHEN_GRACE_S"),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error (JSON logs on stderr).")
+    ] = "info",
+) -> None:
+    """Run one replica of a service: /healthz, /readyz, /metrics, JSON logs, graceful SIGTERM.
+
+    Example: lichen serve app.services:Recommender --port 8000
+    """
+    from lichen.errors import ConfigError
+    from lichen.sdk.serving import DEFAULT_GRACE_S
+    from lichen.sdk.serving import serve as serve_replica
+
+    if log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+        raise ConfigError(f"must be debug, info, warning or error, got {log_level!r}", where="--log-level")
+    code = serve_replica(
+        target,
+        port=port,
+        host=host,
+        app_dir=app_dir,
+        grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
+        log_level=log_level.lower(),
+    )
+    raise typer.Exit(code)

@@ -3,4 +3,13 @@
 
 from lichen.testing.clocks import FakeClock
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "ServiceClient"]
+
+
+def __getattr__(name: str) -> object:
+    # ServiceClient pulls in FastAPI and Starlette's TestClient: import it only when asked for.
+    if name == "ServiceClient":
+        from lichen.testing.service_clients import ServiceClient
+
+        return ServiceClient
+    raise AttributeError(f"module 'lichen.testing' has no attribute {name!r}")

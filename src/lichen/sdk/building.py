@@ -1,0 +1,212 @@
+"""Turning a :class:`~lichen.Service` into a FastAPI app behind a :class:`ReplicaApp`.
+
+Each ``@endpoint`` method becomes a FastAPI route (so bodies are validated
+by pydantic and a bad one gets a 422 naming the field) whose ASGI app is
+wrapped by an :class:`~lichen.sdk.limits.EndpointGate`. Sync handlers run
+on a dedicated thread pool sized to the sum of their concurrency limits, so
+an admitted request never queues for a thread; async handlers run on the
+event loop. ``stream=True`` handlers yield items sent as Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import json
+import logging
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.responses import Response, StreamingResponse
+
+from lichen import __version__
+from lichen.errors import ConfigError
+from lichen.sdk.endpoints import EndpointSpec, declared_endpoints, replica_defaults
+from lichen.sdk.limits import CURRENT_TICKET, EndpointGate
+from lichen.sdk.services import Service
+from lichen.sdk.wrapping import ReplicaApp
+
+log = logging.getLogger("lichen.sdk")
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_END = object()
+
+
+def build_service_app(target: type[Service] | Service) -> ReplicaApp:
+    """The ASGI app serving one replica of ``target`` (a Service subclass or instance)."""
+    if isinstance(target, type):
+        where = f"{target.__module__}:{target.__qualname__}"
+        try:
+            service = target()
+        except Exception as exc:
+            raise ConfigError(f"{target.__qualname__}() raised {type(exc).__name__}: {exc}", where=where) from exc
+    else:
+        service = target
+    cls = type(service)
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    declared = declared_endpoints(cls)
+    if not declared:
+        raise ConfigError("declares no @endpoint methods", where=where)
+    default_timeout_s, default_max_concurrency = replica_defaults()
+    specs = [(attr, spec.resolved(default_timeout_s, default_max_concurrency)) for attr, spec in declared]
+
+    threads = sum(spec.max_concurrency or 1 for attr, spec in specs if not _is_async(getattr(service, attr)))
+    executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")
+    api = FastAPI(title=cls.__name__, version=__version__, redoc_url=None, description=inspect.getdoc(cls) or "")
+    overrides_ready = getattr(cls, "ready", Service.ready) is not Service.ready
+    replica = ReplicaApp(
+        api,
+        registry=service.metrics,
+        name=cls.__name__,
+        kind="service",
+        endpoints=[spec.describe() for _, spec in specs],
+        setup=service.setup,
+        ready=service.ready if overrides_ready else None,
+        teardown=service.teardown,
+    )
+    replica.service = service
+    replica.executor = executor
+    for attr, spec in specs:
+        method = getattr(service, attr)
+        handler = _route_handler(method, spec, executor, where=f"{where}.{attr}")
+        api.add_api_route(
+            spec.path,
+            handler,
+            methods=[spec.method],
+            name=attr,
+            response_model=None if spec.stream else handler.__signature__.return_annotation,  # type: ignore[attr-defined]
+            description=inspect.getdoc(method) or "",
+        )
+        route = api.router.routes[-1]
+        assert spec.max_concurrency is not None and spec.timeout_s is not None
+        route.app = EndpointGate(  # type: ignore[attr-defined]
+            route.app,  # type: ignore[attr-defined]
+            path=spec.path,
+            max_concurrency=spec.max_concurrency,
+            timeout_s=spec.timeout_s,
+            stream=spec.stream,
+            inflight=replica.metrics.declare_endpoint(spec.path, spec.max_concurrency),
+        )
+    return replica
+
+
+def _is_async(method: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)
+
+
+def _route_handler(
+    method: Callable[..., Any], spec: EndpointSpec, executor: ThreadPoolExecutor, *, where: str
+) -> Callable[..., Any]:
+    """An ``async def`` with ``method``'s resolved signature that FastAPI can call."""
+    try:
+        hints = typing.get_type_hints(method, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot resolve its type annotations: {exc}", where=where) from exc
+    signature = inspect.signature(method)
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    returns = inspect.Signature.empty if spec.stream else hints.get("return", signature.return_annotation)
+    if returns is None:
+        returns = inspect.Signature.empty
+
+    if spec.stream:
+
+        async def handler(**kwargs: Any) -> Any:
+            return await _open_stream(method, kwargs, executor, spec.path)
+
+    elif inspect.iscoroutinefunction(method):
+
+        async def handler(**kwargs: Any) -> Any:
+            return await method(**kwargs)
+
+    else:
+
+        async def handler(**kwargs: Any) -> Any:
+            return await _in_thread(executor, functools.partial(method, **kwargs))
+
+    handler.__signature__ = signature.replace(parameters=parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    handler.__name__ = getattr(method, "__name__", "handler")
+    handler.__doc__ = getattr(method, "__doc__", None)
+    return handler
+
+
+def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run ``call`` on the handler pool; the request's slot stays held until the thread returns."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    future: Future[Any] = executor.submit(context.run, call)
+    ticket = CURRENT_TICKET.get()
+    if ticket is not None:
+        ticket.hold()
+
+        def released(_future: Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(ticket.release)
+            except RuntimeError:  # the loop closed during shutdown; nothing left to count
+                pass
+
+        future.add_done_callback(released)
+    return asyncio.wrap_future(future)
+
+
+async def _open_stream(
+    method: Callable[..., Any], kwargs: dict[str, Any], executor: ThreadPoolExecutor, path: str
+) -> Response:
+    """Call a stream handler and answer with SSE once its first item is ready (so a slow start is a 504)."""
+    if inspect.isasyncgenfunction(method) or inspect.isgeneratorfunction(method):
+        source = method(**kwargs)
+    elif inspect.iscoroutinefunction(method):
+        source = await method(**kwargs)
+    else:
+        source = await _in_thread(executor, functools.partial(method, **kwargs))
+    if isinstance(source, Response):
+        return source
+    items = _as_async(source, executor)
+    first = await anext(items, _END)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if first is not _END:
+                yield sse_event(first)
+                async for item in items:
+                    yield sse_event(item)
+        except Exception as exc:
+            log.error("stream %s failed: %s", path, exc, exc_info=exc)
+            yield sse_event({"detail": f"{type(exc).__name__}: {exc}"}, event="error")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+async def _as_async(source: Any, executor: ThreadPoolExecutor) -> AsyncIterator[Any]:
+    if hasattr(source, "__aiter__"):
+        async for item in source:
+            yield item
+        return
+    if not hasattr(source, "__iter__") or isinstance(source, (str, bytes, dict, BaseModel)):
+        yield source
+        return
+    iterator: Iterator[Any] = iter(source)
+    while True:
+        item = await _in_thread(executor, functools.partial(next, iterator, _END))
+        if item is _END:
+            return
+        yield item
+
+
+def sse_event(item: Any, event: str | None = None) -> bytes:
+    """One Server-Sent Event: ``str`` as is, pydantic models and other values as JSON, ``bytes`` raw."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        data = item
+    elif isinstance(item, BaseModel):
+        data = item.model_dump_json()
+    else:
+        data = json.dumps(item, default=str, separators=(",", ":"))
+    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    prefix = f"event: {event}\n" if event else ""
+    return f"{prefix}{lines}\n".encode()

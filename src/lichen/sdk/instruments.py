@@ -1,0 +1,81 @@
+"""The replica's built-in Prometheus metrics (names fixed by docs/metrics.md).
+
+Everything lives in one per-app :class:`~prometheus_client.CollectorRegistry`
+so two apps in one process (tests) never collide and user metrics registered
+on ``Service.metrics`` are served alongside. Labelled children are cached so
+the request path does a dict lookup, not a ``labels()`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# Inference latencies: 5 ms ... 60 s.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class ReplicaMetrics:
+    """``lichen_requests_total``, ``lichen_request_duration_seconds``, ``lichen_inflight_requests``,
+    ``lichen_max_concurrency`` and ``lichen_ready`` on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        self.registry = registry
+        self._requests = Counter(
+            "lichen_requests_total",
+            "Requests handled, by endpoint, method and HTTP status code.",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "lichen_request_duration_seconds",
+            "Request latency in seconds, by endpoint and method.",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._inflight = Gauge(
+            "lichen_inflight_requests",
+            "Requests being handled now (a timed-out sync handler counts until its thread returns).",
+            ["endpoint"],
+            registry=registry,
+        )
+        self._max_concurrency = Gauge(
+            "lichen_max_concurrency", "The endpoint's concurrency limit.", ["endpoint"], registry=registry
+        )
+        ready_gauge = Gauge("lichen_ready", "1 once setup() finished and ready() is true.", registry=registry)
+        ready_gauge.set_function(lambda: 1.0 if ready() else 0.0)
+        try:
+            ProcessCollector(registry=registry)
+        except ValueError:  # already registered by the user
+            pass
+        self._count_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
+
+    def declare_endpoint(self, endpoint: str, max_concurrency: int | None) -> Gauge:
+        """Create the endpoint's series at zero and return its in-flight gauge child."""
+        if max_concurrency is not None:
+            self._max_concurrency.labels(endpoint).set(max_concurrency)
+        return self._inflight.labels(endpoint)
+
+    def observe(self, endpoint: str, method: str, status: int, duration_s: float) -> None:
+        """Count one finished request and record its latency."""
+        if method not in _KNOWN_METHODS:
+            method = "OTHER"
+        key = (endpoint, method, status)
+        counter = self._count_children.get(key)
+        if counter is None:
+            counter = self._count_children[key] = self._requests.labels(endpoint, method, str(status))
+        counter.inc()
+        histogram = self._duration_children.get(key[:2])
+        if histogram is None:
+            histogram = self._duration_children[key[:2]] = self._duration.labels(endpoint, method)
+        histogram.observe(duration_s)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

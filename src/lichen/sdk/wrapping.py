@@ -1,0 +1,360 @@
+"""The ASGI wrapper every replica runs behind, for Services and plain ASGI apps alike.
+
+:class:`ReplicaApp` answers the built-ins itself (``/healthz``,
+``/readyz``, ``/metrics``, ``/.well-known/lichen``), refuses new requests
+while draining, and for every other request assigns a request id (echoed in
+``X-Request-ID``), counts it in the metrics and writes one JSON log line.
+It forwards lifespan events to the wrapped app and runs the service's
+``setup()`` in a thread once the server is up, so the loop keeps answering
+probes during a slow setup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from lichen.sdk.endpoints import IDEMPOTENT_METHODS
+from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
+from lichen.sdk.logs import ACCESS_LOGGER, REQUEST_ID
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+Scope = dict[str, Any]
+
+log = logging.getLogger("lichen.sdk")
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+_JSON = b"application/json"
+_REQUEST_ID_HEADER = b"x-request-id"
+_MAX_REQUEST_ID_LEN = 128
+
+
+class ReplicaState:
+    """Where this replica is in its life; read by ``/readyz`` and ``lichen_ready``."""
+
+    def __init__(self, needs_setup: bool) -> None:
+        self.started = False
+        self.setup_done = not needs_setup
+        self.setup_error: BaseException | None = None
+        self.draining = False
+        self.hook_ok = True
+        self.hook_reason = ""
+
+    def is_ready(self) -> bool:
+        return (
+            self.started and self.setup_done and self.setup_error is None and not self.draining and self.hook_ok
+        )
+
+    def reason(self) -> str:
+        if self.draining:
+            return "draining: the replica is shutting down"
+        if self.setup_error is not None:
+            return f"setup() failed: {type(self.setup_error).__name__}: {self.setup_error}"
+        if not self.started:
+            return "starting"
+        if not self.setup_done:
+            return "setup() is running"
+        if not self.hook_ok:
+            return self.hook_reason or "ready() returned false"
+        return "ready"
+
+
+class _InnerLifespan:
+    """Drives the wrapped app's lifespan protocol from inside ours."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._supported = True
+
+    async def startup(self, scope: Scope) -> None:
+        self._task = asyncio.create_task(self._run(dict(scope)))
+        await self._to_app.put({"type": "lifespan.startup"})
+        reply = await self._from_app.get()
+        if reply["type"] == "lifespan.startup.failed":
+            raise RuntimeError(reply.get("message") or "the wrapped app's startup failed")
+
+    async def shutdown(self) -> None:
+        if not self._supported or self._task is None or self._task.done():
+            return
+        await self._to_app.put({"type": "lifespan.shutdown"})
+        reply = await self._from_app.get()
+        if reply["type"] == "lifespan.shutdown.failed":
+            raise RuntimeError(reply.get("message") or "the wrapped app's shutdown failed")
+
+    async def _run(self, scope: Scope) -> None:
+        started = False
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"].startswith("lifespan.startup")
+            await self._from_app.put(message)
+
+        try:
+            await self._app(scope, self._to_app.get, send)
+        except BaseException as exc:  # an app without lifespan support raises on the scope type
+            if not started:
+                self._supported = False
+                await self._from_app.put({"type": "lifespan.startup.complete"})
+            else:
+                await self._from_app.put({"type": "lifespan.shutdown.failed", "message": str(exc)})
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+
+class ReplicaApp:
+    """One replica's ASGI app: built-ins, request ids, metrics and JSON logs around ``inner``."""
+
+    def __init__(
+        self,
+        inner: ASGIApp,
+        *,
+        registry: CollectorRegistry | None = None,
+        name: str = "app",
+        kind: str = "asgi",
+        endpoints: list[dict[str, Any]] | None = None,
+        setup: Callable[[], None] | None = None,
+        ready: Callable[[], Any] | None = None,
+        teardown: Callable[[], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.name = name
+        self.state = ReplicaState(needs_setup=setup is not None)
+        self.metrics = ReplicaMetrics(registry or CollectorRegistry(auto_describe=True), self.state.is_ready)
+        self.setup_finished = threading.Event()
+        self.on_setup_failed: Callable[[BaseException], None] | None = None
+        self.service: Any = None  # the Service instance, when serving one
+        self.executor: Any = None  # its sync-handler thread pool, shut down after serving
+        self._setup = setup
+        self._ready = ready
+        self._teardown = teardown
+        self._well_known = json.dumps(
+            {"name": name, "kind": kind, "endpoints": endpoints or [], "builtins": list(_BUILTIN_PATHS)},
+            separators=(",", ":"),
+        ).encode()
+        self._builtins: dict[str, Callable[[Scope, Any, Any], Awaitable[None]]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/.well-known/lichen": self._describe,
+        }
+        self._inner_lifespan: _InnerLifespan | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def begin_draining(self) -> None:
+        """Report not ready at once and refuse new requests (called on SIGTERM)."""
+        if not self.state.draining:
+            self.state.draining = True
+            log.info("draining: readiness now false, refusing new requests")
+
+    def _run_setup(self) -> None:
+        assert self._setup is not None
+        started = time.perf_counter()
+        log.info("setup started")
+        try:
+            self._setup()
+        except BaseException as exc:
+            self.state.setup_error = exc
+            log.error("setup failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self.setup_finished.set()
+            if self.on_setup_failed is not None:
+                self.on_setup_failed(exc)
+            return
+        self.state.setup_done = True
+        self.setup_finished.set()
+        log.info("setup finished", extra={"setup_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":  # pragma: no cover - protocol violation
+            return
+        self._inner_lifespan = _InnerLifespan(self.inner)
+        try:
+            await self._inner_lifespan.startup(scope)
+        except Exception as exc:
+            log.error("startup failed: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        self.state.started = True
+        if self._setup is not None:
+            threading.Thread(target=self._run_setup, name="lichen-setup", daemon=True).start()
+        else:
+            self.setup_finished.set()
+        await send({"type": "lifespan.startup.complete"})
+
+        message = await receive()
+        self.begin_draining()
+        failure = ""
+        try:
+            await self._inner_lifespan.shutdown()
+        except Exception as exc:
+            failure = str(exc)
+        if self._teardown is not None and self.state.setup_done:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._teardown)
+                log.info("teardown finished")
+            except Exception as exc:
+                log.error("teardown failed: %s", exc, exc_info=exc)
+                failure = failure or f"teardown() failed: {exc}"
+        if failure:
+            await send({"type": "lifespan.shutdown.failed", "message": failure})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    # ------------------------------------------------------------------ built-ins
+
+    async def _healthz(self, scope: Scope, receive: Any, send: Any) -> None:
+        await _send_bytes(send, 200, b'{"status":"ok"}', _JSON)
+
+    async def _refresh_ready_hook(self) -> None:
+        state = self.state
+        if self._ready is None or not (state.started and state.setup_done) or state.draining or state.setup_error:
+            return
+        try:
+            if inspect.iscoroutinefunction(self._ready):
+                verdict = await self._ready()
+            else:
+                verdict = await asyncio.get_running_loop().run_in_executor(None, self._ready)
+            state.hook_ok, state.hook_reason = bool(verdict), "" if verdict else "ready() returned false"
+        except Exception as exc:
+            state.hook_ok, state.hook_reason = False, f"ready() raised {type(exc).__name__}: {exc}"
+
+    async def _readyz(self, scope: Scope, receive: Any, send: Any) -> None:
+        await self._refresh_ready_hook()
+        ready = self.state.is_ready()
+        body = json.dumps({"ready": ready, "reason": self.state.reason()}).encode()
+        await _send_bytes(send, 200 if ready else 503, body, _JSON)
+
+    async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
+        await self._refresh_ready_hook()
+        await _send_bytes(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
+
+    async def _describe(self, scope: Scope, receive: Any, send: Any) -> None:
+        await _send_bytes(send, 200, self._well_known, _JSON)
+
+    # ------------------------------------------------------------------ requests
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.inner(scope, receive, send)
+            return
+        builtin = self._builtins.get(scope["path"])
+        if builtin is not None:
+            await builtin(scope, receive, send)
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug("request", extra={"method": scope["method"], "path": scope["path"]})
+            return
+        if self.state.draining:
+            await _send_bytes(
+                send, 503, b'{"detail":"replica is shutting down"}', _JSON, [(b"connection", b"close"), (b"retry-after", b"1")]
+            )
+            return
+        await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        request_id = _request_id(scope["headers"])
+        id_header = (_REQUEST_ID_HEADER, request_id.encode())
+        status = 0
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        failed: BaseException | None = None
+        try:
+            await self.inner(scope, receive, send_with_id)
+        except Exception as exc:
+            failed = exc
+            if status == 0:
+                await _send_bytes(send_with_id, 500, b'{"detail":"internal server error"}', _JSON)
+            status = 500
+        finally:
+            REQUEST_ID.reset(token)
+            latency_s = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "other"
+            method = scope["method"]
+            self.metrics.observe(endpoint, method, status or 500, latency_s)
+            if access_log.isEnabledFor(logging.INFO):
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"],
+                    "endpoint": endpoint,
+                    "status": status or 500,
+                    "latency_ms": round(latency_s * 1000, 2),
+                }
+                if failed is not None:
+                    access_log.error("request failed", extra=fields, exc_info=failed)
+                else:
+                    access_log.info("request", extra=fields)
+
+
+_BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == _REQUEST_ID_HEADER:
+            if 0 < len(value) <= _MAX_REQUEST_ID_LEN:
+                text = value.decode("latin-1")
+                if text.isascii() and text.isprintable():
+                    return text
+            break
+    return os.urandom(8).hex()
+
+
+async def _send_bytes(
+    send: Any, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
+    """Give a plain ASGI app (FastAPI, Starlette, ...) the replica built-ins, metrics and logs.
+
+    Ready once the app's own lifespan startup finished. Endpoints listed at
+    ``/.well-known/lichen`` are its routes when it has a Starlette router.
+    """
+    endpoints: list[dict[str, Any]] = []
+    for route in getattr(app, "routes", ()) or ():
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if not path or not methods or path in _BUILTIN_PATHS or path.startswith(("/docs", "/redoc")):
+            continue
+        for method in sorted(methods - {"HEAD"} if "GET" in methods else methods):
+            endpoints.append(
+                {
+                    "path": path,
+                    "method": method,
+                    "timeout_s": None,
+                    "max_concurrency": None,
+                    "idempotent": method in IDEMPOTENT_METHODS,
+                    "stream": False,
+                }
+            )
+    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints)
