@@ -57,11 +57,12 @@ class _Pass:
         self.taken_ids: set[str] = {r.id for r in observed}
 
     # ------------------------------------------------------------ helpers
-    def stop(self, replica: ReplicaView, reason: str, then_restart: bool = False) -> None:
+    def stop(self, replica: ReplicaView, reason: str, then_restart: bool = False, grace_s: float | None = None) -> None:
         if replica.id in self.stopping_ids:
             return
         self.stopping_ids.add(replica.id)
-        self.stops.append(StopReplica(replica.id, reason, replica.grace_s, then_restart=then_restart))
+        grace = replica.grace_s if grace_s is None else grace_s
+        self.stops.append(StopReplica(replica.id, reason, grace, then_restart=then_restart))
 
     def new_replica(self, ds: DesiredService, index: int, reason: str) -> bool:
         granted = place(ds.spec.resources, self.desired.machine, self.granted)
@@ -115,7 +116,8 @@ class _Pass:
         # (1) liveness failures are killed and restart in place
         for replica in members:
             if replica.phase == "running" and not replica.live:
-                self.stop(replica, "LivenessFailed", then_restart=True)
+                # a process that stopped answering drains nothing: SIGKILL at once
+                self.stop(replica, "LivenessFailed", then_restart=True, grace_s=0.0)
         # (2) exited replicas restart when their backoff allows
         restartable: list[ReplicaView] = []
         for replica in members:

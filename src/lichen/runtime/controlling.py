@@ -1,0 +1,716 @@
+"""The controller: observe processes, reconcile, apply the plan, repeat.
+
+One asyncio loop owns every replica. Each pass it polls processes (a child
+exit wakes it at once through SIGCHLD), builds the desired state and the
+observed :class:`~lichen.control.plans.ReplicaView` list, calls the pure
+:func:`~lichen.control.reconciling.reconcile` and applies the plan: start
+processes, send SIGTERM (then SIGKILL after the grace period), publish or
+withdraw endpoints, record events. Probes run as one small task per replica
+and wake the loop when a verdict flips. Everything that must survive a
+controller crash is written to the state store before the loop moves on.
+
+Hooks for other components:
+
+* ``controller.endpoints`` is the :class:`EndpointRegistry` (subscribe to it);
+* ``controller.add_periodic(name, interval_s, fn)`` runs ``fn`` (sync or
+  async) every ``interval_s`` as its own task, never blocking the loop;
+* ``controller.set_replicas(service, n)`` and ``set_revision`` are what an
+  autoscaler or a canary controller call; ``scale``/``restart``/``shutdown``
+  back the control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lichen.clocks import Clock, SystemClock
+from lichen.control import backoff, probing
+from lichen.control.plans import (
+    DesiredService,
+    DesiredState,
+    Machine,
+    Placement,
+    Plan,
+    ReplicaView,
+    RolloutState,
+)
+from lichen.control.reconciling import reconcile
+from lichen.control.revisions import revision_id
+from lichen.errors import ConfigError
+from lichen.runtime import processes
+from lichen.runtime.endpoints import Endpoint, EndpointRegistry
+from lichen.runtime.probing import port_answers, probe_http
+from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
+from lichen.runtime.state import ReplicaRecord, StateStore
+from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
+from lichen.spec.models import AppSpec, ServiceSpec
+
+log = logging.getLogger("lichen.controller")
+HOST = "127.0.0.1"
+LOG_MAX_BYTES = 10 * 2**20
+CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
+
+
+def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Path) -> list[str]:
+    """``lichen serve ENTRYPOINT --port N --app-dir DIR`` with this interpreter."""
+    return [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", spec.entrypoint,
+            "--port", str(port), "--app-dir", str(app_dir)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceState:
+    """Desired state of one service (what the API, an autoscaler or a canary edit)."""
+
+    name: str
+    spec: ServiceSpec
+    revision: str
+    replicas: int
+    restart_nonce: int = 0
+    rollout: RolloutState | None = None
+    code_digest: str = ""
+
+
+@dataclass
+class Replica:
+    record: ReplicaRecord
+    handle: ProcessHandle | None = None
+    started_mono: float | None = None
+    exited_mono: float | None = None
+    readiness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("readiness"))
+    liveness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("liveness"))
+    kill_at: float | None = None
+    probe_task: asyncio.Task[None] | None = None
+
+
+class Controller:
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: StateStore,
+        *,
+        launcher: ProcessLauncher | None = None,
+        clock: Clock | None = None,
+        machine: Machine | None = None,
+        command: CommandBuilder = lichen_serve_command,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.launcher = launcher or ProcessLauncher()
+        self.clock = clock or SystemClock()
+        self.machine = machine or detect_machine()
+        self.command = command
+        self.tick_s = tick_s
+        self.endpoints = EndpointRegistry()
+        self.services: dict[str, ServiceState] = {}
+        self.specs: dict[tuple[str, str], ServiceSpec] = {}
+        self.replicas: dict[str, Replica] = {}
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._conditions: dict[tuple[str, str, str], str] = {}
+        self._periodic: list[asyncio.Task[None]] = []
+        self._periodic_specs: list[tuple[str, float, Callable[[], Any]]] = []
+        self._secrets_cache: dict[str, dict[str, str]] = {}
+        self.passes = 0
+        self.metrics = CollectorRegistry(auto_describe=True)
+        self._m_replicas = Gauge("lichen_replicas", "Replicas by state.", ["service", "revision", "state"],
+                                 registry=self.metrics)
+        self._m_restarts = Counter("lichen_replica_restarts_total", "Replica restarts.", ["service"],
+                                   registry=self.metrics)
+        self._m_crashloop = Gauge("lichen_replica_crashlooping", "1 while a replica is in CrashLoopBackOff.",
+                                  ["service", "replica"], registry=self.metrics)
+        self._m_loop = Histogram("lichen_controller_loop_seconds", "Duration of one controller pass.",
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                 registry=self.metrics)
+
+    # ================================================================ desired
+    def load_desired(self) -> None:
+        """Restore desired state saved by an earlier controller (before ``apply``)."""
+        for name, row in self.store.desired().items():
+            found = self.store.revision_spec(name, row["revision"])
+            if found is None:
+                continue
+            spec = ServiceSpec.model_validate_json(found[0])
+            rollout = RolloutState(**row["rollout"]) if row["rollout"] else None
+            self.services[name] = ServiceState(name, spec, row["revision"], row["replicas"], row["restart_nonce"],
+                                               rollout, found[1])
+            self.specs[(name, row["revision"])] = spec
+
+    def apply(self, app: AppSpec, code_digest: str) -> list[str]:
+        """Make ``app`` the desired state; returns the services whose revision changed."""
+        for name, spec in app.services.items():
+            self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
+        changed = []
+        now_wall = self.clock.wall()
+        for name, spec in app.services.items():
+            current = self.services.get(name)
+            nonce = current.restart_nonce if current else 0
+            revision = revision_id(name, spec, code_digest, nonce)
+            replicas = spec.replicas
+            if spec.autoscale is not None:
+                replicas = min(max(replicas, spec.autoscale.min), spec.autoscale.max)
+            self.store.save_revision(name, revision, spec.model_dump_json(), code_digest, now_wall)
+            self.specs[(name, revision)] = spec
+            if current is None or current.revision != revision:
+                changed.append(name)
+                if current is not None:
+                    self.event(name, "RevisionCreated", "spec or code changed", f"{current.revision} -> {revision}")
+                self.services[name] = ServiceState(name, spec, revision, replicas, nonce, None, code_digest)
+            else:
+                current.spec, current.replicas, current.code_digest = spec, replicas, code_digest
+            self._save_desired(name)
+        for name in [n for n in self.services if n not in app.services]:
+            del self.services[name]
+            self.store.delete_desired(name)
+            self.event(name, "ServiceRemoved", "not in lichen.yaml")
+        self.wake()
+        return changed
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        state = self._service(service)
+        if replicas < 0:
+            raise ConfigError(f"replicas must be >= 0, got {replicas}")
+        if state.replicas != replicas:
+            self.event(service, "Scaled", "requested", f"{state.replicas} -> {replicas}")
+            state.replicas = replicas
+            self._save_desired(service)
+        self.wake()
+
+    scale = set_replicas
+
+    def set_revision(self, service: str, revision: str, spec: ServiceSpec) -> None:
+        """Point a service at another revision (canary/rollback hook); rolls with the service's settings."""
+        state = self._service(service)
+        self.specs[(service, revision)] = spec
+        self.store.save_revision(service, revision, spec.model_dump_json(), "", self.clock.wall())
+        state.spec, state.revision, state.rollout = spec, revision, None
+        self._save_desired(service)
+        self.wake()
+
+    def restart(self, service: str) -> str:
+        """Rolling restart: a new revision of the same spec, replaced with the rollout settings."""
+        state = self._service(service)
+        state.restart_nonce += 1
+        revision = revision_id(service, state.spec, state.code_digest, state.restart_nonce)
+        self.store.save_revision(service, revision, state.spec.model_dump_json(), state.code_digest, self.clock.wall())
+        self.specs[(service, revision)] = state.spec
+        self.event(service, "RestartRequested", "lichen restart", f"{state.revision} -> {revision}")
+        state.revision, state.rollout = revision, None
+        self._save_desired(service)
+        self.wake()
+        return revision
+
+    def shutdown(self) -> None:
+        """Drain and stop every replica; ``run`` returns when none is left."""
+        if not self.stopping:
+            self.stopping = True
+            self.event("", "ShutdownRequested", "lichen down")
+        self.wake()
+
+    def _service(self, service: str) -> ServiceState:
+        try:
+            return self.services[service]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise ConfigError(f"no service named {service!r} (services: {known})") from None
+
+    def _save_desired(self, name: str) -> None:
+        s = self.services[name]
+        self.store.save_desired(name, s.revision, s.replicas, s.restart_nonce, asdict(s.rollout) if s.rollout else None)
+
+    # ================================================================ hooks
+    def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` every ``interval_s`` in its own task; errors are logged, never raised into the loop."""
+        self._periodic_specs.append((name, interval_s, fn))
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            self._periodic.append(asyncio.create_task(self._periodic_loop(name, interval_s, fn)))
+
+    async def _periodic_loop(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None:
+        while True:
+            await self.clock.sleep(interval_s)
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task %s failed", name)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def event(self, service: str, kind: str, reason: str = "", message: str = "", replica: str = "") -> None:
+        self.store.add_event(self.clock.wall(), service, kind, reason, message, replica)
+        log.info("%s %s %s %s %s", service, replica, kind, reason, message)
+
+    # ================================================================ loop
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGCHLD, self.wake)
+        await self.adopt()
+        for name, interval_s, fn in self._periodic_specs:
+            self._periodic.append(asyncio.create_task(self._periodic_loop(name, interval_s, fn)))
+        self._periodic.append(asyncio.create_task(self._periodic_loop("log rotation", 10.0, self._rotate_logs)))
+        try:
+            while True:
+                wake_at = self.step()
+                if self.stopping and not self.replicas:
+                    break
+                timeout = self.tick_s if wake_at is None else max(0.0, min(self.tick_s, wake_at - self.clock.now()))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            for task in self._periodic:
+                task.cancel()
+            for replica in self.replicas.values():
+                if replica.probe_task:
+                    replica.probe_task.cancel()
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGCHLD)
+            self.stopped.set()
+
+    def step(self) -> float | None:
+        """One pass: observe, reconcile, apply. Returns when the next pass is due, if sooner than a tick."""
+        started = time.perf_counter()
+        now = self.clock.now()
+        self._observe(now)
+        plan = reconcile(self.desired_state(), self.views(now), now)
+        self._apply(plan, now)
+        self.passes += 1
+        self._update_metrics()
+        self._m_loop.observe(time.perf_counter() - started)
+        return plan.wake_at
+
+    def desired_state(self) -> DesiredState:
+        services = {
+            name: DesiredService(name, s.revision, s.replicas, s.spec, s.rollout) for name, s in self.services.items()
+        }
+        return DesiredState(services, self.machine, stopping=self.stopping)
+
+    def views(self, now: float) -> list[ReplicaView]:
+        views = []
+        for replica in self.replicas.values():
+            r = replica.record
+            placement = Placement(
+                cpu_cores=r.placement.get("cpu_cores"),
+                memory_bytes=r.placement.get("memory_bytes"),
+                gpu_indices=tuple(r.placement.get("gpu_indices", ())),
+                cpu_set=tuple(r.placement.get("cpu_set", ())),
+            )
+            views.append(ReplicaView(
+                id=r.id, service=r.service, revision=r.revision, phase=r.phase,  # type: ignore[arg-type]
+                ready=replica.readiness.passing, published=r.published, live=replica.liveness.passing,
+                placement=placement, crash_count=r.crash_count, exited_at=replica.exited_mono,
+                last_exit_code=r.last_exit_code, last_exit_reason=r.last_exit_reason,
+                grace_s=self._spec_of(r).termination_grace_s, created_index=r.created_index,
+            ))
+        return views
+
+    def _spec_of(self, record: ReplicaRecord) -> ServiceSpec:
+        spec = self.specs.get((record.service, record.revision))
+        if spec is None:
+            found = self.store.revision_spec(record.service, record.revision)
+            spec = ServiceSpec.model_validate_json(found[0]) if found else ServiceSpec(entrypoint="unknown:Unknown")
+            self.specs[(record.service, record.revision)] = spec
+        return spec
+
+    # ================================================================ observe
+    def _observe(self, now: float) -> None:
+        for replica in list(self.replicas.values()):
+            record = replica.record
+            if replica.handle is None or record.phase not in ("running", "terminating"):
+                continue
+            code = self.launcher.poll(replica.handle)
+            if code is None:
+                if replica.kill_at is not None and now >= replica.kill_at:
+                    self.launcher.kill(replica.handle)
+                    replica.kill_at = None
+                    self.event(record.service, "Killed", "grace period expired", "SIGKILL", record.id)
+                continue
+            self._on_exit(replica, code, now)
+
+    def _on_exit(self, replica: Replica, code: int, now: float) -> None:
+        record = replica.record
+        if replica.probe_task:
+            replica.probe_task.cancel()
+            replica.probe_task = None
+        self._unpublish(replica)
+        spec = self._spec_of(record)
+        oom = self.launcher.oom_killed(replica.handle, self.workspace.log_path(record.id),  # type: ignore[arg-type]
+                                       spec.resources.memory is not None)
+        if replica.handle is not None:
+            self.launcher.release(replica.handle)
+        replica.handle = None
+        record.pid = record.create_time = None
+        exit_text = "unknown (adopted)" if code == -255 else (f"signal {-code}" if code < 0 else f"exit code {code}")
+        if record.stop_reason and not record.then_restart:
+            self.event(record.service, "Stopped", record.stop_reason, exit_text, record.id)
+            self._forget(replica)
+            return
+        if oom:
+            reason = "OOMKilled"
+        elif record.then_restart:
+            reason = record.stop_reason or "LivenessFailed"
+        elif code == 0:
+            reason = "Completed"
+        elif code < 0 and code != -255:
+            reason = "Killed"
+        else:
+            reason = "Error"
+        ran_for = now - replica.started_mono if replica.started_mono is not None else 0.0
+        record.crash_count = backoff.next_crash_count(record.crash_count, ran_for, spec.restart)
+        record.phase = "exited"
+        record.exited_at = self.clock.wall()
+        replica.exited_mono = now
+        record.last_exit_code = None if code == -255 else code
+        record.last_exit_reason = reason
+        record.stop_reason, record.then_restart = "", False
+        self.store.save_replica(record)
+        delay = backoff.restart_delay_s(record.crash_count, spec.restart)
+        self.event(record.service, "OOMKilled" if oom else "Exited", reason,
+                   f"{exit_text} after {ran_for:.1f}s; restart in {delay:g}s", record.id)
+
+    def _forget(self, replica: Replica) -> None:
+        self.replicas.pop(replica.record.id, None)
+        self.store.delete_replica(replica.record.id)
+        for key in [k for k in self._conditions if k[2] == replica.record.id]:
+            del self._conditions[key]
+        with contextlib.suppress(Exception):
+            self._m_crashloop.remove(replica.record.service, replica.record.id)
+
+    # ================================================================ apply
+    def _apply(self, plan: Plan, now: float) -> None:
+        for change in plan.readiness:
+            replica = self.replicas.get(change.replica_id)
+            if replica is None:
+                continue
+            if change.ready:
+                self._publish(replica)
+            else:
+                self._unpublish(replica, change.reason)
+        for stop in plan.stops:
+            replica = self.replicas.get(stop.replica_id)
+            if replica is not None:
+                self._stop(replica, stop.reason, stop.grace_s, stop.then_restart, now)
+        for start in plan.starts:
+            self._start(start.service, start.revision, start.replica_id, start.placement, start.restart, now)
+        self._record_conditions(plan)
+        for name, rollout in plan.rollouts.items():
+            state = self.services.get(name)
+            if state is None or state.rollout == rollout:
+                continue
+            previous = state.rollout
+            state.rollout = rollout
+            if previous is None:
+                self.event(name, "RolloutStarted", f"revision {rollout.revision}")
+            elif previous.status != rollout.status:
+                kind = {"complete": "RolloutComplete", "stalled": "RolloutStalled"}.get(rollout.status, "RolloutProgressing")
+                self.event(name, kind, rollout.reason or f"revision {rollout.revision}")
+            self._save_desired(name)
+
+    def _record_conditions(self, plan: Plan) -> None:
+        current = {(c.service, c.kind, c.replica_id): c.message for c in plan.conditions}
+        for key, message in current.items():
+            if self._conditions.get(key) != message:
+                self.event(key[0], key[1], "", message, key[2])
+        self._conditions = current
+
+    def _publish(self, replica: Replica) -> None:
+        record = replica.record
+        if record.port is None:
+            return
+        self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
+        if not record.published:
+            record.published = True
+            self.store.save_replica(record)
+            self.event(record.service, "Ready", "readiness passed", f"{HOST}:{record.port}", record.id)
+
+    def _unpublish(self, replica: Replica, reason: str = "exited") -> None:
+        record = replica.record
+        self.endpoints.remove(record.id)
+        if record.published:
+            record.published = False
+            self.store.save_replica(record)
+            self.event(record.service, "Unready", reason, replica.readiness.last_outcome, record.id)
+
+    def _stop(self, replica: Replica, reason: str, grace_s: float, then_restart: bool, now: float) -> None:
+        record = replica.record
+        if record.phase in ("exited", "pending") or replica.handle is None:
+            if then_restart:
+                return
+            self.event(record.service, "Removed", reason, "", record.id)
+            self._forget(replica)
+            return
+        record.phase, record.stop_reason, record.then_restart = "terminating", reason, then_restart
+        self.store.save_replica(record)
+        if replica.probe_task:
+            replica.probe_task.cancel()
+            replica.probe_task = None
+        if grace_s <= 0:
+            self.launcher.kill(replica.handle)
+            self.event(record.service, "Killed", reason, "SIGKILL", record.id)
+        else:
+            self.launcher.terminate(replica.handle)
+            replica.kill_at = now + grace_s
+            self.event(record.service, "Stopping", reason, f"SIGTERM, grace {grace_s:g}s", record.id)
+        self.wake()
+
+    def _start(self, service: str, revision: str, replica_id: str, placement: Placement, restart: bool,
+               now: float) -> None:
+        spec = self.specs[(service, revision)]
+        replica = self.replicas.get(replica_id)
+        if replica is None:
+            index = 1 + max((r.record.created_index for r in self.replicas.values() if r.record.service == service),
+                            default=-1)
+            record = ReplicaRecord(id=replica_id, service=service, revision=revision, created_index=index,
+                                   phase="pending", placement=asdict(placement))
+            replica = self.replicas[replica_id] = Replica(record)
+        record = replica.record
+        port = free_port()
+        env = self._replica_env(service, revision, replica_id, spec, placement, port)
+        request = LaunchRequest(
+            name=replica_id, argv=self.command(service, spec, port, self.workspace.app_dir), env=env,
+            cwd=self.workspace.app_dir, log_path=self.workspace.log_path(replica_id),
+            memory_bytes=placement.memory_bytes, cpu_cores=placement.cpu_cores, cpu_set=placement.cpu_set,
+        )
+        try:
+            handle = self.launcher.launch(request)
+        except OSError as exc:
+            record.phase, record.last_exit_reason, record.last_exit_code = "exited", "StartFailed", None
+            record.crash_count = backoff.next_crash_count(record.crash_count, 0.0, spec.restart)
+            replica.exited_mono = now
+            self.store.save_replica(record)
+            self.event(service, "StartFailed", type(exc).__name__, str(exc), replica_id)
+            return
+        replica.handle = handle
+        replica.started_mono, replica.exited_mono, replica.kill_at = now, None, None
+        replica.readiness = probing.initial_state("readiness")
+        replica.liveness = probing.initial_state("liveness")
+        record.phase, record.pid, record.create_time, record.port = "running", handle.pid, handle.create_time, port
+        record.started_at, record.published, record.stop_reason, record.then_restart = self.clock.wall(), False, "", False
+        if restart:
+            record.restarts += 1
+            self._m_restarts.labels(service).inc()
+        self.store.save_replica(record)
+        self.event(service, "Restarted" if restart else "Started", "", f"pid {handle.pid} port {port}", replica_id)
+        replica.probe_task = asyncio.get_running_loop().create_task(self._probe_loop(replica))
+
+    def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
+                     port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LICHEN_")}
+        env.update({
+            "PYTHONUNBUFFERED": "1",
+            "LICHEN_SERVICE": service,
+            "LICHEN_REPLICA": replica_id,
+            "LICHEN_REVISION": revision,
+            "LICHEN_PORT": str(port),
+            "LICHEN_APP_DIR": str(self.workspace.app_dir),
+            "LICHEN_CONTROLLER": str(self.workspace.app_dir),
+            "LICHEN_GRACE_S": f"{spec.termination_grace_s:g}",
+            "LICHEN_TIMEOUT_S": f"{spec.timeout_s:g}",
+            "LICHEN_MAX_CONCURRENCY": str(spec.max_concurrency),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in placement.gpu_indices),
+        })
+        if spec.max_inflight is not None:
+            env["LICHEN_MAX_INFLIGHT"] = str(spec.max_inflight)
+        if placement.memory_bytes is not None and not self.launcher.use_cgroups:
+            env.setdefault("MALLOC_ARENA_MAX", "2")
+        if placement.cpu_cores is not None:
+            threads = str(max(1, math.ceil(placement.cpu_cores)))
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                env.setdefault(name, threads)
+        env.update(spec.env)
+        if spec.secrets:
+            secrets = self._secrets_cache.get(service)
+            if secrets is None:
+                secrets = self._secrets_cache[service] = read_secrets(spec.secrets, self.workspace, service)
+            env.update(secrets)
+        return env
+
+    # ================================================================ probes
+    async def _probe_loop(self, replica: Replica) -> None:
+        record = replica.record
+        spec = self._spec_of(record)
+        port = record.port
+        assert port is not None
+        kinds = (("readiness", spec.probes.readiness), ("liveness", spec.probes.liveness))
+        while True:
+            started = replica.started_mono if replica.started_mono is not None else self.clock.now()
+            due = {kind: probing.next_probe_at(getattr(replica, kind), probe, started) for kind, probe in kinds}
+            next_at = min(due.values())
+            delay = next_at - self.clock.now()
+            if delay > 0:
+                await self.clock.sleep(delay)
+            now = self.clock.now()
+            batch = [(kind, probe) for kind, probe in kinds if due[kind] <= now + 0.005]
+            outcomes = await asyncio.gather(*(probe_http(HOST, port, p.path, p.timeout_s) for _, p in batch))
+            for (kind, probe), outcome in zip(batch, outcomes, strict=True):
+                before = getattr(replica, kind)
+                after = probing.record_probe(before, probe, outcome, now)
+                setattr(replica, kind, after)
+                if after.passing != before.passing:
+                    self.wake()
+
+    # ================================================================ adoption
+    async def adopt(self) -> None:
+        """Re-adopt replicas an earlier controller left running, or clean them up; never duplicate."""
+        now = self.clock.now()
+        now_wall = self.clock.wall()
+        for record in self.store.replicas():
+            replica = Replica(record)
+            if record.exited_at is not None:
+                replica.exited_mono = now - max(0.0, now_wall - record.exited_at)
+            if record.pid and record.phase in ("running", "terminating"):
+                handle = self.launcher.adopt(record.pid, record.create_time or 0.0, record.id)
+                answering = False
+                if handle is not None and record.port:
+                    for _ in range(20):
+                        if await port_answers(HOST, record.port, 0.5):
+                            answering = True
+                            break
+                        if not processes.is_alive(record.pid, record.create_time):
+                            break
+                        await asyncio.sleep(0.25)
+                if handle is not None and answering:
+                    replica.handle = handle
+                    replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))
+                    if record.published:
+                        replica.readiness = replace(replica.readiness, passing=True, answered=True)
+                        self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
+                    self.replicas[record.id] = replica
+                    self.event(record.service, "Adopted", "pid, start time and port verified",
+                               f"pid {record.pid} port {record.port}", record.id)
+                    if record.phase == "terminating":
+                        self.launcher.terminate(handle)
+                        replica.kill_at = now + self._spec_of(record).termination_grace_s
+                    else:
+                        replica.probe_task = asyncio.get_running_loop().create_task(self._probe_loop(replica))
+                    continue
+                if handle is not None:
+                    self.launcher.kill(handle)
+                    self.event(record.service, "CleanedUp", "not answering on its port", f"pid {record.pid}", record.id)
+                    record.phase, record.pid, record.create_time = "pending", None, None
+                else:
+                    record.phase, record.pid, record.create_time = "exited", None, None
+                    record.last_exit_reason, record.last_exit_code = "Lost", None
+                    record.exited_at = now_wall
+                    replica.exited_mono = now
+                    record.crash_count = backoff.next_crash_count(record.crash_count, 0.0, self._spec_of(record).restart)
+                    self.event(record.service, "Lost", "exited while no controller ran", "", record.id)
+                record.published = False
+                if record.stop_reason and not record.then_restart:
+                    self.store.delete_replica(record.id)
+                    continue
+                self.store.save_replica(record)
+            self.replicas[record.id] = replica
+        self.clean_orphans()
+
+    def clean_orphans(self) -> int:
+        """Kill replica processes of this app that no record knows (started just before a crash)."""
+        import psutil
+
+        known = {r.record.pid for r in self.replicas.values() if r.record.pid}
+        marker = str(self.workspace.app_dir)
+        killed = 0
+        for process in psutil.process_iter(["pid"]):
+            if process.pid in known or process.pid == os.getpid():
+                continue
+            try:
+                env = process.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("LICHEN_CONTROLLER") == marker and "LICHEN_REPLICA" in env:
+                with contextlib.suppress(psutil.Error):
+                    if os.getpgid(process.pid) in known:
+                        continue
+                processes.signal_group(process.pid, signal.SIGKILL)
+                self.event(env.get("LICHEN_SERVICE", ""), "CleanedUp", "orphan without a record",
+                           f"pid {process.pid}", env["LICHEN_REPLICA"])
+                killed += 1
+        return killed
+
+    # ================================================================ misc
+    def _rotate_logs(self) -> None:
+        for replica_id in list(self.replicas):
+            processes.rotate_log(self.workspace.log_path(replica_id), LOG_MAX_BYTES)
+
+    def _update_metrics(self) -> None:
+        self._m_replicas.clear()
+        counts: dict[tuple[str, str, str], int] = {}
+        for replica in self.replicas.values():
+            r = replica.record
+            state = "ready" if r.published else r.phase
+            counts[(r.service, r.revision, state)] = counts.get((r.service, r.revision, state), 0) + 1
+            looping = r.phase == "exited" and backoff.in_crash_loop(r.crash_count)
+            self._m_crashloop.labels(r.service, r.id).set(1 if looping else 0)
+        for labels, value in counts.items():
+            self._m_replicas.labels(*labels).set(value)
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``lichen status`` shows, as plain data."""
+        now = self.clock.now()
+        services = {}
+        for name, s in self.services.items():
+            services[name] = {
+                "revision": s.revision, "desired": s.replicas,
+                "ready": sum(1 for r in self.replicas.values() if r.record.service == name and r.record.published),
+                "rollout": asdict(s.rollout) if s.rollout else None,
+            }
+        replicas = []
+        for replica in sorted(self.replicas.values(), key=lambda r: (r.record.service, r.record.created_index)):
+            r = replica.record
+            spec = self._spec_of(r)
+            state = "Ready" if r.published else {"running": "Starting" if not replica.readiness.answered else "NotReady",
+                                                 "terminating": "Terminating", "pending": "Pending"}.get(r.phase, "Exited")
+            restart_in = None
+            if r.phase == "exited":
+                if backoff.in_crash_loop(r.crash_count):
+                    state = "CrashLoopBackOff"
+                exited = replica.exited_mono if replica.exited_mono is not None else now
+                restart_in = max(0.0, backoff.restart_at(exited, r.crash_count, spec.restart) - now)
+            entry = {
+                "id": r.id, "service": r.service, "revision": r.revision, "state": state, "pid": r.pid,
+                "port": r.port, "restarts": r.restarts, "last_exit_code": r.last_exit_code,
+                "last_exit_reason": r.last_exit_reason, "restart_in_s": restart_in,
+                "uptime_s": (now - replica.started_mono) if replica.started_mono and r.phase == "running" else None,
+                "placement": r.placement,
+            }
+            if state in ("CrashLoopBackOff", "Exited"):
+                entry["log_tail"] = processes.log_tail(self.workspace.log_path(r.id), 1200)
+            replicas.append(entry)
+        return {
+            "app_dir": str(self.workspace.app_dir), "pid": os.getpid(), "stopping": self.stopping,
+            "enforcement": self.launcher.enforcement, "services": services, "replicas": replicas,
+            "endpoints": {k: [e.to_dict() for e in v] for k, v in self.endpoints.by_service().items()},
+            "endpoints_version": self.endpoints.version,
+        }
+
+    def child_pids(self) -> list[int]:
+        return [r.record.pid for r in self.replicas.values() if r.record.pid]

@@ -1,0 +1,184 @@
+"""Where an app's control-plane files live, and the facts the controller reads from disk.
+
+``APP_DIR/.lichen/`` holds ``token`` (mode 0600), ``controller.json``
+(pid, API port), ``controller.lock``, ``logs/<replica>.log`` and the
+optional ``secrets.env``. The state database path comes from
+``state.url`` in ``lichen.yaml``, relative to the app dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets as token_source
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from lichen.control.plans import Machine
+from lichen.errors import ConfigError
+
+_SKIP_DIRS = {".lichen", ".git", ".venv", "venv", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache"}
+_CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".toml", ".txt", ".cfg"}
+_MAX_CODE_FILES = 5000
+
+
+@dataclass(frozen=True)
+class Workspace:
+    app_dir: Path
+
+    @property
+    def spec_path(self) -> Path:
+        return self.app_dir / "lichen.yaml"
+
+    @property
+    def root(self) -> Path:
+        return self.app_dir / ".lichen"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def token_path(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def controller_file(self) -> Path:
+        return self.root / "controller.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "controller.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "controller.lock"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.env"
+
+    def log_path(self, replica: str) -> Path:
+        return self.logs / f"{replica}.log"
+
+
+def workspace_for(path: str | Path | None) -> Workspace:
+    """The workspace of ``path`` (a lichen.yaml, or a directory holding one; default: cwd)."""
+    target = Path(path or ".").resolve()
+    if target.is_dir():
+        return Workspace(target)
+    return Workspace(target.parent)
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_token(workspace: Workspace) -> str:
+    """The API bearer token, generated on first run and stored with mode 0600."""
+    path = workspace.token_path
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+            return token
+    token = token_source.token_urlsafe(32)
+    atomic_write(path, token + "\n", mode=0o600)
+    return token
+
+
+def read_token(workspace: Workspace) -> str:
+    try:
+        return workspace.token_path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"no API token at {workspace.token_path}; start the controller with 'lichen up'") from None
+
+
+def read_controller_info(workspace: Workspace) -> dict | None:
+    try:
+        return json.loads(workspace.controller_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def code_digest(app_dir: Path) -> str:
+    """A digest of the app's code and config files (any change rolls every service)."""
+    digest = hashlib.sha256()
+    count = 0
+    for root, dirs, files in os.walk(app_dir):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix not in _CODE_SUFFIXES:
+                continue
+            count += 1
+            if count > _MAX_CODE_FILES:
+                break
+            digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                continue
+            digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[str, str]:
+    """Secret values from the controller's environment, else ``.lichen/secrets.env``.
+
+    Values are only ever passed to the replica's environment; they are not
+    logged or stored.
+    """
+    if not names:
+        return {}
+    from_file: dict[str, str] = {}
+    if workspace.secrets_file.exists():
+        for number, line in enumerate(workspace.secrets_file.read_text().splitlines(), start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            key, sep, value = text.partition("=")
+            if not sep:
+                raise ConfigError(f"expected KEY=VALUE, got a line without '='", where=f"{workspace.secrets_file}:{number}")
+            from_file[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    values: dict[str, str] = {}
+    missing = []
+    for name in names:
+        if name in os.environ:
+            values[name] = os.environ[name]
+        elif name in from_file:
+            values[name] = from_file[name]
+        else:
+            missing.append(name)
+    if missing:
+        raise ConfigError(
+            f"services.{service}.secrets: {', '.join(missing)} not set; export it or add NAME=VALUE "
+            f"to {workspace.secrets_file}"
+        )
+    return values
+
+
+def detect_gpus() -> tuple[int, ...]:
+    """GPU indices on this machine (NVIDIA device nodes), honouring CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(int(v) for v in visible.split(",") if v.strip().isdigit())
+    return tuple(sorted(int(p.name[6:]) for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit()))
+
+
+def detect_machine() -> Machine:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return Machine(cpu_cores=float(cores), memory_bytes=psutil.virtual_memory().total, gpu_indices=detect_gpus())

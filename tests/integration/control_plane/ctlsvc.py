@@ -1,0 +1,45 @@
+"""The test service the control-plane integration tests run under ``lichen serve``.
+
+Its behaviour is steered from outside, as a broken production service would
+misbehave: env ``CRASH_ON_START=1`` makes ``setup()`` fail, ``HOG_MB=N``
+allocates N MiB in ``setup()``, a file ``unready`` in the app dir fails
+readiness, and ``POST /hang`` blocks the event loop so liveness stops
+answering.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lichen import Service, endpoint
+
+APP_DIR = Path(os.environ.get("LICHEN_APP_DIR", "."))
+
+
+class Probe(Service):
+    def setup(self) -> None:
+        if os.environ.get("CRASH_ON_START") == "1":
+            raise RuntimeError("configured to crash on start")
+        hog_mb = int(os.environ.get("HOG_MB", "0"))
+        if hog_mb:
+            self.blob = bytearray(hog_mb * 2**20)
+            self.blob[::4096] = b"x" * len(self.blob[::4096])
+
+    def ready(self) -> bool:
+        return not (APP_DIR / "unready").exists()
+
+    @endpoint("/whoami", method="GET")
+    async def whoami(self) -> dict:
+        return {
+            "replica": os.environ.get("LICHEN_REPLICA"),
+            "revision": os.environ.get("LICHEN_REVISION"),
+            "version": os.environ.get("VERSION", ""),
+            "secret_seen": bool(os.environ.get("API_SECRET")),
+        }
+
+    @endpoint("/hang", method="POST")
+    async def hang(self) -> dict:
+        time.sleep(3600)  # blocks the event loop: /healthz stops answering
+        return {}
