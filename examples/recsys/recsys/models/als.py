@@ -31,12 +31,12 @@ class ALS(RecModel):
         from threadpoolctl import threadpool_limits
 
         p = self.params
-        model = AlternatingLeastSquares(
-            factors=p["factors"], regularization=p["regularization"], alpha=p["alpha"],
-            iterations=p["iterations"], random_state=p["seed"], num_threads=self.threads,
-        )
         # implicit runs its own threads; OpenBLAS's pool inside them only contends.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=p["factors"], regularization=p["regularization"], alpha=p["alpha"],
+                iterations=p["iterations"], random_state=p["seed"], num_threads=self.threads,
+            )
             model.fit(matrix, show_progress=False)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         self._restored()

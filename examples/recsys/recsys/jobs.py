@@ -1,0 +1,208 @@
+"""Job entrypoints for ``lichen run``: ``ingest``, ``features``, ``train`` and
+``evaluate``. Each is a plain function taking its argv (``--data PATH`` and
+friends are passed through from the command line), run with the app
+directory as the working directory. They can also be called directly::
+
+    python -c "from recsys.jobs import ingest; ingest(['--data', '../../../shared/data/ml-100k'])"
+
+User errors raise :class:`lichen.DataError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lichen import DataError
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from recsys import catalogs, datasets, ingesting
+from recsys.downloading import DownloadUnavailable, fetch_ml100k, sha256_file
+from recsys.synthesizing import synthesize
+
+DEFAULT_EVENTS = Path(".lichen") / "events"
+DEFAULT_DOWNLOADS = Path(".lichen") / "downloads"
+RATINGS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+MAX_REPORTED = 100
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False, soft_wrap=True)
+
+
+def _rating_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MIN,MAX such as 0.5,5") from None
+    return low, high
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises (so ``lichen run`` and tests see a clean error) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from lichen import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _resolve_source(path: Path) -> Path:
+    if path.is_dir():
+        for name in RATINGS_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise DataError(f"no ratings file in this directory (looked for {', '.join(RATINGS_FILES)})",
+                        where=str(path))
+    if not path.exists():
+        raise DataError("no such file or directory", where=str(path))
+    return path
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def ingest_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ingest", description="Validate ratings and write a versioned interaction dataset.")
+    p.add_argument("--data", type=Path, help="ratings file or directory (u.data, ratings.dat, ratings.csv, any CSV)")
+    p.add_argument("--format", default="auto", choices=ingesting.FORMATS)
+    p.add_argument("--columns", help="generic CSV mapping: user=COL,item=COL[,rating=COL][,timestamp=COL]")
+    p.add_argument("--delimiter", help="field delimiter (default: by format)")
+    p.add_argument("--rating-range", type=_rating_range, default=(0.5, 5.0), metavar="MIN,MAX")
+    p.add_argument("--on-bad-rows", choices=("fail", "skip"), default="fail")
+    p.add_argument("--on-duplicates", choices=("remove", "fail"), default="remove")
+    p.add_argument("--events", type=Path, default=DEFAULT_EVENTS, help="events log directory (*.jsonl)")
+    p.add_argument("--no-events", action="store_true", help="ignore the events log")
+    p.add_argument("--synthetic", action="store_true", help="generate synthetic data instead of reading")
+    p.add_argument("--offline", action="store_true", help="never try to download MovieLens 100K")
+    p.add_argument("--users", type=int, default=943, help="synthetic users")
+    p.add_argument("--items", type=int, default=1682, help="synthetic items")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--downloads", type=Path, default=DEFAULT_DOWNLOADS)
+    p.add_argument("--out", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
+    return p
+
+
+def ingest(argv: list[str] | None = None) -> int:
+    """Read, validate and deduplicate ratings; write a versioned dataset."""
+    args = ingest_parser().parse_args(argv if argv is not None else sys.argv[1:])
+    console = _console()
+    table = ingesting.Table()
+    report: dict = {}
+    metadata: dict[int, dict] = {}
+    data_path = args.data
+    if data_path is None and not args.synthetic and not args.offline:
+        try:
+            data_path = fetch_ml100k(args.downloads)
+            console.print(f"Downloaded MovieLens 100K from GroupLens; u.data sha256 verified ({data_path}).")
+            report["source"] = {"kind": "download", "path": str(data_path)}
+        except DownloadUnavailable as err:
+            console.print(f"[yellow]No --data given and no network ({err}).[/]")
+    if data_path is not None:
+        source = _resolve_source(Path(data_path))
+        ingesting.read_ratings(source, fmt=args.format, columns=ingesting.parse_columns(args.columns),
+                               delimiter=args.delimiter, rating_range=args.rating_range, table=table)
+        report.setdefault("source", {"kind": "file", "path": str(source.absolute())})
+        report["source"]["sha256"] = sha256_file(source)
+        meta_path = catalogs.find_metadata(source)
+        if meta_path is not None:
+            metadata, meta_bad = catalogs.read_metadata(meta_path)
+            report["item_metadata"] = {"path": str(meta_path), "items": len(metadata),
+                                       "bad_lines": [str(b) for b in meta_bad[:MAX_REPORTED]]}
+    else:
+        synthetic = synthesize(args.users, args.items, seed=args.seed)
+        console.print(
+            f"[bold yellow]Generated a SYNTHETIC dataset[/] ({args.users} users, {args.items} items, "
+            f"Zipf popularity + rank-12 taste factors, seed {args.seed}). It is not MovieLens: "
+            "pass --data PATH for real data."
+        )
+        report["source"] = {"kind": "synthetic", "users": args.users, "items": args.items, "seed": args.seed}
+        for row, (u, i, r, t) in enumerate(zip(synthetic.users.tolist(), synthetic.items.tolist(),
+                                               synthetic.ratings.tolist(), synthetic.timestamps.tolist()), 1):
+            table.add("synthetic", row, u, i, r, t)
+    events_read = 0
+    if not args.no_events and args.events.is_dir():
+        before = len(table)
+        ingesting.read_events(args.events, rating_range=args.rating_range, table=table)
+        events_read = len(table) - before
+        report["events"] = {"directory": str(args.events), "rows": events_read}
+    ingesting.check_bad_rows(table, args.on_bad_rows)
+    data, duplicates = ingesting.deduplicate(table, args.on_duplicates)
+    if len(data) == 0:
+        raise DataError("no valid ratings left after validation", where=str(data_path or "synthetic"))
+    report.update({
+        "formats": table.formats,
+        "rows_read": len(table) + len(table.bad_rows),
+        "bad_rows": len(table.bad_rows),
+        "bad_row_lines": [str(b) for b in table.bad_rows[:MAX_REPORTED]],
+        "duplicates_removed": len(duplicates),
+        "duplicate_lines": [str(d) for d in duplicates[:MAX_REPORTED]],
+        "on_bad_rows": args.on_bad_rows,
+        "rating_range": list(args.rating_range),
+    })
+    manifest = datasets.write_dataset(args.out, data, items=metadata, report=report)
+    _print_ingest(console, manifest, table, duplicates, events_read, args.out)
+    return 0
+
+
+def _print_ingest(console, manifest, table, duplicates, events_read, store) -> None:
+    summary = RichTable(title=f"dataset {manifest['version']}", show_header=False)
+    summary.add_row("interactions", f"{manifest['rows']:,}")
+    summary.add_row("users / items", f"{manifest['users']:,} / {manifest['items']:,}")
+    summary.add_row("rows read", f"{manifest.get('rows_read', manifest['rows']):,}")
+    summary.add_row("events log rows", f"{events_read:,}")
+    summary.add_row("bad rows skipped", f"{len(table.bad_rows):,}")
+    summary.add_row("duplicates removed", f"{len(duplicates):,}")
+    summary.add_row("sha256", manifest["sha256"]["interactions.npz"])
+    summary.add_row("stored at", str(Path(store) / manifest["version"]))
+    console.print(summary)
+    for bad in table.bad_rows[:10]:
+        console.print(f"  [red]bad row[/] {bad}")
+    if len(table.bad_rows) > 10:
+        console.print(f"  ... and {len(table.bad_rows) - 10} more (all listed in manifest.json up to {MAX_REPORTED})")
+    for dup in duplicates[:10]:
+        console.print(f"  [yellow]duplicate[/] {dup}")
+    if len(duplicates) > 10:
+        console.print(f"  ... and {len(duplicates) - 10} more duplicates")
+
+
+def _thread_env() -> None:
+    """Two cores: let BLAS use them unless the user said otherwise."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+
+
+# -------------------------------------------------------------- features
+
+
+def features_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="features", description="Build user histories, popularity, co-occurrence and item metadata.")
+    p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
+    p.add_argument("--dataset", help="dataset version (default: LATEST)")
+    p.add_argument("--out", type=Path, default=None, help="SQLite feature store path (default .lichen/features.db)")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="write to Redis instead (env REDIS_URL)")
+    p.add_argument("--top-n", type=int, default=20, help="co-occurring items kept per item")
+    return p
+
+
+def features(argv: list[str] | None = None) -> int:
+    """Compute serving features from a dataset version into SQLite or Redis."""
+    from recsys import features as feature_store
+
+    args = features_parser().parse_args(argv if argv is not None else sys.argv[1:])
+    console = _console()
+    data, manifest = datasets.load_dataset(args.store, args.dataset)
+    metadata = datasets.load_items(args.store, manifest["version"])
+    built = feature_store.build_features(data, metadata, manifest["version"], top_n=args.top_n)
+    if args.redis_url and args.out is None:
+        keys = feature_store.write_redis(args.redis_url, built)
+        where = f"Redis {args.redis_url} ({keys:,} keys under {feature_store.REDIS_PREFIX}:{manifest['version']}:)"
+    else:
+        path = feature_store.write_sqlite(args.out or feature_store.DEFAULT_SQLITE, built)
+        where = f"SQLite {path}"
+    console.print(f"features for dataset {manifest['version']}: {len(built.histories):,} user histories, "
+                  f"{len(built.popularity):,} items, {len(built.cooccurrence):,} co-occurrence lists, "
+                  f"{len(built.metadata):,} with metadata → {where}")
+    return 0
