@@ -449,3 +449,62 @@ def step(
 def next_flush_at(state: NotifierState) -> float | None:
     """When the earliest group is next due (for a shell that sleeps until then)."""
     return min((g.next_flush_at for g in state.groups.values()), default=None)
+
+
+# ------------------------------------------------ pushing to an Alertmanager
+
+
+@dataclass(frozen=True)
+class PushState:
+    """What was last pushed to a real Alertmanager (which does its own grouping)."""
+
+    alerts: Mapping[str, Alert] = field(default_factory=dict)
+    last_push_at: float | None = None
+    last_firing: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alerts": {fp: a.to_dict() for fp, a in self.alerts.items()},
+            "last_push_at": self.last_push_at,
+            "last_firing": sorted(self.last_firing),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PushState:
+        return cls(
+            alerts={fp: Alert.from_dict(a) for fp, a in data.get("alerts", {}).items()},
+            last_push_at=data.get("last_push_at"),
+            last_firing=frozenset(data.get("last_firing", ())),
+        )
+
+
+def plan_push(
+    state: PushState,
+    alerts: Iterable[Alert],
+    now: float,
+    *,
+    resend_s: float = 60.0,
+    resolved_retention_s: float = 900.0,
+) -> tuple[PushState, list[Alert] | None]:
+    """Prometheus' way of feeding an Alertmanager: push all alerts when the firing
+    set changes or every ``resend_s``; firing alerts carry ``ends_at = now + 4 ×
+    resend_s`` (so they expire if Lichen stops), resolved ones are re-sent for
+    ``resolved_retention_s``. Returns the new state and the alerts to POST, or None.
+    """
+    known = dict(state.alerts)
+    seen: set[str] = set()
+    for alert in alerts:
+        seen.add(alert.fingerprint)
+        known[alert.fingerprint] = alert
+    for fp, alert in list(known.items()):
+        if fp not in seen and not alert.resolved(now):
+            known[fp] = replace(alert, ends_at=now)
+        elif alert.resolved(now) and alert.ends_at is not None and alert.ends_at + resolved_retention_s < now:
+            del known[fp]
+    firing = frozenset(fp for fp, a in known.items() if not a.resolved(now))
+    changed = firing != state.last_firing
+    due = state.last_push_at is None or state.last_push_at + resend_s <= now
+    if not known or not (changed or due):
+        return replace(state, alerts=known, last_firing=firing if not known else state.last_firing), None
+    batch = [a if a.resolved(now) else replace(a, ends_at=now + 4 * resend_s) for _, a in sorted(known.items())]
+    return PushState(known, now, firing), batch
