@@ -47,7 +47,11 @@ def load_target(target: str, app_dir: str | Path | None = None) -> ReplicaApp:
         return build_service_app(obj)
     if _is_asgi(obj):
         return wrap_asgi(obj, name=attr)
-    kind = f"class {obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+    if isinstance(obj, type):
+        kind = f"class {obj.__qualname__}"
+    else:
+        name = type(obj).__name__
+        kind = f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
     raise ConfigError(f"is {kind}, not a lichen Service subclass or an ASGI app", where=target)
 
 
