@@ -1,0 +1,227 @@
+"""The default alert rule pack every app gets (``observability.default_rules: true``).
+
+:func:`default_rules` builds a Prometheus rule file (a dict; :func:`default_rules_yaml`
+renders it) from an ``AppSpec``: one group per service, named
+``lichen-defaults-<service>``, plus one app-wide group for scrape health. The
+same file runs unchanged on Lichen's evaluator, on a real Prometheus
+(``promtool check rules`` passes) and as a Kubernetes PrometheusRule.
+
+Per service:
+
+========================== ============================================================ ========
+alert                      expression (``{s}`` = ``service="<name>"``)                    severity
+========================== ============================================================ ========
+LichenReplicaDown          ``up{s} == 0`` for 1m                                          critical
+LichenCrashLooping         ``lichen_replica_crashlooping{s} > 0`` or more than 3 restarts  critical
+                           in 10 min (``increase(lichen_replica_restarts_total[10m])``)
+LichenHighErrorRatio       5xx share of ``lichen_requests_total`` over 5m > 5 % for 5m    warning
+LichenErrorBudgetBurn      availability SLO burn rate, multi-window (below)               page/ticket
+LichenLatencyBudgetBurn    latency SLO burn rate, multi-window (below)                    page/ticket
+LichenInflightNearLimit    ``lichen_inflight_requests / lichen_max_concurrency > 0.9``    warning
+                           for 2m
+========================== ============================================================ ========
+
+App-wide: ``LichenScrapeFailing`` -- a target failed more than 10 % of its scrapes
+over 10 min while it is not simply down (``up == 0`` is ReplicaDown's job).
+
+Burn-rate alerts follow the Google SRE workbook (ch. 5, "multiwindow,
+multi-burn-rate alerts"): with error budget ``b = 1 - objective``, page when
+the bad-event ratio exceeds ``14.4 b`` over both 1h and 5m, or ``6 b`` over
+both 6h and 30m; open a ticket when it exceeds ``1 b`` over both 3d and 6h.
+The latency SLI counts a request as good when it finished within
+``slo.latency_ms``, read from the histogram bucket ``le`` at the largest SDK
+bucket boundary not above ``latency_ms`` (Prometheus can only count at bucket
+boundaries; rounding down never hides a breach). Set ``latency_ms`` to a
+bucket boundary (5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, ...) for an
+exact SLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from lichen.sdk.instruments import LATENCY_BUCKETS_S
+from lichen.spec.models import AppSpec, ServiceSpec
+
+HIGH_ERROR_RATIO = 0.05
+INFLIGHT_NEAR_LIMIT = 0.9
+CRASH_RESTARTS_10M = 3
+# (long window, short window, burn-rate factor, severity, for)
+BURN_WINDOWS = (
+    ("1h", "5m", 14.4, "page", "2m"),
+    ("6h", "30m", 6.0, "page", "15m"),
+    ("3d", "6h", 1.0, "ticket", "1h"),
+)
+
+
+def go_float(value: float) -> str:
+    """A float as Prometheus' Go client writes ``le`` labels (``0.25``, ``1.0``, ``+Inf``)."""
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(value)
+
+
+def latency_bucket_s(latency_ms: float) -> float:
+    """The largest histogram bucket boundary not above ``latency_ms`` (the smallest if none)."""
+    limit_s = latency_ms / 1000.0
+    below = [b for b in LATENCY_BUCKETS_S if b <= limit_s + 1e-12]
+    return below[-1] if below else LATENCY_BUCKETS_S[0]
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _error_ratio(sel: str, window: str) -> str:
+    return (
+        f'sum by (service) (rate(lichen_requests_total{{{sel},status=~"5.."}}[{window}]))'
+        f" / sum by (service) (rate(lichen_requests_total{{{sel}}}[{window}]))"
+    )
+
+
+def _slow_ratio(sel: str, le: str, window: str) -> str:
+    return (
+        f'1 - (sum by (service) (rate(lichen_request_duration_seconds_bucket{{{sel},le="{le}"}}[{window}]))'
+        f" / sum by (service) (rate(lichen_request_duration_seconds_count{{{sel}}}[{window}])))"
+    )
+
+
+def _burn_rules(alert: str, ratio: Any, budget: float, what: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    rules = []
+    for long_w, short_w, factor, severity, hold in BURN_WINDOWS:
+        threshold = _num(factor * budget)
+        rules.append(
+            {
+                "alert": alert,
+                "expr": f"({ratio(long_w)}) > {threshold}\nand\n({ratio(short_w)}) > {threshold}",
+                "for": hold,
+                "labels": {**labels, "severity": severity, "window": f"{long_w}/{short_w}"},
+                "annotations": {
+                    "summary": f"{{{{ $labels.service }}}} burns its {what} error budget {factor:g}x too fast",
+                    "description": (
+                        f"Over {long_w} and {short_w} the {what} bad-event ratio is above {threshold}"
+                        f" ({factor:g} x the budget {_num(budget)}); now {{{{ $value }}}}."
+                    ),
+                },
+            }
+        )
+    return rules
+
+
+def service_rules(app: str, name: str, service: ServiceSpec) -> list[dict[str, Any]]:
+    sel = f'service="{name}"'
+    labels = {"app": app, "service": name}  # also keeps rules of different services distinct for promtool
+    le = go_float(latency_bucket_s(service.slo.latency_ms))
+    rules: list[dict[str, Any]] = [
+        {
+            "alert": "LichenReplicaDown",
+            "expr": f"up{{{sel}}} == 0",
+            "for": "1m",
+            "labels": {**labels, "severity": "critical"},
+            "annotations": {
+                "summary": "replica {{ $labels.replica }} of {{ $labels.service }} is down",
+                "description": "{{ $labels.instance }} has not answered a scrape for 1 minute.",
+            },
+        },
+        {
+            "alert": "LichenCrashLooping",
+            "expr": (
+                f"max by (service, replica) (lichen_replica_crashlooping{{{sel}}}) > 0\n"
+                f"or\nsum by (service) (increase(lichen_replica_restarts_total{{{sel}}}[10m])) > {CRASH_RESTARTS_10M}"
+            ),
+            "labels": {**labels, "severity": "critical"},
+            "annotations": {
+                "summary": "{{ $labels.service }} is crash looping",
+                "description": "A replica is in restart backoff or restarted more than 3 times in 10 minutes ({{ $value }}).",
+            },
+        },
+        {
+            "alert": "LichenHighErrorRatio",
+            "expr": f"({_error_ratio(sel, '5m')}) > {HIGH_ERROR_RATIO}",
+            "for": "5m",
+            "labels": {**labels, "severity": "warning"},
+            "annotations": {
+                "summary": "{{ $labels.service }} answers with 5xx too often",
+                "description": "{{ $value }} of requests over 5 minutes failed with a 5xx status (threshold 0.05).",
+            },
+        },
+        *_burn_rules(
+            "LichenErrorBudgetBurn",
+            lambda w: _error_ratio(sel, w),
+            1.0 - service.slo.availability,
+            "availability",
+            labels,
+        ),
+        *_burn_rules(
+            "LichenLatencyBudgetBurn",
+            lambda w: _slow_ratio(sel, le, w),
+            1.0 - service.slo.latency_target,
+            f"latency (<= {le} s)",
+            labels,
+        ),
+        {
+            "alert": "LichenInflightNearLimit",
+            "expr": f"lichen_inflight_requests{{{sel}}} / lichen_max_concurrency{{{sel}}} > {INFLIGHT_NEAR_LIMIT}",
+            "for": "2m",
+            "labels": {**labels, "severity": "warning"},
+            "annotations": {
+                "summary": "{{ $labels.replica }} of {{ $labels.service }} is near its concurrency limit",
+                "description": "In-flight requests are {{ $value }} of the limit on {{ $labels.endpoint }}.",
+            },
+        },
+    ]
+    return rules
+
+
+def default_rules(app: AppSpec, *, interval: str | None = None) -> dict[str, Any]:
+    """The default rule pack for ``app`` as a Prometheus rule-file document."""
+    every = interval or f"{app.observability.evaluation_interval_s:g}s"
+    groups: list[dict[str, Any]] = [
+        {"name": f"lichen-defaults-{name}", "interval": every, "rules": service_rules(app.app, name, service)}
+        for name, service in sorted(app.services.items())
+    ]
+    groups.append(
+        {
+            "name": "lichen-defaults-scraping",
+            "interval": every,
+            "rules": [
+                {
+                    "alert": "LichenScrapeFailing",
+                    "expr": "avg_over_time(up[10m]) < 0.9\nunless\nup == 0",
+                    "for": "5m",
+                    "labels": {"app": app.app, "severity": "warning"},
+                    "annotations": {
+                        "summary": "scrapes of {{ $labels.instance }} fail intermittently",
+                        "description": "Only {{ $value }} of the scrapes in the last 10 minutes succeeded.",
+                    },
+                }
+            ],
+        }
+    )
+    return {"groups": groups}
+
+
+class _Literal(str):
+    pass
+
+
+def _literal(dumper: yaml.Dumper, value: _Literal) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+
+
+def default_rules_yaml(app: AppSpec, *, interval: str | None = None) -> str:
+    """:func:`default_rules` as YAML; multi-line expressions are block scalars."""
+    doc = default_rules(app, interval=interval)
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            if "\n" in rule["expr"]:
+                rule["expr"] = _Literal(rule["expr"])
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(_Literal, _literal)
+    header = f"# Lichen default alert rules for app {app.app!r}; generated, do not edit.\n"
+    return header + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=120)
