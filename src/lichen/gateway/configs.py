@@ -1,0 +1,168 @@
+"""The gateway's config file: what it listens on, its routes, and each service's upstream endpoints.
+
+``lichen up`` renders it from the spec and the endpoint registry with
+:func:`render_config` and writes it atomically with :func:`write_config`; the
+gateway watches the file and applies changes live. Standalone (for example a
+Kubernetes Deployment routing to Services) the file is written by hand. JSON
+and YAML are both accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lichen.errors import ConfigError
+from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec
+from lichen.spec.quantities import Duration
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(ConfigModel):
+    """One upstream replica: where it listens, which replica and revision it is, and whether it is ready."""
+
+    url: Annotated[str, Field(pattern=r"^http://[^/]+$")]
+    replica: str = ""
+    revision: str = "default"
+    ready: bool = True
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+    @property
+    def id(self) -> str:
+        return self.replica or self.url
+
+
+class ServiceConfig(ConfigModel):
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    revision_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    max_inflight: Annotated[int, Field(ge=1)] | None = None
+    idempotent_paths: list[str] = Field(default_factory=list)
+    timeout_s: Duration = 30.0
+    discover_idempotent: bool = True
+
+
+class RouteConfig(RouteSpec):
+    """A :class:`lichen.spec.models.RouteSpec` plus the service it sends to."""
+
+    service: str
+
+
+class GatewayConfig(ConfigModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    settings: GatewaySpec = Field(default_factory=GatewaySpec)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    keys_db: str = ".lichen/keys.db"
+    metrics_path: str = "/metrics"
+    header_timeout_s: Duration = 10.0
+    idle_timeout_s: Duration = 75.0
+    reload_interval_s: Duration = 1.0
+    connect_timeout_s: Duration = 2.0
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_routes(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        seen: set[tuple[str, str | None, tuple[tuple[str, str], ...]]] = set()
+        for route in routes:
+            key = (route.prefix, route.host, tuple(sorted(route.headers.items())))
+            if key in seen:
+                raise ValueError(f"duplicate route {route.prefix!r} (host {route.host!r}, headers {route.headers})")
+            seen.add(key)
+        return routes
+
+    def check_services(self, where: str) -> None:
+        missing = sorted({r.service for r in self.routes} - set(self.services))
+        if missing:
+            raise ConfigError(f"routes name services with no entry under 'services': {', '.join(missing)}", where=where)
+
+
+def render_config(
+    spec: AppSpec,
+    endpoints: dict[str, list[Endpoint]],
+    weights: dict[str, dict[str, float]] | None = None,
+    *,
+    idempotent_paths: dict[str, list[str]] | None = None,
+    keys_db: str = ".lichen/keys.db",
+) -> GatewayConfig:
+    """The gateway config for an app: its routes, and the given endpoints per service.
+
+    ``weights`` maps service → revision → weight (canary rollouts); a service
+    with none sends to every revision evenly. A service without routes gets
+    ``/<service>`` with the prefix stripped.
+    """
+    weights = weights or {}
+    idempotent_paths = idempotent_paths or {}
+    routes: list[RouteConfig] = []
+    services: dict[str, ServiceConfig] = {}
+    for name, service in spec.services.items():
+        service_routes = service.routes or [RouteSpec(prefix=f"/{name}", strip_prefix=True)]
+        for route in service_routes:
+            routes.append(RouteConfig(**route.model_dump(), service=name))
+        services[name] = ServiceConfig(
+            endpoints=list(endpoints.get(name, [])),
+            revision_weights=dict(weights.get(name, {})),
+            max_inflight=service.max_inflight,
+            idempotent_paths=list(idempotent_paths.get(name, [])),
+            timeout_s=service.timeout_s,
+        )
+    return GatewayConfig(
+        host=spec.gateway.host, port=spec.gateway.port, settings=spec.gateway, routes=routes,
+        services=services, keys_db=keys_db,
+    )
+
+
+def config_text(config: GatewayConfig) -> str:
+    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def write_config(config: GatewayConfig, path: str | Path) -> None:
+    """Write atomically (tmp + fsync + rename), so the gateway never reads half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(config_text(config))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a config file; errors name the file and the field."""
+    source = Path(path)
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read gateway config: {exc.strerror}", where=str(source)) from None
+    try:
+        data = yaml.safe_load(text) if source.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"not valid {'YAML' if source.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}", where=str(source)) from None
+    try:
+        config = GatewayConfig.model_validate(data or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{field}: {first['msg']}{more}", where=str(source)) from None
+    config.check_services(str(source))
+    return config

@@ -1,0 +1,233 @@
+"""Upstream replicas as the gateway sees them: live state, pooled keep-alive connections, one exchange at a time.
+
+An :class:`UpstreamConnection` is an asyncio protocol that parses responses
+with httptools and hands each piece to its current :class:`Exchange`. Body
+bytes go straight to the client as they arrive (no buffering of whole
+bodies), so Server-Sent Events pass through as they are produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+
+from lichen.control.outliers import OutlierState
+from lichen.gateway.configs import Endpoint
+
+POOL_IDLE_S = 4.0  # below uvicorn's 5 s keep-alive, so a pooled connection is rarely closed under us
+POOL_MAX_IDLE = 256
+
+
+class UpstreamReset(Exception):
+    """The upstream closed or broke the connection before the response was complete."""
+
+
+class UpstreamState:
+    """One replica: where it is, its outstanding requests, its passive health, and its idle connections."""
+
+    __slots__ = ("service", "endpoint", "id", "revision", "host", "port", "ready", "outstanding", "outlier", "idle")
+
+    def __init__(self, service: str, endpoint: Endpoint) -> None:
+        self.service = service
+        self.endpoint = endpoint
+        self.id = endpoint.id
+        self.revision = endpoint.revision
+        self.host, self.port = endpoint.host_port
+        self.ready = endpoint.ready
+        self.outstanding = 0
+        self.outlier = OutlierState()
+        self.idle: list[UpstreamConnection] = []
+
+    def close_idle(self) -> None:
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+class Exchange:
+    """One request/response on an upstream connection, buffered only until the gateway decides to forward it."""
+
+    __slots__ = (
+        "head", "done", "status", "reason", "headers", "pending", "forward", "complete", "keep_alive",
+        "is_head", "content_length", "chunked", "on_pause", "on_resume",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, is_head: bool) -> None:
+        self.head: asyncio.Future[int] = loop.create_future()
+        self.done: asyncio.Future[bool] = loop.create_future()
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.pending: list[bytes] = []
+        self.forward: Callable[[bytes], None] | None = None
+        self.complete = False
+        self.keep_alive = False
+        self.is_head = is_head
+        self.content_length = False
+        self.chunked = False
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+
+    def start_forwarding(self, forward: Callable[[bytes], None]) -> None:
+        """Send what arrived so far, then every later chunk as it comes."""
+        for chunk in self.pending:
+            forward(chunk)
+        self.pending = []
+        self.forward = forward
+        if self.complete and not self.done.done():
+            self.done.set_result(self.keep_alive)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("state", "transport", "parser", "exchange", "closed", "last_used", "paused")
+
+    def __init__(self, state: UpstreamState) -> None:
+        self.state = state
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.last_used = 0.0
+        self.paused = False
+
+    # -------------------------------------------------------- asyncio
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if not exchange.head.done():
+            exchange.head.set_exception(UpstreamReset("connection closed before the response"))
+        elif not exchange.done.done():
+            if not exchange.content_length and not exchange.chunked and exchange.forward is not None:
+                exchange.complete = True  # a close-delimited body ends with the connection
+                exchange.done.set_result(False)
+            elif not exchange.content_length and not exchange.chunked:
+                exchange.complete = True
+                exchange.keep_alive = False
+            else:
+                exchange.done.set_exception(UpstreamReset("connection closed mid-response"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            exchange = self.exchange
+            if exchange is not None:
+                error = UpstreamReset("malformed response from upstream")
+                if not exchange.head.done():
+                    exchange.head.set_exception(error)
+                elif not exchange.done.done():
+                    exchange.done.set_exception(error)
+            self.closed = True
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None and self.exchange.on_pause is not None:
+            self.exchange.on_pause()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None and self.exchange.on_resume is not None:
+            self.exchange.on_resume()
+
+    # -------------------------------------------------------- httptools
+    def on_status(self, status: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            exchange.headers = []  # an interim response (100 Continue): wait for the real one
+            return
+        exchange.status = status
+        exchange.keep_alive = self.parser.should_keep_alive()
+        for name, value in exchange.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                exchange.content_length = True
+            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+                exchange.chunked = True
+        if exchange.is_head or status in (204, 304):
+            exchange.complete = True
+            exchange.keep_alive = False if exchange.is_head else exchange.keep_alive
+        if not exchange.head.done():
+            exchange.head.set_result(status)
+        if exchange.complete and exchange.forward is not None and not exchange.done.done():
+            exchange.done.set_result(exchange.keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None or exchange.complete:
+            return
+        if exchange.forward is not None:
+            exchange.forward(body)
+        else:
+            exchange.pending.append(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None or exchange.status == 0:
+            return
+        exchange.complete = True
+        if exchange.forward is not None and not exchange.done.done():
+            exchange.done.set_result(exchange.keep_alive)
+
+    # -------------------------------------------------------- use
+    def begin(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def pause_reading(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop, state: UpstreamState, now: float, connect_timeout_s: float
+) -> tuple[UpstreamConnection, bool]:
+    """A pooled idle connection (``reused=True``) or a new one; raises OSError/TimeoutError on connect failure."""
+    idle = state.idle
+    while idle:
+        conn = idle.pop()
+        if not conn.closed and now - conn.last_used < POOL_IDLE_S:
+            return conn, True
+        conn.closed = True
+        conn.transport.close()
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(lambda: UpstreamConnection(state), state.host, state.port), connect_timeout_s
+    )
+    return conn, False
+
+
+def release_connection(conn: UpstreamConnection, now: float, reusable: bool) -> None:
+    """Back to the pool when the exchange finished cleanly, else closed."""
+    conn.exchange = None
+    if conn.paused:
+        conn.resume_reading()
+    if reusable and not conn.closed and len(conn.state.idle) < POOL_MAX_IDLE:
+        conn.last_used = now
+        conn.state.idle.append(conn)
+    else:
+        conn.closed = True
+        if conn.transport is not None:
+            conn.transport.close()
