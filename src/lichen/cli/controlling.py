@@ -1,9 +1,373 @@
-"""CLI verbs: controlling (scaffold; verbs are added by the issue that builds them)."""
+"""CLI verbs for the local control plane: up, down, status, scale, restart, logs, events."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from lichen.cli.output import console, err_console, print_json
+from lichen.errors import ControlPlaneError
+
+AppDir = Annotated[Path, typer.Option("--app-dir", "-C", help="The app directory (holding lichen.yaml).")]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the root app."""
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("scale")(scale)
+    app.command("restart")(restart)
+    app.command("logs")(logs)
+    app.command("events")(events)
+
+
+def _workspace(path: Path | None):  # noqa: ANN202 - keeps the runtime import lazy
+    from lichen.runtime.workspaces import workspace_for
+
+    return workspace_for(path)
+
+
+def _client(path: Path | None):  # noqa: ANN202
+    from lichen.api.clients import ControlClient
+
+    return ControlClient(_workspace(path))
+
+
+def _running_client(path: Path | None):  # noqa: ANN202
+    with contextlib.suppress(ControlPlaneError):
+        client = _client(path)
+        try:
+            client._call("GET", "/healthz")
+            return client
+        except ControlPlaneError:
+            client.close()
+    return None
+
+
+# ------------------------------------------------------------------- up
+
+
+def up(
+    path: Annotated[Path, typer.Argument(help="lichen.yaml, or the directory holding it.")] = Path("."),
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the controller as a daemon.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="With --detach or an update: wait until "
+                                       "every service is ready or its rollout settles.")] = True,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="How long --wait waits.")] = 120.0,
+    daemon_child: Annotated[bool, typer.Option("--daemon-child", hidden=True)] = False,
+) -> None:
+    """Start the app's controller: replicas, probes, self-healing, rolling updates, control API.
+
+    In the foreground it shows a live status table (Ctrl-C drains and stops
+    everything). With --detach it runs as a daemon (pidfile
+    .lichen/controller.pid, log .lichen/logs/controller.log). If a
+    controller already runs for the app, the changed spec/code is applied
+    to it as a rolling update.
+
+    Example: lichen up examples/recsys --detach
+    """
+    from lichen.spec.loading import load_spec
+
+    workspace = _workspace(path)
+    load_spec(workspace.spec_path)  # report spec errors here, before anything starts
+    if daemon_child:
+        _serve_foreground(workspace, live=False)
+        return
+    client = _running_client(path)
+    if client is not None:
+        with client:
+            result = client.apply()
+            changed = result["changed"]
+            if changed:
+                console.print(f"rolling update of {', '.join(changed)} started on controller pid {client.pid}")
+            else:
+                console.print(f"controller pid {client.pid} already runs this spec; nothing changed")
+            if wait:
+                _wait_settled(client, timeout_s)
+        return
+    if detach:
+        _start_daemon(workspace, wait, timeout_s)
+        return
+    _serve_foreground(workspace, live=console.is_terminal)
+
+
+def _serve_foreground(workspace: Any, live: bool) -> None:
+    from lichen.api.serving import host_controller
+
+    async def main() -> None:
+        if not live:
+            def announce(controller: Any) -> None:
+                info = json.loads(workspace.controller_file.read_text())
+                print(f"controller pid {info['pid']} serving {info['url']} for {workspace.app_dir}", flush=True)
+
+            await host_controller(workspace, on_ready=announce)
+            return
+        from rich.live import Live
+
+        with Live(console=console, auto_refresh=False, transient=False) as view:
+            def attach(controller: Any) -> None:
+                def refresh() -> None:
+                    view.update(_status_view(controller.status()), refresh=True)
+
+                refresh()
+                controller.add_periodic("status table", 1.0, refresh)
+
+            await host_controller(workspace, on_ready=attach)
+
+    asyncio.run(main())
+    console.print("all replicas stopped")
+
+
+def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
+    workspace.logs.mkdir(parents=True, exist_ok=True)
+    log_path = workspace.logs / "controller.log"
+    argv = [sys.executable, "-c", "from lichen.cli.main import run; run()", "up", str(workspace.app_dir),
+            "--daemon-child"]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                 cwd=workspace.app_dir)
+    deadline = time.monotonic() + 60
+    from lichen.runtime.workspaces import read_controller_info
+
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            from lichen.runtime.processes import log_tail
+
+            raise ControlPlaneError(f"the controller exited with code {child.returncode}:\n{log_tail(log_path, 1500)}")
+        info = read_controller_info(workspace)
+        if info and info.get("pid") == child.pid:
+            break
+        time.sleep(0.05)
+    else:
+        raise ControlPlaneError(f"the controller did not start within 60 s; see {log_path}")
+    console.print(f"controller pid {child.pid} serving {info['url']} (log {log_path})")
+    if wait:
+        with _client(workspace.app_dir) as client:
+            _wait_settled(client, timeout_s)
+
+
+def _wait_settled(client: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = client.status()
+        services = state["services"]
+        pending = []
+        for name, s in services.items():
+            rollout = s.get("rollout") or {}
+            if rollout.get("status") == "stalled":
+                raise ControlPlaneError(f"rollout of {name} stalled: {rollout.get('reason')}")
+            current = [r for r in state["replicas"] if r["service"] == name and r["revision"] == s["revision"]]
+            ready_current = sum(1 for r in current if r["state"] == "Ready")
+            if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
+                pending.append(f"{name} {ready_current}/{s['desired']}")
+        if not pending:
+            console.print("ready: " + ", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items()))
+            return
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"not ready after {timeout_s:g}s: {', '.join(pending)} (see 'lichen status')")
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ down
+
+
+def down(
+    path: Annotated[Path, typer.Argument(help="lichen.yaml, or the directory holding it.")] = Path("."),
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="Longest wait for the drain.")] = 300.0,
+) -> None:
+    """Drain and stop every replica, then the controller; returns when no child process is left.
+
+    Example: lichen down examples/recsys
+    """
+    from lichen.runtime import processes
+
+    workspace = _workspace(path)
+    client = _running_client(path)
+    if client is not None:
+        with client:
+            pids = client.shutdown()["pids"]
+            controller_pid = client.pid
+        deadline = time.monotonic() + timeout_s
+        while processes.is_alive(controller_pid, None):
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"controller pid {controller_pid} still draining after {timeout_s:g}s")
+            time.sleep(0.05)
+        survivors = [p for p in pids if processes.group_alive(p)]
+        for pid in survivors:
+            processes.signal_group(pid, 9)
+        console.print(f"stopped {len(pids)} replica(s) and controller pid {controller_pid}")
+    from lichen.runtime.controlling import stop_leftovers
+    from lichen.runtime.state import StateStore, sqlite_path
+    from lichen.spec.loading import load_spec
+
+    try:
+        spec = load_spec(workspace.spec_path)
+        db = sqlite_path(spec.state.url, workspace.app_dir)
+    except Exception:
+        db = workspace.root / "state.db"
+    if not db.exists():
+        if client is None:
+            console.print("nothing runs")
+        return
+    store = StateStore(db)
+    try:
+        leftovers = stop_leftovers(workspace, store)
+    finally:
+        store.close()
+    if leftovers:
+        console.print(f"stopped {len(leftovers)} leftover replica process(es): {leftovers}")
+    elif client is None:
+        console.print("nothing runs")
+
+
+# ---------------------------------------------------------------- status
+
+
+def _fmt_s(value: float | None) -> str:
+    if value is None:
+        return ""
+    from lichen.spec.quantities import format_duration
+
+    return format_duration(value)
+
+
+def _status_view(state: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    services = Table(title=f"lichen — {state['app_dir']}", header_style="bold", title_justify="left")
+    for column in ("service", "revision", "ready", "rollout"):
+        services.add_column(column)
+    for name, s in sorted(state["services"].items()):
+        rollout = s.get("rollout") or {}
+        text = rollout.get("status", "")
+        if rollout.get("reason"):
+            text += f": {rollout['reason']}"
+        services.add_row(name, s["revision"], f"{s['ready']}/{s['desired']}", text)
+    replicas = Table(header_style="bold")
+    for column in ("replica", "state", "pid", "port", "restarts", "last exit", "uptime", "restart in"):
+        replicas.add_column(column, no_wrap=column in ("replica", "state"))
+    styles = {"Ready": "green", "CrashLoopBackOff": "red", "Exited": "red", "Terminating": "yellow"}
+    for r in state["replicas"]:
+        last = ""
+        if r["last_exit_reason"]:
+            code = "" if r["last_exit_code"] is None else f" ({r['last_exit_code']})"
+            last = f"{r['last_exit_reason']}{code}"
+        replicas.add_row(r["id"], f"[{styles.get(r['state'], 'white')}]{r['state']}[/]", str(r["pid"] or ""),
+                         str(r["port"] or ""), str(r["restarts"]), last, _fmt_s(r["uptime_s"]),
+                         _fmt_s(r["restart_in_s"]))
+    return Group(services, replicas)
+
+
+def status(
+    app_dir: AppDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show services, replicas, rollouts; CrashLoopBackOff replicas with their last exit code and log tail.
+
+    Example: lichen status --json
+    """
+    with _client(app_dir) as client:
+        state = client.status()
+    if as_json:
+        print_json(state)
+        return
+    console.print(_status_view(state))
+    for r in state["replicas"]:
+        if r["state"] in ("CrashLoopBackOff", "Exited") and r.get("log_tail"):
+            code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
+            console.print(f"\n[bold red]{r['id']}[/] {r['state']} ({r['last_exit_reason']}{code}); log tail:")
+            console.print("\n".join(r["log_tail"].splitlines()[-10:]), markup=False)
+
+
+# --------------------------------------------------------- scale/restart
+
+
+def scale(
+    service: Annotated[str, typer.Argument(help="The service to scale.")],
+    replicas: Annotated[int, typer.Argument(help="The desired number of replicas.", min=0)],
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Set a service's desired replica count (until the next 'lichen up' applies the spec again).
+
+    Example: lichen scale recommender 3
+    """
+    with _client(app_dir) as client:
+        client.scale(service, replicas)
+    console.print(f"{service}: desired replicas {replicas}")
+
+
+def restart(
+    service: Annotated[str, typer.Argument(help="The service to restart.")],
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Rolling restart of a service: new replicas replace old ones under the rollout settings.
+
+    Example: lichen restart recommender
+    """
+    with _client(app_dir) as client:
+        revision = client.restart(service)["revision"]
+    console.print(f"{service}: rolling restart to revision {revision}")
+
+
+# ------------------------------------------------------------- logs/events
+
+
+def logs(
+    service: Annotated[str, typer.Argument(help="The service whose replica logs to show.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per replica to start with.")] = 50,
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Print the logs of a service's replicas, each line prefixed with its replica.
+
+    Example: lichen logs recommender -f
+    """
+    with _client(app_dir) as client:
+        offsets: dict[str, int] = {}
+        while True:
+            result = client.logs(service, lines=lines, offsets=offsets)
+            for replica_id, chunk in result["replicas"].items():
+                offsets[replica_id] = chunk["offset"]
+                for line in chunk["text"].splitlines():
+                    sys.stdout.write(f"{replica_id} | {line}\n")
+            sys.stdout.flush()
+            if not follow:
+                return
+            time.sleep(0.5)
+
+
+def events(
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The newest N events.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Show the event log: started, ready, unready, killed, restarted, rollouts, each with its reason.
+
+    Example: lichen events --service recommender --json
+    """
+    with _client(app_dir) as client:
+        rows = client.events(service, limit)
+    if as_json:
+        print_json(rows)
+        return
+    from lichen.cli.output import print_table
+
+    print_table(
+        None,
+        ["time", "service", "replica", "event", "reason", "message"],
+        [[time.strftime("%H:%M:%S", time.localtime(e["at"])), e["service"], e["replica"], e["kind"], e["reason"],
+          e["message"]] for e in rows],
+    )
+    if not rows:
+        err_console.print("no events")

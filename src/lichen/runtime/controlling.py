@@ -714,3 +714,36 @@ class Controller:
 
     def child_pids(self) -> list[int]:
         return [r.record.pid for r in self.replicas.values() if r.record.pid]
+
+
+def stop_leftovers(workspace: Workspace, store: StateStore, grace_s: float = 10.0) -> list[int]:
+    """With no controller running: stop every replica process recorded (or marked) for this app.
+
+    Processes are matched by pid *and* start time, plus any process whose
+    environment names this app as its controller; each gets SIGTERM, then
+    SIGKILL after ``grace_s``. Returns the pids that were signalled.
+    """
+    import psutil
+
+    targets: dict[int, float | None] = {}
+    for record in store.replicas():
+        if record.pid and processes.is_alive(record.pid, record.create_time):
+            targets[record.pid] = record.create_time
+    marker = str(workspace.app_dir)
+    for process in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            env = process.environ()
+            if env.get("LICHEN_CONTROLLER") == marker and "LICHEN_REPLICA" in env and process.pid != os.getpid():
+                targets.setdefault(process.pid, process.create_time())
+    for pid in targets:
+        processes.signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(processes.is_alive(p, c) for p, c in targets.items()):
+        time.sleep(0.05)
+    for pid, create_time in targets.items():
+        if processes.is_alive(pid, create_time) or processes.group_alive(pid):
+            processes.signal_group(pid, signal.SIGKILL)
+    for record in store.replicas():
+        store.delete_replica(record.id)
+        store.add_event(time.time(), record.service, "Stopped", "lichen down (no controller)", "", record.id)
+    return sorted(targets)

@@ -1,0 +1,80 @@
+"""The control API client the CLI uses: finds the controller of an app dir and calls it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from lichen.errors import ControlPlaneError
+from lichen.runtime import processes
+from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
+
+
+class ControlClient:
+    def __init__(self, workspace: Workspace, timeout_s: float = 10.0) -> None:
+        info = read_controller_info(workspace)
+        if not info or not processes.is_alive(int(info.get("pid", 0)), None):
+            raise ControlPlaneError(f"no controller runs for {workspace.app_dir}; start one with 'lichen up'")
+        self.workspace = workspace
+        self.info = info
+        self.pid = int(info["pid"])
+        self._http = httpx.Client(
+            base_url=info["url"], timeout=timeout_s, headers={"Authorization": f"Bearer {read_token(workspace)}"}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ControlPlaneError(f"the controller at {self.info['url']} did not answer: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json()
+                message = detail.get("error") or detail.get("detail") or response.text
+            except ValueError:
+                message = response.text
+            raise ControlPlaneError(f"the controller refused {method} {path}: {message}")
+        return response.json()
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/status")
+
+    def apply(self) -> dict[str, Any]:
+        return self._call("POST", "/v1/apply")
+
+    def scale(self, service: str, replicas: int) -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{service}/scale", json={"replicas": replicas})
+
+    def restart(self, service: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{service}/restart")
+
+    def stop(self, service: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{service}/stop")
+
+    def shutdown(self) -> dict[str, Any]:
+        return self._call("POST", "/v1/shutdown")
+
+    def events(self, service: str | None = None, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "after_id": after_id}
+        if service:
+            params["service"] = service
+        return self._call("GET", "/v1/events", params=params)
+
+    def logs(self, service: str, lines: int = 50, offsets: dict[str, int] | None = None) -> dict[str, Any]:
+        import json
+
+        return self._call("GET", f"/v1/logs/{service}", params={"lines": lines, "offsets": json.dumps(offsets or {})})
+
+    def endpoints(self, version: int = -1, wait_s: float = 0.0) -> dict[str, Any]:
+        return self._call("GET", "/v1/endpoints", params={"version": version, "wait_s": wait_s},
+                          timeout=wait_s + 10.0)

@@ -1,0 +1,243 @@
+"""The control API: FastAPI on loopback, bearer token, mounted beside the controller.
+
+``create_api(controller, token, extra_routers=[...])`` builds the app; other
+components (the observability query API, the dashboard) pass their own
+``APIRouter`` objects in ``extra_routers`` and get the same token check
+unless a router sets ``dependencies`` itself. ``/healthz`` and ``/metrics``
+(controller metrics in Prometheus text) need no token; everything under
+``/v1`` does.
+
+``host_controller`` is what ``lichen up`` runs: it takes the per-app lock,
+restores and applies desired state, serves the API on a free loopback port
+(written to ``.lichen/controller.json``) and runs the loop until ``lichen
+down`` (or SIGTERM/SIGINT) has drained every replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hmac
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError
+from lichen.runtime.controlling import HOST, Controller
+from lichen.runtime.state import StateStore, sqlite_path
+from lichen.runtime.workspaces import Workspace, atomic_write, code_digest, ensure_token, read_controller_info
+from lichen.spec.loading import load_spec
+from lichen.spec.models import AppSpec
+
+
+class ScaleRequest(BaseModel):
+    replicas: int = Field(ge=0)
+
+
+def _bearer(token: str) -> Callable[..., None]:
+    def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token (see .lichen/token)")
+
+    return check
+
+
+def read_log_chunk(path: Path, offset: int | None, lines: int) -> tuple[str, int]:
+    """The text after ``offset`` (or the last ``lines`` lines) and the new end offset."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "", 0
+    with path.open("rb") as f:
+        if offset is None or offset > size:  # first read, or the file was rotated
+            start = max(0, size - 64 * 1024)
+            f.seek(start)
+            text = f.read().decode("utf-8", errors="replace")
+            return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""), size
+        f.seek(offset)
+        data = f.read(1024 * 1024)
+        return data.decode("utf-8", errors="replace"), offset + len(data)
+
+
+def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
+               reload_spec: Callable[[], AppSpec] | None = None) -> FastAPI:
+    api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
+    auth = [Depends(_bearer(token))]
+    v1 = APIRouter(prefix="/v1", dependencies=auth)
+
+    @api.exception_handler(LichenError)
+    async def _lichen_error(request: Request, exc: LichenError) -> JSONResponse:
+        status = 404 if "no service named" in exc.message else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "pid": os.getpid()}
+
+    @api.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(controller.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @v1.get("/status")
+    async def status() -> dict[str, Any]:
+        return controller.status()
+
+    @v1.post("/apply")
+    async def apply() -> dict[str, Any]:
+        if reload_spec is None:
+            raise ConfigError("this controller cannot reload its spec")
+        spec = reload_spec()
+        changed = controller.apply(spec, code_digest(controller.workspace.app_dir))
+        return {"changed": changed, "revisions": {n: s.revision for n, s in controller.services.items()}}
+
+    @v1.post("/services/{service}/scale")
+    async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:
+        controller.scale(service, body.replicas)
+        return {"service": service, "replicas": body.replicas}
+
+    @v1.post("/services/{service}/restart")
+    async def restart(service: str) -> dict[str, Any]:
+        return {"service": service, "revision": controller.restart(service)}
+
+    @v1.post("/services/{service}/stop")
+    async def stop(service: str) -> dict[str, Any]:
+        controller.scale(service, 0)
+        return {"service": service, "replicas": 0}
+
+    @v1.post("/shutdown")
+    async def shutdown() -> dict[str, Any]:
+        controller.shutdown()
+        return {"stopping": True, "pids": controller.child_pids()}
+
+    @v1.get("/events")
+    async def events(service: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+                     after_id: int = 0) -> list[dict[str, Any]]:
+        return [e.__dict__ for e in controller.store.events(service, limit, after_id)]
+
+    @v1.get("/endpoints")
+    async def endpoints(version: int = -1, wait_s: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
+        """Ready replicas per service; with ``version`` and ``wait_s``, a long poll for the next change."""
+        if wait_s > 0:
+            await controller.endpoints.wait_for_change(version, wait_s)
+        return {"version": controller.endpoints.version,
+                "services": {k: [e.to_dict() for e in v] for k, v in controller.endpoints.by_service().items()}}
+
+    @v1.get("/logs/{service}")
+    async def logs(service: str, lines: Annotated[int, Query(ge=1, le=10000)] = 50,
+                   offsets: str = "{}") -> dict[str, Any]:
+        try:
+            seen = json.loads(offsets)
+        except json.JSONDecodeError:
+            raise ConfigError("offsets: expected a JSON object of replica -> byte offset") from None
+        live = {r.record.id for r in controller.replicas.values() if r.record.service == service}
+        on_disk = {p.name[: -len(".log")] for p in controller.workspace.logs.glob(f"{service}-*.log")}
+        if not live and service not in controller.services:
+            controller._service(service)  # raises: no such service
+        result = {}
+        for replica_id in sorted(live | on_disk):
+            if replica_id not in live and replica_id.rsplit("-", 2)[0] != service:
+                continue
+            text, end = read_log_chunk(controller.workspace.log_path(replica_id), seen.get(replica_id), lines)
+            result[replica_id] = {"text": text, "offset": end, "live": replica_id in live}
+        return {"service": service, "replicas": result}
+
+    api.include_router(v1)
+    for router in extra_routers:
+        api.include_router(router, dependencies=[] if router.dependencies else auth)
+    return api
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the controller owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def controller_lock(workspace: Workspace) -> Iterator[None]:
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workspace.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        info = read_controller_info(workspace) or {}
+        raise ControlPlaneError(
+            f"a controller already runs for {workspace.app_dir} (pid {info.get('pid', '?')}); "
+            "use 'lichen status' or 'lichen down'"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+async def host_controller(
+    workspace: Workspace,
+    *,
+    extra_routers: Sequence[APIRouter] = (),
+    on_ready: Callable[[Controller], None] | None = None,
+    controller_factory: Callable[[Workspace, StateStore], Controller] | None = None,
+) -> None:
+    """Run one app's controller and API until it is shut down (see module docs)."""
+    spec = load_spec(workspace.spec_path)
+    with controller_lock(workspace):
+        token = ensure_token(workspace)
+        store = StateStore(sqlite_path(spec.state.url, workspace.app_dir))
+        controller = (controller_factory or (lambda ws, st: Controller(ws, st)))(workspace, store)
+        controller.load_desired()
+        controller.apply(spec, code_digest(workspace.app_dir))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+        api = create_api(controller, token, extra_routers, reload_spec=lambda: load_spec(workspace.spec_path))
+        server = _QuietServer(uvicorn.Config(api, log_level="warning", access_log=False, lifespan="off"))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(sig, controller.shutdown)
+        api_task = asyncio.create_task(server.serve(sockets=[sock]))
+        run_task = asyncio.create_task(controller.run())
+        try:
+            while not server.started and not api_task.done():
+                await asyncio.sleep(0.01)
+            if api_task.done():
+                raise StateError(f"the control API could not start: {api_task.exception()}")
+            info = {"pid": os.getpid(), "port": port, "host": HOST, "app_dir": str(workspace.app_dir),
+                    "url": f"http://{HOST}:{port}"}
+            atomic_write(workspace.controller_file, json.dumps(info) + "\n", mode=0o600)
+            atomic_write(workspace.pid_file, f"{os.getpid()}\n")
+            if on_ready is not None:
+                on_ready(controller)
+            await run_task
+        finally:
+            if not run_task.done():
+                controller.shutdown()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(run_task, 120)
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(api_task, 5)
+            for path in (workspace.controller_file, workspace.pid_file):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                    loop.remove_signal_handler(sig)
+            store.close()
