@@ -1,0 +1,385 @@
+"""Prometheus rule files: loading, checking, and evaluating recording and alerting rules.
+
+Interface (stable; used by the controller, the notifier, the dashboard and ``lichen rules``):
+
+* ``load_rule_file(path) -> list[RuleGroup]`` / ``parse_rule_text(text, source) -> list[RuleGroup]``
+  — Prometheus' format (``groups: [{name, interval, rules: [{record|alert, expr, for,
+  keep_firing_for, labels, annotations}]}]``); every problem raises :class:`DataError` naming
+  ``file:line`` and the field.
+* ``RuleManager(store, engine, external_labels=None, default_interval_s=60.0)``
+  * ``.add_groups(groups)`` / ``.load_files(paths)`` / ``.load_text(text, source)``
+  * ``.evaluate_due(now_s) -> int`` — evaluate every group whose interval has elapsed (the first
+    call evaluates all); returns how many groups ran. ``now_s`` is Unix seconds (sample time).
+  * ``.evaluate_group(group, now_s)`` — one evaluation at ``now_s`` (promtool's harness uses it).
+  * ``.alerts() -> list[AlertView]`` — pending and firing alerts (``state``, ``labels``,
+    ``annotations``, ``active_at_s``, ``value``, ``fired_at_s``) plus alerts resolved within the last
+    15 minutes with ``state == "inactive"`` and ``resolved_at_s`` (for "resolved" notifications).
+  * ``.rules_status() -> dict`` — the ``data`` of Prometheus' ``/api/v1/rules``.
+
+Recording rules write their result under the ``record`` name with the rule's labels; alerting
+rules write ``ALERTS{alertstate=...}`` and ``ALERTS_FOR_STATE``. A series a rule wrote at its
+previous evaluation but not at this one gets a stale marker, as in Prometheus.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import promql_parser as pp
+import yaml
+
+from lichen.control.alerting import (
+    FIRING,
+    INACTIVE,
+    Alert,
+    AlertResult,
+    AlertRuleSpec,
+    DuplicateAlertError,
+    LabelSet,
+    step_alerts,
+)
+from lichen.errors import DataError
+from lichen.observe.promql import Engine, QueryError, parse_expr
+from lichen.observe.series import SeriesStore, labels_key
+from lichen.observe.templating import TemplateError, compile_template, go_float
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def parse_duration_s(text: object, where: str) -> float:
+    if text is None or text == "":
+        return 0.0
+    try:
+        return pp.parse_duration(str(text)).total_seconds()
+    except ValueError:
+        raise DataError(f"invalid duration {text!r} (use Prometheus durations like 30s, 5m, 1h)", where=where) from None
+
+
+@dataclass
+class Rule:
+    name: str
+    expr: str
+    kind: str  # "record" | "alert"
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    where: str = ""
+    # runtime state
+    active: dict[LabelSet, Alert] = field(default_factory=dict)
+    written: set[LabelSet] = field(default_factory=set)
+    last_error: str | None = None
+    last_evaluation_s: float | None = None
+    evaluation_time_s: float = 0.0
+
+    @property
+    def spec(self) -> AlertRuleSpec:
+        return AlertRuleSpec(self.name, self.for_s, self.keep_firing_for_s)
+
+
+@dataclass
+class RuleGroup:
+    name: str
+    interval_s: float | None
+    rules: list[Rule]
+    source: str = ""
+    limit: int = 0
+    last_evaluation_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AlertView:
+    rule: str
+    group: str
+    state: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    active_at_s: float
+    value: float
+    fired_at_s: float | None
+    resolved_at_s: float | None
+
+    def to_json(self) -> dict:
+        from datetime import UTC, datetime
+
+        return {
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "state": self.state,
+            "activeAt": datetime.fromtimestamp(self.active_at_s, UTC).isoformat().replace("+00:00", "Z"),
+            "value": go_float(self.value),
+        }
+
+
+# ------------------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = _LocatedDict(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _LocatedDict(dict):
+    line: int = 0
+
+
+def _where(source: str, obj: object, path: str) -> str:
+    line = getattr(obj, "line", 0)
+    return f"{source}:{line} {path}" if line else f"{source} {path}"
+
+
+def parse_rule_text(text: str, source: str = "<rules>") -> list[RuleGroup]:
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise DataError(f"invalid YAML: {exc}", where=source) from None
+    if doc is None:
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
+        raise DataError("a rule file needs a top-level 'groups:' list", where=source)
+    unknown = set(doc) - {"groups"}
+    if unknown:
+        raise DataError(f"unknown field(s) {sorted(unknown)}", where=_where(source, doc, ""))
+    groups: list[RuleGroup] = []
+    names: set[str] = set()
+    for gi, g in enumerate(doc["groups"]):
+        gpath = f"groups[{gi}]"
+        if not isinstance(g, dict) or not g.get("name"):
+            raise DataError("each group needs a 'name'", where=_where(source, g, gpath))
+        extra = set(g) - {"name", "interval", "rules", "limit", "query_offset"}
+        if extra:
+            raise DataError(f"unknown field(s) {sorted(extra)} in group {g['name']!r}", where=_where(source, g, gpath))
+        if g["name"] in names:
+            raise DataError(f"{g['name']!r}: repeated in the same file", where=_where(source, g, gpath + ".name"))
+        names.add(g["name"])
+        interval = parse_duration_s(g.get("interval"), _where(source, g, gpath + ".interval")) or None
+        rules = []
+        for ri, r in enumerate(g.get("rules") or []):
+            rules.append(_parse_rule(r, source, f"{gpath}.rules[{ri}]"))
+        groups.append(RuleGroup(str(g["name"]), interval, rules, source, int(g.get("limit") or 0)))
+    return groups
+
+
+def _parse_rule(r: object, source: str, path: str) -> Rule:
+    if not isinstance(r, dict):
+        raise DataError("a rule must be a mapping", where=_where(source, r, path))
+    where = _where(source, r, path)
+    allowed = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+    extra = set(r) - allowed
+    if extra:
+        raise DataError(f"unknown field(s) {sorted(extra)}", where=where)
+    if ("record" in r) == ("alert" in r):
+        raise DataError("one of 'record' or 'alert' must be set", where=where)
+    expr = r.get("expr")
+    if expr is None or str(expr).strip() == "":
+        raise DataError("field 'expr' must be set", where=where)
+    expr = str(expr)
+    try:
+        parse_expr(expr)
+    except QueryError as exc:
+        raise DataError(f"expr: {exc.message}", where=where) from None
+    labels = {str(k): str(v) for k, v in (r.get("labels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (r.get("annotations") or {}).items()}
+    for name in labels:
+        if not LABEL_NAME.match(name) or name.startswith("__"):
+            raise DataError(f"invalid label name {name!r}", where=where + ".labels")
+    if "record" in r:
+        name = str(r["record"])
+        if not METRIC_NAME.match(name):
+            raise DataError(f"invalid recording rule name {name!r}", where=where + ".record")
+        for f in ("for", "keep_firing_for", "annotations"):
+            if f in r:
+                raise DataError(f"invalid field {f!r} in recording rule", where=where)
+        return Rule(name, expr, "record", labels=labels, where=where)
+    name = str(r["alert"])
+    if not METRIC_NAME.match(name):
+        raise DataError(f"invalid alert name {name!r}", where=where + ".alert")
+    for key, text in list(labels.items()) + list(annotations.items()):
+        try:
+            compile_template(text)
+        except TemplateError as exc:
+            raise DataError(f"template of {key!r}: {exc.message}", where=where) from None
+    return Rule(
+        name,
+        expr,
+        "alert",
+        labels=labels,
+        annotations=annotations,
+        for_s=parse_duration_s(r.get("for"), where + ".for"),
+        keep_firing_for_s=parse_duration_s(r.get("keep_firing_for"), where + ".keep_firing_for"),
+        where=where,
+    )
+
+
+def load_rule_file(path: str | Path) -> list[RuleGroup]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise DataError(f"cannot read rule file: {exc.strerror}", where=str(p)) from None
+    return parse_rule_text(text, str(p))
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+class RuleManager:
+    """Evaluates rule groups against a store and keeps the alert state between evaluations."""
+
+    def __init__(
+        self,
+        store: SeriesStore,
+        engine: Engine | None = None,
+        external_labels: dict[str, str] | None = None,
+        default_interval_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.engine = engine or Engine(store)
+        self.external_labels = dict(external_labels or {})
+        self.default_interval_s = default_interval_s
+        self.groups: list[RuleGroup] = []
+
+    def add_groups(self, groups: Iterable[RuleGroup]) -> None:
+        self.groups.extend(groups)
+
+    def load_files(self, paths: Iterable[str | Path]) -> None:
+        for p in paths:
+            self.add_groups(load_rule_file(p))
+
+    def load_text(self, text: str, source: str = "<rules>") -> None:
+        self.add_groups(parse_rule_text(text, source))
+
+    def interval_of(self, group: RuleGroup) -> float:
+        return group.interval_s or self.default_interval_s
+
+    def evaluate_due(self, now_s: float) -> int:
+        ran = 0
+        for group in self.groups:
+            last = group.last_evaluation_s
+            if last is None or now_s - last >= self.interval_of(group) - 1e-9:
+                self.evaluate_group(group, now_s)
+                ran += 1
+        return ran
+
+    def evaluate_group(self, group: RuleGroup, now_s: float) -> None:
+        t_ms = int(round(now_s * 1000))
+        for rule in group.rules:
+            started = time.perf_counter()
+            try:
+                samples = self.engine.instant_samples(rule.expr, now_s)
+                if rule.kind == "record":
+                    out = self._record(rule, samples)
+                else:
+                    out = self._alert(rule, samples, now_s)
+                rule.last_error = None
+            except (QueryError, DuplicateAlertError, TemplateError) as exc:
+                rule.last_error = str(exc)
+                out = []
+            written = set()
+            for labels, value in out:
+                self.store.append(labels, t_ms, value)
+                written.add(labels)
+            for gone in rule.written - written:
+                self.store.mark_stale(gone, t_ms)
+            rule.written = written
+            rule.last_evaluation_s = now_s
+            rule.evaluation_time_s = time.perf_counter() - started
+        group.last_evaluation_s = now_s
+
+    def _record(self, rule: Rule, samples: list[tuple[dict[str, str], float]]) -> list[tuple[LabelSet, float]]:
+        out: dict[LabelSet, float] = {}
+        for labels, value in samples:
+            merged = dict(labels)
+            merged["__name__"] = rule.name
+            merged.update(rule.labels)
+            key = labels_key(merged)
+            if key in out:
+                raise QueryError("vector contains metrics with the same labelset after applying rule labels")
+            out[key] = value
+        return list(out.items())
+
+    def _alert(self, rule: Rule, samples: list[tuple[dict[str, str], float]], now_s: float) -> list[tuple[LabelSet, float]]:
+        results = []
+        for labels, value in samples:
+            tmpl_labels = dict(labels)
+            merged = {k: v for k, v in labels.items() if k != "__name__"}
+            for k, text in rule.labels.items():
+                merged[k] = compile_template(text).render(tmpl_labels, value, self.external_labels)
+            merged["alertname"] = rule.name
+            annotations = {
+                k: compile_template(text).render(tmpl_labels, value, self.external_labels) for k, text in rule.annotations.items()
+            }
+            results.append(AlertResult(labels_key(merged), labels_key(annotations), value))
+        rule.active, alert_samples = step_alerts(rule.active, results, rule.spec, now_s)
+        return [(s.labels, s.value) for s in alert_samples]
+
+    # ------------------------------------------------------------------- views
+
+    def alerts(self, include_resolved: bool = True) -> list[AlertView]:
+        out = []
+        for group in self.groups:
+            for rule in group.rules:
+                for alert in rule.active.values():
+                    if alert.state == INACTIVE and not include_resolved:
+                        continue
+                    out.append(
+                        AlertView(
+                            rule.name,
+                            group.name,
+                            alert.state,
+                            alert.label_dict,
+                            alert.annotation_dict,
+                            alert.active_at_s,
+                            alert.value,
+                            alert.fired_at_s,
+                            alert.resolved_at_s,
+                        )
+                    )
+        return out
+
+    def firing(self) -> list[AlertView]:
+        return [a for a in self.alerts(include_resolved=False) if a.state == FIRING]
+
+    def rules_status(self) -> dict:
+        groups = []
+        for group in self.groups:
+            rules = []
+            for rule in group.rules:
+                entry = {
+                    "name": rule.name,
+                    "query": rule.expr,
+                    "labels": rule.labels,
+                    "health": "unknown" if rule.last_evaluation_s is None else ("err" if rule.last_error else "ok"),
+                    "lastError": rule.last_error or "",
+                    "evaluationTime": rule.evaluation_time_s,
+                    "type": "recording" if rule.kind == "record" else "alerting",
+                }
+                if rule.kind == "alert":
+                    active = [a for a in self.alerts(include_resolved=False) if a.rule == rule.name and a.group == group.name]
+                    entry.update(
+                        {
+                            "duration": rule.for_s,
+                            "keepFiringFor": rule.keep_firing_for_s,
+                            "annotations": rule.annotations,
+                            "alerts": [a.to_json() for a in active],
+                            "state": "firing"
+                            if any(a.state == FIRING for a in active)
+                            else ("pending" if active else "inactive"),
+                        }
+                    )
+                rules.append(entry)
+            groups.append({"name": group.name, "file": group.source, "interval": self.interval_of(group), "rules": rules})
+        return {"groups": groups}
