@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Replica, wait_until
+from sdk_replicas import Replica, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +191,7 @@ def test_a_plain_asgi_app_gets_the_same_wrappers(serve_factory: Callable[..., Re
 def test_a_bad_target_is_one_clear_line(target: str, expected: str) -> None:
     import subprocess
 
-    from conftest import APPS, LICHEN
+    from sdk_replicas import APPS, LICHEN
 
     result = subprocess.run(
         [*LICHEN, "serve", target, "--port", "1", "--app-dir", str(APPS)], capture_output=True, text=True, timeout=60
