@@ -1,0 +1,301 @@
+"""The recsys online services against real ``lichen serve`` processes.
+
+A small synthetic dataset and EASE models are built with the app's own
+classes, registered and promoted in a temporary app directory; each test
+then talks HTTP to real replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lichen import ModelRegistry
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[3]
+RECSYS_DIR = REPO / "examples" / "recsys"
+if str(RECSYS_DIR) not in sys.path:
+    sys.path.insert(0, str(RECSYS_DIR))
+
+from recsys import datasets  # noqa: E402
+from recsys.interactions import IdMap, interaction_matrix  # noqa: E402
+from recsys.models import EASE  # noqa: E402
+from recsys.synthesizing import synthesize  # noqa: E402
+
+GENRES = ["Action", "Comedy", "Drama"]
+MODEL = "recommender"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Replica:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(target: str, app: Path, **env: str) -> Replica:
+    port = free_port()
+    log = app / f"serve-{target.split(':')[1]}-{port}.log"
+    full_env = {**os.environ, "LICHEN_APP_DIR": str(app), "MODEL_POLL_S": "0.2", **env}
+    full_env.pop("LICHEN_MODEL_REGISTRY", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", target,
+             "--port", str(port), "--app-dir", str(RECSYS_DIR)],
+            env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    replica = Replica(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{target} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(replica.url + "/readyz", timeout=2).status_code == 200:
+                return replica
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            replica.stop()
+            raise AssertionError(f"{target} never became ready:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def build_model(app: Path, l2: float) -> tuple[Path, str]:
+    data = synthesize(n_users=120, n_items=90, mean_per_user=25, seed=3)
+    items = {int(i): {"title": f"Movie {i} (1995)", "genres": [GENRES[int(i) % 3]], "year": 1995}
+             for i in set(data.items.tolist())}
+    manifest = datasets.write_dataset(app / ".lichen" / "datasets", data, items=items)
+    users, item_map = IdMap.of(data.users), IdMap.of(data.items)
+    model = EASE(l2=l2).fit(interaction_matrix(data, users, item_map), users, item_map)
+    out = app / f"ease-{l2}"
+    model.save(out)
+    return out, manifest["version"]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    app = tmp_path_factory.mktemp("recsys-app")
+    registry = ModelRegistry(app / ".lichen" / "models")
+    for l2 in (10.0, 500.0):
+        path, dataset_version = build_model(app, l2)
+        registry.register(MODEL, path, params={"l2": l2}, metrics={}, dataset_version=dataset_version)
+    registry.promote(MODEL, 1)
+    return app
+
+
+@pytest.fixture(scope="module")
+def recommender(app: Path) -> Iterator[Replica]:
+    replica = start("recsys.services:Recommender", app)
+    yield replica
+    replica.stop()
+
+
+def _history(app: Path, user_id: int) -> list[int]:
+    from recsys.models import load_model
+
+    return load_model(ModelRegistry(app / ".lichen" / "models").get(MODEL, 1).path).history(user_id)
+
+
+def test_known_user_gets_unseen_items_then_a_cached_answer(app: Path, recommender: Replica) -> None:
+    first = httpx.get(f"{recommender.url}/v1/recommendations/5", params={"k": 7}, timeout=10)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["model_version"] == 1 and body["user_id"] == 5 and body["cached"] is False
+    ids = [item["item_id"] for item in body["items"]]
+    assert len(ids) == 7 == len(set(ids))
+    assert not set(ids) & set(_history(app, 5)), "seen items must be excluded"
+    assert all(item["title"].startswith("Movie ") for item in body["items"])
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    again = httpx.get(f"{recommender.url}/v1/recommendations/5", params={"k": 7}, timeout=10).json()
+    assert again["cached"] is True and again["items"] == body["items"]
+    metrics = httpx.get(f"{recommender.url}/metrics", timeout=10).text
+    assert "recsys_cache_hits_total 1.0" in metrics
+
+
+def test_filters_by_genre_and_exclusions(recommender: Replica) -> None:
+    plain = httpx.get(f"{recommender.url}/v1/recommendations/9", params={"k": 5}, timeout=10).json()
+    banned = [item["item_id"] for item in plain["items"][:2]]
+    body = httpx.get(
+        f"{recommender.url}/v1/recommendations/9",
+        params={"k": 5, "genre": "comedy", "exclude": ",".join(map(str, banned))},
+        timeout=10,
+    ).json()
+    assert len(body["items"]) == 5
+    assert all(item["genres"] == ["Comedy"] for item in body["items"])
+    assert not {item["item_id"] for item in body["items"]} & set(banned)
+    bad = httpx.get(f"{recommender.url}/v1/recommendations/9", params={"exclude": "x,1"}, timeout=10)
+    assert bad.status_code == 422 and "exclude" in bad.text
+
+
+def test_cold_user_posts_a_history(recommender: Replica) -> None:
+    unknown = httpx.get(f"{recommender.url}/v1/recommendations/999999", timeout=10)
+    assert unknown.status_code == 404 and "POST /v1/recommendations" in unknown.json()["detail"]
+    history = _known_items(recommender)[:4]
+    body = httpx.post(f"{recommender.url}/v1/recommendations", json={"history": history, "k": 6}, timeout=10)
+    assert body.status_code == 200, body.text
+    ids = [item["item_id"] for item in body.json()["items"]]
+    assert len(ids) == 6 and not set(ids) & set(history)
+    assert httpx.post(f"{recommender.url}/v1/recommendations", json={"history": [], "k": 6}, timeout=10).status_code == 422
+    too_many = httpx.post(f"{recommender.url}/v1/recommendations", json={"history": history, "k": 1000}, timeout=10)
+    assert too_many.status_code == 422 and "k" in too_many.text
+    strangers = httpx.post(f"{recommender.url}/v1/recommendations", json={"history": [10**9]}, timeout=10)
+    assert strangers.status_code == 422 and "none of the 1 item ids is known" in strangers.text
+
+
+def _known_items(replica: Replica) -> list[int]:
+    body = httpx.get(f"{replica.url}/v1/recommendations/1", params={"k": 20}, timeout=10).json()
+    return [item["item_id"] for item in body["items"]]
+
+
+def test_similar_items(app: Path) -> None:
+    replica = start("recsys.services:Similar", app)
+    try:
+        item = _known_items_of(app)[0]
+        body = httpx.get(f"{replica.url}/v1/items/{item}/similar", params={"k": 5}, timeout=10)
+        assert body.status_code == 200, body.text
+        ids = [i["item_id"] for i in body.json()["items"]]
+        assert len(ids) == 5 and item not in ids
+        assert httpx.get(f"{replica.url}/v1/items/{10**9}/similar", timeout=10).status_code == 404
+    finally:
+        replica.stop()
+
+
+def _known_items_of(app: Path) -> list[int]:
+    from recsys.models import load_model
+
+    return load_model(ModelRegistry(app / ".lichen" / "models").get(MODEL, 1).path).known_items
+
+
+def test_events_are_idempotent_and_durable(app: Path) -> None:
+    from recsys.ingesting import read_events
+
+    events_dir = app / ".lichen" / "events"
+    shutil.rmtree(events_dir, ignore_errors=True)
+    replica = start("recsys.services:Events", app)
+    try:
+        event = {"event_id": "evt-1", "user_id": 5, "item_id": 42, "rating": 4.5, "timestamp": 1700000000}
+        first = httpx.post(f"{replica.url}/v1/events", json=event, timeout=10)
+        assert first.status_code == 200, first.text
+        assert first.json()["duplicate"] is False
+        again = httpx.post(f"{replica.url}/v1/events", json=event, timeout=10)
+        assert again.json()["duplicate"] is True
+        second = httpx.post(f"{replica.url}/v1/events", json={**event, "event_id": "evt-2", "item_id": 43}, timeout=10)
+        assert second.json()["duplicate"] is False
+        for bad, field in [({**event, "rating": 9}, "rating"), ({**event, "user_id": "x"}, "user_id"),
+                           ({"event_id": "e3", "user_id": 1}, "item_id"), ({**event, "event_id": ""}, "event_id")]:
+            response = httpx.post(f"{replica.url}/v1/events", json=bad, timeout=10)
+            assert response.status_code == 422 and field in response.text, response.text
+        lines = [json.loads(line) for f in events_dir.glob("*.jsonl") for line in f.read_text().splitlines()]
+        assert [(e["event_id"], e["item_id"]) for e in lines] == [("evt-1", 42), ("evt-2", 43)]
+        table = read_events(events_dir)
+        assert len(table) == 2 and not table.bad_rows
+    finally:
+        replica.stop()
+    # A restarted replica still knows evt-1.
+    replica = start("recsys.services:Events", app)
+    try:
+        assert httpx.post(f"{replica.url}/v1/events", json=event, timeout=10).json()["duplicate"] is True
+    finally:
+        replica.stop()
+
+
+def test_promotion_is_picked_up_without_failing_a_request(app: Path, recommender: Replica) -> None:
+    registry = ModelRegistry(app / ".lichen" / "models")
+    statuses: list[int] = []
+    versions: list[int] = []
+    stop = threading.Event()
+
+    def hammer(worker: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            n = 0
+            while not stop.is_set():
+                user = 1 + (worker * 7 + n) % 100
+                n += 1
+                response = client.get(f"{recommender.url}/v1/recommendations/{user}", params={"k": 5})
+                if response.status_code == 404:  # a synthetic user without history
+                    continue
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.append(response.json()["model_version"])
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(statuses) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        registry.promote(MODEL, 2)
+        while 2 not in versions[-10:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        registry.rollback(MODEL)
+        settled = len(versions)
+        while not (versions[settled:] and versions[-1] == 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200]}"
+    assert 2 in versions, "the promoted version was never served"
+    assert versions[-1] == 1, "the rollback was never served"
+    swap = versions.index(2)
+    assert set(versions[:swap]) == {1}
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_redis_cache_is_shared_by_replicas(app: Path, tmp_path: Path) -> None:
+    port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    replicas: list[Replica] = []
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "redis never listened"
+                time.sleep(0.05)
+        replicas = [start("recsys.services:Recommender", app, REDIS_URL=url) for _ in range(2)]
+        a = httpx.get(f"{replicas[0].url}/v1/recommendations/11", params={"k": 4}, timeout=10).json()
+        b = httpx.get(f"{replicas[1].url}/v1/recommendations/11", params={"k": 4}, timeout=10).json()
+        assert a["cached"] is False and b["cached"] is True and a["items"] == b["items"]
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis.terminate()
+        redis.wait(timeout=30)
