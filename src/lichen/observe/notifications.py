@@ -128,7 +128,7 @@ def coerce_alert(item: Any) -> Alert | None:
     if str(state).lower() != "firing":
         return None
     started: Any = None
-    for key in ("fired_at", "firedAt", "active_at", "activeAt", "starts_at", "startsAt"):
+    for key in ("fired_at_s", "fired_at", "firedAt", "active_at_s", "active_at", "activeAt", "starts_at", "startsAt"):
         started = get(key, None)
         if started is not None:
             break
