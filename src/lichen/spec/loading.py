@@ -87,8 +87,10 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "cannot parse"
         if exc.context and exc.problem and exc.context_mark:
-            problem += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+            problem = f"{exc.context} (line {exc.context_mark.line + 1}), {exc.problem}"
         return None, [SpecIssue(file, line, column, "", f"invalid YAML: {problem}")]
+    except _AliasError as exc:
+        return None, [SpecIssue(file, exc.line, exc.column, "", f"invalid YAML: {exc}")]
     except yaml.YAMLError as exc:
         return None, [SpecIssue(file, 1, 1, "", f"invalid YAML: {exc}")]
     finally:
@@ -96,7 +98,30 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
     return doc, issues
 
 
-def _index(node: yaml.Node, path: PathKey, doc: Document, issues: list[SpecIssue], loader: yaml.SafeLoader) -> None:
+class _AliasError(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
+
+
+_MAX_NODES = 20_000  # aliases can expand a small file exponentially ("billion laughs")
+
+
+def _index(
+    node: yaml.Node,
+    path: PathKey,
+    doc: Document,
+    issues: list[SpecIssue],
+    loader: yaml.SafeLoader,
+    ancestors: frozenset[int] = frozenset(),
+) -> None:
+    if id(node) in ancestors:
+        raise _AliasError("an alias refers to a mapping or list that contains it", node)
+    if len(doc.value_positions) > _MAX_NODES:
+        error = _AliasError(f"the document expands to more than {_MAX_NODES} values (aliases nested too deep)", node)
+        error.line, error.column = doc.key_positions.get(path[:1], (error.line, error.column))
+        raise error
+    ancestors = ancestors | {id(node)}
     start = node.start_mark
     if not path and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.value:
         first = node.value[0]
@@ -119,12 +144,12 @@ def _index(node: yaml.Node, path: PathKey, doc: Document, issues: list[SpecIssue
                 continue
             first_seen[key] = key_at[0]
             doc.key_positions[child] = key_at
-            _index(value_node, child, doc, issues, loader)
+            _index(value_node, child, doc, issues, loader, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             doc.key_positions[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _index(item, child, doc, issues, loader)
+            _index(item, child, doc, issues, loader, ancestors)
 
 
 def _key_of(key_node: yaml.Node, loader: yaml.SafeLoader) -> Any:
