@@ -126,3 +126,19 @@ def test_serve_runs_the_scaffold(scaffold: Path) -> None:
             proc.kill()
             raise
     assert code == 0
+
+
+def test_init_in_the_current_empty_directory_takes_its_name(tmp_path: Path) -> None:
+    here = tmp_path / "my-app"
+    here.mkdir()
+    result = _lichen("init", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert "lichen serve my_app.service:MyApp --app-dir . --port 8000" in result.stdout
+    assert sorted(p.name for p in here.iterdir()) == [".gitignore", "lichen.yaml", "my_app", "pyproject.toml", "tests"]
+    assert _lichen("validate", cwd=here).returncode == 0
+
+
+def test_init_refuses_names_that_clash_with_python(tmp_path: Path) -> None:
+    result = _lichen("init", str(tmp_path / "x"), "--name", "json", cwd=tmp_path)
+    assert result.returncode == 2 and "clash" in result.stderr
+    assert not (tmp_path / "x").exists()

@@ -213,10 +213,16 @@ def _scaffold_files(name: str) -> dict[str, str]:
 
 
 def _write_all(directory: Path, files: dict[str, str]) -> None:
-    """Write every file or none: build in a sibling temp dir, then move into place."""
-    parent = directory.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name or 'app'}.", dir=parent))
+    """Write every file or none: stage them in a temporary directory, then move them into place."""
+    try:
+        if directory.exists():
+            staging = Path(tempfile.mkdtemp(prefix=".lichen-init-", dir=directory))
+        else:
+            parent = directory.resolve().parent
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{directory.name or 'app'}.", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot create {directory}: {exc.strerror}") from None
     try:
         for relative, text in files.items():
             target = staging / relative
@@ -226,11 +232,13 @@ def _write_all(directory: Path, files: dict[str, str]) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
         if directory.exists():
-            for entry in staging.iterdir():
+            for entry in list(staging.iterdir()):
                 os.replace(entry, directory / entry.name)
             staging.rmdir()
         else:
             os.replace(staging, directory)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {directory}: {exc.strerror or exc}") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
