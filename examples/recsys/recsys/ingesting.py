@@ -104,6 +104,8 @@ def parse_columns(text: str | None) -> dict[str, str] | None:
 
 def detect_format(path: Path, first_line: str) -> str:
     name = path.name.lower()
+    if name.endswith(".data"):
+        return "udata"
     if name.endswith(".dat") or "::" in first_line:
         return "dat"
     if name.endswith(".csv"):

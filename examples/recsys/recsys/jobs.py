@@ -88,6 +88,7 @@ def ingest_parser() -> argparse.ArgumentParser:
 
 def ingest(argv: list[str] | None = None) -> int:
     """Read, validate and deduplicate ratings; write a versioned dataset."""
+    _exit_on_sigterm()
     args = ingest_parser().parse_args(argv if argv is not None else sys.argv[1:])
     console = _console()
     table = ingesting.Table()
@@ -169,9 +170,19 @@ def _print_ingest(console, manifest, table, duplicates, events_read, store) -> N
         console.print(f"  ... and {len(duplicates) - 10} more duplicates")
 
 
-def _thread_env() -> None:
-    """Two cores: let BLAS use them unless the user said otherwise."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``atomic_output`` removes its temporaries
+    (``lichen run`` does the same; this covers running a job by hand)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _raise(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
 
 
 # -------------------------------------------------------------- features
@@ -191,6 +202,7 @@ def features(argv: list[str] | None = None) -> int:
     """Compute serving features from a dataset version into SQLite or Redis."""
     from recsys import features as feature_store
 
+    _exit_on_sigterm()
     args = features_parser().parse_args(argv if argv is not None else sys.argv[1:])
     console = _console()
     data, manifest = datasets.load_dataset(args.store, args.dataset)
@@ -206,3 +218,143 @@ def features(argv: list[str] | None = None) -> int:
                   f"{len(built.popularity):,} items, {len(built.cooccurrence):,} co-occurrence lists, "
                   f"{len(built.metadata):,} with metadata → {where}")
     return 0
+
+
+# ----------------------------------------------------------------- train
+
+
+def _kinds(text: str) -> list[str]:
+    from recsys.models import MODEL_KINDS
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in MODEL_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown model {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(MODEL_KINDS)}")
+    return kinds
+
+
+def _threads(value: int | None) -> int:
+    return value if value else min(2, os.cpu_count() or 1)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train", description="Tune, train, register and promote recommenders.")
+    p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
+    p.add_argument("--dataset", help="dataset version (default: LATEST)")
+    p.add_argument("--models", type=_kinds, default=_kinds("ease,als,itemknn,pop"), help="comma-separated")
+    p.add_argument("--seed", type=int, default=0, help="validation/test split seed")
+    p.add_argument("--name", default="recommender", help="model name in the registry")
+    p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS/implicit threads (default: up to 2)")
+    p.add_argument("--no-promote", action="store_true", help="register without promoting")
+    return p
+
+
+def train(argv: list[str] | None = None) -> int:
+    """Tune on validation, register every model, promote the best."""
+    from lichen import ModelRegistry
+    from threadpoolctl import threadpool_limits
+
+    from recsys.training import train_and_register
+
+    _exit_on_sigterm()
+    args = train_parser().parse_args(argv if argv is not None else sys.argv[1:])
+    console = _console()
+    data, manifest = datasets.load_dataset(args.store, args.dataset)
+    registry = ModelRegistry(args.out) if args.out else ModelRegistry()
+    threads = _threads(args.threads)
+    if manifest.get("source", {}).get("kind") == "synthetic":
+        console.print("[yellow]Training on the SYNTHETIC dataset[/] (ingest --data PATH for real data).")
+
+    def report(kind, result, version):
+        t = result["test"]
+        console.print(f"  {kind:8s} v{version.version}  params {result['params']}  "
+                      f"valid NDCG@10 {result['valid']['ndcg']:.4f}  test NDCG@10 {t['ndcg']:.4f} "
+                      f"Recall@10 {t['recall']:.4f}  fit {version.metrics['fit_s']:.2f}s")
+
+    console.print(f"training {', '.join(args.models)} on dataset {manifest['version']} "
+                  f"({manifest['rows']:,} interactions, split seed {args.seed}, {threads} threads)")
+    with threadpool_limits(threads, "blas"):
+        out = train_and_register(data, manifest["version"], kinds=args.models, registry=registry, name=args.name,
+                                 seed=args.seed, threads=threads, promote=not args.no_promote, on_model=report)
+    if out["promoted"] is not None:
+        p = out["promoted"]
+        console.print(f"promoted {args.name} v{p.version} ({p.params['model']}, best validation NDCG@10 "
+                      f"{p.metrics['valid_ndcg@10']:.4f}) from {registry.root}")
+    return 0
+
+
+# -------------------------------------------------------------- evaluate
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="evaluate", description="RecBole protocol over several seeds, beside RecBole's figures.")
+    p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
+    p.add_argument("--dataset", help="dataset version (default: LATEST)")
+    p.add_argument("--models", type=_kinds, default=_kinds("ease,als,itemknn,pop"), help="comma-separated")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
+    p.add_argument("--no-refit", action="store_true",
+                   help="test the train-only model (RecBole exactly) instead of refitting on train+valid")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path(".lichen") / "evaluations", help="results directory (JSON)")
+    return p
+
+
+def evaluate(argv: list[str] | None = None) -> int:
+    """Evaluate every model under RecBole's protocol, mean over seeds."""
+    import json
+
+    from lichen import atomic_output
+    from threadpoolctl import threadpool_limits
+
+    from recsys.evaluating import evaluate_kind, make_split, mean_over_seeds
+
+    _exit_on_sigterm()
+    args = evaluate_parser().parse_args(argv if argv is not None else sys.argv[1:])
+    console = _console()
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise DataError(f"--seeds: expected integers such as 0,1,2, got {args.seeds!r}", where="--seeds") from None
+    data, manifest = datasets.load_dataset(args.store, args.dataset)
+    threads = _threads(args.threads)
+    results = []
+    from rich.progress import Progress
+
+    with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=len(seeds) * len(args.models))
+        for seed in seeds:
+            split = make_split(data, seed)
+            for kind in args.models:
+                progress.update(task, description=f"{kind} seed {seed}")
+                results.append(evaluate_kind(kind, split, refit=not args.no_refit, threads=threads))
+                progress.advance(task)
+    summary = mean_over_seeds(results)
+    console.print(results_table(summary, manifest, seeds, refit=not args.no_refit))
+    payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,
+               "refit": not args.no_refit, "summary": summary, "runs": results}
+    out = args.out / f"{manifest['version']}.json"
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    console.print(f"results written to {out}")
+    return 0
+
+
+def results_table(summary: dict, manifest: dict, seeds: list[int], *, refit: bool) -> RichTable:
+    from recsys.evaluating import RECBOLE_ML100K
+
+    source = manifest.get("source", {})
+    title = (f"Test metrics @10, mean over seeds {','.join(map(str, seeds))} — dataset {manifest['version']} "
+             f"({source.get('kind', '?')}{', SYNTHETIC' if source.get('kind') == 'synthetic' else ''}); "
+             f"{'refit on train+valid' if refit else 'train-only model (RecBole exactly)'}")
+    table = RichTable(title=title)
+    for column in ("model", "Recall@10", "NDCG@10", "MRR@10", "Hit@10", "fit s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, row in sorted(summary.items(), key=lambda kv: -kv[1]["ndcg"]):
+        table.add_row(model, *(f"{row[m]:.4f} ± {row[m + '_std']:.4f}" for m in ("recall", "ndcg", "mrr", "hit")),
+                      f"{row['fit_s']:.2f}")
+    for name, ref in RECBOLE_ML100K.items():
+        table.add_row(f"[dim]{name}, ML-100K[/]", *(f"[dim]{ref[m]:.4f}[/]" for m in ("recall", "ndcg", "mrr", "hit")),
+                      "")
+    return table

@@ -17,8 +17,8 @@ def synthesize(
     *,
     rank: int = 12,
     mean_per_user: float = 80.0,
-    zipf_exponent: float = 1.0,
-    taste_strength: float = 2.5,
+    zipf_exponent: float = 1.2,
+    taste_strength: float = 2.0,
     seed: int = 0,
 ) -> Interactions:
     """Sample each user's items without replacement with probability
