@@ -1,0 +1,213 @@
+"""The gateway with real processes: balancing, failover, ejection, SSE, live reload, admission, splitting."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_harness import Backend, GatewayProcess, LoadGenerator, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Backend]]:
+    tmp = tmp_path_factory.mktemp("backends")
+    started = [Backend(name, tmp) for name in ("r1", "r2", "r3")]
+    try:
+        yield [b.wait() for b in started]
+    finally:
+        for backend in started:
+            backend.kill()
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
+
+
+def start(gateways: list[GatewayProcess], tmp: Path, backends: list[Backend], settings: dict | None = None,
+          **service: object) -> GatewayProcess:
+    config = {
+        "settings": settings or {},
+        "routes": [{"prefix": "/api", "service": "b", "strip_prefix": True}],
+        "services": {"b": {"endpoints": [b.endpoint() for b in backends], **service}},
+    }
+    gateway = GatewayProcess(config, tmp)
+    gateways.append(gateway)
+    return gateway
+
+
+def test_p2c_balances_over_three_replicas_within_tolerance(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends)
+    with LoadGenerator(f"{gateway.url}/api/whoami", threads=6) as load:
+        wait_until(lambda: load.total >= 900, "900 requests", 60)
+    assert not load.errors and set(load.statuses) == {200}
+    total = sum(load.replicas.values())
+    # Tolerance: every replica gets between 20 % and 47 % of the traffic (fair share 33 %).
+    for replica in ("r1", "r2", "r3"):
+        assert 0.20 * total <= load.replicas[replica] <= 0.47 * total, load.replicas
+
+
+def test_round_robin_is_exact_and_hash_is_sticky(backends, gateways, tmp_path) -> None:
+    rr = start(gateways, tmp_path, backends, settings={"balancer": "round_robin"})
+    with httpx.Client() as client:
+        seen = [client.get(f"{rr.url}/api/whoami").headers["x-replica"] for _ in range(9)]
+    assert Counter(seen) == {"r1": 3, "r2": 3, "r3": 3}
+    hashed = start(gateways, tmp_path, backends, settings={"balancer": "hash", "hash_on": "header:X-User-ID"})
+    with httpx.Client() as client:
+        owners = {}
+        for user in range(30):
+            replicas = {client.get(f"{hashed.url}/api/whoami", headers={"X-User-ID": f"u{user}"}).headers["x-replica"]
+                        for _ in range(3)}
+            assert len(replicas) == 1  # the same user always lands on the same replica
+            owners[user] = replicas.pop()
+    assert len(set(owners.values())) >= 2  # and users spread over replicas
+
+
+def test_kill_9_a_replica_under_load_causes_no_client_error(gateways, tmp_path) -> None:
+    victims = [Backend(name, tmp_path) for name in ("k1", "k2", "k3")]
+    try:
+        for backend in victims:
+            backend.wait()
+        gateway = start(gateways, tmp_path, victims)
+        with LoadGenerator(f"{gateway.url}/api/slow?ms=5", threads=6) as load:
+            wait_until(lambda: load.total >= 150, "traffic before the kill", 30)
+            victims[0].kill()
+            before = load.total
+            wait_until(lambda: load.total >= before + 400, "traffic after the kill", 60)
+        assert load.errors == [] and set(load.statuses) == {200}, (load.statuses, load.errors[:3])
+        assert load.replicas["k2"] > 0 and load.replicas["k3"] > 0
+        assert gateway.metric("lichen_gateway_upstream_attempts_total", outcome="connect_error") + gateway.metric(
+            "lichen_gateway_upstream_attempts_total", outcome="reset") >= 1
+    finally:
+        for backend in victims:
+            backend.kill()
+
+
+def test_replica_returning_500s_is_ejected_then_returns(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends, settings={
+        "balancer": "round_robin", "outlier_detection": {"consecutive_failures": 5, "base_ejection_s": 1.5}})
+    bad = backends[1]
+    bad.set_fail(500)
+    try:
+        with httpx.Client() as client:
+            wait_until(lambda: gateway.metric("lichen_gateway_ejections_total", upstream=bad.replica) >= 1 or
+                       client.get(f"{gateway.url}/api/whoami") is None, "ejection", 30)
+            statuses = [client.get(f"{gateway.url}/api/whoami").status_code for _ in range(12)]
+            assert statuses == [200] * 12  # while ejected, nothing reaches it
+            bad.set_fail(0)
+            back = wait_until(
+                lambda: client.get(f"{gateway.url}/api/whoami").headers.get("x-replica") == bad.replica, "return", 30)
+            assert back
+    finally:
+        bad.set_fail(0)
+    error_body = httpx.get(f"{bad.url}/_fail?status=0").text
+    assert "stack trace" not in error_body
+
+
+def test_503_from_a_replica_is_retried_elsewhere(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends, settings={"outlier_detection": {"consecutive_failures": 1000}})
+    backends[0].set_fail(503)
+    try:
+        with httpx.Client() as client:
+            statuses = Counter(client.get(f"{gateway.url}/api/whoami").status_code for _ in range(60))
+        assert statuses == {200: 60}
+        assert gateway.metric("lichen_gateway_retries_total", service="b") >= 1
+    finally:
+        backends[0].set_fail(0)
+
+
+def test_sse_first_event_arrives_before_the_stream_ends(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends)
+    arrivals = []
+    with httpx.stream("GET", f"{gateway.url}/api/sse?n=3&gap_ms=400", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 3
+    assert arrivals[-1] - arrivals[0] >= 0.6  # events came as produced, not all at once at the end
+
+
+def test_route_and_endpoint_changes_under_load_drop_nothing(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends[:2])
+    with LoadGenerator(f"{gateway.url}/api/whoami", threads=4) as load:
+        wait_until(lambda: load.total >= 100, "traffic", 30)
+        gateway.update(
+            routes=[{"prefix": "/api", "service": "b", "strip_prefix": True},
+                    {"prefix": "/v2", "service": "b", "strip_prefix": True}],
+            services={"b": {"endpoints": [backends[1].endpoint(), backends[2].endpoint()]}},
+        )
+        wait_until(lambda: get_ok(f"{gateway.url}/v2/whoami"), "new route live", 20)
+        seen_before = load.replicas["r3"]
+        wait_until(lambda: load.replicas["r3"] > seen_before + 20, "new endpoint in use", 30)
+    assert load.errors == [] and set(load.statuses) == {200}, (load.statuses, load.errors[:3])
+    # A broken config is refused and the last good one keeps serving.
+    gateway.config_path.write_text("{not json")
+    wait_until(lambda: "reload_failed" in gateway.log_text(), "reload refused", 20)
+    assert httpx.get(f"{gateway.url}/v2/whoami").status_code == 200
+
+
+def get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_admission_control_sheds_with_retry_after(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends, settings={"admission": {"queue_size": 1, "queue_timeout_s": 0.2}},
+                    max_inflight=2)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: httpx.get(f"{gateway.url}/api/slow?ms=800", timeout=10), range(8)))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses[200] >= 2 and statuses[503] >= 1, statuses
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(int(r.headers["retry-after"]) >= 1 for r in shed)
+    assert gateway.metric("lichen_gateway_shed_total", service="b") == statuses[503]
+
+
+def test_revision_weights_and_pinning(backends, gateways, tmp_path) -> None:
+    config = {
+        "routes": [{"prefix": "/api", "service": "b", "strip_prefix": True}],
+        "services": {"b": {"endpoints": [backends[0].endpoint("v1"), backends[1].endpoint("v2")],
+                           "revision_weights": {"v1": 100, "v2": 0}}},
+    }
+    gateway = GatewayProcess(config, tmp_path)
+    gateways.append(gateway)
+    with httpx.Client() as client:
+        plain = Counter(client.get(f"{gateway.url}/api/whoami").headers["x-replica"] for _ in range(20))
+        pinned = Counter(client.get(f"{gateway.url}/api/whoami", headers={"X-Lichen-Revision": "v2"}).headers["x-replica"]
+                         for _ in range(10))
+    assert plain == {"r1": 20} and pinned == {"r2": 10}
+    assert gateway.metric("lichen_gateway_requests_total", revision="v2", status="200") == 10
+
+
+def test_unknown_path_lists_routes_and_request_id_is_propagated(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends)
+    missing = httpx.get(f"{gateway.url}/nowhere")
+    assert missing.status_code == 404 and missing.json()["routes"] == [{"prefix": "/api", "service": "b"}]
+    response = httpx.get(f"{gateway.url}/api/whoami", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123" and response.headers["x-seen-request-id"] == "abc-123"
+    generated = httpx.get(f"{gateway.url}/api/whoami")
+    assert len(generated.headers["x-request-id"]) >= 16
+    assert generated.headers["x-seen-request-id"] == generated.headers["x-request-id"]
+    echoed = httpx.post(f"{gateway.url}/api/echo", content=b"x" * 200_000)
+    assert echoed.status_code == 200 and echoed.content == b"x" * 200_000
+
+    def chunks():
+        for i in range(5):
+            yield b"part%d;" % i
+
+    streamed = httpx.post(f"{gateway.url}/api/echo", content=chunks())
+    assert streamed.content == b"part0;part1;part2;part3;part4;"
