@@ -305,7 +305,9 @@ def _phrase(annotation: Any) -> str | None:
         base, *extra = typing.get_args(annotation)
         for item in extra:
             constraints.extend(getattr(item, "metadata", None) or [item])
-    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+             list: "a list"}
+    base = typing.get_origin(base) or base
     if base not in words:
         return None
     phrase = words[base]
@@ -332,7 +334,12 @@ def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
     """One pydantic error as (path, message)."""
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "missing":
-        return path, "required key is missing"
+        model = model_at(path[:-1]) if path else None
+        info = model.model_fields.get(str(path[-1])) if model else None
+        phrase = None
+        if info is not None:
+            phrase = _phrase(typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
+        return path, "required key is missing" + (f": expected {phrase}" if phrase else "")
     if kind == "extra_forbidden":
         key = str(path[-1])
         model = model_at(path[:-1])
