@@ -18,6 +18,15 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """Tiny matrices on a shared 2-core box: BLAS threads only contend."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        yield
+
+
 @pytest.fixture
 def app_dir(tmp_path, monkeypatch) -> Path:
     """A fresh working directory, as ``lichen run`` gives a job (cwd = app dir)."""
