@@ -286,7 +286,8 @@ def status(
         if r["state"] in ("CrashLoopBackOff", "Exited") and r.get("log_tail"):
             code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
             console.print(f"\n[bold red]{r['id']}[/] {r['state']} ({r['last_exit_reason']}{code}); log tail:")
-            console.print("\n".join(r["log_tail"].splitlines()[-10:]), markup=False)
+            console.print("\n".join(line[:240] for line in r["log_tail"].splitlines()[-15:]), markup=False,
+                          soft_wrap=True)
 
 
 # --------------------------------------------------------- scale/restart

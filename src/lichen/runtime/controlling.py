@@ -703,7 +703,8 @@ class Controller:
                 "placement": r.placement,
             }
             if state in ("CrashLoopBackOff", "Exited"):
-                entry["log_tail"] = processes.log_tail(self.workspace.log_path(r.id), 1200)
+                tail = processes.log_tail(self.workspace.log_path(r.id), 8192).splitlines()[-15:]
+                entry["log_tail"] = "\n".join(line[:400] for line in tail)
             replicas.append(entry)
         return {
             "app_dir": str(self.workspace.app_dir), "pid": os.getpid(), "stopping": self.stopping,

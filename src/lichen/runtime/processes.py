@@ -99,12 +99,16 @@ def group_alive(pid: int) -> bool:
         return False
 
 
-def log_tail(path: Path, max_bytes: int = 2048) -> str:
+def log_tail(path: Path, max_bytes: int = 2048, since_offset: int = 0) -> str:
+    """The last ``max_bytes`` of a log file (never before ``since_offset``)."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - max_bytes))
+            start = max(0, size - max_bytes)
+            if since_offset <= size:
+                start = max(start, since_offset)
+            f.seek(start)
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
@@ -176,6 +180,7 @@ class ProcessLauncher:
                 os.sched_setaffinity(0, cpu_set)
 
         log = os.open(request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        log_offset = os.fstat(log).st_size
         try:
             popen = subprocess.Popen(
                 request.argv,
@@ -191,7 +196,8 @@ class ProcessLauncher:
         finally:
             os.close(log)
         create_time = process_create_time(popen.pid) or 0.0
-        return ProcessHandle(pid=popen.pid, create_time=create_time, popen=popen, cgroup=cgroup)
+        return ProcessHandle(pid=popen.pid, create_time=create_time, popen=popen, cgroup=cgroup,
+                             extra={"log_offset": log_offset})
 
     def adopt(self, pid: int, create_time: float, name: str) -> ProcessHandle | None:
         """A handle on a process started by an earlier controller, if it is still that process."""
@@ -237,7 +243,8 @@ class ProcessLauncher:
                 pass
         if not memory_limited or handle.returncode in (0, None):
             return False
-        tail = log_tail(log_path, 4096)
+        offset = handle.extra.get("log_offset", 0)
+        tail = log_tail(log_path, 64 * 1024, since_offset=offset if isinstance(offset, int) else 0)
         return any(marker in tail for marker in OOM_MARKERS)
 
     def release(self, handle: ProcessHandle) -> None:
