@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rules_app, name="rules")
     rules_app.command("check")(rules_check)
     rules_app.command("test")(rules_test)
+    register_alerting(app)
 
 
 # ------------------------------------------------------------------- rules
@@ -63,3 +64,210 @@ def rules_test(
             console.print(r.report(), markup=False, highlight=False)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+# ------------------------------------------------- silences and dashboards
+# (notifications, silences, dashboard and Grafana export)
+
+silence_app = typer.Typer(help="Mute alert notifications with label matchers for a while.", no_args_is_help=True)
+dashboards_app = typer.Typer(help="Export dashboards for other tools.", no_args_is_help=True)
+AppDirOption = Annotated[Path, typer.Option("--app-dir", "-C", help="The app directory (holding lichen.yaml).")]
+
+
+def register_alerting(app: typer.Typer) -> None:
+    """``lichen silence add|list|expire``, ``lichen dashboard`` and ``lichen dashboards export``."""
+    app.add_typer(silence_app, name="silence")
+    silence_app.command("add")(silence_add)
+    silence_app.command("list")(silence_list)
+    silence_app.command("expire")(silence_expire)
+    app.command("dashboard")(dashboard_open)
+    app.add_typer(dashboards_app, name="dashboards")
+    dashboards_app.command("export")(dashboards_export)
+
+
+def _app_spec(app_dir: Path):  # noqa: ANN202 - lazy imports keep the CLI fast
+    from lichen.spec.loading import load_spec
+    from lichen.spec.models import AppSpec
+
+    spec_path = app_dir / "lichen.yaml"
+    if spec_path.exists():
+        return load_spec(spec_path)
+    return AppSpec(app=app_dir.resolve().name.lower() if app_dir.resolve().name else "lichen")
+
+
+def _silences(app_dir: Path):  # noqa: ANN202
+    from lichen.observe.silences import SilenceStore, state_db_path
+
+    spec = _app_spec(app_dir)
+    return SilenceStore(state_db_path(spec.state.url, app_dir.resolve()))
+
+
+def _fmt_time(epoch_s: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch_s).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def silence_add(
+    matchers: Annotated[list[str], typer.Argument(help='Label matchers: NAME=VALUE, NAME!=VALUE, NAME=~REGEX, NAME!~REGEX.')],
+    duration: Annotated[str, typer.Option("--duration", "-d", help="How long it lasts (30m, 2h, 1d).")] = "1h",
+    comment: Annotated[str, typer.Option("--comment", "-c", help="Why (shown in lists).")] = "",
+    author: Annotated[str, typer.Option("--author", "-a", help="Who (default: $USER).")] = "",
+    app_dir: AppDirOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Add a silence: matching alerts send no notifications until it ends.
+
+    Regex matchers are anchored, as in Alertmanager. The running controller
+    applies it at its next notification cycle.
+
+    Example: lichen silence add alertname=LichenHighErrorRatio 'service=~api|web' --duration 2h -c "deploy"
+    """
+    import getpass
+    import time
+
+    from lichen.errors import ConfigError
+    from lichen.observe.silences import silence_to_dict
+    from lichen.spec.quantities import parse_duration_s
+
+    try:
+        duration_s = parse_duration_s(duration)
+    except ValueError as exc:
+        raise ConfigError(f"--duration: {exc}") from None
+    if duration_s <= 0:
+        raise ConfigError("--duration: must be positive")
+    now = time.time()
+    store = _silences(app_dir)
+    try:
+        silence = store.add(matchers, starts_at=now, ends_at=now + duration_s, created_by=author or getpass.getuser(),
+                            comment=comment)
+    finally:
+        store.close()
+    if as_json:
+        print_json(silence_to_dict(silence, now))
+    else:
+        console.print(f"silence {silence.id} active until {_fmt_time(silence.ends_at)}")
+
+
+def silence_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Include expired silences.")] = False,
+    app_dir: AppDirOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List silences that are active or pending (``--all``: expired ones too).
+
+    Example: lichen silence list --json
+    """
+    import time
+
+    from lichen.cli.output import print_table
+    from lichen.observe.silences import silence_to_dict
+
+    now = time.time()
+    store = _silences(app_dir)
+    try:
+        silences = store.list(now, include_expired=show_all)
+    finally:
+        store.close()
+    if as_json:
+        print_json({"silences": [silence_to_dict(s, now) for s in silences]})
+        return
+    if not silences:
+        console.print("no silences" + ("" if show_all else " (use --all to include expired ones)"))
+        return
+    print_table(
+        None,
+        ["id", "state", "matchers", "starts", "ends", "by", "comment"],
+        [
+            [s.id[:8], s.state(now), " ".join(str(m) for m in s.matchers), _fmt_time(s.starts_at),
+             _fmt_time(s.ends_at), s.created_by, s.comment]
+            for s in silences
+        ],
+    )
+
+
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(help="The silence id, or an unambiguous prefix of it.")],
+    app_dir: AppDirOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """End a silence now; its alerts notify again at the next group interval.
+
+    Example: lichen silence expire 3f2a9c1e
+    """
+    import time
+
+    from lichen.observe.silences import silence_to_dict
+
+    now = time.time()
+    store = _silences(app_dir)
+    try:
+        silence = store.expire(silence_id, now)
+    finally:
+        store.close()
+    if as_json:
+        print_json(silence_to_dict(silence, now))
+    else:
+        console.print(f"silence {silence.id} expired")
+
+
+def dashboard_open(
+    app_dir: AppDirOption = Path("."),
+    no_open: Annotated[bool, typer.Option("--no-open", help="Only print the URL.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Open the running controller's live dashboard in a browser (and print its URL).
+
+    The URL carries the API token in its fragment, which browsers never send
+    to servers; treat it like the token itself.
+
+    Example: lichen dashboard --no-open
+    """
+    import webbrowser
+
+    from lichen.errors import ControlPlaneError
+    from lichen.runtime.workspaces import read_controller_info, read_token, workspace_for
+
+    workspace = workspace_for(app_dir)
+    info = read_controller_info(workspace)
+    if not info or "url" not in info:
+        raise ControlPlaneError(f"no controller runs for {workspace.app_dir}; start it with 'lichen up'")
+    url = f"{info['url'].rstrip('/')}/dashboard/#token={read_token(workspace)}"
+    opened = False
+    if not no_open and not as_json:
+        try:
+            opened = webbrowser.open(url)
+        except webbrowser.Error:
+            opened = False
+    if as_json:
+        print_json({"url": url})
+    else:
+        console.print(url, markup=False, highlight=False, soft_wrap=True)
+        if not no_open and not opened:
+            console.print("(no browser found: open the URL above)")
+
+
+def dashboards_export(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    app_dir: AppDirOption = Path("."),
+) -> None:
+    """Write a Grafana dashboard (JSON) using the same queries as Lichen's dashboard.
+
+    Import it in Grafana and choose a Prometheus data source pointing at
+    Lichen's query API or at a Prometheus that scrapes Lichen's /federate.
+
+    Example: lichen dashboards export --out grafana-dashboard.json
+    """
+    import json
+    import sys
+
+    from lichen.observe.grafana import grafana_dashboard
+
+    text = json.dumps(grafana_dashboard(_app_spec(app_dir).app), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    from lichen.runtime.workspaces import atomic_write
+
+    atomic_write(out, text)
+    console.print(f"wrote {out}")

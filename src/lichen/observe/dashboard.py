@@ -1,0 +1,327 @@
+"""The live dashboard: one self-contained page (``observe/static``) served by the controller.
+
+How the controller mounts it (beside H6a's query router, on the same app)::
+
+    router = build_dashboard_router(
+        app_name=spec.app,
+        engine=engine,                      # lichen.observe.promql.Engine
+        rules=rule_manager,                 # lichen.observe.rules.RuleManager (alerts + headroom)
+        status=controller.status,           # () -> the dict of GET /v1/status
+        events=lambda limit: [e.__dict__ for e in controller.store.events(None, limit)],
+        token=token,                        # the control API token (None: no check)
+    )
+    create_api(controller, token, extra_routers=[query_router, router])
+
+Routes (under ``prefix``, default ``/dashboard``):
+
+* ``GET /dashboard/`` -- the page; ``/dashboard/static/*`` its script and style.
+  These carry no data and need no token, so a browser can open them; the page
+  reads the token from the URL fragment (``#token=...``, never sent to the
+  server or its logs) and sends it as a bearer token on every data request.
+* ``GET /dashboard/api/config`` -- app name, refresh period and the chart
+  panels (:data:`PANELS`, the same queries the Grafana export uses).
+* ``GET /dashboard/api/overview`` -- services, replicas with states and
+  revisions, alerts with states, recent events, the headroom of every
+  threshold rule and each service's risk score (``lichen.control.headroom``).
+
+The charts poll ``/api/v1/query_range`` (Prometheus' API, served by the
+query router) every ``refresh_s`` seconds; ``?refresh=N`` in the page URL
+overrides it. No CDN: the charts are hand-written SVG.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi.responses import FileResponse, RedirectResponse
+
+from lichen.control.headroom import Condition, condition_headroom, condition_of, risk_score, worst_value
+
+STATIC_DIR = Path(__file__).with_name("static")
+STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "index.html": "text/html"}
+RATE_WINDOW = "1m"
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    expr: str
+    legend: str  # Grafana legend format: {{label}} placeholders
+
+
+@dataclass(frozen=True)
+class Panel:
+    id: str
+    title: str
+    unit: str  # Grafana unit id: reqps, percentunit, s, short
+    queries: tuple[PanelQuery, ...]
+
+
+def _rate(selector: str) -> str:
+    return f"rate({selector}[{RATE_WINDOW}])"
+
+
+_REQS = "lichen_requests_total"
+_ALL = f"sum by (service) ({_rate(_REQS)})"
+_ERRS = "sum by (service) (" + _rate(_REQS + '{status=~"5.."}') + ")"
+_BUCKETS = f"sum by (service, le) ({_rate('lichen_request_duration_seconds_bucket')})"
+
+PANELS: tuple[Panel, ...] = (
+    Panel("requests", "Request rate", "reqps", (PanelQuery(_ALL, "{{service}}"),)),
+    Panel(
+        "errors",
+        "Error ratio (5xx)",
+        "percentunit",
+        # `or ... * 0` keeps a 0 line for services that have had no 5xx at all
+        (PanelQuery(f"({_ERRS} or {_ALL} * 0) / {_ALL}", "{{service}}"),),
+    ),
+    Panel(
+        "latency",
+        "Latency p50 / p95 / p99",
+        "s",
+        tuple(
+            PanelQuery(f"histogram_quantile({q}, {_BUCKETS})", f"{{{{service}}}} p{int(q * 100)}")
+            for q in (0.5, 0.95, 0.99)
+        ),
+    ),
+    Panel("inflight", "In-flight requests", "short", (PanelQuery("sum by (service) (lichen_inflight_requests)", "{{service}}"),)),
+    Panel("replicas", "Replicas by state", "short", (PanelQuery("sum by (service, state) (lichen_replicas)", "{{service}} {{state}}"),)),
+)
+
+
+def panels_json() -> list[dict[str, Any]]:
+    return [asdict(p) for p in PANELS]
+
+
+# ----------------------------------------------------------------- headroom
+
+
+class HeadroomEvaluator:
+    """Evaluates every threshold alert rule's metric side and computes headroom and risk."""
+
+    def __init__(self, engine: Any, rules: Any) -> None:
+        self.engine, self.rules = engine, rules
+        self._conditions: dict[str, Condition | None] = {}
+
+    def _condition(self, expr: str) -> Condition | None:
+        if expr not in self._conditions:
+            try:
+                self._conditions[expr] = condition_of(expr)
+            except ValueError:
+                self._conditions[expr] = None
+        return self._conditions[expr]
+
+    def report(self, now_s: float, firing_services: set[str]) -> dict[str, Any]:
+        rows: list[dict[str, Any]] = []
+        per_service: dict[str, list[float]] = {}
+        for group in getattr(self.rules, "groups", []):
+            for rule in group.rules:
+                if rule.kind != "alert":
+                    continue
+                condition = self._condition(rule.expr)
+                if condition is None:
+                    continue
+                default_service = rule.labels.get("service", "")
+                values: dict[str, dict[str, float]] = {}
+                current: dict[str, dict[str, float]] = {}
+                try:
+                    for t in condition.thresholds():
+                        by_service: dict[str, list[float]] = {}
+                        for labels, value in self.engine.instant_samples(t.metric_expr, now_s):
+                            by_service.setdefault(labels.get("service", default_service), []).append(value)
+                        worst = {s: worst_value(t, vs) for s, vs in by_service.items()}
+                        values[t.metric_expr] = {s: v for s, v in worst.items() if v is not None}
+                        current[t.metric_expr] = values[t.metric_expr]
+                except Exception:  # noqa: BLE001 - a failing rule shows no headroom, never breaks the page
+                    continue
+                for service, h in sorted(condition_headroom(condition, values).items()):
+                    per_service.setdefault(service, []).append(h)
+                    rows.append(
+                        {
+                            "alert": rule.name,
+                            "group": group.name,
+                            "service": service,
+                            "headroom": _finite(h),
+                            "thresholds": [
+                                {
+                                    "expr": t.metric_expr,
+                                    "op": t.op,
+                                    "threshold": t.threshold,
+                                    "value": _finite(current.get(t.metric_expr, {}).get(service)),
+                                }
+                                for t in condition.thresholds()
+                            ],
+                        }
+                    )
+        services = set(per_service) | firing_services
+        risk = {s: risk_score(per_service.get(s, []), firing=s in firing_services) for s in sorted(services)}
+        rows.sort(key=lambda r: (r["headroom"] if r["headroom"] is not None else -1e18, r["alert"], r["service"]))
+        return {"rows": rows, "risk": risk}
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    if math.isinf(value):
+        return -1e9 if value < 0 else 1e9
+    return value
+
+
+# ------------------------------------------------------------------ overview
+
+
+def _alerts(rules: Any) -> list[dict[str, Any]]:
+    if rules is None:
+        return []
+    out = []
+    for a in rules.alerts(include_resolved=False):
+        out.append(
+            {
+                "alertname": a.labels.get("alertname", a.rule),
+                "state": a.state,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "activeAt": a.active_at_s,
+                "value": _finite(a.value),
+            }
+        )
+    order = {"firing": 0, "pending": 1}
+    out.sort(key=lambda a: (order.get(a["state"], 2), a["alertname"], a["labels"].get("service", "")))
+    return out
+
+
+def _services_from_metrics(engine: Any, now_s: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Without a controller: services and replicas from the scraper's ``up`` series."""
+    services: dict[str, Any] = {}
+    replicas: list[dict[str, Any]] = []
+    try:
+        samples = engine.instant_samples("up", now_s)
+    except Exception:  # noqa: BLE001
+        return services, replicas
+    for labels, value in sorted(samples, key=lambda s: sorted(s[0].items())):
+        service = labels.get("service")
+        if not service:
+            continue
+        entry = services.setdefault(service, {"revision": labels.get("revision"), "desired": 0, "ready": 0})
+        entry["desired"] += 1
+        entry["ready"] += 1 if value == 1 else 0
+        replicas.append(
+            {
+                "id": labels.get("replica", labels.get("instance", "")),
+                "service": service,
+                "revision": labels.get("revision"),
+                "state": "Up" if value == 1 else "Down",
+                "restarts": None,
+            }
+        )
+    return services, replicas
+
+
+def build_overview(
+    *,
+    app_name: str,
+    engine: Any = None,
+    rules: Any = None,
+    status: Callable[[], Mapping[str, Any]] | None = None,
+    events: Callable[[int], Sequence[Mapping[str, Any]]] | None = None,
+    headroom: HeadroomEvaluator | None = None,
+    now_s: float,
+    events_limit: int = 50,
+) -> dict[str, Any]:
+    if status is not None:
+        st = dict(status())
+        services = dict(st.get("services", {}))
+        replicas = [
+            {k: r.get(k) for k in ("id", "service", "revision", "state", "restarts", "pid", "port", "uptime_s")}
+            for r in st.get("replicas", [])
+        ]
+    elif engine is not None:
+        services, replicas = _services_from_metrics(engine, now_s)
+    else:
+        services, replicas = {}, []
+    alerts = _alerts(rules)
+    firing_services = {a["labels"].get("service", "") for a in alerts if a["state"] == "firing"}
+    report = headroom.report(now_s, firing_services) if headroom else {"rows": [], "risk": {}}
+    for name in services:
+        report["risk"].setdefault(name, 0.0)
+    return {
+        "app": app_name,
+        "time": now_s,
+        "services": [{"name": n, **dict(s), "risk": report["risk"].get(n, 0.0)} for n, s in sorted(services.items())],
+        "replicas": replicas,
+        "alerts": alerts,
+        "events": list(events(events_limit)) if events else [],
+        "headroom": report["rows"],
+        "risk": report["risk"],
+    }
+
+
+# -------------------------------------------------------------------- router
+
+
+def _public() -> None:
+    """Marks the router as carrying its own auth, so the control API adds none."""
+
+
+def build_dashboard_router(
+    *,
+    app_name: str = "lichen",
+    engine: Any = None,
+    rules: Any = None,
+    status: Callable[[], Mapping[str, Any]] | None = None,
+    events: Callable[[int], Sequence[Mapping[str, Any]]] | None = None,
+    token: str | None = None,
+    prefix: str = "/dashboard",
+    query_base: str = "",
+    refresh_s: float = 5.0,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    """The dashboard's FastAPI router (see the module docstring)."""
+    import hmac
+
+    router = APIRouter(dependencies=[Depends(_public)])
+    evaluator = HeadroomEvaluator(engine, rules) if engine is not None and rules is not None else None
+
+    def check(authorization: str | None = Header(default=None)) -> None:
+        if token is None:
+            return
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token (open the URL 'lichen dashboard' prints)")
+
+    @router.get(prefix, include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse(prefix + "/")
+
+    @router.get(prefix + "/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @router.get(prefix + "/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        if name not in STATIC_FILES:
+            raise HTTPException(status_code=404, detail=f"no dashboard file {name!r}")
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    @router.get(prefix + "/api/config", dependencies=[Depends(check)])
+    async def config() -> dict[str, Any]:
+        return {"app": app_name, "refresh_s": refresh_s, "query_base": query_base, "panels": panels_json()}
+
+    @router.get(prefix + "/api/overview", dependencies=[Depends(check)])
+    async def overview() -> dict[str, Any]:
+        return build_overview(
+            app_name=app_name,
+            engine=engine,
+            rules=rules,
+            status=status,
+            events=events,
+            headroom=evaluator,
+            now_s=clock(),
+        )
+
+    return router

@@ -1,0 +1,241 @@
+// Lichen dashboard: polls the Prometheus query API and the dashboard overview,
+// draws hand-written SVG line charts. No dependencies, no CDN.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(location.search);
+  const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
+  if (hash.get("token")) {
+    sessionStorage.setItem("lichen-token", hash.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const token = sessionStorage.getItem("lichen-token");
+  const windowS = Number(params.get("window") || 900);
+  const COLORS = ["#3b7d4f", "#1f6fb2", "#c2185b", "#e09100", "#6a1b9a", "#00838f", "#5d4037", "#7cb342"];
+  const SVG = "http://www.w3.org/2000/svg";
+  let config = null;
+  let refreshS = 5;
+
+  async function getJSON(url) {
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const response = await fetch(url, { headers, cache: "no-store" });
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { const body = await response.json(); detail = body.error || body.detail || detail; } catch (e) { /* not JSON */ }
+      throw new Error(url.split("?")[0] + ": HTTP " + response.status + " " + detail);
+    }
+    return response.json();
+  }
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function fmt(value, unit) {
+    if (value === null || value === undefined || !isFinite(value)) return "–";
+    const abs = Math.abs(value);
+    if (unit === "percentunit") return (value * 100).toFixed(abs < 0.01 ? 2 : 1) + "%";
+    if (unit === "s") return abs < 1 ? (value * 1000).toFixed(abs < 0.01 ? 1 : 0) + " ms" : value.toFixed(2) + " s";
+    const text = abs >= 1000 ? (value / 1000).toFixed(1) + "k" : abs >= 10 ? value.toFixed(0) : abs >= 1 ? value.toFixed(1) : abs >= 0.01 || abs === 0 ? value.toFixed(2) : value.toPrecision(2);
+    return unit === "reqps" ? text + "/s" : text;
+  }
+
+  function since(epochS) {
+    const s = Math.max(0, Date.now() / 1000 - epochS);
+    if (s < 90) return Math.round(s) + "s ago";
+    if (s < 5400) return Math.round(s / 60) + "m ago";
+    return (s / 3600).toFixed(1) + "h ago";
+  }
+
+  function legendOf(format, metric) {
+    return format.replace(/\{\{\s*(\w+)\s*\}\}/g, (_, name) => metric[name] || "").trim() || JSON.stringify(metric);
+  }
+
+  // ------------------------------------------------------------------ charts
+
+  function buildCharts() {
+    const root = document.getElementById("charts");
+    root.textContent = "";
+    for (const panel of config.panels) {
+      const card = el("div", { class: "chart", id: "chart-" + panel.id, "data-panel": panel.id, "data-series": "0", "data-points": "0" });
+      card.appendChild(el("h2", {}, panel.title));
+      card.appendChild(svg("svg", { viewBox: "0 0 600 180", role: "img", "aria-label": panel.title }));
+      card.appendChild(el("div", { class: "legend" }));
+      root.appendChild(card);
+    }
+  }
+
+  function drawChart(panel, series, start, end) {
+    const card = document.getElementById("chart-" + panel.id);
+    const plot = card.querySelector("svg");
+    const legend = card.querySelector(".legend");
+    plot.textContent = "";
+    legend.textContent = "";
+    const left = 52, right = 592, top = 8, bottom = 160;
+    let lo = Infinity, hi = -Infinity, points = 0;
+    for (const s of series) for (const [, v] of s.values) if (isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); points++; }
+    card.setAttribute("data-series", String(series.length));
+    card.setAttribute("data-points", String(points));
+    plot.appendChild(svg("line", { class: "axis", x1: left, y1: bottom, x2: right, y2: bottom }));
+    if (!points) {
+      plot.appendChild(svg("text", { class: "nodata", x: 300, y: 90, "text-anchor": "middle" }, "no data"));
+      return;
+    }
+    lo = Math.min(lo, 0);
+    if (hi <= lo) hi = lo + 1;
+    const x = (t) => left + ((t - start) / Math.max(1, end - start)) * (right - left);
+    const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    for (const frac of [0, 0.5, 1]) {
+      const v = lo + (hi - lo) * frac;
+      plot.appendChild(svg("line", { class: "axis", x1: left, y1: y(v), x2: right, y2: y(v), "stroke-dasharray": "2 4" }));
+      plot.appendChild(svg("text", { class: "tick", x: left - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v, panel.unit)));
+    }
+    const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    plot.appendChild(svg("text", { class: "tick", x: left, y: 174 }, clock(start)));
+    plot.appendChild(svg("text", { class: "tick", x: right, y: 174, "text-anchor": "end" }, clock(end)));
+    series.forEach((s, i) => {
+      const color = COLORS[i % COLORS.length];
+      let path = "", pen = false;
+      for (const [t, v] of s.values) {
+        if (!isFinite(v)) { pen = false; continue; }
+        path += (pen ? "L" : "M") + x(t).toFixed(1) + " " + y(v).toFixed(1) + " ";
+        pen = true;
+      }
+      const line = svg("path", { d: path, fill: "none", stroke: color, "stroke-width": "1.6", "data-legend": s.name });
+      line.appendChild(svg("title", {}, s.name));
+      plot.appendChild(line);
+      const last = s.values.length ? s.values[s.values.length - 1][1] : null;
+      const item = el("span", {}, s.name + " " + fmt(last, panel.unit));
+      item.prepend(el("i", { style: "background:" + color }));
+      legend.appendChild(item);
+    });
+  }
+
+  async function refreshCharts() {
+    const end = Date.now() / 1000;
+    const start = end - windowS;
+    const step = Math.max(1, Math.round(windowS / 180));
+    const base = config.query_base || "";
+    await Promise.all(config.panels.map(async (panel) => {
+      const series = [];
+      for (const q of panel.queries) {
+        const url = base + "/api/v1/query_range?" + new URLSearchParams({ query: q.expr, start: start.toFixed(3), end: end.toFixed(3), step: String(step) });
+        const body = await getJSON(url);
+        for (const r of body.data.result || []) {
+          series.push({ name: legendOf(q.legend, r.metric), values: r.values.map(([t, v]) => [Number(t), Number(v)]) });
+        }
+      }
+      drawChart(panel, series, start, end);
+    }));
+  }
+
+  // ---------------------------------------------------------------- overview
+
+  function fillTable(id, rows, cells) {
+    const body = document.querySelector("#" + id + " tbody");
+    body.textContent = "";
+    for (const row of rows) {
+      const tr = el("tr");
+      for (const cell of cells(row, tr)) {
+        const td = el("td");
+        if (cell instanceof Node) td.appendChild(cell); else td.textContent = cell === null || cell === undefined ? "" : String(cell);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  }
+
+  function stateTag(state) { return el("span", { class: "state " + state }, state); }
+
+  function bar(fraction, color) {
+    const outer = el("span", { class: "bar" });
+    const inner = el("span", { style: "width:" + Math.round(Math.max(0, Math.min(1, fraction)) * 100) + "%;background:" + color });
+    outer.appendChild(inner);
+    return outer;
+  }
+
+  function riskColor(r) { return r >= 1 ? "var(--firing)" : r >= 0.7 ? "var(--pending)" : "var(--ok)"; }
+
+  function renderOverview(o) {
+    document.getElementById("app-name").textContent = o.app;
+    document.title = "Lichen · " + o.app;
+    fillTable("alerts", o.alerts, (a, tr) => {
+      tr.className = "alert alert-" + a.state;
+      tr.setAttribute("data-state", a.state);
+      tr.setAttribute("data-alertname", a.alertname);
+      return [stateTag(a.state), a.alertname, a.labels.service || "", a.labels.severity || "", since(a.activeAt),
+              (a.annotations && (a.annotations.summary || a.annotations.description)) || ""];
+    });
+    document.getElementById("alerts-empty").hidden = o.alerts.length > 0;
+    fillTable("services", o.services, (s, tr) => {
+      tr.setAttribute("data-service", s.name);
+      const risk = el("span", {}, "");
+      risk.appendChild(bar(s.risk, riskColor(s.risk)));
+      risk.appendChild(document.createTextNode(" " + Number(s.risk || 0).toFixed(2)));
+      return [s.name, s.revision || "", (s.ready ?? "–") + " / " + (s.desired ?? "–"), risk];
+    });
+    fillTable("replicas", o.replicas, (r, tr) => {
+      tr.setAttribute("data-replica", r.id);
+      return [r.id, r.service, r.revision || "", stateTag(r.state || "unknown"), r.restarts ?? ""];
+    });
+    fillTable("headroom", o.headroom.slice(0, 40), (h) => {
+      const v = h.headroom;
+      const cell = el("span");
+      cell.appendChild(bar(v === null ? 0 : v, riskColor(v === null ? 0 : 1 - v)));
+      cell.appendChild(document.createTextNode(" " + (v === null ? "–" : v < -1e6 ? "breached" : v.toFixed(2))));
+      const values = h.thresholds.map((t) => fmt(t.value, "") + " " + t.op + " " + fmt(t.threshold, "")).join(", ");
+      return [h.alert, h.service, cell, values];
+    });
+    fillTable("events", o.events.slice().reverse(), (e) => [
+      new Date(e.at * 1000).toLocaleTimeString(), e.service || "", e.replica || "", e.kind || "", e.reason || "", e.message || "",
+    ]);
+    const badges = document.getElementById("risk-badges");
+    badges.textContent = "";
+    for (const [service, r] of Object.entries(o.risk || {})) {
+      const b = el("span", { class: "badge", style: "background:" + riskColor(r), title: "risk score" }, service + " " + r.toFixed(2));
+      badges.appendChild(b);
+    }
+  }
+
+  async function refreshOverview() {
+    renderOverview(await getJSON("api/overview"));
+  }
+
+  async function tick() {
+    const errors = [];
+    await Promise.all([refreshCharts().catch((e) => errors.push(e)), refreshOverview().catch((e) => errors.push(e))]);
+    const box = document.getElementById("error");
+    box.hidden = errors.length === 0;
+    box.textContent = errors.map((e) => e.message).join("; ");
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.setAttribute("data-refreshes", String(Number(document.body.getAttribute("data-refreshes") || 0) + 1));
+    setTimeout(tick, refreshS * 1000);
+  }
+
+  async function start() {
+    try {
+      config = await getJSON("api/config");
+    } catch (e) {
+      const box = document.getElementById("error");
+      box.hidden = false;
+      box.textContent = e.message + (token ? "" : " (open the URL that 'lichen dashboard' prints)");
+      setTimeout(start, 5000);
+      return;
+    }
+    refreshS = Number(params.get("refresh") || config.refresh_s || 5);
+    buildCharts();
+    tick();
+  }
+
+  start();
+})();

@@ -1,0 +1,91 @@
+"""Grafana export, the dashboard's queries, and the silence/dashboard CLI verbs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import promql_parser
+from typer.testing import CliRunner
+
+from lichen.cli.main import app
+from lichen.observe.dashboard import PANELS
+from lichen.observe.grafana import grafana_dashboard, with_service_filter
+from lichen.observe.silences import SilenceStore
+
+runner = CliRunner()
+SPEC = "app: shop\nservices:\n  api:\n    entrypoint: shop.api:Api\n"
+
+
+def test_grafana_export_uses_the_dashboard_queries() -> None:
+    doc = grafana_dashboard("shop")
+    assert doc["title"] == "Lichen · shop" and doc["__inputs"][0]["pluginId"] == "prometheus"
+    series = [p for p in doc["panels"] if p["type"] == "timeseries"]
+    assert [p["title"] for p in series] == [p.title for p in PANELS]
+    for grafana_panel, panel in zip(series, PANELS, strict=True):
+        assert [t["expr"] for t in grafana_panel["targets"]] == [with_service_filter(q.expr) for q in panel.queries]
+        assert grafana_panel["fieldConfig"]["defaults"]["unit"] == panel.unit
+    for panel in doc["panels"]:
+        for target in panel["targets"]:
+            promql_parser.parse(target["expr"].replace("$service", ".*"))  # valid PromQL once templated
+            assert '{service=~"$service"' in target["expr"]
+
+
+def test_service_filter_is_added_to_every_lichen_selector() -> None:
+    assert with_service_filter("rate(lichen_requests_total[1m])") == 'rate(lichen_requests_total{service=~"$service"}[1m])'
+    assert (
+        with_service_filter('lichen_requests_total{status=~"5.."}')
+        == 'lichen_requests_total{service=~"$service",status=~"5.."}'
+    )
+
+
+def test_dashboard_queries_parse() -> None:
+    for panel in PANELS:
+        for query in panel.queries:
+            promql_parser.parse(query.expr)
+
+
+def test_dashboards_export_writes_json(tmp_path: Path) -> None:
+    (tmp_path / "lichen.yaml").write_text(SPEC)
+    out = tmp_path / "grafana.json"
+    result = runner.invoke(app, ["dashboards", "export", "--out", str(out), "-C", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["uid"] == "lichen-shop"
+
+
+def test_silence_verbs_round_trip_through_the_state_db(tmp_path: Path) -> None:
+    (tmp_path / "lichen.yaml").write_text(SPEC)
+    result = runner.invoke(
+        app, ["silence", "add", "alertname=LichenHighErrorRatio", "service=~api|web", "-d", "2h", "-c", "deploy",
+              "-C", str(tmp_path), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    added = json.loads(result.output)
+    assert added["status"]["state"] == "active" and added["comment"] == "deploy"
+    assert added["endsAt"] - added["startsAt"] == 7200
+    # the notifier reads the same file the spec's state.url names
+    store = SilenceStore(tmp_path / ".lichen" / "state.db")
+    (silence,) = store.current(time.time())
+    assert silence.mutes({"alertname": "LichenHighErrorRatio", "service": "web"}, time.time())
+    listed = json.loads(runner.invoke(app, ["silence", "list", "-C", str(tmp_path), "--json"]).output)
+    assert [s["id"] for s in listed["silences"]] == [added["id"]]
+    result = runner.invoke(app, ["silence", "expire", added["id"][:8], "-C", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["status"]["state"] == "expired"
+    assert json.loads(runner.invoke(app, ["silence", "list", "-C", str(tmp_path), "--json"]).output)["silences"] == []
+    assert len(json.loads(runner.invoke(app, ["silence", "list", "--all", "-C", str(tmp_path), "--json"]).output)["silences"]) == 1
+
+
+def test_silence_add_rejects_bad_matchers(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["silence", "add", "service", "-C", str(tmp_path)])
+    assert result.exit_code != 0
+
+
+def test_dashboard_prints_the_running_controllers_url(tmp_path: Path) -> None:
+    state = tmp_path / ".lichen"
+    state.mkdir()
+    (state / "controller.json").write_text(json.dumps({"url": "http://127.0.0.1:45678", "pid": 1}))
+    (state / "token").write_text("tok\n")
+    result = runner.invoke(app, ["dashboard", "-C", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"url": "http://127.0.0.1:45678/dashboard/#token=tok"}
