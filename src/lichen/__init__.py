@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "LichenError": "lichen.errors",
     "SpecError": "lichen.errors",
     "DataError": "lichen.errors",
+    "ConfigError": "lichen.errors",
     "atomic_output": "lichen.registry.artifacts",
     "ModelRegistry": "lichen.registry.models",
     "ModelVersion": "lichen.registry.models",
@@ -44,7 +45,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     # lichen.registry names are resolved lazily only: import-linter counts these
     # imports, and lichen.sdk (a sibling of lichen.registry) imports lichen.
-    from lichen.errors import DataError, LichenError, SpecError
+    from lichen.errors import ConfigError, DataError, LichenError, SpecError
     from lichen.sdk.endpoints import endpoint
     from lichen.sdk.services import Service
     from lichen.spec.loading import load_spec

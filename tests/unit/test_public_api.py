@@ -6,6 +6,7 @@ import lichen
 
 EXPECTED_PUBLIC_API = [
     "AppSpec",
+    "ConfigError",
     "DataError",
     "LichenError",
     "ModelRegistry",
