@@ -30,7 +30,8 @@ MAX_REPORTED = 100
 
 
 def _console() -> Console:
-    return Console(stderr=False, highlight=False, soft_wrap=True)
+    # Job logs are usually piped (lichen run streams them): do not squeeze tables into 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _rating_range(text: str) -> tuple[float, float]:
@@ -346,7 +347,7 @@ def results_table(summary: dict, manifest: dict, seeds: list[int], *, refit: boo
 
     source = manifest.get("source", {})
     title = (f"Test metrics @10, mean over seeds {','.join(map(str, seeds))} — dataset {manifest['version']} "
-             f"({source.get('kind', '?')}{', SYNTHETIC' if source.get('kind') == 'synthetic' else ''}); "
+             f"({'SYNTHETIC' if source.get('kind') == 'synthetic' else source.get('path', source.get('kind', '?'))}); "
              f"{'refit on train+valid' if refit else 'train-only model (RecBole exactly)'}")
     table = RichTable(title=title)
     for column in ("model", "Recall@10", "NDCG@10", "MRR@10", "Hit@10", "fit s"):

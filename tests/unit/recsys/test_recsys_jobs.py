@@ -1,0 +1,151 @@
+"""The pipeline end to end on small synthetic data, and atomicity: a job
+killed mid-write leaves nothing half-written in the dataset store or the
+model registry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import child_env
+from lichen import ModelRegistry
+
+from recsys import datasets
+from recsys.jobs import evaluate, features, ingest, train
+from recsys.models import load_model
+
+SMALL = ["--synthetic", "--users", "120", "--items", "200", "--offline"]
+
+
+def test_pipeline_ingest_features_train_evaluate(app_dir, capsys):
+    assert ingest([*SMALL, "--seed", "3"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().out
+    assert features([]) == 0
+    assert train(["--models", "ease,itemknn,pop", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "promoted recommender v" in out
+    registry = ModelRegistry(app_dir / ".lichen" / "models")
+    versions = registry.list("recommender")
+    assert [v.params["model"] for v in versions] == ["ease", "itemknn", "pop"]
+    version = datasets.latest_version(app_dir / ".lichen" / "datasets")
+    assert {v.dataset_version for v in versions} == {version}
+    for v in versions:
+        assert {"valid_ndcg@10", "test_ndcg@10", "test_recall@10", "fit_s"} <= set(v.metrics) and v.checksum
+    promoted = registry.promoted("recommender")
+    assert promoted.metrics["valid_ndcg@10"] == max(v.metrics["valid_ndcg@10"] for v in versions)
+    model = load_model(promoted.path)
+    user = model.known_users[0]
+    assert len(model.recommend(model.history(user), 5)) == 5
+
+    assert evaluate(["--models", "ease,pop", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "RecBole BPR (README)" in out and "SYNTHETIC" in out
+    result = json.loads((app_dir / ".lichen" / "evaluations" / f"{version}.json").read_text())
+    assert result["seeds"] == [0, 1] and len(result["runs"]) == 4
+    assert result["summary"]["ease"]["ndcg"] > result["summary"]["pop"]["ndcg"]
+
+
+def test_job_arguments_are_validated(app_dir):
+    from lichen import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="unknown model"):
+        train(["--models", "ease,bpr"])
+    with pytest.raises(ConfigError, match="--on-bad-rows"):
+        ingest(["--on-bad-rows", "maybe"])
+    with pytest.raises(DataError, match="run the ingest job first"):
+        features([])
+
+
+# ------------------------------------------------------------------ atomicity
+
+# Each child does the real job, but blocks inside the write we want to
+# interrupt, after signalling the test through a marker file.
+INGEST_CHILD = """
+import sys, time
+from pathlib import Path
+import numpy as np
+real_savez = np.savez
+def blocking_savez(file, **arrays):
+    real_savez(file, **arrays)
+    Path(sys.argv[1]).write_text("writing")
+    time.sleep(600)
+np.savez = blocking_savez
+from recsys.jobs import ingest
+ingest(sys.argv[2:])
+"""
+
+TRAIN_CHILD = """
+import shutil, sys, time
+from pathlib import Path
+real_copytree = shutil.copytree
+def blocking_copytree(src, dst, *args, **kwargs):
+    out = real_copytree(src, dst, *args, **kwargs)
+    Path(sys.argv[1]).write_text("writing")
+    time.sleep(600)
+    return out
+shutil.copytree = blocking_copytree
+from recsys.jobs import train
+train(sys.argv[2:])
+"""
+
+
+def _run_and_kill(app_dir: Path, script: str, args: list[str], signum: int) -> int:
+    marker = app_dir / "marker"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(marker), *args], cwd=app_dir, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"child exited early ({proc.returncode}): {proc.stdout.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("child never reached the write")
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    return proc.returncode
+
+
+def _visible(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if not p.name.startswith(".")} if directory.exists() else set()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_ingest_killed_mid_write_leaves_the_store_as_it_was(app_dir, signum):
+    store = app_dir / ".lichen" / "datasets"
+    ingest([*SMALL, "--seed", "1"])
+    before = datasets.latest_version(store)
+    code = _run_and_kill(app_dir, INGEST_CHILD, [*SMALL, "--seed", "2"], signum)
+    assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signal.SIGTERM)
+    assert _visible(store) == {before, datasets.LATEST}
+    assert datasets.latest_version(store) == before
+    datasets.load_dataset(store)  # checksums still verify
+    if signum == signal.SIGTERM:  # a clean interruption also removes its temporaries
+        assert {p.name for p in store.iterdir()} == {before, datasets.LATEST}
+    ingest([*SMALL, "--seed", "2"])  # and the next run writes the new version whole
+    assert datasets.latest_version(store) != before
+    datasets.load_dataset(store)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_train_killed_mid_register_leaves_the_registry_as_it_was(app_dir, signum):
+    ingest([*SMALL, "--seed", "1"])
+    train(["--models", "pop"])
+    root = app_dir / ".lichen" / "models"
+    registry = ModelRegistry(root)
+    assert [v.version for v in registry.list("recommender")] == [1]
+    files_before = _visible(root / "recommender")
+    _run_and_kill(app_dir, TRAIN_CHILD, ["--models", "ease", "--threads", "1"], signum)
+    assert [v.version for v in registry.list("recommender")] == [1]
+    assert registry.promoted("recommender").version == 1
+    assert _visible(root / "recommender") == files_before
+    train(["--models", "ease"])
+    assert [v.version for v in registry.list("recommender")] == [1, 2]
+    assert load_model(registry.get("recommender", 2).path).kind == "ease"
