@@ -74,38 +74,28 @@ class EndpointGate:
         self._inflight.inc()
         ticket = Ticket(self)
         started = False
-        abandoned = False
+        # No extra task: asyncio.timeout cancels this one at the deadline. A stream's
+        # deadline is lifted once its first event is ready (the response starts).
+        deadline = asyncio.timeout(self.timeout_s)
 
         async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal started
-            if abandoned:
-                return
             if message["type"] == "http.response.start":
                 started = True
+                if self.stream:
+                    deadline.reschedule(None)
             await send(message)
 
         token = CURRENT_TICKET.set(ticket)
         try:
-            task = asyncio.create_task(self.app(scope, receive, tracked_send))
+            async with deadline:
+                await self.app(scope, receive, tracked_send)
+        except TimeoutError:
+            if not started:
+                await _send(send, self._timed_out)
         finally:
             CURRENT_TICKET.reset(token)
-        # The task holds the ticket until it has really finished, even after a timeout.
-        task.add_done_callback(lambda _task: ticket.release())
-        try:
-            done, _ = await asyncio.wait((task,), timeout=self.timeout_s)
-            if not done and started and self.stream:
-                await task  # the first event went out in time; a stream is not cut later
-                return
-        except BaseException:
-            task.cancel()
-            raise
-        if done:
-            task.result()
-            return
-        abandoned = True
-        task.cancel()
-        if not started:
-            await _send(send, self._timed_out)
+            ticket.release()
 
 
 def _response(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], bytes]:
