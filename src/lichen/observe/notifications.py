@@ -300,6 +300,7 @@ class Notifier:
         backoff_max_s: float = 60.0,
         max_age_s: float = 24 * 3600.0,
         resend_s: float = 60.0,
+        keep_finished_s: float = 7 * 24 * 3600.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         names = [r.name for r in receivers]
@@ -312,6 +313,8 @@ class Notifier:
         self.external_url = external_url
         self.backoff_base_s, self.backoff_max_s, self.max_age_s = backoff_base_s, backoff_max_s, max_age_s
         self.resend_s = resend_s
+        self.keep_finished_s = keep_finished_s
+        self._cycles = 0
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout_s)
         self._cycle = asyncio.Lock()
@@ -374,6 +377,9 @@ class Notifier:
                 if batch:
                     items.append((name, ALERTMANAGER_GROUP, alertmanager_payload(batch)))
             self.store.commit(states, items, now)
+            self._cycles += 1
+            if self._cycles % 100 == 1:
+                self.store.prune(now - self.keep_finished_s)
             delivered, retrying, failed = await self.deliver_due(now)
             return ProcessResult(notes, delivered, retrying, failed)
 

@@ -79,7 +79,7 @@ def test_promtool_check_rules_accepts_the_pack(tmp_path: Path) -> None:
 
 
 @needs_promtool
-def test_promtool_unit_tests_the_pack_fires_as_documented(tmp_path: Path) -> None:
+def test_promtool_and_lichen_unit_test_the_pack_fires_as_documented(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yml"
     rules.write_text(default_rules_yaml(APP, interval="15s"))
     base = 'service="api",replica="api-1",instance="127.0.0.1:9001",revision="r1"'
@@ -169,3 +169,8 @@ def test_promtool_unit_tests_the_pack_fires_as_documented(tmp_path: Path) -> Non
         [PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Lichen's evaluator gives the same verdict on the same files
+    from lichen.observe.promtool_tests import run_test_file
+
+    lichen = run_test_file(test_file)
+    assert lichen.ok, lichen.failures

@@ -283,3 +283,45 @@ def test_state_db_path() -> None:
     assert state_db_path("sqlite:////var/lib/lichen.db", "/app") == "/var/lib/lichen.db"
     with pytest.raises(ConfigError):
         state_db_path("postgres://x", "/app")
+
+
+def test_rule_manager_alerts_flow_to_the_webhook(tmp_path: Path, hook: WebhookReceiver) -> None:
+    """Real rule evaluation (for: 30s) -> notifier -> webhook, then recovery -> resolved."""
+    from lichen.observe.promql import Engine
+    from lichen.observe.rules import RuleManager
+    from lichen.observe.series import SeriesStore
+
+    store = SeriesStore()
+    rules = RuleManager(store, Engine(store))
+    rules.load_text(
+        "groups:\n- name: t\n  interval: 5s\n  rules:\n  - alert: ApiDown\n    expr: up{service=\"api\"} == 0\n"
+        "    for: 30s\n    labels: {severity: critical}\n"
+        "    annotations: {summary: '{{ $labels.replica }} down ({{ $value }})'}\n"
+    )
+    labels = {"__name__": "up", "service": "api", "replica": "api-1"}
+
+    async def scenario():
+        notifier = make_notifier(tmp_path / "state.db", [Receiver("hook", "webhook", hook.url)])
+        sent_at = {}
+        try:
+            for step in range(0, 41):
+                t = T0 + 5 * step
+                store.append(labels, int(t * 1000), 0.0 if step < 20 else 1.0)  # down for 100 s, then up
+                rules.evaluate_due(t)
+                result = await notifier.process(rules.firing(), t)
+                for note in result.notifications:
+                    sent_at.setdefault(note.status, t)
+        finally:
+            await notifier.aclose()
+        return sent_at
+
+    sent_at = run(scenario())
+    # fires after `for` (30 s) and waits group_wait (10 s); resolves at 100 s, sent at the next interval
+    assert sent_at["firing"] == T0 + 40
+    assert T0 + 100 <= sent_at["resolved"] <= T0 + 40 + 2 * ROUTE.group_interval_s
+    first, last = hook.received[0][1], hook.received[-1][1]
+    assert first["alerts"][0]["labels"] == {
+        "alertname": "ApiDown", "service": "api", "replica": "api-1", "severity": "critical"
+    }
+    assert first["alerts"][0]["annotations"] == {"summary": "api-1 down (0)"}
+    assert last["status"] == "resolved" and len(hook.received) == 2
