@@ -43,6 +43,15 @@ def test_killed_replica_is_replaced_and_ready_again(make_app) -> None:
     assert new["restarts"] == 1 and new["last_exit_reason"] == "Killed"
     assert httpx.get(f"http://127.0.0.1:{new['port']}/whoami").json()["replica"] == victim["id"]
 
+    # lichen down drains and returns only when no child process is left
+    pids = [r["pid"] for r in app.replicas()] + [app.controller_pid()]
+    result = app.cli("down", str(app.dir))
+    assert "stopped 2 replica(s)" in result.stdout
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [] and app.marked_processes() == []
+    assert not app.workspace.controller_file.exists()
+    assert "nothing runs" in app.cli("down", str(app.dir)).stdout
+
 
 def test_hung_replica_is_killed_within_the_liveness_budget_and_replaced(make_app) -> None:
     app = make_app()
@@ -88,17 +97,3 @@ def test_readiness_flap_withdraws_then_restores_the_endpoint(make_app) -> None:
     after = app.replicas("Ready")
     assert [(r["id"], r["pid"]) for r in after] == [(replica["id"], replica["pid"])]  # not restarted
     assert len(_events(app, "Ready", replica["id"])) == 2
-
-
-def test_down_leaves_no_child_process(make_app) -> None:
-    app = make_app()
-    app.write_spec(web={"replicas": 2}, api={"replicas": 1})
-    app.up()
-    pids = [r["pid"] for r in app.replicas("Ready")] + [app.controller_pid()]
-    assert len(pids) == 4
-    result = app.cli("down", str(app.dir))
-    assert "stopped 3 replica(s)" in result.stdout
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert alive == [] and app.marked_processes() == []
-    assert not app.workspace.controller_file.exists()
-    assert "nothing runs" in app.cli("down", str(app.dir)).stdout
