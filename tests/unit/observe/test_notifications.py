@@ -325,3 +325,13 @@ def test_rule_manager_alerts_flow_to_the_webhook(tmp_path: Path, hook: WebhookRe
     }
     assert first["alerts"][0]["annotations"] == {"summary": "api-1 down (0)"}
     assert last["status"] == "resolved" and len(hook.received) == 2
+
+
+def test_outbox_prunes_only_finished_items() -> None:
+    store = NotificationStore(":memory:")
+    store.commit({}, [("hook", "g1", {"n": 1}), ("hook", "g2", {"n": 2})], T0)
+    first, second = store.due(T0)
+    store.finish(first.id, T0 + 1, "delivered")
+    assert store.prune(T0 + 0.5) == 0  # finished after the cut-off: kept
+    assert store.prune(T0 + 10) == 1
+    assert [p.id for p in store.pending()] == [second.id]  # the undelivered one is never pruned
