@@ -54,6 +54,8 @@ LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 def parse_duration_s(text: object, where: str) -> float:
     if text is None or text == "":
         return 0.0
+    if re.fullmatch(r"0+(ms|s|m|h|d|w|y)?", str(text)):
+        return 0.0
     try:
         return pp.parse_duration(str(text)).total_seconds()
     except ValueError:
