@@ -5,7 +5,8 @@ How the controller uses it::
     notifier = Notifier.from_spec(app_spec, base_dir=app_dir, external_url="http://127.0.0.1:7070")
     ...
     # in the loop, after each rule evaluation (own task: a slow receiver never blocks the loop)
-    await notifier.process(rule_manager_alerts, now=clock.wall())
+    await notifier.process(rule_manager.firing(), now=clock.wall())
+    # or, as its own task: asyncio.create_task(notifier.run(rule_manager.firing, clock, stop=stopping))
     ...
     await notifier.aclose()
 
@@ -37,7 +38,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from lichen.clocks import Clock
 from lichen.control.notifying import (
     Alert,
     InhibitRule,
@@ -382,6 +384,27 @@ class Notifier:
                 self.store.prune(now - self.keep_finished_s)
             delivered, retrying, failed = await self.deliver_due(now)
             return ProcessResult(notes, delivered, retrying, failed)
+
+    async def run(
+        self,
+        alerts: Callable[[], Iterable[Any]],
+        clock: Clock,
+        *,
+        interval_s: float = 1.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Call :meth:`process` with ``alerts()`` every ``interval_s`` until ``stop`` is set.
+
+        For a controller that prefers a task to calling ``process`` itself:
+        ``asyncio.create_task(notifier.run(rule_manager.firing, clock))``. Errors
+        are logged and the loop goes on; the outbox keeps what was not delivered.
+        """
+        while stop is None or not stop.is_set():
+            try:
+                await self.process(alerts(), clock.wall())
+            except Exception:  # noqa: BLE001 - a notifier must outlive any one bad cycle
+                log.exception("notification cycle failed")
+            await clock.sleep(interval_s)
 
     async def deliver_due(self, now: float) -> tuple[int, int, int]:
         """Try every due outbox item once, concurrently across (receiver, group)."""

@@ -335,3 +335,33 @@ def test_outbox_prunes_only_finished_items() -> None:
     assert store.prune(T0 + 0.5) == 0  # finished after the cut-off: kept
     assert store.prune(T0 + 10) == 1
     assert [p.id for p in store.pending()] == [second.id]  # the undelivered one is never pruned
+
+
+def test_run_loop_processes_until_stopped(tmp_path: Path, hook: WebhookReceiver) -> None:
+    class StepClock:
+        def __init__(self) -> None:
+            self.t = T0
+
+        def now(self) -> float:
+            return self.t
+
+        def wall(self) -> float:
+            return self.t
+
+        async def sleep(self, seconds: float) -> None:
+            self.t += seconds
+            if self.t >= T0 + 12:
+                stop.set()
+            await asyncio.sleep(0)
+
+    stop = asyncio.Event()
+
+    async def scenario():
+        notifier = make_notifier(tmp_path / "state.db", [Receiver("hook", "webhook", hook.url)])
+        try:
+            await asyncio.wait_for(notifier.run(lambda: [firing()], StepClock(), interval_s=1.0, stop=stop), 30)
+        finally:
+            await notifier.aclose()
+
+    run(scenario())
+    assert [body["status"] for _, body in hook.received] == ["firing"]
