@@ -182,3 +182,60 @@ def test_a_stream_that_fails_ends_with_an_error_event() -> None:
     with ServiceClient(Tokens) as client:
         body = client.get("/gen").text
     assert body.startswith("data: one\n\n") and "event: error" in body and "model crashed" in body
+
+
+def test_a_handler_log_line_carries_the_request_id() -> None:
+    import io
+    import json
+    import logging
+
+    from lichen.sdk.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(static_fields={}))
+    user_log = logging.getLogger("shop.user")
+    user_log.addHandler(handler)
+    user_log.setLevel(logging.INFO)
+
+    class Logs(Service):
+        @endpoint("/log", method="POST")
+        def log(self) -> dict:  # a sync handler: logs from the handler thread
+            user_log.info("computing")
+            return {}
+
+    try:
+        with ServiceClient(Logs) as client:
+            client.post("/log", headers={"X-Request-ID": "trace-9"})
+    finally:
+        user_log.removeHandler(handler)
+    assert json.loads(stream.getvalue().splitlines()[0])["request_id"] == "trace-9"
+
+
+def test_a_stream_whose_first_event_is_late_is_a_504() -> None:
+    class Late(Service):
+        def setup(self) -> None:
+            self.never = asyncio.Event()
+
+        @endpoint("/late", method="GET", stream=True, timeout_s=0.2)
+        async def late(self):
+            await self.never.wait()
+            yield "too late"
+
+    with ServiceClient(Late) as client:
+        response = client.get("/late")
+        assert response.status_code == 504
+        assert samples(client.get("/metrics").text, "lichen_inflight_requests") == {(("endpoint", "/late"),): 0.0}
+
+
+def test_the_grace_period_comes_from_the_supervisor_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lichen.errors import ConfigError
+    from lichen.sdk.serving import grace_from_env
+
+    monkeypatch.delenv("LICHEN_GRACE_S", raising=False)
+    assert grace_from_env() == 30.0
+    monkeypatch.setenv("LICHEN_GRACE_S", "12.5")
+    assert grace_from_env() == 12.5
+    monkeypatch.setenv("LICHEN_GRACE_S", "soon")
+    with pytest.raises(ConfigError, match="env LICHEN_GRACE_S"):
+        grace_from_env()
