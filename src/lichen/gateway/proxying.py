@@ -105,7 +105,9 @@ class Gateway:
             return
         tables = self.tables
         host = req.host.decode("latin-1") if req.host else None
-        header_map = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers}
+        header_map = (
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers} if tables.match_headers else {}
+        )
         rule = match_route(tables.rules, host, path, header_map)
         if rule is None:
             self.metrics.observe_request("", "", "", 404, loop.time() - start)
@@ -418,7 +420,16 @@ class Gateway:
             if close:
                 conn.close_after = True
             conn.response_started = True
-            conn.write(response_head)
+            pending = exchange.pending
+            if chunk_out:
+                pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
+            if exchange.complete:  # the whole response is here already: one write, no streaming machinery
+                conn.write(b"".join([response_head, *pending, b"0\r\n\r\n" if chunk_out else b""]))
+                exchange.pending = []
+                release_connection(uconn, loop.time(), exchange.keep_alive and req.body_done and req.body_error == 0)
+                return ("http_5xx" if failed else "ok"), status, False
+            conn.write(b"".join([response_head, *pending]))
+            exchange.pending = []
             conn.on_unwritable.append(uconn.pause_reading)
             conn.on_writable.append(uconn.resume_reading)
             write = conn.transport.write

@@ -138,6 +138,7 @@ class Tables:
                 for r in config.routes
             ]
         )
+        self.match_headers = any(rule.headers for rule in self.rules)
         self.route_listing = [
             {"prefix": r.prefix, "service": r.service, **({"host": r.host} if r.host else {}),
              **({"headers": dict(r.headers)} if r.headers else {})}

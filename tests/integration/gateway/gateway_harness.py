@@ -82,7 +82,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class GatewayProcess:
-    def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None, wait: bool = True) -> None:
         self.config_path = tmp / f"gateway-{free_port()}.json"
         self.config = {"host": "127.0.0.1", "port": 0, "reload_interval_s": 0.2, **config}
         write_json(self.config_path, self.config)
@@ -92,9 +92,17 @@ class GatewayProcess:
             [*LICHEN, "gateway", "--config", str(self.config_path)], stdout=subprocess.PIPE, stderr=self.stderr,
             env={**os.environ, **(env or {})}, cwd=tmp,
         )
-        line = self._read_line(30.0)
-        self.port = json.loads(line)["port"]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""
+        if wait:
+            self.wait()
+
+    def wait(self) -> GatewayProcess:
+        """Block until the gateway printed the port it listens on."""
+        if not self.port:
+            self.port = json.loads(self._read_line(30.0))["port"]
+            self.url = f"http://127.0.0.1:{self.port}"
+        return self
 
     def _read_line(self, timeout_s: float) -> str:
         assert self.process.stdout is not None

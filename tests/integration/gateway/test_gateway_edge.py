@@ -15,6 +15,8 @@ import jwt
 import pytest
 from gateway_harness import LICHEN, Backend, GatewayProcess, wait_until
 
+from lichen.gateway.keys import KeyStore
+
 pytestmark = pytest.mark.slow
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -31,16 +33,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                    {"prefix": "/admin", "service": "b", "strip_prefix": True}],
         "settings": {"auth": {"api_keys": True, "jwt": {"algorithm": "HS256", "secret_env": "GW_JWT_SECRET"}},
                      "rate_limit": {"per_key_rps": 5, "burst": 5}},
-    }, tmp, env={"GW_JWT_SECRET": JWT_SECRET})
+    }, tmp, env={"GW_JWT_SECRET": JWT_SECRET}, wait=False)
     open_gw = GatewayProcess({
         **common,
         "routes": [{"prefix": "/", "service": "b"}],
         "settings": {"limits": {"max_body_bytes": 1000, "max_header_bytes": 2048},
                      "rate_limit": {"per_ip_rps": 1000, "burst": 1000}},
         "header_timeout_s": 1.0,
-    }, tmp)
+    }, tmp, wait=False)
     limited = GatewayProcess({**common, "routes": [{"prefix": "/", "service": "b"}],
-                              "settings": {"rate_limit": {"per_ip_rps": 2, "burst": 3}}}, tmp)
+                              "settings": {"rate_limit": {"per_ip_rps": 2, "burst": 3}}}, tmp, wait=False)
+    for gateway in (secured, open_gw, limited):
+        gateway.wait()
     try:
         yield {"tmp": tmp, "keys_db": keys_db, "secured": secured, "open": open_gw, "limited": limited, "backend": backend}
     finally:
@@ -71,7 +75,7 @@ def test_api_keys_scopes_expiry_and_revocation(site) -> None:
     assert [k["id"] for k in listed] == [key["id"]] and "token" not in listed[0] and "secret_sha256" not in listed[0]
     lichen_keys("revoke", key["id"], "--db", db)
     wait_until(lambda: httpx.get(f"{url}/api/whoami", headers={"X-API-Key": token}).status_code == 401, "revoked", 20)
-    expired = lichen_keys("create", "old", "--expires-in", "1s", "--db", db)["token"]
+    _, expired = KeyStore(db).create("old", ["*"], expires_at=time.time() + 1.0)
     time.sleep(1.1)  # the key's own lifetime, not a synchronisation wait
     assert httpx.get(f"{url}/api/whoami", headers={"X-API-Key": expired}).status_code == 401
     log = site["secured"].log_text()

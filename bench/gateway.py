@@ -1,0 +1,279 @@
+"""The same backend behind three front ends: (a) direct, (b) nginx as a reverse proxy, (c) the Lichen gateway.
+
+Two workloads: a trivial handler (pure proxy cost) and one that burns about
+2 ms of CPU per request (inference-like). For each front end it prints
+throughput, p50 and p99 at saturation, then p50 at the same offered load of
+about half of the slowest front end's saturation, and the ratios against the
+targets (Lichen >= 0.5x nginx trivial, >= 0.9x nginx 2 ms, <= 1 ms added p50
+at half load). Everything runs on this machine in one run; nginx is installed
+with apt-get when missing. The load generator is wrk if present, else a
+built-in asyncio one (much slower: it competes for the same CPUs).
+
+    .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--profile]
+
+``--profile`` runs the gateway under pyinstrument for the trivial workload and
+prints where its time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKEND = ROOT / "tests" / "integration" / "gateway" / "apps" / "backend.py"
+PY = sys.executable
+LICHEN = str(Path(PY).with_name("lichen"))
+WORKLOADS = {"trivial": "/hello", "cpu_2ms": "/cpu?ms=2"}
+
+NGINX_CONF = """
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port: int, path: str = "/hello", timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answered on port {port} within {timeout_s} s")
+
+
+def ensure_nginx() -> str | None:
+    found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
+    if found:
+        return found
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("nginx missing: installing it with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"], check=False)
+    return shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
+
+
+# ------------------------------------------------------------------ load generators
+
+
+def run_wrk(url: str, duration_s: float, connections: int, rate: float | None) -> dict[str, float]:
+    """wrk, closed loop at saturation; with ``rate`` a Lua delay paces each connection to about that total rate."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "--latency"]
+    script = None
+    if rate:
+        gap_ms = max(0.0, connections / rate * 1000.0)
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f"function delay() return math.random(0, {int(2 * gap_ms)}) end\n")
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration_s + 60).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(label: str) -> float:
+        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000.0 if unit == "us" else value * 1000.0 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        failed += sum(int(g) for g in socket_errors.groups())
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": failed}
+
+
+async def _builtin(host: str, port: int, path: str, duration_s: float, connections: int, rate: float | None) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    stop_at = time.perf_counter() + duration_s
+    gap = connections / rate if rate else 0.0
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            length = re.search(rb"(?i)content-length: (\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            else:  # chunked
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            latencies.append(time.perf_counter() - start)
+            if gap:
+                await asyncio.sleep(gap * 2 * (hash(start) % 1000) / 1000)
+        writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors}
+
+
+def load(port: int, path: str, duration_s: float, connections: int, rate: float | None = None) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return run_wrk(f"http://127.0.0.1:{port}{path}", duration_s, connections, rate)
+    return asyncio.run(_builtin("127.0.0.1", port, path, duration_s, connections, rate))
+
+
+# ------------------------------------------------------------------ front ends
+
+
+class Stack:
+    def __init__(self, profile: bool) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
+        self.procs: list[subprocess.Popen] = []
+        self.backend_port = free_port()
+        self.procs.append(subprocess.Popen(
+            [PY, str(BACKEND), "--port", str(self.backend_port), "--workers", "2"],
+            cwd=BACKEND.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_http(self.backend_port)
+        self.nginx_port = None
+        nginx = ensure_nginx()
+        if nginx:
+            self.nginx_port = free_port()
+            (self.tmp / "nginx.conf").write_text(
+                NGINX_CONF.format(dir=self.tmp, backend_port=self.backend_port, port=self.nginx_port))
+            subprocess.run([nginx, "-c", str(self.tmp / "nginx.conf"), "-p", str(self.tmp)], check=True,
+                           stderr=subprocess.DEVNULL)
+            wait_http(self.nginx_port)
+        self.lichen_port = free_port()
+        config = {
+            "host": "127.0.0.1", "port": self.lichen_port,
+            "routes": [{"prefix": "/", "service": "backend"}],
+            "services": {"backend": {"endpoints": [{"url": f"http://127.0.0.1:{self.backend_port}", "replica": "b0"}],
+                                     "discover_idempotent": False}},
+        }
+        (self.tmp / "gateway.json").write_text(json.dumps(config))
+        command = [LICHEN, "gateway", "--config", str(self.tmp / "gateway.json")]
+        self.profile_path = self.tmp / "profile.txt"
+        if profile:
+            command = [PY, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(self.profile_path), *command]
+        self.gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.lichen_port)
+
+    def close(self) -> None:
+        self.gateway.send_signal(signal.SIGTERM)
+        self.gateway.wait(timeout=60)
+        if self.nginx_port:
+            pid_file = self.tmp / "nginx.pid"
+            if pid_file.exists():
+                os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="front ends alternate; the median round is reported")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args()
+    stack = Stack(args.profile)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    fronts = {"direct": stack.backend_port, "nginx": stack.nginx_port, "lichen": stack.lichen_port}
+    generator = "wrk" if shutil.which("wrk") else "built-in asyncio"
+    print(f"load generator: {generator}; {os.cpu_count()} CPUs; {args.connections} connections; {args.duration:g} s per run")
+    live = {name: port for name, port in fronts.items() if port is not None}
+
+    def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+        ordered = sorted(runs, key=lambda r: r["rps"])
+        return ordered[len(ordered) // 2]
+
+    try:
+        for workload, path in WORKLOADS.items():
+            for port in live.values():
+                load(port, path, 1.0, args.connections)  # warm up pools and caches
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
+            for _ in range(args.rounds):  # alternate front ends so a noisy neighbour hits all of them alike
+                for name, port in live.items():
+                    runs[name].append(load(port, path, args.duration, args.connections))
+            results[workload] = {name: dict(median_of(r)) for name, r in runs.items()}
+            slowest = min(r["rps"] for r in results[workload].values())
+            half_runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
+            for _ in range(args.rounds):
+                for name, port in live.items():
+                    half_runs[name].append(load(port, path, args.duration, 16, rate=slowest / 2))
+            for name in live:
+                p50s = sorted(r["p50_ms"] for r in half_runs[name])
+                rates = sorted(r["rps"] for r in half_runs[name])
+                results[workload][name].update(half_rps=rates[len(rates) // 2], half_p50_ms=p50s[len(p50s) // 2])
+    finally:
+        stack.close()
+
+    print()
+    print(f"{'workload':<9} {'front end':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+          f" {'half-load req/s':>16} {'half-load p50 ms':>17}")
+    for workload, fronts_results in results.items():
+        for name, r in fronts_results.items():
+            print(f"{workload:<9} {name:<8} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {int(r['errors']):>6}"
+                  f" {r['half_rps']:>16.0f} {r['half_p50_ms']:>17.2f}")
+    print()
+    targets = {"trivial": 0.5, "cpu_2ms": 0.9}
+    for workload, wanted in targets.items():
+        r = results[workload]
+        if "nginx" in r:
+            ratio = r["lichen"]["rps"] / r["nginx"]["rps"]
+            print(f"{workload}: lichen/nginx throughput = {ratio:.2f} (target >= {wanted}) "
+                  f"{'MET' if ratio >= wanted else 'NOT MET'}")
+        print(f"{workload}: lichen/direct throughput = {r['lichen']['rps'] / r['direct']['rps']:.2f}")
+        added = r["lichen"]["half_p50_ms"] - r["direct"]["half_p50_ms"]
+        print(f"{workload}: added p50 at half load, lichen - direct = {added:.2f} ms (target <= 1 ms) "
+              f"{'MET' if added <= 1.0 else 'NOT MET'}"
+              + (f"; nginx - direct = {r['nginx']['half_p50_ms'] - r['direct']['half_p50_ms']:.2f} ms" if "nginx" in r else ""))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    if args.profile and stack.profile_path.exists():
+        print("\nprofile of the gateway (pyinstrument, whole run):")
+        print(stack.profile_path.read_text()[:6000])
+
+
+if __name__ == "__main__":
+    main()
