@@ -104,9 +104,11 @@ def panels_json() -> list[dict[str, Any]]:
 class HeadroomEvaluator:
     """Evaluates every threshold alert rule's metric side and computes headroom and risk."""
 
-    def __init__(self, engine: Any, rules: Any) -> None:
+    def __init__(self, engine: Any, rules: Any, *, cache_s: float = 2.0) -> None:
         self.engine, self.rules = engine, rules
+        self.cache_s = cache_s
         self._conditions: dict[str, Condition | None] = {}
+        self._cached: tuple[float, frozenset[str], dict[str, Any]] | None = None
 
     def _condition(self, expr: str) -> Condition | None:
         if expr not in self._conditions:
@@ -117,6 +119,16 @@ class HeadroomEvaluator:
         return self._conditions[expr]
 
     def report(self, now_s: float, firing_services: set[str]) -> dict[str, Any]:
+        """Headroom rows (nearest to firing first) and risk per service; cached for ``cache_s``
+        so several open dashboards do not re-evaluate every rule on every poll."""
+        key = frozenset(firing_services)
+        if self._cached and self._cached[1] == key and 0 <= now_s - self._cached[0] < self.cache_s:
+            return self._cached[2]
+        report = self._evaluate(now_s, firing_services)
+        self._cached = (now_s, key, report)
+        return report
+
+    def _evaluate(self, now_s: float, firing_services: set[str]) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         per_service: dict[str, list[float]] = {}
         for group in getattr(self.rules, "groups", []):
@@ -247,17 +259,18 @@ def build_overview(
     alerts = _alerts(rules)
     firing_services = {a["labels"].get("service", "") for a in alerts if a["state"] == "firing"}
     report = headroom.report(now_s, firing_services) if headroom else {"rows": [], "risk": {}}
+    risk = dict(report["risk"])
     for name in services:
-        report["risk"].setdefault(name, 0.0)
+        risk.setdefault(name, 0.0)
     return {
         "app": app_name,
         "time": now_s,
-        "services": [{"name": n, **dict(s), "risk": report["risk"].get(n, 0.0)} for n, s in sorted(services.items())],
+        "services": [{"name": n, **dict(s), "risk": risk[n]} for n, s in sorted(services.items())],
         "replicas": replicas,
         "alerts": alerts,
         "events": list(events(events_limit)) if events else [],
         "headroom": report["rows"],
-        "risk": report["risk"],
+        "risk": risk,
     }
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import promql_parser
+import pytest
 from typer.testing import CliRunner
 
 from lichen.cli.main import app
@@ -89,3 +90,39 @@ def test_dashboard_prints_the_running_controllers_url(tmp_path: Path) -> None:
     result = runner.invoke(app, ["dashboard", "-C", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"url": "http://127.0.0.1:45678/dashboard/#token=tok"}
+
+
+def test_overview_reports_headroom_and_risk_from_real_rules() -> None:
+    from lichen.observe.dashboard import HeadroomEvaluator, build_overview
+    from lichen.observe.promql import Engine
+    from lichen.observe.rules import RuleManager
+    from lichen.observe.series import SeriesStore
+
+    store = SeriesStore()
+    engine = Engine(store)
+    rules = RuleManager(store, engine)
+    rules.load_text(
+        "groups:\n- name: g\n  rules:\n"
+        "  - alert: Busy\n    expr: inflight / limit > 0.8\n    labels: {service: api}\n"
+        "  - alert: Slow\n    expr: latency_s > 0.5\n"
+        "  - alert: Down\n    expr: up == 0\n"
+    )
+    t0 = 1_700_000_000.0
+    for service, inflight, latency in (("api", 40.0, 0.1), ("web", 8.0, 0.45)):
+        base = {"service": service, "replica": f"{service}-1"}
+        store.append({"__name__": "inflight", **base}, int(t0 * 1000), inflight)
+        store.append({"__name__": "limit", **base}, int(t0 * 1000), 64.0)
+        store.append({"__name__": "latency_s", **base}, int(t0 * 1000), latency)
+        store.append({"__name__": "up", **base}, int(t0 * 1000), 1.0)
+    rules.evaluate_due(t0)
+    overview = build_overview(
+        app_name="shop", engine=engine, rules=rules, headroom=HeadroomEvaluator(engine, rules), now_s=t0
+    )
+    rows = {(r["alert"], r["service"]): r["headroom"] for r in overview["headroom"]}
+    assert set(rows) == {("Busy", "api"), ("Busy", "web"), ("Slow", "api"), ("Slow", "web")}  # `up == 0` has none
+    assert rows[("Busy", "api")] == pytest.approx(1 - (40 / 64) / 0.8)
+    assert rows[("Slow", "web")] == pytest.approx(1 - 0.45 / 0.5)
+    assert overview["risk"] == pytest.approx({"api": (40 / 64) / 0.8, "web": 0.9})
+    assert [r["alert"] for r in overview["headroom"]][0] == "Slow"  # nearest to firing first
+    assert [(s["name"], s["ready"]) for s in overview["services"]] == [("api", 1), ("web", 1)]
+    assert overview["alerts"] == []
