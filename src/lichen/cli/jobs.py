@@ -108,22 +108,23 @@ def run_command(
     app_path: Annotated[Path, typer.Option("--app", help="lichen.yaml or its directory.")] = Path("."),
     with_deps: Annotated[bool, typer.Option("--with-deps", help="Also run the jobs the named jobs depend on.")] = False,
     data: Annotated[
-        str | None, typer.Option("--data", help="Shorthand for passing '--data PATH' to the jobs.")
+        str | None,
+        typer.Option("--data", help="The pipeline's input: '--data PATH' for the jobs that start it (no dependencies)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON; logs go to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream job logs (they are still saved).")] = False,
 ) -> None:
     """Run the spec's jobs as subprocesses, dependencies first; stop at the first failure.
 
-    Everything after `--` is passed to each job that runs (jobs ignore options
-    they do not know). Each run is recorded; see `lichen runs`.
+    Everything after `--` is passed to each job that runs. `--data PATH` is
+    the pipeline's input and goes only to the jobs that start it (those that
+    depend on no other job being run). Each run is recorded; see `lichen runs`.
 
     Example: lichen run ingest features --app examples/recsys -- --data ../shared/data/ml-100k
     """
     spec, app_dir = load_app(app_path)
     params = list(ctx.meta.get("lichen_passthrough", []))
-    if data is not None:
-        params = ["--data", str(Path(data).expanduser().absolute()), *params]
+    source_params = ["--data", str(Path(data).expanduser().resolve())] if data is not None else []
     names = list(jobs or [])
     runner = JobRunner(spec, app_dir)
     order = runner.plan(names, with_deps=with_deps)
@@ -141,9 +142,10 @@ def run_command(
     )
     events = ProgressEvents(progress, total=len(order), show_logs=not quiet)
     runner.events = events
-    out.print(f"running {len(order)} job(s): {' → '.join(order)}" + (f"  params: {' '.join(params)}" if params else ""))
+    shown = " ".join([*source_params, *params])
+    out.print(f"running {len(order)} job(s): {' → '.join(order)}" + (f"  params: {shown}" if shown else ""))
     with progress:
-        result = runner.run(names, params, with_deps=with_deps)
+        result = runner.run(names, params, with_deps=with_deps, source_params=source_params)
     if as_json:
         print_json({"pipeline_id": result.pipeline_id, "exit_code": result.exit_code,
                     "runs": [r.to_json() for r in result.runs]})

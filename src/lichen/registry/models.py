@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from lichen.errors import ConfigError, DataError, StateError
-from lichen.registry.artifacts import fsync_dir, fsync_tree, remove_path, sweep_stale_temps, temp_path_for
+from lichen.registry.artifacts import (
+    fsync_dir,
+    fsync_tree,
+    record_artifact,
+    remove_path,
+    sweep_stale_temps,
+    temp_path_for,
+)
 
 REGISTRY_ENV = "LICHEN_MODEL_REGISTRY"
 APP_DIR_ENV = "LICHEN_APP_DIR"
@@ -259,6 +266,7 @@ class ModelRegistry:
                     raise
         finally:
             remove_path(staged)
+        record_artifact(target)  # listed by `lichen runs` when registered from a job
         return ModelVersion(
             name=name,
             version=version,

@@ -218,9 +218,22 @@ class JobRunner:
     def plan(self, names: list[str], *, with_deps: bool = False) -> list[str]:
         return order_jobs(dict(self.spec.jobs), names, with_deps=with_deps)
 
-    def run(self, names: list[str], params: list[str] | None = None, *, with_deps: bool = False) -> PipelineResult:
-        """Run the selected jobs; stops at the first that does not succeed."""
+    def run(
+        self,
+        names: list[str],
+        params: list[str] | None = None,
+        *,
+        with_deps: bool = False,
+        source_params: list[str] | None = None,
+    ) -> PipelineResult:
+        """Run the selected jobs; stops at the first that does not succeed.
+
+        ``params`` go to every job that runs; ``source_params`` (the pipeline's
+        input, such as ``--data PATH``) only to the jobs that start it: those
+        that depend on no other job being run.
+        """
         order = self.plan(names, with_deps=with_deps)
+        sources = {n for n in order if not (_ancestors(dict(self.spec.jobs), n) & set(order))}
         # Resolve every job's secrets before starting any, so a missing one fails fast.
         for name in order:
             resolve_secrets(self.spec.jobs[name].secrets, self.app_dir, dict(os.environ), f"jobs.{name}")
@@ -229,7 +242,8 @@ class JobRunner:
             for index, name in enumerate(order):
                 job = self.spec.jobs[name]
                 for attempt in range(1, job.retries + 2):
-                    run = self._run_one(name, job, list(params or []), attempt, result.pipeline_id, index, len(order))
+                    job_params = [*(source_params or [] if name in sources else []), *(params or [])]
+                    run = self._run_one(name, job, job_params, attempt, result.pipeline_id, index, len(order))
                     result.runs.append(run)
                     if run.status != STATUS_FAILED:
                         break

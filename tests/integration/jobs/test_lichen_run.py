@@ -66,6 +66,7 @@ def ingest(argv):
 
 def features(argv):
     rows = Path("data/rows.txt").read_text().split()
+    print("features argv", argv, flush=True)
     print("features mode", os.environ["FEATURE_MODE"], "token", os.environ["API_TOKEN"], flush=True)
     print("run", os.environ["LICHEN_RUN_ID"], flush=True)
     with atomic_output("data/features", directory=True) as tmp:
@@ -131,7 +132,9 @@ def test_pipeline_runs_in_order_with_params_env_secrets_and_history(app: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.index("[ingest] ingest argv") < out.index("[features] features mode") < out.index("[train] trained")
-    assert "['--rows', '3', '--data', '/some/where', '--rows', '5']" in out
+    # --data is the pipeline's input: only the job that starts it gets it; '--' params go to all.
+    assert "ingest argv ['--rows', '3', '--data', '/some/where', '--rows', '5']" in out
+    assert "features argv ['--rows', '5']" in out
     assert "features mode fast token ***" in out and "s3cr3t-value" not in out
     assert (app / "data" / "rows.txt").read_text().split() == ["0", "1", "2", "3", "4"]
     assert (app / "data" / "source.txt").read_text() == "/some/where"

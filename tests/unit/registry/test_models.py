@@ -158,3 +158,12 @@ def test_registering_process_killed_midway_leaves_nothing_visible(tmp_path: Path
     assert sorted(p.name for p in mv.path.iterdir()) == ["part0.bin"]
     assert registry.verify("ease", 2)
     assert list((root / ".staging").iterdir()) == []
+
+
+def test_registered_versions_are_recorded_as_job_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lichen.registry.artifacts import ARTIFACTS_ENV, read_manifest
+
+    manifest = tmp_path / "manifest"
+    monkeypatch.setenv(ARTIFACTS_ENV, str(manifest))
+    mv = ModelRegistry(tmp_path / "reg").register("ease", _model_dir(tmp_path, "a"))
+    assert read_manifest(manifest) == [str(mv.path)]
