@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Generator
@@ -40,6 +41,12 @@ class ReplicaServer(uvicorn.Server):
         self.replica = replica
         self.exit_code = 0
         replica.on_setup_failed = self._setup_failed
+        replica.defer_setup = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.replica.start_setup()  # listening now: /healthz answers while setup() runs
 
     def _setup_failed(self, exc: BaseException) -> None:
         self.exit_code = SETUP_FAILED_EXIT

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from starlette.routing import Match
 
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
 from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
@@ -127,6 +128,7 @@ class ReplicaApp:
         setup: Callable[[], None] | None = None,
         ready: Callable[[], Any] | None = None,
         teardown: Callable[[], None] | None = None,
+        routes: list[Any] | None = None,
     ) -> None:
         self.inner = inner
         self.name = name
@@ -135,6 +137,9 @@ class ReplicaApp:
         self.setup_finished = threading.Event()
         self.on_setup_failed: Callable[[BaseException], None] | None = None
         self.service: Any = None  # the Service instance, when serving one
+        # lichen serve starts setup() once the socket listens; other servers at lifespan startup.
+        self.defer_setup = False
+        self._setup_started = False
         self.executor: Any = None  # its sync-handler thread pool, shut down after serving
         self._setup = setup
         self._ready = ready
@@ -150,6 +155,8 @@ class ReplicaApp:
             "/.well-known/lichen": self._describe,
         }
         self._inner_lifespan: _InnerLifespan | None = None
+        # A plain app has no endpoint gates; count its in-flight requests by route here.
+        self._routes = [(route, self.metrics.declare_endpoint(route.path, None)) for route in routes or ()]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,6 +165,16 @@ class ReplicaApp:
         if not self.state.draining:
             self.state.draining = True
             log.info("draining: readiness now false, refusing new requests")
+
+    def start_setup(self) -> None:
+        """Run ``setup()`` in a thread (once); the loop keeps answering probes meanwhile."""
+        if self._setup_started:
+            return
+        self._setup_started = True
+        if self._setup is not None:
+            threading.Thread(target=self._run_setup, name="lichen-setup", daemon=True).start()
+        else:
+            self.setup_finished.set()
 
     def _run_setup(self) -> None:
         assert self._setup is not None
@@ -188,10 +205,8 @@ class ReplicaApp:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         self.state.started = True
-        if self._setup is not None:
-            threading.Thread(target=self._run_setup, name="lichen-setup", daemon=True).start()
-        else:
-            self.setup_finished.set()
+        if not self.defer_setup:
+            self.start_setup()
         await send({"type": "lifespan.startup.complete"})
 
         message = await receive()
@@ -282,6 +297,9 @@ class ReplicaApp:
 
         token = REQUEST_ID.set(request_id)
         failed: BaseException | None = None
+        inflight = self._match_inflight(scope) if self._routes else None
+        if inflight is not None:
+            inflight.inc()
         try:
             await self.inner(scope, receive, send_with_id)
         except Exception as exc:
@@ -290,6 +308,8 @@ class ReplicaApp:
                 await _send_bytes(send_with_id, 500, b'{"detail":"internal server error"}', _JSON)
             status = 500
         finally:
+            if inflight is not None:
+                inflight.dec()
             REQUEST_ID.reset(token)
             latency_s = time.perf_counter() - started
             route = scope.get("route")
@@ -309,6 +329,12 @@ class ReplicaApp:
                     access_log.error("request failed", extra=fields, exc_info=failed)
                 else:
                     access_log.info("request", extra=fields)
+
+    def _match_inflight(self, scope: Scope) -> Any:
+        for route, gauge in self._routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                return gauge
+        return None
 
 
 _BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")
@@ -342,10 +368,13 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
     ``/.well-known/lichen`` are its routes when it has a Starlette router.
     """
     endpoints: list[dict[str, Any]] = []
+    routes: list[Any] = []
     for route in getattr(app, "routes", ()) or ():
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
         if not path or not methods or path in _BUILTIN_PATHS or path.startswith(("/docs", "/redoc")):
             continue
+        if callable(getattr(route, "matches", None)):
+            routes.append(route)
         for method in sorted(methods - {"HEAD"} if "GET" in methods else methods):
             endpoints.append(
                 {
@@ -357,4 +386,4 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
                     "stream": False,
                 }
             )
-    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints)
+    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints, routes=routes)

@@ -239,3 +239,23 @@ def test_the_grace_period_comes_from_the_supervisor_env(monkeypatch: pytest.Monk
     monkeypatch.setenv("LICHEN_GRACE_S", "soon")
     with pytest.raises(ConfigError, match="env LICHEN_GRACE_S"):
         grace_from_env()
+
+
+def test_a_plain_fastapi_app_counts_in_flight_requests_by_route() -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    seen: dict[str, str] = {}
+
+    @app.get("/users/{user_id}")
+    async def user(user_id: int) -> dict:
+        seen["during"] = wrapped.metrics.render().decode()
+        return {"user_id": user_id}
+
+    with ServiceClient(app) as client:
+        wrapped = client.replica
+        assert client.get("/users/3").json() == {"user_id": 3}
+        after = client.get("/metrics").text
+    assert samples(seen["during"], "lichen_inflight_requests") == {(("endpoint", "/users/{user_id}"),): 1.0}
+    assert samples(after, "lichen_inflight_requests") == {(("endpoint", "/users/{user_id}"),): 0.0}
+    assert samples(after, "lichen_max_concurrency") == {}
