@@ -142,19 +142,22 @@ class KeyCache:
     def __init__(self, path: str | Path) -> None:
         self.store = KeyStore(path)
         self.keys: dict[str, ApiKey] = {}
-        self._signature: tuple[int, int] | None = None
+        self._signature: tuple[int, int, int] | None = None
 
     def refresh(self) -> bool:
         """Reload if the file changed; True when it did. A read failure keeps the last good keys."""
         try:
             stat = os.stat(self.store.path)
-            signature = (stat.st_mtime_ns, stat.st_size)
+            with open(self.store.path, "rb") as handle:
+                # bytes 24-27 of an SQLite file: the change counter, bumped by every committed write
+                counter = int.from_bytes(handle.read(28)[24:28], "big")
+            signature = (stat.st_mtime_ns, stat.st_size, counter)
         except OSError:
-            signature = (0, 0)
+            signature = (0, 0, 0)
         if signature == self._signature:
             return False
         try:
-            self.keys = self.store.all() if signature != (0, 0) else {}
+            self.keys = self.store.all() if signature != (0, 0, 0) else {}
         except StateError:
             return False
         self._signature = signature
