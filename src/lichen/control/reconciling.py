@@ -105,7 +105,8 @@ class _Pass:
         return Plan(
             starts=tuple(self.starts),
             stops=tuple(self.stops),
-            readiness=tuple(self.readiness),
+            # make before break: publish new endpoints before withdrawing old ones
+            readiness=tuple(sorted(self.readiness, key=lambda change: not change.ready)),
             conditions=tuple(self.conditions),
             rollouts=self.rollouts,
             wake_at=min(self.wake) if self.wake else None,

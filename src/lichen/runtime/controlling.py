@@ -53,7 +53,7 @@ from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError
 from lichen.runtime import processes
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry
-from lichen.runtime.probing import port_answers, probe_http
+from lichen.runtime.probing import HttpProber
 from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
@@ -114,6 +114,7 @@ class Controller:
         clock: Clock | None = None,
         machine: Machine | None = None,
         command: CommandBuilder = lichen_serve_command,
+        prober: HttpProber | None = None,
         tick_s: float = 1.0,
     ) -> None:
         self.workspace = workspace
@@ -122,7 +123,10 @@ class Controller:
         self.clock = clock or SystemClock()
         self.machine = machine or detect_machine()
         self.command = command
+        self.prober = prober or HttpProber()
         self.tick_s = tick_s
+        self.adopt_wait_s = 5.0
+        """how long a live replica found at startup may take to answer on its port"""
         self.endpoints = EndpointRegistry()
         self.services: dict[str, ServiceState] = {}
         self.specs: dict[tuple[str, str], ServiceSpec] = {}
@@ -570,7 +574,7 @@ class Controller:
                 await self.clock.sleep(delay)
             now = self.clock.now()
             batch = [(kind, probe) for kind, probe in kinds if due[kind] <= now + 0.005]
-            outcomes = await asyncio.gather(*(probe_http(HOST, port, p.path, p.timeout_s) for _, p in batch))
+            outcomes = await asyncio.gather(*(self.prober.probe(HOST, port, p.path, p.timeout_s) for _, p in batch))
             for (kind, probe), outcome in zip(batch, outcomes, strict=True):
                 before = getattr(replica, kind)
                 after = probing.record_probe(before, probe, outcome, now)
@@ -591,13 +595,14 @@ class Controller:
                 handle = self.launcher.adopt(record.pid, record.create_time or 0.0, record.id)
                 answering = False
                 if handle is not None and record.port:
-                    for _ in range(20):
-                        if await port_answers(HOST, record.port, 0.5):
+                    deadline = time.monotonic() + self.adopt_wait_s
+                    while True:
+                        if await self.prober.port_answers(HOST, record.port, 0.5):
                             answering = True
                             break
-                        if not processes.is_alive(record.pid, record.create_time):
+                        if self.launcher.poll(handle) is not None or time.monotonic() > deadline:
                             break
-                        await asyncio.sleep(0.25)
+                        await asyncio.sleep(0.1)
                 if handle is not None and answering:
                     replica.handle = handle
                     replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))

@@ -52,3 +52,13 @@ async def port_answers(host: str, port: int, timeout_s: float) -> bool:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.wait_closed(), 0.1)
     return True
+
+
+class HttpProber:
+    """The probing seam: real sockets. :class:`lichen.testing.FakeProber` is its twin."""
+
+    async def probe(self, host: str, port: int, path: str, timeout_s: float) -> Outcome:
+        return await probe_http(host, port, path, timeout_s)
+
+    async def port_answers(self, host: str, port: int, timeout_s: float) -> bool:
+        return await port_answers(host, port, timeout_s)

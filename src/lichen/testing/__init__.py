@@ -3,7 +3,7 @@
 
 from lichen.testing.clocks import FakeClock
 
-__all__ = ["FakeClock", "ServiceClient"]
+__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "ServiceClient"]
 
 
 def __getattr__(name: str) -> object:
@@ -12,4 +12,8 @@ def __getattr__(name: str) -> object:
         from lichen.testing.service_clients import ServiceClient
 
         return ServiceClient
+    if name in ("FakeLauncher", "FakeProber"):
+        from lichen.testing import processes
+
+        return getattr(processes, name)
     raise AttributeError(f"module 'lichen.testing' has no attribute {name!r}")

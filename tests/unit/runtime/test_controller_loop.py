@@ -1,0 +1,202 @@
+"""The controller's real loop over in-memory process and probe twins: no subprocess, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lichen.control.plans import Machine
+from lichen.errors import ConfigError
+from lichen.runtime.controlling import Controller
+from lichen.runtime.state import StateStore
+from lichen.runtime.workspaces import Workspace
+from lichen.spec.models import AppSpec
+from lichen.testing import FakeLauncher, FakeProber
+
+FAST = {"readiness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 1},
+        "liveness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 2}}
+
+
+def app_spec(**services: dict) -> AppSpec:
+    return AppSpec.model_validate({
+        "app": "t",
+        "services": {name: {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1, **s}
+                     for name, s in services.items()},
+    })
+
+
+async def until(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def make(tmp_path: Path, launcher: FakeLauncher, prober: FakeProber, gpus: tuple[int, ...] = ()) -> Controller:
+    store = StateStore(tmp_path / "state.db")
+    controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
+                            machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=gpus))
+    controller.adopt_wait_s = 0.2
+    return controller
+
+
+def kinds(controller: Controller, kind: str) -> list:
+    return [e for e in controller.store.events(limit=1000) if e.kind == kind]
+
+
+@pytest.fixture
+def fakes() -> tuple[FakeLauncher, FakeProber]:
+    return FakeLauncher(), FakeProber()
+
+
+def test_scale_up_publish_scale_down(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"replicas": 2}), "code1")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints("web")) == 2, "two endpoints")
+        assert len(launcher.alive()) == 2
+        env = launcher.alive()[0].request.env
+        assert env["LICHEN_SERVICE"] == "web" and env["CUDA_VISIBLE_DEVICES"] == "" and env["LICHEN_GRACE_S"] == "1"
+        controller.scale("web", 1)
+        await until(lambda: len(launcher.alive()) == 1 and len(controller.replicas) == 1, "scale down")
+        assert [s for p in launcher.processes.values() for s in p.signals] == ["SIGTERM"]
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+        assert launcher.alive() == [] and controller.store.replicas() == []
+
+    asyncio.run(scenario())
+
+
+def test_crash_restarts_immediately_then_backs_off(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"restart": {"initial_backoff_s": 30, "max_backoff_s": 60}}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(launcher.alive()) == 1, "first start")
+        launcher.exit(launcher.alive()[0].pid, 3)
+        controller.wake()
+        await until(lambda: len(launcher.processes) == 2 and launcher.alive(), "immediate restart")
+        launcher.exit(launcher.alive()[0].pid, 3, oom=True)
+        controller.wake()
+        await until(lambda: kinds(controller, "CrashLoopBackOff"), "CrashLoopBackOff")
+        assert len(launcher.processes) == 2  # the second restart waits 30 s
+        (row,) = controller.status()["replicas"]
+        assert row["state"] == "CrashLoopBackOff" and row["last_exit_reason"] == "OOMKilled"
+        assert row["last_exit_code"] == 3 and 25 < row["restart_in_s"] <= 30
+        assert kinds(controller, "OOMKilled")
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_liveness_failure_is_killed_at_once_and_restarted(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: controller.endpoints.endpoints("web"), "ready")
+        first = launcher.alive()[0]
+        port = controller.status()["replicas"][0]["port"]
+        prober.answers[(port, "/healthz")] = "timeout"
+        await until(lambda: first.returncode is not None, "the liveness kill")
+        assert first.signals == ["SIGKILL"]
+        await until(lambda: launcher.alive() and controller.endpoints.endpoints("web"), "replacement ready")
+        (killed,) = kinds(controller, "Killed")
+        assert killed.reason == "LivenessFailed"
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_new_controller_readopts_live_replicas_and_restarts_lost_ones(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def first_life() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"replicas": 2}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints()) == 2, "two ready")
+        task.cancel()  # the controller dies without stopping anything
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        controller.store.close()
+
+    async def second_life() -> None:
+        lost = launcher.alive()[0]
+        launcher.exit(lost.pid, -9)
+        controller = make(tmp_path, launcher, prober)
+        controller.load_desired()
+        controller.apply(app_spec(web={"replicas": 2}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints()) == 2, "two ready again")
+        assert len(launcher.processes) == 3  # one adopted, one restarted, none duplicated
+        assert [e.replica for e in kinds(controller, "Adopted")] != []
+        assert [e.replica for e in kinds(controller, "Lost")] == [lost.request.name]
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(first_life())
+    asyncio.run(second_life())
+
+
+def test_rolling_update_replaces_every_replica(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"replicas": 3}), "v1")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints()) == 3, "v1 ready")
+        seen: list[int] = []
+        controller.endpoints.subscribe(lambda version, endpoints: seen.append(len(endpoints)))
+        changed = controller.apply(app_spec(web={"replicas": 3, "env": {"V": "2"}}), "v1")
+        assert changed == ["web"]
+        revision = controller.services["web"].revision
+        await until(lambda: {e.revision for e in controller.endpoints.endpoints()} == {revision}
+                    and len(controller.replicas) == 3, "v2 everywhere")
+        assert min(seen) >= 3  # max_unavailable 25% of 3 rounds down to 0: never below 3 ready
+        await until(lambda: kinds(controller, "RolloutComplete"), "rollout complete")
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_placement_refusal_and_gpu_assignment(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober, gpus=(0, 1))
+        controller.apply(app_spec(web={"replicas": 3, "resources": {"gpu": 1}}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints()) == 2, "two placed")
+        devices = sorted(p.request.env["CUDA_VISIBLE_DEVICES"] for p in launcher.alive())
+        assert devices == ["0", "1"]
+        refusals = kinds(controller, "PlacementRefused")
+        assert len(refusals) == 1 and "0 of 2 GPUs free" in refusals[0].message
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_missing_secret_is_a_config_error_naming_it(tmp_path: Path, fakes, monkeypatch) -> None:
+    launcher, prober = fakes
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    controller = make(tmp_path, launcher, prober)
+    with pytest.raises(ConfigError, match=r"services\.web\.secrets: NOPE_TOKEN not set"):
+        controller.apply(app_spec(web={"secrets": ["NOPE_TOKEN"]}), "c")

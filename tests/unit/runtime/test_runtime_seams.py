@@ -1,0 +1,159 @@
+"""The runtime's edges: SQLite state, endpoint registry, HTTP probes, processes, workspace files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lichen.errors import ConfigError
+from lichen.runtime import processes
+from lichen.runtime.endpoints import Endpoint, EndpointRegistry
+from lichen.runtime.probing import port_answers, probe_http
+from lichen.runtime.processes import LaunchRequest, ProcessLauncher
+from lichen.runtime.state import ReplicaRecord, StateStore, sqlite_path
+from lichen.runtime.workspaces import Workspace, code_digest, ensure_token, read_secrets
+
+
+def test_state_store_is_wal_and_round_trips(tmp_path: Path) -> None:
+    store = StateStore(sqlite_path("sqlite:///.lichen/state.db", tmp_path))
+    assert store.path == tmp_path / ".lichen" / "state.db"
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    record = ReplicaRecord(id="web-a-0", service="web", revision="a", created_index=0, phase="running", pid=42,
+                           create_time=12.5, port=8001, placement={"gpu_indices": [1]}, published=True)
+    store.save_replica(record)
+    assert store.replicas() == [record]
+    store.save_desired("web", "a", 3, 1, {"revision": "a", "status": "progressing"})
+    assert store.desired()["web"]["replicas"] == 3
+    store.add_event(1.0, "web", "Started", replica="web-a-0")
+    store.add_event(2.0, "api", "Started")
+    assert [e.service for e in store.events("web")] == ["web"]
+    assert [e.kind for e in store.events()] == ["Started", "Started"]
+    other = StateStore(store.path)  # a second connection (the CLI, the job runner) sees committed rows
+    assert other.replicas()[0].port == 8001
+    store.delete_replica("web-a-0")
+    assert other.replicas() == []
+
+
+def test_endpoint_registry_notifies_subscribers_and_long_polls() -> None:
+    registry = EndpointRegistry()
+    seen: list[tuple[int, int]] = []
+    unsubscribe = registry.subscribe(lambda version, endpoints: seen.append((version, len(endpoints))))
+    registry.add(Endpoint("web", "a", "web-a-0", "127.0.0.1", 8001))
+    registry.add(Endpoint("web", "a", "web-a-0", "127.0.0.1", 8001))  # no change, no notification
+    registry.add(Endpoint("web", "b", "web-b-0", "127.0.0.1", 8002))
+    assert seen == [(1, 1), (2, 2)]
+    assert [e.replica for e in registry.endpoints("web", "b")] == ["web-b-0"]
+    unsubscribe()
+
+    async def long_poll() -> int:
+        waiter = asyncio.create_task(registry.wait_for_change(registry.version, 5.0))
+        await asyncio.sleep(0.01)
+        registry.remove("web-a-0")
+        return await waiter
+
+    assert asyncio.run(long_poll()) == 3 and seen == [(1, 1), (2, 2)]
+
+
+def test_probe_outcomes_against_a_real_socket() -> None:
+    async def scenario() -> list[str]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            line = (await reader.readline()).decode()
+            if "/hang" in line:
+                await asyncio.sleep(5)
+            status = "200 OK" if "/ok" in line else "503 Service Unavailable"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        outcomes = [await probe_http("127.0.0.1", port, path, 0.2) for path in ("/ok", "/bad", "/hang")]
+        assert await port_answers("127.0.0.1", port, 0.2)
+        server.close()
+        await server.wait_closed()
+        outcomes.append(await probe_http("127.0.0.1", port, "/ok", 0.2))
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok", "failed", "timeout", "refused"]
+
+
+def _launch(tmp_path: Path, code: str, memory: int | None = None) -> tuple[ProcessLauncher, processes.ProcessHandle]:
+    launcher = ProcessLauncher(use_cgroups=False)
+    request = LaunchRequest(name="t", argv=[sys.executable, "-c", code], env=dict(os.environ), cwd=tmp_path,
+                            log_path=tmp_path / "logs" / "t.log", memory_bytes=memory, cpu_set=(0,))
+    return launcher, launcher.launch(request)
+
+
+def _wait_exit(launcher: ProcessLauncher, handle: processes.ProcessHandle) -> int:
+    deadline = time.monotonic() + 30
+    while (code := launcher.poll(handle)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return code
+
+
+def test_memory_rlimit_failure_is_detected_as_oom_from_the_log(tmp_path: Path) -> None:
+    launcher, handle = _launch(tmp_path, "b = bytearray(512 * 2**20)", memory=256 * 2**20)
+    code = _wait_exit(launcher, handle)
+    assert code == 1
+    assert launcher.oom_killed(handle, tmp_path / "logs" / "t.log", memory_limited=True)
+    launcher2, ok = _launch(tmp_path, "import os; print(sorted(os.sched_getaffinity(0)))")
+    assert _wait_exit(launcher2, ok) == 0
+    assert not launcher2.oom_killed(ok, tmp_path / "logs" / "t.log", memory_limited=True)
+    assert processes.log_tail(tmp_path / "logs" / "t.log").strip().endswith("[0]")
+
+
+def test_process_identity_and_group_kill(tmp_path: Path) -> None:
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    launcher, handle = _launch(tmp_path, code)
+    assert processes.is_alive(handle.pid, handle.create_time)
+    assert not processes.is_alive(handle.pid, handle.create_time + 10)  # a recycled pid is not ours
+    assert launcher.adopt(handle.pid, handle.create_time + 10, "t") is None
+    time.sleep(0.3)
+    launcher.kill(handle)
+    assert _wait_exit(launcher, handle) == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while processes.group_alive(handle.pid):  # the grandchild went with its group
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_log_rotation_keeps_backups(tmp_path: Path) -> None:
+    log = tmp_path / "r.log"
+    log.write_bytes(b"x" * 100)
+    assert processes.rotate_log(log, max_bytes=50)
+    assert log.stat().st_size == 0 and (tmp_path / "r.log.1").stat().st_size == 100
+    log.write_bytes(b"y" * 60)
+    assert processes.rotate_log(log, max_bytes=50)
+    assert (tmp_path / "r.log.2").read_bytes() == b"x" * 100
+    assert not processes.rotate_log(log, max_bytes=50)
+
+
+def test_token_is_0600_and_stable_and_secrets_prefer_the_environment(tmp_path: Path, monkeypatch) -> None:
+    workspace = Workspace(tmp_path)
+    token = ensure_token(workspace)
+    assert stat.S_IMODE(workspace.token_path.stat().st_mode) == 0o600 and ensure_token(workspace) == token
+    workspace.root.mkdir(exist_ok=True)
+    workspace.secrets_file.write_text("# comment\nA_KEY=from-file\nexport B_KEY='quoted'\n")
+    monkeypatch.setenv("A_KEY", "from-env")
+    assert read_secrets(["A_KEY", "B_KEY"], workspace, "web") == {"A_KEY": "from-env", "B_KEY": "quoted"}
+    workspace.secrets_file.write_text("broken line\n")
+    with pytest.raises(ConfigError, match="secrets.env:1"):
+        read_secrets(["C_KEY"], workspace, "web")
+
+
+def test_code_digest_follows_code_not_state(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("x = 1\n")
+    first = code_digest(tmp_path)
+    (tmp_path / ".lichen").mkdir()
+    (tmp_path / ".lichen" / "state.json").write_text("{}")
+    assert code_digest(tmp_path) == first
+    (tmp_path / "svc.py").write_text("x = 2\n")
+    assert code_digest(tmp_path) != first
