@@ -81,7 +81,7 @@
     const legend = card.querySelector(".legend");
     plot.textContent = "";
     legend.textContent = "";
-    const left = 52, right = 592, top = 8, bottom = 160;
+    const left = 78, right = 592, top = 10, bottom = 150;
     let lo = Infinity, hi = -Infinity, points = 0;
     for (const s of series) for (const [, v] of s.values) if (isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); points++; }
     card.setAttribute("data-series", String(series.length));
@@ -98,7 +98,7 @@
     for (const frac of [0, 0.5, 1]) {
       const v = lo + (hi - lo) * frac;
       plot.appendChild(svg("line", { class: "axis", x1: left, y1: y(v), x2: right, y2: y(v), "stroke-dasharray": "2 4" }));
-      plot.appendChild(svg("text", { class: "tick", x: left - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v, panel.unit)));
+      plot.appendChild(svg("text", { class: "tick", x: left - 6, y: y(v) + 5, "text-anchor": "end" }, fmt(v, panel.unit)));
     }
     const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     plot.appendChild(svg("text", { class: "tick", x: left, y: 174 }, clock(start)));
