@@ -1,0 +1,144 @@
+"""PromQL engine: result shapes, range/instant consistency, staleness, errors with positions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lichen.observe.promql import Engine, QueryError
+from lichen.observe.series import SeriesStore
+
+QUERIES = [
+    "req_total",
+    "rate(req_total[5m])",
+    "sum by (job) (rate(req_total[5m]))",
+    "sum without (instance) (irate(req_total[2m]))",
+    "increase(req_total[3m]) / on(job, instance) group_left avg_over_time(inflight[5m])",
+    "histogram_quantile(0.9, sum by (le) (rate(lat_bucket[5m])))",
+    "topk(1, req_total) or bottomk(1, req_total)",
+    "req_total > bool 100",
+    "quantile(0.5, req_total) - stddev(req_total)",
+    "max_over_time(inflight[3m]) unless on(instance) inflight < 2",
+    "count(req_total offset 2m)",
+    "deriv(inflight[5m])",
+    "absent(nothing{job=\"x\"})",
+    "clamp_max(round(abs(delta(inflight[4m])), 0.5), 3)",
+    "label_replace(req_total, \"host\", \"$1\", \"instance\", \"(.*):.*\")",
+    "vector(time()) + scalar(count(req_total))",
+]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    store = SeriesStore()
+    for i in range(0, 40):
+        t = i * 15_000
+        for inst, rate in (("a:1", 2), ("b:1", 5)):
+            store.append({"__name__": "req_total", "job": "api", "instance": inst}, t, float(i * rate * 15 if i != 20 else 3))
+            store.append({"__name__": "inflight", "job": "api", "instance": inst}, t, float((i * 7) % 5))
+        for le, frac in (("0.1", 0.5), ("0.5", 0.8), ("1", 0.95), ("+Inf", 1.0)):
+            store.append({"__name__": "lat_bucket", "le": le, "job": "api"}, t, float(int(i * 100 * frac)))
+    return Engine(store)
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_range_query_equals_instant_queries_at_each_step(engine: Engine, query: str) -> None:
+    result = engine.range(query, 300, 585, 15)
+    assert result["resultType"] == "matrix"
+    by_step: dict[float, dict[tuple, str]] = {}
+    for series in result["result"]:
+        key = tuple(sorted(series["metric"].items()))
+        for t, v in series["values"]:
+            by_step.setdefault(t, {})[key] = v
+    for t in range(300, 586, 15):
+        instant = engine.instant(query, t)
+        got = {tuple(sorted(s["metric"].items())): s["value"][1] for s in instant["result"]} if instant["resultType"] == "vector" else {}
+        if instant["resultType"] == "scalar":
+            got = {(): instant["result"][1]}
+        assert got == by_step.get(t, {}), (query, t)
+
+
+def test_instant_result_shapes(engine: Engine) -> None:
+    vec = engine.instant('req_total{instance="a:1"}', 285)
+    assert vec == {"resultType": "vector", "result": [{"metric": {"__name__": "req_total", "instance": "a:1", "job": "api"}, "value": [285, "570"]}]}
+    assert engine.instant("1 + 1", 12.5) == {"resultType": "scalar", "result": [12.5, "2"]}
+    assert engine.instant('"hello"', 10) == {"resultType": "string", "result": [10, "hello"]}
+    matrix = engine.instant('req_total{instance="a:1"}[30s]', 300)
+    assert matrix["resultType"] == "matrix"
+    assert [p[0] for p in matrix["result"][0]["values"]] == [270, 285, 300]
+
+
+def test_rate_handles_counter_reset(engine: Engine) -> None:
+    # samples 570 (t=285), 3 (t=300, a reset), 630 (t=315): 630 - 570 + 570
+    [sample] = engine.instant_samples('increase(req_total{instance="a:1"}[30s])', 315)
+    assert sample[1] == 630.0
+
+
+def test_staleness_and_lookback() -> None:
+    from lichen.observe.series import STALE_NAN
+
+    store = SeriesStore()
+    store.append({"__name__": "g"}, 0, 1.0)
+    store.append({"__name__": "g"}, 60_000, 2.0)
+    store.append({"__name__": "g"}, 120_000, STALE_NAN)
+    store.append({"__name__": "h"}, 0, 7.0)
+    engine = Engine(store)
+    assert engine.instant_samples("g", 60) == [({"__name__": "g"}, 2.0)]
+    assert engine.instant_samples("g", 120) == []
+    assert engine.instant_samples("h", 300) == [({"__name__": "h"}, 7.0)]  # lookback is inclusive
+    assert engine.instant_samples("h", 300.001) == []
+    assert engine.instant_samples("count_over_time(g[5m])", 180) == [({}, 2.0)]  # stale markers are not samples
+
+
+@pytest.mark.parametrize(
+    ("query", "construct", "position"),
+    [
+        ("rate(x[5m:1m])", "subquery", 7),
+        ("sum(x @ 100)", "@ modifier", 7),
+        ("predict_linear(x[5m], 60)", "predict_linear()", 1),
+        ("1 + count_values(\"v\", x)", "count_values()", 5),
+        ("x{a=\"b\" or c=\"d\"}", "'or' inside label matchers", 8),
+    ],
+)
+def test_unsupported_constructs_name_themselves_and_their_position(engine: Engine, query: str, construct: str, position: int) -> None:
+    with pytest.raises(QueryError) as info:
+        engine.instant(query, 100)
+    assert construct in str(info.value)
+    assert f"position {position}" in str(info.value)
+
+
+def test_parse_errors_are_query_errors(engine: Engine) -> None:
+    with pytest.raises(QueryError, match="cannot parse"):
+        engine.instant("sum(", 1)
+
+
+def test_many_to_one_without_group_left_is_an_error(engine: Engine) -> None:
+    with pytest.raises(QueryError, match="many-to-one matching must be explicit"):
+        engine.instant("req_total / on(job) sum by (job) (req_total)", 300)
+
+
+def test_duplicate_labelset_after_dropping_name_is_an_error() -> None:
+    store = SeriesStore()
+    store.append({"__name__": "a", "x": "1"}, 0, 1.0)
+    store.append({"__name__": "b", "x": "1"}, 0, 2.0)
+    with pytest.raises(QueryError, match="same labelset"):
+        Engine(store).instant('abs({__name__=~"a|b"})', 0)
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    store = SeriesStore()
+    for le, count in (("0.1", 100.0), ("0.5", 300.0), ("1", 400.0), ("+Inf", 400.0)):
+        store.append({"__name__": "x_bucket", "le": le}, 0, count)
+    [(_, value)] = Engine(store).instant_samples("histogram_quantile(0.5, x_bucket)", 0)
+    assert value == 0.1 + (0.5 - 0.1) * (100 / 200)
+    [(_, top)] = Engine(store).instant_samples("histogram_quantile(0.999, x_bucket)", 0)
+    assert top == pytest.approx(0.5 + 0.5 * (399.6 - 300) / 100)
+    assert math.isnan(Engine(store).instant_samples("histogram_quantile(0.5, nothing_bucket) or vector(NaN)", 0)[0][1])
+
+
+def test_range_rejects_too_many_points_and_bad_steps(engine: Engine) -> None:
+    with pytest.raises(QueryError, match="11,000 points"):
+        engine.range("req_total", 0, 20_000, 1)
+    with pytest.raises(QueryError, match="step"):
+        engine.range("req_total", 0, 10, 0)
