@@ -116,8 +116,9 @@ def serve(
         timeout_graceful_shutdown=int(grace) if grace == int(grace) else grace,  # type: ignore[arg-type]
     )
     server = ReplicaServer(config, replica)
+    listener = _listen(host, port)
     try:
-        asyncio.run(server.serve())
+        asyncio.run(server.serve(sockets=[listener]))
     except SystemExit as exc:  # uvicorn exits on bind or startup failure
         code = exc.code if isinstance(exc.code, int) else 1
         return code or 1
@@ -125,6 +126,19 @@ def serve(
     log.info("replica stopped", extra={"exit_code": code})
     _finish_handler_threads(replica, code)
     return code
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the replica's socket up front so a taken port is one clear error, not a uvicorn exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--port") from None
+    return sock
 
 
 def _finish_handler_threads(replica: ReplicaApp, code: int) -> None:

@@ -200,3 +200,21 @@ def test_a_bad_target_is_one_clear_line(target: str, expected: str) -> None:
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and expected in error_lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_is_one_clear_line() -> None:
+    import socket
+    import subprocess
+
+    from sdk_replicas import APPS, LICHEN
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*LICHEN, "serve", "echo_service:Echo", "--port", str(port), "--app-dir", str(APPS)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
