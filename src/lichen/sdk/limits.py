@@ -87,15 +87,19 @@ class EndpointGate:
             await send(message)
 
         token = CURRENT_TICKET.set(ticket)
+        timed_out = False
         try:
             async with deadline:
                 await self.app(scope, receive, tracked_send)
         except TimeoutError:
-            if not started:
-                await _send(send, self._timed_out)
+            if not deadline.expired():
+                raise  # the handler's own TimeoutError: a 500 like any other exception
+            timed_out = not started
         finally:
             CURRENT_TICKET.reset(token)
-            ticket.release()
+            ticket.release()  # before the 504 goes out: the client sees the slot count it caused
+        if timed_out:
+            await _send(send, self._timed_out)
 
 
 def _response(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], bytes]:

@@ -259,3 +259,13 @@ def test_a_plain_fastapi_app_counts_in_flight_requests_by_route() -> None:
     assert samples(seen["during"], "lichen_inflight_requests") == {(("endpoint", "/users/{user_id}"),): 1.0}
     assert samples(after, "lichen_inflight_requests") == {(("endpoint", "/users/{user_id}"),): 0.0}
     assert samples(after, "lichen_max_concurrency") == {}
+
+
+def test_a_handlers_own_timeout_error_is_a_500_not_a_504() -> None:
+    class Upstream(Service):
+        @endpoint("/call", method="POST", timeout_s=30)
+        async def call(self) -> dict:
+            raise TimeoutError("upstream took too long")
+
+    with ServiceClient(Upstream) as client:
+        assert client.post("/call").status_code == 500
