@@ -76,6 +76,7 @@ class ScrapeResult:
 @dataclass
 class _TargetState:
     series: set[Labels] = field(default_factory=set)
+    meta: set[Labels] = field(default_factory=set)
     keys: dict[tuple, Labels] = field(default_factory=dict)
 
 
@@ -116,7 +117,8 @@ class Scraper:
         for url in list(self._state):
             if url not in live:  # a target that went away: end its series now
                 t_ms = int(now_s * 1000)
-                for key in self._state.pop(url).series:
+                gone = self._state.pop(url)
+                for key in gone.series | gone.meta:
                     self.store.mark_stale(key, t_ms)
                 self.last_results.pop(url, None)
         return list(results)
@@ -185,8 +187,11 @@ class Scraper:
     def _store_meta(self, target: ScrapeTarget, now_s: float, up: bool, duration_s: float, count: int) -> None:
         t_ms = int(now_s * 1000)
         base = target.target_labels()
+        state = self._state.setdefault(target.url, _TargetState())
         for name, value in (("up", 1.0 if up else 0.0), ("scrape_duration_seconds", duration_s), ("scrape_samples_scraped", float(count))):
-            self.store.append({**base, "__name__": name}, t_ms, value)
+            key = tuple(sorted({**base, "__name__": name}.items()))
+            self.store.append(key, t_ms, value)
+            state.meta.add(key)
 
     async def run(self, targets_fn: Callable[[], Iterable[ScrapeTarget]], interval_s: float, clock: Clock) -> None:
         """Scrape every ``interval_s`` until cancelled; a slow round never delays the next start."""

@@ -1,0 +1,78 @@
+"""promtool's unit-test format on Lichen: series notation, failing verdicts, the CLI verbs."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lichen.observe.promtool_tests import expand_series_values, run_test_file
+from lichen.observe.series import is_stale
+
+LICHEN = str(Path(sys.executable).parent / "lichen")
+
+
+def test_expanding_notation() -> None:
+    assert expand_series_values("1+2x3") == [1, 3, 5, 7]
+    assert expand_series_values("5x2 -1-1x1") == [5, 5, 5, -1, -2]
+    assert expand_series_values("_ _x2 3") == [None, None, None, 3]
+    values = expand_series_values("1 stale Inf -Inf 1e3")
+    assert is_stale(values[1]) and values[2] == math.inf and values[3] == -math.inf and values[4] == 1000
+
+
+WRONG = """
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="a"}'
+        values: '0x5'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: Down
+        exp_alerts:
+          - exp_labels: {job: a, severity: wrong}
+    promql_expr_test:
+      - expr: up
+        eval_time: 5m
+        exp_samples:
+          - labels: 'up{job="a"}'
+            value: 1
+"""
+RULES = "groups: [{name: g, rules: [{alert: Down, expr: 'up == 0', for: 1m, labels: {severity: page}}]}]\n"
+
+
+def test_wrong_expectations_fail_with_both_tools(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "wrong.yml").write_text(WRONG)
+    result = run_test_file(tmp_path / "wrong.yml")
+    assert not result.ok
+    text = result.report()
+    assert "alertname: Down" in text and "severity" in text and "expr: 'up'" in text
+    proc = subprocess.run([LICHEN, "rules", "test", str(tmp_path / "wrong.yml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "FAILED" in proc.stdout
+    if shutil.which("promtool"):
+        assert subprocess.run(["promtool", "test", "rules", "wrong.yml"], cwd=tmp_path, capture_output=True, timeout=60).returncode == 1
+
+
+def test_rules_check_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(RULES)
+    proc = subprocess.run([LICHEN, "rules", "check", str(good), "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and '"rules": 1' in proc.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: rate(up[5m:1m])\n")
+    proc = subprocess.run([LICHEN, "rules", "check", str(bad)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "bad.yml:4" in proc.stderr and "subquery" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("verb", ["check", "test"])
+def test_help_has_an_example(verb: str) -> None:
+    proc = subprocess.run([LICHEN, "rules", verb, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Example: lichen rules" in proc.stdout
