@@ -112,6 +112,13 @@ class _InnerLifespan:
                 await self._from_app.put({"type": "lifespan.shutdown.failed", "message": str(exc)})
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            return
+        # The app returned: it ignores lifespan, or it is done. Nobody must wait for it.
+        if not started:
+            self._supported = False
+            await self._from_app.put({"type": "lifespan.startup.complete"})
+        else:
+            await self._from_app.put({"type": "lifespan.shutdown.complete"})
 
 
 class ReplicaApp:

@@ -269,3 +269,19 @@ def test_a_handlers_own_timeout_error_is_a_500_not_a_504() -> None:
 
     with ServiceClient(Upstream) as client:
         assert client.post("/call").status_code == 500
+
+
+@pytest.mark.parametrize("lifespan", ["ignores", "raises"])
+def test_a_raw_asgi_app_without_lifespan_support_still_gets_ready(lifespan: str) -> None:
+    async def raw_app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            if lifespan == "raises":
+                raise RuntimeError("no lifespan here")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"raw"})
+
+    with ServiceClient(raw_app) as client:
+        assert client.get("/readyz").status_code == 200
+        response = client.get("/anything")
+        assert response.text == "raw" and "x-request-id" in response.headers
