@@ -1,0 +1,260 @@
+"""Recommender serving bench: recommend latency and throughput, cached and
+uncached, in-process and through ``lichen serve``, plus training time and
+metrics (from bench/recsys_training.py).
+
+    .venv/bin/python bench/recsys.py                   # everything
+    .venv/bin/python bench/recsys.py --no-training     # serving only (fast)
+
+It builds its own app directory: EASE fitted on MovieLens 100K (from
+``../shared/data/ml-100k``; a synthetic set of the same shape otherwise),
+registered and promoted in a fresh model registry. Then, at a fixed
+concurrency (``--concurrency``, default 8):
+
+* in-process: the ``Recommender`` service object after ``setup()``, its
+  handler called from that many threads (no HTTP);
+* through ``lichen serve``: one replica, that many concurrent HTTP clients.
+
+"uncached" runs with the result cache off (``CACHE_SIZE=0``) so every
+request scores the model; "cached" warms the LRU with the requested users
+first. Both sides are measured in the same run and printed with their ratio;
+the target is p99 under 10 ms in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_CODE = ROOT / "examples" / "recsys"
+sys.path.insert(0, str(APP_CODE))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lichen import ModelRegistry  # noqa: E402
+
+ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
+TARGET_P99_MS = 10.0
+MODEL = "recommender"
+
+
+def build_app(app: Path) -> tuple[str, list[int]]:
+    """EASE on ML-100K (or synthetic) registered and promoted under ``app``; returns (source, users)."""
+    from recsys.interactions import IdMap, Interactions, interaction_matrix
+    from recsys.models import EASE
+    from recsys.synthesizing import synthesize
+
+    if ML100K.is_file():
+        raw = np.loadtxt(ML100K, dtype=np.int64)
+        data = Interactions.from_arrays(raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3])
+        source = "MovieLens 100K"
+    else:
+        data = synthesize(943, 1682, seed=0)
+        source = "SYNTHETIC (ML-100K not found)"
+    users, items = IdMap.of(data.users), IdMap.of(data.items)
+    model = EASE(l2=300.0).fit(interaction_matrix(data, users, items), users, items)
+    model.save(app / "ease")
+    registry = ModelRegistry(app / ".lichen" / "models")
+    mv = registry.register(MODEL, app / "ease", params={"model": "ease", "l2": 300.0})
+    registry.promote(MODEL, mv.version)
+    return source, users.ids.tolist()
+
+
+def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
+    ms = sorted(x * 1000 for x in latencies_s)
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))],
+        "rps": len(ms) / wall_s,
+    }
+
+
+# ------------------------------------------------------------- in-process
+
+
+def in_process(app: Path, users: list[int], requests: int, concurrency: int, cached: bool) -> dict[str, float]:
+    os.environ["LICHEN_APP_DIR"] = str(app)
+    os.environ["CACHE_SIZE"] = "100000" if cached else "0"
+    os.environ["MODEL_POLL_S"] = "3600"
+    from recsys.services import Recommender
+
+    service = Recommender()
+    service.setup()
+    try:
+        chosen = [users[i % len(users)] for i in range(requests)]
+        if cached:
+            for user in set(chosen):
+                service.for_user(user, k=10)
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def work(part: list[int]) -> None:
+            local = []
+            for user in part:
+                start = time.perf_counter()
+                service.for_user(user, k=10)
+                local.append(time.perf_counter() - start)
+            with lock:
+                latencies.extend(local)
+
+        parts = [chosen[i::concurrency] for i in range(concurrency)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(work, parts))
+        return summarize(latencies, time.perf_counter() - started)
+    finally:
+        service.teardown()
+
+
+# ------------------------------------------------------- through lichen serve
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_replica(app: Path, cached: bool) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "LICHEN_APP_DIR": str(app), "CACHE_SIZE": "100000" if cached else "0",
+           "MODEL_POLL_S": "3600"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", "recsys.services:Recommender",
+         "--port", str(port), "--app-dir", str(APP_CODE), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"lichen serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("lichen serve never became ready")
+
+
+async def _http_load(url: str, chosen: list[int], concurrency: int) -> tuple[list[float], float, int]:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for user in chosen:
+        queue.put_nowait(user)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while not queue.empty():
+                user = queue.get_nowait()
+                start = time.perf_counter()
+                response = await client.get(f"/v1/recommendations/{user}", params={"k": 10})
+                latencies.append(time.perf_counter() - start)
+                if response.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started, errors
+
+
+def through_serve(app: Path, users: list[int], requests: int, concurrency: int, cached: bool) -> dict[str, float]:
+    proc, url = start_replica(app, cached)
+    try:
+        chosen = [users[i % len(users)] for i in range(requests)]
+        warm = list(dict.fromkeys(chosen)) if cached else chosen[: min(200, len(chosen))]
+        asyncio.run(_http_load(url, warm, concurrency))  # warm-up (and, when cached, fill the cache)
+        latencies, wall, errors = asyncio.run(_http_load(url, chosen, concurrency))
+        out = summarize(latencies, wall)
+        out["errors"] = errors
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# ----------------------------------------------------------------- report
+
+
+def render_serving(console: Console, rows: dict[tuple[str, str], dict[str, float]], concurrency: int,
+                   source: str) -> None:
+    table = Table(title=f"recommend latency, k=10, concurrency {concurrency} — EASE on {source}")
+    for column in ("path", "cache", "requests", "p50 ms", "p99 ms", "req/s"):
+        table.add_column(column, justify="right" if column not in ("path", "cache") else "left")
+    for (path, cache), r in rows.items():
+        table.add_row(path, cache, f"{r['n']:,}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['rps']:,.0f}")
+    console.print(table)
+    ratios = Table(title="ratios (same run)")
+    for column in ("comparison", "p50", "p99", "throughput"):
+        ratios.add_column(column)
+    for cache in ("uncached", "cached"):
+        a, b = rows[("lichen serve", cache)], rows[("in-process", cache)]
+        ratios.add_row(f"lichen serve / in-process, {cache}", f"{a['p50_ms'] / b['p50_ms']:.1f}×",
+                       f"{a['p99_ms'] / b['p99_ms']:.1f}×", f"{a['rps'] / b['rps']:.2f}×")
+    for path in ("in-process", "lichen serve"):
+        a, b = rows[(path, "uncached")], rows[(path, "cached")]
+        ratios.add_row(f"uncached / cached, {path}", f"{a['p50_ms'] / b['p50_ms']:.1f}×",
+                       f"{a['p99_ms'] / b['p99_ms']:.1f}×", f"{a['rps'] / b['rps']:.2f}×")
+    console.print(ratios)
+    p99 = rows[("in-process", "uncached")]["p99_ms"]
+    verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
+    console.print(f"in-process uncached p99 {p99:.3f} ms vs target {TARGET_P99_MS:.0f} ms: "
+                  f"{p99 / TARGET_P99_MS:.2f}× the target, {verdict} it")
+    errors = sum(int(r.get("errors", 0)) for r in rows.values())
+    console.print(f"HTTP errors during the load: {errors}")
+    load1, load5, _ = os.getloadavg()
+    console.print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} (1 min) / {load5:.1f} (5 min) "
+                  "during the run; client and server share these CPUs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Recommender serving bench (and training, via recsys_training).")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    parser.add_argument("--no-training", action="store_true", help="skip training time and metrics")
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+
+    if not args.no_training:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import recsys_training
+
+        console.print("[bold]training time and metrics[/] (bench/recsys_training.py)")
+        recsys_training.render(recsys_training.measure(), console)
+
+    with tempfile.TemporaryDirectory(prefix="lichen-bench-recsys-") as tmp:
+        app = Path(tmp)
+        source, users = build_app(app)
+        rows: dict[tuple[str, str], dict[str, float]] = {}
+        for cached in (False, True):
+            label = "cached" if cached else "uncached"
+            rows[("in-process", label)] = in_process(app, users, args.requests, args.concurrency, cached)
+            rows[("lichen serve", label)] = through_serve(app, users, args.requests, args.concurrency, cached)
+        render_serving(console, dict(sorted(rows.items())), args.concurrency, source)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
