@@ -40,6 +40,7 @@ class ReplicaServer(uvicorn.Server):
         super().__init__(config)
         self.replica = replica
         self.exit_code = 0
+        self._signal: int | None = None
         replica.on_setup_failed = self._setup_failed
         replica.defer_setup = True
 
@@ -66,12 +67,22 @@ class ReplicaServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Only flags here: logging from a signal handler can re-enter a stream mid-write.
         if self.should_exit:
             self.force_exit = True  # a second signal: stop waiting
             return
-        log.info("received %s: draining for up to %g s", signal.Signals(sig).name, self.config.timeout_graceful_shutdown)
-        self.replica.begin_draining()
+        self.replica.state.draining = True  # /readyz is 503 from the next probe on
+        self._signal = sig
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._signal is not None:
+            log.info(
+                "draining after %s: not ready, refusing new connections, in-flight requests get up to %g s",
+                signal.Signals(self._signal).name,
+                self.config.timeout_graceful_shutdown,
+            )
+        await super().shutdown(sockets=sockets)
 
 
 def grace_from_env(default: float = DEFAULT_GRACE_S) -> float:
