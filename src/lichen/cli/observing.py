@@ -225,6 +225,8 @@ def dashboard_open(
     """
     import webbrowser
 
+    import httpx
+
     from lichen.errors import ControlPlaneError
     from lichen.runtime.workspaces import read_controller_info, read_token, workspace_for
 
@@ -232,7 +234,14 @@ def dashboard_open(
     info = read_controller_info(workspace)
     if not info or "url" not in info:
         raise ControlPlaneError(f"no controller runs for {workspace.app_dir}; start it with 'lichen up'")
-    url = f"{info['url'].rstrip('/')}/dashboard/#token={read_token(workspace)}"
+    base = info["url"].rstrip("/")
+    try:
+        page = httpx.get(f"{base}/dashboard/", timeout=5)
+    except httpx.HTTPError:
+        raise ControlPlaneError(f"the controller at {base} did not answer; is it running? (lichen status)") from None
+    if page.status_code != 200:
+        raise ControlPlaneError(f"the controller at {base} serves no dashboard (HTTP {page.status_code} for /dashboard/)")
+    url = f"{base}/dashboard/#token={read_token(workspace)}"
     opened = False
     if not no_open and not as_json:
         try:

@@ -83,13 +83,35 @@ def test_silence_add_rejects_bad_matchers(tmp_path: Path) -> None:
 
 
 def test_dashboard_prints_the_running_controllers_url(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lichen.errors import ControlPlaneError
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200 if self.path == "/dashboard/" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     state = tmp_path / ".lichen"
     state.mkdir()
-    (state / "controller.json").write_text(json.dumps({"url": "http://127.0.0.1:45678", "pid": 1}))
+    (state / "controller.json").write_text(json.dumps({"url": base, "pid": 1}))
     (state / "token").write_text("tok\n")
-    result = runner.invoke(app, ["dashboard", "-C", str(tmp_path), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"url": "http://127.0.0.1:45678/dashboard/#token=tok"}
+    try:
+        result = runner.invoke(app, ["dashboard", "-C", str(tmp_path), "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == {"url": f"{base}/dashboard/#token=tok"}
+    finally:
+        server.shutdown()
+        server.server_close()
+    result = runner.invoke(app, ["dashboard", "-C", str(tmp_path), "--json"])  # the controller is gone
+    assert isinstance(result.exception, ControlPlaneError) and "did not answer" in str(result.exception)
 
 
 def test_overview_reports_headroom_and_risk_from_real_rules() -> None:
