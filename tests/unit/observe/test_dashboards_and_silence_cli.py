@@ -148,3 +148,15 @@ def test_overview_reports_headroom_and_risk_from_real_rules() -> None:
     assert [r["alert"] for r in overview["headroom"]][0] == "Slow"  # nearest to firing first
     assert [(s["name"], s["ready"]) for s in overview["services"]] == [("api", 1), ("web", 1)]
     assert overview["alerts"] == []
+
+
+def test_dashboard_page_is_self_contained() -> None:
+    import re
+
+    from lichen.observe.dashboard import STATIC_DIR, STATIC_FILES
+
+    for name in STATIC_FILES:
+        text = (STATIC_DIR / name).read_text()
+        urls = set(re.findall(r"https?://[^\s\"'<>)]+", text)) - {"http://www.w3.org/2000/svg"}
+        assert not urls, f"{name} loads from the network: {urls}"
+        assert "@import" not in text and "cdn" not in text.lower()
