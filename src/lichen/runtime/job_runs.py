@@ -79,11 +79,9 @@ class JobRun:
 
 def state_db_path(state_url: str, app_dir: str | os.PathLike[str]) -> Path:
     """``sqlite:///.lichen/state.db`` relative to the app dir; ``sqlite:////abs`` absolute."""
-    prefix = "sqlite:///"
-    if not state_url.startswith(prefix):
-        raise StateError(f"state.url {state_url!r}: only sqlite:/// URLs are supported")
-    raw = Path(state_url[len(prefix) :]).expanduser()
-    return raw if raw.is_absolute() else (Path(app_dir) / raw).absolute()
+    from lichen.runtime.state import sqlite_path  # the control plane's tables share this file
+
+    return sqlite_path(state_url, Path(app_dir)).absolute()
 
 
 def _pid_alive(pid: int | None) -> bool:
