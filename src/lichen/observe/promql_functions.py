@@ -36,68 +36,67 @@ def _range_output(rv: RangeVector, rows: list[tuple[dict, np.ndarray, np.ndarray
     return merge_same_labels(vec)
 
 
+def _flat_output(rv: RangeVector, values: np.ndarray, ok: np.ndarray, keep_name: bool = False) -> InstantVector:
+    keep = ok.any(axis=1)
+    if not keep.any():
+        return InstantVector.empty(len(rv.step_ts_ms))
+    series = [labels if keep_name else drop_name(labels) for labels, k in zip(rv.series, keep, strict=True) if k]
+    return merge_same_labels(InstantVector(series, values[keep], ok[keep]))
+
+
 def extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> InstantVector:
-    """rate / increase / delta with Prometheus' extrapolation (2.x extrapolatedRate)."""
-    rows = []
-    range_end = (rv.step_ts_ms - rv.offset_ms).astype(np.float64)
+    """rate / increase / delta with Prometheus' extrapolation (2.x extrapolatedRate), all series at once."""
+    t, v, lo, hi = rv.flat()
+    n = hi - lo
+    ok = n >= 2
+    if not ok.any():
+        return InstantVector.empty(len(rv.step_ts_ms))
+    range_end = (rv.step_ts_ms - rv.offset_ms).astype(np.float64)[None, :]
     range_start = range_end - rv.range_ms
-    range_s = rv.range_ms / 1000.0
-    for i, labels in enumerate(rv.series):
-        t, v = rv.t_ms[i], rv.values[i]
-        lo, hi = rv.windows(i)
-        n = hi - lo
-        ok = n >= 2
-        if not ok.any():
-            continue
-        lo_c = np.where(ok, lo, 0)
-        last_c = np.where(ok, hi - 1, 0)
-        first_v, last_v = v[lo_c], v[last_c]
-        first_t, last_t = t[lo_c].astype(np.float64), t[last_c].astype(np.float64)
-        result = last_v - first_v
+    first_i = np.where(ok, lo, 0)
+    last_i = np.where(ok, hi - 1, 0)
+    first_v, last_v = v[first_i], v[last_i]
+    first_t, last_t = t[first_i].astype(np.float64), t[last_i].astype(np.float64)
+    result = last_v - first_v
+    if is_counter and len(v) > 1:
+        prev = v[:-1]
+        resets = np.concatenate(([0.0], np.where(v[1:] < prev, prev, 0.0)))
+        correction = np.cumsum(resets)
+        result = result + (correction[last_i] - correction[first_i])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_start = (first_t - range_start) / 1000.0
+        to_end = (range_end - last_t) / 1000.0
+        sampled = (last_t - first_t) / 1000.0
+        average = sampled / np.maximum(n - 1, 1)
         if is_counter:
-            prev = v[:-1]
-            resets = np.concatenate(([0.0], np.where(v[1:] < prev, prev, 0.0)))
-            correction = np.cumsum(resets)
-            result = result + (correction[last_c] - correction[lo_c])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            to_start = (first_t - range_start) / 1000.0
-            to_end = (range_end - last_t) / 1000.0
-            sampled = (last_t - first_t) / 1000.0
-            average = sampled / np.maximum(n - 1, 1)
-            if is_counter:
-                zero_ok = (result > 0) & (first_v >= 0)
-                to_zero = sampled * (first_v / np.where(result == 0, 1.0, result))
-                to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
-            threshold = average * 1.1
-            interval = sampled + np.where(to_start < threshold, to_start, average / 2)
-            interval = interval + np.where(to_end < threshold, to_end, average / 2)
-            result = result * (interval / sampled)
-            if is_rate:
-                result = result / range_s
-        rows.append((labels, result, ok))
-    return _range_output(rv, rows)
+            zero_ok = (result > 0) & (first_v >= 0)
+            to_zero = sampled * (first_v / np.where(result == 0, 1.0, result))
+            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+        threshold = average * 1.1
+        interval = sampled + np.where(to_start < threshold, to_start, average / 2)
+        interval = interval + np.where(to_end < threshold, to_end, average / 2)
+        result = result * (interval / sampled)
+        if is_rate:
+            result = result / (rv.range_ms / 1000.0)
+    return _flat_output(rv, result, ok)
 
 
 def instant_rate(rv: RangeVector, *, is_rate: bool) -> InstantVector:
     """irate / idelta: the last two samples of each window."""
-    rows = []
-    for i, labels in enumerate(rv.series):
-        t, v = rv.t_ms[i], rv.values[i]
-        lo, hi = rv.windows(i)
-        ok = (hi - lo) >= 2
-        if not ok.any():
-            continue
-        last = np.where(ok, hi - 1, 1)
-        prev = last - 1
-        lv, pv = v[last], v[prev]
-        interval = (t[last] - t[prev]).astype(np.float64) / 1000.0
-        result = np.where(lv < pv, lv, lv - pv) if is_rate else lv - pv
-        ok = ok & (interval != 0)
-        if is_rate:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                result = result / np.where(interval == 0, 1.0, interval)
-        rows.append((labels, result, ok))
-    return _range_output(rv, rows)
+    t, v, lo, hi = rv.flat()
+    ok = (hi - lo) >= 2
+    if not ok.any():
+        return InstantVector.empty(len(rv.step_ts_ms))
+    last = np.where(ok, hi - 1, 1)
+    prev = last - 1
+    lv, pv = v[last], v[prev]
+    interval = (t[last] - t[prev]).astype(np.float64) / 1000.0
+    result = np.where(lv < pv, lv, lv - pv) if is_rate else lv - pv
+    ok = ok & (interval != 0)
+    if is_rate:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = result / np.where(interval == 0, 1.0, interval)
+    return _flat_output(rv, result, ok)
 
 
 def _per_window(rv: RangeVector, fn: Callable[[np.ndarray, np.ndarray, int], float], keep_name: bool = False) -> InstantVector:
@@ -116,29 +115,27 @@ def _per_window(rv: RangeVector, fn: Callable[[np.ndarray, np.ndarray, int], flo
 
 
 def _cumulative(rv: RangeVector, kind: str) -> InstantVector:
-    rows = []
-    for i, labels in enumerate(rv.series):
-        v = rv.values[i]
-        lo, hi = rv.windows(i)
-        count = hi - lo
-        ok = count > 0
-        if not ok.any():
-            continue
-        if kind == "count":
-            out = count.astype(np.float64)
-        elif kind == "present":
-            out = np.ones(len(lo))
-        elif kind == "last":
-            out = v[np.where(ok, hi - 1, 0)]
-        else:
-            if len(lo) == 1:
-                total = np.array([sum(v[lo[0] : hi[0]].tolist())])
-            else:
-                cs = np.concatenate(([0.0], np.cumsum(v)))
-                total = cs[hi] - cs[lo]
-            out = total if kind == "sum" else total / np.maximum(count, 1)
-        rows.append((labels, out, ok))
-    return _range_output(rv, rows, keep_name=(kind == "last"))
+    t, v, lo, hi = rv.flat()
+    count = hi - lo
+    ok = count > 0
+    if not ok.any():
+        return InstantVector.empty(len(rv.step_ts_ms))
+    if kind == "count":
+        out = count.astype(np.float64)
+    elif kind == "present":
+        out = np.ones(count.shape)
+    elif kind == "last":
+        out = v[np.where(ok, hi - 1, 0)]
+    elif lo.shape[1] == 1:  # one step: add in order, as Prometheus does
+        out = np.array([[sum(v[a:b].tolist())] for a, b in zip(lo[:, 0].tolist(), hi[:, 0].tolist(), strict=True)])
+        if kind == "avg":
+            out = out / np.maximum(count, 1)
+    else:
+        cs = np.concatenate(([0.0], np.cumsum(v)))
+        out = cs[hi] - cs[lo]
+        if kind == "avg":
+            out = out / np.maximum(count, 1)
+    return _flat_output(rv, out, ok, keep_name=(kind == "last"))
 
 
 def _quantile(q: float, values: list[float] | np.ndarray) -> float:

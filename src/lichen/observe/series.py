@@ -19,7 +19,8 @@ Interface (stable; used by the engine, the rules, the scraper, the HTTP API and 
   rename) so a restart keeps history; ``store.stats()`` reports series, samples and bytes/sample.
 
 Memory: each sample costs 16 bytes in the buffers (int64 milliseconds + float64 value); a
-series' buffer grows by doubling and is compacted when the expired prefix passes half of it, so
+series' buffer grows by doubling (by 1.25x past 1024 samples) and is compacted in place when the
+expired prefix passes half of it, so
 memory is bounded by ``retention / scrape interval`` samples per series and ``max_series``.
 """
 
@@ -119,7 +120,7 @@ class _Buffer:
                 self.t[:live] = self.t[self.start : self.end]
                 self.v[:live] = self.v[self.start : self.end]
             else:
-                cap = max(16, len(self.t) * 2)
+                cap = max(16, len(self.t) * 2 if len(self.t) < 1024 else len(self.t) * 5 // 4)
                 t = np.empty(cap, dtype=np.int64)
                 v = np.empty(cap, dtype=np.float64)
                 t[:live] = self.t[self.start : self.end]
@@ -164,6 +165,7 @@ class SeriesStore:
         self.max_samples_per_series = max_samples_per_series
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels] = []
+        self._label_dicts: list[dict[str, str]] = []
         self._buffers: list[_Buffer] = []
         self._postings: dict[str, dict[str, set[int]]] = {}
         self._lock = threading.RLock()
@@ -183,6 +185,7 @@ class SeriesStore:
         sid = len(self._labels)
         self._ids[key] = sid
         self._labels.append(key)
+        self._label_dicts.append(dict(key))
         self._buffers.append(_Buffer())
         for name, value in key:
             self._postings.setdefault(name, {}).setdefault(value, set()).add(sid)
@@ -242,12 +245,13 @@ class SeriesStore:
         return sorted(ids)
 
     def _matching_ids(self, matchers: Sequence[LabelMatcher]) -> list[int]:
-        out = []
-        for sid in self._candidates(matchers):
-            labels = dict(self._labels[sid])
-            if all(m.matches(labels.get(m.name, "")) for m in matchers):
-                out.append(sid)
-        return out
+        # equality and non-empty regex matchers were applied through the postings already
+        rest = [m for m in matchers if not ((m.op == "=" and m.value != "") or (m.op == "=~" and not m.matches("")))]
+        candidates = self._candidates(matchers)
+        if not rest:
+            return list(candidates)
+        dicts = self._label_dicts
+        return [sid for sid in candidates if all(m.matches(dicts[sid].get(m.name, "")) for m in rest)]
 
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         with self._lock:
