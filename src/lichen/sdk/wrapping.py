@@ -309,6 +309,9 @@ class ReplicaApp:
             inflight.inc()
         try:
             await self.inner(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or 499  # nginx's "client closed request": it went away, or shutdown cut it
+            raise
         except Exception as exc:
             failed = exc
             if status == 0:
