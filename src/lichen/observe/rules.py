@@ -253,6 +253,9 @@ class RuleManager:
         self.external_labels = dict(external_labels or {})
         self.default_interval_s = default_interval_s
         self.groups: list[RuleGroup] = []
+        #: on a rule's first evaluation, restore activeAt from ALERTS_FOR_STATE (kept in a restored store)
+        self.restore_for_state = True
+        self.outage_tolerance_s = 3600.0
 
     def add_groups(self, groups: Iterable[RuleGroup]) -> None:
         self.groups.extend(groups)
@@ -325,8 +328,31 @@ class RuleManager:
                 k: compile_template(text).render(tmpl_labels, value, self.external_labels) for k, text in rule.annotations.items()
             }
             results.append(AlertResult(labels_key(merged), labels_key(annotations), value))
+        first = rule.last_evaluation_s is None
         rule.active, alert_samples = step_alerts(rule.active, results, rule.spec, now_s)
+        if first and self.restore_for_state and rule.active:
+            self._restore_for_state(rule, now_s)
+            rule.active, alert_samples = step_alerts(rule.active, results, rule.spec, now_s)
         return [(s.labels, s.value) for s in alert_samples]
+
+    def _restore_for_state(self, rule: Rule, now_s: float) -> None:
+        """After a restart, take activeAt of still-active alerts from ALERTS_FOR_STATE (Prometheus' RestoreForState)."""
+        from dataclasses import replace
+
+        from lichen.observe.series import LabelMatcher, stale_mask
+
+        t_ms = int(now_s * 1000)
+        for key, alert in list(rule.active.items()):
+            want = tuple(sorted(dict(key, __name__="ALERTS_FOR_STATE").items()))
+            matchers = [LabelMatcher(k, "=", v) for k, v in want]
+            for sd in self.store.select(matchers, t_ms - int(self.outage_tolerance_s * 1000), t_ms - 1):
+                if sd.labels != want:
+                    continue
+                fresh = ~stale_mask(sd.values)
+                if fresh.any():
+                    active_at = float(sd.values[fresh][-1])
+                    if active_at < alert.active_at_s:
+                        rule.active[key] = replace(alert, active_at_s=active_at)
 
     # ------------------------------------------------------------------- views
 

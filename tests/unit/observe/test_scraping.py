@@ -121,3 +121,36 @@ def test_malformed_exposition_is_a_failed_scrape() -> None:
 def test_target_labels(instance: str | None) -> None:
     t = ScrapeTarget("http://10.0.0.1:8080/metrics", service="a", instance=instance)
     assert t.target_labels() == {"service": "a", "instance": instance or "10.0.0.1:8080"}
+
+
+def test_pipeline_scrapes_evaluates_snapshots_and_restores_alert_state(tmp_path) -> None:
+    from lichen.observe.collecting import MetricsPipeline
+    from lichen.spec.models import ObservabilitySpec
+
+    (tmp_path / "rules.yml").write_text(
+        "groups: [{name: g, rules: [{alert: TargetDown, expr: 'up == 0', for: 30s},"
+        " {record: 'service:up:sum', expr: 'sum by (service) (up)'}]}]\n"
+    )
+    spec = ObservabilitySpec(persist_path="state/series.npz", rules=["rules.yml"])
+
+    async def run() -> None:
+        async with MetricsServer() as srv:
+            targets = [ScrapeTarget(srv.url, service="a", replica="a-0"), ScrapeTarget("http://127.0.0.1:9/metrics", service="b", replica="b-0")]
+            t0 = 1_700_000_000.0
+            first = MetricsPipeline.from_spec(spec, base_dir=tmp_path)
+            result = await first.tick(targets, t0)
+            assert [r.up for r in result.scrapes] == [True, False] and result.groups_evaluated == 1 and result.snapshotted
+            await first.tick(targets, t0 + 10)
+            assert [a.state for a in first.rules.alerts()] == ["pending"]
+            first.close()
+            await first.scraper.aclose()
+
+            second = MetricsPipeline.from_spec(spec, base_dir=tmp_path)  # a controller restart
+            assert second.engine.instant_samples('service:up:sum{service="a"}', t0 + 10) == [({"__name__": "service:up:sum", "service": "a"}, 1.0)]
+            await second.tick(targets, t0 + 35)
+            [alert] = second.rules.alerts()
+            assert alert.state == "firing" and alert.active_at_s == t0  # `for` kept counting across the restart
+            await second.scraper.aclose()
+
+    asyncio.run(run())
+    assert (tmp_path / "state" / "series.npz").exists()
