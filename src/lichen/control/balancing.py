@@ -33,6 +33,19 @@ def pick_round_robin(count: int, cursor: int) -> tuple[int, int]:
     return index, (index + 1) % count
 
 
+def pick_next_usable(usable: Sequence[bool], cursor: int) -> tuple[int, int] | None:
+    """Round robin over a fixed list that skips unusable members (ejected, already tried), keeping the turn order.
+
+    Returns the chosen index and the next cursor, or None when nothing is usable.
+    """
+    count = len(usable)
+    for step in range(count):
+        index = (cursor + step) % count
+        if usable[index]:
+            return index, (index + 1) % count
+    return None
+
+
 def stable_hash(text: str) -> int:
     """A 64-bit hash that is the same in every process (unlike ``hash()``)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")

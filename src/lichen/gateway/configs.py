@@ -73,6 +73,7 @@ class GatewayConfig(ConfigModel):
     idle_timeout_s: Duration = 75.0
     reload_interval_s: Duration = 1.0
     connect_timeout_s: Duration = 2.0
+    mask_upstream_errors: bool = True
 
     @field_validator("routes")
     @classmethod

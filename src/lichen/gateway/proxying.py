@@ -298,8 +298,9 @@ class Gateway:
                                                              attempt, request_id)
             self.metrics.attempt(service.name, upstream.revision, outcome)
             if not retryable:
-                if status:
+                if conn.response_started:
                     return status, upstream.revision
+                last_status = status or 502
                 break
             last_status = status or 502
             now = loop.time()
@@ -416,6 +417,16 @@ class Gateway:
                                        body_replayable=req.replay_ok):
                 self._discard(uconn, req)
                 return "http_5xx", status, True
+            if failed and self.config.mask_upstream_errors:
+                # The status and Retry-After go to the client; the upstream's body (a traceback?) does not.
+                retry_after = [(b"retry-after", v) for k, v in exchange.headers if k.lower() == b"retry-after"]
+                if exchange.complete:
+                    release_connection(uconn, loop.time(), exchange.keep_alive and req.body_done and not req.body_error)
+                else:
+                    self._discard(uconn, req)
+                conn.send_simple(status, "upstream error", request_id, headers=retry_after[:1],
+                                 close=not req.keep_alive or not req.body_done)
+                return "http_5xx", status, False
             response_head, chunk_out, close = self._response_head(exchange, req, request_id)
             if close:
                 conn.close_after = True

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from lichen.control.balancing import HashRing, build_ring, choose_revision, pick_least_of_two, pick_round_robin, ring_owner
+from lichen.control.balancing import HashRing, build_ring, choose_revision, pick_least_of_two, pick_next_usable, ring_owner
 from lichen.control.outliers import is_ejected
 from lichen.control.retry_budgets import RetryBudget
 from lichen.control.routing import RouteRule, order_rules
@@ -112,8 +112,13 @@ class ServiceTable:
                     if u.id == owner:
                         return u
         if self.balancer == "round_robin":
-            index, self.cursor = pick_round_robin(len(usable), self.cursor)
-            return usable[index]
+            members = set(usable)
+            picked = pick_next_usable([u in members for u in self.ready], self.cursor)
+            if picked is not None:
+                index, cursor = picked
+                if not exclude:  # a retry does not take a turn from the first attempts
+                    self.cursor = cursor
+                return self.ready[index]
         n = len(usable)
         first = random.randrange(n)
         second = random.randrange(n - 1)

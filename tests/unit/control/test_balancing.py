@@ -11,6 +11,7 @@ from lichen.control.balancing import (
     build_ring,
     choose_revision,
     pick_least_of_two,
+    pick_next_usable,
     pick_round_robin,
     ring_owner,
     stable_hash,
@@ -45,6 +46,18 @@ def test_round_robin_cycles() -> None:
     assert seen == [0, 1, 2, 0, 1, 2, 0]
     with pytest.raises(ValueError):
         pick_round_robin(0, 0)
+
+
+def test_round_robin_skips_unusable_members_without_losing_its_turn() -> None:
+    usable = [False, True, True]
+    cursor = 0
+    seen = []
+    for _ in range(4):
+        index, cursor = pick_next_usable(usable, cursor)
+        seen.append(index)
+    assert seen == [1, 2, 1, 2]
+    assert pick_next_usable([True, False, True], 1) == (2, 0)
+    assert pick_next_usable([False, False], 0) is None
 
 
 def test_stable_hash_is_deterministic() -> None:
