@@ -63,6 +63,10 @@ class Replica:
 
 
 def start(target: str, app: Path, **env: str) -> Replica:
+    return wait_ready(spawn(target, app, **env), target)
+
+
+def spawn(target: str, app: Path, **env: str) -> Replica:
     port = free_port()
     log = app / f"serve-{target.split(':')[1]}-{port}.log"
     full_env = {**os.environ, "LICHEN_APP_DIR": str(app), "MODEL_POLL_S": "0.2", **env}
@@ -73,7 +77,11 @@ def start(target: str, app: Path, **env: str) -> Replica:
              "--port", str(port), "--app-dir", str(RECSYS_DIR)],
             env=full_env, stdout=out, stderr=subprocess.STDOUT,
         )
-    replica = Replica(proc, f"http://127.0.0.1:{port}", log)
+    return Replica(proc, f"http://127.0.0.1:{port}", log)
+
+
+def wait_ready(replica: Replica, target: str) -> Replica:
+    proc, log = replica.proc, replica.log
     deadline = time.monotonic() + 90
     while True:
         if proc.poll() is not None:
@@ -290,7 +298,9 @@ def test_redis_cache_is_shared_by_replicas(app: Path, tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "redis never listened"
                 time.sleep(0.05)
-        replicas = [start("recsys.services:Recommender", app, REDIS_URL=url) for _ in range(2)]
+        replicas = [spawn("recsys.services:Recommender", app, REDIS_URL=url) for _ in range(2)]
+        for replica in replicas:
+            wait_ready(replica, "recsys.services:Recommender")
         a = httpx.get(f"{replicas[0].url}/v1/recommendations/11", params={"k": 4}, timeout=10).json()
         b = httpx.get(f"{replicas[1].url}/v1/recommendations/11", params={"k": 4}, timeout=10).json()
         assert a["cached"] is False and b["cached"] is True and a["items"] == b["items"]
