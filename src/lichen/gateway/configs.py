@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -92,9 +93,24 @@ class GatewayConfig(ConfigModel):
             raise ConfigError(f"routes name services with no entry under 'services': {', '.join(missing)}", where=where)
 
 
+def as_endpoint(item: object) -> Endpoint:
+    """A gateway :class:`Endpoint` from itself, a dict, or any object with ``url``, ``replica`` and ``revision``
+    (such as the runtime's endpoint registry entries)."""
+    if isinstance(item, Endpoint):
+        return item
+    if isinstance(item, dict):
+        return Endpoint.model_validate(item)
+    return Endpoint(
+        url=str(getattr(item, "url")),
+        replica=str(getattr(item, "replica", "") or ""),
+        revision=str(getattr(item, "revision", "default") or "default"),
+        ready=bool(getattr(item, "ready", True)),
+    )
+
+
 def render_config(
     spec: AppSpec,
-    endpoints: dict[str, list[Endpoint]],
+    endpoints: Mapping[str, Sequence[object]],
     weights: dict[str, dict[str, float]] | None = None,
     *,
     idempotent_paths: dict[str, list[str]] | None = None,
@@ -115,7 +131,7 @@ def render_config(
         for route in service_routes:
             routes.append(RouteConfig(**route.model_dump(), service=name))
         services[name] = ServiceConfig(
-            endpoints=list(endpoints.get(name, [])),
+            endpoints=[as_endpoint(e) for e in endpoints.get(name, [])],
             revision_weights=dict(weights.get(name, {})),
             max_inflight=service.max_inflight,
             idempotent_paths=list(idempotent_paths.get(name, [])),

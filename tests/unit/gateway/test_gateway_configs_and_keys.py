@@ -54,6 +54,13 @@ def test_render_config_from_spec_and_endpoints(tmp_path: Path) -> None:
     assert load_config(path) == config
     assert not list(path.parent.glob("*.tmp"))
 
+    class RegistryEntry:  # the shape of lichen.runtime's endpoint registry entries
+        url, replica, revision = "http://127.0.0.1:9200", "search-0", "r9"
+
+    rendered = render_config(spec(), {"search": [RegistryEntry(), {"url": "http://127.0.0.1:9201"}]})
+    assert [(e.url, e.replica, e.revision) for e in rendered.services["search"].endpoints] == [
+        ("http://127.0.0.1:9200", "search-0", "r9"), ("http://127.0.0.1:9201", "", "default")]
+
 
 def test_load_config_errors_name_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "gateway.json"
