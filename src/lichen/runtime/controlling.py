@@ -101,7 +101,12 @@ class Replica:
     readiness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("readiness"))
     liveness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("liveness"))
     kill_at: float | None = None
-    probe_task: asyncio.Task[None] | None = None
+    probe_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def stop_probing(self) -> None:
+        for task in self.probe_tasks:
+            task.cancel()
+        self.probe_tasks = []
 
 
 class Controller:
@@ -294,8 +299,7 @@ class Controller:
             for task in self._periodic:
                 task.cancel()
             for replica in self.replicas.values():
-                if replica.probe_task:
-                    replica.probe_task.cancel()
+                replica.stop_probing()
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signal.SIGCHLD)
             self.stopped.set()
@@ -362,9 +366,7 @@ class Controller:
 
     def _on_exit(self, replica: Replica, code: int, now: float) -> None:
         record = replica.record
-        if replica.probe_task:
-            replica.probe_task.cancel()
-            replica.probe_task = None
+        replica.stop_probing()
         self._unpublish(replica)
         spec = self._spec_of(record)
         oom = self.launcher.oom_killed(replica.handle, self.workspace.log_path(record.id),  # type: ignore[arg-type]
@@ -474,9 +476,7 @@ class Controller:
             return
         record.phase, record.stop_reason, record.then_restart = "terminating", reason, then_restart
         self.store.save_replica(record)
-        if replica.probe_task:
-            replica.probe_task.cancel()
-            replica.probe_task = None
+        replica.stop_probing()
         if grace_s <= 0:
             self.launcher.kill(replica.handle)
             self.event(record.service, "Killed", reason, "SIGKILL", record.id)
@@ -524,7 +524,7 @@ class Controller:
             self._m_restarts.labels(service).inc()
         self.store.save_replica(record)
         self.event(service, "Restarted" if restart else "Started", "", f"pid {handle.pid} port {port}", replica_id)
-        replica.probe_task = asyncio.get_running_loop().create_task(self._probe_loop(replica))
+        self._start_probing(replica)
 
     def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
                      port: int) -> dict[str, str]:
@@ -559,28 +559,29 @@ class Controller:
         return env
 
     # ================================================================ probes
-    async def _probe_loop(self, replica: Replica) -> None:
+    def _start_probing(self, replica: Replica) -> None:
+        """One task per probe kind, so a slow readiness answer never delays liveness (and vice versa)."""
+        replica.stop_probing()
+        loop = asyncio.get_running_loop()
+        replica.probe_tasks = [loop.create_task(self._probe_loop(replica, kind)) for kind in ("readiness", "liveness")]
+
+    async def _probe_loop(self, replica: Replica, kind: str) -> None:
         record = replica.record
-        spec = self._spec_of(record)
+        probe = getattr(self._spec_of(record).probes, kind)
         port = record.port
         assert port is not None
-        kinds = (("readiness", spec.probes.readiness), ("liveness", spec.probes.liveness))
         while True:
             started = replica.started_mono if replica.started_mono is not None else self.clock.now()
-            due = {kind: probing.next_probe_at(getattr(replica, kind), probe, started) for kind, probe in kinds}
-            next_at = min(due.values())
-            delay = next_at - self.clock.now()
+            delay = probing.next_probe_at(getattr(replica, kind), probe, started) - self.clock.now()
             if delay > 0:
                 await self.clock.sleep(delay)
             now = self.clock.now()
-            batch = [(kind, probe) for kind, probe in kinds if due[kind] <= now + 0.005]
-            outcomes = await asyncio.gather(*(self.prober.probe(HOST, port, p.path, p.timeout_s) for _, p in batch))
-            for (kind, probe), outcome in zip(batch, outcomes, strict=True):
-                before = getattr(replica, kind)
-                after = probing.record_probe(before, probe, outcome, now)
-                setattr(replica, kind, after)
-                if after.passing != before.passing:
-                    self.wake()
+            outcome = await self.prober.probe(HOST, port, probe.path, probe.timeout_s)
+            before = getattr(replica, kind)
+            after = probing.record_probe(before, probe, outcome, now)
+            setattr(replica, kind, after)
+            if after.passing != before.passing:
+                self.wake()
 
     # ================================================================ adoption
     async def adopt(self) -> None:
@@ -616,7 +617,7 @@ class Controller:
                         self.launcher.terminate(handle)
                         replica.kill_at = now + self._spec_of(record).termination_grace_s
                     else:
-                        replica.probe_task = asyncio.get_running_loop().create_task(self._probe_loop(replica))
+                        self._start_probing(replica)
                     continue
                 if handle is not None:
                     self.launcher.kill(handle)
