@@ -3,7 +3,7 @@
 ``lichen run`` starts every job through this module so each job gets the
 same treatment as a replica::
 
-    python -m lichen.runtime.job_process [--memory-bytes N] [--cpu-cores C] module:function -- ARG...
+    python -m lichen.runtime.job_process [--memory-bytes N] [--cpu-cores C] [--parent-pid P] module:function -- ARG...
 
 It applies the resource limits (an address-space rlimit for memory, CPU
 affinity to ``ceil(C)`` cores), turns SIGTERM into ``KeyboardInterrupt`` so
@@ -11,7 +11,8 @@ affinity to ``ceil(C)`` cores), turns SIGTERM into ``KeyboardInterrupt`` so
 ``module:function`` from the working directory (the app directory) and calls
 ``function(argv)``. The return value is the exit code (``None`` means 0); a
 :class:`lichen.errors.LichenError` becomes one line on stderr and its exit
-code; an interrupt exits 130 (SIGINT) or 143 (SIGTERM).
+code; an interrupt exits 130 (SIGINT) or 143 (SIGTERM). With ``--parent-pid``
+the job is sent SIGTERM when that runner dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Ignore further SIGTERMs while unwinding so cleanup runs to the end.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise JobTerminated()
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to SIGTERM this job if the runner dies (even by SIGKILL)."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the runner died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def apply_resources(memory_bytes: int | None, cpu_cores: float | None) -> None:
@@ -80,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lichen.runtime.job_process")
     parser.add_argument("--memory-bytes", type=int, default=None)
     parser.add_argument("--cpu-cores", type=float, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("entrypoint")
     options = parser.parse_args(args)
 
@@ -88,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
+        die_with_parent(options.parent_pid)
         apply_resources(options.memory_bytes, options.cpu_cores)
         function = resolve_entrypoint(options.entrypoint)
         result = function(job_args)

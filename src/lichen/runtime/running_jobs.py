@@ -266,7 +266,7 @@ class JobRunner:
         return env, [v for v in secrets.values() if len(v) >= 4]
 
     def _command(self, job: JobSpec, argv: list[str]) -> list[str]:
-        cmd = [sys.executable, "-m", "lichen.runtime.job_process"]
+        cmd = [sys.executable, "-m", "lichen.runtime.job_process", "--parent-pid", str(os.getpid())]
         if job.resources.memory:
             cmd += ["--memory-bytes", str(int(job.resources.memory))]
         if job.resources.cpu:

@@ -89,7 +89,7 @@ def slow(argv):
         print("memory limited", flush=True)
     with atomic_output("big/model", directory=True) as tmp:
         (tmp / "part1").write_text("half")
-        Path("started").touch()
+        Path("started").write_text(str(os.getpid()))
         while True:
             time.sleep(0.05)
 
@@ -210,3 +210,30 @@ def test_retries_and_timeouts(app: Path) -> None:
     result = lichen(app, "run", "hang")
     assert result.returncode == 124
     assert runs(app, "--job", "hang")[0]["status"] == "timeout"
+
+
+def test_killed_runner_takes_its_job_down_and_the_run_shows_lost(app: Path) -> None:
+    runner = subprocess.Popen([*LICHEN, "run", "slow"], cwd=app, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (app / "started").exists() or not (app / "started").read_text():
+            assert runner.poll() is None
+            assert time.monotonic() < deadline, "job never got mid-write"
+            time.sleep(0.05)
+        job_pid = int((app / "started").read_text())
+        runner.kill()  # SIGKILL: the runner cannot forward anything
+        runner.wait(timeout=30)
+        while True:
+            try:
+                os.kill(job_pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline + 60, "the job outlived its runner"
+            time.sleep(0.05)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert list((app / "big").iterdir()) == [], "the job unwound and removed its partial output"
+    [record] = runs(app)
+    assert record["status"] == "lost" and record["exit_code"] is None
