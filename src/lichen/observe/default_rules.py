@@ -1,5 +1,8 @@
 """The default alert rule pack every app gets (``observability.default_rules: true``).
 
+For the controller: ``MetricsPipeline.from_spec(spec.observability, base_dir=app_dir,
+extra_groups=default_rule_groups(spec))``.
+
 :func:`default_rules` builds a Prometheus rule file (a dict; :func:`default_rules_yaml`
 renders it) from an ``AppSpec``: one group per service, named
 ``lichen-defaults-<service>``, plus one app-wide group for scrape health. The
@@ -225,3 +228,13 @@ def default_rules_yaml(app: AppSpec, *, interval: str | None = None) -> str:
     Dumper.add_representer(_Literal, _literal)
     header = f"# Lichen default alert rules for app {app.app!r}; generated, do not edit.\n"
     return header + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=120)
+
+
+def default_rule_groups(app: AppSpec) -> list[Any]:
+    """The pack as parsed rule groups for ``MetricsPipeline.from_spec(..., extra_groups=...)``;
+    empty when ``observability.default_rules`` is false."""
+    if not app.observability.default_rules:
+        return []
+    from lichen.observe.rules import parse_rule_text
+
+    return parse_rule_text(default_rules_yaml(app), source=f"<default rules of {app.app}>")

@@ -174,3 +174,13 @@ def test_promtool_and_lichen_unit_test_the_pack_fires_as_documented(tmp_path: Pa
 
     lichen = run_test_file(test_file)
     assert lichen.ok, lichen.failures
+
+
+def test_default_rule_groups_feed_the_rule_manager() -> None:
+    from lichen.observe.default_rules import default_rule_groups
+
+    groups = default_rule_groups(APP)
+    assert [g.name for g in groups] == [g["name"] for g in default_rules(APP)["groups"]]
+    assert sum(len(g.rules) for g in groups) == sum(len(g["rules"]) for g in default_rules(APP)["groups"])
+    off = APP.model_copy(update={"observability": APP.observability.model_copy(update={"default_rules": False})})
+    assert default_rule_groups(off) == []
