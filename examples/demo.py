@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "examples" / "recsys"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-100k"
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
-SERVICES = {  # name -> (target, fallback port, a path to probe)
-    "recommender": ("recsys.services:Recommender", 8081, "/v1/recommendations/1?k=1"),
-    "similar": ("recsys.services:Similar", 8082, "/v1/items/1/similar?k=1"),
-    "events": ("recsys.services:Events", 8083, None),
+SERVICES = {  # name -> (target, fallback port offset, a path to probe)
+    "recommender": ("recsys.services:Recommender", 1, "/v1/recommendations/1?k=1"),
+    "similar": ("recsys.services:Similar", 2, "/v1/items/1/similar?k=1"),
+    "events": ("recsys.services:Events", 3, None),
 }
 
 
@@ -92,12 +92,13 @@ def try_lichen_up() -> str | None:
     return None
 
 
-def serve_each(children: list[subprocess.Popen]) -> dict[str, str]:
+def serve_each(children: list[subprocess.Popen], port_base: int) -> dict[str, str]:
     urls = {}
     logs = APP / ".lichen" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LICHEN_APP_DIR": str(APP)}
-    for name, (target, port, _probe) in SERVICES.items():
+    for name, (target, offset, _probe) in SERVICES.items():
+        port = port_base + offset
         log = (logs / f"demo-{name}.log").open("ab")
         children.append(subprocess.Popen(
             [*LICHEN, "serve", target, "--port", str(port), "--app-dir", str(APP)],
@@ -121,18 +122,26 @@ def print_examples(urls: dict[str, str]) -> None:
     print(f"  curl '{sim}/v1/items/50/similar?k=5'")
     print(f"  curl -X POST {events}/v1/events -H 'content-type: application/json' "
           "-d '{\"event_id\": \"demo-1\", \"user_id\": 1, \"item_id\": 50, \"rating\": 5}'")
-    print(f"  lichen models list --app {APP.relative_to(REPO)}        # promote/rollback: picked up live")
-    print(f"  lichen runs --app {APP.relative_to(REPO)}")
+    print(f"  lichen models list --app {_shown(APP)}        # promote/rollback: picked up live")
+    print(f"  lichen runs --app {_shown(APP)}")
     print()
     say("Ctrl-C stops everything")
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global APP
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="ratings file or directory (default: ../shared/data/ml-100k)")
     parser.add_argument("--skip-pipeline", action="store_true", help="serve the model already promoted")
     parser.add_argument("--serve-only", action="store_true", help="use `lichen serve`, not `lichen up`")
+    parser.add_argument("--port-base", type=int, default=8080, help="`lichen serve` ports are BASE+1, +2, +3")
+    parser.add_argument("--app", type=Path, default=APP, help="the app directory (default: examples/recsys)")
     args = parser.parse_args(argv)
+    APP = args.app.resolve()
     data = args.data if args.data is not None else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
 
     def stop(signum, frame):
@@ -148,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if gateway is not None:
             under_up = True
             urls = {name: gateway for name in SERVICES}
-            say(f"gateway: {gateway}   (lichen status --app {APP.relative_to(REPO)} for replicas)")
+            say(f"gateway: {gateway}   (lichen status {_shown(APP)} for replicas)")
         else:
-            urls = serve_each(children)
+            urls = serve_each(children, args.port_base)
         print_examples(urls)
         while True:
             for child in children:

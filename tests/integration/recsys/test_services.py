@@ -309,3 +309,55 @@ def test_redis_cache_is_shared_by_replicas(app: Path, tmp_path: Path) -> None:
             replica.stop()
         redis.terminate()
         redis.wait(timeout=30)
+
+
+def test_demo_serves_prints_examples_and_stops_cleanly_on_ctrl_c(app: Path, tmp_path: Path) -> None:
+    import signal
+
+    import psutil
+
+    demo_app = tmp_path / "app"
+    shutil.copytree(RECSYS_DIR / "recsys", demo_app / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(app / ".lichen", demo_app / ".lichen", ignore=shutil.ignore_patterns("events", "logs"))
+    base = free_port()
+    while any(free_port_taken(base + i) for i in (1, 2, 3)):
+        base = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "demo.py"), "--app", str(demo_app), "--skip-pipeline",
+         "--serve-only", "--port-base", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Ctrl-C stops everything" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            assert time.monotonic() < deadline, "".join(lines)
+        text = "".join(lines)
+        rec_url = f"http://127.0.0.1:{base + 1}"
+        assert f"curl '{rec_url}/v1/recommendations/1?k=5'" in text
+        body = httpx.get(f"{rec_url}/v1/recommendations/1", params={"k": 5}, timeout=10).json()
+        assert len(body["items"]) == 5
+        event = {"event_id": "demo-test", "user_id": 1, "item_id": 2}
+        assert httpx.post(f"http://127.0.0.1:{base + 3}/v1/events", json=event, timeout=10).status_code == 200
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"demo left processes behind: {alive}"
+
+
+def free_port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
