@@ -236,7 +236,10 @@ def _kinds(text: str) -> list[str]:
 
 
 def _threads(value: int | None) -> int:
-    return value if value else min(2, os.cpu_count() or 1)
+    """BLAS/implicit threads. Default 1: on this shared 2-core box EASE's fit
+    measured 4.5x slower with 2 BLAS threads than with 1 under load
+    (bench/recsys_training.py); pass --threads 2 on an idle machine."""
+    return value if value else 1
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -247,7 +250,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="validation/test split seed")
     p.add_argument("--name", default="recommender", help="model name in the registry")
     p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS/implicit threads (default: up to 2)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS/implicit threads (default 1)")
     p.add_argument("--no-promote", action="store_true", help="register without promoting")
     return p
 
