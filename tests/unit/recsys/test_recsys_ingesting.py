@@ -192,3 +192,19 @@ def test_synthetic_data_has_popularity_skew_and_structure():
     assert top_decile > 0.3  # Zipf-like head (ML-100K: 0.43): the top 10% of items take far more than 10%
     assert set(np.unique(data.ratings).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     assert len(np.unique(data.users * 10_000 + data.items)) == len(data)  # no duplicate pairs
+
+
+def test_ingest_reads_what_the_events_service_appends(app_dir):
+    from recsys.services import Event, EventLog
+
+    src = _write(app_dir / "u.data", "1\t10\t5\t100\n")
+    log = EventLog(app_dir / ".lichen" / "events")
+    assert log.append(Event(event_id="e1", user_id=1, item_id=12, rating=4.5, timestamp=500), 1_700_000_000.0)[0]
+    assert log.append(Event(event_id="e2", user_id=5, item_id=10, type="view"), 1_700_000_001.0)[0]
+    assert not log.append(Event(event_id="e1", user_id=1, item_id=12, rating=4.5, timestamp=500),
+                          1_700_000_002.0)[0]  # retried: accepted once
+    ingest(["--data", str(src)])
+    data, manifest = _latest(app_dir)
+    rows = sorted(zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist(), data.timestamps.tolist()))
+    assert rows == [(1, 10, 5.0, 100), (1, 12, 4.5, 500), (5, 10, 1.0, 1_700_000_001)]
+    assert manifest["events"]["rows"] == 2 and manifest["bad_rows"] == 0
