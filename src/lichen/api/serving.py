@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError
 from lichen.runtime.controlling import HOST, Controller
+from lichen.runtime.observing import attach_observing
 from lichen.runtime.state import StateStore, sqlite_path
 from lichen.runtime.workspaces import Workspace, atomic_write, code_digest, ensure_token, read_controller_info
 from lichen.spec.loading import load_spec
@@ -206,7 +207,14 @@ async def host_controller(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]
-        api = create_api(controller, token, extra_routers, reload_spec=lambda: load_spec(workspace.spec_path))
+        observing = attach_observing(controller, spec, token=token, api_url=f"http://{HOST}:{port}")
+
+        def reload_spec() -> AppSpec:
+            fresh = load_spec(workspace.spec_path)
+            return observing.apply_spec(fresh) if observing is not None else fresh
+
+        routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
+        api = create_api(controller, token, routers, reload_spec=reload_spec)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", access_log=False, lifespan="off"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -240,4 +248,6 @@ async def host_controller(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(sig)
+            if observing is not None:
+                await observing.aclose()
             store.close()

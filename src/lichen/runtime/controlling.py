@@ -254,8 +254,7 @@ class Controller:
     def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None:
         """Run ``fn`` every ``interval_s`` in its own task; errors are logged, never raised into the loop."""
         self._periodic_specs.append((name, interval_s, fn))
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop()
+        if self.passes > 0:  # run() already started the registered ones (it starts them before its first pass)
             self._periodic.append(asyncio.create_task(self._periodic_loop(name, interval_s, fn)))
 
     async def _periodic_loop(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None:

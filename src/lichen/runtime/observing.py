@@ -1,0 +1,259 @@
+"""Observability under ``lichen up``: the metrics stack of one app, wired to its controller.
+
+``attach_observing(controller, spec, workspace, token, api_url=...)`` builds, from
+``spec.observability``:
+
+* a :class:`~lichen.observe.series.SeriesStore` (retention; restored from and
+  snapshotted to ``persist_path`` when set, relative to the spec's directory);
+* a :class:`~lichen.observe.scraping.Scraper` over every running replica's
+  ``/metrics`` (labels ``service``, ``revision``, ``replica``, ``instance`` and
+  ``job="replica"``), the gateway's ``/metrics`` when the controller knows a
+  gateway address (``job="gateway"``), and the controller's own ``/metrics``
+  (``job="controller"``);
+* a :class:`~lichen.observe.rules.RuleManager` with the default rule pack for the
+  app (``default_rules: true``) plus the ``rules`` files;
+* a :class:`~lichen.observe.notifications.Notifier` with the spec's receivers,
+  route and inhibit rules; silences live in the state database, so ``lichen
+  silence add|expire`` take effect at the next notification cycle.
+
+It registers controller periodic tasks, each its own asyncio task so the
+control loop never waits on them: a scrape round every ``scrape_interval_s``
+(every request bounded by ``scrape_timeout_s``), rule evaluation every
+``evaluation_interval_s`` (or the shortest group interval) in a worker thread
+so PromQL never holds up the event loop, then a notification cycle as its own
+task (a slow receiver delays neither scraping nor evaluation). When the two
+intervals are equal, evaluation runs right after each scrape round, so a rule
+sees a fresh sample at once instead of up to one interval later.
+
+:meth:`Observing.routers` returns the Prometheus query API (``/api/v1/...``,
+``/federate``; bearer token of the control API) and the dashboard
+(``/dashboard/``). ``LICHEN_OBSERVE=off`` in the controller's environment
+builds nothing (for overhead comparisons, see ``bench/observing_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lichen.observe.collecting import MetricsPipeline
+from lichen.observe.default_rules import default_rules_yaml
+from lichen.observe.notifications import Notifier
+from lichen.observe.rules import RuleGroup, parse_rule_text
+from lichen.observe.scraping import ScrapeTarget
+from lichen.spec.models import AppSpec
+
+log = logging.getLogger("lichen.observing")
+SNAPSHOT_INTERVAL_S = 60.0
+DEFAULT_GROUP_PREFIX = "lichen-defaults-"
+
+
+def default_groups(spec: AppSpec) -> list[RuleGroup]:
+    """The app's default rule pack as rule groups (empty when ``default_rules: false``)."""
+    if not spec.observability.default_rules:
+        return []
+    every = prometheus_duration(spec.observability.evaluation_interval_s)
+    return parse_rule_text(default_rules_yaml(spec, interval=every), f"<default rules of {spec.app}>")
+
+
+def prometheus_duration(seconds: float) -> str:
+    """``5s``, ``500ms``: Prometheus durations take no fractions."""
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def observing_enabled() -> bool:
+    return os.environ.get("LICHEN_OBSERVE", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+class Observing:
+    """The metrics stack of one app under a running controller (see the module docs)."""
+
+    def __init__(self, controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> None:
+        self.controller = controller
+        self.spec = spec
+        self.token = token
+        self.api_url = api_url
+        self.base_dir = Path(controller.workspace.app_dir)
+        obs = spec.observability
+        self.pipeline = MetricsPipeline.from_spec(obs, base_dir=self.base_dir, extra_groups=default_groups(spec),
+                                                  snapshot_interval_s=SNAPSHOT_INTERVAL_S)
+        self.store, self.engine, self.rules = self.pipeline.store, self.pipeline.engine, self.pipeline.rules
+        self.scraper = self.pipeline.scraper
+        route = obs.route
+        self.notifier: Notifier | None = None
+        if obs.receivers:
+            self.notifier = Notifier.from_spec(
+                spec, base_dir=self.base_dir, external_url=f"{api_url}/dashboard/" if api_url else "",
+                backoff_base_s=1.0, backoff_max_s=min(60.0, max(5.0, route.group_interval_s)),
+            )
+        self.static_targets: dict[str, ScrapeTarget] = {}
+        """extra targets by name (``set_target``), e.g. a gateway the controller does not know about"""
+        self._notify_task: asyncio.Task[Any] | None = None
+        self._last_snapshot = time.monotonic()
+        self.rounds = {"scrape": 0, "evaluate": 0, "notify": 0}
+        self.cost_s = {"scrape": 0.0, "evaluate": 0.0}
+        """wall seconds spent per kind of round (the evaluation's includes its thread)"""
+
+    # ------------------------------------------------------------ targets
+    def set_target(self, name: str, url: str | None, **labels: str) -> None:
+        """Scrape ``url`` (a full ``/metrics`` URL) under ``name``; ``None`` removes it."""
+        if url is None:
+            self.static_targets.pop(name, None)
+        else:
+            self.static_targets[name] = ScrapeTarget(url, labels=tuple(sorted(labels.items())))
+
+    def _gateway_url(self) -> str | None:
+        for attr in ("gateway_url", "gateway_address"):
+            value = getattr(self.controller, attr, None)
+            if callable(value):
+                value = value()
+            if value:
+                text = str(value)
+                return text if text.startswith("http") else f"http://{text}"
+        gateway = getattr(self.controller, "gateway", None)
+        url = getattr(gateway, "url", None)
+        return str(url) if url else None
+
+    def targets(self) -> list[ScrapeTarget]:
+        """Every running replica with a port, the gateway (when known) and the controller itself."""
+        targets = []
+        for replica in list(self.controller.replicas.values()):
+            r = replica.record
+            if r.phase != "running" or not r.port or replica.handle is None:
+                continue
+            targets.append(ScrapeTarget(f"http://127.0.0.1:{r.port}/metrics", service=r.service, revision=r.revision,
+                                        replica=r.id, labels=(("job", "replica"),)))
+        gateway = self._gateway_url()
+        if gateway:
+            targets.append(ScrapeTarget(gateway.rstrip("/") + "/metrics", labels=(("job", "gateway"),)))
+        if self.api_url:
+            targets.append(ScrapeTarget(self.api_url.rstrip("/") + "/metrics", labels=(("job", "controller"),)))
+        targets.extend(self.static_targets.values())
+        return targets
+
+    # ------------------------------------------------------------ rounds
+    @property
+    def evaluation_interval_s(self) -> float:
+        intervals = [self.rules.interval_of(g) for g in self.rules.groups]
+        return min([self.spec.observability.evaluation_interval_s, *intervals])
+
+    @property
+    def fused(self) -> bool:
+        """Evaluate right after each scrape (same interval): no extra phase lag."""
+        return abs(self.evaluation_interval_s - self.spec.observability.scrape_interval_s) < 1e-9
+
+    async def scrape_round(self) -> None:
+        started = time.perf_counter()
+        await self.scraper.scrape_all(self.targets(), self.controller.clock.wall())
+        self.rounds["scrape"] += 1
+        self.cost_s["scrape"] += time.perf_counter() - started
+        if self.fused:
+            await self.evaluate_round()
+        if self.pipeline.persist_path is not None and time.monotonic() - self._last_snapshot >= SNAPSHOT_INTERVAL_S:
+            self._last_snapshot = time.monotonic()
+            await asyncio.to_thread(self._snapshot)
+
+    async def evaluate_round(self) -> None:
+        started = time.perf_counter()
+        now = self.controller.clock.wall()
+        await asyncio.to_thread(self.rules.evaluate_due, now)
+        self.rounds["evaluate"] += 1
+        self.cost_s["evaluate"] += time.perf_counter() - started
+        if self.notifier is not None and (self._notify_task is None or self._notify_task.done()):
+            self._notify_task = asyncio.create_task(self._notify(now))
+
+    async def _notify(self, now: float) -> None:
+        assert self.notifier is not None
+        try:
+            await self.notifier.process(self.rules.firing(), now)
+            self.rounds["notify"] += 1
+        except Exception:  # noqa: BLE001 - the outbox keeps what was not delivered
+            log.exception("notification cycle failed")
+
+    def _snapshot(self) -> None:
+        assert self.pipeline.persist_path is not None
+        self.store.drop_expired(int(self.controller.clock.wall() * 1000))
+        self.store.snapshot(self.pipeline.persist_path)
+
+    def attach(self) -> None:
+        """Register the periodic rounds with the controller (before or after it runs)."""
+        obs = self.spec.observability
+        self.controller.add_periodic("metrics scrape", obs.scrape_interval_s, self.scrape_round)
+        if not self.fused:
+            self.controller.add_periodic("rule evaluation", self.evaluation_interval_s, self.evaluate_round)
+
+    def apply_spec(self, spec: AppSpec) -> AppSpec:
+        """After ``lichen up`` re-applies a changed spec: regenerate the default rule pack's groups.
+
+        Groups that did not change keep their alert state; rule files and
+        receivers are read at controller start only.
+        """
+        fresh = {g.name: g for g in default_groups(spec)}
+        kept = []
+        for group in self.rules.groups:
+            if group.name.startswith(DEFAULT_GROUP_PREFIX) and group.source.startswith("<default rules"):
+                new = fresh.pop(group.name, None)
+                if new is None:
+                    continue
+                same = [(r.name, r.expr, r.for_s) for r in new.rules] == [(r.name, r.expr, r.for_s) for r in group.rules]
+                kept.append(group if same else new)
+            else:
+                kept.append(group)
+        kept.extend(fresh.values())
+        self.rules.groups = kept
+        self.spec = spec
+        return spec
+
+    # ------------------------------------------------------------ API
+    def routers(self) -> list[Any]:
+        from lichen.observe.dashboard import build_dashboard_router
+
+        controller = self.controller
+        query = self.pipeline.router(clock=controller.clock.wall)
+        dashboard = build_dashboard_router(
+            app_name=self.spec.app,
+            engine=self.engine,
+            rules=self.rules,
+            status=controller.status,
+            events=lambda limit: [e.__dict__ for e in controller.store.events(None, limit)],
+            token=self.token,
+            refresh_s=max(1.0, min(5.0, self.spec.observability.scrape_interval_s)),
+            clock=controller.clock.wall,
+        )
+        return [query, dashboard]
+
+    def stats(self) -> dict[str, Any]:
+        return {"rounds": dict(self.rounds), "cost_s": dict(self.cost_s), "targets": len(self.targets()),
+                "store": self.store.stats()}
+
+    async def aclose(self) -> None:
+        if self._notify_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._notify_task, 10)
+        with contextlib.suppress(Exception):
+            await self.scraper.aclose()
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                await self.notifier.aclose()
+            for part in (self.notifier.store, self.notifier.silences):
+                with contextlib.suppress(Exception):
+                    part.close()
+        if self.pipeline.persist_path is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._snapshot)
+
+
+def attach_observing(controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> Observing | None:
+    """Build the app's metrics stack, register its rounds with ``controller``; None when ``LICHEN_OBSERVE=off``."""
+    if not observing_enabled():
+        return None
+    observing = Observing(controller, spec, token=token, api_url=api_url)
+    observing.attach()
+    controller.observing = observing
+    return observing
