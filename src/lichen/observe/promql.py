@@ -261,12 +261,17 @@ class Engine:
         data = self.store.select(_matchers(vs), int(steps[0]) - offset - range_ms, int(steps[-1]) - offset)
         series, ts, vals = [], [], []
         for sd in data:
-            fresh = ~stale_mask(sd.values)
-            if not fresh.any():
-                continue
+            stale = stale_mask(sd.values)
+            if stale.any():
+                fresh = ~stale
+                if not fresh.any():
+                    continue
+                ts.append(sd.t_ms[fresh])
+                vals.append(sd.values[fresh])
+            else:
+                ts.append(sd.t_ms)
+                vals.append(sd.values)
             series.append(sd.label_dict)
-            ts.append(sd.t_ms[fresh])
-            vals.append(sd.values[fresh])
         equality = {m.name: m.value for m in _matchers(vs) if m.op == "=" and m.name != "__name__"}
         return RangeVector(series, ts, vals, range_ms, offset, steps, str(ms), equality)
 

@@ -40,8 +40,11 @@ def _flat_output(rv: RangeVector, values: np.ndarray, ok: np.ndarray, keep_name:
     keep = ok.any(axis=1)
     if not keep.any():
         return InstantVector.empty(len(rv.step_ts_ms))
-    series = [labels if keep_name else drop_name(labels) for labels, k in zip(rv.series, keep, strict=True) if k]
-    return merge_same_labels(InstantVector(series, values[keep], ok[keep]))
+    kept = [labels for labels, k in zip(rv.series, keep, strict=True) if k]
+    vec = InstantVector(kept if keep_name else [drop_name(s) for s in kept], values[keep], ok[keep])
+    if keep_name or len({s.get("__name__") for s in kept}) <= 1:
+        return vec  # selector series are unique, and stay unique when they shared one name
+    return merge_same_labels(vec)
 
 
 def extrapolated_rate(rv: RangeVector, *, is_counter: bool, is_rate: bool) -> InstantVector:
@@ -292,7 +295,10 @@ def histogram_quantile(q: Scalar, vec: InstantVector) -> InstantVector:
 def _simple(vec: InstantVector, fn: Callable[[np.ndarray], np.ndarray]) -> InstantVector:
     with np.errstate(all="ignore"):
         values = fn(vec.values)
-    return merge_same_labels(InstantVector([drop_name(s) for s in vec.series], values, vec.present.copy()))
+    out = InstantVector([drop_name(s) for s in vec.series], values, vec.present.copy())
+    if len({s.get("__name__") for s in vec.series}) <= 1:
+        return out
+    return merge_same_labels(out)
 
 
 def _round(vec: InstantVector, to_nearest: Scalar | None) -> InstantVector:

@@ -205,13 +205,20 @@ def vector_binop(op: str, lhs: InstantVector, rhs: InstantVector, matching: Matc
 
 def aggregate(op: str, vec: InstantVector, grouping: tuple[str, ...], without: bool, param: Scalar | None) -> InstantVector:
     steps = vec.values.shape[1]
-    groups: dict[tuple, tuple[dict[str, str], list[int]]] = {}
+    groups: dict[object, tuple[dict[str, str], list[int]]] = {}
+    dropped = set(grouping) | {"__name__"}
     for i, labels in enumerate(vec.series):
         if without:
-            out = {k: v for k, v in labels.items() if k not in grouping and k != "__name__"}
+            out = {k: v for k, v in labels.items() if k not in dropped}
+            key: object = frozenset(out.items())
         else:
+            key = tuple(labels.get(g, "") for g in grouping)
+            entry = groups.get(key)
+            if entry is not None:
+                entry[1].append(i)
+                continue
             out = {k: v for k, v in labels.items() if k in grouping}
-        groups.setdefault(labels_key(out), (out, []))[1].append(i)
+        groups.setdefault(key, (out, []))[1].append(i)
     if op in ("topk", "bottomk"):
         return _topk(op, vec, groups, param, steps)
     series, values, present = [], [], []

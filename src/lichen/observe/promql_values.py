@@ -102,10 +102,10 @@ def drop_name(labels: dict[str, str]) -> dict[str, str]:
 
 def merge_same_labels(vec: InstantVector, what: str = "vector cannot contain metrics with the same labelset") -> InstantVector:
     """Fold series whose label sets are equal; an overlap at one step is Prometheus' duplicate-labelset error."""
-    keys = [labels_key(s) for s in vec.series]
+    keys = [frozenset(s.items()) for s in vec.series]
     if len(set(keys)) == len(keys):
         return vec
-    order: dict[tuple, int] = {}
+    order: dict[frozenset, int] = {}
     series: list[dict[str, str]] = []
     values: list[np.ndarray] = []
     present: list[np.ndarray] = []

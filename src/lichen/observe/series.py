@@ -32,7 +32,7 @@ import re
 import struct
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ def stale_mask(values: np.ndarray) -> np.ndarray:
 
 def labels_key(labels: Mapping[str, str]) -> Labels:
     """The canonical, hashable form of a label set: sorted pairs, empty values dropped."""
-    return tuple(sorted((k, v) for k, v in labels.items() if v != ""))
+    return tuple(sorted([(k, v) for k, v in labels.items() if v != ""]))
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,7 @@ class SeriesData:
     labels: Labels
     t_ms: np.ndarray
     values: np.ndarray
-
-    @property
-    def label_dict(self) -> dict[str, str]:
-        return dict(self.labels)
+    label_dict: dict[str, str] = field(default_factory=dict)  # shared with the store: read-only
 
 
 class _Buffer:
@@ -142,9 +139,11 @@ class _Buffer:
             self.start = self.end - max_samples
 
     def window(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.end == self.start:
+            return self.t[:0], self.v[:0]
         t = self.t[self.start : self.end]
-        lo = int(np.searchsorted(t, start_ms, side="left"))
-        hi = int(np.searchsorted(t, end_ms, side="right"))
+        lo = 0 if int(t[0]) >= start_ms else int(t.searchsorted(start_ms, side="left"))
+        hi = len(t) if int(t[-1]) <= end_ms else int(t.searchsorted(end_ms, side="right"))
         return t[lo:hi], self.v[self.start + lo : self.start + hi]
 
     def __len__(self) -> int:
@@ -259,7 +258,7 @@ class SeriesStore:
             for sid in self._matching_ids(matchers):
                 t, v = self._buffers[sid].window(int(start_ms), int(end_ms))
                 if len(t):
-                    out.append(SeriesData(self._labels[sid], t.copy(), v.copy()))
+                    out.append(SeriesData(self._labels[sid], t.copy(), v.copy(), self._label_dicts[sid]))
             return out
 
     def series_labels(
