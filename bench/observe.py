@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -212,7 +211,9 @@ def _series_data(instances: int, hours: float, interval_s: float, end_s: float) 
     rng = np.random.default_rng(7)
     out = []
     for i in range(instances):
-        increments = rng.poisson(20, size=(len(BUCKETS), n)).astype(np.float64)
+        lam = np.full((len(BUCKETS), 1), 20.0)
+        lam[-1] = 0.05  # few observations above the last finite bound: p99 interpolates inside a bucket
+        increments = rng.poisson(lam, size=(len(BUCKETS), n)).astype(np.float64)
         cumulative = np.cumsum(np.cumsum(increments, axis=1), axis=0)  # monotone over time and over le
         for b, le in enumerate(BUCKETS):
             out.append(({"__name__": "x_bucket", "le": le, "instance": f"i{i}"}, t.astype(np.int64), cumulative[b]))
@@ -229,21 +230,44 @@ def _time(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def _serve_lichen(store: SeriesStore, engine: Engine) -> tuple[str, object]:
-    import uvicorn
+LICHEN_SERVER = textwrap.dedent(
+    """
+    import sys, uvicorn
     from fastapi import FastAPI
-
     from lichen.observe.http_api import build_query_router
-
+    from lichen.observe.promql import Engine
+    from lichen.observe.series import SeriesStore
+    store = SeriesStore.restore(sys.argv[1], retention_s=float(sys.argv[3]))
     app = FastAPI()
-    app.include_router(build_query_router(store, engine))
+    app.include_router(build_query_router(store, Engine(store)))
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    """
+)
+
+
+def _serve_lichen(store: SeriesStore, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Lichen's query API in its own process (like the controller), loaded from a snapshot of the same store."""
+    snapshot = workdir / "lichen.npz"
+    store.snapshot(snapshot)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    proc = subprocess.Popen([sys.executable, "-c", LICHEN_SERVER, str(snapshot), str(port), str(store.retention_ms / 1000)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/api/v1/status/buildinfo", timeout=2)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("lichen query server did not start")
+
+
+def _range_points(body: dict) -> dict[tuple, dict[float, float]]:
+    return {
+        tuple(sorted(s["metric"].items())): {float(t): float(v) for t, v in s["values"]}
+        for s in body["data"]["result"]
+    }
 
 
 def _start_prometheus(data: list, workdir: Path) -> tuple[subprocess.Popen, str] | None:
@@ -302,17 +326,20 @@ def bench_queries(instances: int, hours: float, interval_s: float, repeat: int) 
     print(f"  data: {len(data)} series x {len(data[0][1])} samples = {n_samples} samples over {hours:g} h at {interval_s:g} s")
     lichen_instant = _time(lambda: engine.instant(QUERY, end_s), repeat)
     lichen_range = _time(lambda: engine.range(QUERY, start_s, end_s, 60), repeat)
-    print(f"  lichen in-process: instant {_fmt(lichen_instant)}, range 6 h/60 s {_fmt(lichen_range)}")
-    url, server = _serve_lichen(store, engine)
+    print(f"  lichen in-process:                  instant {_fmt(lichen_instant)}, range 6 h/60 s {_fmt(lichen_range)}")
     client = httpx.Client(timeout=120)
     params_i = {"query": QUERY, "time": end_s}
     params_r = {"query": QUERY, "start": start_s, "end": end_s, "step": 60}
-    lichen_http_i = _time(lambda: client.get(f"{url}/api/v1/query", params=params_i).raise_for_status(), repeat)
-    lichen_http_r = _time(lambda: client.get(f"{url}/api/v1/query_range", params=params_r).raise_for_status(), repeat)
-    lichen_answer = client.get(f"{url}/api/v1/query", params=params_i).json()["data"]["result"]
-    print(f"  lichen over HTTP:  instant {_fmt(lichen_http_i)}, range {_fmt(lichen_http_r)}")
-    server.should_exit = True  # type: ignore[attr-defined]
-    with tempfile.TemporaryDirectory(prefix="lichen-bench-prom-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lichen-bench-") as tmp:
+        lichen_proc, url = _serve_lichen(store, Path(tmp))
+        try:
+            lichen_http_i = _time(lambda: client.get(f"{url}/api/v1/query", params=params_i).raise_for_status(), repeat)
+            lichen_http_r = _time(lambda: client.get(f"{url}/api/v1/query_range", params=params_r).raise_for_status(), repeat)
+            lichen_points = _range_points(client.get(f"{url}/api/v1/query_range", params=params_r).json())
+        finally:
+            lichen_proc.terminate()
+            lichen_proc.wait(timeout=20)
+        print(f"  lichen over HTTP (own process):     instant {_fmt(lichen_http_i)}, range {_fmt(lichen_http_r)}")
         started = _start_prometheus(data, Path(tmp))
         if started is None:
             return
@@ -320,14 +347,19 @@ def bench_queries(instances: int, hours: float, interval_s: float, repeat: int) 
         try:
             prom_i = _time(lambda: client.get(f"{prom_url}/api/v1/query", params=params_i).raise_for_status(), repeat)
             prom_r = _time(lambda: client.get(f"{prom_url}/api/v1/query_range", params=params_r).raise_for_status(), repeat)
-            prom_answer = client.get(f"{prom_url}/api/v1/query", params=params_i).json()["data"]["result"]
-            print(f"  prometheus over HTTP: instant {_fmt(prom_i)}, range {_fmt(prom_r)}")
-            print(f"  ratio lichen/prometheus (HTTP): instant {lichen_http_i / prom_i:.2f}x, range {lichen_http_r / prom_r:.2f}x")
-            same = bool(lichen_answer and prom_answer) and abs(float(lichen_answer[0]["value"][1]) - float(prom_answer[0]["value"][1])) <= 1e-9 * max(
-                1.0, abs(float(prom_answer[0]["value"][1]))
-            )
-            print(f"  same answer: {same} (lichen {lichen_answer[0]['value'][1] if lichen_answer else None}, "
-                  f"prometheus {prom_answer[0]['value'][1] if prom_answer else None})")
+            prom_points = _range_points(client.get(f"{prom_url}/api/v1/query_range", params=params_r).json())
+            print(f"  prometheus over HTTP (own process): instant {_fmt(prom_i)}, range {_fmt(prom_r)}")
+            print(f"  ratio lichen/prometheus: instant {lichen_http_i / prom_i:.2f}x, range {lichen_http_r / prom_r:.2f}x")
+            worst, compared = 0.0, 0
+            for key, points in prom_points.items():
+                mine = lichen_points.get(key, {})
+                for t, v in points.items():
+                    other = mine.get(t, float("nan"))
+                    compared += 1
+                    worst = max(worst, abs(other - v) / max(1e-12, abs(v))) if other == other else float("inf")
+            extra = sum(len(p) for p in lichen_points.values()) - compared
+            print(f"  same answer: {compared} range points compared, max relative difference {worst:.2e}, "
+                  f"{extra} extra points on Lichen's side")
         finally:
             proc.terminate()
             try:
