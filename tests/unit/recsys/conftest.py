@@ -3,7 +3,6 @@ a throwaway app directory, and a small synthetic dataset."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -42,13 +41,6 @@ def small_data():
     from recsys.synthesizing import synthesize
 
     return synthesize(150, 300, mean_per_user=30, seed=7)
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(APP_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop("REDIS_URL", None)
-    return env
 
 
 def _free_port() -> int:

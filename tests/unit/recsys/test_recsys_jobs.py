@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import os
+
 import pytest
-from conftest import child_env
 from lichen import ModelRegistry
 
 from recsys import datasets
@@ -20,6 +21,14 @@ from recsys.jobs import evaluate, features, ingest, train
 from recsys.models import load_model
 
 SMALL = ["--synthetic", "--users", "120", "--items", "200", "--offline"]
+APP_DIR = Path(__file__).resolve().parents[3] / "examples" / "recsys"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(APP_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("REDIS_URL", None)
+    return env
 
 
 def test_pipeline_ingest_features_train_evaluate(app_dir, capsys):
