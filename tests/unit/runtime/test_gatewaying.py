@@ -1,0 +1,142 @@
+"""The gateway under the controller, over the in-memory process and probe twins; and its config rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lichen.control.plans import Machine
+from lichen.control.traffic_splits import revision_weights
+from lichen.gateway.configs import load_config
+from lichen.runtime.controlling import Controller
+from lichen.runtime.endpoints import Endpoint
+from lichen.runtime.gatewaying import CONFIG_CHECK_S, attach_gateway, config_path, idempotent_paths_of, render
+from lichen.runtime.state import StateStore
+from lichen.runtime.workspaces import Workspace
+from lichen.spec.models import AppSpec
+from lichen.testing import FakeLauncher, FakeProber
+
+FAST = {"readiness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 1},
+        "liveness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 2}}
+
+
+def app_spec(port: int = 18080, **gateway: object) -> AppSpec:
+    return AppSpec.model_validate({
+        "app": "t",
+        "gateway": {"port": port, **gateway},
+        "services": {
+            "web": {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1, "replicas": 2,
+                    "max_inflight": 7, "timeout_s": 3, "routes": [{"prefix": "/v1/web", "strip_prefix": True}]},
+            "api": {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1},
+        },
+    })
+
+
+async def until(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_revision_weights_follow_ready_counts_unless_overridden() -> None:
+    assert revision_weights({"r1": 3}) == {}
+    assert revision_weights({"r1": 2, "r2": 1}) == {"r1": 2.0, "r2": 1.0}
+    assert revision_weights({"r1": 2, "r2": 0}) == {}
+    assert revision_weights({"r1": 2, "r2": 1}, {"r2": 5, "r1": 95}) == {"r1": 95.0, "r2": 5.0}
+
+
+def test_render_from_spec_and_registry(tmp_path: Path) -> None:
+    spec = app_spec(auth={"jwt": {"algorithm": "RS256", "jwks_file": "keys/jwks.json"}})
+    endpoints = [Endpoint("web", "r1", "web-r1-0", "127.0.0.1", 9001), Endpoint("web", "r1", "web-r1-1", "127.0.0.1", 9002),
+                 Endpoint("web", "r2", "web-r2-0", "127.0.0.1", 9003)]
+    config = render(spec, Workspace(tmp_path), endpoints, {}, {"web": ["/predict"]})
+    web = config.services["web"]
+    assert [e.url for e in web.endpoints] == ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"]
+    assert web.revision_weights == {"r1": 2.0, "r2": 1.0}  # rolling update: by ready replicas per revision
+    assert (web.max_inflight, web.timeout_s, web.idempotent_paths) == (7, 3.0, ["/predict"])
+    assert config.services["api"].endpoints == [] and config.services["api"].revision_weights == {}
+    assert {r.prefix: r.service for r in config.routes} == {"/v1/web": "web", "/api": "api"}
+    assert (config.host, config.port) == ("127.0.0.1", 18080)
+    assert config.keys_db == str(tmp_path / ".lichen" / "keys.db")
+    assert config.settings.auth.jwt is not None and config.settings.auth.jwt.jwks_file == str(tmp_path / "keys/jwks.json")
+    pinned = render(spec, Workspace(tmp_path), endpoints, {"web": {"r2": 1.0}}, {})
+    assert pinned.services["web"].revision_weights == {"r2": 1.0}
+
+
+def test_idempotent_paths_from_the_well_known_document() -> None:
+    doc = {"endpoints": [{"path": "/a", "method": "POST", "idempotent": True},
+                         {"path": "/b", "method": "POST", "idempotent": False},
+                         {"path": "/c", "method": "GET", "idempotent": True}]}
+    assert idempotent_paths_of(doc) == ["/a"]
+    assert idempotent_paths_of("nonsense") == [] and idempotent_paths_of({"endpoints": None}) == []
+
+
+def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Path) -> None:
+    launcher, prober = FakeLauncher(), FakeProber()
+
+    async def scenario() -> None:
+        store = StateStore(tmp_path / "state.db")
+        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
+                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
+        controller.apply(app_spec(), "code1")
+        gateway = attach_gateway(controller)
+        assert controller.gateway is gateway and config_path(controller.workspace).exists()
+        task = asyncio.create_task(controller.run())
+
+        def gateways() -> list:
+            return [p for p in launcher.by_replica("gateway")]
+
+        await until(lambda: len(gateways()) == 1, "the gateway to start")
+        argv, env = gateways()[0].request.argv, gateways()[0].request.env
+        assert argv[-3:] == ["gateway", "--config", str(config_path(controller.workspace))]
+        assert env["LICHEN_CONTROLLER"] == str(tmp_path) and env["LICHEN_COMPANION"] == "gateway"
+        assert "LICHEN_REPLICA" not in env
+
+        def config_endpoints(service: str) -> int:
+            return len(load_config(config_path(controller.workspace)).services[service].endpoints)
+
+        await until(lambda: config_endpoints("web") == 2 and config_endpoints("api") == 1, "endpoints in the config")
+        await until(lambda: gateway.status()["state"] == "Ready", "the gateway ready")
+        record = json.loads((tmp_path / ".lichen" / "gateway.process.json").read_text())
+        assert record["pid"] == gateways()[0].pid and record["port"] == 18080
+
+        # unchanged registry: no rewrite
+        writes = gateway.config_writes
+        await asyncio.sleep(CONFIG_CHECK_S * 4)
+        assert gateway.config_writes == writes
+
+        # scale down: written once the registry changes
+        controller.scale("web", 1)
+        await until(lambda: config_endpoints("web") == 1, "the removed endpoint to leave the config")
+
+        # the canary hook
+        revision = controller.services["web"].revision
+        gateway.set_revision_weights("web", {revision: 1.0})
+        await until(lambda: load_config(config_path(controller.workspace)).services["web"].revision_weights
+                    == {revision: 1.0}, "override weights in the config")
+
+        # liveness: a gateway that stops answering its health check is killed and restarted
+        prober.answers[(18080, "/-/healthz")] = "timeout"
+        await until(lambda: len(gateways()) == 2, "a restarted gateway")
+        assert gateways()[0].signals == ["SIGKILL"]
+        prober.answers.clear()
+        await until(lambda: gateway.status()["state"] == "Ready" and gateway.status()["restarts"] == 1,
+                    "the restarted gateway ready")
+
+        # a changed listen address restarts it at once
+        controller.apply(app_spec(port=18081), "code1")
+        await until(lambda: len(gateways()) == 3 and gateway.status()["port"] == 18081, "a gateway on the new port")
+        assert gateways()[1].signals == ["SIGTERM"]
+        assert load_config(config_path(controller.workspace)).port == 18081
+
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+        assert launcher.alive() == [] and gateways()[2].signals == ["SIGTERM"]
+        store.close()
+
+    asyncio.run(scenario())
