@@ -182,7 +182,7 @@ def read_ratings(
     if not path.is_file():
         raise DataError("ratings file not found", where=str(path))
     source = str(path)
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:  # -sig: drop a BOM
         lines = handle.read().splitlines()
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:

@@ -48,6 +48,14 @@ def test_reads_ratings_dat_and_ratings_csv(app_dir):
     assert data.ratings.tolist() == [4.0, 3.5] and list(manifest["formats"].values()) == ["csv"]
 
 
+def test_csv_with_a_byte_order_mark_and_crlf_line_ends(app_dir):
+    src = app_dir / "ratings.csv"
+    src.write_bytes("userId,movieId,rating,timestamp\r\n1,1,4.0,9\r\n2,1,3.0,9\r\n".encode("utf-8-sig"))
+    ingest(["--data", str(src)])
+    data, _ = _latest(app_dir)
+    assert data.users.tolist() == [1, 2]
+
+
 def test_generic_csv_with_column_mapping_and_no_rating(app_dir):
     src = _write(app_dir / "clicks.csv", "ts,who,what\n100,7,70\n101,7,71\n102,8,70\n")
     ingest(["--data", str(src), "--columns", "user=who,item=what,timestamp=ts"])
