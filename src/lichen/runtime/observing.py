@@ -38,9 +38,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from lichen.control.notifying import next_flush_at
 from lichen.observe.collecting import MetricsPipeline
 from lichen.observe.default_rules import default_rules_yaml
 from lichen.observe.notifications import Notifier
@@ -97,6 +99,7 @@ class Observing:
         self._notify_task: asyncio.Task[Any] | None = None
         self._last_snapshot = time.monotonic()
         self.rounds = {"scrape": 0, "evaluate": 0, "notify": 0}
+        self.skipped: dict[str, int] = {}
         self.cost_s = {"scrape": 0.0, "evaluate": 0.0}
         """wall seconds spent per kind of round (the evaluation's includes its thread)"""
 
@@ -169,10 +172,23 @@ class Observing:
             self._notify_task = asyncio.create_task(self._notify(now))
 
     async def _notify(self, now: float) -> None:
+        """One notification cycle; when a group is due before the next evaluation, another cycle at that moment.
+
+        So ``group_wait`` and ``group_interval`` hold to the moment, as with
+        Alertmanager's timers, instead of rounding up to an evaluation tick.
+        """
         assert self.notifier is not None
+        clock = self.controller.clock
         try:
-            await self.notifier.process(self.rules.firing(), now)
-            self.rounds["notify"] += 1
+            for _ in range(4):
+                await self.notifier.process(self.rules.firing(), now)
+                self.rounds["notify"] += 1
+                due = next_flush_at(self.notifier.state())
+                wall = clock.wall()
+                if due is None or due > wall + self.evaluation_interval_s:
+                    return
+                await asyncio.sleep(max(0.05, due - wall))
+                now = clock.wall()
         except Exception:  # noqa: BLE001 - the outbox keeps what was not delivered
             log.exception("notification cycle failed")
 
@@ -182,11 +198,41 @@ class Observing:
         self.store.snapshot(self.pipeline.persist_path)
 
     def attach(self) -> None:
-        """Register the periodic rounds with the controller (before or after it runs)."""
+        """Register the periodic rounds with the controller (before or after it runs).
+
+        Each is a controller periodic task that waits for its own fixed-rate
+        tick (``start + k * interval``), so rounds do not drift by their own
+        duration and ``for``/``group_wait`` are not stretched on a busy machine;
+        a round that overruns skips the ticks it missed.
+        """
         obs = self.spec.observability
-        self.controller.add_periodic("metrics scrape", obs.scrape_interval_s, self.scrape_round)
+        self.controller.add_periodic("metrics scrape", 0.0, self._ticker("scrape", obs.scrape_interval_s,
+                                                                          self.scrape_round))
         if not self.fused:
-            self.controller.add_periodic("rule evaluation", self.evaluation_interval_s, self.evaluate_round)
+            self.controller.add_periodic("rule evaluation", 0.0, self._ticker("evaluate", self.evaluation_interval_s,
+                                                                               self.evaluate_round))
+
+    def _ticker(self, name: str, interval_s: float, round_fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        clock = self.controller.clock
+        due = [clock.now() + interval_s]
+
+        async def tick() -> None:
+            wait_s = due[0] - clock.now()
+            if wait_s > 0:
+                await clock.sleep(wait_s)
+            try:
+                await round_fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one failed round never stops the next
+                log.exception("%s round failed", name)
+            due[0] += interval_s
+            now = clock.now()
+            if due[0] <= now:  # overran: skip the missed ticks
+                self.skipped[name] = self.skipped.get(name, 0) + int((now - due[0]) // interval_s) + 1
+                due[0] += interval_s * (int((now - due[0]) // interval_s) + 1)
+
+        return tick
 
     def apply_spec(self, spec: AppSpec) -> AppSpec:
         """After ``lichen up`` re-applies a changed spec: regenerate the default rule pack's groups.
@@ -229,7 +275,8 @@ class Observing:
         return [query, dashboard]
 
     def stats(self) -> dict[str, Any]:
-        return {"rounds": dict(self.rounds), "cost_s": dict(self.cost_s), "targets": len(self.targets()),
+        return {"rounds": dict(self.rounds), "skipped": dict(self.skipped), "cost_s": dict(self.cost_s),
+                "targets": len(self.targets()),
                 "store": self.store.stats()}
 
     async def aclose(self) -> None:
