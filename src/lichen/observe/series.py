@@ -14,7 +14,8 @@ Interface (stable; used by the engine, the rules, the scraper, the HTTP API and 
 * ``store.label_names(matchers=None)``, ``store.label_values(name, matchers=None)``
 * ``store.series_labels(matchers, start_ms, end_ms)`` — label sets with samples in the range.
 * ``store.mark_stale(labels, t_ms)`` — append Prometheus' stale marker.
-* ``store.drop_expired(now_ms)`` — apply the retention window (also done lazily on append).
+* ``store.drop_expired(now_ms)`` — apply the retention window (also done lazily on append);
+  series left without samples are dropped from the index, so replica churn does not grow it.
 * ``store.snapshot(path)`` / ``SeriesStore.restore(path)`` — atomic on-disk copy (tmp + fsync +
   rename) so a restart keeps history; ``store.stats()`` reports series, samples and bytes/sample.
 
@@ -218,10 +219,27 @@ class SeriesStore:
         """Forget samples older than the retention window (series keep their index entry)."""
         with self._lock:
             cutoff = int(now_ms) - self.retention_ms
+            empty = 0
             for buf in self._buffers:
                 if len(buf) and buf.t[buf.start] < cutoff:
                     buf.drop_before(cutoff)
+                if not len(buf):
+                    empty += 1
             self._appends_since_expiry = 0
+            if empty and (empty >= 1000 or empty * 10 >= len(self._buffers) or len(self._ids) >= self.max_series):
+                self._forget_empty_series()
+
+    def _forget_empty_series(self) -> None:
+        """Drop index entries of series with no samples left (replica churn would otherwise grow the index forever)."""
+        live = [sid for sid, buf in enumerate(self._buffers) if len(buf)]
+        self._labels = [self._labels[sid] for sid in live]
+        self._label_dicts = [self._label_dicts[sid] for sid in live]
+        self._buffers = [self._buffers[sid] for sid in live]
+        self._ids = {key: sid for sid, key in enumerate(self._labels)}
+        self._postings = {}
+        for sid, key in enumerate(self._labels):
+            for name, value in key:
+                self._postings.setdefault(name, {}).setdefault(value, set()).add(sid)
 
     # ------------------------------------------------------------------- reads
 

@@ -127,3 +127,15 @@ def test_max_series_bounds_the_index() -> None:
 def test_invalid_regex_is_a_data_error() -> None:
     with pytest.raises(DataError, match="invalid regex"):
         LabelMatcher("a", "=~", "(")
+
+
+def test_series_without_samples_leave_the_index_after_retention() -> None:
+    store = SeriesStore(retention_s=60, max_series=100)
+    for i in range(100):  # a hundred short-lived replicas
+        store.append({"__name__": "up", "replica": f"r{i}"}, i * 1000, 1.0)
+    store.append({"__name__": "up", "replica": "late"}, 500_000, 1.0)  # dropped: the index is full
+    assert store.stats()["dropped_series"] == 1
+    store.drop_expired(500_000)
+    store.append({"__name__": "up", "replica": "late"}, 500_000, 1.0)
+    assert store.label_values("replica") == ["late"]
+    assert [dict(s.labels)["replica"] for s in store.select([LabelMatcher("__name__", "=", "up")], 0, 10**9)] == ["late"]
