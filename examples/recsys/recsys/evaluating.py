@@ -63,9 +63,10 @@ def make_split(data: Interactions, seed: int) -> Split:
                  seed=seed)
 
 
-def top_k(model, inputs: sp.csr_matrix, exclude: sp.csr_matrix, k: int = K, batch: int = 4096) -> np.ndarray:
+def top_k(model, inputs: sp.csr_matrix, exclude: sp.csr_matrix, k: int = K, batch: int | None = None) -> np.ndarray:
     """Item indices of each row's top ``k``, scored from ``inputs``, with ``exclude`` items removed."""
     out = np.zeros((inputs.shape[0], k), np.int64)
+    batch = batch or max(1, min(4096, 16_000_000 // max(1, inputs.shape[1])))  # ≤ 128 MB of float64 scores
     for start in range(0, inputs.shape[0], batch):
         stop = min(start + batch, inputs.shape[0])
         scores = np.array(model.score_matrix(inputs[start:stop]), dtype=np.float64)

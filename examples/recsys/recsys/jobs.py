@@ -235,6 +235,19 @@ def _kinds(text: str) -> list[str]:
     return kinds
 
 
+def _default_models(chosen: list[str] | None, manifest: dict, console: Console) -> list[str]:
+    """The models asked for, else all that fit this catalog (EASE and ItemKNN are dense item × item)."""
+    from recsys.models.ease import MAX_ITEMS
+
+    if chosen:
+        return chosen
+    if manifest["items"] <= MAX_ITEMS:
+        return ["ease", "als", "itemknn", "pop"]
+    console.print(f"[yellow]{manifest['items']:,} items: skipping ease and itemknn (dense item × item, "
+                  f"limit {MAX_ITEMS:,}); training als and pop[/]")
+    return ["als", "pop"]
+
+
 def _threads(value: int | None) -> int:
     """BLAS/implicit threads. Default 1: on this shared 2-core box EASE's fit
     measured 4.5x slower with 2 BLAS threads than with 1 under load
@@ -246,7 +259,8 @@ def train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="train", description="Tune, train, register and promote recommenders.")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
-    p.add_argument("--models", type=_kinds, default=_kinds("ease,als,itemknn,pop"), help="comma-separated")
+    p.add_argument("--models", type=_kinds, default=None,
+                   help="comma-separated (default ease,als,itemknn,pop; ease and itemknn only up to 15,000 items)")
     p.add_argument("--seed", type=int, default=0, help="validation/test split seed")
     p.add_argument("--name", default="recommender", help="model name in the registry")
     p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
@@ -266,6 +280,7 @@ def train(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv if argv is not None else sys.argv[1:])
     console = _console()
     data, manifest = datasets.load_dataset(args.store, args.dataset)
+    args.models = _default_models(args.models, manifest, console)
     registry = ModelRegistry(args.out) if args.out else ModelRegistry()
     threads = _threads(args.threads)
     if manifest.get("source", {}).get("kind") == "synthetic":
@@ -296,7 +311,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="evaluate", description="RecBole protocol over several seeds, beside RecBole's figures.")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
-    p.add_argument("--models", type=_kinds, default=_kinds("ease,als,itemknn,pop"), help="comma-separated")
+    p.add_argument("--models", type=_kinds, default=None,
+                   help="comma-separated (default ease,als,itemknn,pop; ease and itemknn only up to 15,000 items)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
     p.add_argument("--no-refit", action="store_true",
                    help="test the train-only model (RecBole exactly) instead of refitting on train+valid")
@@ -322,6 +338,7 @@ def evaluate(argv: list[str] | None = None) -> int:
     except ValueError:
         raise DataError(f"--seeds: expected integers such as 0,1,2, got {args.seeds!r}", where="--seeds") from None
     data, manifest = datasets.load_dataset(args.store, args.dataset)
+    args.models = _default_models(args.models, manifest, console)
     threads = _threads(args.threads)
     results = []
     from rich.progress import Progress

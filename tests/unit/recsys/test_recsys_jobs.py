@@ -158,3 +158,15 @@ def test_train_killed_mid_register_leaves_the_registry_as_it_was(app_dir, signum
     train(["--models", "ease"])
     assert [v.version for v in registry.list("recommender")] == [1, 2]
     assert load_model(registry.get("recommender", 2).path).kind == "ease"
+
+
+def test_default_models_skip_dense_item_models_on_a_large_catalog():
+    from rich.console import Console
+
+    from recsys.jobs import _default_models
+
+    console = Console(record=True, width=200)
+    assert _default_models(None, {"items": 1682}, console) == ["ease", "als", "itemknn", "pop"]
+    assert _default_models(None, {"items": 62_000}, console) == ["als", "pop"]
+    assert "skipping ease and itemknn" in console.export_text()
+    assert _default_models(["ease"], {"items": 62_000}, console) == ["ease"]  # asked for: EASE says why it can't

@@ -8,7 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from lichen import DataError
 
+from recsys.models.ease import MAX_ITEMS
 from recsys.models.recommenders import RecModel
 
 
@@ -43,6 +45,12 @@ class ItemKNN(RecModel):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
+        if matrix.shape[1] > MAX_ITEMS:
+            raise DataError(
+                f"ItemKNN builds a dense {matrix.shape[1]}×{matrix.shape[1]} similarity; more than {MAX_ITEMS} "
+                "items is too large for this machine: train --models als,pop instead",
+                where="train --models itemknn",
+            )
         self.fit_from_similarity(cosine_similarity(matrix, self.params["shrink"]))
 
     def fit_from_similarity(self, sim: np.ndarray) -> None:
