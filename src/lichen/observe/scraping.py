@@ -32,7 +32,7 @@ import httpx
 
 from lichen.clocks import Clock
 from lichen.errors import DataError
-from lichen.observe.expositions import parse_exposition
+from lichen.observe.expositions import ExpositionParser
 from lichen.observe.series import Labels, SeriesStore
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class ScrapeResult:
 class _TargetState:
     series: set[Labels] = field(default_factory=set)
     meta: set[Labels] = field(default_factory=set)
-    keys: dict[tuple, Labels] = field(default_factory=dict)
+    keys: dict[str, Labels] = field(default_factory=dict)
+    parser: ExpositionParser = field(default_factory=ExpositionParser)
 
 
 class Scraper:
@@ -151,24 +152,26 @@ class Scraper:
         return result
 
     def _store_samples(self, target: ScrapeTarget, text: str, now_s: float) -> int:
-        samples = parse_exposition(text)
-        t_ms = int(now_s * 1000)
         state = self._state.setdefault(target.url, _TargetState())
+        samples = state.parser.parse(text)
+        t_ms = int(now_s * 1000)
         base = target.target_labels()
         seen: set[Labels] = set()
+        keys = state.keys
         append = self.store.append
-        for s in samples:
-            cache_key = (s.name, tuple(s.labels.items()))
-            key = state.keys.get(cache_key)
+        for series_text, name, labels, value in samples:
+            key = keys.get(series_text)
             if key is None:
                 merged = {}
-                for k, v in s.labels.items():
+                for k, v in labels.items():
                     merged[f"exported_{k}" if k in base else k] = v
                 merged.update(base)
-                merged["__name__"] = s.name
+                merged["__name__"] = name
                 key = tuple(sorted((k, v) for k, v in merged.items() if v != ""))
-                state.keys[cache_key] = key
-            append(key, t_ms, s.value)
+                if len(keys) >= 100_000:
+                    keys.clear()
+                keys[series_text] = key
+            append(key, t_ms, value)
             seen.add(key)
         for gone in state.series - seen:
             self.store.mark_stale(gone, t_ms)

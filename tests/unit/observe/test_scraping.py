@@ -154,3 +154,19 @@ def test_pipeline_scrapes_evaluates_snapshots_and_restores_alert_state(tmp_path)
 
     asyncio.run(run())
     assert (tmp_path / "state" / "series.npz").exists()
+
+
+def test_exposition_parser_caches_series_and_reads_values() -> None:
+    from lichen.errors import DataError
+    from lichen.observe.expositions import ExpositionParser
+
+    parser = ExpositionParser()
+    text = '# HELP x y\nx_total{path="/a b}",q="\\"x\\""} 3 1700000000000\nplain 4.5\nbig +Inf\nnan NaN\n'
+    first = parser.parse(text)
+    assert [(n, lab, v) for _, n, lab, v in first][:2] == [("x_total", {"path": "/a b}", "q": '"x"'}, 3.0), ("plain", {}, 4.5)]
+    assert first[2][3] == float("inf") and first[3][3] != first[3][3]
+    again = parser.parse(text.replace(" 3 ", " 7 "))
+    assert again[0][3] == 7.0 and again[0][2] is first[0][2]  # labels parsed once
+    for bad in ("x{a=\"b\"}\n", "x{a=\"b\"} notanumber\n", "x{a=b} 1\n"):
+        with pytest.raises(DataError):
+            ExpositionParser().parse(bad)
