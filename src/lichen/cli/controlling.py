@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -108,6 +107,8 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
             def announce(controller: Any) -> None:
                 info = json.loads(workspace.controller_file.read_text())
                 print(f"controller pid {info['pid']} serving {info['url']} for {workspace.app_dir}", flush=True)
+                if controller.gateway is not None:
+                    print(f"gateway {controller.gateway.url}", flush=True)
 
             await host_controller(workspace, on_ready=announce)
             return
@@ -150,9 +151,11 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
     else:
         raise ControlPlaneError(f"the controller did not start within 60 s; see {log_path}")
     console.print(f"controller pid {child.pid} serving {info['url']} (log {log_path})")
-    if wait:
-        with _client(workspace.app_dir) as client:
+    with _client(workspace.app_dir) as client:
+        if wait:
             _wait_settled(client, timeout_s)
+        else:
+            _print_gateway(client.status())
 
 
 def _wait_settled(client: Any, timeout_s: float) -> None:
@@ -169,8 +172,13 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
             ready_current = sum(1 for r in current if r["state"] == "Ready")
             if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
                 pending.append(f"{name} {ready_current}/{s['desired']}")
+        gateway = state.get("gateway") or {}
+        if not pending and gateway.get("state") in ("Starting", "Pending") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the replicas are ready: give the gateway its moment too
+            continue
         if not pending:
             console.print("ready: " + ", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items()))
+            _print_gateway(state)
             return
         if time.monotonic() > deadline:
             raise ControlPlaneError(f"not ready after {timeout_s:g}s: {', '.join(pending)} (see 'lichen status')")
@@ -205,7 +213,7 @@ def down(
         for pid in survivors:
             processes.signal_group(pid, 9)
         console.print(f"stopped {len(pids)} replica(s) and controller pid {controller_pid}")
-    from lichen.runtime.controlling import stop_leftovers
+    from lichen.runtime.teardown import stop_leftovers
     from lichen.runtime.state import StateStore, sqlite_path
     from lichen.spec.loading import load_spec
 
@@ -265,7 +273,30 @@ def _status_view(state: dict[str, Any]) -> Any:
         replicas.add_row(r["id"], f"[{styles.get(r['state'], 'white')}]{r['state']}[/]", str(r["pid"] or ""),
                          str(r["port"] or ""), str(r["restarts"]), last, _fmt_s(r["uptime_s"]),
                          _fmt_s(r["restart_in_s"]))
-    return Group(services, replicas)
+    gateway = state.get("gateway")
+    if not gateway:
+        return Group(services, replicas)
+    edge = Table(header_style="bold")
+    for column in ("gateway", "state", "pid", "upstreams", "restarts", "last exit", "uptime", "restart in"):
+        edge.add_column(column, no_wrap=column in ("gateway", "state"))
+    last = "" if gateway["last_exit_code"] is None else f"exit code {gateway['last_exit_code']}"
+    edge.add_row(gateway["url"] or "", f"[{styles.get(gateway['state'], 'white')}]{gateway['state']}[/]",
+                 str(gateway["pid"] or ""), str(gateway["upstreams"]), str(gateway["restarts"]), last,
+                 _fmt_s(gateway["uptime_s"]), _fmt_s(gateway["restart_in_s"]))
+    return Group(services, replicas, edge)
+
+
+def _print_gateway(state: dict[str, Any]) -> None:
+    """The app's entry point, as ``lichen up`` reports it (or why the gateway is not serving)."""
+    gateway = state.get("gateway")
+    if not gateway or not gateway.get("url"):
+        return
+    if gateway["state"] == "Ready":
+        console.print(f"gateway: {gateway['url']}  (try: curl {gateway['url']}/-/routes)")
+    else:
+        tail = (gateway.get("log_tail") or "").strip().splitlines()[-1:]
+        console.print(f"gateway {gateway['url']} is {gateway['state']}" + (f": {tail[0][:200]}" if tail else "")
+                      + f" (log {gateway['log']})", markup=False)
 
 
 def status(
@@ -282,7 +313,8 @@ def status(
         print_json(state)
         return
     console.print(_status_view(state))
-    for r in state["replicas"]:
+    for r in [*state["replicas"], *([dict(state["gateway"], id="gateway", last_exit_reason="exited")]
+                                    if state.get("gateway") else [])]:
         if r["state"] in ("CrashLoopBackOff", "Exited") and r.get("log_tail"):
             code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
             console.print(f"\n[bold red]{r['id']}[/] {r['state']} ({r['last_exit_reason']}{code}); log tail:")

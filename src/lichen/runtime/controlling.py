@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,13 +51,14 @@ from lichen.control.plans import (
 from lichen.control.reconciling import reconcile
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError
-from lichen.runtime import processes
+from lichen.runtime import processes, supervising, teardown
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry
 from lichen.runtime.probing import HttpProber
 from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
+from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
-from lichen.spec.models import AppSpec, ServiceSpec
+from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = logging.getLogger("lichen.controller")
 HOST = "127.0.0.1"
@@ -143,6 +144,11 @@ class Controller:
         self._periodic: list[asyncio.Task[None]] = []
         self._periodic_specs: list[tuple[str, float, Callable[[], Any]]] = []
         self._secrets_cache: dict[str, dict[str, str]] = {}
+        self.auxiliary: dict[str, AuxiliaryProcess] = {}
+        self.app_spec: AppSpec | None = None
+        """the spec last applied (the gateway renders its routes and settings from it)"""
+        self.gateway: Any = None
+        """the app's gateway under ``lichen up`` (:class:`lichen.runtime.gatewaying.SupervisedGateway`)"""
         self.passes = 0
         self.metrics = CollectorRegistry(auto_describe=True)
         self._m_replicas = Gauge("lichen_replicas", "Replicas by state.", ["service", "revision", "state"],
@@ -172,6 +178,7 @@ class Controller:
         """Make ``app`` the desired state; returns the services whose revision changed."""
         for name, spec in app.services.items():
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
+        self.app_spec = app
         changed = []
         now_wall = self.clock.wall()
         for name, spec in app.services.items():
@@ -251,6 +258,17 @@ class Controller:
         self.store.save_desired(name, s.revision, s.replicas, s.restart_nonce, asdict(s.rollout) if s.rollout else None)
 
     # ================================================================ hooks
+    def supervise(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+                  restart: RestartSpec | None = None, grace_s: float = 10.0) -> AuxiliaryProcess:
+        """Keep a non-replica process running (restart with CrashLoopBackOff; stopped by ``shutdown``).
+
+        Its output goes to ``.lichen/logs/<name>.log``; events use ``name`` as the service.
+        """
+        process = AuxiliaryProcess(name, argv, dict(env or {}), restart or RestartSpec(), grace_s)
+        self.auxiliary[name] = process
+        self.wake()
+        return process
+
     def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None:
         """Run ``fn`` every ``interval_s`` in its own task; errors are logged, never raised into the loop."""
         self._periodic_specs.append((name, interval_s, fn))
@@ -288,7 +306,7 @@ class Controller:
         try:
             while True:
                 wake_at = self.step()
-                if self.stopping and not self.replicas:
+                if self.stopping and not self.replicas and not any(a.handle for a in self.auxiliary.values()):
                     break
                 timeout = self.tick_s if wake_at is None else max(0.0, min(self.tick_s, wake_at - self.clock.now()))
                 self._wake.clear()
@@ -310,6 +328,10 @@ class Controller:
         self._observe(now)
         plan = reconcile(self.desired_state(), self.views(now), now)
         self._apply(plan, now)
+        aux_wake = self._supervise_auxiliary(now)
+        if aux_wake is not None:
+            plan_wake = plan.wake_at
+            return aux_wake if plan_wake is None else min(aux_wake, plan_wake)
         self.passes += 1
         self._update_metrics()
         self._m_loop.observe(time.perf_counter() - started)
@@ -639,27 +661,21 @@ class Controller:
 
     def clean_orphans(self) -> int:
         """Kill replica processes of this app that no record knows (started just before a crash)."""
-        import psutil
-
         known = {r.record.pid for r in self.replicas.values() if r.record.pid}
-        marker = str(self.workspace.app_dir)
         killed = 0
-        for process in psutil.process_iter(["pid"]):
-            if process.pid in known or process.pid == os.getpid():
-                continue
-            try:
-                env = process.environ()
-            except (psutil.Error, OSError):
-                continue
-            if env.get("LICHEN_CONTROLLER") == marker and "LICHEN_REPLICA" in env:
-                with contextlib.suppress(psutil.Error):
-                    if os.getpgid(process.pid) in known:
-                        continue
-                processes.signal_group(process.pid, signal.SIGKILL)
-                self.event(env.get("LICHEN_SERVICE", ""), "CleanedUp", "orphan without a record",
-                           f"pid {process.pid}", env["LICHEN_REPLICA"])
-                killed += 1
+        for pid, env in teardown.marked_processes(self.workspace.app_dir):
+            with contextlib.suppress(OSError):
+                if pid in known or os.getpgid(pid) in known or "LICHEN_REPLICA" not in env:
+                    continue
+            processes.signal_group(pid, signal.SIGKILL)
+            self.event(env.get("LICHEN_SERVICE", ""), "CleanedUp", "orphan without a record", f"pid {pid}",
+                       env.get("LICHEN_REPLICA", ""))
+            killed += 1
         return killed
+
+    def _supervise_auxiliary(self, now: float) -> float | None:
+        return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
+                                          self.event)
 
     # ================================================================ misc
     def _rotate_logs(self) -> None:
@@ -680,76 +696,9 @@ class Controller:
 
     def status(self) -> dict[str, Any]:
         """Everything ``lichen status`` shows, as plain data."""
-        now = self.clock.now()
-        services = {}
-        for name, s in self.services.items():
-            services[name] = {
-                "revision": s.revision, "desired": s.replicas,
-                "ready": sum(1 for r in self.replicas.values() if r.record.service == name and r.record.published),
-                "rollout": asdict(s.rollout) if s.rollout else None,
-            }
-        replicas = []
-        for replica in sorted(self.replicas.values(), key=lambda r: (r.record.service, r.record.created_index)):
-            r = replica.record
-            spec = self._spec_of(r)
-            state = "Ready" if r.published else {"running": "Starting" if not replica.readiness.answered else "NotReady",
-                                                 "terminating": "Terminating", "pending": "Pending"}.get(r.phase, "Exited")
-            restart_in = None
-            if r.phase == "exited":
-                if backoff.in_crash_loop(r.crash_count):
-                    state = "CrashLoopBackOff"
-                exited = replica.exited_mono if replica.exited_mono is not None else now
-                restart_in = max(0.0, backoff.restart_at(exited, r.crash_count, spec.restart) - now)
-            entry = {
-                "id": r.id, "service": r.service, "revision": r.revision, "state": state, "pid": r.pid,
-                "port": r.port, "restarts": r.restarts, "last_exit_code": r.last_exit_code,
-                "last_exit_reason": r.last_exit_reason, "restart_in_s": restart_in,
-                "uptime_s": (now - replica.started_mono) if replica.started_mono and r.phase == "running" else None,
-                "placement": r.placement,
-            }
-            if state in ("CrashLoopBackOff", "Exited"):
-                tail = processes.log_tail(self.workspace.log_path(r.id), 8192).splitlines()[-15:]
-                entry["log_tail"] = "\n".join(line[:400] for line in tail)
-            replicas.append(entry)
-        return {
-            "app_dir": str(self.workspace.app_dir), "pid": os.getpid(), "stopping": self.stopping,
-            "enforcement": self.launcher.enforcement, "services": services, "replicas": replicas,
-            "endpoints": {k: [e.to_dict() for e in v] for k, v in self.endpoints.by_service().items()},
-            "endpoints_version": self.endpoints.version,
-        }
+        from lichen.runtime.reporting import controller_status
+
+        return controller_status(self)
 
     def child_pids(self) -> list[int]:
         return [r.record.pid for r in self.replicas.values() if r.record.pid]
-
-
-def stop_leftovers(workspace: Workspace, store: StateStore, grace_s: float = 10.0) -> list[int]:
-    """With no controller running: stop every replica process recorded (or marked) for this app.
-
-    Processes are matched by pid *and* start time, plus any process whose
-    environment names this app as its controller; each gets SIGTERM, then
-    SIGKILL after ``grace_s``. Returns the pids that were signalled.
-    """
-    import psutil
-
-    targets: dict[int, float | None] = {}
-    for record in store.replicas():
-        if record.pid and processes.is_alive(record.pid, record.create_time):
-            targets[record.pid] = record.create_time
-    marker = str(workspace.app_dir)
-    for process in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, OSError):
-            env = process.environ()
-            if env.get("LICHEN_CONTROLLER") == marker and "LICHEN_REPLICA" in env and process.pid != os.getpid():
-                targets.setdefault(process.pid, process.create_time())
-    for pid in targets:
-        processes.signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(processes.is_alive(p, c) for p, c in targets.items()):
-        time.sleep(0.05)
-    for pid, create_time in targets.items():
-        if processes.is_alive(pid, create_time) or processes.group_alive(pid):
-            processes.signal_group(pid, signal.SIGKILL)
-    for record in store.replicas():
-        store.delete_replica(record.id)
-        store.add_event(time.time(), record.service, "Stopped", "lichen down (no controller)", "", record.id)
-    return sorted(targets)

@@ -152,7 +152,7 @@ def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[s
                 continue
             key, sep, value = text.partition("=")
             if not sep:
-                raise ConfigError(f"expected KEY=VALUE, got a line without '='", where=f"{workspace.secrets_file}:{number}")
+                raise ConfigError("expected KEY=VALUE, got a line without '='", where=f"{workspace.secrets_file}:{number}")
             from_file[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
     values: dict[str, str] = {}
     missing = []

@@ -79,12 +79,14 @@ class App:
     def controller_pid(self) -> int:
         return self.client().pid
 
-    def marked_processes(self) -> list[psutil.Process]:
-        """Every live process whose environment names this app's controller."""
+    def marked_processes(self, replicas_only: bool = False) -> list[psutil.Process]:
+        """Every live process whose environment names this app's controller (only replicas if asked)."""
         found = []
         for process in psutil.process_iter(["pid"]):
             try:
                 env = process.environ()
+                if replicas_only and "LICHEN_REPLICA" not in env:
+                    continue
                 if env.get("LICHEN_CONTROLLER") == str(self.dir) and process.status() != psutil.STATUS_ZOMBIE:
                     found.append(process)
             except (psutil.Error, OSError):

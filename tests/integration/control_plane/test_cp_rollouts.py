@@ -39,7 +39,7 @@ def test_controller_killed_mid_rollout_readopts_and_completes_without_orphans(ma
     os.kill(controller, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
                "the controller to die")
-    survivors = [p.pid for p in app.marked_processes()]
+    survivors = [p.pid for p in app.marked_processes(replicas_only=True)]
     assert survivors, "replicas must outlive their controller"
 
     app.up()  # takes over: re-adopts, then finishes the rollout
@@ -53,7 +53,7 @@ def test_controller_killed_mid_rollout_readopts_and_completes_without_orphans(ma
     assert any(e["kind"] == "Adopted" for e in events)
     assert any(e["kind"] == "RolloutComplete" for e in events)
     # no orphan, no duplicate: the processes carrying this app's marker are exactly the replicas shown
-    wait_until(lambda: sorted(p.pid for p in app.marked_processes()) == sorted(r["pid"] for r in ready),
+    wait_until(lambda: sorted(p.pid for p in app.marked_processes(replicas_only=True)) == sorted(r["pid"] for r in ready),
                "old replicas to be gone")
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in old.values())
 

@@ -200,3 +200,32 @@ def test_missing_secret_is_a_config_error_naming_it(tmp_path: Path, fakes, monke
     controller = make(tmp_path, launcher, prober)
     with pytest.raises(ConfigError, match=r"services\.web\.secrets: NOPE_TOKEN not set"):
         controller.apply(app_spec(web={"secrets": ["NOPE_TOKEN"]}), "c")
+
+
+def test_supervises_a_non_replica_process_like_the_gateway(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        from lichen.spec.models import RestartSpec
+
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(), "c")
+        controller.supervise("gateway", ["lichen", "gateway"], env={"X": "1"},
+                             restart=RestartSpec(initial_backoff_s=30, max_backoff_s=60))
+        task = asyncio.create_task(controller.run())
+        await until(lambda: launcher.by_replica("gateway"), "the gateway start")
+        first = launcher.by_replica("gateway")[0]
+        assert first.request.env["X"] == "1" and first.request.log_path.name == "gateway.log"
+        launcher.exit(first.pid, 1)
+        controller.wake()
+        await until(lambda: len(launcher.by_replica("gateway")) == 2, "an immediate restart")
+        launcher.exit(launcher.by_replica("gateway")[1].pid, 1)
+        controller.wake()
+        await until(lambda: [e for e in kinds(controller, "Exited") if e.service == "gateway"][1:], "second exit")
+        assert len(launcher.by_replica("gateway")) == 2  # backing off for 30 s
+        assert controller.status()["processes"]["gateway"]["state"] == "BackOff"
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+        assert launcher.alive() == []
+
+    asyncio.run(scenario())
