@@ -249,6 +249,7 @@ class SupervisedGateway:
             return
         wanted = self._spec_address()
         if handle is not None and wanted is not None and self.address is not None and wanted != self.address:
+            self._write(self._render())  # the new address is on disk before the controller starts the next gateway
             self._event("Stopping", "ConfigChanged", f"listen address {self.address} -> {wanted}; SIGTERM")
             self.process.crash_count = 0  # a restart we asked for: no backoff
             self.controller.launcher.terminate(handle)
