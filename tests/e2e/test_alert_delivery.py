@@ -15,11 +15,14 @@ Checked:
 * after recovery, the resolved notification arrives;
 * a receiver that is down while the alert fires gets the firing and the
   resolved notification once it is back (the outbox retries);
-* the alert is visible in the controller's ``/api/v1/alerts`` meanwhile.
+* the alert is visible in the controller's ``/api/v1/alerts`` meanwhile;
+* ``lichen silence add`` mutes the running notifier (nothing sent while the
+  alert fires), ``lichen silence expire`` lets the notification through.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -139,6 +142,21 @@ def test_firing_and_resolved_reach_the_webhook_even_after_it_was_down(running) -
         app.fail(False)
         _, body = wait_until(lambda: hook.received(ALERT, "resolved", seen), "the resolved notification", 30)
         _check_v4(body, "resolved")
+
+        # --- round 3: `lichen silence add` mutes the running notifier; `lichen silence expire` lets it through
+        added = json.loads(app.cli("silence", "add", f"alertname={ALERT}", "service=model", "--duration", "10m",
+                                   "--comment", "e2e", "--app-dir", str(app.dir), "--json").stdout)
+        seen = len(hook.bodies)
+        app.fail(True)
+        firing = wait_until(lambda: [a for a in app.alerts(ALERT) if a["state"] == "firing"], "the alert to fire", 30)
+        active_at = _parse(firing[0]["activeAt"])
+        quiet_until = active_at + FOR_S + GROUP_WAIT_S + 3 * SCRAPE_S
+        wait_until(lambda: time.time() > quiet_until, "several notification cycles while silenced", 30)
+        assert hook.received(ALERT, "firing", seen) is None, "a silenced alert was notified"
+        app.cli("silence", "expire", added["id"], "--app-dir", str(app.dir))
+        _, body = wait_until(lambda: hook.received(ALERT, "firing", seen), "the firing notification after expiry", 30)
+        _check_v4(body, "firing")
+        app.fail(False)
     assert load.errors > 0 and load.count > load.errors
 
 
