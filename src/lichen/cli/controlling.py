@@ -107,6 +107,7 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
             def announce(controller: Any) -> None:
                 info = json.loads(workspace.controller_file.read_text())
                 print(f"controller pid {info['pid']} serving {info['url']} for {workspace.app_dir}", flush=True)
+                print(f"dashboard {info['url']}/dashboard/ (open it with 'lichen dashboard')", flush=True)
                 if controller.gateway is not None:
                     print(f"gateway {controller.gateway.url}", flush=True)
 
@@ -120,6 +121,8 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
                     view.update(_status_view(controller.status()), refresh=True)
 
                 refresh()
+                url = json.loads(workspace.controller_file.read_text())["url"]
+                console.print(f"dashboard {url}/dashboard/ (open it with 'lichen dashboard')", markup=False)
                 controller.add_periodic("status table", 1.0, refresh)
 
             await host_controller(workspace, on_ready=attach)
@@ -151,6 +154,7 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
     else:
         raise ControlPlaneError(f"the controller did not start within 60 s; see {log_path}")
     console.print(f"controller pid {child.pid} serving {info['url']} (log {log_path})")
+    console.print(f"dashboard {info['url']}/dashboard/ (open it with 'lichen dashboard')", markup=False)
     with _client(workspace.app_dir) as client:
         if wait:
             _wait_settled(client, timeout_s)
