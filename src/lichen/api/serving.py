@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError
 from lichen.runtime.controlling import HOST, Controller
+from lichen.runtime.gatewaying import attach_gateway
 from lichen.runtime.observing import attach_observing
 from lichen.runtime.state import StateStore, sqlite_path
 from lichen.runtime.workspaces import Workspace, atomic_write, code_digest, ensure_token, read_controller_info
@@ -203,6 +204,7 @@ async def host_controller(
         controller = (controller_factory or (lambda ws, st: Controller(ws, st)))(workspace, store)
         controller.load_desired()
         controller.apply(spec, code_digest(workspace.app_dir))
+        attach_gateway(controller)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, 0))
