@@ -67,7 +67,8 @@ def _resolve_source(path: Path) -> Path:
 
 
 def ingest_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ingest", description="Validate ratings and write a versioned interaction dataset.")
+    p = _Parser(prog="ingest", description="Validate ratings and write a versioned interaction dataset.",
+                epilog="Example: lichen run ingest --app examples/recsys -- --data ratings.csv --on-bad-rows skip")
     p.add_argument("--data", type=Path, help="ratings file or directory (u.data, ratings.dat, ratings.csv, any CSV)")
     p.add_argument("--format", default="auto", choices=ingesting.FORMATS)
     p.add_argument("--columns", help="generic CSV mapping: user=COL,item=COL[,rating=COL][,timestamp=COL]")
@@ -190,7 +191,8 @@ def _exit_on_sigterm() -> None:
 
 
 def features_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="features", description="Build user histories, popularity, co-occurrence and item metadata.")
+    p = _Parser(prog="features", description="Build user histories, popularity, co-occurrence and item metadata.",
+                epilog="Example: lichen run features --app examples/recsys -- --redis-url redis://127.0.0.1:6379/0")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--out", type=Path, default=None, help="SQLite feature store path (default .lichen/features.db)")
@@ -256,7 +258,8 @@ def _threads(value: int | None) -> int:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train", description="Tune, train, register and promote recommenders.")
+    p = _Parser(prog="train", description="Tune, train, register and promote recommenders.",
+                epilog="Example: lichen run train --app examples/recsys -- --models ease,als --seed 1")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
@@ -308,7 +311,8 @@ def train(argv: list[str] | None = None) -> int:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="evaluate", description="RecBole protocol over several seeds, beside RecBole's figures.")
+    p = _Parser(prog="evaluate", description="RecBole protocol over several seeds, beside RecBole's figures.",
+                epilog="Example: lichen run evaluate --app examples/recsys -- --models ease --seeds 0,1,2 --no-refit")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
