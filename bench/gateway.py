@@ -1,5 +1,9 @@
 """The same backend behind three front ends: (a) direct, (b) nginx as a reverse proxy, (c) the Lichen gateway.
 
+The backend is two single-process uvicorn replicas of a tiny ASGI app (as
+``lichen up`` would run two replicas); nginx and Lichen spread requests over
+both, and "direct" runs one load generator per replica and adds them up.
+
 Two workloads: a trivial handler (pure proxy cost) and one that burns about
 2 ms of CPU per request (inference-like). For each front end it prints
 throughput, p50 and p99 at saturation, then p50 at the same offered load of
@@ -11,8 +15,9 @@ built-in asyncio one (much slower: it competes for the same CPUs).
 
     .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--profile]
 
-``--profile`` runs the gateway under pyinstrument for the trivial workload and
-prints where its time goes.
+``--profile`` then samples the gateway with py-spy (``pip install py-spy``)
+under the trivial load and prints its hottest lines: a line that calls
+``transport.write`` is time spent in the ``send()`` system call.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ error_log {dir}/error.log;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}
+  upstream backend {{ {servers} keepalive 128; }}
   server {{
     listen 127.0.0.1:{port};
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
@@ -88,19 +93,32 @@ def ensure_nginx() -> str | None:
 # ------------------------------------------------------------------ load generators
 
 
-def run_wrk(url: str, duration_s: float, connections: int, rate: float | None) -> dict[str, float]:
-    """wrk, closed loop at saturation; with ``rate`` a Lua delay paces each connection to about that total rate."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "--latency"]
+def run_wrk(urls: list[str], duration_s: float, connections: int, rate: float | None) -> dict[str, float]:
+    """wrk, closed loop at saturation; with ``rate`` a Lua delay paces each connection to about that total rate.
+
+    Several URLs (the direct case: one per replica) run as concurrent wrk
+    processes sharing the connections and the rate; their throughputs add up.
+    """
+    share = max(1, connections // len(urls))
+    threads = max(1, 2 // len(urls))
+    args = ["wrk", f"-t{threads}", f"-c{share}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "--latency"]
     script = None
     if rate:
-        gap_ms = max(0.0, connections / rate * 1000.0)
+        gap_ms = max(0.0, share / (rate / len(urls)) * 1000.0)
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
         script.write(f"function delay() return math.random(0, {int(2 * gap_ms)}) end\n")
         script.close()
         args += ["-s", script.name]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration_s + 60).stdout
+    procs = [subprocess.Popen([*args, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for url in urls]
+    outputs = [proc.communicate(timeout=duration_s + 60)[0] for proc in procs]
     if script:
         os.unlink(script.name)
+    parsed = [_parse_wrk(out) for out in outputs]
+    return {"rps": sum(p["rps"] for p in parsed), "p50_ms": statistics.mean(p["p50_ms"] for p in parsed),
+            "p99_ms": max(p["p99_ms"] for p in parsed), "errors": sum(p["errors"] for p in parsed)}
+
+
+def _parse_wrk(out: str) -> dict[str, float]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(label: str) -> float:
@@ -154,10 +172,18 @@ async def _builtin(host: str, port: int, path: str, duration_s: float, connectio
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors}
 
 
-def load(port: int, path: str, duration_s: float, connections: int, rate: float | None = None) -> dict[str, float]:
+def load(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None = None) -> dict[str, float]:
     if shutil.which("wrk"):
-        return run_wrk(f"http://127.0.0.1:{port}{path}", duration_s, connections, rate)
-    return asyncio.run(_builtin("127.0.0.1", port, path, duration_s, connections, rate))
+        return run_wrk([f"http://127.0.0.1:{port}{path}" for port in ports], duration_s, connections, rate)
+    return asyncio.run(_builtin_many(ports, path, duration_s, connections, rate))
+
+
+async def _builtin_many(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None) -> dict:
+    share = max(1, connections // len(ports))
+    parts = await asyncio.gather(*(
+        _builtin("127.0.0.1", port, path, duration_s, share, rate / len(ports) if rate else None) for port in ports))
+    return {"rps": sum(p["rps"] for p in parts), "p50_ms": statistics.mean(p["p50_ms"] for p in parts),
+            "p99_ms": max(p["p99_ms"] for p in parts), "errors": sum(p["errors"] for p in parts)}
 
 
 # ------------------------------------------------------------------ front ends
@@ -167,17 +193,22 @@ class Stack:
     def __init__(self, profile: bool) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
         self.procs: list[subprocess.Popen] = []
-        self.backend_port = free_port()
-        self.procs.append(subprocess.Popen(
-            [PY, str(BACKEND), "--port", str(self.backend_port), "--workers", "2"],
-            cwd=BACKEND.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(self.backend_port)
+        # Two single-process replicas (one per core), as `lichen up` would run them. Every front end spreads
+        # requests over both: nginx and Lichen per request, "direct" with one load generator per replica.
+        self.backend_ports = [free_port(), free_port()]
+        for index, port in enumerate(self.backend_ports):
+            self.procs.append(subprocess.Popen(
+                [PY, str(BACKEND), "--port", str(port), "--replica", f"b{index}"],
+                cwd=BACKEND.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.backend_ports:
+            wait_http(port)
         self.nginx_port = None
         nginx = ensure_nginx()
         if nginx:
             self.nginx_port = free_port()
             (self.tmp / "nginx.conf").write_text(
-                NGINX_CONF.format(dir=self.tmp, backend_port=self.backend_port, port=self.nginx_port))
+                NGINX_CONF.format(dir=self.tmp, port=self.nginx_port,
+                                  servers=" ".join(f"server 127.0.0.1:{p};" for p in self.backend_ports)))
             subprocess.run([nginx, "-c", str(self.tmp / "nginx.conf"), "-p", str(self.tmp)], check=True,
                            stderr=subprocess.DEVNULL)
             wait_http(self.nginx_port)
@@ -185,14 +216,12 @@ class Stack:
         config = {
             "host": "127.0.0.1", "port": self.lichen_port,
             "routes": [{"prefix": "/", "service": "backend"}],
-            "services": {"backend": {"endpoints": [{"url": f"http://127.0.0.1:{self.backend_port}", "replica": "b0"}],
+            "services": {"backend": {"endpoints": [{"url": f"http://127.0.0.1:{p}", "replica": f"b{i}"}
+                                                   for i, p in enumerate(self.backend_ports)],
                                      "discover_idempotent": False}},
         }
         (self.tmp / "gateway.json").write_text(json.dumps(config))
         command = [LICHEN, "gateway", "--config", str(self.tmp / "gateway.json")]
-        self.profile_path = self.tmp / "profile.txt"
-        if profile:
-            command = [PY, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(self.profile_path), *command]
         self.gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(self.lichen_port)
 
@@ -208,6 +237,29 @@ class Stack:
             proc.wait(timeout=30)
 
 
+def profile_gateway(stack: Stack, duration_s: float, connections: int) -> list[str]:
+    """Sample the gateway with py-spy (CPU only) under the trivial load; the 15 hottest lines, by self time."""
+    spy = shutil.which("py-spy") or str(Path(PY).with_name("py-spy"))
+    if not os.path.exists(spy):
+        return ["py-spy not found: pip install py-spy"]
+    raw = stack.tmp / "profile.raw"
+    sampler = subprocess.Popen([spy, "record", "-p", str(stack.gateway.pid), "-d", str(max(2, int(duration_s))),
+                                "-r", "250", "-f", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    load([stack.lichen_port], WORKLOADS["trivial"], duration_s + 2, connections)
+    _, err = sampler.communicate(timeout=120)
+    if not raw.exists():
+        return [f"py-spy failed: {err.decode(errors='replace').strip()[:300]}"]
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        leaf = stack_text.rsplit(";", 1)[-1]
+        leaves[leaf] = leaves.get(leaf, 0) + int(count)
+        total += int(count)
+    ranked = sorted(leaves.items(), key=lambda item: -item[1])[:15]
+    return [f"{100 * n / total:5.1f}%  {leaf}" for leaf, n in ranked]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -218,10 +270,13 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack(args.profile)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    fronts = {"direct": stack.backend_port, "nginx": stack.nginx_port, "lichen": stack.lichen_port}
+    fronts = {"direct": stack.backend_ports, "nginx": [stack.nginx_port] if stack.nginx_port else None,
+              "lichen": [stack.lichen_port]}
     generator = "wrk" if shutil.which("wrk") else "built-in asyncio"
-    print(f"load generator: {generator}; {os.cpu_count()} CPUs; {args.connections} connections; {args.duration:g} s per run")
+    print(f"load generator: {generator}; {os.cpu_count()} CPUs; {args.connections} connections; "
+          f"{args.duration:g} s per run, {args.rounds} rounds; load average before: {os.getloadavg()[0]:.1f}")
     live = {name: port for name, port in fronts.items() if port is not None}
+    profile_lines: list[str] = []
 
     def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
         ordered = sorted(runs, key=lambda r: r["rps"])
@@ -229,8 +284,8 @@ def main() -> None:
 
     try:
         for workload, path in WORKLOADS.items():
-            for port in live.values():
-                load(port, path, 1.0, args.connections)  # warm up pools and caches
+            for ports in live.values():
+                load(ports, path, 1.0, args.connections)  # warm up pools and caches
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
             for _ in range(args.rounds):  # alternate front ends so a noisy neighbour hits all of them alike
                 for name, port in live.items():
@@ -245,9 +300,12 @@ def main() -> None:
                 p50s = sorted(r["p50_ms"] for r in half_runs[name])
                 rates = sorted(r["rps"] for r in half_runs[name])
                 results[workload][name].update(half_rps=rates[len(rates) // 2], half_p50_ms=p50s[len(p50s) // 2])
+        if args.profile:
+            profile_lines = profile_gateway(stack, args.duration, args.connections)
     finally:
         stack.close()
 
+    print(f"load average after: {os.getloadavg()[0]:.1f} (other processes on this machine share its CPUs)")
     print()
     print(f"{'workload':<9} {'front end':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
           f" {'half-load req/s':>16} {'half-load p50 ms':>17}")
@@ -270,9 +328,9 @@ def main() -> None:
               + (f"; nginx - direct = {r['nginx']['half_p50_ms'] - r['direct']['half_p50_ms']:.2f} ms" if "nginx" in r else ""))
     if args.json:
         print(json.dumps(results, indent=2))
-    if args.profile and stack.profile_path.exists():
-        print("\nprofile of the gateway (pyinstrument, whole run):")
-        print(stack.profile_path.read_text()[:6000])
+    if profile_lines:
+        print("\nwhere the gateway's CPU time goes at saturation, trivial handler (py-spy, share of samples):")
+        print("\n".join(profile_lines))
 
 
 if __name__ == "__main__":

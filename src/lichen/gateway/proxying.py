@@ -19,9 +19,17 @@ from typing import Any
 from lichen.control.admission import admission_decision, retry_after_header_s
 from lichen.control.outliers import OutlierPolicy, record_failure, record_success
 from lichen.control.rate_limiting import TokenBucket, default_burst, take_token
-from lichen.control.retry_budgets import backoff_s, can_retry, is_idempotent, note_request, note_retry, should_retry
+from lichen.control.retry_budgets import (
+    IDEMPOTENT_METHODS,
+    backoff_s,
+    can_retry,
+    is_idempotent,
+    note_request,
+    note_retry,
+    should_retry,
+)
 from lichen.control.routing import match_route, rewrite_path
-from lichen.gateway.authenticating import Authenticator, credential_of
+from lichen.gateway.authenticating import ALLOWED_ANONYMOUS, Authenticator, credential_of
 from lichen.gateway.configs import GatewayConfig
 from lichen.gateway.keys import KeyCache
 from lichen.gateway.metrics import GatewayMetrics
@@ -115,11 +123,13 @@ class Gateway:
             return
         service = tables.services[rule.service]
         # -- authentication
-        credential = credential_of(
-            req.authorization.decode("latin-1") if req.authorization else None,
-            req.api_key.decode("latin-1") if req.api_key else None,
-        )
-        verdict = self.auth.check(credential, path, time.time())
+        verdict = ALLOWED_ANONYMOUS
+        if self.auth.enabled:
+            credential = credential_of(
+                req.authorization.decode("latin-1") if req.authorization else None,
+                req.api_key.decode("latin-1") if req.api_key else None,
+            )
+            verdict = self.auth.check(credential, path, time.time())
         if verdict.status:
             challenge = [(b"www-authenticate", b'Bearer realm="lichen"')] if verdict.status == 401 else None
             self.deny(conn, req, verdict.status, verdict.reason,
@@ -129,10 +139,7 @@ class Gateway:
             return
         # -- rate limits
         now = loop.time()
-        for scope, rate, buckets, who in (
-            ("key", self.key_rate, self.key_buckets, verdict.principal),
-            ("ip", self.ip_rate, self.ip_buckets, conn.client_ip),
-        ):
+        for scope, rate, buckets, who in self._rate_checks(verdict.principal, conn.client_ip):
             if rate is None or who is None:
                 continue
             decision = take_token(buckets.get(who), now, rate[0], rate[1])
@@ -190,6 +197,14 @@ class Gateway:
                     waiter.set_result(None)
                     break
         self.metrics.observe_request(rule.prefix, rule.service, revision, status, loop.time() - start)
+
+    def _rate_checks(self, principal: str | None, client_ip: str) -> list[tuple[str, Any, dict[str, TokenBucket], Any]]:
+        checks = []
+        if self.key_rate is not None and principal is not None:
+            checks.append(("key", self.key_rate, self.key_buckets, principal))
+        if self.ip_rate is not None:
+            checks.append(("ip", self.ip_rate, self.ip_buckets, client_ip))
+        return checks
 
     def _builtin(self, conn: ClientConnection, req: Request, path: str, request_id: str) -> None:
         if path == self.config.metrics_path:
@@ -274,7 +289,7 @@ class Gateway:
         upstream_path = target.partition("?")[0]
         timeout_s = rule.timeout_s or service.timeout_s
         deadline = start + timeout_s
-        idempotent = is_idempotent(req.method, upstream_path, service.idempotent_paths())
+        idempotent = req.method in IDEMPOTENT_METHODS or is_idempotent(req.method, upstream_path, service.idempotent_paths())
         pinned = req.pinned.decode("latin-1") if req.pinned else None
         hash_key = service.hash_key(req.headers, path, query) if service.hash_kind else None
         runtime = service.runtime
