@@ -98,10 +98,27 @@ class Observing:
         """extra targets by name (``set_target``), e.g. a gateway the controller does not know about"""
         self._notify_task: asyncio.Task[Any] | None = None
         self._last_snapshot = time.monotonic()
+        self._instrument(controller)
         self.rounds = {"scrape": 0, "evaluate": 0, "notify": 0}
         self.skipped: dict[str, int] = {}
         self.cost_s = {"scrape": 0.0, "evaluate": 0.0}
         """wall seconds spent per kind of round (the evaluation's includes its thread)"""
+
+    def _instrument(self, controller: Any) -> None:
+        """The stack's own cost on the controller's ``/metrics`` (so the overhead bench can read it)."""
+        registry = getattr(controller, "metrics", None)
+        self._m_round = None
+        if registry is None:
+            return
+        from prometheus_client import Gauge, Histogram
+
+        self._m_round = Histogram("lichen_observe_round_seconds", "Wall time of one scrape or rule evaluation round.",
+                                  ["kind"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+                                  registry=registry)
+        series = Gauge("lichen_observe_series", "Series in the embedded store.", registry=registry)
+        series.set_function(lambda: float(self.store.stats().get("series", 0)))
+        samples = Gauge("lichen_observe_samples", "Samples in the embedded store.", registry=registry)
+        samples.set_function(lambda: float(self.store.stats().get("samples", 0)))
 
     # ------------------------------------------------------------ targets
     def set_target(self, name: str, url: str | None, **labels: str) -> None:
@@ -156,6 +173,8 @@ class Observing:
         await self.scraper.scrape_all(self.targets(), self.controller.clock.wall())
         self.rounds["scrape"] += 1
         self.cost_s["scrape"] += time.perf_counter() - started
+        if self._m_round is not None:
+            self._m_round.labels("scrape").observe(time.perf_counter() - started)
         if self.fused:
             await self.evaluate_round()
         if self.pipeline.persist_path is not None and time.monotonic() - self._last_snapshot >= SNAPSHOT_INTERVAL_S:
@@ -168,6 +187,8 @@ class Observing:
         await asyncio.to_thread(self.rules.evaluate_due, now)
         self.rounds["evaluate"] += 1
         self.cost_s["evaluate"] += time.perf_counter() - started
+        if self._m_round is not None:
+            self._m_round.labels("evaluate").observe(time.perf_counter() - started)
         if self.notifier is not None and (self._notify_task is None or self._notify_task.done()):
             self._notify_task = asyncio.create_task(self._notify(now))
 
