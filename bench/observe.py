@@ -332,24 +332,30 @@ def bench_queries(instances: int, hours: float, interval_s: float, repeat: int) 
     params_r = {"query": QUERY, "start": start_s, "end": end_s, "step": 60}
     with tempfile.TemporaryDirectory(prefix="lichen-bench-") as tmp:
         lichen_proc, url = _serve_lichen(store, Path(tmp))
+        prom = None
         try:
-            lichen_http_i = _time(lambda: client.get(f"{url}/api/v1/query", params=params_i).raise_for_status(), repeat)
-            lichen_http_r = _time(lambda: client.get(f"{url}/api/v1/query_range", params=params_r).raise_for_status(), repeat)
+            prom = _start_prometheus(data, Path(tmp))
+            # alternate the two servers call by call, so both see the same machine load
+            sides = {"lichen": url} | ({"prometheus": prom[1]} if prom else {})
+            timings: dict[tuple[str, str], list[float]] = {}
+            for k in range(repeat + 1):
+                for name, base in sides.items():
+                    for kind, path, params in (("instant", "query", params_i), ("range", "query_range", params_r)):
+                        t = time.perf_counter()
+                        client.get(f"{base}/api/v1/{path}", params=params).raise_for_status()
+                        if k:  # the first round warms caches
+                            timings.setdefault((name, kind), []).append(time.perf_counter() - t)
+            med = {key: statistics.median(v) for key, v in timings.items()}
+            print(f"  lichen over HTTP (own process):     instant {_fmt(med['lichen', 'instant'])}, range {_fmt(med['lichen', 'range'])}")
+            if prom is None:
+                return
+            print(f"  prometheus over HTTP (own process): instant {_fmt(med['prometheus', 'instant'])}, range {_fmt(med['prometheus', 'range'])}")
+            print(
+                f"  ratio lichen/prometheus: instant {med['lichen', 'instant'] / med['prometheus', 'instant']:.2f}x, "
+                f"range {med['lichen', 'range'] / med['prometheus', 'range']:.2f}x"
+            )
             lichen_points = _range_points(client.get(f"{url}/api/v1/query_range", params=params_r).json())
-        finally:
-            lichen_proc.terminate()
-            lichen_proc.wait(timeout=20)
-        print(f"  lichen over HTTP (own process):     instant {_fmt(lichen_http_i)}, range {_fmt(lichen_http_r)}")
-        started = _start_prometheus(data, Path(tmp))
-        if started is None:
-            return
-        proc, prom_url = started
-        try:
-            prom_i = _time(lambda: client.get(f"{prom_url}/api/v1/query", params=params_i).raise_for_status(), repeat)
-            prom_r = _time(lambda: client.get(f"{prom_url}/api/v1/query_range", params=params_r).raise_for_status(), repeat)
-            prom_points = _range_points(client.get(f"{prom_url}/api/v1/query_range", params=params_r).json())
-            print(f"  prometheus over HTTP (own process): instant {_fmt(prom_i)}, range {_fmt(prom_r)}")
-            print(f"  ratio lichen/prometheus: instant {lichen_http_i / prom_i:.2f}x, range {lichen_http_r / prom_r:.2f}x")
+            prom_points = _range_points(client.get(f"{prom[1]}/api/v1/query_range", params=params_r).json())
             worst, compared = 0.0, 0
             for key, points in prom_points.items():
                 mine = lichen_points.get(key, {})
@@ -361,11 +367,12 @@ def bench_queries(instances: int, hours: float, interval_s: float, repeat: int) 
             print(f"  same answer: {compared} range points compared, max relative difference {worst:.2e}, "
                   f"{extra} extra points on Lichen's side")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc in [lichen_proc] + ([prom[0]] if prom else []):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def main() -> None:
