@@ -1,0 +1,140 @@
+"""Unit tests of the observability wiring under `lichen up` (lichen.runtime.observing), on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from lichen.runtime.observing import Observing, attach_observing, prometheus_duration
+from lichen.spec.models import AppSpec
+from lichen.testing.clocks import FakeClock
+
+
+def _spec(*services: str, **observability: object) -> AppSpec:
+    return AppSpec.model_validate({
+        "app": "shop",
+        "services": {name: {"entrypoint": f"shop.{name}:Svc"} for name in services},
+        "observability": observability,
+    })
+
+
+def _replica(service: str, index: int, port: int | None, phase: str = "running", handle: object | None = True):
+    record = SimpleNamespace(id=f"{service}-{index}", service=service, revision="r1", phase=phase, port=port)
+    return SimpleNamespace(record=record, handle=object() if handle else None)
+
+
+class FakeController:
+    def __init__(self, app_dir: Path) -> None:
+        self.workspace = SimpleNamespace(app_dir=app_dir)
+        self.clock = FakeClock()
+        self.replicas: dict[str, SimpleNamespace] = {}
+        self.metrics = CollectorRegistry()
+        self.periodic: list[tuple[str, float, object]] = []
+        self.gateway = None
+
+    def add_periodic(self, name: str, interval_s: float, fn: object) -> None:
+        self.periodic.append((name, interval_s, fn))
+
+    def status(self) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5.0, "5s"), (0.5, "500ms"), (1.25, "1250ms"), (60.0, "60s")])
+def test_prometheus_duration(seconds: float, text: str) -> None:
+    assert prometheus_duration(seconds) == text
+
+
+def test_targets_are_running_replicas_the_gateway_and_the_controller(tmp_path: Path) -> None:
+    controller = FakeController(tmp_path)
+    controller.replicas = {
+        "api-0": _replica("api", 0, 4001),
+        "api-1": _replica("api", 1, 4002, phase="exited"),
+        "api-2": _replica("api", 2, None),
+        "web-0": _replica("web", 0, 4003),
+        "web-1": _replica("web", 1, 4004, handle=None),
+    }
+    controller.gateway = SimpleNamespace(url="http://127.0.0.1:8080")
+    observing = Observing(controller, _spec("api", "web"), token="t", api_url="http://127.0.0.1:7000")
+    targets = {t.url: t for t in observing.targets()}
+    assert set(targets) == {"http://127.0.0.1:4001/metrics", "http://127.0.0.1:4003/metrics",
+                            "http://127.0.0.1:8080/metrics", "http://127.0.0.1:7000/metrics"}
+    assert targets["http://127.0.0.1:4001/metrics"].target_labels() == {
+        "service": "api", "revision": "r1", "replica": "api-0", "instance": "127.0.0.1:4001", "job": "replica"}
+    assert targets["http://127.0.0.1:8080/metrics"].target_labels() == {"instance": "127.0.0.1:8080", "job": "gateway"}
+    assert targets["http://127.0.0.1:7000/metrics"].target_labels()["job"] == "controller"
+    observing.set_target("extra", "http://127.0.0.1:9/metrics", job="x")
+    assert "http://127.0.0.1:9/metrics" in {t.url for t in observing.targets()}
+    observing.set_target("extra", None)
+    assert len(observing.targets()) == 4
+
+
+def test_default_rule_pack_and_rule_files_are_loaded(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n- name: mine\n  interval: 250ms\n  rules:\n  - record: x:sum\n    expr: sum(up)\n")
+    spec = _spec("api", evaluation_interval_s=0.5, scrape_interval_s=0.5, scrape_timeout_s=0.4, rules=["rules.yml"])
+    observing = Observing(FakeController(tmp_path), spec, token=None)
+    names = [g.name for g in observing.rules.groups]
+    assert names == ["mine", "lichen-defaults-api", "lichen-defaults-scraping"]
+    assert observing.rules.interval_of(observing.rules.groups[1]) == 0.5
+    assert observing.evaluation_interval_s == 0.25  # the shortest group interval
+    assert not observing.fused
+    observing.attach()
+    assert [name for name, _, _ in observing.controller.periodic] == ["metrics scrape", "rule evaluation"]
+
+    plain = Observing(FakeController(tmp_path), _spec("api", default_rules=False), token=None)
+    assert plain.rules.groups == [] and plain.fused
+
+
+def test_apply_spec_keeps_unchanged_groups_and_their_state(tmp_path: Path) -> None:
+    observing = Observing(FakeController(tmp_path), _spec("api", "web"), token=None)
+    api = next(g for g in observing.rules.groups if g.name == "lichen-defaults-api")
+    observing.apply_spec(_spec("api", "search"))
+    names = sorted(g.name for g in observing.rules.groups)
+    assert names == ["lichen-defaults-api", "lichen-defaults-scraping", "lichen-defaults-search"]
+    assert next(g for g in observing.rules.groups if g.name == "lichen-defaults-api") is api
+
+
+def test_ticks_run_at_a_fixed_rate_and_skip_overruns(tmp_path: Path) -> None:
+    controller = FakeController(tmp_path)
+    observing = Observing(controller, _spec("api"), token=None)
+    clock = controller.clock
+    ran: list[float] = []
+    durations = iter([0.3, 0.3, 12.0, 0.1])
+
+    async def work() -> None:
+        ran.append(clock.now())
+        clock.advance(next(durations))
+
+    start = clock.now()
+    tick = observing._ticker("scrape", 5.0, work)
+
+    async def main() -> None:
+        for _ in range(4):
+            await tick()
+
+    asyncio.run(main())
+    # rounds start at start + k*5 regardless of their own duration; the 12 s round skips two ticks
+    assert [round(t - start, 6) for t in ran] == [5.0, 10.0, 15.0, 30.0]
+    assert observing.skipped == {"scrape": 2}
+
+
+def test_own_cost_is_on_the_controller_metrics(tmp_path: Path) -> None:
+    controller = FakeController(tmp_path)
+    observing = Observing(controller, _spec("api"), token=None)
+    asyncio.run(observing.evaluate_round())
+    text = generate_latest(controller.metrics).decode()
+    assert 'lichen_observe_round_seconds_count{kind="evaluate"} 1.0' in text
+    assert "lichen_observe_series" in text
+
+
+def test_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LICHEN_OBSERVE", "off")
+    assert attach_observing(FakeController(tmp_path), _spec("api"), token=None) is None
+    monkeypatch.setenv("LICHEN_OBSERVE", "on")
+    controller = FakeController(tmp_path)
+    observing = attach_observing(controller, _spec("api"), token=None)
+    assert observing is not None and controller.observing is observing and len(controller.periodic) == 1
