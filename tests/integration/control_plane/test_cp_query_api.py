@@ -4,7 +4,7 @@ A real controller runs two services (three replicas); the test asks the
 controller's own ``/api/v1/query`` for ``up`` and checks one series per
 replica, labelled with the service, revision, replica id and ``instance``
 (``127.0.0.1:PORT``) that ``lichen status`` reports, plus the controller's own
-target. It also checks the token guard, ``/federate``, the default rule pack
+target and the app's gateway. It also checks the token guard, ``/federate``, the default rule pack
 being loaded, and that a replica killed with SIGKILL reads ``up 0`` until its
 replacement is scraped.
 """
@@ -14,12 +14,20 @@ from __future__ import annotations
 import os
 import signal
 
+import socket
+
 import httpx
 import pytest
 from cp_harness import wait_until
 
 pytestmark = pytest.mark.slow
 OBSERVABILITY = {"scrape_interval_s": 0.5, "scrape_timeout_s": 0.5, "evaluation_interval_s": 0.5}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _query(base: str, token: str, expr: str) -> list[dict]:
@@ -38,6 +46,7 @@ def test_up_for_each_replica_with_its_labels(make_app) -> None:
 
     spec = yaml.safe_load((app.dir / "lichen.yaml").read_text())
     spec["observability"] = OBSERVABILITY
+    spec["gateway"] = {"port": free_port()}
     (app.dir / "lichen.yaml").write_text(yaml.safe_dump(spec))
     app.up()
     with app.client() as client:
@@ -62,6 +71,10 @@ def test_up_for_each_replica_with_its_labels(make_app) -> None:
         assert labels["instance"] == f"127.0.0.1:{replica['port']}"
         assert s["value"][1] == "1"
     assert sorted(s["metric"]["service"] for s in series) == ["api", "api", "worker"]
+
+    gateway = wait_until(lambda: _query(base, token, 'up{job="gateway"} == 1'), "the gateway scraped", timeout_s=30)
+    assert gateway[0]["metric"]["instance"] == f"127.0.0.1:{spec['gateway']['port']}"
+    assert _query(base, token, 'count({job="gateway", __name__!="up"})')[0]["value"][1] != "0"
 
     controller = _query(base, token, 'up{job="controller"}')
     assert len(controller) == 1 and controller[0]["value"][1] == "1"
