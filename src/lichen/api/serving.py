@@ -143,6 +143,9 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             seen = json.loads(offsets)
         except json.JSONDecodeError:
             raise ConfigError("offsets: expected a JSON object of replica -> byte offset") from None
+        if service not in controller.services and service in controller.auxiliary:  # e.g. lichen logs gateway
+            text, end = read_log_chunk(controller.workspace.log_path(service), seen.get(service), lines)
+            return {"service": service, "replicas": {service: {"text": text, "offset": end, "live": True}}}
         live = {r.record.id for r in controller.replicas.values() if r.record.service == service}
         on_disk = {p.name[: -len(".log")] for p in controller.workspace.logs.glob(f"{service}-*.log")}
         if not live and service not in controller.services:

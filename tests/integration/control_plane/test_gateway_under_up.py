@@ -113,6 +113,8 @@ def test_lichen_up_serves_the_app_through_its_supervised_gateway(make_app) -> No
     assert gateway["state"] == "Ready" and gateway["url"] == gateway_url and gateway["upstreams"] == 3
     text = app.cli("status", "-C", str(app.dir)).stdout
     assert gateway_url in text and "gateway" in text
+    logs = app.cli("logs", "gateway", "-C", str(app.dir)).stdout
+    assert '"event": "listening"' in logs and f'"port": {port}' in logs, logs
 
     # -- routes reach both services; every ready web replica answers through the gateway
     ready = {r["id"]: r for r in app.replicas("Ready")}
