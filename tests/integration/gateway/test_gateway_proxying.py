@@ -94,7 +94,7 @@ def test_kill_9_a_replica_under_load_causes_no_client_error(gateways, tmp_path) 
 
 def test_replica_returning_500s_is_ejected_then_returns(backends, gateways, tmp_path) -> None:
     gateway = start(gateways, tmp_path, backends, settings={
-        "balancer": "round_robin", "outlier_detection": {"consecutive_failures": 5, "base_ejection_s": 1.5}})
+        "balancer": "round_robin", "outlier_detection": {"consecutive_failures": 5, "base_ejection_s": 3}})
     bad = backends[1]
     bad.set_fail(500)
     try:
