@@ -16,8 +16,9 @@ concurrency (``--concurrency``, default 8):
 
 "uncached" runs with the result cache off (``CACHE_SIZE=0``) so every
 request scores the model; "cached" warms the LRU with the requested users
-first. Both sides are measured in the same run and printed with their ratio;
-the target is p99 under 10 ms in-process.
+first. The four measurements are interleaved in rounds so they share the
+machine's load; they are printed with their ratios. The target is p99 under
+10 ms in-process.
 """
 
 from __future__ import annotations
@@ -86,38 +87,35 @@ def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
 # ------------------------------------------------------------- in-process
 
 
-def in_process(app: Path, users: list[int], requests: int, concurrency: int, cached: bool) -> dict[str, float]:
+def make_service(app: Path, cached: bool):
     os.environ["LICHEN_APP_DIR"] = str(app)
     os.environ["CACHE_SIZE"] = "100000" if cached else "0"
     os.environ["MODEL_POLL_S"] = "3600"
     from recsys.services import Recommender
 
-    service = Recommender()
+    service = Recommender()  # reads CACHE_SIZE now
     service.setup()
-    try:
-        chosen = [users[i % len(users)] for i in range(requests)]
-        if cached:
-            for user in set(chosen):
-                service.for_user(user, k=10)
-        latencies: list[float] = []
-        lock = threading.Lock()
+    return service
 
-        def work(part: list[int]) -> None:
-            local = []
-            for user in part:
-                start = time.perf_counter()
-                service.for_user(user, k=10)
-                local.append(time.perf_counter() - start)
-            with lock:
-                latencies.extend(local)
 
-        parts = [chosen[i::concurrency] for i in range(concurrency)]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(work, parts))
-        return summarize(latencies, time.perf_counter() - started)
-    finally:
-        service.teardown()
+def in_process_chunk(service, chosen: list[int], concurrency: int) -> tuple[list[float], float, int]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def work(part: list[int]) -> None:
+        local = []
+        for user in part:
+            start = time.perf_counter()
+            service.for_user(user, k=10)
+            local.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(local)
+
+    parts = [chosen[i::concurrency] for i in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(work, parts))
+    return latencies, time.perf_counter() - started, 0
 
 
 # ------------------------------------------------------- through lichen serve
@@ -138,14 +136,17 @@ def start_replica(app: Path, cached: bool) -> tuple[subprocess.Popen, str]:
          "--port", str(port), "--app-dir", str(APP_CODE), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"lichen serve exited with {proc.returncode}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -153,7 +154,9 @@ def start_replica(app: Path, cached: bool) -> tuple[subprocess.Popen, str]:
     raise SystemExit("lichen serve never became ready")
 
 
-async def _http_load(url: str, chosen: list[int], concurrency: int) -> tuple[list[float], float, int]:
+async def _http_load(
+    url: str, chosen: list[int], concurrency: int, floor: bool = False
+) -> tuple[list[float], float, int]:
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -167,7 +170,10 @@ async def _http_load(url: str, chosen: list[int], concurrency: int) -> tuple[lis
             while not queue.empty():
                 user = queue.get_nowait()
                 start = time.perf_counter()
-                response = await client.get(f"/v1/recommendations/{user}", params={"k": 10})
+                if floor:  # the serving floor: SDK + uvicorn + client, no handler work
+                    response = await client.get("/healthz")
+                else:
+                    response = await client.get(f"/v1/recommendations/{user}", params={"k": 10})
                 latencies.append(time.perf_counter() - start)
                 if response.status_code != 200:
                     errors += 1
@@ -177,22 +183,64 @@ async def _http_load(url: str, chosen: list[int], concurrency: int) -> tuple[lis
         return latencies, time.perf_counter() - started, errors
 
 
-def through_serve(app: Path, users: list[int], requests: int, concurrency: int, cached: bool) -> dict[str, float]:
-    proc, url = start_replica(app, cached)
+def measure_all(app: Path, users: list[int], requests: int, concurrency: int, rounds: int):
+    """Every (path, cache) pair, interleaved in ``rounds`` so all four see the same machine load."""
+    chosen = [users[i % len(users)] for i in range(requests)]
+    services = {"uncached": make_service(app, False), "cached": make_service(app, True)}
+    replicas = {"uncached": start_replica(app, False), "cached": start_replica(app, True)}
+    totals: dict[tuple[str, str], list] = {}
+    try:
+        for proc, url in replicas.values():
+            wait_ready(proc, url)
+        # Warm-up: every user once (fills the caches), and the HTTP connections.
+        for label in ("uncached", "cached"):
+            for user in set(chosen):
+                services[label].for_user(user, k=10)
+            asyncio.run(_http_load(replicas[label][1], list(dict.fromkeys(chosen)), concurrency))
+        chunk = max(1, len(chosen) // rounds)
+        for r in range(rounds):
+            part = chosen[r * chunk:(r + 1) * chunk]
+            for label in ("uncached", "cached"):
+                runs = {
+                    ("in-process", label): lambda: in_process_chunk(services[label], part, concurrency),
+                    ("lichen serve", label): lambda: asyncio.run(_http_load(replicas[label][1], part, concurrency)),
+                }
+                if label == "uncached":
+                    url = replicas[label][1]
+                    runs[("lichen serve", "GET /healthz")] = lambda: asyncio.run(
+                        _http_load(url, part, concurrency, floor=True)
+                    )
+                for key, run in runs.items():
+                    lat, wall, errors = run()
+                    total = totals.setdefault(key, [[], 0.0, 0])
+                    total[0].extend(lat)
+                    total[1] += wall
+                    total[2] += errors
+    finally:
+        for service in services.values():
+            service.teardown()
+        for proc, _url in replicas.values():
+            proc.terminate()
+        for proc, _url in replicas.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    out = {}
+    for key, (lat, wall, errors) in totals.items():
+        out[key] = {**summarize(lat, wall), "errors": errors}
+    return out
+
+
+def sequential_reference(app: Path, users: list[int], requests: int) -> dict[str, float]:
+    """In-process, uncached, one caller: the service's own cost without GIL queueing."""
+    service = make_service(app, False)
     try:
         chosen = [users[i % len(users)] for i in range(requests)]
-        warm = list(dict.fromkeys(chosen)) if cached else chosen[: min(200, len(chosen))]
-        asyncio.run(_http_load(url, warm, concurrency))  # warm-up (and, when cached, fill the cache)
-        latencies, wall, errors = asyncio.run(_http_load(url, chosen, concurrency))
-        out = summarize(latencies, wall)
-        out["errors"] = errors
-        return out
+        lat, wall, _ = in_process_chunk(service, chosen, 1)
+        return summarize(lat, wall)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        service.teardown()
 
 
 # ----------------------------------------------------------------- report
@@ -222,6 +270,12 @@ def render_serving(console: Console, rows: dict[tuple[str, str], dict[str, float
     verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
     console.print(f"in-process uncached p99 {p99:.3f} ms vs target {TARGET_P99_MS:.0f} ms: "
                   f"{p99 / TARGET_P99_MS:.2f}× the target, {verdict} it")
+    floor = rows.get(("lichen serve", "GET /healthz"))
+    if floor:
+        a = rows[("lichen serve", "uncached")]
+        console.print(f"serving floor (GET /healthz on the same replica, same load): p50 {floor['p50_ms']:.3f} ms, "
+                      f"p99 {floor['p99_ms']:.3f} ms, {floor['rps']:,.0f} req/s; uncached recommend / floor: "
+                      f"p50 {a['p50_ms'] / floor['p50_ms']:.2f}×, throughput {a['rps'] / floor['rps']:.2f}×")
     errors = sum(int(r.get("errors", 0)) for r in rows.values())
     console.print(f"HTTP errors during the load: {errors}")
     load1, load5, _ = os.getloadavg()
@@ -233,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recommender serving bench (and training, via recsys_training).")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds the requests are split into")
     parser.add_argument("--no-training", action="store_true", help="skip training time and metrics")
     args = parser.parse_args(argv)
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=140)
 
     if not args.no_training:
         sys.path.insert(0, str(ROOT / "bench"))
@@ -247,12 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lichen-bench-recsys-") as tmp:
         app = Path(tmp)
         source, users = build_app(app)
-        rows: dict[tuple[str, str], dict[str, float]] = {}
-        for cached in (False, True):
-            label = "cached" if cached else "uncached"
-            rows[("in-process", label)] = in_process(app, users, args.requests, args.concurrency, cached)
-            rows[("lichen serve", label)] = through_serve(app, users, args.requests, args.concurrency, cached)
+        rows = measure_all(app, users, args.requests, args.concurrency, args.rounds)
         render_serving(console, dict(sorted(rows.items())), args.concurrency, source)
+        seq = sequential_reference(app, users, args.requests // 2)
+        console.print(f"reference, in-process uncached at concurrency 1: p50 {seq['p50_ms']:.3f} ms, "
+                      f"p99 {seq['p99_ms']:.3f} ms, {seq['rps']:,.0f} req/s (p99 ratio concurrency "
+                      f"{args.concurrency} / 1: {rows[('in-process', 'uncached')]['p99_ms'] / seq['p99_ms']:.1f}×)")
     return 0
 
 
