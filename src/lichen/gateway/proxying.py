@@ -85,7 +85,8 @@ class Gateway:
         log.error(json.dumps({"event": "error", "message": message, "error": type(exc).__name__ if exc else None}))
 
     def deny(self, conn: ClientConnection, request: Request | None, status: int, reason: str, message: str,
-             *, request_id: str = "", headers: list[tuple[bytes, bytes]] | None = None, path: str = "") -> None:
+             *, request_id: str = "", headers: list[tuple[bytes, bytes]] | None = None, path: str = "",
+             extra: dict[str, Any] | None = None) -> None:
         """Refuse a request: count it, log it (never a secret), answer with a small JSON body and close if needed."""
         self.metrics.deny(reason)
         log.warning(json.dumps({
@@ -93,7 +94,7 @@ class Gateway:
             "method": request.method if request else None, "path": path[:200] or None, "request_id": request_id or None,
         }))
         close = status in (400, 408, 413, 431) or request is None
-        conn.send_simple(status, message, request_id, close=close, headers=headers)
+        conn.send_simple(status, message, request_id, close=close, headers=headers, extra=extra)
 
     # ------------------------------------------------------------------ request path
     async def handle(self, conn: ClientConnection, req: Request) -> None:
@@ -119,7 +120,8 @@ class Gateway:
         rule = match_route(tables.rules, host, path, header_map)
         if rule is None:
             self.metrics.observe_request("", "", "", 404, loop.time() - start)
-            conn.send_simple(404, f"no route matches {path[:200]}", request_id, extra={"routes": tables.route_listing})
+            self.deny(conn, req, 404, "no_route", f"no route matches {path[:200]}", request_id=request_id, path=path,
+                      extra={"routes": tables.route_listing})
             return
         service = tables.services[rule.service]
         # -- authentication

@@ -249,6 +249,7 @@ def test_unknown_path_lists_routes_and_request_id_is_propagated(backends, gatewa
     gateway = start(gateways, tmp_path, backends)
     missing = httpx.get(f"{gateway.url}/nowhere")
     assert missing.status_code == 404 and missing.json()["routes"] == [{"prefix": "/api", "service": "b"}]
+    assert gateway.metric("lichen_gateway_denied_total", reason="no_route") == 1
     response = httpx.get(f"{gateway.url}/api/whoami", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123" and response.headers["x-seen-request-id"] == "abc-123"
     generated = httpx.get(f"{gateway.url}/api/whoami")
