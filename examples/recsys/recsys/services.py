@@ -159,6 +159,43 @@ class ModelHolder:
                 log.warning("model %s: could not load the promoted version: %s", self.name, exc)
 
 
+class RecentEvents:
+    """Items a user interacted with through the events service, read from its index.
+
+    Served histories are the model's training history plus these, so an item
+    a user just rated is excluded at once (not only after the next training),
+    and a user known only through events is no longer cold.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self.db_path.exists():
+                return None
+            # Not mode=ro: a read-only handle cannot open a WAL database whose writer has closed it.
+            conn = sqlite3.connect(self.db_path, timeout=1, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=1000")
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+        return conn
+
+    def items(self, user_id: int) -> list[int]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute("SELECT item_id FROM events WHERE user_id=? ORDER BY received_at", (user_id,))
+            return [int(r[0]) for r in rows if r[0] is not None]
+        except sqlite3.Error:  # an events index older than this reader, or locked: serve without it
+            self._local.conn = None
+            conn.close()
+            return []
+
+
 # ----------------------------------------------------------------- cache
 
 
@@ -265,6 +302,7 @@ class _ModelService(Service):
         self.cache_misses = Counter("recsys_cache_misses_total", "Result cache misses.", registry=self.metrics)
         self.model_version = Gauge("recsys_model_version", "Model version serving now.", registry=self.metrics)
         self.holder: ModelHolder | None = None
+        self.recent = RecentEvents(events_dir() / "events.db")
 
     def setup(self) -> None:
         registry = ModelRegistry(registry_root())
@@ -348,15 +386,20 @@ class Recommender(_ModelService):
         genre: Annotated[str | None, Query(description="Comma-separated genres to keep.")] = None,
         exclude: Annotated[str | None, Query(description="Comma-separated item ids never to return.")] = None,
     ) -> Recommendations:
-        """Recommendations for a known user, from their training history."""
+        """Recommendations for a known user: their training history plus the items they sent as events."""
         loaded = self.snapshot()
         genres = [g.strip() for g in genre.split(",") if g.strip()] if genre else []
         excluded = _parse_ids(exclude, "exclude")
-        key = f"recsys:rec:{loaded.name}:v{loaded.version}:u{user_id}:k{k}:g{','.join(sorted(genres))}:x{','.join(map(str, sorted(excluded)))}"
+        recent = self.recent.items(user_id)
+        # The number of the user's events is part of the key: a new event invalidates their entries.
+        key = (f"recsys:rec:{loaded.name}:v{loaded.version}:u{user_id}:e{len(recent)}:k{k}"
+               f":g{','.join(sorted(genres))}:x{','.join(map(str, sorted(excluded)))}")
         hit = self._cached(key)
         if hit is not None:
             return Recommendations(**hit, cached=True)
         history = loaded.model.history(user_id)
+        if recent:
+            history = list(dict.fromkeys([*history, *recent]))
         if not history:
             raise HTTPException(
                 404, f"unknown user {user_id}: no history in model v{loaded.version}; "
@@ -444,7 +487,9 @@ _EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
     received_at REAL NOT NULL,
-    log_file TEXT NOT NULL
+    log_file TEXT NOT NULL,
+    user_id INTEGER,
+    item_id INTEGER
 );
 """
 
@@ -469,6 +514,11 @@ class EventLog:
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_EVENTS_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            for column in ("user_id", "item_id"):  # an index written by an earlier version
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE events ADD COLUMN {column} INTEGER")
+            conn.execute("CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id)")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -500,8 +550,10 @@ class EventLog:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                conn.execute("INSERT INTO events (event_id, received_at, log_file) VALUES (?, ?, ?)",
-                             (event.event_id, now, str(log_file)))
+                conn.execute(
+                    "INSERT INTO events (event_id, received_at, log_file, user_id, item_id) VALUES (?, ?, ?, ?, ?)",
+                    (event.event_id, now, str(log_file), event.user_id, event.item_id),
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

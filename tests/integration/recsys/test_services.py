@@ -361,3 +361,22 @@ def free_port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def test_events_reach_served_histories_at_once(app: Path, recommender: Replica) -> None:
+    from recsys.services import Event, EventLog
+
+    before = httpx.get(f"{recommender.url}/v1/recommendations/7", params={"k": 5}, timeout=10).json()
+    top = before["items"][0]["item_id"]
+    log = EventLog(app / ".lichen" / "events")
+    log.append(Event(event_id="fresh-7", user_id=7, item_id=top, rating=5.0), time.time())
+    after = httpx.get(f"{recommender.url}/v1/recommendations/7", params={"k": 5}, timeout=10).json()
+    assert after["cached"] is False, "a new event must invalidate the user's cached answer"
+    assert top not in [item["item_id"] for item in after["items"]], "an item just rated is excluded"
+    # A user known only through events is not cold any more.
+    stranger = 10**6 + 7
+    assert httpx.get(f"{recommender.url}/v1/recommendations/{stranger}", timeout=10).status_code == 404
+    log.append(Event(event_id="fresh-s", user_id=stranger, item_id=top), time.time())
+    warm = httpx.get(f"{recommender.url}/v1/recommendations/{stranger}", params={"k": 3}, timeout=10)
+    assert warm.status_code == 200 and top not in [item["item_id"] for item in warm.json()["items"]]
+    log.close()
