@@ -236,44 +236,45 @@ class Engine:
     def _vector_selector(self, vs: pp.VectorSelector, steps: np.ndarray) -> InstantVector:
         offset = _ms(vs.offset)
         ref = steps - offset
-        data = self.store.select(_matchers(vs), int(ref[0]) - self.lookback_ms, int(ref[-1]))
+        dicts, t, v, lengths = self.store.select_flat(_matchers(vs), int(ref[0]) - self.lookback_ms, int(ref[-1]))
         n = len(steps)
-        if not data:
+        if not dicts:
             return InstantVector.empty(n)
-        series, values, present = [], np.empty((len(data), n)), np.zeros((len(data), n), dtype=bool)
-        for i, sd in enumerate(data):
-            idx = np.searchsorted(sd.t_ms, ref, side="right") - 1
-            ok = idx >= 0
-            safe = np.where(ok, idx, 0)
-            ok &= sd.t_ms[safe] >= ref - self.lookback_ms
-            v = sd.values[safe]
-            ok &= ~stale_mask(v)
-            values[i] = v
-            present[i] = ok
-            series.append(sd.label_dict)
-        keep = present.any(axis=1)
-        return InstantVector([s for s, k in zip(series, keep, strict=True) if k], values[keep], present[keep])
+        # one searchsorted for every series and step: series i's samples are keyed i * span + (t - base)
+        base = int(min(int(t.min()), int(ref.min()))) - 1
+        span = int(max(int(t.max()), int(ref.max())) - base + 1)
+        series_idx = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        key = series_idx * span + (t - base)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        rows = (np.arange(len(lengths), dtype=np.int64) * span)[:, None]
+        idx = np.searchsorted(key, rows + (ref - base)[None, :], side="right") - 1
+        ok = idx >= starts[:, None]
+        safe = np.where(ok, idx, 0)
+        ok &= t[safe] >= (ref - self.lookback_ms)[None, :]
+        values = v[safe]
+        ok &= ~stale_mask(values)
+        keep = ok.any(axis=1)
+        if keep.all():
+            return InstantVector(dicts, values, ok)
+        return InstantVector([s for s, k in zip(dicts, keep, strict=True) if k], values[keep], ok[keep])
 
     def _matrix_selector(self, ms: pp.MatrixSelector, steps: np.ndarray) -> RangeVector:
         vs = ms.vector_selector
         offset = _ms(vs.offset)
         range_ms = _ms(ms.range)
-        data = self.store.select(_matchers(vs), int(steps[0]) - offset - range_ms, int(steps[-1]) - offset)
-        series, ts, vals = [], [], []
-        for sd in data:
-            stale = stale_mask(sd.values)
-            if stale.any():
-                fresh = ~stale
-                if not fresh.any():
-                    continue
-                ts.append(sd.t_ms[fresh])
-                vals.append(sd.values[fresh])
-            else:
-                ts.append(sd.t_ms)
-                vals.append(sd.values)
-            series.append(sd.label_dict)
-        equality = {m.name: m.value for m in _matchers(vs) if m.op == "=" and m.name != "__name__"}
-        return RangeVector(series, ts, vals, range_ms, offset, steps, str(ms), equality)
+        dicts, t, v, lengths = self.store.select_flat(_matchers(vs), int(steps[0]) - offset - range_ms, int(steps[-1]) - offset)
+        stale = stale_mask(v)
+        if stale.any():  # stale markers are not samples of a range
+            fresh = ~stale
+            series_idx = np.repeat(np.arange(len(lengths)), lengths)
+            lengths = np.bincount(series_idx[fresh], minlength=len(lengths)).astype(np.int64)
+            t, v = t[fresh], v[fresh]
+            if not lengths.all():
+                dicts = [d for d, n in zip(dicts, lengths, strict=True) if n]
+                lengths = lengths[lengths > 0]
+        out = RangeVector.from_flat(dicts, t, v, lengths, range_ms, offset, steps, str(ms))
+        out.equality_labels = {m.name: m.value for m in _matchers(vs) if m.op == "=" and m.name != "__name__"}
+        return out
 
     def _call(self, node: pp.Call, steps: np.ndarray) -> Value:
         name = node.func.name

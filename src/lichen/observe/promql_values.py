@@ -50,6 +50,21 @@ class InstantVector:
         return len(self.series)
 
 
+class _Slices:
+    """Per-series views into a flat array, made on access."""
+
+    __slots__ = ("array", "starts", "ends")
+
+    def __init__(self, array: np.ndarray, starts: list[int], ends: list[int]) -> None:
+        self.array, self.starts, self.ends = array, starts, ends
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.starts[i] : self.ends[i]]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
 @dataclass
 class RangeVector:
     series: list[dict[str, str]]
@@ -60,6 +75,17 @@ class RangeVector:
     step_ts_ms: np.ndarray
     selector_text: str = ""
     equality_labels: dict[str, str] = field(default_factory=dict)
+    flat_samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (t_all, v_all, lengths) when built flat
+
+    @classmethod
+    def from_flat(
+        cls, series: list[dict[str, str]], t_all: np.ndarray, v_all: np.ndarray, lengths: np.ndarray,
+        range_ms: int, offset_ms: int, step_ts_ms: np.ndarray, selector_text: str = "",
+    ) -> RangeVector:
+        ends = np.cumsum(lengths).tolist()
+        starts = [0, *ends[:-1]]
+        return cls(series, _Slices(t_all, starts, ends), _Slices(v_all, starts, ends), range_ms, offset_ms, step_ts_ms,  # type: ignore[arg-type]
+                   selector_text, flat_samples=(t_all, v_all, lengths))
 
     def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Index bounds ``[lo, hi)`` of series ``i``'s samples inside each step's window (closed range, as Prometheus 2.x)."""
@@ -76,9 +102,12 @@ class RangeVector:
         if not self.series:
             empty = np.zeros((0, len(self.step_ts_ms)), dtype=np.int64)
             return np.empty(0, np.int64), np.empty(0), empty, empty
-        lengths = np.array([len(t) for t in self.t_ms], dtype=np.int64)
-        t_all = np.concatenate(self.t_ms)
-        v_all = np.concatenate(self.values)
+        if self.flat_samples is not None:
+            t_all, v_all, lengths = self.flat_samples
+        else:
+            lengths = np.array([len(t) for t in self.t_ms], dtype=np.int64)
+            t_all = np.concatenate(self.t_ms)
+            v_all = np.concatenate(self.values)
         base = int(t_all.min()) - self.range_ms - self.offset_ms - 1
         span = int(max(int(t_all.max()), int(self.step_ts_ms.max())) - base + 1)
         series_idx = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)

@@ -12,6 +12,8 @@ Interface (stable; used by the engine, the rules, the scraper, the HTTP API and 
   ``labels`` (a sorted tuple of pairs) and numpy arrays ``t_ms`` (int64) and ``values`` (float64)
   restricted to ``[start_ms, end_ms]``. Stale markers are kept (see :data:`STALE_NAN`).
 * ``store.label_names(matchers=None)``, ``store.label_values(name, matchers=None)``
+* ``store.select_flat(matchers, start_ms, end_ms) -> (label_dicts, t_ms, values, lengths)`` —
+  the same, concatenated (what the engine uses).
 * ``store.series_labels(matchers, start_ms, end_ms)`` — label sets with samples in the range.
 * ``store.mark_stale(labels, t_ms)`` — append Prometheus' stale marker.
 * ``store.drop_expired(now_ms)`` — apply the retention window (also done lazily on append);
@@ -278,6 +280,27 @@ class SeriesStore:
                 if len(t):
                     out.append(SeriesData(self._labels[sid], t.copy(), v.copy(), self._label_dicts[sid]))
             return out
+
+    def select_flat(
+        self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int
+    ) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`select`, with every series' samples concatenated: ``(label_dicts, t_ms, values, lengths)``.
+
+        One copy for all series; the label dicts are the store's own (read-only).
+        """
+        with self._lock:
+            dicts, ts, vs, lengths = [], [], [], []
+            lo_ms, hi_ms = int(start_ms), int(end_ms)
+            for sid in self._matching_ids(matchers):
+                t, v = self._buffers[sid].window(lo_ms, hi_ms)
+                if len(t):
+                    dicts.append(self._label_dicts[sid])
+                    ts.append(t)
+                    vs.append(v)
+                    lengths.append(len(t))
+            if not dicts:
+                return [], np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+            return dicts, np.concatenate(ts), np.concatenate(vs), np.array(lengths, dtype=np.int64)
 
     def series_labels(
         self, matchers: Sequence[LabelMatcher], start_ms: int | None = None, end_ms: int | None = None
