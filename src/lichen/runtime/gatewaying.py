@@ -346,7 +346,9 @@ class SupervisedGateway:
         """What ``lichen status`` shows for the gateway, as plain data."""
         now = self.controller.clock.now()
         process = self.process
-        if process.handle is not None:
+        if process.handle is not None and process.handle is not self._seen_handle:
+            state = "Starting"  # just (re)started by the controller; noticed at the next sync
+        elif process.handle is not None:
             state = ("Terminating" if process.kill_at is not None else "Ready" if self.readiness.passing
                      else "NotReady" if self.readiness.answered else "Starting")
         elif process.exited_mono is None:

@@ -2,8 +2,8 @@
 
 One app (two services with routes, the gateway on a free port) goes through:
 routing to both services; `lichen scale` (the new replica gets traffic through
-the gateway); kill -9 of a replica under steady load (no failed client
-request); kill -9 of the gateway (restarted, serves again); kill -9 of the
+the gateway); kill -9 of a replica, then a rolling restart, under steady load
+(no failed client request); kill -9 of the gateway (restarted, serves again); kill -9 of the
 controller (the new one re-adopts the running gateway); `lichen down` (no
 process left).
 """
@@ -143,8 +143,17 @@ def test_lichen_up_serves_the_app_through_its_supervised_gateway(make_app) -> No
         wait_until(lambda: any(r["id"] == victim["id"] and r["pid"] != victim["pid"] for r in app.replicas("Ready")),
                    "the killed replica to be replaced and ready")
         wait_until(lambda: load.total >= killed_at + 200, "traffic after the replacement", 60)
+        # a rolling restart under the same load: traffic moves to the new revision, nothing fails
+        old_revision = app.status()["services"]["web"]["revision"]
+        new_revision = app.cli("restart", "web", "-C", str(app.dir)).stdout.split()[-1]
+        assert new_revision != old_revision
+        wait_until(lambda: (app.status()["services"]["web"].get("rollout") or {}).get("status") == "complete"
+                   and all(r["revision"] == new_revision for r in app.replicas() if r["service"] == "web"),
+                   "the rolling restart to complete", 90)
+        rolled_at = load.total
+        wait_until(lambda: load.total >= rolled_at + 50, "traffic after the rollout", 60)
     assert load.failures == [], f"{len(load.failures)} failed of {load.total}: {load.failures[:5]}"
-    assert len(load.replicas) >= 3, load.replicas
+    assert len(load.replicas) >= 6, load.replicas  # three replicas of each revision
 
     # -- kill -9 the gateway: it is restarted and serves again
     old = app.status()["gateway"]
