@@ -280,6 +280,8 @@ class Gateway:
                 close = True
         if close:
             lines.append(b"connection: close\r\n")
+        elif not req.http11:
+            lines.append(b"connection: keep-alive\r\n")  # an HTTP/1.0 client asked to keep the connection
         lines.append(b"\r\n")
         return b"".join(lines), chunk_out, close
 

@@ -47,11 +47,10 @@ class ServiceTable:
         self.upstreams: list[UpstreamState] = []
         for endpoint in config.endpoints:
             state = shared.upstreams.get((name, endpoint.url))
-            if state is None or state.endpoint != endpoint:
-                fresh = UpstreamState(name, endpoint)
-                if state is not None:  # same address, new metadata: keep its health and pool
-                    fresh.outlier, fresh.idle, fresh.outstanding = state.outlier, state.idle, state.outstanding
-                state = shared.upstreams[(name, endpoint.url)] = fresh
+            if state is None:
+                state = shared.upstreams[(name, endpoint.url)] = UpstreamState(name, endpoint)
+            elif state.endpoint != endpoint:
+                state.update(endpoint)  # same address, new metadata: in-flight counts, health and pool stay
             self.upstreams.append(state)
         self.ready = [u for u in self.upstreams if u.ready]
         self.revisions = sorted({u.revision for u in self.ready})

@@ -41,6 +41,13 @@ class UpstreamState:
         self.outlier = OutlierState()
         self.idle: list[UpstreamConnection] = []
 
+    def update(self, endpoint: Endpoint) -> None:
+        """New metadata (readiness, revision, replica id) for the same address: health, counts and pool stay."""
+        self.endpoint = endpoint
+        self.id = endpoint.id
+        self.revision = endpoint.revision
+        self.ready = endpoint.ready
+
     def close_idle(self) -> None:
         while self.idle:
             conn = self.idle.pop()

@@ -39,6 +39,9 @@ def test_reload_keeps_per_replica_state_for_unchanged_urls() -> None:
     second = Tables(config(urls=("a", "b")), shared).services["s"]
     assert second.ready[0].outstanding == 7 and second.ready[0].outlier.consecutive_failures == 3
     assert len(shared.upstreams) == 2  # c's state and pool were dropped
+    same = first.ready[0]
+    third = Tables(config(urls=("a", "b"), revisions={"a": "r2"}), shared).services["s"]
+    assert third.ready[0] is same and same.revision == "r2" and same.outstanding == 7  # updated in place
 
 
 def test_hash_on_header_query_and_path_segment() -> None:
