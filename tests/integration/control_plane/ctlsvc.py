@@ -16,12 +16,12 @@ from pathlib import Path
 from lichen import Service, endpoint
 
 APP_DIR = Path(os.environ.get("LICHEN_APP_DIR", "."))
+if os.environ.get("CRASH_ON_START") == "1":  # fail at import, before the server starts: a fast crash loop
+    raise RuntimeError("configured to crash on start")
 
 
 class Probe(Service):
     def setup(self) -> None:
-        if os.environ.get("CRASH_ON_START") == "1":
-            raise RuntimeError("configured to crash on start")
         hog_mb = int(os.environ.get("HOG_MB", "0"))
         if hog_mb:
             self.blob = bytearray(hog_mb * 2**20)
