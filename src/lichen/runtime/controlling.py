@@ -329,12 +329,11 @@ class Controller:
         plan = reconcile(self.desired_state(), self.views(now), now)
         self._apply(plan, now)
         aux_wake = self._supervise_auxiliary(now)
-        if aux_wake is not None:
-            plan_wake = plan.wake_at
-            return aux_wake if plan_wake is None else min(aux_wake, plan_wake)
         self.passes += 1
         self._update_metrics()
         self._m_loop.observe(time.perf_counter() - started)
+        if aux_wake is not None and (plan.wake_at is None or aux_wake < plan.wake_at):
+            return aux_wake  # an auxiliary process (the gateway) is due for a restart sooner
         return plan.wake_at
 
     def desired_state(self) -> DesiredState:

@@ -140,3 +140,35 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_crash_looping_gateway_backs_off_without_stalling_the_controller(tmp_path: Path) -> None:
+    launcher, prober = FakeLauncher(), FakeProber()
+
+    async def scenario() -> None:
+        store = StateStore(tmp_path / "state.db")
+        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
+                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
+        controller.apply(app_spec(), "code1")
+        gateway = attach_gateway(controller)
+        task = asyncio.create_task(controller.run())
+
+        def gateways() -> list:
+            return launcher.by_replica("gateway")
+
+        for n in (1, 2):  # the first restart is immediate, the second waits (CrashLoopBackOff)
+            await until(lambda: len(gateways()) == n and gateways()[-1].returncode is None, f"gateway start {n}")
+            launcher.exit(gateways()[-1].pid, 1)
+        await until(lambda: gateway.status()["state"] == "CrashLoopBackOff", "the gateway in backoff")
+        status = gateway.status()
+        assert status["last_exit_code"] == 1 and 0 < status["restart_in_s"] <= 1.0 and len(gateways()) == 2
+        passes = controller.passes
+        await until(lambda: controller.passes > passes + 3, "controller passes while the gateway backs off")
+        await until(lambda: len(gateways()) == 3, "the restart after the backoff")
+        assert [e.kind for e in controller.store.events("gateway", limit=100)].count("Exited") == 2
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+        assert launcher.alive() == []
+        store.close()
+
+    asyncio.run(scenario())
