@@ -246,7 +246,39 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         start = merged[b - 1][0]
         count -= merged[b - 1][1]
         rank -= merged[b - 1][1]
+    if count == 0:  # Go's float division: 0/0 is NaN
+        return start + (end - start) * (math.nan if rank == 0 else math.copysign(math.inf, rank))
     return start + (end - start) * (rank / count)
+
+
+def _bucket_quantile_columns(q: np.ndarray, bounds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`_bucket_quantile` for many steps at once: sorted distinct ``bounds`` (B,), ``counts`` (B, T).
+
+    The same floating-point operations in the same order, so results are bit-identical.
+    """
+    n_buckets, steps = counts.shape
+    if n_buckets < 2 or not math.isinf(bounds[-1]):
+        out = np.full(steps, math.nan)
+    else:
+        counts = np.maximum.accumulate(counts, axis=0)  # ensureMonotonic
+        observations = counts[-1]
+        with np.errstate(all="ignore"):
+            rank = q * observations
+            reached = counts[:-1] >= rank[None, :]
+            b = np.where(reached.any(axis=0), reached.argmax(axis=0), n_buckets - 1)
+            cols = np.arange(steps)
+            prev = np.maximum(b - 1, 0)
+            start = np.where(b > 0, bounds[prev], 0.0)
+            end = bounds[np.minimum(b, n_buckets - 1)]
+            below = np.where(b > 0, counts[prev, cols], 0.0)
+            count = counts[np.minimum(b, n_buckets - 1), cols] - below
+            interpolated = start + (end - start) * ((rank - below) / count)
+            out = np.where(b == n_buckets - 1, bounds[-2], interpolated)
+            out = np.where((b == 0) & (bounds[0] <= 0), bounds[0], out)
+            out = np.where(observations == 0, math.nan, out)
+    out = np.where(q < 0, -math.inf, out)
+    out = np.where(q > 1, math.inf, out)
+    return np.where(np.isnan(q), math.nan, out)
 
 
 def histogram_quantile(q: Scalar, vec: InstantVector) -> InstantVector:
@@ -273,14 +305,16 @@ def histogram_quantile(q: Scalar, vec: InstantVector) -> InstantVector:
         ok = mask.any(axis=0)
         full = mask.all(axis=0)
         order = np.argsort(bounds, kind="stable")
-        for j in np.nonzero(ok)[0]:
-            qj = float(q.values[j])
-            if full[j]:
-                pairs = list(zip(bounds[order].tolist(), vals[order, j].tolist(), strict=True))
-            else:
-                sel = order[mask[order, j]]
-                pairs = list(zip(bounds[sel].tolist(), vals[sel, j].tolist(), strict=True))
-            out[j] = _bucket_quantile(qj, pairs)
+        slow = ok & ~full
+        if full.any() and len(np.unique(bounds)) == len(bounds):
+            cols = np.nonzero(full)[0]
+            out[cols] = _bucket_quantile_columns(q.values[cols], bounds[order], vals[order][:, cols])
+        else:
+            slow = ok
+        for j in np.nonzero(slow)[0]:
+            sel = order[mask[order, j]]
+            pairs = list(zip(bounds[sel].tolist(), vals[sel, j].tolist(), strict=True))
+            out[j] = _bucket_quantile(float(q.values[j]), pairs)
         series.append(rest)
         values.append(out)
         present.append(ok)

@@ -142,3 +142,23 @@ def test_range_rejects_too_many_points_and_bad_steps(engine: Engine) -> None:
         engine.range("req_total", 0, 20_000, 1)
     with pytest.raises(QueryError, match="step"):
         engine.range("req_total", 0, 10, 0)
+
+
+def test_vectorised_bucket_quantile_is_bit_identical_to_the_scalar_one() -> None:
+    import numpy as np
+
+    from lichen.observe.promql_functions import _bucket_quantile, _bucket_quantile_columns
+
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n = int(rng.integers(1, 8))
+        bounds = np.sort(rng.choice([-1.0, 0.0, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], size=n - 1, replace=False))
+        bounds = np.concatenate([bounds, [math.inf if rng.random() < 0.9 else 100.0]])
+        counts = rng.integers(0, 20, size=(len(bounds), 5)).astype(float)
+        if rng.random() < 0.5:
+            counts = np.cumsum(counts, axis=0)
+        q = rng.choice([0.0, 0.5, 0.9, 0.99, 1.0, -0.1, 1.5, math.nan], size=5)
+        got = _bucket_quantile_columns(q, bounds, counts.copy())
+        for j in range(5):
+            want = _bucket_quantile(float(q[j]), list(zip(bounds.tolist(), counts[:, j].tolist(), strict=True)))
+            assert (math.isnan(want) and math.isnan(got[j])) or want == got[j]
