@@ -158,7 +158,8 @@ class Scraper:
         base = target.target_labels()
         seen: set[Labels] = set()
         keys = state.keys
-        append = self.store.append
+        batch: list[tuple[Labels, float]] = []
+        append = batch.append
         for series_text, name, labels, value in samples:
             key = keys.get(series_text)
             if key is None:
@@ -171,8 +172,9 @@ class Scraper:
                 if len(keys) >= 100_000:
                     keys.clear()
                 keys[series_text] = key
-            append(key, t_ms, value)
+            append((key, value))
             seen.add(key)
+        self.store.append_at(t_ms, batch)
         for gone in state.series - seen:
             self.store.mark_stale(gone, t_ms)
         state.series = seen

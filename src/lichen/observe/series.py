@@ -7,6 +7,7 @@ Interface (stable; used by the engine, the rules, the scraper, the HTTP API and 
   includes ``__name__``. Out-of-order samples (older than the series' last) are dropped, as
   Prometheus does; an equal timestamp overwrites.
 * ``store.append_many(items: Iterable[tuple[Mapping, int, float]])``
+* ``store.append_at(t_ms, items: Iterable[tuple[labels_key, float]])`` — a whole scrape at once.
 * ``store.select(matchers, start_ms, end_ms) -> list[SeriesData]`` — ``matchers`` is a list of
   ``LabelMatcher`` (``=``, ``!=``, ``=~``, ``!~``, anchored regexes); each ``SeriesData`` holds
   ``labels`` (a sorted tuple of pairs) and numpy arrays ``t_ms`` (int64) and ``values`` (float64)
@@ -206,6 +207,31 @@ class SeriesStore:
             if t_ms > self._max_t_ms:
                 self._max_t_ms = int(t_ms)
             self._appends_since_expiry += 1
+            if self._appends_since_expiry >= 100_000:
+                self.drop_expired(self._max_t_ms)
+
+    def append_at(self, t_ms: int, items: Iterable[tuple[Labels, float]]) -> None:
+        """Append one sample per series, all at ``t_ms`` (a scrape): one lock round-trip, canonical label keys."""
+        t_ms = int(t_ms)
+        with self._lock:
+            ids = self._ids
+            buffers = self._buffers
+            cap = self.max_samples_per_series
+            count = 0
+            for key, value in items:
+                sid = ids.get(key)
+                if sid is None:
+                    sid = self._series_id(key)
+                    if sid is None:
+                        continue
+                buf = buffers[sid]
+                buf.append(t_ms, float(value))
+                if cap is not None:
+                    buf.trim_to(cap)
+                count += 1
+            if t_ms > self._max_t_ms:
+                self._max_t_ms = t_ms
+            self._appends_since_expiry += count
             if self._appends_since_expiry >= 100_000:
                 self.drop_expired(self._max_t_ms)
 

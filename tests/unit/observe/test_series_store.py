@@ -139,3 +139,12 @@ def test_series_without_samples_leave_the_index_after_retention() -> None:
     store.append({"__name__": "up", "replica": "late"}, 500_000, 1.0)
     assert store.label_values("replica") == ["late"]
     assert [dict(s.labels)["replica"] for s in store.select([LabelMatcher("__name__", "=", "up")], 0, 10**9)] == ["late"]
+
+
+def test_append_at_writes_a_whole_scrape_and_honours_the_per_series_cap() -> None:
+    store = SeriesStore(max_samples_per_series=3)
+    keys = [(("__name__", "x"), ("i", str(i))) for i in range(3)]
+    for step in range(5):
+        store.append_at(step * 1000, [(k, float(step)) for k in keys])
+    data = store.select([LabelMatcher("__name__", "=", "x")], 0, 10**9)
+    assert len(data) == 3 and all(s.t_ms.tolist() == [2000, 3000, 4000] for s in data)
