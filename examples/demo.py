@@ -56,13 +56,15 @@ def run_pipeline(data: Path | None) -> None:
     lichen(*args)
 
 
-def answers(url: str, timeout_s: float) -> bool:
+def answers(url: str, timeout_s: float, *, recommendations: bool = False) -> bool:
+    """Whether ``url`` answers 200 (with recommendations in the body when asked) before the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200 and (not recommendations or "items" in response.json()):
                 return True
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.5)
     return False
@@ -85,9 +87,10 @@ def try_lichen_up() -> str | None:
         lichen("down", str(APP), check=False)
         return None
     url = f"http://127.0.0.1:{gateway_port()}"
-    if answers(url + SERVICES["recommender"][2], timeout_s=20):
+    if answers(url + SERVICES["recommender"][2], timeout_s=20, recommendations=True):
         return url
-    say(f"no gateway answers at {url} yet; falling back to one `lichen serve` per service")
+    say(f"the gateway at {url} does not serve this app (not wired in yet, or the port is taken); "
+        "falling back to one `lichen serve` per service")
     lichen("down", str(APP), check=False)
     return None
 

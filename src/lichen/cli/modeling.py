@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lichen.cli.output import console, print_json, print_table
+from rich.table import Table
+
+from lichen.cli.output import console, print_json
 from lichen.errors import ConfigError
 from lichen.registry.models import ModelRegistry, ModelVersion, default_registry_root
 
@@ -36,20 +37,38 @@ def _registry(registry: Path | None, app_dir: Path) -> ModelRegistry:
     return ModelRegistry(default_registry_root(base))
 
 
-def _metrics_text(metrics: dict[str, object]) -> str:
-    parts = []
-    for key, value in sorted(metrics.items()):
-        parts.append(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}")
-    return " ".join(parts)
+_PREFERRED = ("test_ndcg", "ndcg", "test_recall", "recall", "valid_ndcg", "auc", "accuracy", "loss")
+
+
+def _metrics_text(metrics: dict[str, object], limit: int = 3) -> str:
+    """The few numeric metrics worth a glance (ranking ones first); `--json` has them all."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    def rank(key: str) -> tuple[int, str]:
+        lowered = key.lower()
+        for i, prefix in enumerate(_PREFERRED):
+            if lowered.startswith(prefix):
+                return i, key
+        return len(_PREFERRED), key
+
+    chosen = sorted(numeric, key=rank)[:limit]
+    parts = [f"{k}={numeric[k]:.4f}" if isinstance(numeric[k], float) else f"{k}={numeric[k]}" for k in chosen]
+    hidden = len(metrics) - len(chosen)
+    return "\n".join(parts + ([f"(+{hidden} more)"] if hidden > 0 else []))
+
+
+def _params_text(params: dict[str, object], limit: int = 3) -> str:
+    keys = sorted(params, key=lambda k: (k not in ("model", "kind"), k))  # what it is, first
+    lines = [f"{k}={params[k]}" for k in keys[:limit]]
+    return "\n".join(lines + ([f"(+{len(keys) - limit} more)"] if len(keys) > limit else []))
 
 
 def _row(mv: ModelVersion) -> list[object]:
     return [
         mv.name,
-        f"v{mv.version}",
-        "●" if mv.promoted else "",
-        dt.datetime.fromtimestamp(mv.created_at).strftime("%m-%d %H:%M"),
-        (mv.dataset_version or "")[:8],
+        f"v{mv.version} ●" if mv.promoted else f"v{mv.version}",
+        (mv.dataset_version or "")[:11],
+        _params_text(mv.params),
         _metrics_text(mv.metrics),
     ]
 
@@ -61,7 +80,7 @@ def list_models(
     app_dir: AppOption = Path("."),
     as_json: JsonOption = False,
 ) -> None:
-    """List registered model versions; ● marks the promoted (serving) one. `--json` adds params and checksums.
+    """List registered model versions; ● marks the promoted (serving) one. `--json` adds every param and metric, created_at, checksums and paths.
 
     Example: lichen models list ease --app examples/recsys
     """
@@ -70,11 +89,15 @@ def list_models(
     if as_json:
         print_json([mv.to_json() for mv in versions])
         return
-    print_table(
-        f"models in {reg.root}",
-        ["model", "version", "serving", "created", "dataset", "metrics"],
-        [_row(mv) for mv in versions],
-    )
+    table = Table(title=f"models in {reg.root}", header_style="bold")
+    table.add_column("model", overflow="fold")
+    table.add_column("version", no_wrap=True)
+    table.add_column("dataset", overflow="fold")
+    table.add_column("params", overflow="ellipsis")
+    table.add_column("metrics", overflow="ellipsis")
+    for mv in versions:
+        table.add_row(*[str(v) for v in _row(mv)])
+    console.print(table)
 
 
 @models_app.command("promote")

@@ -32,8 +32,8 @@ def test_list_promote_rollback_json(tmp_path: Path) -> None:
     assert json.loads(result.output)["version"] == 2
     listed = json.loads(runner.invoke(app, ["models", "list", "--app", app_dir, "--json"]).output)
     assert [(m["version"], m["promoted"], m["params"]["tag"]) for m in listed] == [(1, False, "a"), (2, True, "b")]
-    table = runner.invoke(app, ["models", "list", "--app", app_dir])
-    assert "ndcg@10=0.4000" in table.output and "●" in table.output
+    table = runner.invoke(app, ["models", "list", "--app", app_dir], env={"COLUMNS": "200"})
+    assert "ndcg@10=0.4000" in table.output and "v2 ●" in table.output and "tag=b" in table.output
     result = runner.invoke(app, ["models", "rollback", "recommender", "--app", app_dir])
     assert result.exit_code == 0 and "rolled back recommender to v1" in result.output
     assert registry.promoted("recommender").version == 1
