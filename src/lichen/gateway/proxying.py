@@ -163,42 +163,51 @@ class Gateway:
         runtime = service.runtime
         admission = self.settings.admission
         verdict_admit = admission_decision(runtime.inflight, service.max_inflight, len(runtime.waiters), admission.queue_size)
+        holds_slot = False  # a queued request is handed the slot of the request that finishes
         if verdict_admit != "admit":
-            admitted = False
             if verdict_admit == "queue":
-                waiter: asyncio.Future[None] = loop.create_future()
+                waiter: asyncio.Future[bool] = loop.create_future()
                 runtime.waiters.append(waiter)
-                timer = loop.call_later(admission.queue_timeout_s, lambda: waiter.done() or waiter.set_result(None))
+                timer = loop.call_later(admission.queue_timeout_s, lambda: waiter.done() or waiter.set_result(False))
                 try:
-                    await waiter
+                    holds_slot = await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled() and waiter.result():
+                        self._release_slot(runtime)  # granted, but the client left: pass the slot on
+                    raise
                 finally:
                     timer.cancel()
                     if waiter in runtime.waiters:
                         runtime.waiters.remove(waiter)
-                admitted = service.max_inflight is None or runtime.inflight < service.max_inflight
-            if not admitted:
+            if not holds_slot:
                 self.metrics.shed_one(rule.service)
                 retry_after = retry_after_header_s(admission.queue_timeout_s, len(runtime.waiters), service.max_inflight)
                 self.deny(conn, req, 503, "shed", "service is at capacity, retry later", request_id=request_id,
                           headers=[(b"retry-after", str(retry_after).encode())], path=path)
                 self.metrics.observe_request(rule.prefix, rule.service, "", 503, loop.time() - start)
                 return
-        runtime.inflight += 1
+        if not holds_slot:
+            runtime.inflight += 1
         gauge = self.inflight_gauges.get(rule.service)
         if gauge is not None:
             gauge.inc()
         try:
             status, revision = await self._proxy(conn, req, rule, service, path, query, request_id, start)
         finally:
-            runtime.inflight -= 1
             if gauge is not None:
                 gauge.dec()
-            while runtime.waiters:
-                waiter = runtime.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
+            self._release_slot(runtime)
         self.metrics.observe_request(rule.prefix, rule.service, revision, status, loop.time() - start)
+
+    @staticmethod
+    def _release_slot(runtime: Any) -> None:
+        """Hand the in-flight slot to the oldest queued request, or give it back."""
+        while runtime.waiters:
+            waiter = runtime.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        runtime.inflight -= 1
 
     def _rate_checks(self, principal: str | None, client_ip: str) -> list[tuple[str, Any, dict[str, TokenBucket], Any]]:
         checks = []

@@ -27,7 +27,7 @@ class ServiceRuntime:
     """What must survive a reload for one service."""
 
     inflight: int = 0
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    waiters: deque[asyncio.Future[bool]] = field(default_factory=deque)
     budget: RetryBudget = field(default_factory=RetryBudget)
     discovered_idempotent: frozenset[str] = frozenset()
     discovered_from: str = ""

@@ -227,6 +227,14 @@ def test_admission_control_sheds_with_retry_after(backends, gateways, tmp_path) 
     shed = [r for r in responses if r.status_code == 503]
     assert all(int(r.headers["retry-after"]) >= 1 for r in shed)
     assert gateway.metric("lichen_gateway_shed_total", service="b") == statuses[503]
+    # Queued requests are handed the slot of a finishing request, in order: a short burst all succeeds.
+    patient = start(gateways, tmp_path, backends, settings={"admission": {"queue_size": 4, "queue_timeout_s": 20}},
+                    max_inflight=2)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        burst = list(pool.map(lambda _: httpx.get(f"{patient.url}/api/slow?ms=300", timeout=30), range(6)))
+    assert [r.status_code for r in burst] == [200] * 6
+    assert patient.metric("lichen_gateway_shed_total") == 0
+    assert patient.metric("lichen_gateway_inflight_requests", service="b") == 0
 
 
 def test_revision_weights_and_pinning(backends, gateways, tmp_path) -> None:
