@@ -138,3 +138,39 @@ def test_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     controller = FakeController(tmp_path)
     observing = attach_observing(controller, _spec("api"), token=None)
     assert observing is not None and controller.observing is observing and len(controller.periodic) == 1
+
+
+def test_stream_fetcher_reads_length_delimited_chunked_and_close_delimited_answers() -> None:
+    from lichen.runtime.observing import StreamFetcher
+
+    answers = {
+        "/length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nup 1\n",
+        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nup \r\n2\r\n1\n\r\n0\r\n\r\n",
+        "/close": b"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
+        "/garbage": b"not http at all",
+    }
+
+    async def main() -> list:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            request = await reader.readuntil(b"\r\n\r\n")
+            path = request.split()[1].decode()
+            writer.write(answers[path])
+            await writer.drain()
+            if path != "/length":  # /length keeps the connection open: the fetcher must stop at Content-Length
+                writer.close()
+            else:
+                await asyncio.sleep(5)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        fetcher = StreamFetcher(timeout_s=2.0)
+        out = []
+        for path in ("/length", "/chunked", "/close"):
+            page = await fetcher.get(f"http://127.0.0.1:{port}{path}")
+            out.append((page.status_code, page.text))
+        with pytest.raises(OSError):
+            await fetcher.get(f"http://127.0.0.1:{port}/garbage")
+        server.close()
+        return out
+
+    assert asyncio.run(main()) == [(200, "up 1\n"), (200, "up 1\n"), (503, "down")]
