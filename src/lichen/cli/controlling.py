@@ -70,7 +70,9 @@ def up(
     everything). With --detach it runs as a daemon (pidfile
     .lichen/controller.pid, log .lichen/logs/controller.log). If a
     controller already runs for the app, the changed spec/code is applied
-    to it as a rolling update.
+    to it as a rolling update. The gateway, the app's entry point, is
+    started on gateway.host:gateway.port (127.0.0.1:8080 by default) and its
+    URL printed once it is ready.
 
     Example: lichen up examples/recsys --detach
     """
