@@ -233,15 +233,8 @@ class Observing:
             self.static_targets[name] = ScrapeTarget(url, labels=tuple(sorted(labels.items())))
 
     def _gateway_url(self) -> str | None:
-        for attr in ("gateway_url", "gateway_address"):
-            value = getattr(self.controller, attr, None)
-            if callable(value):
-                value = value()
-            if value:
-                text = str(value)
-                return text if text.startswith("http") else f"http://{text}"
-        gateway = getattr(self.controller, "gateway", None)
-        url = getattr(gateway, "url", None)
+        """``controller.gateway.url`` (:mod:`lichen.runtime.gatewaying`) when the app runs a gateway."""
+        url = getattr(getattr(self.controller, "gateway", None), "url", None)
         return str(url) if url else None
 
     def targets(self) -> list[ScrapeTarget]:
