@@ -221,7 +221,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
         try:
             samples = engine.instant_samples(expr, t / 1000)
         except QueryError as exc:
-            failures.append(f"    expr: {expr!r}, time: {_fmt_duration(t)}, err: {exc}")
+            failures.append(f"expr: {expr!r}, time: {_fmt_duration(t)}, err: {exc}")
             continue
         got = sorted((labels_key(lab), v) for lab, v in samples)
         exp = sorted(
@@ -231,7 +231,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
         same = len(got) == len(exp) and all(g[0] == e[0] and _close(g[1], e[1]) for g, e in zip(got, exp, strict=True))
         if not same:
             failures.append(
-                f"    expr: {expr!r}, time: {_fmt_duration(t)},\n        exp: {_fmt_samples(exp)}\n        got: {_fmt_samples(got)}"
+                f"expr: {expr!r}, time: {_fmt_duration(t)},\n        exp: {_fmt_samples(exp)}\n        got: {_fmt_samples(got)}"
             )
     return failures
 
