@@ -314,6 +314,8 @@ class Gateway:
         while True:
             attempt += 1
             upstream = service.pick(loop.time(), pinned, hash_key, tried)
+            if upstream is None and tried:
+                upstream = service.pick(loop.time(), pinned, hash_key, None)  # every replica tried: same one again
             if upstream is None:
                 if not tried:
                     conn.send_simple(503, "no ready upstream for this service", request_id,
