@@ -87,7 +87,7 @@ def try_lichen_up() -> str | None:
         lichen("down", str(APP), check=False)
         return None
     url = f"http://127.0.0.1:{gateway_port()}"
-    if answers(url + SERVICES["recommender"][2], timeout_s=20, recommendations=True):
+    if answers(url + SERVICES["recommender"][2], timeout_s=60, recommendations=True):
         return url
     say(f"the gateway at {url} does not serve this app (not wired in yet, or the port is taken); "
         "falling back to one `lichen serve` per service")
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if gateway is not None:
             under_up = True
             urls = {name: gateway for name in SERVICES}
-            say(f"gateway: {gateway}   (lichen status {_shown(APP)} for replicas)")
+            say(f"gateway: {gateway}   (replicas: lichen status -C {_shown(APP)}; "
+                f"dashboard: lichen dashboard -C {_shown(APP)})")
         else:
             urls = serve_each(children, args.port_base)
         print_examples(urls)
