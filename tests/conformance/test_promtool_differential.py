@@ -58,6 +58,14 @@ EXPRESSIONS = [
     "absent(temp{room=\"z\"})", "absent_over_time(temp{room=\"x\"}[1m])", "scalar(temp{room=\"y\"}) * 2", "time() - 60",
     "vector(1) + on() group_left temp", "req_total offset 3m", "rate(req_total[5m] offset 2m)", "count(temp)",
     "sum(rate(req_total[10m])) by (code)", "increase(req_total[1m])", "rate(req_total[15m])",
+    "stddev by (job) (req_total)", "stdvar(temp)", "group by (code) (req_total)", "quantile by (job) (0.25, req_total)",
+    "topk by (job) (1, req_total)", "bottomk(2, req_total) > 0", "req_total > on(job, inst, code) req_total offset 1m",
+    "req_total - ignoring(code) group_left req_total{code=\"500\"}", "info * on(job) group_right(team) req_total",
+    "clamp(temp, 0, 12)", "ceil(temp)", "floor(temp / 3)", "sqrt(abs(temp))", "ln(temp{room=\"y\"})", "exp(temp / 10)",
+    "temp atan2 2", "-temp % 4", "temp / 0", "(temp - temp) / (temp - temp)", "req_total and on(job) info",
+    "absent(nonexistent_metric)", "delta(req_total[5m])", "irate(req_total[10m])", "deriv(req_total[10m])",
+    "rate(req_total{code=\"500\"}[3m])", "sum_over_time(temp{room=\"y\"}[30m])", "avg_over_time(temp{room=\"y\"}[30m])",
+    "count_over_time(temp[30s])", "temp != bool 4", "max(temp) - min(temp)", "count(req_total > 50) by (job)",
 ]
 TIMES = ["3m", "6m", "10m", "14m", "17m", "25m"]
 GOT = re.compile(r'expr: "(.*?)", time: (\S+),\n\s+exp: .*\n\s+got: (.*)')

@@ -20,6 +20,8 @@ from lichen.observe.series import labels_key
 ARITHMETIC = {"+", "-", "*", "/", "%", "^", "atan2"}
 COMPARISON = {"==", "!=", ">", "<", ">=", "<="}
 SET_OPS = {"and", "or", "unless"}
+#: operators whose result drops __name__ (Prometheus' shouldDropMetricName: not atan2, not comparisons)
+DROPS_NAME = {"+", "-", "*", "/", "%", "^"}
 
 
 @dataclass
@@ -81,7 +83,7 @@ def vector_scalar_binop(op: str, vec: InstantVector, scalar: Scalar, swap: bool,
             value = vec.values.copy()
             present &= keep
     series = vec.series
-    if op in ARITHMETIC or return_bool:
+    if op in DROPS_NAME or return_bool:
         series = [drop_name(s) for s in series]
     return merge_same_labels(InstantVector(list(series), np.array(value, dtype=np.float64), present))
 
@@ -94,7 +96,7 @@ def _signature(labels: dict[str, str], matching: Matching) -> tuple:
 
 def _result_metric(lhs: dict[str, str], rhs: dict[str, str], op: str, matching: Matching) -> dict[str, str]:
     out = dict(lhs)
-    if op in ARITHMETIC:
+    if op in DROPS_NAME:
         out.pop("__name__", None)
     if matching.card == "one-to-one":
         if matching.on:
