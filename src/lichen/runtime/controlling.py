@@ -63,6 +63,7 @@ from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 log = logging.getLogger("lichen.controller")
 HOST = "127.0.0.1"
 LOG_MAX_BYTES = 10 * 2**20
+EVENTS_KEPT = 100_000
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
 
 
@@ -596,7 +597,13 @@ class Controller:
             if delay > 0:
                 await self.clock.sleep(delay)
             now = self.clock.now()
-            outcome = await self.prober.probe(HOST, port, probe.path, probe.timeout_s)
+            try:
+                outcome = await self.prober.probe(HOST, port, probe.path, probe.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a probe must never end its loop: count it as a failure
+                log.exception("%s probe of %s failed unexpectedly", kind, record.id)
+                outcome = "failed"
             before = getattr(replica, kind)
             after = probing.record_probe(before, probe, outcome, now)
             setattr(replica, kind, after)
@@ -680,6 +687,7 @@ class Controller:
     def _rotate_logs(self) -> None:
         for replica_id in list(self.replicas):
             processes.rotate_log(self.workspace.log_path(replica_id), LOG_MAX_BYTES)
+        self.store.prune_events(keep=EVENTS_KEPT)
 
     def _update_metrics(self) -> None:
         self._m_replicas.clear()

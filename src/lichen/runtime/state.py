@@ -239,3 +239,9 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         return [Event(*row) for row in reversed(rows)]
+
+    def prune_events(self, keep: int) -> int:
+        """Drop all but the newest ``keep`` events; returns how many went."""
+        with self._tx() as db:
+            cursor = db.execute("DELETE FROM cp_events WHERE id <= (SELECT MAX(id) FROM cp_events) - ?", (keep,))
+            return cursor.rowcount

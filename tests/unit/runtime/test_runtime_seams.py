@@ -35,6 +35,8 @@ def test_state_store_is_wal_and_round_trips(tmp_path: Path) -> None:
     store.add_event(2.0, "api", "Started")
     assert [e.service for e in store.events("web")] == ["web"]
     assert [e.kind for e in store.events()] == ["Started", "Started"]
+    store.add_event(3.0, "web", "Ready")
+    assert store.prune_events(keep=2) == 1 and [e.at for e in store.events()] == [2.0, 3.0]
     other = StateStore(store.path)  # a second connection (the CLI, the job runner) sees committed rows
     assert other.replicas()[0].port == 8001
     store.delete_replica("web-a-0")
