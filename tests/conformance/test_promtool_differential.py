@@ -65,7 +65,20 @@ EXPRESSIONS = [
     "temp atan2 2", "-temp % 4", "temp / 0", "(temp - temp) / (temp - temp)", "req_total and on(job) info",
     "absent(nonexistent_metric)", "delta(req_total[5m])", "irate(req_total[10m])", "deriv(req_total[10m])",
     "rate(req_total{code=\"500\"}[3m])", "sum_over_time(temp{room=\"y\"}[30m])", "avg_over_time(temp{room=\"y\"}[30m])",
-    "count_over_time(temp[30s])", "temp != bool 4", "max(temp) - min(temp)", "count(req_total > 50) by (job)",
+    "count_over_time(temp[30s])", "temp != bool 4", "max(temp) - min(temp)", "count(req_total > 50) by (job)",    # second batch
+
+    'sum(req_total) by (job) * on(job) group_left() info', 'topk(1, req_total) by (code)',
+    'histogram_quantile(0.5, sum(rate(lat_bucket[5m])) by (le, job))', 'quantile(0.5, temp) by (room)',
+    'max_over_time(temp[10m] offset 5m)', 'absent_over_time(nonexistent[5m])', 'label_replace(info, "team", "", "", "")',
+    'req_total == bool on(job,inst,code) req_total', 'vector(time()) > bool 600', 'scalar(req_total)', 'count(absent(x))',
+    '1 - rate(req_total[5m])', '2 ^ temp', 'temp > 10 < 20', '(temp > 10) + 1', 'sum(temp) without (room)', 'avg(rate(req_total[5m]))',
+    'irate(temp[1m])', 'stddev_over_time(req_total[10m])', 'quantile_over_time(0.99, req_total[10m])', 'quantile_over_time(1.5, temp[5m])',
+    'quantile(-1, temp)', 'increase(req_total[5m] offset 10m)', 'last_over_time(temp[10m] offset 1m)', 'count_over_time(req_total[1h])',
+    'rate(req_total[1h])', 'histogram_quantile(0.5, lat_bucket offset 2m)', 'min_over_time(temp[30m])', 'max(temp) by (room) / ignoring(room) group_left sum(temp)',
+    'sum by (job, le) (lat_bucket) / ignoring(le) group_left sum by (job) (lat_bucket{le="+Inf"})', 'deriv(temp{room="y"}[30m])',
+    'delta(temp[30s])', 'idelta(req_total[1m])', 'round(temp / 7, 0.25)', 'clamp_max(req_total, 100) unless req_total < 50',
+    'bottomk(1, req_total) by (job) or topk(1, req_total) by (job)', 'count by (le) (lat_bucket > 10)', 'sum(rate(req_total{code!~"2.."}[5m]))',
+    'req_total{inst=~"a|b", code!="500"}', '{__name__=~"temp|info", room!="x"}', 'time()', 'vector(5) * 2 + 1',
 ]
 TIMES = ["3m", "6m", "10m", "14m", "17m", "25m"]
 GOT = re.compile(r'expr: "(.*?)", time: (\S+),\n\s+exp: .*\n\s+got: (.*)')
