@@ -65,8 +65,8 @@ EXPRESSIONS = [
     "temp atan2 2", "-temp % 4", "temp / 0", "(temp - temp) / (temp - temp)", "req_total and on(job) info",
     "absent(nonexistent_metric)", "delta(req_total[5m])", "irate(req_total[10m])", "deriv(req_total[10m])",
     "rate(req_total{code=\"500\"}[3m])", "sum_over_time(temp{room=\"y\"}[30m])", "avg_over_time(temp{room=\"y\"}[30m])",
-    "count_over_time(temp[30s])", "temp != bool 4", "max(temp) - min(temp)", "count(req_total > 50) by (job)",    # second batch
-
+    "count_over_time(temp[30s])", "temp != bool 4", "max(temp) - min(temp)", "count(req_total > 50) by (job)",
+    # second batch
     'sum(req_total) by (job) * on(job) group_left() info', 'topk(1, req_total) by (code)',
     'histogram_quantile(0.5, sum(rate(lat_bucket[5m])) by (le, job))', 'quantile(0.5, temp) by (room)',
     'max_over_time(temp[10m] offset 5m)', 'absent_over_time(nonexistent[5m])', 'label_replace(info, "team", "", "", "")',
