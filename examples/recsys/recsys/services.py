@@ -92,6 +92,9 @@ def load_version(registry: ModelRegistry, name: str, version: int) -> LoadedMode
     from recsys.models import load_model
 
     mv = registry.get(name, version)
+    if os.environ.get("MODEL_VERIFY", "1") != "0" and not registry.verify(name, version):
+        # A damaged or hand-edited version never serves; the poller keeps the current one.
+        raise RuntimeError(f"model {name} v{version} at {mv.path} does not match its registered checksum")
     model = load_model(mv.path)
     items = _item_metadata(mv.dataset_version)
     genres: dict[str, set[int]] = collections.defaultdict(set)

@@ -380,3 +380,21 @@ def test_events_reach_served_histories_at_once(app: Path, recommender: Replica) 
     warm = httpx.get(f"{recommender.url}/v1/recommendations/{stranger}", params={"k": 3}, timeout=10)
     assert warm.status_code == 200 and top not in [item["item_id"] for item in warm.json()["items"]]
     log.close()
+
+
+def test_a_damaged_version_is_never_swapped_in(app: Path, recommender: Replica) -> None:
+    registry = ModelRegistry(app / ".lichen" / "models")
+    source, dataset_version = build_model(app, 50.0)
+    damaged = registry.register(MODEL, source, params={"l2": 50.0}, dataset_version=dataset_version)
+    (damaged.path / "model.json").write_text((damaged.path / "model.json").read_text() + " ")
+    serving = registry.promoted(MODEL).version
+    registry.promote(MODEL, damaged.version)
+    try:
+        deadline = time.monotonic() + 30
+        while "does not match its registered checksum" not in recommender.log.read_text():
+            assert time.monotonic() < deadline, "the poller never tried the damaged version"
+            time.sleep(0.1)
+        body = httpx.get(f"{recommender.url}/v1/recommendations/5", params={"k": 3}, timeout=10)
+        assert body.status_code == 200 and body.json()["model_version"] == serving
+    finally:
+        registry.rollback(MODEL)
