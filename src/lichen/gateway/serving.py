@@ -32,6 +32,8 @@ _INTERESTING = {
     b"transfer-encoding": "transfer_encoding",
 }
 MAX_PIPELINED = 16
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 16 * 1024 * 1024
 MAX_UNSENT_BODY = 1024 * 1024
 
 
@@ -120,6 +122,9 @@ class ClientConnection(asyncio.Protocol):
         self.close_after = False
         self.timer: asyncio.TimerHandle | None = None
         self.header_bytes = 0
+        self.discarding = 0  # > 0 once an error answer was sent: read and drop what the client still sends
+        self.in_head = True  # between the end of one message and the end of the next one's headers
+        self.head_bytes_seen = 0
         self.reading_paused = False
         self.writing_paused = False
         self.response_started = False
@@ -143,6 +148,17 @@ class ClientConnection(asyncio.Protocol):
             self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            self.discarding += len(data)
+            if self.discarding > LINGER_MAX_BYTES:
+                self.transport.close()
+            return
+        if self.in_head:
+            # httptools buffers a header line until it ends, so count raw bytes too: an endless header is cut off
+            self.head_bytes_seen += len(data)
+            if self.head_bytes_seen > self.gateway.max_header_bytes + 65536:
+                self._fail(431, "request headers are larger than the limit")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -202,6 +218,7 @@ class ClientConnection(asyncio.Protocol):
         request.http11 = parser.get_http_version() == "1.1"
         request.keep_alive = parser.should_keep_alive()
         request.chunked = request.transfer_encoding is not None and b"chunked" in request.transfer_encoding.lower()
+        self.in_head = False
         if self.task is None and self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -227,6 +244,8 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading()
 
     def on_message_complete(self) -> None:
+        self.in_head = True
+        self.head_bytes_seen = 0
         request = self.parsing
         if request is not None:
             request.finish()
@@ -272,6 +291,26 @@ class ClientConnection(asyncio.Protocol):
         reason = {400: "malformed_request", 413: "body_too_large", 431: "headers_too_large"}.get(status, "malformed_request")
         self.gateway.deny(self, request, status, reason, message)
 
+    def linger_close(self) -> None:
+        """Close after an answer without losing it: send FIN, then read and drop input briefly.
+
+        Closing a socket with unread input makes the kernel send a reset, which
+        can destroy the error answer before the client reads it (nginx's
+        lingering close solves the same problem).
+        """
+        if self.closed:
+            return
+        try:
+            self.transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            self.transport.close()
+            return
+        self.discarding = 1
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self._arm(LINGER_S, self.transport.close)
+
     def _dispatch(self) -> None:
         if self.task is None and self.queue and not self.closed:
             request = self.queue.popleft()
@@ -295,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
             return
         if self.close_after or request is None or not request.keep_alive or not request.body_done:
-            self.transport.close()
+            self.linger_close()
             return
         if self.queue:
             self._dispatch()
@@ -333,4 +372,4 @@ class ClientConnection(asyncio.Protocol):
         self.response_started = True
         self.transport.write(b"".join(lines))
         if close and self.task is None:
-            self.transport.close()
+            self.linger_close()

@@ -125,7 +125,10 @@ def test_size_limits(site) -> None:
 
 def raw(port: int, payload: bytes, *, read_s: float = 3.0, close_early: bool = False) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=read_s) as sock:
-        sock.sendall(payload)
+        try:
+            sock.sendall(payload)
+        except OSError:
+            pass  # the gateway answered and closed before taking everything: read its answer
         if close_early:
             return b""
         data = b""
@@ -148,6 +151,7 @@ MALFORMED = [
     (b"GET /whoami HTTP/1.1\r\nX-Ctl: a\x00b\r\n\r\n", b"400"),
     (b"GET /whoami HTTP/1.1\r\n" + b"X-Many: y\r\n" * 500 + b"\r\n", b"431"),
     (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", b"431"),
+    (b"GET /whoami HTTP/1.1\r\nX-Endless: " + b"a" * 2_000_000, b"431"),  # a header line that never ends
     (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", b"400"),
     (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
     (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", b"400"),
