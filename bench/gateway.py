@@ -115,7 +115,8 @@ def run_wrk(urls: list[str], duration_s: float, connections: int, rate: float | 
         os.unlink(script.name)
     parsed = [_parse_wrk(out) for out in outputs]
     return {"rps": sum(p["rps"] for p in parsed), "p50_ms": statistics.mean(p["p50_ms"] for p in parsed),
-            "p99_ms": max(p["p99_ms"] for p in parsed), "errors": sum(p["errors"] for p in parsed)}
+            "p99_ms": max(p["p99_ms"] for p in parsed), "errors": sum(p["errors"] for p in parsed),
+            "requests": sum(p["requests"] for p in parsed)}
 
 
 def _parse_wrk(out: str) -> dict[str, float]:
@@ -131,7 +132,8 @@ def _parse_wrk(out: str) -> dict[str, float]:
     failed = int(errors.group(1)) if errors else 0
     if socket_errors:
         failed += sum(int(g) for g in socket_errors.groups())
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": failed}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": failed, "requests": requests}
 
 
 async def _builtin(host: str, port: int, path: str, duration_s: float, connections: int, rate: float | None) -> dict:
@@ -169,7 +171,7 @@ async def _builtin(host: str, port: int, path: str, duration_s: float, connectio
     elapsed = time.perf_counter() - began
     latencies.sort()
     return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors}
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors, "requests": len(latencies)}
 
 
 def load(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None = None) -> dict[str, float]:
@@ -183,7 +185,8 @@ async def _builtin_many(ports: list[int], path: str, duration_s: float, connecti
     parts = await asyncio.gather(*(
         _builtin("127.0.0.1", port, path, duration_s, share, rate / len(ports) if rate else None) for port in ports))
     return {"rps": sum(p["rps"] for p in parts), "p50_ms": statistics.mean(p["p50_ms"] for p in parts),
-            "p99_ms": max(p["p99_ms"] for p in parts), "errors": sum(p["errors"] for p in parts)}
+            "p99_ms": max(p["p99_ms"] for p in parts), "errors": sum(p["errors"] for p in parts),
+            "requests": sum(p["requests"] for p in parts)}
 
 
 # ------------------------------------------------------------------ front ends
@@ -225,6 +228,15 @@ class Stack:
         self.gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(self.lichen_port)
 
+    def pids(self, front: str) -> list[int]:
+        """The processes serving a front end: the replicas for direct, nginx's master for nginx, the gateway."""
+        if front == "lichen":
+            return [self.gateway.pid]
+        if front == "nginx":
+            pid_file = self.tmp / "nginx.pid"
+            return [int(pid_file.read_text())] if pid_file.exists() else []
+        return [proc.pid for proc in self.procs]
+
     def close(self) -> None:
         self.gateway.send_signal(signal.SIGTERM)
         self.gateway.wait(timeout=60)
@@ -235,6 +247,26 @@ class Stack:
         for proc in self.procs:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children (nginx's workers), from /proc."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in family:
+            try:
+                times = member.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    return total
 
 
 def profile_gateway(stack: Stack, duration_s: float, connections: int) -> list[str]:
@@ -289,8 +321,15 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
             for _ in range(args.rounds):  # alternate front ends so a noisy neighbour hits all of them alike
                 for name, port in live.items():
-                    runs[name].append(load(port, path, args.duration, args.connections))
+                    pids = stack.pids(name)
+                    before = cpu_seconds(pids)
+                    run = load(port, path, args.duration, args.connections)
+                    run["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, run["requests"]) * 1e6
+                    runs[name].append(run)
             results[workload] = {name: dict(median_of(r)) for name, r in runs.items()}
+            for name, r in runs.items():  # CPU per request is steadier than throughput: take its own median
+                values = sorted(x["cpu_us_per_request"] for x in r)
+                results[workload][name]["cpu_us_per_request"] = values[len(values) // 2]
             slowest = min(r["rps"] for r in results[workload].values())
             half_runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
             for _ in range(args.rounds):
@@ -308,11 +347,13 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()[0]:.1f} (other processes on this machine share its CPUs)")
     print()
     print(f"{'workload':<9} {'front end':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-          f" {'half-load req/s':>16} {'half-load p50 ms':>17}")
+          f" {'CPU us/req':>10} {'half-load req/s':>16} {'half-load p50 ms':>17}")
     for workload, fronts_results in results.items():
         for name, r in fronts_results.items():
             print(f"{workload:<9} {name:<8} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {int(r['errors']):>6}"
-                  f" {r['half_rps']:>16.0f} {r['half_p50_ms']:>17.2f}")
+                  f" {r['cpu_us_per_request']:>10.0f} {r['half_rps']:>16.0f} {r['half_p50_ms']:>17.2f}")
+    print("CPU us/req: CPU time of that front end's own processes per request (direct: the replicas; nginx: its")
+    print("master and workers; lichen: the gateway) — the proxy's cost, steadier than throughput on a busy machine.")
     print()
     targets = {"trivial": 0.5, "cpu_2ms": 0.9}
     for workload, wanted in targets.items():
@@ -322,6 +363,9 @@ def main() -> None:
             print(f"{workload}: lichen/nginx throughput = {ratio:.2f} (target >= {wanted}) "
                   f"{'MET' if ratio >= wanted else 'NOT MET'}")
         print(f"{workload}: lichen/direct throughput = {r['lichen']['rps'] / r['direct']['rps']:.2f}")
+        if "nginx" in r:
+            print(f"{workload}: proxy CPU per request, lichen / nginx = {r['lichen']['cpu_us_per_request']:.0f} / "
+                  f"{r['nginx']['cpu_us_per_request']:.0f} us = {r['lichen']['cpu_us_per_request'] / max(1e-9, r['nginx']['cpu_us_per_request']):.1f}x")
         added = r["lichen"]["half_p50_ms"] - r["direct"]["half_p50_ms"]
         print(f"{workload}: added p50 at half load, lichen - direct = {added:.2f} ms (target <= 1 ms) "
               f"{'MET' if added <= 1.0 else 'NOT MET'}"
