@@ -88,14 +88,24 @@ class ProgressEvents:
             text.append(line)
             self.progress.console.print(text, soft_wrap=True)
 
+    def job_progress(self, run: JobRun, done: float, total: float, label: str) -> None:
+        task = self.tasks.get(run.run_id)
+        if task is not None and total > 0:
+            name = run.job if run.attempt == 1 else f"{run.job} (attempt {run.attempt})"
+            self.progress.update(task, total=total, completed=min(done, total),
+                                 description=f"{name} [dim]{label}[/]" if label else name)
+
     def job_finished(self, run: JobRun) -> None:
         task = self.tasks.get(run.run_id)
         label = run.job if run.attempt == 1 else f"{run.job} (attempt {run.attempt})"
         ok = run.status == STATUS_SUCCEEDED
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         if task is not None:
+            state = next(t for t in self.progress.tasks if t.id == task)
+            total = state.total or 1  # keep a job's own N of M
             self.progress.update(
-                task, total=1, completed=1, description=f"{mark} {label} [dim]{run.status}[/]"
+                task, total=total, completed=total if ok else state.completed,
+                description=f"{mark} {label} [dim]{run.status}[/]",
             )
             self.progress.stop_task(task)
         if ok:

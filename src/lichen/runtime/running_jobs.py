@@ -20,6 +20,7 @@ import collections
 import contextlib
 import difflib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,14 @@ class JobEvents(Protocol):
 
     def job_output(self, run: JobRun, line: str) -> None: ...
 
+    def job_progress(self, run: JobRun, done: float, total: float, label: str) -> None: ...
+
     def job_finished(self, run: JobRun) -> None: ...
+
+
+# A job reports progress by printing this line; the runner draws it as the
+# job's progress bar instead of echoing it (it still goes to the log file).
+PROGRESS_LINE = re.compile(r"^::lichen-progress (\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)(?: (.*))?$")
 
 
 class SilentEvents:
@@ -68,6 +76,9 @@ class SilentEvents:
         pass
 
     def job_output(self, run: JobRun, line: str) -> None:
+        pass
+
+    def job_progress(self, run: JobRun, done: float, total: float, label: str) -> None:
         pass
 
     def job_finished(self, run: JobRun) -> None:
@@ -342,6 +353,11 @@ class JobRunner:
                 line = line.replace(secret, "***")
             log.write(line + "\n")
             log.flush()
+            progress = PROGRESS_LINE.match(line)
+            if progress is not None:
+                done, total, label = progress.groups()
+                self.events.job_progress(run, float(done), float(total), label or "")
+                continue
             tail.append(line)
             self.events.job_output(run, line)
         stream.close()

@@ -38,6 +38,8 @@ jobs:
   flaky:
     entrypoint: steps:flaky
     retries: 1
+  progress:
+    entrypoint: steps:progress
   hang:
     entrypoint: steps:hang
     timeout_s: 1
@@ -99,6 +101,11 @@ def flaky(argv):
         marker.touch()
         return 5
     print("second attempt ok", flush=True)
+
+def progress(argv):
+    for i in range(3):
+        print(f"::lichen-progress {i + 1}/3 step {i + 1}", flush=True)
+    print("done", flush=True)
 
 def hang(argv):
     while True:
@@ -237,3 +244,33 @@ def test_killed_runner_takes_its_job_down_and_the_run_shows_lost(app: Path) -> N
     assert list((app / "big").iterdir()) == [], "the job unwound and removed its partial output"
     [record] = runs(app)
     assert record["status"] == "lost" and record["exit_code"] is None
+
+
+def test_progress_lines_drive_the_job_bar_and_stay_out_of_the_stream(app: Path) -> None:
+    from lichen.runtime.running_jobs import JobRunner
+    from lichen.spec.loading import load_spec
+
+    seen: list[tuple[str, float, float, str]] = []
+    output: list[str] = []
+
+    class Recorder:
+        def job_started(self, run, index, total):
+            pass
+
+        def job_output(self, run, line):
+            output.append(line)
+
+        def job_progress(self, run, done, total, label):
+            seen.append((run.job, done, total, label))
+
+        def job_finished(self, run):
+            pass
+
+    result = JobRunner(load_spec(app / "lichen.yaml"), app, events=Recorder()).run(["progress"])
+    assert result.exit_code == 0
+    assert seen == [("progress", 1.0, 3.0, "step 1"), ("progress", 2.0, 3.0, "step 2"),
+                    ("progress", 3.0, 3.0, "step 3")]
+    assert output == ["done"]
+    assert "::lichen-progress 3/3" in Path(result.runs[0].log_path).read_text()
+    shown = lichen(app, "run", "progress")
+    assert shown.returncode == 0 and "::lichen-progress" not in shown.stdout and "3/3" in shown.stdout
