@@ -134,8 +134,9 @@ def rotate_log(path: Path, max_bytes: int, backups: int = 3) -> bool:
 class ProcessLauncher:
     """Starts processes for real; :class:`lichen.testing.FakeLauncher` is its twin."""
 
-    def __init__(self, use_cgroups: bool | None = None) -> None:
-        self.use_cgroups = cgroup_v2_writable() if use_cgroups is None else use_cgroups
+    def __init__(self, use_cgroups: bool | None = None, cgroup_root: Path = CGROUP_ROOT) -> None:
+        self.cgroup_root = cgroup_root
+        self.use_cgroups = cgroup_v2_writable(cgroup_root) if use_cgroups is None else use_cgroups
 
     @property
     def enforcement(self) -> str:
@@ -145,7 +146,7 @@ class ProcessLauncher:
         if not self.use_cgroups or (request.memory_bytes is None and request.cpu_cores is None):
             return None
         try:
-            parent = CGROUP_ROOT / "lichen"
+            parent = self.cgroup_root / "lichen"
             parent.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):
                 (parent / "cgroup.subtree_control").write_text("+memory +cpu +cpuset")
@@ -203,7 +204,7 @@ class ProcessLauncher:
         """A handle on a process started by an earlier controller, if it is still that process."""
         if not is_alive(pid, create_time):
             return None
-        group = CGROUP_ROOT / "lichen" / name
+        group = self.cgroup_root / "lichen" / name
         return ProcessHandle(pid=pid, create_time=create_time, cgroup=group if group.exists() else None)
 
     def poll(self, handle: ProcessHandle) -> int | None:

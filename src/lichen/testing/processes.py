@@ -87,17 +87,18 @@ class FakeLauncher:
 
 
 class FakeProber:
-    """Probe answers by (port, path); ``default`` for the rest."""
+    """Probe answers by (port, path), else by path (``by_path``), else ``default``."""
 
     def __init__(self, default: Outcome = "ok") -> None:
         self.default: Outcome = default
         self.answers: dict[tuple[int, str], Outcome] = {}
+        self.by_path: dict[str, Outcome] = {}
         self.calls = 0
         self.listening = True
 
     async def probe(self, host: str, port: int, path: str, timeout_s: float) -> Outcome:
         self.calls += 1
-        return self.answers.get((port, path), self.default)
+        return self.answers.get((port, path), self.by_path.get(path, self.default))
 
     async def port_answers(self, host: str, port: int, timeout_s: float) -> bool:
         return self.listening

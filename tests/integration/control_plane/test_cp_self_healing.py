@@ -86,7 +86,8 @@ def test_hung_replica_is_killed_within_the_liveness_budget_and_replaced(app: App
     detected_s = killed["at"] - hung_at
     # period x threshold + timeout, plus scheduling slack for a shared CI machine
     assert detected_s <= budget_s + 1.5, f"hang detected after {detected_s:.2f}s (budget {budget_s:.2f}s)"
-    assert not psutil.pid_exists(replica["pid"]) or psutil.Process(replica["pid"]).status() == psutil.STATUS_ZOMBIE
+    wait_until(lambda: not psutil.pid_exists(replica["pid"])
+               or psutil.Process(replica["pid"]).status() == psutil.STATUS_ZOMBIE, "the hung process to die")
     wait_until(lambda: [r for r in app.replicas("Ready") if r["id"] == replica["id"] and r["pid"] != replica["pid"]],
                "a ready replacement")
     assert _events(app, "Exited", replica["id"])[0]["reason"] == "LivenessFailed"
@@ -119,10 +120,28 @@ def test_secrets_are_injected_never_stored_and_the_api_needs_the_token(app: App)
     assert "lichen_replicas" in httpx.get(f"{url}/metrics").text
 
 
+def test_cli_scale_events_logs_and_status(app: App) -> None:
+    import json
+
+    assert "desired replicas 3" in app.cli("scale", "web", "3", "-C", str(app.dir)).stdout
+    wait_until(lambda: len(app.replicas("Ready")) == 3, "a third ready replica")
+    events = json.loads(app.cli("events", "--service", "web", "--json", "--limit", "500", "-C", str(app.dir)).stdout)
+    assert any(e["kind"] == "Scaled" and e["message"] == "2 -> 3" for e in events)
+    assert {e["service"] for e in events} == {"web"}
+    logs = app.cli("logs", "web", "-n", "3", "-C", str(app.dir)).stdout.splitlines()
+    assert logs and all(line.split(" | ")[0].startswith("web-") for line in logs)
+    status = json.loads(app.cli("status", "--json", "-C", str(app.dir)).stdout)
+    assert status["services"]["web"]["desired"] == 3
+    assert status["enforcement"] in ("rlimit + affinity", "cgroup v2")
+    table = app.cli("status", "-C", str(app.dir)).stdout
+    assert "3/3" in table and "Ready" in table
+    assert "no service named 'nope'" in app.cli("scale", "nope", "1", "-C", str(app.dir), check=False).stderr
+
+
 def test_down_leaves_no_child_process_and_no_secret_on_disk(app: App) -> None:
     pids = [r["pid"] for r in app.replicas()] + [app.controller_pid()]
     result = app.cli("down", str(app.dir))
-    assert "stopped 2 replica(s)" in result.stdout
+    assert f"stopped {len(pids) - 1} replica(s)" in result.stdout
     alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == [] and app.marked_processes() == []
     assert not app.workspace.controller_file.exists()

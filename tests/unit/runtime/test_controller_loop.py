@@ -229,3 +229,28 @@ def test_supervises_a_non_replica_process_like_the_gateway(tmp_path: Path, fakes
         assert launcher.alive() == []
 
     asyncio.run(scenario())
+
+
+def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        rollout = {"max_surge": 1, "max_unavailable": 0, "progress_deadline_s": 0.3}
+        controller.apply(app_spec(web={"replicas": 2, "rollout": rollout}), "v1")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints()) == 2, "v1 ready")
+        old_ports = {e.port for e in controller.endpoints.endpoints()}
+        prober.by_path["/readyz"] = "failed"  # nothing new ever passes readiness
+        for port in old_ports:
+            prober.answers[(port, "/readyz")] = "ok"
+        controller.apply(app_spec(web={"replicas": 2, "rollout": rollout, "env": {"V": "2"}}), "v1")
+        await until(lambda: kinds(controller, "RolloutStalled"), "the stall")
+        stalled = controller.status()["services"]["web"]["rollout"]
+        assert stalled["status"] == "stalled" and "0/2 replicas of revision" in stalled["reason"]
+        assert {e.port for e in controller.endpoints.endpoints()} == old_ports  # old ones keep serving
+        assert len(controller.replicas) == 3  # 2 old + the one surge replica, no more
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())

@@ -159,3 +159,25 @@ def test_code_digest_follows_code_not_state(tmp_path: Path) -> None:
     assert code_digest(tmp_path) == first
     (tmp_path / "svc.py").write_text("x = 2\n")
     assert code_digest(tmp_path) != first
+
+
+def test_cgroup_v2_limits_are_written_and_oom_kill_is_read_back(tmp_path: Path) -> None:
+    """The cgroup v2 path against a directory laid out like /sys/fs/cgroup (plain files, no kernel)."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    launcher = ProcessLauncher(cgroup_root=root)
+    assert launcher.use_cgroups and launcher.enforcement == "cgroup v2"
+    request = LaunchRequest(name="web-a-0", argv=[sys.executable, "-c", "pass"], env=dict(os.environ), cwd=tmp_path,
+                            log_path=tmp_path / "t.log", memory_bytes=256 * 2**20, cpu_cores=1.5, cpu_set=(0, 1))
+    handle = launcher.launch(request)
+    assert _wait_exit(launcher, handle) == 0
+    group = root / "lichen" / "web-a-0"
+    assert handle.cgroup == group
+    assert (group / "memory.max").read_text() == str(256 * 2**20)
+    assert (group / "cpu.max").read_text() == "150000 100000"
+    assert (group / "cpuset.cpus").read_text() == "0,1"
+    assert (group / "cgroup.procs").read_text() == str(handle.pid)  # the child joined before exec
+    assert not launcher.oom_killed(handle, tmp_path / "t.log", memory_limited=True)
+    (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert launcher.oom_killed(handle, tmp_path / "t.log", memory_limited=True)
