@@ -12,7 +12,7 @@ TESTS = Path(__file__).resolve().parents[1]
 def test_test_file_basenames_are_unique() -> None:
     seen: dict[str, list[str]] = defaultdict(list)
     for path in TESTS.rglob("*.py"):
-        if path.name.startswith("test_") or path.name == "conftest.py":
+        if path.name.startswith("test_") or path.name in ("conftest.py", "__init__.py"):
             continue
         seen[path.name].append(str(path.relative_to(TESTS)))
     for path in TESTS.rglob("test_*.py"):

@@ -87,6 +87,8 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+        logger.disabled = False  # an earlier dictConfig may have disabled or muted it
+        logger.setLevel(logging.NOTSET)
     logging.getLogger("uvicorn.access").disabled = True  # we log each request ourselves
 
 
