@@ -162,7 +162,15 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported by the gateway")
+            request = self.parsing
+            if request is not None and (request is self.active or request in self.queue) and request.method != "CONNECT":
+                # An optional upgrade (h2c, websocket): answer over HTTP/1.1 without it, then close.
+                if not request.body_done:
+                    request.finish()
+                self.close_after = True
+                self.pause_reading()
+            else:
+                self._fail(400, "protocol upgrades are not supported by the gateway")
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, LimitExceeded):

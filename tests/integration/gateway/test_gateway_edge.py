@@ -178,6 +178,10 @@ def test_malformed_http_gets_4xx_or_close_and_never_stalls_other_clients(site) -
         for payload, expected in MALFORMED:
             answer = raw(gateway.port, payload)
             assert answer == b"" or answer.split(b" ", 2)[1] == expected, (payload[:60], answer[:80])
+        # an optional upgrade (h2c) is answered over HTTP/1.1 without it
+        upgraded = raw(gateway.port, b"GET /whoami HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        assert upgraded.startswith(b"HTTP/1.1 200"), upgraded[:80]
         # slowloris: a partial request is cut off by the header timeout (408 or close), not held open
         slow = raw(gateway.port, b"GET /whoami HTTP/1.1\r\nHost: a\r\nX-Slow: ", read_s=5.0)
         assert slow == b"" or slow.startswith(b"HTTP/1.1 408"), slow[:80]
