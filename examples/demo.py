@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,9 +77,23 @@ def gateway_port() -> int:
     return load_spec(APP / "lichen.yaml").gateway.port
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def try_lichen_up() -> str | None:
     """Start the app under the control plane; the gateway URL, or None when unavailable."""
     if lichen("up", "--help", check=False, capture_output=True).returncode != 0:
+        return None
+    port = gateway_port()
+    if port_taken(port):
+        say(f"port {port} (gateway.port in {_shown(APP / 'lichen.yaml')}) is taken by another process; "
+            "serving each service with `lichen serve` instead")
         return None
     say("starting the services under `lichen up` (replicas, probes, self-healing)")
     started = lichen("up", str(APP), "--detach", "--wait", "--timeout-s", "180", check=False)
@@ -86,7 +101,7 @@ def try_lichen_up() -> str | None:
         say("`lichen up` did not bring the app up; falling back to `lichen serve`")
         lichen("down", str(APP), check=False)
         return None
-    url = f"http://127.0.0.1:{gateway_port()}"
+    url = f"http://127.0.0.1:{port}"
     if answers(url + SERVICES["recommender"][2], timeout_s=60, recommendations=True):
         return url
     say(f"the gateway at {url} does not serve this app (not wired in yet, or the port is taken); "
