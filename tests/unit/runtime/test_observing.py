@@ -174,3 +174,14 @@ def test_stream_fetcher_reads_length_delimited_chunked_and_close_delimited_answe
         return out
 
     assert asyncio.run(main()) == [(200, "up 1\n"), (200, "up 1\n"), (503, "down")]
+
+
+def test_persist_path_survives_a_restart(tmp_path: Path) -> None:
+    spec = _spec("api", persist_path="metrics/snapshot.bin")
+    first = Observing(FakeController(tmp_path), spec, token=None)
+    t_ms = int(first.controller.clock.wall() * 1000)
+    first.store.append({"__name__": "up", "service": "api", "replica": "api-0"}, t_ms, 1.0)
+    asyncio.run(first.aclose())
+    assert (tmp_path / "metrics" / "snapshot.bin").exists()
+    second = Observing(FakeController(tmp_path), spec, token=None)
+    assert second.engine.instant("up", t_ms / 1000)["result"][0]["metric"]["replica"] == "api-0"
