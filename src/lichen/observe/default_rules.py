@@ -47,6 +47,7 @@ import yaml
 
 from lichen.sdk.instruments import LATENCY_BUCKETS_S
 from lichen.spec.models import AppSpec, ServiceSpec
+from lichen.spec.quantities import format_duration
 
 HIGH_ERROR_RATIO = 0.05
 INFLIGHT_NEAR_LIMIT = 0.9
@@ -180,7 +181,7 @@ def service_rules(app: str, name: str, service: ServiceSpec) -> list[dict[str, A
 
 def default_rules(app: AppSpec, *, interval: str | None = None) -> dict[str, Any]:
     """The default rule pack for ``app`` as a Prometheus rule-file document."""
-    every = interval or f"{app.observability.evaluation_interval_s:g}s"
+    every = interval or format_duration(app.observability.evaluation_interval_s)
     groups: list[dict[str, Any]] = [
         {"name": f"lichen-defaults-{name}", "interval": every, "rules": service_rules(app.app, name, service)}
         for name, service in sorted(app.services.items())

@@ -61,14 +61,7 @@ def default_groups(spec: AppSpec) -> list[RuleGroup]:
     """The app's default rule pack as rule groups (empty when ``default_rules: false``)."""
     if not spec.observability.default_rules:
         return []
-    every = prometheus_duration(spec.observability.evaluation_interval_s)
-    return parse_rule_text(default_rules_yaml(spec, interval=every), f"<default rules of {spec.app}>")
-
-
-def prometheus_duration(seconds: float) -> str:
-    """``5s``, ``500ms``: Prometheus durations take no fractions."""
-    ms = round(seconds * 1000)
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+    return parse_rule_text(default_rules_yaml(spec), f"<default rules of {spec.app}>")
 
 
 @dataclass

@@ -91,15 +91,17 @@ def parse_cpu_cores(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest Go-style string for a duration (``90`` -> ``"1m30s"``)."""
-    if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000)}ms"
-    total = round(seconds)
+    """The shortest Go/Prometheus-style string for a duration.
+
+    ``90`` -> ``"1m30s"``, ``0.5`` -> ``"500ms"``, ``1.5`` -> ``"1s500ms"``;
+    Prometheus rejects fractions such as ``0.5s``, so none are written.
+    """
+    total_ms = round(seconds * 1000)
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size:
-            parts.append(f"{total // size}{unit}")
-            total %= size
+    for unit, size_ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if total_ms >= size_ms:
+            parts.append(f"{total_ms // size_ms}{unit}")
+            total_ms %= size_ms
     return "".join(parts) or "0s"
 
 

@@ -69,9 +69,13 @@ def test_latency_bucket_rounds_down_to_a_boundary() -> None:
 
 
 @needs_promtool
-def test_promtool_check_rules_accepts_the_pack(tmp_path: Path) -> None:
+@pytest.mark.parametrize("evaluation_interval_s", [5.0, 0.5, 1.5])
+def test_promtool_check_rules_accepts_the_pack(tmp_path: Path, evaluation_interval_s: float) -> None:
+    app = APP.model_copy(
+        update={"observability": APP.observability.model_copy(update={"evaluation_interval_s": evaluation_interval_s})}
+    )
     path = tmp_path / "rules.yml"
-    path.write_text(default_rules_yaml(APP))
+    path.write_text(default_rules_yaml(app))
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     total = sum(len(g["rules"]) for g in yaml.safe_load(path.read_text())["groups"])

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from lichen.runtime.observing import Observing, attach_observing, prometheus_duration
+from lichen.runtime.observing import Observing, attach_observing
 from lichen.spec.models import AppSpec
 from lichen.testing.clocks import FakeClock
 
@@ -41,11 +41,6 @@ class FakeController:
 
     def status(self) -> dict:
         return {}
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(5.0, "5s"), (0.5, "500ms"), (1.25, "1250ms"), (60.0, "60s")])
-def test_prometheus_duration(seconds: float, text: str) -> None:
-    assert prometheus_duration(seconds) == text
 
 
 def test_targets_are_running_replicas_the_gateway_and_the_controller(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_bad_cpu(text: object) -> None:
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(90, "1m30s"), (0.25, "250ms"), (0, "0s"), (21600, "6h"),
-                                               (86400 + 1, "1d1s")])
+                                               (86400 + 1, "1d1s"), (1.5, "1s500ms"), (0.5, "500ms")])
 def test_format_duration_round_trips(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
     assert parse_duration_s(text) == pytest.approx(seconds)
