@@ -335,27 +335,35 @@ def scale(
     service: Annotated[str, typer.Argument(help="The service to scale.")],
     replicas: Annotated[int, typer.Argument(help="The desired number of replicas.", min=0)],
     app_dir: AppDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Set a service's desired replica count (until the next 'lichen up' applies the spec again).
 
     Example: lichen scale recommender 3
     """
     with _client(app_dir) as client:
-        client.scale(service, replicas)
+        result = client.scale(service, replicas)
+    if as_json:
+        print_json(result)
+        return
     console.print(f"{service}: desired replicas {replicas}")
 
 
 def restart(
     service: Annotated[str, typer.Argument(help="The service to restart.")],
     app_dir: AppDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (with the new revision).")] = False,
 ) -> None:
     """Rolling restart of a service: new replicas replace old ones under the rollout settings.
 
     Example: lichen restart recommender
     """
     with _client(app_dir) as client:
-        revision = client.restart(service)["revision"]
-    console.print(f"{service}: rolling restart to revision {revision}")
+        result = client.restart(service)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{service}: rolling restart to revision {result['revision']}")
 
 
 # ------------------------------------------------------------- logs/events

@@ -70,6 +70,8 @@ def workspace_for(path: str | Path | None) -> Workspace:
     target = Path(path or ".").resolve()
     if target.is_dir():
         return Workspace(target)
+    if not target.exists():
+        raise ConfigError(f"{path}: no such file or directory (expected an app directory or its lichen.yaml)")
     return Workspace(target.parent)
 
 
