@@ -16,7 +16,7 @@ import httpx
 from lichen.errors import ConfigError, LichenError
 from lichen.gateway.configs import GatewayConfig, load_config
 from lichen.gateway.proxying import Gateway
-from lichen.gateway.serving import ClientConnection
+from lichen.gateway.serving import ClientConnection, sweep_deadlines
 
 log = logging.getLogger("lichen.gateway")
 
@@ -93,6 +93,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     watcher = loop.create_task(_watch(gateway, config_path))
+    sweeper = loop.create_task(sweep_deadlines(gateway.connections, loop))
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -103,9 +104,10 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
     for conn in list(gateway.connections):
         if conn.transport is not None:
             conn.transport.close()
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    for task in (watcher, sweeper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def run_gateway(config_path: str | Path) -> None:

@@ -33,6 +33,7 @@ _INTERESTING = {
 }
 MAX_PIPELINED = 16
 LINGER_S = 2.0
+SWEEP_S = 0.25
 LINGER_MAX_BYTES = 16 * 1024 * 1024
 MAX_UNSENT_BODY = 1024 * 1024
 
@@ -107,6 +108,18 @@ def error_body(status: int, message: str, request_id: str, extra: dict[str, Any]
     return json.dumps({"error": message, "status": status, "request_id": request_id, **(extra or {})}).encode()
 
 
+async def sweep_deadlines(connections: set[ClientConnection], loop: asyncio.AbstractEventLoop) -> None:
+    """Fire each connection's deadline once it has passed (precision ``SWEEP_S``)."""
+    while True:
+        await asyncio.sleep(SWEEP_S)
+        now = loop.time()
+        for conn in [c for c in connections if c.on_deadline is not None and now >= c.deadline]:
+            callback = conn.on_deadline
+            conn.on_deadline = None
+            if callback is not None:
+                callback()
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -120,7 +133,10 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.close_after = False
-        self.timer: asyncio.TimerHandle | None = None
+        # One deadline per connection (idle, header read, lingering close), checked by the gateway's
+        # sweeper every SWEEP_S instead of a timer armed and cancelled per request.
+        self.deadline = 0.0
+        self.on_deadline: Callable[[], None] | None = None
         self.header_bytes = 0
         self.discarding = 0  # > 0 once an error answer was sent: read and drop what the client still sends
         self.in_head = True  # between the end of one message and the end of the next one's headers
@@ -142,8 +158,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.gateway.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
+        self.on_deadline = None
         if self.task is not None:
             self.task.cancel()
 
@@ -154,11 +169,7 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()
             return
         if self.in_head:
-            # httptools buffers a header line until it ends, so count raw bytes too: an endless header is cut off
             self.head_bytes_seen += len(data)
-            if self.head_bytes_seen > self.gateway.max_header_bytes + 65536:
-                self._fail(431, "request headers are larger than the limit")
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -180,6 +191,11 @@ class ClientConnection(asyncio.Protocol):
                 self._fail(400, "malformed HTTP request")
         except httptools.HttpParserError:
             self._fail(400, "malformed HTTP request")
+        else:
+            # httptools buffers a header line until it ends, so count raw bytes too: still inside the headers
+            # after this chunk, and past the limit (+64 KiB), an endless header line is cut off.
+            if self.in_head and self.head_bytes_seen > self.gateway.max_header_bytes + 65536 and not self.close_after:
+                self._fail(431, "request headers are larger than the limit")
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -227,9 +243,8 @@ class ClientConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         request.chunked = request.transfer_encoding is not None and b"chunked" in request.transfer_encoding.lower()
         self.in_head = False
-        if self.task is None and self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.task is None:
+            self.on_deadline = None
         if request.content_length is not None:
             try:
                 declared = int(request.content_length)
@@ -270,17 +285,14 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, callback)
+        self.deadline = self.loop.time() + delay
+        self.on_deadline = callback
 
     def _on_idle(self) -> None:
-        self.timer = None
         if self.task is None and not self.closed:
             self.transport.close()
 
     def _on_header_timeout(self) -> None:
-        self.timer = None
         if self.task is None and not self.closed:
             self.gateway.deny(self, None, 408, "header_timeout", "request headers not received in time")
 
@@ -317,7 +329,11 @@ class ClientConnection(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
-        self._arm(LINGER_S, self.transport.close)
+        self._arm(LINGER_S, self._close_now)
+
+    def _close_now(self) -> None:
+        if not self.closed:
+            self.transport.close()
 
     def _dispatch(self) -> None:
         if self.task is None and self.queue and not self.closed:

@@ -266,6 +266,17 @@ def test_unknown_path_lists_routes_and_request_id_is_propagated(backends, gatewa
     echoed = httpx.post(f"{gateway.url}/api/echo", content=b"x" * 200_000)
     assert echoed.status_code == 200 and echoed.content == b"x" * 200_000
 
+    import socket
+
+    body = b"y" * 300_000  # headers and a large body in one write: the raw header-size guard must not count the body
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b"
+                     % (len(body), body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.split(b"\r\n\r\n", 1)[1].count(b"y") == len(body)
+
     def chunks():
         for i in range(5):
             yield b"part%d;" % i
