@@ -251,7 +251,7 @@ def _fmt_s(value: float | None) -> str:
         return ""
     from lichen.spec.quantities import format_duration
 
-    return format_duration(value)
+    return format_duration(round(value) if value >= 1 else value)
 
 
 def _status_view(state: dict[str, Any]) -> Any:
