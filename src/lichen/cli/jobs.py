@@ -153,7 +153,8 @@ def run_command(
     events = ProgressEvents(progress, total=len(order), show_logs=not quiet)
     runner.events = events
     shown = " ".join([*source_params, *params])
-    out.print(f"running {len(order)} job(s): {' → '.join(order)}" + (f"  params: {shown}" if shown else ""))
+    out.print(f"running {len(order)} job(s): {' → '.join(order)}" + (f"  params: {shown}" if shown else ""),
+              markup=False)
     with progress:
         result = runner.run(names, params, with_deps=with_deps, source_params=source_params)
     if as_json:
@@ -163,9 +164,11 @@ def run_command(
     if failed is not None:
         tail = failed.log_tail or "(no output)"
         err_console.print(Panel(Text(tail), title=f"last lines of {failed.job}", subtitle=failed.log_path or ""))
+        skipped = order[order.index(failed.job) + 1 :]
         err_console.print(
             f"[bold red]error:[/] job {failed.job} {failed.status} with exit code {failed.exit_code}"
-            f" after {_fmt_duration(failed.duration_s)}; later jobs did not run"
+            f" after {_fmt_duration(failed.duration_s)}"
+            + (f"; not run: {', '.join(skipped)}" if skipped else "")
         )
         # SystemExit, not typer.Exit: the root runs click with standalone_mode=False,
         # where an Exit's code would be returned and lost.

@@ -165,6 +165,7 @@ def test_failure_stops_the_pipeline_with_exit_code_and_log_tail(app: Path) -> No
     assert result.returncode == 7, result.stdout + result.stderr
     assert "features failed on purpose" in result.stderr  # the log tail
     assert "job features failed with exit code 7" in result.stderr
+    assert "not run: train" in result.stderr
     assert "[train]" not in result.stdout
     history = runs(app)
     assert [(r["job"], r["status"], r["exit_code"]) for r in history] == [
