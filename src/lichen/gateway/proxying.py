@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -35,7 +34,14 @@ from lichen.gateway.keys import KeyCache
 from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.serving import REASONS, ClientConnection, Request
 from lichen.gateway.tables import ServiceTable, SharedState, Tables
-from lichen.gateway.upstreams import Exchange, UpstreamReset, UpstreamState, open_connection, release_connection
+from lichen.gateway.upstreams import (
+    Exchange,
+    UpstreamReset,
+    UpstreamState,
+    open_connection,
+    release_connection,
+    take_idle_connection,
+)
 
 log = logging.getLogger("lichen.gateway")
 
@@ -100,7 +106,8 @@ class Gateway:
     async def handle(self, conn: ClientConnection, req: Request) -> None:
         loop = self.loop
         start = loop.time()
-        request_id = req.request_id.decode("latin-1")[:128] if req.request_id else os.urandom(8).hex()
+        # A generated id needs uniqueness, not secrecy: getrandbits avoids a getrandom() system call per request.
+        request_id = req.request_id.decode("latin-1")[:128] if req.request_id else f"{random.getrandbits(64):016x}"
         url = req.url.decode("latin-1")
         path, _, query = url.partition("?")
         if req.reject is not None:
@@ -361,7 +368,9 @@ class Gateway:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
-                uconn, _reused = await open_connection(loop, upstream, loop.time(), min(remaining, self.config.connect_timeout_s))
+                uconn = take_idle_connection(upstream, loop.time())
+                if uconn is None:
+                    uconn = await open_connection(loop, upstream, min(remaining, self.config.connect_timeout_s))
             except (OSError, TimeoutError):
                 self._record(service, upstream, True, loop.time())
                 retry = should_retry(attempt=attempt, max_attempts=max_attempts, idempotent=idempotent,

@@ -209,21 +209,26 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-async def open_connection(
-    loop: asyncio.AbstractEventLoop, state: UpstreamState, now: float, connect_timeout_s: float
-) -> tuple[UpstreamConnection, bool]:
-    """A pooled idle connection (``reused=True``) or a new one; raises OSError/TimeoutError on connect failure."""
+def take_idle_connection(state: UpstreamState, now: float) -> UpstreamConnection | None:
+    """The most recently used pooled connection that is still open and fresh, if any (stale ones are closed)."""
     idle = state.idle
     while idle:
         conn = idle.pop()
         if not conn.closed and now - conn.last_used < POOL_IDLE_S:
-            return conn, True
+            return conn
         conn.closed = True
         conn.transport.close()
+    return None
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop, state: UpstreamState, connect_timeout_s: float
+) -> UpstreamConnection:
+    """A new connection; raises OSError/TimeoutError on connect failure."""
     _, conn = await asyncio.wait_for(
         loop.create_connection(lambda: UpstreamConnection(state), state.host, state.port), connect_timeout_s
     )
-    return conn, False
+    return conn
 
 
 def release_connection(conn: UpstreamConnection, now: float, reusable: bool) -> None:
