@@ -4,11 +4,12 @@ These models are the single source of truth for the spec; ``docs/spec.md``
 documents every field and a test keeps the two in step. Models are plain
 data: no I/O, no imports of other Lichen layers.
 
-Defaults follow Kubernetes where a Kubernetes concept exists (probe
+Defaults follow Kubernetes where a Kubernetes concept exists (readiness
 thresholds, maxSurge/maxUnavailable 25 %, termination grace 30 s,
-CrashLoopBackOff 10 s doubling to 300 s, reset after 10 min). Probe
-*periods* default faster than Kubernetes' 10 s so a hung replica is found
-in about two seconds; the Kubernetes renderer always writes probe values
+CrashLoopBackOff 10 s doubling to 300 s, reset after 10 min). Probes are
+faster than Kubernetes' 10 s x 3: every second, and liveness fails after 2
+misses of 0.5 s, so a hung replica is found in about two seconds (worst
+case 2.5 s). The Kubernetes renderer always writes probe values
 explicitly, so one spec means the same thing in both places.
 """
 
@@ -76,7 +77,7 @@ class ProbeSpec(SpecModel):
 
 
 def _liveness_default() -> ProbeSpec:
-    return ProbeSpec(path="/healthz", period_s=1.0, timeout_s=0.5, failure_threshold=3)
+    return ProbeSpec(path="/healthz", period_s=1.0, timeout_s=0.5, failure_threshold=2)
 
 
 def _readiness_default() -> ProbeSpec:
