@@ -208,7 +208,7 @@ async def host_controller(
         controller.load_desired()
         controller.apply(spec, code_digest(workspace.app_dir))
         attach_gateway(controller)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]
