@@ -1,76 +1,120 @@
-"""The gateway's Prometheus metrics (names fixed by docs/metrics.md), with label children cached for the hot path."""
+"""The gateway's Prometheus metrics (names fixed by docs/metrics.md).
+
+On the request path a metric update is a dict increment (the gateway is one
+event loop, so no locks); a collector turns the dicts into Prometheus
+families when ``/metrics`` is scraped. prometheus-client's own metric objects
+take a lock and check labels on every update, which showed up in profiles.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_COUNTERS = {
+    "requests": ("lichen_gateway_requests_total", "Requests answered by the gateway, by route, service, revision and status.",
+                 ("route", "service", "revision", "status")),
+    "attempts": ("lichen_gateway_upstream_attempts_total",
+                 "Attempts to reach an upstream, by outcome (ok, http_5xx, connect_error, reset, timeout, client_error).",
+                 ("service", "revision", "outcome")),
+    "retries": ("lichen_gateway_retries_total", "Retried upstream attempts.", ("service",)),
+    "ejections": ("lichen_gateway_ejections_total", "Outlier ejections of an upstream.", ("service", "upstream")),
+    "rate_limited": ("lichen_gateway_rate_limited_total", "Requests refused by a rate limit (429).", ("scope",)),
+    "shed": ("lichen_gateway_shed_total", "Requests shed by admission control (503).", ("service",)),
+    "denied": ("lichen_gateway_denied_total", "Requests denied, by reason.", ("reason",)),
+}
+
+
+class InflightGauge:
+    """In-flight requests of one service (``inc``/``dec`` like a prometheus-client gauge child)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self.counts: dict[str, dict[tuple[str, ...], float]] = {key: {} for key in _COUNTERS}
+        self.latency: dict[tuple[str, str], list[float]] = {}  # per-bucket counts, then +Inf, sum, count
+        self.gauges: dict[str, InflightGauge] = {}
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "lichen_gateway_requests_total", "Requests answered by the gateway, by route, service, revision and status.",
-            ["route", "service", "revision", "status"], registry=r,
-        )
-        self.duration = Histogram(
-            "lichen_gateway_request_duration_seconds", "Time from request headers to the end of the response.",
-            ["route", "service"], buckets=LATENCY_BUCKETS_S, registry=r,
-        )
-        self.attempts = Counter(
-            "lichen_gateway_upstream_attempts_total",
-            "Attempts to reach an upstream, by outcome (ok, http_5xx, connect_error, reset, timeout).",
-            ["service", "revision", "outcome"], registry=r,
-        )
-        self.retries = Counter("lichen_gateway_retries_total", "Retried upstream attempts.", ["service"], registry=r)
-        self.ejections = Counter(
-            "lichen_gateway_ejections_total", "Outlier ejections of an upstream.", ["service", "upstream"], registry=r
-        )
-        self.rate_limited = Counter(
-            "lichen_gateway_rate_limited_total", "Requests refused by a rate limit (429).", ["scope"], registry=r
-        )
-        self.shed = Counter("lichen_gateway_shed_total", "Requests shed by admission control (503).", ["service"], registry=r)
-        self.denied = Counter("lichen_gateway_denied_total", "Requests denied, by reason.", ["reason"], registry=r)
-        self.inflight = Gauge(
-            "lichen_gateway_inflight_requests", "Requests the gateway is handling now.", ["service"], registry=r
-        )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self.registry.register(self)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    # ---------------------------------------------------------------- updates (hot path)
+    def _inc(self, kind: str, labels: tuple[str, ...]) -> None:
+        table = self.counts[kind]
+        table[labels] = table.get(labels, 0.0) + 1.0
 
     def observe_request(self, route: str, service: str, revision: str, status: int, seconds: float) -> None:
-        self._child(self.requests, route, service, revision, str(status)).inc()
-        self._child(self.duration, route, service).observe(seconds)
+        self._inc("requests", (route, service, revision, str(status)))
+        row = self.latency.get((route, service))
+        if row is None:
+            row = self.latency[(route, service)] = [0.0] * (len(LATENCY_BUCKETS_S) + 3)
+        row[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1.0
+        row[-2] += seconds
+        row[-1] += 1.0
 
     def attempt(self, service: str, revision: str, outcome: str) -> None:
-        self._child(self.attempts, service, revision, outcome).inc()
+        self._inc("attempts", (service, revision, outcome))
 
     def retry(self, service: str) -> None:
-        self._child(self.retries, service).inc()
+        self._inc("retries", (service,))
 
     def ejection(self, service: str, upstream: str) -> None:
-        self._child(self.ejections, service, upstream).inc()
+        self._inc("ejections", (service, upstream))
 
     def rate_limit(self, scope: str) -> None:
-        self._child(self.rate_limited, scope).inc()
+        self._inc("rate_limited", (scope,))
 
     def shed_one(self, service: str) -> None:
-        self._child(self.shed, service).inc()
+        self._inc("shed", (service,))
 
     def deny(self, reason: str) -> None:
-        self._child(self.denied, reason).inc()
+        self._inc("denied", (reason,))
 
-    def inflight_gauge(self, service: str) -> Any:
-        return self._child(self.inflight, service)
+    def inflight_gauge(self, service: str) -> InflightGauge:
+        gauge = self.gauges.get(service)
+        if gauge is None:
+            gauge = self.gauges[service] = InflightGauge()
+        return gauge
+
+    # ---------------------------------------------------------------- exposition
+    def collect(self) -> Iterator[Any]:
+        for kind, (name, help_text, labels) in _COUNTERS.items():
+            family = CounterMetricFamily(name, help_text, labels=list(labels))
+            for values, count in sorted(self.counts[kind].items()):
+                family.add_metric(list(values), count)
+            yield family
+        histogram = HistogramMetricFamily(
+            "lichen_gateway_request_duration_seconds", "Time from request headers to the end of the response.",
+            labels=["route", "service"],
+        )
+        for (route, service), row in sorted(self.latency.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), row[:-2], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            histogram.add_metric([route, service], buckets, row[-2])
+        yield histogram
+        gauge = GaugeMetricFamily("lichen_gateway_inflight_requests", "Requests the gateway is handling now.",
+                                  labels=["service"])
+        for service, value in sorted(self.gauges.items()):
+            gauge.add_metric([service], value.value)
+        yield gauge
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -384,13 +384,15 @@ class Gateway:
             exchange = Exchange(loop, req.method == "HEAD")
             uconn.begin(exchange)
 
-            def on_body_error() -> None:
-                if not exchange.head.done():
-                    exchange.head.set_exception(RequestBodyError())
+            if not req.body_done:  # the body is still arriving: it can break, and it needs back-pressure
 
-            req.on_body_error = on_body_error
-            exchange.on_pause = conn.pause_reading
-            exchange.on_resume = conn.resume_reading
+                def on_body_error() -> None:
+                    if not exchange.head.done():
+                        exchange.head.set_exception(RequestBodyError())
+
+                req.on_body_error = on_body_error
+                exchange.on_pause = conn.pause_reading
+                exchange.on_resume = conn.resume_reading
             transport = uconn.transport
             if req.has_body and not req.body_error:
                 chunked = req.chunked
