@@ -129,8 +129,10 @@ def _index(
     doc.value_positions.setdefault(path, (start.line + 1, start.column + 1))
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[Any, int] = {}
+        merged: list[yaml.Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
+                merged.extend(value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node])
                 continue
             key = _key_of(key_node, loader)
             key_at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
@@ -145,6 +147,20 @@ def _index(
             first_seen[key] = key_at[0]
             doc.key_positions[child] = key_at
             _index(value_node, child, doc, issues, loader, ancestors)
+        # Keys a merge (`<<: *base`) brings in sit where the anchored mapping wrote them;
+        # keys written here win, then earlier merge sources over later ones, as PyYAML builds them.
+        for source in merged:
+            if not isinstance(source, yaml.MappingNode):
+                continue
+            for key_node, value_node in source.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = _key_of(key_node, loader)
+                child = (*path, key)
+                if key in first_seen or child in doc.key_positions:
+                    continue
+                doc.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                _index(value_node, child, doc, [], loader, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
@@ -392,15 +408,23 @@ def schema_issues(doc: Document, exc: ValidationError) -> list[SpecIssue]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"no spec file at {path} (create one with 'lichen init')") from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a directory; pass the path of its lichen.yaml") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}:1:1: the file is UTF-16 text; save it as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line, column = before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as UTF-8"
+        ) from None
 
 
 def check_spec(path: str | Path, *, check_imports: bool = True) -> tuple[AppSpec | None, list[SpecIssue]]:

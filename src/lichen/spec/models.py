@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
+import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from lichen.spec.quantities import CpuCores, Duration, MemoryBytes, parse_cron
 
@@ -45,10 +47,46 @@ def _env_value(value: object) -> object:
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
-class SpecModel(BaseModel):
-    """Base: unknown keys are errors, models are immutable."""
+def _plain_number_kinds(annotation: object) -> set[type]:
+    """The plain ``int``/``float``/``bool`` members of a field's annotation (Annotated/Optional/Union opened).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A member with its own parser (a ``BeforeValidator`` such as ``Duration``)
+    is left out: it already says what it expects.
+    """
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = typing.get_args(annotation)
+        if any(isinstance(item, BeforeValidator) for item in extra):
+            return set()
+        return _plain_number_kinds(base)
+    if origin in (typing.Union, types.UnionType):
+        return {kind for arg in typing.get_args(annotation) for kind in _plain_number_kinds(arg)}
+    return {annotation} & {int, float, bool}  # type: ignore[arg-type]
+
+
+class SpecModel(BaseModel):
+    """Base: unknown keys are errors, models are immutable, numbers are finite.
+
+    YAML 1.1 reads ``yes``/``no``/``on``/``off`` as booleans and pydantic would
+    take ``true`` as the number 1, so ``replicas: yes`` is refused instead of
+    silently meaning one replica.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields[info.field_name]
+            own_parser = any(isinstance(item, BeforeValidator) for item in field.metadata)
+            kinds = set() if own_parser else _plain_number_kinds(field.annotation)
+            if kinds and bool not in kinds:
+                wanted = "an integer" if int in kinds else "a number"
+                raise ValueError(
+                    f"expected {wanted}, got {str(value).lower()} (YAML reads yes/no/on/off as true/false)"
+                )
+        return value
 
 
 # ---------------------------------------------------------------- services
@@ -403,7 +441,11 @@ class KubernetesSpec(SpecModel):
 
 
 class AppSpec(SpecModel):
-    """The whole ``lichen.yaml``. An empty section (``jobs:`` with nothing under it) means its defaults."""
+    """The whole ``lichen.yaml``. An empty section (``jobs:`` with nothing under it) means its defaults.
+
+    Top-level keys that start with ``x-`` are extension fields, ignored as in
+    Docker Compose: a place for YAML anchors shared by several services.
+    """
 
     app: Name
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)
@@ -418,7 +460,12 @@ class AppSpec(SpecModel):
     @classmethod
     def _empty_sections_are_defaults(cls, data: object) -> object:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (v is None and k != "app" and k in cls.model_fields)}
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k != "app" and k in cls.model_fields)
+                and not (isinstance(k, str) and k.startswith("x-"))
+            }
         return data
 
 

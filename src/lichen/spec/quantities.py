@@ -11,6 +11,7 @@ pydantic turns it into a located spec error.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -21,21 +22,35 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _MEMORY_UNITS = {
     "": 1,
     "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
-    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
+    "P": 1000**5, "E": 1000**6,
+    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5, "Ei": 1024**6,
 }
-_MEMORY = re.compile(r"(-?\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
+_MEMORY = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?")
+# A plain decimal number, also in exponent form: YAML 1.1 reads 1e9 as a string, YAML 1.2 as a number.
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) or value is None else repr(value)
+
+
+def _finite(value: float, what: str, written: object = None) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"a {what} must be a finite number, got {written if written is not None else value!r}")
+    return number
 
 
 def parse_duration_s(value: object) -> float:
     """Seconds from a number or a string like ``"1h30m"``; never negative."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 10, 500ms, 30s, 5m or 6h")
+        raise ValueError(f"expected a duration such as 10, 500ms, 30s, 5m or 6h, got {_shown(value)}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = _finite(value, "duration")
     elif isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text)
+        if _NUMBER.fullmatch(text):  # "90", "2.5", "1e3": seconds, as a bare number means
+            seconds = _finite(float(text), "duration", repr(value))
         else:
             pos, seconds = 0, 0.0
             for match in _DURATION_PART.finditer(text):
@@ -49,7 +64,7 @@ def parse_duration_s(value: object) -> float:
                     "such as 500ms, 30s, 5m, 6h or 1h30m"
                 )
     else:
-        raise ValueError("expected a duration such as 10, 500ms, 30s, 5m or 6h")
+        raise ValueError(f"expected a duration such as 10, 500ms, 30s, 5m or 6h, got {_shown(value)}")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
     return seconds
@@ -58,31 +73,36 @@ def parse_duration_s(value: object) -> float:
 def parse_memory_bytes(value: object) -> int:
     """Bytes from a number or a quantity like ``"512Mi"``; must be positive."""
     if isinstance(value, bool):
-        raise ValueError("expected a memory size such as 512Mi or 1Gi")
+        raise ValueError(f"expected a memory size such as 512Mi or 1Gi, got {_shown(value)}")
     if isinstance(value, (int, float)):
-        size = float(value)
+        size = _finite(value, "memory size")
     elif isinstance(value, str):
         match = _MEMORY.fullmatch(value.strip())
         if not match:
-            raise ValueError(f"invalid memory size {value!r}: expected bytes or a quantity such as 512Mi, 1Gi or 2G")
-        size = float(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
+            unit = re.sub(r"^[-+\d.eE\s]+", "", value.strip())
+            close = next((u for u in _MEMORY_UNITS if u and u.lower() == unit.lower()), None)
+            hint = f"; units are case-sensitive: did you mean {value.strip()[: -len(unit)]}{close}?" if close else ""
+            raise ValueError(
+                f"invalid memory size {value!r}: expected bytes or a quantity such as 512Mi, 1Gi or 2G{hint}"
+            )
+        size = _finite(float(match.group(1)), "memory size", repr(value)) * _MEMORY_UNITS[match.group(2) or ""]
     else:
-        raise ValueError("expected a memory size such as 512Mi or 1Gi")
+        raise ValueError(f"expected a memory size such as 512Mi or 1Gi, got {_shown(value)}")
     if size <= 0:
         raise ValueError(f"memory must be positive, got {value!r}")
-    return int(size)
+    return math.ceil(size)  # as Kubernetes does: a fraction of a byte rounds up
 
 
 def parse_cpu_cores(value: object) -> float:
     """Cores from a number or millicores like ``"500m"``; must be positive."""
     if isinstance(value, bool):
-        raise ValueError("expected a CPU amount such as 1, 0.5 or 500m")
+        raise ValueError(f"expected a CPU amount such as 1, 0.5 or 500m, got {_shown(value)}")
     if isinstance(value, (int, float)):
-        cores = float(value)
+        cores = _finite(value, "CPU amount")
     elif isinstance(value, str) and re.fullmatch(r"-?\d+m", value.strip()):
         cores = int(value.strip()[:-1]) / 1000
-    elif isinstance(value, str) and re.fullmatch(r"-?\d+(?:\.\d+)?", value.strip()):
-        cores = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        cores = _finite(float(value), "CPU amount", repr(value))
     else:
         raise ValueError(f"invalid CPU amount {value!r}: expected cores (1, 0.5) or millicores (500m)")
     if cores <= 0:

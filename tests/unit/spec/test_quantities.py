@@ -89,3 +89,33 @@ def test_cron_fields() -> None:
 def test_bad_cron(text: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         parse_cron(text)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "expected"),
+    [(parse_memory_bytes, "1e9", 10**9), (parse_memory_bytes, "1E9", 10**9), (parse_memory_bytes, 1e9, 10**9),
+     (parse_memory_bytes, "2Pi", 2 * 1024**5), (parse_memory_bytes, "0.5", 1), (parse_memory_bytes, ".5Gi", 2**29),
+     (parse_duration_s, "1e3", 1000.0), (parse_duration_s, "1.5h", 5400.0), (parse_duration_s, "0", 0.0),
+     (parse_cpu_cores, "1e0", 1.0)],
+)
+def test_exponents_and_fractions(parse: object, text: object, expected: float) -> None:
+    assert parse(text) == expected  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("parse", [parse_memory_bytes, parse_duration_s, parse_cpu_cores])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "1e400"])
+def test_non_finite_quantities_are_refused(parse: object, value: object) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        parse(value)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [("512mi", "512Mi"), ("1gi", "1Gi"), ("512m", "512M")])
+def test_a_memory_unit_in_the_wrong_case_gets_a_suggestion(text: str, suggestion: str) -> None:
+    with pytest.raises(ValueError, match=f"did you mean {suggestion}\\?"):
+        parse_memory_bytes(text)
+
+
+@pytest.mark.parametrize("parse", [parse_memory_bytes, parse_duration_s, parse_cpu_cores])
+def test_a_boolean_quantity_says_what_it_got(parse: object) -> None:
+    with pytest.raises(ValueError, match="got true$"):
+        parse(True)  # type: ignore[operator]

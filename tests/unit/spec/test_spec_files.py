@@ -1,0 +1,57 @@
+"""Spec files as editors save them: encodings, BOMs, CRLF, extension fields, merges, Python callers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lichen.errors import ConfigError
+from lichen.spec.loading import check_spec, load_spec
+from lichen.spec.models import AppSpec
+
+SERVICE = "services:\n  api:\n    entrypoint: app:Api\n"
+
+
+def test_a_non_utf8_byte_is_located_by_line_and_column(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_bytes(b"app: shop\n" + SERVICE.encode() + b"    env: {A: \"caf\xe9\"}\n")
+    with pytest.raises(ConfigError, match=r"lichen\.yaml:5:18: not UTF-8 text \(byte 0xe9"):
+        check_spec(spec, check_imports=False)
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text("app: shop\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match="UTF-16"):
+        check_spec(spec, check_imports=False)
+
+
+def test_a_bom_and_crlf_line_ends_are_fine(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_bytes(("\ufeffapp: shop\r\n" + SERVICE.replace("\n", "\r\n") + "    replicas: -1\r\n").encode())
+    _, issues = check_spec(spec, check_imports=False)
+    assert [(i.line, i.column, i.field) for i in issues] == [(5, 5, "services.api.replicas")]
+
+
+def test_x_extension_keys_hold_anchors_and_merges_apply(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text(
+        "app: shop\n"
+        "x-defaults: &defaults\n  entrypoint: app:Api\n  replicas: 2\n  resources: {memory: 1e9}\n"
+        "services:\n  api:\n    <<: *defaults\n  web:\n    <<: *defaults\n    replicas: 3\n"
+    )
+    loaded = load_spec(spec)
+    assert loaded.services["api"].replicas == 2 and loaded.services["web"].replicas == 3
+    assert loaded.services["web"].resources.memory == 10**9
+
+
+def test_python_callers_get_the_same_number_rules() -> None:
+    base = {"app": "shop", "services": {"api": {"entrypoint": "app:Api"}}}
+    with pytest.raises(ValidationError, match="expected an integer, got true"):
+        AppSpec.model_validate({**base, "services": {"api": {"entrypoint": "app:Api", "replicas": True}}})
+    with pytest.raises(ValidationError, match="finite"):
+        AppSpec.model_validate({**base, "sustainability": {"carbon_intensity_g_per_kwh": float("inf")}})
+    # A boolean field still takes booleans.
+    assert AppSpec.model_validate({**base, "gateway": {"auth": {"api_keys": True}}}).gateway.auth.api_keys
