@@ -22,13 +22,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import FastAPIError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from lichen import __version__
 from lichen.errors import ConfigError
 from lichen.sdk.endpoints import EndpointSpec, declared_endpoints, replica_defaults
 from lichen.sdk.limits import CURRENT_TICKET, EndpointGate
+from lichen.sdk.logs import current_request_id
 from lichen.sdk.services import Service
 from lichen.sdk.wrapping import ReplicaApp
 
@@ -74,14 +77,7 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
     for attr, spec in specs:
         method = getattr(service, attr)
         handler = _route_handler(method, spec, executor, where=f"{where}.{attr}")
-        api.add_api_route(
-            spec.path,
-            handler,
-            methods=[spec.method],
-            name=attr,
-            response_model=None if spec.stream else handler.__signature__.return_annotation,  # type: ignore[attr-defined]
-            description=inspect.getdoc(method) or "",
-        )
+        _add_route(api, spec, handler, attr, description=inspect.getdoc(method) or "", where=f"{where}.{attr}")
         route = api.router.routes[-1]
         assert spec.max_concurrency is not None and spec.timeout_s is not None
         route.app = EndpointGate(  # type: ignore[attr-defined]
@@ -93,6 +89,28 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
             inflight=replica.metrics.declare_endpoint(spec.path, spec.max_concurrency),
         )
     return replica
+
+
+def _add_route(api: FastAPI, spec: EndpointSpec, handler: Callable[..., Any], attr: str, *, description: str,
+               where: str) -> None:
+    """Add one route; its return annotation becomes the response model when pydantic can describe it.
+
+    As in FastAPI, an unannotated handler or one annotated with a ``Response``
+    class has no response model; so has one whose annotation pydantic cannot
+    describe (``dict | Response``), instead of failing to start.
+    """
+    common: dict[str, Any] = {"methods": [spec.method], "name": attr, "description": description}
+    if spec.stream:
+        api.add_api_route(spec.path, handler, response_model=None, **common)
+        return
+    try:
+        api.add_api_route(spec.path, handler, **common)  # FastAPI infers the model from the signature
+    except FastAPIError as exc:
+        log.warning("%s: its return annotation is not a pydantic type; serving it without a response model (%s)",
+                    where, str(exc).split("!", 1)[0])
+        api.add_api_route(spec.path, handler, response_model=None, **common)
+    except (AssertionError, TypeError, ValueError) as exc:  # FastAPI's own complaints about parameters
+        raise ConfigError(f"cannot serve it as an endpoint: {exc}", where=where) from exc
 
 
 def _is_async(method: Callable[..., Any]) -> bool:
@@ -174,9 +192,12 @@ async def _open_stream(
                 yield sse_event(first)
                 async for item in items:
                     yield sse_event(item)
+        except HTTPException as exc:  # raised on purpose: its detail is meant for the client
+            yield sse_event({"status": exc.status_code, "detail": exc.detail}, event="error")
         except Exception as exc:
-            log.error("stream %s failed: %s", path, exc, exc_info=exc)
-            yield sse_event({"detail": f"{type(exc).__name__}: {exc}"}, event="error")
+            # Like a 500: logged in full with the request id; the client learns nothing internal.
+            log.error("stream %s failed: %s: %s", path, type(exc).__name__, exc, exc_info=exc)
+            yield sse_event({"detail": "internal server error", "request_id": current_request_id()}, event="error")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 

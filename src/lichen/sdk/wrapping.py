@@ -381,6 +381,12 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
     routes: list[Any] = []
     for route in getattr(app, "routes", ()) or ():
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if path in _BUILTIN_PATHS[:4]:
+            log.warning(
+                "%s: the app's own route %s is not reachable; Lichen answers it as a built-in of every replica",
+                name,
+                path,
+            )
         if not path or not methods or path in _BUILTIN_PATHS or path.startswith(("/docs", "/redoc")):
             continue
         if callable(getattr(route, "matches", None)):

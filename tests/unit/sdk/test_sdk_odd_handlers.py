@@ -1,0 +1,75 @@
+"""Handlers written the many ways FastAPI users write them, served through a Service."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi import FastAPI, HTTPException
+from starlette.responses import PlainTextResponse, Response
+
+from lichen import Service, endpoint
+from lichen.testing import ServiceClient
+
+
+class Loose(Service):
+    @endpoint("/plain", method="GET")
+    def plain(self):  # no annotation at all  # noqa: ANN201
+        return {"plain": True}
+
+    @endpoint("/text", method="GET")
+    def text(self) -> PlainTextResponse:
+        return PlainTextResponse("hi", status_code=201)
+
+    @endpoint("/either", method="GET")
+    def either(self, raw: bool = False) -> dict | Response:
+        return Response(b"raw", media_type="application/octet-stream") if raw else {"raw": False}
+
+    @endpoint("/nothing", method="DELETE")
+    async def nothing(self) -> None:
+        return None
+
+
+def test_handlers_without_a_pydantic_return_annotation_are_served() -> None:
+    with ServiceClient(Loose) as client:
+        assert client.get("/plain").json() == {"plain": True}
+        response = client.get("/text")
+        assert (response.status_code, response.text) == (201, "hi")
+        assert client.get("/either").json() == {"raw": False}
+        assert client.get("/either", params={"raw": "true"}).content == b"raw"
+        assert client.delete("/nothing").json() is None
+        assert "/plain" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_stream_passes_an_http_exception_on_but_not_an_internal_error(caplog: pytest.LogCaptureFixture) -> None:
+    class Tokens(Service):
+        @endpoint("/refused", method="GET", stream=True)
+        async def refused(self):
+            yield "one"
+            raise HTTPException(status_code=429, detail="quota used up")
+
+        @endpoint("/crash", method="GET", stream=True)
+        async def crash(self):
+            yield "one"
+            raise KeyError("db-password")
+
+    with ServiceClient(Tokens) as client, caplog.at_level(logging.ERROR):
+        refused = client.get("/refused").text
+        crash = client.get("/crash", headers={"X-Request-ID": "req-42"})
+    assert "event: error" in refused and "quota used up" in refused and "429" in refused
+    assert "db-password" not in crash.text and "KeyError" not in crash.text
+    assert '"request_id":"req-42"' in crash.text
+    logged = [r for r in caplog.records if "db-password" in r.getMessage()]
+    assert logged and getattr(logged[0], "request_id", None) in (None, "req-42")
+
+
+def test_an_app_defining_a_builtin_path_is_warned_that_lichen_answers_it(caplog: pytest.LogCaptureFixture) -> None:
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def mine() -> dict:
+        return {"mine": True}
+
+    with caplog.at_level(logging.WARNING), ServiceClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+    assert any("/healthz" in r.getMessage() and "built-in" in r.getMessage() for r in caplog.records)
