@@ -2,7 +2,7 @@
 
 Interface (stable; used by the rules, the HTTP API, the dashboard and the controller):
 
-* ``Engine(store, lookback_s=300.0)``
+* ``Engine(store, lookback_s=300.0, subquery_step_s=60.0)``
 * ``engine.instant(expr, t_s) -> dict`` — Prometheus' ``data`` object
   (``{"resultType": "vector"|"scalar"|"matrix"|"string", "result": [...]}``).
 * ``engine.range(expr, start_s, end_s, step_s) -> dict`` — ``{"resultType": "matrix", ...}``.
@@ -18,7 +18,8 @@ group, topk, bottomk, quantile, stddev and stdvar with ``by``/``without``; arith
 comparison (with ``bool``) and set operators with ``on``/``ignoring`` and
 ``group_left``/``group_right``. Staleness and lookback follow Prometheus 2.x: a selector sees
 the newest sample at most ``lookback_s`` old (inclusive), unless it is a stale marker; ranges are
-closed ``[t - range, t]``. Subqueries, ``@`` and other functions raise :class:`QueryError`.
+closed ``[t - range, t]``. Subqueries ``expr[range:step]`` evaluate ``expr`` at multiples of ``step``
+(default ``subquery_step_s``). ``@`` and other functions raise :class:`QueryError`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import timedelta
 import numpy as np
 import promql_parser as pp
 
-from lichen.observe.promql_functions import SIGNATURES, call_function
+from lichen.observe.promql_functions import SIGNATURES, VARIADIC, call_function
 from lichen.observe.promql_operators import (
     ARITHMETIC,
     COMPARISON,
@@ -74,7 +75,10 @@ def _position(text: str, needle: str) -> str:
 def _check(node: pp.Expr, text: str) -> None:
     """Reject constructs this engine does not implement, naming them and where they are."""
     if isinstance(node, pp.SubqueryExpr):
-        raise QueryError(f"subquery {node} is not supported{_position(text, '[')}")
+        if node.at is not None:
+            raise QueryError(f"the @ modifier ({node}) is not supported{_position(text, '@')}")
+        _check(node.expr, text)
+        return
     if isinstance(node, (pp.VectorSelector, pp.MatrixSelector)):
         vs = node.vector_selector if isinstance(node, pp.MatrixSelector) else node
         if vs.at is not None:
@@ -153,9 +157,10 @@ def _matching(node: pp.BinaryExpr) -> Matching:
 class Engine:
     """Evaluates PromQL against a :class:`SeriesStore`."""
 
-    def __init__(self, store: SeriesStore, lookback_s: float = 300.0) -> None:
+    def __init__(self, store: SeriesStore, lookback_s: float = 300.0, subquery_step_s: float = 60.0) -> None:
         self.store = store
         self.lookback_ms = int(lookback_s * 1000)
+        self.subquery_step_ms = int(subquery_step_s * 1000)  # a subquery without a step uses this (Prometheus: evaluation_interval)
         self._parsed: dict[str, pp.Expr] = {}
 
     # ----------------------------------------------------------------- public
@@ -188,7 +193,8 @@ class Engine:
             raise QueryError("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
         steps = start_ms + step_ms * np.arange(count, dtype=np.int64)
         node = self.parse(expr)
-        if isinstance(node, pp.MatrixSelector) or (isinstance(node, pp.ParenExpr) and isinstance(node.expr, pp.MatrixSelector)):
+        ranged = (pp.MatrixSelector, pp.SubqueryExpr)
+        if isinstance(node, ranged) or (isinstance(node, pp.ParenExpr) and isinstance(node.expr, ranged)):
             raise QueryError("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector")
         value = self._eval(node, steps)
         if isinstance(value, StringValue):
@@ -225,6 +231,8 @@ class Engine:
             return self._vector_selector(node, steps)
         if isinstance(node, pp.MatrixSelector):
             return self._matrix_selector(node, steps)
+        if isinstance(node, pp.SubqueryExpr):
+            return self._subquery(node, steps)
         if isinstance(node, pp.Call):
             return self._call(node, steps)
         if isinstance(node, pp.AggregateExpr):
@@ -276,10 +284,32 @@ class Engine:
         out.equality_labels = {m.name: m.value for m in _matchers(vs) if m.op == "=" and m.name != "__name__"}
         return out
 
+    def _subquery(self, node: pp.SubqueryExpr, steps: np.ndarray) -> RangeVector:
+        """``expr[range:step] offset o``: ``expr`` at every multiple of ``step``, read back like a range selector."""
+        range_ms, offset_ms = _ms(node.range), _ms(node.offset)
+        step_ms = _ms(node.step) or self.subquery_step_ms
+        first = int(steps[0]) - offset_ms - range_ms
+        start = (first // step_ms) * step_ms
+        if start < first:
+            start += step_ms
+        inner_steps = np.arange(start, int(steps[-1]) - offset_ms + 1, step_ms, dtype=np.int64)
+        if len(inner_steps) > MAX_POINTS * 10:
+            raise QueryError(f"subquery {node} would evaluate {len(inner_steps)} steps; use a larger subquery step")
+        inner = self._eval(node.expr, inner_steps) if len(inner_steps) else InstantVector.empty(0)
+        if not isinstance(inner, InstantVector):
+            raise QueryError(f"subquery is only allowed on an instant vector, got {type(inner).__name__} ({node})")
+        keep = [i for i in range(len(inner.series)) if inner.present[i].any()]
+        lengths = np.array([int(inner.present[i].sum()) for i in keep], dtype=np.int64)
+        t_all = np.concatenate([inner_steps[inner.present[i]] for i in keep]) if keep else np.empty(0, np.int64)
+        v_all = np.concatenate([inner.values[i][inner.present[i]] for i in keep]) if keep else np.empty(0)
+        return RangeVector.from_flat([inner.series[i] for i in keep], t_all, v_all, lengths, range_ms, offset_ms, steps, str(node))
+
     def _call(self, node: pp.Call, steps: np.ndarray) -> Value:
         name = node.func.name
         kinds, optional = SIGNATURES[name]
         args_nodes = list(node.args)
+        if name in VARIADIC:
+            kinds = kinds + [kinds[-1]] * max(0, len(args_nodes) - len(kinds))
         if not (len(kinds) - optional <= len(args_nodes) <= len(kinds)):
             raise QueryError(f"function {name}() expects {len(kinds)} argument(s), got {len(args_nodes)}")
         args: list[Value] = []

@@ -102,12 +102,14 @@ def instant_rate(rv: RangeVector, *, is_rate: bool) -> InstantVector:
     return _flat_output(rv, result, ok)
 
 
-def _per_window(rv: RangeVector, fn: Callable[[np.ndarray, np.ndarray, int], float], keep_name: bool = False) -> InstantVector:
+def _per_window(
+    rv: RangeVector, fn: Callable[[np.ndarray, np.ndarray, int], float], keep_name: bool = False, min_samples: int = 1
+) -> InstantVector:
     rows = []
     for i, labels in enumerate(rv.series):
         t, v = rv.t_ms[i], rv.values[i]
         lo, hi = rv.windows(i)
-        ok = hi > lo
+        ok = (hi - lo) >= min_samples
         if not ok.any():
             continue
         out = np.zeros(len(lo))
@@ -152,7 +154,7 @@ def _quantile(q: float, values: list[float] | np.ndarray) -> float:
         return -math.inf
     if q > 1:
         return math.inf
-    ordered = sorted(values)
+    ordered = sorted(values, key=lambda x: (not math.isnan(x), x))  # Go's sort puts NaN first
     rank = q * (n - 1)
     lower = max(0, int(math.floor(rank)))
     upper = min(n - 1, lower + 1)
@@ -173,8 +175,6 @@ def _stdvar(values: np.ndarray) -> float:
 
 
 def _deriv(t: np.ndarray, v: np.ndarray, _j: int) -> float:
-    if len(v) < 2:
-        return math.nan
     if np.all(v == v[0]):
         return math.nan if math.isinf(v[0]) else 0.0
     x = (t - t[0]).astype(np.float64) / 1000.0
@@ -219,7 +219,7 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         else:
             merged.append([bound, count])
     running = -math.inf
-    for b in merged:  # ensureMonotonic
+    for b in merged:  # ensureMonotonic (a NaN count neither raises the maximum nor is replaced)
         if b[1] > running:
             running = b[1]
         elif b[1] < running:
@@ -230,11 +230,14 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     if observations == 0:
         return math.nan
     rank = q * observations
-    b = len(merged) - 1
-    for i in range(len(merged) - 1):
-        if merged[i][1] >= rank:
-            b = i
-            break
+    lo, hi = 0, len(merged) - 1  # Go's sort.Search: a binary search, which matters when a count is NaN
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if merged[mid][1] >= rank:
+            hi = mid
+        else:
+            lo = mid + 1
+    b = lo
     if b == len(merged) - 1:
         return merged[-2][0]
     if b == 0 and merged[0][0] <= 0:
@@ -306,8 +309,10 @@ def histogram_quantile(q: Scalar, vec: InstantVector) -> InstantVector:
         full = mask.all(axis=0)
         order = np.argsort(bounds, kind="stable")
         slow = ok & ~full
-        if full.any() and len(np.unique(bounds)) == len(bounds):
-            cols = np.nonzero(full)[0]
+        finite = ~np.isnan(vals).any(axis=0)
+        if (full & finite).any() and len(np.unique(bounds)) == len(bounds):
+            cols = np.nonzero(full & finite)[0]
+            slow = ok & ~(full & finite)
             out[cols] = _bucket_quantile_columns(q.values[cols], bounds[order], vals[order][:, cols])
         else:
             slow = ok
@@ -407,6 +412,74 @@ def scalar_of(vec: InstantVector) -> Scalar:
     return Scalar(out)
 
 
+def _changes(_t: np.ndarray, v: np.ndarray, _j: int) -> float:
+    prev, cur = v[:-1], v[1:]
+    return float(np.count_nonzero(~((prev == cur) | (np.isnan(prev) & np.isnan(cur)))))
+
+
+def _predict_linear(duration_s: np.ndarray, step_ts_ms: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], float]:
+    def fn(t: np.ndarray, v: np.ndarray, j: int) -> float:  # linearRegression with the intercept at the step
+        if np.all(v == v[0]):
+            return math.nan if math.isinf(v[0]) else float(v[0])
+        x = (t - step_ts_ms[j]).astype(np.float64) / 1000.0
+        n = float(len(v))
+        sum_x, sum_y = float(sum(x.tolist())), float(sum(v.tolist()))
+        sum_xy, sum_x2 = float(sum((x * v).tolist())), float(sum((x * x).tolist()))
+        slope = (sum_xy - sum_x * sum_y / n) / (sum_x2 - sum_x * sum_x / n)
+        return slope * float(duration_s[j]) + (sum_y / n - slope * sum_x / n)
+
+    return fn
+
+
+def _calendar(vec: InstantVector, part: str) -> InstantVector:
+    """hour(), minute(), month(), year(), day_of_month(), day_of_week(), day_of_year(), days_in_month() (UTC)."""
+    with np.errstate(invalid="ignore"):
+        secs = np.where(np.isfinite(vec.values), vec.values, 0).astype(np.int64)
+    days = secs // 86400
+    moment = secs.astype("datetime64[s]")
+    year = moment.astype("datetime64[Y]")
+    month = moment.astype("datetime64[M]")
+    table = {
+        "minute": lambda: (secs // 60) % 60,
+        "hour": lambda: (secs // 3600) % 24,
+        "day_of_week": lambda: (days + 4) % 7,
+        "day_of_month": lambda: (moment.astype("datetime64[D]") - month).astype(np.int64) + 1,
+        "day_of_year": lambda: (moment.astype("datetime64[D]") - year).astype(np.int64) + 1,
+        "month": lambda: month.astype(np.int64) % 12 + 1,
+        "year": lambda: year.astype(np.int64) + 1970,
+        "days_in_month": lambda: ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(np.int64),
+    }
+    out = table[part]().astype(np.float64)
+    return _simple(InstantVector(vec.series, np.where(np.isnan(vec.values), np.nan, out), vec.present), lambda v: v)
+
+
+def _sorted(vec: InstantVector, descending: bool) -> InstantVector:
+    first = vec.values[:, 0] if len(vec.series) else np.zeros(0)
+    order = sorted(range(len(vec.series)), key=lambda i: (math.isnan(first[i]), -first[i] if descending else first[i]))
+    return InstantVector([vec.series[i] for i in order], vec.values[order], vec.present[order])
+
+
+def label_join(vec: InstantVector, dst: str, sep: str, *src: str) -> InstantVector:
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", dst):
+        raise QueryError(f'invalid destination label name in label_join(): "{dst}"')
+    series = []
+    for labels in vec.series:
+        joined = sep.join(labels.get(name, "") for name in src)
+        new = {k: v for k, v in labels.items() if k != dst}
+        if joined:
+            new[dst] = joined
+        series.append(new)
+    return merge_same_labels(InstantVector(series, vec.values.copy(), vec.present.copy()))
+
+
+_MATH = {
+    "sgn": np.sign, "acos": np.arccos, "acosh": np.arccosh, "asin": np.arcsin, "asinh": np.arcsinh, "atan": np.arctan,
+    "atanh": np.arctanh, "cos": np.cos, "cosh": np.cosh, "sin": np.sin, "sinh": np.sinh, "tan": np.tan, "tanh": np.tanh,
+    "deg": np.degrees, "rad": np.radians,
+}  # fmt: skip
+_CALENDAR = ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "month", "year", "days_in_month")
+
+
 def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality_labels: dict[str, str]) -> Value:
     """Apply function ``name`` to evaluated ``args``; the caller has checked arity and types."""
     steps = len(step_ts_ms)
@@ -415,7 +488,7 @@ def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality
     if name in ("irate", "idelta"):
         return instant_rate(args[0], is_rate=name == "irate")  # type: ignore[arg-type]
     if name == "deriv":
-        return _per_window(args[0], _deriv)  # type: ignore[arg-type]
+        return _per_window(args[0], _deriv, min_samples=2)  # type: ignore[arg-type]
     if name in ("sum_over_time", "avg_over_time", "count_over_time", "last_over_time", "present_over_time"):
         return _cumulative(args[0], name.removesuffix("_over_time"))  # type: ignore[arg-type]
     if name in ("min_over_time", "max_over_time"):
@@ -459,6 +532,25 @@ def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality
     if name == "label_replace":
         strs = [a.value for a in args[1:]]  # type: ignore[union-attr]
         return label_replace(args[0], *strs)  # type: ignore[arg-type]
+    if name == "changes":
+        return _per_window(args[0], _changes)  # type: ignore[arg-type]
+    if name == "resets":
+        return _per_window(args[0], lambda _t, v, _j: float(np.count_nonzero(v[1:] < v[:-1])))  # type: ignore[arg-type]
+    if name == "predict_linear":
+        return _per_window(args[0], _predict_linear(args[1].values, step_ts_ms), min_samples=2)  # type: ignore[arg-type,union-attr]
+    if name in _MATH:
+        return _simple(args[0], _MATH[name])  # type: ignore[arg-type]
+    if name == "pi":
+        return Scalar(np.full(steps, math.pi))
+    if name in _CALENDAR:
+        if args:
+            return _calendar(args[0], name)  # type: ignore[arg-type]
+        now = InstantVector([{}], (step_ts_ms.astype(np.float64) / 1000.0).reshape(1, steps), np.ones((1, steps), dtype=bool))
+        return _calendar(now, name)
+    if name in ("sort", "sort_desc"):
+        return _sorted(args[0], descending=name == "sort_desc")  # type: ignore[arg-type]
+    if name == "label_join":
+        return label_join(args[0], *[a.value for a in args[1:]])  # type: ignore[arg-type,union-attr]
     raise QueryError(f"function {name}() is not supported")
 
 
@@ -499,6 +591,16 @@ SIGNATURES: dict[str, tuple[list[str], int]] = {
     "vector": (["s"], 0),
     "scalar": (["v"], 0),
     "label_replace": (["v", "str", "str", "str", "str"], 0),
+    "label_join": (["v", "str", "str", "str"], 1),  # and any number of further source labels
+    "changes": (["m"], 0),
+    "resets": (["m"], 0),
+    "predict_linear": (["m", "s"], 0),
+    "pi": ([], 0),
+    "sort": (["v"], 0),
+    "sort_desc": (["v"], 0),
+    **{name: (["v"], 0) for name in _MATH},
+    **{name: (["v"], 1) for name in _CALENDAR},
 }
+VARIADIC = {"label_join"}
 
-__all__ = ["SIGNATURES", "call_function", "StringValue"]
+__all__ = ["SIGNATURES", "VARIADIC", "call_function", "StringValue"]

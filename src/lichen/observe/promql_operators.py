@@ -246,10 +246,11 @@ def aggregate(op: str, vec: InstantVector, grouping: tuple[str, ...], without: b
                     c = np.where(count == 0, 1, count)
                     if op == "avg":
                         mean = np.where(m, mean + row / c - mean / c, mean)
-                    else:
+                    else:  # the first sample only sets the mean, as Prometheus does (so stdvar({Inf}) is 0)
+                        first = m & (count == 1)
                         delta = row - mean
-                        new_mean = mean + delta / c
-                        aux = np.where(m, aux + delta * (row - new_mean), aux)
+                        new_mean = np.where(first, row, mean + delta / c)
+                        aux = np.where(m & ~first, aux + delta * (row - new_mean), aux)
                         mean = np.where(m, new_mean, mean)
                 if op == "avg":
                     result = mean

@@ -160,7 +160,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
         for i, value in enumerate(expand_series_values(s.get("values", ""), f"{where}.input_series[{si}]")):
             if value is not None:
                 store.append(key, i * interval_ms, value)
-    engine = Engine(store)
+    engine = Engine(store, subquery_step_s=eval_interval_ms / 1000)
     manager = RuleManager(store, engine, external_labels={str(k): str(v) for k, v in (test.get("external_labels") or {}).items()})
     for rp in rule_paths:
         manager.add_groups(load_rule_file(rp))
@@ -225,7 +225,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
             continue
         got = sorted((labels_key(lab), v) for lab, v in samples)
         exp = sorted(
-            (labels_key(_parse_metric(str(s.get("labels", "")), where)), float(s.get("value", 0.0)))
+            (labels_key(_parse_metric(str(s.get("labels", "")), where)), _expected_value(s.get("value", 0.0), where))
             for s in case.get("exp_samples") or []
         )
         same = len(got) == len(exp) and all(g[0] == e[0] and _close(g[1], e[1]) for g, e in zip(got, exp, strict=True))
@@ -234,6 +234,23 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
                 f"expr: {expr!r}, time: {_fmt_duration(t)},\n        exp: {_fmt_samples(exp)}\n        got: {_fmt_samples(got)}"
             )
     return failures
+
+
+_GO_YAML_FLOAT = re.compile(r"[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _expected_value(value: object, where: str) -> float:
+    """An exp_samples value as Go's YAML decoder reads it into a float64: ``NaN`` or a quoted string fails.
+
+    PyYAML leaves ``1e3`` (no dot) a string, where Go reads a float; ``.nan``/``.inf`` are floats in both.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"cannot unmarshal {value!r} into float64 (exp_samples value)", where=where)
+    if isinstance(value, str):
+        if not _GO_YAML_FLOAT.fullmatch(value):
+            raise DataError(f"cannot unmarshal !!str `{value}` into float64 (exp_samples value; write .nan, .inf or -.inf)", where=where)
+        return float(value.replace("_", ""))
+    return float(value)
 
 
 def _fmt_samples(samples: list[tuple[tuple, float]]) -> str:

@@ -94,9 +94,9 @@ def test_staleness_and_lookback() -> None:
 @pytest.mark.parametrize(
     ("query", "construct", "position"),
     [
-        ("rate(x[5m:1m])", "subquery", 7),
+        ("rate(x[5m:1m] @ 100)", "@ modifier", 15),
         ("sum(x @ 100)", "@ modifier", 7),
-        ("predict_linear(x[5m], 60)", "predict_linear()", 1),
+        ("timestamp(x)", "timestamp()", 1),
         ("1 + count_values(\"v\", x)", "count_values()", 5),
         ("x{a=\"b\" or c=\"d\"}", "'or' inside label matchers", 8),
     ],

@@ -113,7 +113,7 @@ def test_alerts_series_gets_a_stale_marker_when_the_alert_resolves() -> None:
         ("groups: [{name: g, rules: [{alert: A, record: b, expr: up}]}]", "one of 'record' or 'alert'"),
         ("groups: [{name: g}, {name: g}]", "repeated"),
         ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ range . }}'}}]}]", "not supported"),
-        ("groups: [{name: g, rules: [{alert: A, expr: 'predict_linear(up[5m], 1)'}]}]", "predict_linear"),
+        ("groups: [{name: g, rules: [{alert: A, expr: 'timestamp(up)'}]}]", "timestamp"),
         ("rules: []", "groups"),
     ],
 )
