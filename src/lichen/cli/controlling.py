@@ -164,16 +164,36 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
             _print_gateway(client.status())
 
 
+def settle_failure(state: dict[str, Any]) -> str | None:
+    """Why waiting for ``state`` to settle is pointless, or None: a stalled rollout, a request larger
+    than the machine, or a replica of the current revision in CrashLoopBackOff (with its exit and log)."""
+    for name, s in sorted(state["services"].items()):
+        rollout = s.get("rollout") or {}
+        if rollout.get("status") == "stalled":
+            return f"rollout of {name} stalled: {rollout.get('reason')}"
+        for condition in s.get("conditions") or []:
+            if condition.get("permanent"):
+                return f"{name} cannot be placed: {condition['message']}"
+        for r in state["replicas"]:
+            if r["service"] == name and r["revision"] == s["revision"] and r["state"] == "CrashLoopBackOff":
+                code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
+                tail = [line for line in (r.get("log_tail") or "").splitlines() if line.strip()][-3:]
+                log = "".join(f"\n  {line[:300]}" for line in tail)
+                return (f"{name}: replica {r['id']} is in CrashLoopBackOff ({r['last_exit_reason']}{code}); "
+                        f"the controller keeps retrying, see 'lichen status' and 'lichen logs {name}'{log}")
+    return None
+
+
 def _wait_settled(client: Any, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         state = client.status()
         services = state["services"]
+        failure = settle_failure(state)
+        if failure:
+            raise ControlPlaneError(failure)
         pending = []
         for name, s in services.items():
-            rollout = s.get("rollout") or {}
-            if rollout.get("status") == "stalled":
-                raise ControlPlaneError(f"rollout of {name} stalled: {rollout.get('reason')}")
             current = [r for r in state["replicas"] if r["service"] == name and r["revision"] == s["revision"]]
             ready_current = sum(1 for r in current if r["state"] == "Ready")
             if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
@@ -266,6 +286,9 @@ def _status_view(state: dict[str, Any]) -> Any:
         text = rollout.get("status", "")
         if rollout.get("reason"):
             text += f": {rollout['reason']}"
+        for condition in s.get("conditions") or []:
+            if condition["kind"] == "PlacementRefused":  # crash loops show per replica below
+                text += ("; " if text else "") + f"{condition['kind']}: {condition['message']}"
         services.add_row(name, s["revision"], f"{s['ready']}/{s['desired']}", text)
     replicas = Table(header_style="bold")
     for column in ("replica", "state", "pid", "port", "restarts", "last exit", "uptime", "restart in"):

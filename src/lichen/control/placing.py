@@ -15,7 +15,29 @@ from lichen.spec.models import ResourcesSpec
 
 
 class Refusal(str):
-    """Why a request does not fit (a message for events)."""
+    """Why a request does not fit (a message for events).
+
+    ``never_fits`` is True when one replica asks for more than the whole
+    machine has, so no amount of waiting for room helps.
+    """
+
+    never_fits: bool
+
+    def __new__(cls, message: str, never_fits: bool = False) -> Refusal:
+        refusal = super().__new__(cls, message)
+        refusal.never_fits = never_fits
+        return refusal
+
+
+def _exceeds_machine(request: ResourcesSpec, machine: Machine) -> str:
+    if request.cpu is not None and request.cpu > machine.cpu_cores + 1e-9:
+        return f"cpu {request.cpu:g} is more than this machine has ({machine.cpu_cores:g} cores)"
+    if request.memory is not None and request.memory > machine.memory_bytes:
+        return (f"memory {request.memory / 2**20:.0f}Mi is more than this machine has "
+                f"({machine.memory_bytes / 2**20:.0f}Mi)")
+    if request.gpu > len(machine.gpu_indices):
+        return f"gpu {request.gpu} is more than this machine has ({len(machine.gpu_indices)} GPUs)"
+    return ""
 
 
 def place(request: ResourcesSpec, machine: Machine, granted: Iterable[Placement]) -> Placement | Refusal:
@@ -23,6 +45,9 @@ def place(request: ResourcesSpec, machine: Machine, granted: Iterable[Placement]
     cpu_used = sum(p.cpu_cores or 0.0 for p in granted)
     memory_used = sum(p.memory_bytes or 0 for p in granted)
     gpus_used = {index for p in granted for index in p.gpu_indices}
+    too_big = _exceeds_machine(request, machine)
+    if too_big:
+        return Refusal(too_big, never_fits=True)
     if request.cpu is not None and cpu_used + request.cpu > machine.cpu_cores + 1e-9:
         return Refusal(
             f"cpu {request.cpu:g} does not fit: {cpu_used:g} of {machine.cpu_cores:g} cores already granted"

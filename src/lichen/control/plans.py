@@ -128,6 +128,8 @@ class Condition:
     kind: str
     message: str
     replica_id: str = ""
+    permanent: bool = False
+    """True when waiting cannot clear it (a replica asks for more than the machine has)."""
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ class _Pass:
     def new_replica(self, ds: DesiredService, index: int, reason: str) -> bool:
         granted = place(ds.spec.resources, self.desired.machine, self.granted)
         if isinstance(granted, Refusal):
-            self.conditions.append(Condition(ds.name, "PlacementRefused", f"{ds.name}: {granted}"))
+            self.conditions.append(Condition(ds.name, "PlacementRefused", f"{ds.name}: {granted}",
+                                             permanent=granted.never_fits))
             return False
         number = 0
         while replica_name(ds.name, ds.revision, number) in self.taken_ids:

@@ -142,6 +142,7 @@ class Controller:
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
         self._conditions: dict[tuple[str, str, str], str] = {}
+        self._permanent: set[tuple[str, str, str]] = set()
         self._periodic: list[asyncio.Task[None]] = []
         self._periodic_specs: list[tuple[str, float, Callable[[], Any]]] = []
         self._secrets_cache: dict[str, dict[str, str]] = {}
@@ -468,6 +469,12 @@ class Controller:
             if self._conditions.get(key) != message:
                 self.event(key[0], key[1], "", message, key[2])
         self._conditions = current
+        self._permanent = {(c.service, c.kind, c.replica_id) for c in plan.conditions if c.permanent}
+
+    def conditions(self, service: str) -> list[dict[str, Any]]:
+        """The standing conditions of a service (placement refused, crash loop, stalled rollout)."""
+        return [{"kind": key[1], "message": message, "replica": key[2], "permanent": key in self._permanent}
+                for key, message in sorted(self._conditions.items()) if key[0] == service]
 
     def _publish(self, replica: Replica) -> None:
         record = replica.record
@@ -549,7 +556,8 @@ class Controller:
 
     def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
                      port: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LICHEN_")}
+        hidden = self.secret_names()  # only the secrets this service declares reach it (as in a Kubernetes pod)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LICHEN_") and k not in hidden}
         env.update({
             "PYTHONUNBUFFERED": "1",
             "LICHEN_SERVICE": service,
@@ -681,7 +689,22 @@ class Controller:
 
     def _supervise_auxiliary(self, now: float) -> float | None:
         return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
-                                          self.event)
+                                          self.event, hidden_env=self.secret_names())
+
+    def secret_names(self) -> frozenset[str]:
+        """Every secret name the app declares: kept out of the environment a process inherits from the
+        controller, so a secret reaches only the services (and jobs) that list it."""
+        names: set[str] = set()
+        for state in self.services.values():
+            names.update(state.spec.secrets)
+        app = self.app_spec
+        if app is not None:
+            for spec in (*app.services.values(), *app.jobs.values()):
+                names.update(spec.secrets)
+            jwt = app.gateway.auth.jwt
+            if jwt is not None and jwt.secret_env:
+                names.add(jwt.secret_env)
+        return frozenset(names)
 
     # ================================================================ misc
     def _rotate_logs(self) -> None:

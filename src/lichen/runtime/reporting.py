@@ -22,6 +22,7 @@ def controller_status(self: Controller) -> dict[str, Any]:
             "revision": s.revision, "desired": s.replicas,
             "ready": sum(1 for r in self.replicas.values() if r.record.service == name and r.record.published),
             "rollout": asdict(s.rollout) if s.rollout else None,
+            "conditions": self.conditions(name),
         }
     replicas = []
     for replica in sorted(self.replicas.values(), key=lambda r: (r.record.service, r.record.created_index)):

@@ -9,7 +9,7 @@ controller shuts down, sends SIGTERM and then SIGKILL after the grace period.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from lichen.control import backoff
@@ -38,8 +38,12 @@ class AuxiliaryProcess:
 
 
 def step_auxiliary(auxiliary: Iterable[AuxiliaryProcess], launcher: ProcessLauncher, workspace: Workspace,
-                   now: float, stopping: bool, event: EventSink) -> float | None:
-    """One supervision pass; returns when the next restart is due, if any."""
+                   now: float, stopping: bool, event: EventSink, hidden_env: Collection[str] = ()) -> float | None:
+    """One supervision pass; returns when the next restart is due, if any.
+
+    A started process inherits the controller's environment minus ``hidden_env``
+    (the app's secret names), plus its own ``env``.
+    """
     wake: float | None = None
     for aux in auxiliary:
         if aux.handle is not None:
@@ -65,7 +69,7 @@ def step_auxiliary(auxiliary: Iterable[AuxiliaryProcess], launcher: ProcessLaunc
         if due > now:
             wake = due if wake is None else min(wake, due)
             continue
-        request = LaunchRequest(name=aux.name, argv=aux.argv, env={**os.environ, **aux.env},
+        request = LaunchRequest(name=aux.name, argv=aux.argv, env={**{k: v for k, v in os.environ.items() if k not in hidden_env}, **aux.env},
                                 cwd=workspace.app_dir, log_path=workspace.log_path(aux.name))
         try:
             aux.handle = launcher.launch(request)

@@ -117,14 +117,21 @@ def read_controller_info(workspace: Workspace) -> dict | None:
 
 
 def code_digest(app_dir: Path) -> str:
-    """A digest of the app's code and config files (any change rolls every service)."""
+    """A digest of the app's code and config files (any change rolls every service).
+
+    ``lichen.yaml`` itself is left out: the fields of it that change a replica
+    are hashed into each service's revision already, so editing ``replicas``,
+    ``autoscale``, ``routes`` or another service scales or reroutes without
+    rolling every service (as a Kubernetes Deployment's ``replicas`` does not).
+    """
     digest = hashlib.sha256()
     count = 0
+    spec_file = app_dir / "lichen.yaml"
     for root, dirs, files in os.walk(app_dir):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
             path = Path(root) / name
-            if path.suffix not in _CODE_SUFFIXES:
+            if path.suffix not in _CODE_SUFFIXES or path == spec_file:
                 continue
             count += 1
             if count > _MAX_CODE_FILES:

@@ -85,3 +85,16 @@ def test_placement_refuses_overcommit_and_assigns_distinct_gpus() -> None:
     other = place(ResourcesSpec(cpu=1), machine, [first])
     assert isinstance(other, Placement) and set(other.cpu_set).isdisjoint(first.cpu_set)
     assert place(ResourcesSpec(), machine, [first, second]) == Placement()
+
+
+def test_a_request_larger_than_the_machine_is_refused_as_never_fitting() -> None:
+    machine = Machine(cpu_cores=2, memory_bytes=4 * 2**30, gpu_indices=())
+    for request, words in ((ResourcesSpec(cpu=8), "cpu 8 is more than this machine has (2 cores)"),
+                           (ResourcesSpec(memory="64Gi"), "memory 65536Mi is more than this machine has (4096Mi)"),
+                           (ResourcesSpec(gpu=1), "gpu 1 is more than this machine has (0 GPUs)")):
+        refusal = place(request, machine, [])
+        assert isinstance(refusal, Refusal) and refusal.never_fits and str(refusal) == words
+    busy = place(ResourcesSpec(cpu=2), machine, [])
+    assert isinstance(busy, Placement)
+    waiting = place(ResourcesSpec(cpu=1), machine, [busy])
+    assert isinstance(waiting, Refusal) and not waiting.never_fits  # room may appear later

@@ -254,3 +254,67 @@ def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_p
         await asyncio.wait_for(task, 5)
 
     asyncio.run(scenario())
+
+
+def test_a_secret_reaches_only_the_services_that_declare_it(tmp_path: Path, fakes, monkeypatch) -> None:
+    """The controller's own environment holds every secret; a replica or a supervised process inherits
+    that environment, so undeclared secret names must be taken out of it (Kubernetes: per-pod secrets)."""
+    launcher, prober = fakes
+    monkeypatch.setenv("API_KEY", "s3cr3t-value")
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"secrets": ["API_KEY"]}, other={}), "code1")
+        controller.supervise("helper", ["helper"])
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(launcher.alive()) == 3, "two replicas and the helper")
+        env_of = {p.request.name: p.request.env for p in launcher.alive()}
+        web = next(env for name, env in env_of.items() if name.startswith("web-"))
+        other = next(env for name, env in env_of.items() if name.startswith("other-"))
+        assert web["API_KEY"] == "s3cr3t-value"
+        assert "API_KEY" not in other
+        assert "API_KEY" not in env_of["helper"]
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_over_the_machine_shows_in_status_and_stops_lichen_up_waiting(tmp_path: Path, fakes) -> None:
+    from lichen.cli.controlling import settle_failure
+
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)  # 4 cores, 8 GiB
+        controller.apply(app_spec(web={"replicas": 1}, big={"replicas": 2, "resources": {"cpu": 16}}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints("web")) == 1, "web ready")
+        state = controller.status()
+        assert state["services"]["web"]["conditions"] == []
+        [condition] = state["services"]["big"]["conditions"]
+        assert condition["kind"] == "PlacementRefused" and condition["permanent"]
+        assert "cpu 16 is more than this machine has (4 cores)" in condition["message"]
+        assert launcher.alive() and all(p.request.name.startswith("web-") for p in launcher.alive())
+        failure = settle_failure(state)
+        assert failure is not None and "big cannot be placed: big: cpu 16 is more than this machine has" in failure
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
+def test_lichen_up_stops_waiting_on_a_crash_loop_and_names_exit_code_and_log() -> None:
+    from lichen.cli.controlling import settle_failure
+
+    replica = {"id": "web-abcde-0", "service": "web", "revision": "abcde12345", "state": "CrashLoopBackOff",
+               "last_exit_code": 3, "last_exit_reason": "Error", "log_tail": "booting\nKeyError: 'MODEL_PATH'\n"}
+    state = {"services": {"web": {"revision": "abcde12345", "desired": 1, "ready": 0, "rollout": None,
+                                  "conditions": []}}, "replicas": [replica]}
+    failure = settle_failure(state)
+    assert failure is not None
+    assert "web-abcde-0 is in CrashLoopBackOff (Error, exit code 3)" in failure and "KeyError: 'MODEL_PATH'" in failure
+    # an old revision crash-looping while the new one rolls out is not the new revision's failure
+    old = dict(replica, revision="0ld0000000")
+    assert settle_failure(dict(state, replicas=[old])) is None
+    assert settle_failure(dict(state, replicas=[dict(replica, state="Starting")])) is None

@@ -161,6 +161,16 @@ def test_code_digest_follows_code_not_state(tmp_path: Path) -> None:
     assert code_digest(tmp_path) != first
 
 
+def test_code_digest_leaves_out_lichen_yaml_so_a_replica_count_edit_does_not_roll(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("x = 1\n")
+    (tmp_path / "lichen.yaml").write_text("services: {web: {entrypoint: 'svc:App', replicas: 1}}\n")
+    first = code_digest(tmp_path)
+    (tmp_path / "lichen.yaml").write_text("services: {web: {entrypoint: 'svc:App', replicas: 4}}\n")
+    assert code_digest(tmp_path) == first
+    (tmp_path / "config.yaml").write_text("threshold: 3\n")  # other config files still count as code
+    assert code_digest(tmp_path) != first
+
+
 def test_cgroup_v2_limits_are_written_and_oom_kill_is_read_back(tmp_path: Path) -> None:
     """The cgroup v2 path against a directory laid out like /sys/fs/cgroup (plain files, no kernel)."""
     root = tmp_path / "cgroup"
