@@ -60,3 +60,18 @@ def test_every_spec_verb_has_help_with_an_example(tmp_path: Path) -> None:
         result = _lichen(verb, "--help", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert f"Example: lichen {verb}" in " ".join(result.stdout.split())
+
+
+def test_emoji_codes_in_user_text_are_printed_verbatim(tmp_path: Path) -> None:
+    # rich would turn ':x:' in 'nosuch:x: no module' into an emoji.
+    result = _lichen("serve", "nosuch:x", "--port", "1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: nosuch:x: no module named 'nosuch'"), result.stderr
+
+
+def test_out_of_range_serve_options_are_one_line_errors(tmp_path: Path) -> None:
+    for args, where in ((("--port", "99999"), "--port"), (("--grace-s", "nan"), "--grace-s"),
+                        (("--grace-s", "inf"), "--grace-s")):
+        result = _lichen("serve", "app:Api", *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: {where}: must be") and "Traceback" not in result.stderr

@@ -59,7 +59,9 @@ def run(argv: list[str] | None = None) -> None:
     except LichenError as exc:
         if debug:
             raise
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        Console(stderr=True, highlight=False, emoji=False).print(
+            f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         Console(stderr=True).print("aborted")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -94,8 +95,8 @@ def grace_from_env(default: float = DEFAULT_GRACE_S) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"must be a number of seconds, got {raw!r}", where="env LICHEN_GRACE_S") from None
-    if value < 0:
-        raise ConfigError(f"must be >= 0, got {raw!r}", where="env LICHEN_GRACE_S")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"must be a finite number of seconds >= 0, got {raw!r}", where="env LICHEN_GRACE_S")
     return value
 
 
@@ -112,8 +113,10 @@ def serve(
     configure_logging(log_level)
     disable_created_metrics()  # this process is the replica: no *_created series in /metrics
     grace = grace_from_env() if grace_s is None else grace_s
-    if grace < 0:
-        raise ConfigError(f"must be >= 0, got {grace}", where="--grace-s")
+    if not math.isfinite(grace) or grace < 0:
+        raise ConfigError(f"must be a finite number of seconds >= 0, got {grace}", where="--grace-s")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"must be a TCP port from 1 to 65535 (0 picks a free one), got {port}", where="--port")
     replica = load_target(target, app_dir)
     config = uvicorn.Config(
         replica,
