@@ -309,6 +309,8 @@ def _expectation(err: dict[str, Any]) -> str:
         return f"a number {bounds[kind]} {value}"
     if kind == "literal_error":
         return f"one of {ctx.get('expected')}"
+    if kind == "string_too_long":
+        return f"a name of at most {ctx.get('max_length')} characters"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return err["msg"][:1].lower() + err["msg"][1:]

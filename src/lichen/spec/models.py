@@ -47,6 +47,13 @@ def _env_value(value: object) -> object:
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
+def _positive(value: float) -> float:
+    """A period or interval: 0 would make its loop spin."""
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
 def _plain_number_kinds(annotation: object) -> set[type]:
     """The plain ``int``/``float``/``bool`` members of a field's annotation (Annotated/Optional/Union opened).
 
@@ -64,6 +71,15 @@ def _plain_number_kinds(annotation: object) -> set[type]:
     return {annotation} & {int, float, bool}  # type: ignore[arg-type]
 
 
+def _is_block(model: type[BaseModel], name: str) -> bool:
+    """Whether a field is a section, mapping or list that has a default (so null can mean "the default")."""
+    field = model.model_fields[name]
+    if field.is_required():
+        return False
+    kind = typing.get_origin(field.annotation) or field.annotation
+    return kind in (dict, list) or (isinstance(kind, type) and issubclass(kind, BaseModel))
+
+
 class SpecModel(BaseModel):
     """Base: unknown keys are errors, models are immutable, numbers are finite.
 
@@ -73,6 +89,14 @@ class SpecModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_blocks_are_defaults(cls, data: object) -> object:
+        # `resources:` or `env:` with every line under it commented out is YAML null: use the default.
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            return {k: v for k, v in data.items() if not (v is None and k in cls.model_fields and _is_block(cls, k))}
+        return data
 
     @field_validator("*", mode="before")
     @classmethod
@@ -106,7 +130,7 @@ class ProbeSpec(SpecModel):
     failure_threshold: Annotated[int, Field(ge=1)] = 3
     success_threshold: Annotated[int, Field(ge=1)] = 1
 
-    @field_validator("period_s")
+    @field_validator("period_s", "timeout_s")
     @classmethod
     def _period_positive(cls, value: float) -> float:
         if value <= 0:
@@ -149,6 +173,8 @@ class AutoscaleSpec(SpecModel):
     scale_down_stabilization_s: Duration = 300.0
     interval_s: Duration = 5.0
 
+    _intervals_positive = field_validator("interval_s")(_positive)
+
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscaleSpec:
         if self.max < self.min:
@@ -162,6 +188,8 @@ class AnalysisSpec(SpecModel):
     interval_s: Duration = 10.0
     min_requests: Annotated[int, Field(ge=0)] = 20
     failure_limit: Annotated[int, Field(ge=1)] = 1
+
+    _intervals_positive = field_validator("interval_s")(_positive)
 
 
 class RolloutSpec(SpecModel):
@@ -209,6 +237,13 @@ class RouteSpec(SpecModel):
     strip_prefix: bool = False
     timeout_s: Duration | None = None
 
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be > 0 (every request would time out at once)")
+        return value
+
 
 class SloSpec(SpecModel):
     """Service level objectives feeding the default burn-rate alerts."""
@@ -236,6 +271,14 @@ class ServiceSpec(SpecModel):
     slo: SloSpec = Field(default_factory=SloSpec)
     metrics_path: str = "/metrics"
     image: str | None = None
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_positive(cls, value: float) -> float:
+        # The replica refuses LICHEN_TIMEOUT_S=0, so a spec saying 0 could never run.
+        if value <= 0:
+            raise ValueError("must be > 0 (every request would time out at once)")
+        return value
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -405,6 +448,8 @@ class ObservabilitySpec(SpecModel):
     receivers: list[ReceiverSpec] = Field(default_factory=list)
     route: NotificationRouteSpec = Field(default_factory=NotificationRouteSpec)
     inhibit_rules: list[InhibitRuleSpec] = Field(default_factory=list)
+
+    _intervals_positive = field_validator("scrape_interval_s", "scrape_timeout_s", "evaluation_interval_s")(_positive)
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> ObservabilitySpec:

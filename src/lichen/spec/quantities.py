@@ -31,7 +31,9 @@ _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _shown(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) or value is None else repr(value)
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _finite(value: float, what: str, written: object = None) -> float:

@@ -55,3 +55,14 @@ def test_python_callers_get_the_same_number_rules() -> None:
         AppSpec.model_validate({**base, "sustainability": {"carbon_intensity_g_per_kwh": float("inf")}})
     # A boolean field still takes booleans.
     assert AppSpec.model_validate({**base, "gateway": {"auth": {"api_keys": True}}}).gateway.auth.api_keys
+
+
+def test_a_block_with_everything_commented_out_means_its_defaults(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text(
+        "app: shop\n" + SERVICE + "    resources:\n    env:\n    routes:\n    probes: {liveness: null}\n"
+        "    # autoscale: {min: 1}\n    autoscale:\n"
+    )
+    service = load_spec(spec).services["api"]
+    assert service.env == {} and service.routes == [] and service.autoscale is None
+    assert service.probes.liveness.path == "/healthz"
