@@ -54,14 +54,20 @@ def rules_test(
 
     Example: lichen rules test tests/conformance/rate.yml
     """
-    from lichen.observe.promtool_tests import run_test_file
+    from lichen.errors import LichenError
+    from lichen.observe.promtool_tests import TestFileResult, run_test_file
 
-    results = [run_test_file(path) for path in files]
+    results = []
+    for path in files:  # like promtool, a file that cannot be read or loaded fails and the others still run
+        try:
+            results.append(run_test_file(path))
+        except LichenError as exc:
+            results.append(TestFileResult(str(path), [str(exc)]))
     if as_json:
         print_json({"files": [{"file": r.path, "ok": r.ok, "failures": r.failures} for r in results]})
     else:
         for r in results:
-            console.print(r.report(), markup=False, highlight=False)
+            console.print(r.report(), markup=False, highlight=False, soft_wrap=True)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

@@ -14,6 +14,7 @@ every rule group is evaluated at each ``evaluation_interval`` step up to the lar
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -112,8 +113,33 @@ def _fmt_duration(ms: int) -> str:
     return pp.display_duration(__import__("datetime").timedelta(milliseconds=ms)) if ms else "0s"
 
 
+def _go_quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # close to Go's %q / strconv.Quote
+
+
+def _fmt_labels(labels: tuple) -> str:
+    return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in sorted(labels)) + "}"
+
+
+def _go_e(v: float) -> str:
+    """Go's strconv.FormatFloat(v, 'E', -1, 64), as promtool prints sample values."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    for digits in range(17):
+        text = f"{v:.{digits}E}"
+        if float(text) == v:
+            return text
+    return f"{v:.17E}"
+
+
 def _fmt_alerts(alerts: list[tuple[tuple, tuple]]) -> str:
-    return "[" + ", ".join(f"{{labels:{dict(lab)}, annotations:{dict(ann)}}}" for lab, ann in alerts) + "]"
+    """promtool's layout of an alert list (one index, Labels and Annotations per alert)."""
+    if not alerts:
+        return "[]"
+    items = [f"            {i}:\n              Labels:{_fmt_labels(lab)}\n              Annotations:{_fmt_labels(ann)}" for i, (lab, ann) in enumerate(alerts)]
+    return "[\n" + ",\n".join(items) + "\n            ]\n"
 
 
 def _close(a: float, b: float) -> bool:
@@ -161,7 +187,12 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
             if value is not None:
                 store.append(key, i * interval_ms, value)
     engine = Engine(store, subquery_step_s=eval_interval_ms / 1000)
-    manager = RuleManager(store, engine, external_labels={str(k): str(v) for k, v in (test.get("external_labels") or {}).items()})
+    manager = RuleManager(
+        store,
+        engine,
+        external_labels={str(k): str(v) for k, v in (test.get("external_labels") or {}).items()},
+        external_url=str(test.get("external_url") or ""),
+    )
     for rp in rule_paths:
         manager.add_groups(load_rule_file(rp))
     if order:
@@ -212,7 +243,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
                 if exp != got:
                     failures.append(
                         f"alertname: {alertname}, time: {_fmt_duration(t)}, \n"
-                        f"        exp:{_fmt_alerts(exp)}, \n        got:{_fmt_alerts(got)}"
+                        f"        exp:{_fmt_alerts(exp)}, \n        got:{_fmt_alerts(got)}".rstrip("\n") + "\n"
                     )
             cur += 1
         ts += eval_interval_ms
@@ -221,7 +252,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
         try:
             samples = engine.instant_samples(expr, t / 1000)
         except QueryError as exc:
-            failures.append(f"expr: {expr!r}, time: {_fmt_duration(t)}, err: {exc}")
+            failures.append(f"expr: {_go_quote(expr)}, time: {_fmt_duration(t)}, err: {exc}\n")
             continue
         got = sorted((labels_key(lab), v) for lab, v in samples)
         exp = sorted(
@@ -231,7 +262,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
         same = len(got) == len(exp) and all(g[0] == e[0] and _close(g[1], e[1]) for g, e in zip(got, exp, strict=True))
         if not same:
             failures.append(
-                f"expr: {expr!r}, time: {_fmt_duration(t)},\n        exp: {_fmt_samples(exp)}\n        got: {_fmt_samples(got)}"
+                f"expr: {_go_quote(expr)}, time: {_fmt_duration(t)},\n        exp: {_fmt_samples(exp)}\n        got: {_fmt_samples(got)}\n"
             )
     return failures
 
@@ -254,4 +285,6 @@ def _expected_value(value: object, where: str) -> float:
 
 
 def _fmt_samples(samples: list[tuple[tuple, float]]) -> str:
-    return "[" + ", ".join(f"{dict(lab)} {v!r}" for lab, v in samples) + "]"
+    if not samples:
+        return "nil"
+    return ", ".join(f"{_fmt_labels(lab)} {_go_e(v)}" for lab, v in samples)

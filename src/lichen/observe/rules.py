@@ -247,8 +247,10 @@ class RuleManager:
         engine: Engine | None = None,
         external_labels: dict[str, str] | None = None,
         default_interval_s: float = 60.0,
+        external_url: str = "",
     ) -> None:
         self.store = store
+        self.external_url = external_url  # $externalURL in templates
         self.engine = engine or Engine(store)
         self.external_labels = dict(external_labels or {})
         self.default_interval_s = default_interval_s
@@ -322,10 +324,11 @@ class RuleManager:
             tmpl_labels = dict(labels)
             merged = {k: v for k, v in labels.items() if k != "__name__"}
             for k, text in rule.labels.items():
-                merged[k] = compile_template(text).render(tmpl_labels, value, self.external_labels)
+                merged[k] = compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url)
             merged["alertname"] = rule.name
             annotations = {
-                k: compile_template(text).render(tmpl_labels, value, self.external_labels) for k, text in rule.annotations.items()
+                k: compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url)
+                for k, text in rule.annotations.items()
             }
             results.append(AlertResult(labels_key(merged), labels_key(annotations), value))
         first = rule.last_evaluation_s is None

@@ -54,7 +54,7 @@ def test_wrong_expectations_fail_with_both_tools(tmp_path: Path) -> None:
     result = run_test_file(tmp_path / "wrong.yml")
     assert not result.ok
     text = result.report()
-    assert "alertname: Down" in text and "severity" in text and "expr: 'up'" in text
+    assert "alertname: Down" in text and "severity" in text and 'expr: "up"' in text
     proc = subprocess.run([LICHEN, "rules", "test", str(tmp_path / "wrong.yml")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "FAILED" in proc.stdout
     if shutil.which("promtool"):

@@ -112,7 +112,8 @@ def test_alerts_series_gets_a_stale_marker_when_the_alert_resolves() -> None:
         ("groups: [{name: g, rules: [{alert: A, expr: up, for: 5x}]}]", "invalid duration"),
         ("groups: [{name: g, rules: [{alert: A, record: b, expr: up}]}]", "one of 'record' or 'alert'"),
         ("groups: [{name: g}, {name: g}]", "repeated"),
-        ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ range . }}'}}]}]", "not supported"),
+        ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ query \"up\" }}'}}]}]", "not supported"),
+        ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ range . }}'}}]}]", "has no {{end}}"),
         ("groups: [{name: g, rules: [{alert: A, expr: 'timestamp(up)'}]}]", "timestamp"),
         ("rules: []", "groups"),
     ],
@@ -139,5 +140,12 @@ def test_go_template_subset() -> None:
     assert expand("a  {{- \"b\" -}}  c", {}, 0) == "abc"
     assert humanize(1234567) == "1.235M" and humanize(0.002) == "2m"
     assert go_float(123456.0) == "123456" and go_float(1234567.0) == "1.234567e+06" and go_float(-0.0001) == "-0.0001"
-    with pytest.raises(TemplateError):
-        compile_template("{{ if $value }}x{{ end }}")
+    assert expand("{{ if gt $value 10.0 }}hi{{ else if gt $value 1.0 }}mid{{ else }}lo{{ end }}", {}, 5) == "mid"
+    assert expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }},{{ end }}", {"b": "2", "a": "1"}, 0) == "a=1,b=2,"
+    assert expand("{{ with $labels.t }}[{{ . }}]{{ else }}none{{ end }}", {}, 0) == "none"
+    assert expand("{{ $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}", {}, 0) == "2"
+    assert expand("{{ gt $value 1 }}", {}, 5).startswith("<error expanding template:")  # float vs int, as Go
+    with pytest.raises(TemplateError, match="has no"):
+        compile_template("{{ if $value }}x")
+    with pytest.raises(TemplateError, match="not supported"):
+        compile_template('{{ query "up" }}')
