@@ -35,6 +35,12 @@ class ControlClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ControlPlaneError(
+                f"no controller answers for {self.workspace.app_dir} at {self.info['url']} "
+                f"(stale {self.workspace.controller_file}: pid {self.pid} is not serving it); "
+                "start one with 'lichen up'"
+            ) from None
         except httpx.HTTPError as exc:
             raise ControlPlaneError(f"the controller at {self.info['url']} did not answer: {exc}") from None
         if response.status_code >= 400:

@@ -101,8 +101,12 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         if reload_spec is None:
             raise ConfigError("this controller cannot reload its spec")
         spec = reload_spec()
+        before = {n: s.replicas for n, s in controller.services.items()}
         changed = controller.apply(spec, code_digest(controller.workspace.app_dir))
-        return {"changed": changed, "revisions": {n: s.revision for n, s in controller.services.items()}}
+        scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
+                  if n in before and before[n] != s.replicas}
+        return {"changed": changed, "scaled": scaled,
+                "revisions": {n: s.revision for n, s in controller.services.items()}}
 
     @v1.post("/services/{service}/scale")
     async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:

@@ -88,9 +88,13 @@ def up(
         with client:
             result = client.apply()
             changed = result["changed"]
+            scaled = result.get("scaled") or {}
             if changed:
                 console.print(f"rolling update of {', '.join(changed)} started on controller pid {client.pid}")
-            else:
+            for name, (before, after) in sorted(scaled.items()):
+                if name not in changed:
+                    console.print(f"{name}: replicas {before} -> {after} (controller pid {client.pid})")
+            if not changed and not scaled:
                 console.print(f"controller pid {client.pid} already runs this spec; nothing changed")
             if wait:
                 _wait_settled(client, timeout_s)

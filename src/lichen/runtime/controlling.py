@@ -189,6 +189,10 @@ class Controller:
             revision = revision_id(name, spec, code_digest, nonce)
             replicas = spec.replicas
             if spec.autoscale is not None:
+                # the autoscaler owns the count: re-applying the spec keeps it, within the new min/max
+                # (a Kubernetes Deployment under an HPA leaves replicas out of its manifest for this reason)
+                if current is not None and current.spec.autoscale is not None:
+                    replicas = current.replicas
                 replicas = min(max(replicas, spec.autoscale.min), spec.autoscale.max)
             self.store.save_revision(name, revision, spec.model_dump_json(), code_digest, now_wall)
             self.specs[(name, revision)] = spec
@@ -198,6 +202,8 @@ class Controller:
                     self.event(name, "RevisionCreated", "spec or code changed", f"{current.revision} -> {revision}")
                 self.services[name] = ServiceState(name, spec, revision, replicas, nonce, None, code_digest)
             else:
+                if current.replicas != replicas:
+                    self.event(name, "Scaled", "lichen.yaml", f"{current.replicas} -> {replicas}")
                 current.spec, current.replicas, current.code_digest = spec, replicas, code_digest
             self._save_desired(name)
         for name in [n for n in self.services if n not in app.services]:

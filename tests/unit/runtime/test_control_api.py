@@ -100,5 +100,8 @@ def test_status_scale_restart_events_endpoints_logs(api) -> None:
     assert logs["text"] == "two\n" and logs["offset"] == 8
     more = call("GET", "/v1/logs/web", params={"offsets": f'{{"{replica_id}": 4}}'}).json()
     assert more["replicas"][replica_id]["text"] == "two\n"
-    assert call("POST", "/v1/apply").json()["changed"] == ["web"]  # the real code digest differs from "c"
-    assert call("POST", "/v1/apply").json()["changed"] == []  # applying the same app again changes nothing
+    applied = call("POST", "/v1/apply").json()
+    assert applied["changed"] == ["web"]  # the real code digest differs from "c"
+    assert applied["scaled"] == {"web": [1, 2]}  # lichen.yaml's count replaces the 'lichen scale' one, and says so
+    again = call("POST", "/v1/apply").json()
+    assert again["changed"] == [] and again["scaled"] == {}  # applying the same app again changes nothing

@@ -318,3 +318,19 @@ def test_lichen_up_stops_waiting_on_a_crash_loop_and_names_exit_code_and_log() -
     old = dict(replica, revision="0ld0000000")
     assert settle_failure(dict(state, replicas=[old])) is None
     assert settle_failure(dict(state, replicas=[dict(replica, state="Starting")])) is None
+
+
+def test_reapplying_the_spec_keeps_an_autoscaled_count_within_min_max(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+    controller = make(tmp_path, launcher, prober)
+    controller.apply(app_spec(web={"autoscale": {"min": 2, "max": 5}}), "code1")
+    assert controller.services["web"].replicas == 2
+    controller.set_replicas("web", 4)  # what the autoscaler does under load
+    controller.apply(app_spec(web={"autoscale": {"min": 2, "max": 5}}), "code1")
+    assert controller.services["web"].replicas == 4, "lichen up again must not drop an autoscaled service to min"
+    controller.apply(app_spec(web={"autoscale": {"min": 2, "max": 5}}), "code2")  # a code change rolls...
+    assert controller.services["web"].replicas == 4  # ...at the current scale
+    controller.apply(app_spec(web={"autoscale": {"min": 1, "max": 3}}), "code2")
+    assert controller.services["web"].replicas == 3
+    controller.apply(app_spec(web={"replicas": 1}), "code2")  # autoscaling removed: the spec's count again
+    assert controller.services["web"].replicas == 1

@@ -191,3 +191,24 @@ def test_cgroup_v2_limits_are_written_and_oom_kill_is_read_back(tmp_path: Path) 
     assert not launcher.oom_killed(handle, tmp_path / "t.log", memory_limited=True)
     (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     assert launcher.oom_killed(handle, tmp_path / "t.log", memory_limited=True)
+
+
+def test_a_stale_controller_file_is_named_as_such(tmp_path: Path) -> None:
+    """controller.json left by a controller killed with SIGKILL, its pid now reused by another process."""
+    import json
+    import socket
+
+    from lichen.api.clients import ControlClient
+    from lichen.errors import ControlPlaneError
+
+    workspace = Workspace(tmp_path)
+    ensure_token(workspace)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workspace.controller_file.write_text(json.dumps({"pid": os.getpid(), "port": port,
+                                                     "url": f"http://127.0.0.1:{port}"}))
+    with ControlClient(workspace) as client, pytest.raises(ControlPlaneError) as failure:
+        client.status()
+    assert "no controller answers" in str(failure.value) and "stale" in str(failure.value)
+    assert "start one with 'lichen up'" in str(failure.value)
