@@ -145,7 +145,20 @@ def build_query_router(
         end = parse_time(_get(items, "end"), math.nan)
         if math.isnan(start) or math.isnan(end):
             raise _BadData("missing parameter 'start' or 'end'")
-        return engine.range(expr, start, end, parse_step(_get(items, "step")))
+        step = parse_step(_get(items, "step"))
+        # Prometheus answers these with bad_data (400), before evaluating anything
+        if end < start:
+            raise _BadData('invalid parameter "end": end timestamp must not be before start time')
+        if step <= 0:
+            raise _BadData('invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer')
+        if (end - start) / step > 11_000:
+            raise _BadData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+        try:
+            return engine.range(expr, start, end, step)
+        except QueryError as exc:
+            if exc.message.startswith("invalid expression type"):
+                raise _BadData(exc.message) from None
+            raise
 
     def _range_ms(items: list[tuple[str, str]]) -> tuple[int | None, int | None]:
         start = _get(items, "start")
@@ -189,6 +202,8 @@ def build_query_router(
     @router.get("/api/v1/label/{name}/values", include_in_schema=False)
     async def label_values_route(name: str, request: Request) -> JSONResponse:
         items = await _params(request)
+        if not (name.replace("_", "a").isalnum() and name.isascii() and not name[:1].isdigit()):
+            return _error("bad_data", f'invalid label name: "{name}"', 400)
         try:
             return _ok(label_values(name, items))
         except _BadData as exc:

@@ -109,3 +109,23 @@ def test_federate_text_format(base_url: str) -> None:
     assert "# TYPE req_total untyped" in lines
     assert f'req_total{{replica="recs-0",service="recs"}} 1200 {int(NOW * 1000)}' in lines
     assert httpx.get(f"{base_url}/federate").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"query": "up", "start": NOW, "end": NOW - 60, "step": "15s"}, "end timestamp must not be before start time"),
+        ({"query": "up", "start": NOW - 60, "end": NOW, "step": "0"}, "zero or negative query resolution"),
+        ({"query": "up", "start": NOW - 86400 * 7, "end": NOW, "step": "1"}, "exceeded maximum resolution of 11,000 points"),
+        ({"query": "up[5m]", "start": NOW - 60, "end": NOW, "step": "15"}, 'invalid expression type "range vector"'),
+    ],
+)
+def test_range_query_parameter_errors_are_bad_data_as_in_prometheus(base_url: str, params: dict, message: str) -> None:
+    r = httpx.get(f"{base_url}/api/v1/query_range", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["errorType"] == "bad_data" and message in r.json()["error"]
+
+
+def test_an_invalid_label_name_is_bad_data(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/api/v1/label/1bad/values")
+    assert r.status_code == 400 and r.json() == {"status": "error", "errorType": "bad_data", "error": 'invalid label name: "1bad"'}
