@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -198,8 +199,13 @@ def entrypoint_problem(entry: str, app_dir: Path, *, callable_needed: bool = Fal
             close = difflib.get_close_matches(attr, names, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             return f"cannot import {entry!r}: module {module_name!r} has no attribute {attr!r}{hint}"
-        if callable_needed and not callable(getattr(module, attr)):
+        target = getattr(module, attr)
+        if callable_needed and not callable(target):
             return f"{entry!r} is not callable; a job entrypoint names a function"
+        if not callable_needed:
+            problem = _service_problem(target)
+            if problem:
+                return f"{entry!r} {problem}"
         return None
     finally:
         sys.path[:] = saved_path
@@ -208,6 +214,34 @@ def entrypoint_problem(entry: str, app_dir: Path, *, callable_needed: bool = Fal
                 sys.modules.pop(n, None)
         sys.modules.update(shadowed)
         importlib.invalidate_caches()
+
+
+# The attribute lichen.sdk's @endpoint sets on a method; the spec layer may not import the SDK.
+_ENDPOINT_MARK = "__lichen_endpoint__"
+
+
+def _service_problem(target: Any) -> str | None:
+    """Why ``lichen serve`` could not run ``target`` as a service, or None when it can.
+
+    A service entrypoint is a Service subclass (or instance) with at least one
+    ``@endpoint`` method, or an ASGI app: an ``async`` callable.
+    """
+    owner = target if isinstance(target, type) else type(target)
+    has_endpoints = any(hasattr(value, _ENDPOINT_MARK) for k in owner.__mro__ for value in vars(k).values())
+    is_service = any(f"{k.__module__}.{k.__qualname__}" == "lichen.sdk.services.Service" for k in owner.__mro__)
+    if has_endpoints or (not isinstance(target, type) and _is_async_callable(target)):
+        return None
+    if is_service:
+        return "declares no @endpoint methods, so it would serve nothing"
+    if isinstance(target, type):
+        return f"is class {target.__qualname__}, not a lichen Service subclass or an ASGI app"
+    name = type(target).__name__
+    kind = "a function" if inspect.isfunction(target) else f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    return f"is {kind}, not a lichen Service subclass or an ASGI app (an async callable)"
+
+
+def _is_async_callable(target: Any) -> bool:
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
 
 def _under(module: Any, directory: Path) -> bool:

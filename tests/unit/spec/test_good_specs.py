@@ -111,7 +111,11 @@ def test_entrypoints_import_from_the_spec_directory(tmp_path: Path) -> None:
     pkg = tmp_path / "shopapp"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "services.py").write_text("class Api:\n    pass\n\ndef nightly():\n    return 1\n")
+    (pkg / "services.py").write_text(
+        "from lichen import Service, endpoint\n\n"
+        "class Api(Service):\n    @endpoint('/x')\n    def x(self) -> int:\n        return 1\n\n"
+        "def nightly():\n    return 1\n"
+    )
     (tmp_path / "alerts.yaml").write_text("groups: []\n")
     text = """\
     app: shop
@@ -129,7 +133,7 @@ def test_a_preloaded_module_of_the_same_name_does_not_shadow_the_app(tmp_path: P
     # 'json' is already imported from the standard library; the app has its own.
     (tmp_path / "json").mkdir()
     (tmp_path / "json" / "__init__.py").write_text("")
-    (tmp_path / "json" / "svc.py").write_text("class Api:\n    pass\n")
+    (tmp_path / "json" / "svc.py").write_text("async def Api(scope, receive, send):\n    pass\n")  # an ASGI app
     import json
 
     path = _write(tmp_path, "app: a\nservices: {api: {entrypoint: 'json.svc:Api'}}\n")
