@@ -239,9 +239,10 @@ class Gateway:
     def _record(self, service: ServiceTable, upstream: UpstreamState, failed: bool, now: float) -> None:
         state = upstream.outlier
         if failed:
-            upstream.outlier, ejected = record_failure(
+            new_state, ejected = record_failure(
                 state, now, self.outlier_policy, service.ejected_count(now), len(service.ready)
             )
+            service.set_outlier_state(upstream, new_state)
             if ejected:
                 self.metrics.ejection(service.name, upstream.id)
                 log.warning(json.dumps({

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from lichen.control.balancing import HashRing, build_ring, choose_revision, pick_least_of_two, pick_next_usable, ring_owner
-from lichen.control.outliers import is_ejected
+from lichen.control.outliers import OutlierState, is_ejected
 from lichen.control.retry_budgets import RetryBudget
 from lichen.control.routing import RouteRule, order_rules
 from lichen.gateway.configs import GatewayConfig, ServiceConfig
@@ -30,6 +30,7 @@ class ServiceRuntime:
     waiters: deque[asyncio.Future[bool]] = field(default_factory=deque)
     budget: RetryBudget = field(default_factory=RetryBudget)
     discovered_idempotent: frozenset[str] = frozenset()
+    ejected_until: float = 0.0  # the latest end of any replica's ejection (before it, check each replica)
     discovered_from: str = ""
 
 
@@ -69,6 +70,12 @@ class ServiceTable:
     def idempotent_paths(self) -> frozenset[str]:
         return frozenset(self.config.idempotent_paths) | self.runtime.discovered_idempotent
 
+    def set_outlier_state(self, upstream: UpstreamState, state: OutlierState) -> None:
+        """Store a replica's passive-health state, keeping the service-wide "anyone ejected?" mark right."""
+        upstream.outlier = state
+        if state.ejected_until is not None and state.ejected_until > self.runtime.ejected_until:
+            self.runtime.ejected_until = state.ejected_until
+
     def ejected_count(self, now: float) -> int:
         return sum(1 for u in self.ready if is_ejected(u.outlier, now))
 
@@ -92,7 +99,10 @@ class ServiceTable:
         self, now: float, pinned: str | None, hash_key: str | None, exclude: list[UpstreamState] | None
     ) -> UpstreamState | None:
         """A ready, not ejected, not yet tried replica; ejected ones only when nothing else is left (panic)."""
-        usable = [u for u in self.ready if not is_ejected(u.outlier, now) and (not exclude or u not in exclude)]
+        if not exclude and now >= self.runtime.ejected_until:
+            usable = self.ready  # the common case: first attempt, nobody ejected
+        else:
+            usable = [u for u in self.ready if not is_ejected(u.outlier, now) and (not exclude or u not in exclude)]
         if not usable:
             usable = [u for u in self.ready if not exclude or u not in exclude]
             if not usable:
@@ -119,11 +129,12 @@ class ServiceTable:
                     self.cursor = cursor
                 return self.ready[index]
         n = len(usable)
-        first = random.randrange(n)
-        second = random.randrange(n - 1)
+        first = int(random.random() * n)
+        second = int(random.random() * (n - 1))
         if second >= first:
             second += 1
-        return usable[pick_least_of_two([u.outstanding for u in usable], first, second)]
+        a, b = usable[first], usable[second]
+        return (a, b)[pick_least_of_two((a.outstanding, b.outstanding), 0, 1)]
 
 
 class Tables:

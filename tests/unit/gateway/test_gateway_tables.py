@@ -24,7 +24,7 @@ def test_ejected_and_unready_replicas_are_skipped_until_nothing_else_is_left() -
     shared = SharedState()
     table = Tables(config(unready=("c",)), shared).services["s"]
     a, b = table.ready
-    b.outlier = OutlierState(ejected_until=100.0)
+    table.set_outlier_state(b, OutlierState(ejected_until=100.0))
     assert {table.pick(50.0, None, None, None).id for _ in range(50)} == {"a"}
     assert table.pick(50.0, None, None, [a]).id == "b"  # panic: only the ejected one is left
     assert table.pick(150.0, None, None, [a]).id == "b"  # its ejection ran out
