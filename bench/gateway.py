@@ -247,6 +247,8 @@ class Stack:
         for proc in self.procs:
             proc.terminate()
             proc.wait(timeout=30)
+        time.sleep(0.2)  # nginx removes its pid file as it exits
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def cpu_seconds(pids: list[int]) -> float:
