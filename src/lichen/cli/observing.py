@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lichen.cli.output import console, print_json
+from lichen.cli.output import console, err_console, print_json
 
 rules_app = typer.Typer(help="Check and unit-test Prometheus rule files with Lichen's evaluator.", no_args_is_help=True)
 
@@ -29,21 +29,31 @@ def rules_check(
 ) -> None:
     """Check rule files: YAML shape, PromQL support, durations, label names and templates.
 
-    Prints the rules found per file; exits 2 on the first invalid file.
+    Checks every file (as promtool does), printing the rules found or the first error of each
+    as one line with file:line; exits 2 if any file is invalid.
 
     Example: lichen rules check rules/app.yml
     """
+    from lichen.errors import LichenError
     from lichen.observe.rules import load_rule_file
 
     report = []
     for path in files:
-        groups = load_rule_file(path)
+        try:
+            groups = load_rule_file(path)
+        except LichenError as exc:
+            report.append({"file": str(path), "valid": False, "error": str(exc)})
+            if not as_json:
+                err_console.print(f"Checking {path}\n  FAILED:\nerror: {exc}", markup=False, soft_wrap=True)
+            continue
         rules = sum(len(g.rules) for g in groups)
         report.append({"file": str(path), "groups": len(groups), "rules": rules, "valid": True})
         if not as_json:
-            console.print(f"Checking {path}\n  SUCCESS: {rules} rules found")
+            console.print(f"Checking {path}\n  SUCCESS: {rules} rules found", markup=False, soft_wrap=True)
     if as_json:
         print_json({"files": report})
+    if not all(r["valid"] for r in report):
+        raise typer.Exit(2)
 
 
 def rules_test(

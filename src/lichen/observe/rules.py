@@ -128,6 +128,7 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
     mapping = _LocatedDict(loader.construct_mapping(node, deep=True))
     mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     return mapping
 
 
@@ -136,10 +137,14 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 class _LocatedDict(dict):
     line: int = 0
+    key_lines: dict[str, int] = {}  # noqa: RUF012 - replaced per instance
 
 
-def _where(source: str, obj: object, path: str) -> str:
+def _where(source: str, obj: object, path: str, key: str | None = None) -> str:
+    """``file:line path``; with ``key``, the line of that key inside the mapping."""
     line = getattr(obj, "line", 0)
+    if key is not None:
+        line = getattr(obj, "key_lines", {}).get(key, line)
     return f"{source}:{line} {path}" if line else f"{source} {path}"
 
 
@@ -147,14 +152,18 @@ def parse_rule_text(text: str, source: str = "<rules>") -> list[RuleGroup]:
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise DataError(f"invalid YAML: {exc}", where=source) from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        at = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        raise DataError(f"invalid YAML: {problem}" + (f" ({context})" if context else ""), where=at) from None
     if doc is None:
         return []
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
         raise DataError("a rule file needs a top-level 'groups:' list", where=source)
     unknown = set(doc) - {"groups"}
     if unknown:
-        raise DataError(f"unknown field(s) {sorted(unknown)}", where=_where(source, doc, ""))
+        raise DataError(f"unknown field(s) {sorted(unknown)}", where=_where(source, doc, "", key=sorted(unknown)[0]))
     groups: list[RuleGroup] = []
     names: set[str] = set()
     for gi, g in enumerate(doc["groups"]):
@@ -163,11 +172,11 @@ def parse_rule_text(text: str, source: str = "<rules>") -> list[RuleGroup]:
             raise DataError("each group needs a 'name'", where=_where(source, g, gpath))
         extra = set(g) - {"name", "interval", "rules", "limit", "query_offset"}
         if extra:
-            raise DataError(f"unknown field(s) {sorted(extra)} in group {g['name']!r}", where=_where(source, g, gpath))
+            raise DataError(f"unknown field(s) {sorted(extra)} in group {g['name']!r}", where=_where(source, g, gpath, key=sorted(extra)[0]))
         if g["name"] in names:
             raise DataError(f"{g['name']!r}: repeated in the same file", where=_where(source, g, gpath + ".name"))
         names.add(g["name"])
-        interval = parse_duration_s(g.get("interval"), _where(source, g, gpath + ".interval")) or None
+        interval = parse_duration_s(g.get("interval"), _where(source, g, gpath + ".interval", key="interval")) or None
         rules = []
         for ri, r in enumerate(g.get("rules") or []):
             rules.append(_parse_rule(r, source, f"{gpath}.rules[{ri}]"))
@@ -182,7 +191,8 @@ def _parse_rule(r: object, source: str, path: str) -> Rule:
     allowed = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
     extra = set(r) - allowed
     if extra:
-        raise DataError(f"unknown field(s) {sorted(extra)}", where=where)
+        first = min(extra, key=lambda k: getattr(r, "key_lines", {}).get(k, 0))
+        raise DataError(f"unknown field(s) {sorted(extra)}", where=_where(source, r, f"{path}.{first}", key=first))
     if ("record" in r) == ("alert" in r):
         raise DataError("one of 'record' or 'alert' must be set", where=where)
     expr = r.get("expr")
@@ -192,36 +202,39 @@ def _parse_rule(r: object, source: str, path: str) -> Rule:
     try:
         parse_expr(expr)
     except QueryError as exc:
-        raise DataError(f"expr: {exc.message}", where=where) from None
+        raise DataError(exc.message, where=_where(source, r, path + ".expr", key="expr")) from None
     labels = {str(k): str(v) for k, v in (r.get("labels") or {}).items()}
     annotations = {str(k): str(v) for k, v in (r.get("annotations") or {}).items()}
-    for name in labels:
-        if not LABEL_NAME.match(name) or name.startswith("__"):
-            raise DataError(f"invalid label name {name!r}", where=where + ".labels")
+    for field_name, names in (("labels", labels), ("annotations", annotations)):
+        for name in names:  # Prometheus' rulefmt: a valid label name, and a rule label may not be __name__
+            if not LABEL_NAME.match(name) or (field_name == "labels" and name == "__name__"):
+                kind = "label" if field_name == "labels" else "annotation"
+                raise DataError(f"invalid {kind} name {name!r}", where=_where(source, r.get(field_name), f"{path}.{field_name}.{name}", key=name))
     if "record" in r:
         name = str(r["record"])
         if not METRIC_NAME.match(name):
-            raise DataError(f"invalid recording rule name {name!r}", where=where + ".record")
+            raise DataError(f"invalid recording rule name {name!r}", where=_where(source, r, path + ".record", key="record"))
         for f in ("for", "keep_firing_for", "annotations"):
             if f in r:
                 raise DataError(f"invalid field {f!r} in recording rule", where=where)
         return Rule(name, expr, "record", labels=labels, where=where)
     name = str(r["alert"])
     if not METRIC_NAME.match(name):
-        raise DataError(f"invalid alert name {name!r}", where=where + ".alert")
+        raise DataError(f"invalid alert name {name!r}", where=_where(source, r, path + ".alert", key="alert"))
     for key, text in list(labels.items()) + list(annotations.items()):
         try:
             compile_template(text)
         except TemplateError as exc:
-            raise DataError(f"template of {key!r}: {exc.message}", where=where) from None
+            mapping = r.get("labels") if key in labels and labels[key] == text else r.get("annotations")
+            raise DataError(f"template of {key!r}: {exc.message}", where=_where(source, mapping, path, key=key)) from None
     return Rule(
         name,
         expr,
         "alert",
         labels=labels,
         annotations=annotations,
-        for_s=parse_duration_s(r.get("for"), where + ".for"),
-        keep_firing_for_s=parse_duration_s(r.get("keep_firing_for"), where + ".keep_firing_for"),
+        for_s=parse_duration_s(r.get("for"), _where(source, r, path + ".for", key="for")),
+        keep_firing_for_s=parse_duration_s(r.get("keep_firing_for"), _where(source, r, path + ".keep_firing_for", key="keep_firing_for")),
         where=where,
     )
 

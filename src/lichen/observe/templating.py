@@ -193,6 +193,8 @@ def _parse(text: str) -> list[Any]:
         else:
             raise TemplateError("missing value for command")
     literal = text[pos:]
+    if "{{" in literal:
+        raise TemplateError("unclosed action")
     if trim_next:
         literal = literal.lstrip()
     if literal:

@@ -70,7 +70,7 @@ def test_rules_check_cli(tmp_path: Path) -> None:
     bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: timestamp(up)\n")
     proc = subprocess.run([LICHEN, "rules", "check", str(bad)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "bad.yml:4" in proc.stderr and "timestamp()" in proc.stderr and "Traceback" not in proc.stderr
+    assert "bad.yml:5 groups[0].rules[0].expr" in proc.stderr and "timestamp()" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("verb", ["check", "test"])
@@ -105,3 +105,21 @@ def test_an_unquoted_nan_value_is_rejected_as_promtool_does(tmp_path: Path) -> N
         assert proc.returncode == 1 and "unmarshal" in proc.stdout + proc.stderr
     (tmp_path / "sci.yml").write_text(NAN_VALUE.replace("'1x3'", "'1000x3'").replace("value: NaN", "value: 1e3"))
     assert run_test_file(tmp_path / "sci.yml").ok
+
+
+def test_rules_check_checks_every_file_and_fails_if_any_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: 5x\n")
+    (tmp_path / "good.yml").write_text(RULES)
+    proc = subprocess.run([LICHEN, "rules", "check", str(tmp_path / "bad.yml"), str(tmp_path / "good.yml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "bad.yml:6 groups[0].rules[0].for: invalid duration '5x'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "good.yml\n  SUCCESS: 1 rules found" in proc.stdout
+
+
+def test_rules_test_reports_a_file_that_cannot_load_and_runs_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "broken.yml").write_text("rule_files: [missing.yml]\ntests: []\n")
+    (tmp_path / "ok.yml").write_text("rule_files: [rules.yml]\ntests: []\n")
+    proc = subprocess.run([LICHEN, "rules", "test", str(tmp_path / "broken.yml"), str(tmp_path / "ok.yml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing.yml" in proc.stdout and proc.stdout.count("SUCCESS") == 1

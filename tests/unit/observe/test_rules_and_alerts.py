@@ -126,7 +126,7 @@ def test_invalid_rule_files_name_file_and_problem(text: str, message: str) -> No
 
 def test_rule_errors_carry_the_line_number() -> None:
     text = "groups:\n  - name: g\n    rules:\n      - record: ok\n        expr: up\n      - alert: A\n        expr: 'sum('\n"
-    with pytest.raises(DataError, match=r"my.yml:6 groups\[0\].rules\[1\]"):
+    with pytest.raises(DataError, match=r"my.yml:7 groups\[0\].rules\[1\].expr"):
         parse_rule_text(text, "my.yml")
 
 
@@ -149,3 +149,27 @@ def test_go_template_subset() -> None:
         compile_template("{{ if $value }}x")
     with pytest.raises(TemplateError, match="not supported"):
         compile_template('{{ query "up" }}')
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    foo: bar\n", "my.yml:6 groups[0].rules[0].foo"),
+        ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: 5x\n", "my.yml:6 groups[0].rules[0].for"),
+        ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n   bad: [\n", "my.yml:6:4"),
+        ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels:\n      ok: x\n      bad-label: x\n", "my.yml:8 groups[0].rules[0].labels.bad-label"),
+        ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations:\n      a: '{{ .Foo'\n", "my.yml:7 groups[0].rules[0]"),
+    ],
+)
+def test_rule_errors_point_at_the_offending_line(text: str, where: str) -> None:
+    with pytest.raises(DataError) as info:
+        parse_rule_text(text, "my.yml")
+    assert str(info.value).startswith(where), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_rule_labels_may_start_with_two_underscores_but_not_be_the_metric_name() -> None:
+    [group] = parse_rule_text("groups: [{name: g, rules: [{alert: A, expr: up, labels: {__x__: y}}]}]", "my.yml")
+    assert group.rules[0].labels == {"__x__": "y"}
+    with pytest.raises(DataError, match="invalid label name '__name__'"):
+        parse_rule_text("groups: [{name: g, rules: [{record: r, expr: up, labels: {__name__: y}}]}]", "my.yml")
