@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from lichen.errors import ControlPlaneError
-from lichen.runtime import processes
+from lichen.runtime import processes, teardown
 from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
 
 
@@ -15,7 +15,12 @@ class ControlClient:
     def __init__(self, workspace: Workspace, timeout_s: float = 10.0) -> None:
         info = read_controller_info(workspace)
         if not info or not processes.is_alive(int(info.get("pid", 0)), None):
-            raise ControlPlaneError(f"no controller runs for {workspace.app_dir}; start one with 'lichen up'")
+            left = len(teardown.marked_processes(workspace.app_dir))
+            raise ControlPlaneError(
+                f"no controller runs for {workspace.app_dir}; start one with 'lichen up'" if not left else
+                f"no controller runs for {workspace.app_dir}, but {left} of its processes still run (was the "
+                "controller killed?): 'lichen up' re-adopts them, 'lichen down' stops them"
+            )
         self.workspace = workspace
         self.info = info
         self.pid = int(info["pid"])

@@ -420,6 +420,25 @@ def logs(
             time.sleep(0.5)
 
 
+def _stored_events(app_dir: Path, service: str | None, limit: int) -> list[dict[str, Any]]:
+    from lichen.runtime.state import StateStore, sqlite_path
+    from lichen.spec.loading import load_spec
+
+    workspace = _workspace(app_dir)
+    try:
+        db = sqlite_path(load_spec(workspace.spec_path).state.url, workspace.app_dir)
+    except Exception:
+        db = workspace.root / "state.db"
+    if not db.exists():
+        raise ControlPlaneError(f"no controller runs for {workspace.app_dir} and it has no state yet; "
+                                "start one with 'lichen up'")
+    store = StateStore(db)
+    try:
+        return [dict(e.__dict__) for e in store.events(service, limit)]
+    finally:
+        store.close()
+
+
 def events(
     service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="The newest N events.")] = 50,
@@ -430,8 +449,13 @@ def events(
 
     Example: lichen events --service recommender --json
     """
-    with _client(app_dir) as client:
-        rows = client.events(service, limit)
+    client = _running_client(app_dir)
+    if client is not None:
+        with client:
+            rows = client.events(service, limit)
+    else:  # after 'lichen down' or a crashed controller the log is still on disk: read it there
+        rows = _stored_events(app_dir, service, limit)
+        err_console.print("no controller runs; events from the state store")
     if as_json:
         print_json(rows)
         return

@@ -105,3 +105,27 @@ def test_status_scale_restart_events_endpoints_logs(api) -> None:
     assert applied["scaled"] == {"web": [1, 2]}  # lichen.yaml's count replaces the 'lichen scale' one, and says so
     again = call("POST", "/v1/apply").json()
     assert again["changed"] == [] and again["scaled"] == {}  # applying the same app again changes nothing
+
+
+def test_events_are_readable_from_the_state_store_when_no_controller_runs(tmp_path: Path) -> None:
+    """After 'lichen down' (or a controller killed with SIGKILL) the event log explains what happened."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lichen.cli.main import app as cli
+
+    (tmp_path / "lichen.yaml").write_text("app: t\nservices:\n  web: {entrypoint: 'svc:Svc'}\n")
+    store = StateStore(tmp_path / ".lichen" / "state.db")
+    store.add_event(time.time(), "web", "Exited", "Error", "exit code 3 after 0.4s", "web-abcde-0")
+    store.add_event(time.time(), "other", "Started", "", "", "other-abcde-0")
+    store.close()
+    result = CliRunner().invoke(cli, ["events", "--service", "web", "--json", "-C", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["kind"], r["message"]) for r in rows] == [("Exited", "exit code 3 after 0.4s")]
+    empty = tmp_path / "fresh"
+    empty.mkdir()
+    (empty / "lichen.yaml").write_text("app: t\nservices: {}\n")
+    result = CliRunner().invoke(cli, ["events", "-C", str(empty)])
+    assert result.exit_code != 0 and "no controller runs" in str(result.exception)

@@ -212,3 +212,23 @@ def test_a_stale_controller_file_is_named_as_such(tmp_path: Path) -> None:
         client.status()
     assert "no controller answers" in str(failure.value) and "stale" in str(failure.value)
     assert "start one with 'lichen up'" in str(failure.value)
+
+
+def test_no_controller_but_live_replicas_says_how_to_readopt_or_stop_them(tmp_path: Path) -> None:
+    import subprocess
+
+    from lichen.api.clients import ControlClient
+    from lichen.errors import ControlPlaneError
+
+    workspace = Workspace(tmp_path)
+    with pytest.raises(ControlPlaneError, match="start one with 'lichen up'$"):
+        ControlClient(workspace)
+    env = dict(os.environ, LICHEN_CONTROLLER=str(tmp_path), LICHEN_REPLICA="web-abcde-0")
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        with pytest.raises(ControlPlaneError, match="1 of its processes still run") as failure:
+            ControlClient(workspace)
+        assert "'lichen up' re-adopts them, 'lichen down' stops them" in str(failure.value)
+    finally:
+        orphan.kill()
+        orphan.wait()
