@@ -37,6 +37,8 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 _JSON = b"application/json"
 _REQUEST_ID_HEADER = b"x-request-id"
 _MAX_REQUEST_ID_LEN = 128
+# How long /readyz waits for the ready() hook; past it the replica reports not ready (a probe's timeout is ~1 s).
+READY_HOOK_WAIT_S = 0.8
 
 
 class ReplicaState:
@@ -162,6 +164,7 @@ class ReplicaApp:
             "/.well-known/lichen": self._describe,
         }
         self._inner_lifespan: _InnerLifespan | None = None
+        self._hook_call: asyncio.Future[Any] | None = None
         # A plain app has no endpoint gates; count its in-flight requests by route here.
         self._routes = [(route, self.metrics.declare_endpoint(route.path, None)) for route in routes or ()]
 
@@ -240,18 +243,61 @@ class ReplicaApp:
     async def _healthz(self, scope: Scope, receive: Any, send: Any) -> None:
         await _send_bytes(send, 200, b'{"status":"ok"}', _JSON)
 
-    async def _refresh_ready_hook(self) -> None:
+    def _start_ready_hook(self) -> asyncio.Future[Any]:
+        """The ``ready()`` call in flight, started if none is: never more than one at a time.
+
+        A sync hook runs on its own daemon thread, so one that hangs holds no
+        pool thread and cannot keep the process from exiting.
+        """
+        if self._hook_call is not None and not self._hook_call.done():
+            return self._hook_call
+        assert self._ready is not None
+        hook = self._ready
+        loop = asyncio.get_running_loop()
+        call: asyncio.Future[Any]
+        if inspect.iscoroutinefunction(hook):
+            call = asyncio.ensure_future(hook())
+        else:
+            call = loop.create_future()
+
+            def run() -> None:
+                try:
+                    verdict = hook()
+                except Exception as exc:
+                    loop.call_soon_threadsafe(_settle, call, None, exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, call, verdict, None)
+
+            threading.Thread(target=run, name="lichen-ready", daemon=True).start()
+        call.add_done_callback(self._record_ready_hook)
+        self._hook_call = call
+        return call
+
+    def _record_ready_hook(self, call: asyncio.Future[Any]) -> None:
+        state = self.state
+        if call.cancelled():
+            return
+        error = call.exception()
+        if error is not None:
+            state.hook_ok, state.hook_reason = False, f"ready() raised {type(error).__name__}: {error}"
+        else:
+            verdict = call.result()
+            state.hook_ok, state.hook_reason = bool(verdict), "" if verdict else "ready() returned false"
+
+    async def _refresh_ready_hook(self, *, wait: bool = True) -> None:
         state = self.state
         if self._ready is None or not (state.started and state.setup_done) or state.draining or state.setup_error:
             return
+        call = self._start_ready_hook()
+        if not wait:
+            return
         try:
-            if inspect.iscoroutinefunction(self._ready):
-                verdict = await self._ready()
-            else:
-                verdict = await asyncio.get_running_loop().run_in_executor(None, self._ready)
-            state.hook_ok, state.hook_reason = bool(verdict), "" if verdict else "ready() returned false"
-        except Exception as exc:
-            state.hook_ok, state.hook_reason = False, f"ready() raised {type(exc).__name__}: {exc}"
+            await asyncio.wait_for(asyncio.shield(call), READY_HOOK_WAIT_S)
+        except asyncio.TimeoutError:
+            state.hook_ok = False
+            state.hook_reason = f"ready() has not returned within {READY_HOOK_WAIT_S:g} s"
+        except Exception:  # noqa: BLE001 - recorded by _record_ready_hook
+            pass
 
     async def _readyz(self, scope: Scope, receive: Any, send: Any) -> None:
         await self._refresh_ready_hook()
@@ -260,7 +306,8 @@ class ReplicaApp:
         await _send_bytes(send, 200 if ready else 503, body, _JSON)
 
     async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
-        await self._refresh_ready_hook()
+        # A scrape never waits on the user's hook: lichen_ready shows its latest verdict.
+        await self._refresh_ready_hook(wait=False)
         await _send_bytes(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
 
     async def _describe(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -345,6 +392,15 @@ class ReplicaApp:
             if route.matches(scope)[0] is not Match.NONE:
                 return gauge
         return None
+
+
+def _settle(call: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if call.done():
+        return
+    if error is not None:
+        call.set_exception(error)
+    else:
+        call.set_result(result)
 
 
 _BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, HTTPException
@@ -73,3 +76,40 @@ def test_an_app_defining_a_builtin_path_is_warned_that_lichen_answers_it(caplog:
     with caplog.at_level(logging.WARNING), ServiceClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
     assert any("/healthz" in r.getMessage() and "built-in" in r.getMessage() for r in caplog.records)
+
+
+def _within(seconds: float, call: Any) -> Any:
+    """Run ``call`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert box, f"no answer within {seconds} s"
+    return box[0]
+
+
+def test_a_hung_ready_hook_makes_readyz_say_so_and_never_blocks_metrics() -> None:
+    release, calls = threading.Event(), []
+
+    class Stuck(Service):
+        def ready(self) -> bool:
+            calls.append(1)
+            release.wait(60)
+            return True
+
+        @endpoint("/x", method="GET")
+        def x(self) -> int:
+            return 1
+
+    with ServiceClient(Stuck) as client:
+        for _ in range(3):
+            response = _within(20, lambda: client.get("/readyz"))
+            assert response.status_code == 503
+            assert response.json()["reason"].startswith("ready() has not returned within")
+        assert len(calls) == 1, "one hook call at a time, not one thread per probe"
+        assert "lichen_ready 0.0" in _within(20, lambda: client.get("/metrics")).text
+        release.set()
+        deadline = time.monotonic() + 20
+        while _within(20, lambda: client.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "ready() returned but /readyz stayed 503"
+            time.sleep(0.05)
