@@ -7,6 +7,7 @@ test); the decorator only attaches an :class:`EndpointSpec` that
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -86,9 +87,13 @@ def endpoint(
     verb = str(method).upper()
     if verb not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(sorted(METHODS))}, got {method!r}", where=where)
-    if timeout_s is not None and not timeout_s > 0:
-        raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}", where=where)
-    if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf
+    ):
+        raise ConfigError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}", where=where)
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+    ):
         raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}", where=where)
     reserved = {"/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json"}
     if path in reserved:
@@ -151,6 +156,6 @@ def _positive_env(name: str, default: float, kind: Callable[[str], float]) -> fl
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"must be a positive number, got {raw!r}", where=f"env {name}") from None
-    if value <= 0:
+    if not 0 < value < math.inf:  # also refuses nan
         raise ConfigError(f"must be a positive number, got {raw!r}", where=f"env {name}")
     return value

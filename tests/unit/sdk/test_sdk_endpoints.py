@@ -38,8 +38,13 @@ def test_idempotent_defaults_to_http_semantics(method: str, idempotent: bool | N
     [
         ({"path": "no-slash"}, "path must start with '/'"),
         ({"path": "/x", "method": "FETCH"}, "method must be one of"),
-        ({"path": "/x", "timeout_s": 0}, "timeout_s must be > 0"),
+        ({"path": "/x", "timeout_s": 0}, "timeout_s must be a number of seconds > 0"),
+        ({"path": "/x", "timeout_s": "2"}, "timeout_s must be a number of seconds > 0"),
+        ({"path": "/x", "timeout_s": True}, "timeout_s must be a number of seconds > 0"),
+        ({"path": "/x", "timeout_s": float("nan")}, "timeout_s must be a number of seconds > 0"),
+        ({"path": "/x", "timeout_s": float("inf")}, "timeout_s must be a number of seconds > 0"),
         ({"path": "/x", "max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+        ({"path": "/x", "max_concurrency": True}, "max_concurrency must be an integer >= 1"),
         ({"path": "/metrics"}, "built-in endpoint"),
     ],
 )
@@ -93,4 +98,11 @@ def test_replica_defaults_come_from_the_supervisor_env(monkeypatch: pytest.Monke
     assert (spec.timeout_s, spec.max_concurrency) == (2.5, 16)
     monkeypatch.setenv("LICHEN_MAX_CONCURRENCY", "-1")
     with pytest.raises(ConfigError, match="env LICHEN_MAX_CONCURRENCY"):
+        replica_defaults()
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "0", "-2", "soon"])
+def test_a_replica_default_timeout_must_be_a_finite_positive_number(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("LICHEN_TIMEOUT_S", raw)
+    with pytest.raises(ConfigError, match="env LICHEN_TIMEOUT_S: must be a positive number"):
         replica_defaults()
