@@ -24,6 +24,7 @@ closed ``[t - range, t]``. Subqueries ``expr[range:step]`` evaluate ``expr`` at 
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -116,10 +117,13 @@ def _check(node: pp.Expr, text: str) -> None:
     raise QueryError(f"expression {node} is not supported")
 
 
+_HOLT_WINTERS = re.compile(r"\bholt_winters\s*\(")
+
+
 def parse_expr(text: str) -> pp.Expr:
     """Parse a PromQL expression and check that this engine supports every construct in it."""
-    try:
-        node = pp.parse(text)
+    try:  # Prometheus 2.x's holt_winters is double_exponential_smoothing to promql-parser
+        node = pp.parse(_HOLT_WINTERS.sub("double_exponential_smoothing(", text) if "holt_winters" in text else text)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cannot parse PromQL {text!r}: {exc}") from None
     _check(node, text)
@@ -241,7 +245,8 @@ class Engine:
             return self._binary(node, steps)
         raise QueryError(f"expression {node} is not supported")
 
-    def _vector_selector(self, vs: pp.VectorSelector, steps: np.ndarray) -> InstantVector:
+    def _vector_selector(self, vs: pp.VectorSelector, steps: np.ndarray, sample_times: bool = False) -> InstantVector:
+        """The newest sample within the lookback at each step; ``sample_times``: its timestamp in seconds instead."""
         offset = _ms(vs.offset)
         ref = steps - offset
         dicts, t, v, lengths = self.store.select_flat(_matchers(vs), int(ref[0]) - self.lookback_ms, int(ref[-1]))
@@ -261,6 +266,8 @@ class Engine:
         ok &= t[safe] >= (ref - self.lookback_ms)[None, :]
         values = v[safe]
         ok &= ~stale_mask(values)
+        if sample_times:
+            values = t[safe].astype(np.float64) / 1000.0
         keep = ok.any(axis=1)
         if keep.all():
             return InstantVector(dicts, values, ok)
@@ -306,6 +313,8 @@ class Engine:
 
     def _call(self, node: pp.Call, steps: np.ndarray) -> Value:
         name = node.func.name
+        if name == "timestamp":
+            return self._timestamp(node, steps)
         kinds, optional = SIGNATURES[name]
         args_nodes = list(node.args)
         if name in VARIADIC:
@@ -334,6 +343,22 @@ class Engine:
                     if m.op == "=" and m.name != "__name__" and names.count(m.name) == 1
                 }
         return call_function(name, args, steps, equality)
+
+    def _timestamp(self, node: pp.Call, steps: np.ndarray) -> InstantVector:
+        """timestamp(v): a selector's sample times; any other expression's samples carry the step time (Prometheus 2.x)."""
+        if len(node.args) != 1:
+            raise QueryError(f"function timestamp() expects 1 argument(s), got {len(node.args)}")
+        arg = node.args[0]
+        while isinstance(arg, pp.ParenExpr):
+            arg = arg.expr
+        if isinstance(arg, pp.VectorSelector):
+            vec = self._vector_selector(arg, steps, sample_times=True)
+        else:
+            vec = self._eval(arg, steps)
+            if not isinstance(vec, InstantVector):
+                raise QueryError(f"function timestamp() expects a InstantVector as argument, got {type(vec).__name__} ({arg})")
+            vec = InstantVector(vec.series, np.broadcast_to(steps.astype(np.float64) / 1000.0, vec.values.shape).copy(), vec.present)
+        return merge_same_labels(InstantVector([drop_name(s) for s in vec.series], vec.values, vec.present.copy()))
 
     def _aggregate(self, node: pp.AggregateExpr, steps: np.ndarray) -> InstantVector:
         op = str(node.op)

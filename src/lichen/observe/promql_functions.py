@@ -13,6 +13,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lichen.observe.promql_functions_extended import CALENDAR as _CALENDAR
+from lichen.observe.promql_functions_extended import MATH as _MATH
+from lichen.observe.promql_functions_extended import calendar as _calendar
+from lichen.observe.promql_functions_extended import changes as _changes
+from lichen.observe.promql_functions_extended import holt_winters as _holt_winters
+from lichen.observe.promql_functions_extended import label_join
+from lichen.observe.promql_functions_extended import predict_linear as _predict_linear
+from lichen.observe.promql_functions_extended import sorted_vector as _sorted
 from lichen.observe.promql_values import (
     InstantVector,
     QueryError,
@@ -412,74 +420,6 @@ def scalar_of(vec: InstantVector) -> Scalar:
     return Scalar(out)
 
 
-def _changes(_t: np.ndarray, v: np.ndarray, _j: int) -> float:
-    prev, cur = v[:-1], v[1:]
-    return float(np.count_nonzero(~((prev == cur) | (np.isnan(prev) & np.isnan(cur)))))
-
-
-def _predict_linear(duration_s: np.ndarray, step_ts_ms: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], float]:
-    def fn(t: np.ndarray, v: np.ndarray, j: int) -> float:  # linearRegression with the intercept at the step
-        if np.all(v == v[0]):
-            return math.nan if math.isinf(v[0]) else float(v[0])
-        x = (t - step_ts_ms[j]).astype(np.float64) / 1000.0
-        n = float(len(v))
-        sum_x, sum_y = float(sum(x.tolist())), float(sum(v.tolist()))
-        sum_xy, sum_x2 = float(sum((x * v).tolist())), float(sum((x * x).tolist()))
-        slope = (sum_xy - sum_x * sum_y / n) / (sum_x2 - sum_x * sum_x / n)
-        return slope * float(duration_s[j]) + (sum_y / n - slope * sum_x / n)
-
-    return fn
-
-
-def _calendar(vec: InstantVector, part: str) -> InstantVector:
-    """hour(), minute(), month(), year(), day_of_month(), day_of_week(), day_of_year(), days_in_month() (UTC)."""
-    with np.errstate(invalid="ignore"):
-        secs = np.where(np.isfinite(vec.values), vec.values, 0).astype(np.int64)
-    days = secs // 86400
-    moment = secs.astype("datetime64[s]")
-    year = moment.astype("datetime64[Y]")
-    month = moment.astype("datetime64[M]")
-    table = {
-        "minute": lambda: (secs // 60) % 60,
-        "hour": lambda: (secs // 3600) % 24,
-        "day_of_week": lambda: (days + 4) % 7,
-        "day_of_month": lambda: (moment.astype("datetime64[D]") - month).astype(np.int64) + 1,
-        "day_of_year": lambda: (moment.astype("datetime64[D]") - year).astype(np.int64) + 1,
-        "month": lambda: month.astype(np.int64) % 12 + 1,
-        "year": lambda: year.astype(np.int64) + 1970,
-        "days_in_month": lambda: ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(np.int64),
-    }
-    out = table[part]().astype(np.float64)
-    return _simple(InstantVector(vec.series, np.where(np.isnan(vec.values), np.nan, out), vec.present), lambda v: v)
-
-
-def _sorted(vec: InstantVector, descending: bool) -> InstantVector:
-    first = vec.values[:, 0] if len(vec.series) else np.zeros(0)
-    order = sorted(range(len(vec.series)), key=lambda i: (math.isnan(first[i]), -first[i] if descending else first[i]))
-    return InstantVector([vec.series[i] for i in order], vec.values[order], vec.present[order])
-
-
-def label_join(vec: InstantVector, dst: str, sep: str, *src: str) -> InstantVector:
-    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", dst):
-        raise QueryError(f'invalid destination label name in label_join(): "{dst}"')
-    series = []
-    for labels in vec.series:
-        joined = sep.join(labels.get(name, "") for name in src)
-        new = {k: v for k, v in labels.items() if k != dst}
-        if joined:
-            new[dst] = joined
-        series.append(new)
-    return merge_same_labels(InstantVector(series, vec.values.copy(), vec.present.copy()))
-
-
-_MATH = {
-    "sgn": np.sign, "acos": np.arccos, "acosh": np.arccosh, "asin": np.arcsin, "asinh": np.arcsinh, "atan": np.arctan,
-    "atanh": np.arctanh, "cos": np.cos, "cosh": np.cosh, "sin": np.sin, "sinh": np.sinh, "tan": np.tan, "tanh": np.tanh,
-    "deg": np.degrees, "rad": np.radians,
-}  # fmt: skip
-_CALENDAR = ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "month", "year", "days_in_month")
-
-
 def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality_labels: dict[str, str]) -> Value:
     """Apply function ``name`` to evaluated ``args``; the caller has checked arity and types."""
     steps = len(step_ts_ms)
@@ -549,6 +489,8 @@ def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality
         return _calendar(now, name)
     if name in ("sort", "sort_desc"):
         return _sorted(args[0], descending=name == "sort_desc")  # type: ignore[arg-type]
+    if name == "double_exponential_smoothing":
+        return _per_window(args[0], _holt_winters(args[1].values, args[2].values), min_samples=2)  # type: ignore[arg-type,union-attr]
     if name == "label_join":
         return label_join(args[0], *[a.value for a in args[1:]])  # type: ignore[arg-type,union-attr]
     raise QueryError(f"function {name}() is not supported")
@@ -595,8 +537,10 @@ SIGNATURES: dict[str, tuple[list[str], int]] = {
     "changes": (["m"], 0),
     "resets": (["m"], 0),
     "predict_linear": (["m", "s"], 0),
+    "double_exponential_smoothing": (["m", "s", "s"], 0),
     "pi": ([], 0),
     "sort": (["v"], 0),
+    "timestamp": (["v"], 0),  # evaluated by the engine, which knows sample times
     "sort_desc": (["v"], 0),
     **{name: (["v"], 0) for name in _MATH},
     **{name: (["v"], 1) for name in _CALENDAR},

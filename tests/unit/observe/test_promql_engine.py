@@ -96,7 +96,7 @@ def test_staleness_and_lookback() -> None:
     [
         ("rate(x[5m:1m] @ 100)", "@ modifier", 15),
         ("sum(x @ 100)", "@ modifier", 7),
-        ("timestamp(x)", "timestamp()", 1),
+        ("histogram_count(x)", "histogram_count()", 1),
         ("1 + count_values(\"v\", x)", "count_values()", 5),
         ("x{a=\"b\" or c=\"d\"}", "'or' inside label matchers", 8),
     ],

@@ -114,7 +114,7 @@ def test_alerts_series_gets_a_stale_marker_when_the_alert_resolves() -> None:
         ("groups: [{name: g}, {name: g}]", "repeated"),
         ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ query \"up\" }}'}}]}]", "not supported"),
         ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ range . }}'}}]}]", "has no {{end}}"),
-        ("groups: [{name: g, rules: [{alert: A, expr: 'timestamp(up)'}]}]", "timestamp"),
+        ("groups: [{name: g, rules: [{alert: A, expr: 'histogram_count(up)'}]}]", "histogram_count"),
         ("rules: []", "groups"),
     ],
 )
