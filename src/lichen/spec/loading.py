@@ -134,6 +134,7 @@ def _index(
             if key_node.tag == _MERGE_TAG:
                 merged.extend(value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node])
                 continue
+            _key_as_written(key_node)
             key = _key_of(key_node, loader)
             key_at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             child = (*path, key)
@@ -155,6 +156,7 @@ def _index(
             for key_node, value_node in source.value:
                 if key_node.tag == _MERGE_TAG:
                     continue
+                _key_as_written(key_node)
                 key = _key_of(key_node, loader)
                 child = (*path, key)
                 if key in first_seen or child in doc.key_positions:
@@ -166,6 +168,20 @@ def _index(
             child = (*path, index)
             doc.key_positions[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
             _index(item, child, doc, issues, loader, ancestors)
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_IMPLICIT_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("bool", "int", "float", "null", "timestamp")}
+
+
+def _key_as_written(key_node: yaml.Node) -> None:
+    """Every key in lichen.yaml is a name, so an unquoted ``no:`` or ``123:`` keeps its text.
+
+    YAML 1.1 would make them false and 123 (a service called ``no`` would
+    become ``False``); as in YAML 1.2 and Kubernetes, the key is the text written.
+    """
+    if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _IMPLICIT_TAGS and key_node.style is None:
+        key_node.tag = _STR_TAG
 
 
 def _key_of(key_node: yaml.Node, loader: yaml.SafeLoader) -> Any:

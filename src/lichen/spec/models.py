@@ -233,7 +233,7 @@ class RestartSpec(SpecModel):
 class RouteSpec(SpecModel):
     prefix: Annotated[str, Field(pattern=r"^/")]
     host: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, EnvValue] = Field(default_factory=dict)  # `x-version: 2` is the text "2"
     strip_prefix: bool = False
     timeout_s: Duration | None = None
 

@@ -66,3 +66,17 @@ def test_a_block_with_everything_commented_out_means_its_defaults(tmp_path: Path
     service = load_spec(spec).services["api"]
     assert service.env == {} and service.routes == [] and service.autoscale is None
     assert service.probes.liveness.path == "/healthz"
+
+
+def test_keys_are_the_text_written_not_yaml_1_1_booleans_or_numbers(tmp_path: Path) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text(
+        "app: shop\nservices:\n  no:\n    entrypoint: app:Api\n"
+        "    routes: [{prefix: /v2, headers: {x-version: 2}}]\n  123:\n    entrypoint: app:Api\n"
+    )
+    _, issues = check_spec(spec, check_imports=False)
+    assert [(i.line, i.field) for i in issues] == [(6, "services.123")]
+    assert "invalid key '123'" in issues[0].message
+    spec.write_text("app: shop\nservices:\n  no:\n    entrypoint: app:Api\n    routes: [{prefix: /v2, headers: {x-v: 2}}]\n")
+    loaded = load_spec(spec)
+    assert list(loaded.services) == ["no"] and loaded.services["no"].routes[0].headers == {"x-v": "2"}
