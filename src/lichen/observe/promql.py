@@ -14,7 +14,7 @@ Interface (stable; used by the rules, the HTTP API, the dashboard and the contro
 Expressions are parsed by the ``promql-parser`` package. Supported: vector and matrix selectors
 with every matcher type and ``offset``; the functions in
 :data:`lichen.observe.promql_functions.SIGNATURES`; the aggregations sum, avg, min, max, count,
-group, topk, bottomk, quantile, stddev and stdvar with ``by``/``without``; arithmetic,
+group, topk, bottomk, quantile, stddev, stdvar and count_values with ``by``/``without``; arithmetic,
 comparison (with ``bool``) and set operators with ``on``/``ignoring`` and
 ``group_left``/``group_right``. Staleness and lookback follow Prometheus 2.x: a selector sees
 the newest sample at most ``lookback_s`` old (inclusive), unless it is a stale marker; ranges are
@@ -24,6 +24,7 @@ closed ``[t - range, t]``. Subqueries ``expr[range:step]`` evaluate ``expr`` at 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -58,8 +59,18 @@ from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 __all__ = ["Engine", "QueryError", "parse_expr"]
 
 MAX_POINTS = 11_000
-AGGREGATIONS = {"sum", "avg", "min", "max", "count", "group", "topk", "bottomk", "quantile", "stddev", "stdvar"}
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+AGGREGATIONS = {"sum", "avg", "min", "max", "count", "group", "topk", "bottomk", "quantile", "stddev", "stdvar", "count_values"}
 _MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+
+
+def _format_f(v: float) -> str:
+    """Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, never an exponent."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return np.format_float_positional(v, trim="-")
 
 
 def _ms(delta: timedelta | None) -> int:
@@ -363,6 +374,8 @@ class Engine:
     def _aggregate(self, node: pp.AggregateExpr, steps: np.ndarray) -> InstantVector:
         op = str(node.op)
         param = None
+        if op == "count_values":
+            return self._count_values(node, steps)
         if node.param is not None:
             param = self._eval(node.param, steps)
             if not isinstance(param, Scalar):
@@ -376,6 +389,35 @@ class Engine:
             grouping = tuple(node.modifier.labels)
             without = str(node.modifier.type) == "AggModifierType.Without"
         return aggregate(op, inner, grouping, without, param)
+
+    def _count_values(self, node: pp.AggregateExpr, steps: np.ndarray) -> InstantVector:
+        """count_values("label", v): how many series have each value, the value (Go's %v) in ``label``."""
+        label = self._eval(node.param, steps) if node.param is not None else None
+        if not isinstance(label, StringValue):
+            raise QueryError("count_values() expects a string parameter")
+        if not LABEL_NAME_RE.fullmatch(label.value):
+            raise QueryError(f'invalid label name "{label.value}"')
+        inner = self._eval(node.expr, steps)
+        if not isinstance(inner, InstantVector):
+            raise QueryError(f"count_values() expects an instant vector, got {type(inner).__name__}")
+        grouping = tuple(node.modifier.labels) if node.modifier is not None else ()
+        without = node.modifier is not None and str(node.modifier.type) == "AggModifierType.Without"
+        counts: dict[tuple, np.ndarray] = {}
+        for i, labels in enumerate(inner.series):
+            if without:
+                base = {k: v for k, v in labels.items() if k not in grouping and k != "__name__"}
+            else:
+                base = {k: v for k, v in labels.items() if k in grouping}
+            for j in np.nonzero(inner.present[i])[0]:
+                out = dict(base)
+                out[label.value] = _format_f(float(inner.values[i, j]))
+                key = tuple(sorted(out.items()))
+                counts.setdefault(key, np.zeros(len(steps)))[j] += 1
+        if not counts:
+            return InstantVector.empty(len(steps))
+        keys = list(counts)
+        values = np.array([counts[k] for k in keys])
+        return InstantVector([dict(k) for k in keys], values, values > 0)
 
     def _binary(self, node: pp.BinaryExpr, steps: np.ndarray) -> Value:
         op = str(node.op)

@@ -97,7 +97,7 @@ def test_staleness_and_lookback() -> None:
         ("rate(x[5m:1m] @ 100)", "@ modifier", 15),
         ("sum(x @ 100)", "@ modifier", 7),
         ("histogram_count(x)", "histogram_count()", 1),
-        ("1 + count_values(\"v\", x)", "count_values()", 5),
+        ("1 + limitk(1, x)", "limitk()", 5),
         ("x{a=\"b\" or c=\"d\"}", "'or' inside label matchers", 8),
     ],
 )
