@@ -168,6 +168,17 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
             _print_gateway(client.status())
 
 
+_ERROR_MARKERS = ('"level":"error"', '"level":"critical"', "Traceback", "Error", "error:", "Exception")
+
+
+def _telling_lines(log_tail: str, count: int = 3) -> list[str]:
+    """The lines of a crashed replica's log most likely to say why: the last error lines, else the last lines
+    (a replica's final lines are usually its orderly shutdown, which explains nothing)."""
+    lines = [line for line in log_tail.splitlines() if line.strip()]
+    errors = [line for line in lines if any(marker in line for marker in _ERROR_MARKERS)]
+    return (errors or lines)[-count:]
+
+
 def settle_failure(state: dict[str, Any]) -> str | None:
     """Why waiting for ``state`` to settle is pointless, or None: a stalled rollout, a request larger
     than the machine, or a replica of the current revision in CrashLoopBackOff (with its exit and log)."""
@@ -181,8 +192,7 @@ def settle_failure(state: dict[str, Any]) -> str | None:
         for r in state["replicas"]:
             if r["service"] == name and r["revision"] == s["revision"] and r["state"] == "CrashLoopBackOff":
                 code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
-                tail = [line for line in (r.get("log_tail") or "").splitlines() if line.strip()][-3:]
-                log = "".join(f"\n  {line[:300]}" for line in tail)
+                log = "".join(f"\n  {line[:300]}" for line in _telling_lines(r.get("log_tail") or ""))
                 return (f"{name}: replica {r['id']} is in CrashLoopBackOff ({r['last_exit_reason']}{code}); "
                         f"the controller keeps retrying, see 'lichen status' and 'lichen logs {name}'{log}")
     return None

@@ -57,7 +57,7 @@ from lichen.runtime.probing import HttpProber
 from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
-from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
+from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list, read_secrets
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = logging.getLogger("lichen.controller")
@@ -575,7 +575,7 @@ class Controller:
             "LICHEN_GRACE_S": f"{spec.termination_grace_s:g}",
             "LICHEN_TIMEOUT_S": f"{spec.timeout_s:g}",
             "LICHEN_MAX_CONCURRENCY": str(spec.max_concurrency),
-            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in placement.gpu_indices),
+            "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices),
         })
         if spec.max_inflight is not None:
             env["LICHEN_MAX_INFLIGHT"] = str(spec.max_inflight)

@@ -180,12 +180,40 @@ def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[s
     return values
 
 
-def detect_gpus() -> tuple[int, ...]:
-    """GPU indices on this machine (NVIDIA device nodes), honouring CUDA_VISIBLE_DEVICES."""
+def visible_gpu_names() -> list[str] | None:
+    """``CUDA_VISIBLE_DEVICES`` as CUDA reads it (indices or ``GPU-``/``MIG-`` UUIDs, up to the first
+    invalid entry, so ``-1`` means none); None when it is not set."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return tuple(int(v) for v in visible.split(",") if v.strip().isdigit())
+    if visible is None:
+        return None
+    names = []
+    for token in visible.split(","):
+        name = token.strip()
+        if not (name.isdigit() or name.startswith(("GPU-", "MIG-"))):
+            break
+        names.append(name)
+    return names
+
+
+def detect_gpus() -> tuple[int, ...]:
+    """GPU indices on this machine (NVIDIA device nodes), honouring CUDA_VISIBLE_DEVICES.
+
+    With UUIDs there, the indices are positions in that list (see :func:`gpu_device_list`).
+    """
+    names = visible_gpu_names()
+    if names is not None:
+        if all(name.isdigit() for name in names):
+            return tuple(int(name) for name in names)
+        return tuple(range(len(names)))
     return tuple(sorted(int(p.name[6:]) for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit()))
+
+
+def gpu_device_list(indices: tuple[int, ...]) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` value for a replica granted ``indices`` (from :func:`detect_gpus`)."""
+    names = visible_gpu_names()
+    if names and not all(name.isdigit() for name in names):
+        return ",".join(names[i] for i in indices if i < len(names))
+    return ",".join(str(i) for i in indices)
 
 
 def detect_machine() -> Machine:

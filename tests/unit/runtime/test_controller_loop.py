@@ -308,7 +308,8 @@ def test_lichen_up_stops_waiting_on_a_crash_loop_and_names_exit_code_and_log() -
     from lichen.cli.controlling import settle_failure
 
     replica = {"id": "web-abcde-0", "service": "web", "revision": "abcde12345", "state": "CrashLoopBackOff",
-               "last_exit_code": 3, "last_exit_reason": "Error", "log_tail": "booting\nKeyError: 'MODEL_PATH'\n"}
+               "last_exit_code": 3, "last_exit_reason": "Error",
+               "log_tail": "booting\nKeyError: 'MODEL_PATH'\nShutting down\nFinished server process\nreplica stopped\n"}
     state = {"services": {"web": {"revision": "abcde12345", "desired": 1, "ready": 0, "rollout": None,
                                   "conditions": []}}, "replicas": [replica]}
     failure = settle_failure(state)
@@ -334,3 +335,28 @@ def test_reapplying_the_spec_keeps_an_autoscaled_count_within_min_max(tmp_path: 
     assert controller.services["web"].replicas == 3
     controller.apply(app_spec(web={"replicas": 1}), "code2")  # autoscaling removed: the spec's count again
     assert controller.services["web"].replicas == 1
+
+
+def test_gpus_named_by_uuid_in_cuda_visible_devices_are_handed_out_by_uuid(tmp_path: Path, fakes,
+                                                                              monkeypatch) -> None:
+    """Cloud images and MIG set CUDA_VISIBLE_DEVICES to UUIDs; a replica must get one of those, not '0'."""
+    from lichen.runtime.workspaces import detect_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert detect_gpus() == ()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert detect_gpus() == (3, 5)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaa,MIG-bbb")
+    assert detect_gpus() == (0, 1)
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober, gpus=detect_gpus())
+        controller.apply(app_spec(web={"replicas": 2, "resources": {"gpu": 1}}), "c")
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(launcher.alive()) == 2, "two placed")
+        assert sorted(p.request.env["CUDA_VISIBLE_DEVICES"] for p in launcher.alive()) == ["GPU-aaa", "MIG-bbb"]
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
