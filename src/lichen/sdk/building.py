@@ -19,9 +19,9 @@ import logging
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.exceptions import FastAPIError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -127,6 +127,8 @@ def _route_handler(
         raise ConfigError(f"cannot resolve its type annotations: {exc}", where=where) from exc
     signature = inspect.signature(method)
     parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    if spec.method in _BODILESS_METHODS:
+        parameters = _models_from_query(parameters)
     returns = inspect.Signature.empty if spec.stream else hints.get("return", signature.return_annotation)
     if returns is None:
         returns = inspect.Signature.empty
@@ -150,6 +152,27 @@ def _route_handler(
     handler.__name__ = getattr(method, "__name__", "handler")
     handler.__doc__ = getattr(method, "__doc__", None)
     return handler
+
+
+# Methods whose requests carry no body in practice (clients and proxies drop one).
+_BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def _models_from_query(parameters: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """On a GET-like endpoint, one plain pydantic-model parameter is read from the query string.
+
+    FastAPI would expect it as a JSON body, which a GET request cannot
+    usefully carry; ``def search(self, params: Search)`` on GET means
+    ``/search?q=tea&limit=3``. An explicit ``Query()``/``Body()`` default is kept.
+    """
+    models = [
+        p for p in parameters
+        if p.default is inspect.Parameter.empty and isinstance(p.annotation, type) and issubclass(p.annotation, BaseModel)
+    ]
+    if len(models) != 1:
+        return parameters
+    model = models[0]
+    return [p.replace(annotation=Annotated[p.annotation, Query()]) if p is model else p for p in parameters]
 
 
 def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], Any]) -> asyncio.Future[Any]:

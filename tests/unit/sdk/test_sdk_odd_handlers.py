@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
 from lichen import Service, endpoint
@@ -113,3 +114,33 @@ def test_a_hung_ready_hook_makes_readyz_say_so_and_never_blocks_metrics() -> Non
         while _within(20, lambda: client.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, "ready() returned but /readyz stayed 503"
             time.sleep(0.05)
+
+
+class Search(BaseModel):
+    q: str
+    limit: int = 10
+
+
+class Catalog(Service):
+    @endpoint("/search", method="GET")
+    def search(self, params: Search) -> dict:
+        return params.model_dump()
+
+    @endpoint("/items/{item_id}", method="DELETE")
+    def delete(self, item_id: int, params: Search) -> dict:
+        return {"id": item_id, **params.model_dump()}
+
+    @endpoint("/search", method="POST")
+    def search_body(self, params: Search) -> dict:
+        return params.model_dump()
+
+
+def test_a_model_parameter_on_a_get_endpoint_is_read_from_the_query_string() -> None:
+    with ServiceClient(Catalog) as client:
+        assert client.get("/search", params={"q": "tea", "limit": 3}).json() == {"q": "tea", "limit": 3}
+        assert client.delete("/items/7", params={"q": "x"}).json() == {"id": 7, "q": "x", "limit": 10}
+        bad = client.get("/search", params={"limit": "many"})
+        assert bad.status_code == 422
+        assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {("query", "q"), ("query", "limit")}
+        # POST keeps FastAPI's meaning: the model is the JSON body.
+        assert client.post("/search", json={"q": "tea"}).json() == {"q": "tea", "limit": 10}
