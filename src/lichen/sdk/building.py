@@ -64,7 +64,7 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
     overrides_ready = getattr(cls, "ready", Service.ready) is not Service.ready
     replica = ReplicaApp(
         api,
-        registry=service.metrics,
+        registry=Service.metrics.fget(service),  # type: ignore[attr-defined]  # even if a subclass names a method 'metrics'
         name=cls.__name__,
         kind="service",
         endpoints=[spec.describe() for _, spec in specs],

@@ -144,3 +144,14 @@ def test_a_model_parameter_on_a_get_endpoint_is_read_from_the_query_string() -> 
         assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {("query", "q"), ("query", "limit")}
         # POST keeps FastAPI's meaning: the model is the JSON body.
         assert client.post("/search", json={"q": "tea"}).json() == {"q": "tea", "limit": 10}
+
+
+def test_an_endpoint_method_named_metrics_does_not_break_the_registry() -> None:
+    class Stats(Service):
+        @endpoint("/stats", method="GET")
+        def metrics(self) -> dict:
+            return {"n": 1}
+
+    with ServiceClient(Stats) as client:
+        assert client.get("/stats").json() == {"n": 1}
+        assert 'lichen_requests_total{endpoint="/stats"' in client.get("/metrics").text
