@@ -139,7 +139,7 @@ def _fmt_alerts(alerts: list[tuple[tuple, tuple]]) -> str:
     if not alerts:
         return "[]"
     items = [f"            {i}:\n              Labels:{_fmt_labels(lab)}\n              Annotations:{_fmt_labels(ann)}" for i, (lab, ann) in enumerate(alerts)]
-    return "[\n" + ",\n".join(items) + "\n            ]\n"
+    return "[\n" + ",\n".join(items) + "\n            ]"
 
 
 def _close(a: float, b: float) -> bool:
@@ -243,7 +243,7 @@ def _run_test_group(test: dict, rule_paths: list[Path], order: list[str], eval_i
                 if exp != got:
                     failures.append(
                         f"alertname: {alertname}, time: {_fmt_duration(t)}, \n"
-                        f"        exp:{_fmt_alerts(exp)}, \n        got:{_fmt_alerts(got)}".rstrip("\n") + "\n"
+                        f"        exp:{_fmt_alerts(exp)}, \n        got:{_fmt_alerts(got)}\n"
                     )
             cur += 1
         ts += eval_interval_ms

@@ -123,3 +123,65 @@ def test_rules_test_reports_a_file_that_cannot_load_and_runs_the_rest(tmp_path: 
     proc = subprocess.run([LICHEN, "rules", "test", str(tmp_path / "broken.yml"), str(tmp_path / "ok.yml")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "missing.yml" in proc.stdout and proc.stdout.count("SUCCESS") == 1
+
+
+FLAPPING_RULES = """
+groups:
+- name: fast
+  interval: 30s
+  rules:
+  - record: job:x:sum
+    expr: sum by (job) (x)
+  - alert: HighSum
+    expr: job:x:sum > 10
+    for: 90s
+    labels:
+      level: '{{ if gt $value 20.0 }}hi{{ else }}lo{{ end }}'
+  - alert: KeepFlap
+    expr: flap > 0
+    for: 1m
+    keep_firing_for: 90s
+- name: slow
+  interval: 2m
+  rules:
+  - alert: StaleInput
+    expr: absent_over_time(hb[2m])
+"""
+
+
+def _flapping_test_file() -> str:
+    lines = [
+        "rule_files: [rules.yml]",
+        "evaluation_interval: 30s",
+        "tests:",
+        "- interval: 30s",
+        "  input_series:",
+        "  - {series: 'x{job=\"a\",i=\"1\"}', values: '1 2 4 6 8 10 12 14 14 14 1 1 1 1 20 25 25 25 25 stale 5 5 5 5'}",
+        "  - {series: 'x{job=\"a\",i=\"2\"}', values: '1 2 3 4 5 6 7 8 9 10 1 1 1 1 1 1 1 1 1 1 1 1 1 1'}",
+        "  - {series: flap, values: '1 1 1 0 1 1 1 1 0 0 0 1 0 0 0 0 0 0 0 0 1 1 1 1'}",
+        "  - {series: hb, values: '1 1 1 1 _ _ _ _ _ _ _ 1 1 _ _ _ _ _ _ _ _'}",
+        "  alert_rule_test:",
+    ]
+    for t in range(0, 12 * 60 + 1, 30):  # deliberately wrong expectations: both tools print what they computed
+        for name in ("HighSum", "KeepFlap", "StaleInput"):
+            lines.append(f"  - {{eval_time: {t}s, alertname: {name}, exp_alerts: [{{exp_labels: {{never: x}}}}]}}")
+    lines.append("  promql_expr_test:")
+    for t in range(0, 12 * 60 + 1, 60):
+        for expr in ("ALERTS", "ALERTS_FOR_STATE", "job:x:sum"):
+            lines.append(f"  - {{expr: '{expr}', eval_time: {t}s, exp_samples: [{{labels: '{{never=\"x\"}}', value: 1}}]}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (CI installs Debian's prometheus package)")
+def test_failure_report_is_promtools_word_for_word(tmp_path: Path) -> None:
+    """for/keep_firing_for flapping, group intervals, ALERTS_FOR_STATE, recording rules: same states, same layout."""
+    (tmp_path / "rules.yml").write_text(FLAPPING_RULES)
+    (tmp_path / "t.yml").write_text(_flapping_test_file())
+    theirs = subprocess.run(["promtool", "test", "rules", "t.yml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    ours = subprocess.run([LICHEN, "rules", "test", "t.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == ours.returncode == 1
+
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("Unit Testing")]
+
+    assert lines(ours.stdout) == lines(theirs.stdout)
