@@ -51,7 +51,7 @@ class MetricsPipeline:
         snapshot_interval_s: float = 60.0,
     ) -> None:
         self.store = store
-        self.engine = Engine(store)
+        self.engine = Engine(store, subquery_step_s=evaluation_interval_s)  # Prometheus: a subquery without a step uses evaluation_interval
         self.rules = RuleManager(store, self.engine, default_interval_s=evaluation_interval_s)
         self.scraper = Scraper(store, timeout_s=scrape_timeout_s)
         self.scrape_interval_s = scrape_interval_s

@@ -6,7 +6,7 @@ Interface (stable; used by the controller, the notifier, the dashboard and ``lic
   — Prometheus' format (``groups: [{name, interval, rules: [{record|alert, expr, for,
   keep_firing_for, labels, annotations}]}]``); every problem raises :class:`DataError` naming
   ``file:line`` and the field.
-* ``RuleManager(store, engine, external_labels=None, default_interval_s=60.0)``
+* ``RuleManager(store, engine, external_labels=None, default_interval_s=60.0, external_url="")``
   * ``.add_groups(groups)`` / ``.load_files(paths)`` / ``.load_text(text, source)``
   * ``.evaluate_due(now_s) -> int`` — evaluate every group whose interval has elapsed (the first
     call evaluates all); returns how many groups ran. ``now_s`` is Unix seconds (sample time).

@@ -162,3 +162,14 @@ def test_vectorised_bucket_quantile_is_bit_identical_to_the_scalar_one() -> None
         for j in range(5):
             want = _bucket_quantile(float(q[j]), list(zip(bounds.tolist(), counts[:, j].tolist(), strict=True)))
             assert (math.isnan(want) and math.isnan(got[j])) or want == got[j]
+
+
+def test_a_subquery_without_step_uses_the_pipelines_evaluation_interval() -> None:
+    from lichen.observe.collecting import MetricsPipeline
+
+    store = SeriesStore()
+    for i in range(0, 41):
+        store.append({"__name__": "x"}, i * 15_000, float(i))
+    pipeline = MetricsPipeline(store, evaluation_interval_s=15.0)
+    assert pipeline.engine.instant_samples("count_over_time(x[5m:])", 600) == [({}, 21.0)]  # every 15 s in [300, 600]
+    assert Engine(store).instant_samples("count_over_time(x[5m:])", 600) == [({}, 6.0)]  # the 1m default
