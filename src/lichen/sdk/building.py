@@ -25,7 +25,7 @@ from fastapi import FastAPI, Query
 from fastapi.exceptions import FastAPIError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lichen import __version__
 from lichen.errors import ConfigError
@@ -61,6 +61,7 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
     threads = sum(spec.max_concurrency or 1 for attr, spec in specs if not _is_async(getattr(service, attr)))
     executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")
     api = FastAPI(title=cls.__name__, version=__version__, redoc_url=None, description=inspect.getdoc(cls) or "")
+    api.add_exception_handler(Exception, _internal_error)
     overrides_ready = getattr(cls, "ready", Service.ready) is not Service.ready
     replica = ReplicaApp(
         api,
@@ -89,6 +90,15 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
             inflight=replica.metrics.declare_endpoint(spec.path, spec.max_concurrency),
         )
     return replica
+
+
+async def _internal_error(request: Any, exc: Exception) -> Response:
+    """A handler's unexpected exception: JSON like every other error, with the request id, nothing internal.
+
+    Starlette re-raises it after this answer, so the replica wrapper logs it
+    in full under the same request id.
+    """
+    return JSONResponse({"detail": "internal server error", "request_id": current_request_id()}, status_code=500)
 
 
 def _add_route(api: FastAPI, spec: EndpointSpec, handler: Callable[..., Any], attr: str, *, description: str,

@@ -373,7 +373,8 @@ class ReplicaApp:
             endpoint = getattr(route, "path", None) or "other"
             method = scope["method"]
             self.metrics.observe(endpoint, method, status or 500, latency_s)
-            if access_log.isEnabledFor(logging.INFO):
+            # A failure is logged even when request lines are off (--log-level warning or error).
+            if failed is not None or access_log.isEnabledFor(logging.INFO):
                 fields = {
                     "request_id": request_id,
                     "method": method,

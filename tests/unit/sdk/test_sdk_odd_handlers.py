@@ -155,3 +155,26 @@ def test_an_endpoint_method_named_metrics_does_not_break_the_registry() -> None:
     with ServiceClient(Stats) as client:
         assert client.get("/stats").json() == {"n": 1}
         assert 'lichen_requests_total{endpoint="/stats"' in client.get("/metrics").text
+
+
+def test_an_unexpected_exception_is_a_json_500_with_the_request_id_and_nothing_internal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Leaky(Service):
+        @endpoint("/sync", method="GET")
+        def sync(self) -> dict:
+            raise RuntimeError("password=hunter2")
+
+        @endpoint("/async", method="GET")
+        async def in_loop(self) -> dict:
+            raise KeyError("password=hunter2")
+
+    with ServiceClient(Leaky) as client, caplog.at_level(logging.ERROR):
+        for path in ("/sync", "/async"):
+            response = client.get(path, headers={"X-Request-ID": f"req{path.replace('/', '-')}"})
+            assert response.status_code == 500
+            assert response.json() == {"detail": "internal server error", "request_id": f"req{path.replace('/', '-')}"}
+            assert "hunter2" not in response.text
+    failed = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert {getattr(r, "request_id", None) for r in failed} == {"req-sync", "req-async"}
+    assert all(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in failed)
