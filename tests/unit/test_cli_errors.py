@@ -75,3 +75,18 @@ def test_out_of_range_serve_options_are_one_line_errors(tmp_path: Path) -> None:
         result = _lichen("serve", "app:Api", *args, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"error: {where}: must be") and "Traceback" not in result.stderr
+
+
+def test_validate_json_stays_parseable_when_the_app_prints_while_importing(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "chatty.py").write_text(
+        "print('loading the model...')\n"
+        "from lichen import Service, endpoint\n\n"
+        "class Api(Service):\n    @endpoint('/x')\n    def x(self) -> int:\n        return 1\n"
+    )
+    (tmp_path / "lichen.yaml").write_text("app: chatty\nservices:\n  api: {entrypoint: 'chatty:Api'}\n")
+    result = _lichen("validate", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["valid"] is True
+    assert "loading the model..." in result.stderr

@@ -13,6 +13,7 @@ schema check already reports it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -183,7 +184,9 @@ def entrypoint_problem(entry: str, app_dir: Path, *, callable_needed: bool = Fal
     importlib.invalidate_caches()
     try:
         try:
-            module = importlib.import_module(module_name)
+            # What the app prints while importing goes to stderr: stdout may be `lichen validate --json`.
+            with contextlib.redirect_stdout(sys.stderr):
+                module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             missing = exc.name or ""
             if missing and (module_name == missing or module_name.startswith(missing + ".")):
