@@ -302,8 +302,14 @@ class RuleManager:
                 samples = self.engine.instant_samples(rule.expr, now_s)
                 if rule.kind == "record":
                     out = self._record(rule, samples)
+                    if group.limit and len(out) > group.limit:  # the group's `limit`, as Prometheus enforces it
+                        raise QueryError(f"exceeded limit of {group.limit} with {len(out)} series")
                 else:
                     out = self._alert(rule, samples, now_s)
+                    count = sum(1 for a in rule.active.values() if a.state != INACTIVE)
+                    if group.limit and count > group.limit:
+                        rule.active = {}
+                        raise QueryError(f"exceeded limit of {group.limit} with {count} alerts")
                 rule.last_error = None
             except (QueryError, DuplicateAlertError, TemplateError) as exc:
                 rule.last_error = str(exc)

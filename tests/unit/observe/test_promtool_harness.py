@@ -185,3 +185,22 @@ def test_failure_report_is_promtools_word_for_word(tmp_path: Path) -> None:
         return [line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("Unit Testing")]
 
     assert lines(ours.stdout) == lines(theirs.stdout)
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [("record: r\n    expr: x", "rule: r, time: 0s, err: exceeded limit of 1 with 2 series"),
+     ("alert: A\n    expr: x > 0", "rule: A, time: 0s, err: exceeded limit of 1 with 2 alerts")],
+)
+def test_a_group_limit_fails_the_rule_as_in_prometheus(tmp_path: Path, rule: str, error: str) -> None:
+    (tmp_path / "rules.yml").write_text(f"groups:\n- name: g\n  limit: 1\n  rules:\n  - {rule}\n")
+    (tmp_path / "t.yml").write_text(
+        "rule_files: [rules.yml]\ntests:\n- interval: 1m\n  input_series:\n"
+        "  - {series: 'x{a=\"1\"}', values: '1x3'}\n  - {series: 'x{a=\"2\"}', values: '1x3'}\n"
+        "  promql_expr_test:\n  - {expr: x, eval_time: 1m, exp_samples: [{labels: 'x{a=\"1\"}', value: 1}, {labels: 'x{a=\"2\"}', value: 1}]}\n"
+    )
+    result = run_test_file(tmp_path / "t.yml")
+    assert not result.ok and error in result.report()
+    if shutil.which("promtool"):
+        proc = subprocess.run(["promtool", "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and error in proc.stdout + proc.stderr
