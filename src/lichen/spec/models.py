@@ -301,6 +301,17 @@ class ServiceSpec(SpecModel):
             raise ValueError(f"duplicate secret names: {', '.join(dupes)}")
         return secrets
 
+    @model_validator(mode="after")
+    def _secrets_not_in_env(self) -> ServiceSpec:
+        _secrets_apart_from_env(self)
+        return self
+
+
+def _secrets_apart_from_env(item: ServiceSpec | JobSpec) -> None:
+    both = sorted(set(item.secrets) & set(item.env))
+    if both:
+        raise ValueError(f"secrets: {', '.join(both)} also set in env; a variable comes from one or the other")
+
 
 # -------------------------------------------------------------------- jobs
 
@@ -322,6 +333,11 @@ class JobSpec(SpecModel):
     retries: Annotated[int, Field(ge=0)] = 0
     outputs: list[str] = Field(default_factory=list)
     carbon_aware: CarbonAwareSpec | None = None
+
+    @model_validator(mode="after")
+    def _secrets_not_in_env(self) -> JobSpec:
+        _secrets_apart_from_env(self)
+        return self
 
     @field_validator("schedule")
     @classmethod
