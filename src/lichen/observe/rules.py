@@ -339,14 +339,18 @@ class RuleManager:
 
     def _alert(self, rule: Rule, samples: list[tuple[dict[str, str], float]], now_s: float) -> list[tuple[LabelSet, float]]:
         results = []
+
+        def query(expr: str) -> list[tuple[dict[str, str], float]]:  # the template function, at this evaluation's time
+            return self.engine.instant_samples(expr, now_s)
+
         for labels, value in samples:
             tmpl_labels = dict(labels)
             merged = {k: v for k, v in labels.items() if k != "__name__"}
             for k, text in rule.labels.items():
-                merged[k] = compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url)
+                merged[k] = compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url, query)
             merged["alertname"] = rule.name
             annotations = {
-                k: compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url)
+                k: compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url, query)
                 for k, text in rule.annotations.items()
             }
             results.append(AlertResult(labels_key(merged), labels_key(annotations), value))

@@ -283,6 +283,25 @@ def _index(target: Any, *keys: Any) -> Any:
     return target
 
 
+def query_samples(samples: list[tuple[dict[str, str], float]]) -> list[dict[str, Any]]:
+    """A query's result as templates see it: samples with ``.Labels`` and ``.Value``."""
+    return [{"Labels": dict(labels), "Value": float(value)} for labels, value in samples]
+
+
+def _first(samples: Any) -> Any:
+    if not isinstance(samples, list):
+        raise TemplateError(f"first() called on {to_text(samples)}, not a query result")
+    if not samples:
+        raise TemplateError("first() called on vector with no elements")
+    return samples[0]
+
+
+def _sample_field(sample: Any, name: str) -> Any:
+    if not isinstance(sample, dict) or name not in sample:
+        raise TemplateError(f"expected a sample from query, got {to_text(sample)}")
+    return sample[name]
+
+
 def _unsupported(name: str) -> Callable[..., Any]:
     def fn(*_args: Any) -> Any:
         raise TemplateError(f"template function {name!r} is not supported by Lichen")
@@ -320,5 +339,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "gt": lambda a, b: _compare("gt", a, b),
     "ge": lambda a, b: _compare("ge", a, b),
     "args": lambda *a: {f"arg{i}": v for i, v in enumerate(a)},
-    **{name: _unsupported(name) for name in ("query", "first", "label", "value", "strvalue", "sortByLabel", "tmpl", "graphLink", "tableLink")},
+    "first": lambda v: _first(v),
+    "label": lambda name, sample: _sample_field(sample, "Labels").get(name, ""),
+    "value": lambda sample: _sample_field(sample, "Value"),
+    "strvalue": lambda sample: _sample_field(sample, "Labels").get("__value__", ""),
+    "sortByLabel": lambda name, samples: sorted(samples, key=lambda x: _sample_field(x, "Labels").get(name, "")),
+    **{name: _unsupported(name) for name in ("tmpl", "graphLink", "tableLink")},
 }

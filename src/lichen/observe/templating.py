@@ -7,10 +7,10 @@ Supported: text and ``{{ ... }}`` actions with ``{{-``/``-}}`` trimming and ``{{
 ``$externalURL``, string/raw-string/number/bool literals. Functions: Go's builtins ``and or not
 len index print printf println eq ne lt le gt ge urlquery html js`` and Prometheus' ``humanize
 humanize1024 humanizeDuration humanizePercentage humanizeTimestamp title toUpper toLower match
-reReplaceAll stripPort safeHtml parseDuration externalURL pathPrefix args``. Prometheus runs
-templates with ``missingkey=zero``: a missing label is the empty string. ``query`` (and
-``first``/``label``/``value``/``sortByLabel`` on its results) is not supported and fails when the rule
-file is loaded. An error while rendering gives ``<error expanding template: ...>``, as Prometheus does.
+reReplaceAll stripPort safeHtml parseDuration args``, and ``query`` (run through the function
+the renderer is given) with ``first label value strvalue sortByLabel``. Prometheus runs
+templates with ``missingkey=zero``: a missing label is the empty string. ``tmpl``, ``graphLink``
+and ``tableLink`` fail when the rule file is loaded. An error while rendering gives ``<error expanding template: ...>``, as Prometheus does.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from lichen.observe.promql_values import QueryError
 from lichen.observe.template_functions import (
     FUNCTIONS,
     TemplateError,
@@ -31,6 +33,7 @@ from lichen.observe.template_functions import (
     humanize1024,
     humanize_duration,
     humanize_timestamp,
+    query_samples,
     to_text,
 )
 
@@ -129,7 +132,7 @@ def _parse_pipeline(tokens: list[tuple[str, str]], allow_decl: bool = True) -> _
         elif kind == "ident" and text == "nil":
             command.append(("lit", None))
         elif kind == "ident":
-            if text not in FUNCTIONS and text not in ("and", "or"):
+            if text not in FUNCTIONS and text not in ("and", "or", "query"):
                 raise TemplateError(f'function "{text}" not defined')
             command.append(("fn", text))
         else:
@@ -222,6 +225,9 @@ def _field(value: Any, chain: str) -> Any:
     return value
 
 
+_QUERY = "\x00query"  # where the query function travels among a scope's variables
+
+
 class _Scope:
     def __init__(self, dot: Any, variables: dict[str, Any]) -> None:
         self.dot = dot
@@ -249,6 +255,15 @@ def _run(pipe: _Pipeline, scope: _Scope) -> Any:
     for i, command in enumerate(pipe.commands):
         head_kind, head = command[0]
         if head_kind == "fn":
+            if head == "query":  # PromQL at the evaluation time, through the function the renderer was given
+                run_query = scope.vars.get(_QUERY)
+                if run_query is None:
+                    raise TemplateError("query is not available here")
+                args = [_operand(k, p, scope) for k, p in command[1:]] + ([result] if i else [])
+                if len(args) != 1:
+                    raise TemplateError(f"wrong number of args for query: want 1 got {len(args)}")
+                result = query_samples(run_query(str(args[0])))
+                continue
             if head in ("and", "or"):  # short-circuit, returning the deciding operand
                 operands = command[1:]
                 if i:
@@ -321,8 +336,14 @@ class Template:
     tree: tuple[Any, ...]
 
     def render(
-        self, labels: dict[str, str], value: float, external_labels: dict[str, str] | None = None, external_url: str = ""
+        self,
+        labels: dict[str, str],
+        value: float,
+        external_labels: dict[str, str] | None = None,
+        external_url: str = "",
+        query: Callable[[str], list[tuple[dict[str, str], float]]] | None = None,
     ) -> str:
+        """Render; ``query`` runs PromQL for the ``query`` function (a rule passes its evaluation time's engine)."""
         data = _Data({"Labels": labels, "Value": float(value), "ExternalLabels": external_labels or {}, "ExternalURL": external_url})
         variables = {
             "$": data,
@@ -330,11 +351,12 @@ class Template:
             "$value": float(value),
             "$externalLabels": external_labels or {},
             "$externalURL": external_url,
+            _QUERY: query,
         }
         out: list[str] = []
         try:
             _execute(list(self.tree), _Scope(data, variables), out)
-        except TemplateError as exc:
+        except (TemplateError, QueryError) as exc:
             return f"<error expanding template: {exc.message}>"
         except RecursionError:
             return "<error expanding template: too deep>"
@@ -359,7 +381,7 @@ def _check_names(nodes: list[Any]) -> None:
             _check_names(node[3] or [])
 
 
-_UNSUPPORTED = {"query", "first", "label", "value", "strvalue", "sortByLabel", "tmpl", "graphLink", "tableLink"}
+_UNSUPPORTED = {"tmpl", "graphLink", "tableLink"}
 
 
 @lru_cache(maxsize=4096)

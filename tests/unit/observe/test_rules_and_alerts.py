@@ -112,7 +112,7 @@ def test_alerts_series_gets_a_stale_marker_when_the_alert_resolves() -> None:
         ("groups: [{name: g, rules: [{alert: A, expr: up, for: 5x}]}]", "invalid duration"),
         ("groups: [{name: g, rules: [{alert: A, record: b, expr: up}]}]", "one of 'record' or 'alert'"),
         ("groups: [{name: g}, {name: g}]", "repeated"),
-        ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ query \"up\" }}'}}]}]", "not supported"),
+        ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ tmpl \"x\" . }}'}}]}]", "not supported"),
         ("groups: [{name: g, rules: [{alert: A, expr: up, annotations: {s: '{{ range . }}'}}]}]", "has no {{end}}"),
         ("groups: [{name: g, rules: [{alert: A, expr: 'histogram_count(up)'}]}]", "histogram_count"),
         ("rules: []", "groups"),
@@ -148,7 +148,7 @@ def test_go_template_subset() -> None:
     with pytest.raises(TemplateError, match="has no"):
         compile_template("{{ if $value }}x")
     with pytest.raises(TemplateError, match="not supported"):
-        compile_template('{{ query "up" }}')
+        compile_template('{{ tmpl "x" . }}')
 
 
 @pytest.mark.parametrize(
@@ -173,3 +173,22 @@ def test_rule_labels_may_start_with_two_underscores_but_not_be_the_metric_name()
     assert group.rules[0].labels == {"__x__": "y"}
     with pytest.raises(DataError, match="invalid label name '__name__'"):
         parse_rule_text("groups: [{name: g, rules: [{record: r, expr: up, labels: {__name__: y}}]}]", "my.yml")
+
+
+def test_templates_can_query_at_the_evaluation_time() -> None:
+    store = SeriesStore()
+    for inst, value in (("a", 1.0), ("b", 0.0), ("c", 1.0)):
+        for t in (0, 60_000):
+            store.append({"__name__": "up", "instance": inst}, t, value)
+    manager = RuleManager(store)
+    manager.load_text(
+        "groups: [{name: g, rules: [{alert: Q, expr: 'up == 0', annotations: {"
+        "total: '{{ with query \"sum(up)\" }}{{ . | first | value }}{{ end }}', "
+        "names: '{{ range sortByLabel \"instance\" (query \"up\") }}{{ label \"instance\" . }},{{ end }}', "
+        "none: '{{ query \"nothing\" | first }}'}}]}]"
+    )
+    manager.evaluate_due(60)
+    [alert] = [a for g in manager.groups for r in g.rules for a in r.active.values()]
+    annotations = dict(alert.annotations)
+    assert annotations["total"] == "2" and annotations["names"] == "a,b,c,"
+    assert annotations["none"].startswith("<error expanding template:") and "no elements" in annotations["none"]
