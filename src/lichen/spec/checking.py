@@ -101,6 +101,8 @@ def _dependency_issues(doc: Document) -> list[SpecIssue]:
             close = difflib.get_close_matches(dep, [str(j) for j in jobs], n=1, cutoff=0.6)
             known = ", ".join(str(j) for j in jobs)
             hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {known}"
+            if dep in _mapping(doc.data.get("services")):
+                hint = f"; {dep!r} is a service (depends_on names jobs that must finish first)"
             issues.append(doc.issue(("jobs", name, "depends_on", index), f"unknown job {dep!r}{hint}"))
     for cycle, index in _cycles(graph):
         loop = " -> ".join([*cycle, cycle[0]])
