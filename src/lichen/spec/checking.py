@@ -121,10 +121,18 @@ def _cycles(graph: dict[str, list[tuple[str, int]]]) -> list[tuple[list[str], in
     state: dict[str, int] = {}  # 1 on the stack, 2 done
     stack: list[str] = []
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for dep, _ in graph.get(node, []):
+    def visit(root: str) -> None:
+        # Iterative: a chain of thousands of jobs must not hit Python's recursion limit.
+        state[root] = 1
+        stack.append(root)
+        pending = [iter(graph.get(root, []))]
+        while pending:
+            step = next(pending[-1], None)
+            if step is None:
+                pending.pop()
+                state[stack.pop()] = 2
+                continue
+            dep = step[0]
             if state.get(dep) == 1:
                 cycle = stack[stack.index(dep) :]
                 start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
@@ -133,9 +141,9 @@ def _cycles(graph: dict[str, list[tuple[str, int]]]) -> list[tuple[list[str], in
                 index = next(i for d, i in graph[cycle[0]] if d == nxt)
                 found.setdefault(tuple(cycle), (cycle, index))
             elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[node] = 2
+                state[dep] = 1
+                stack.append(dep)
+                pending.append(iter(graph.get(dep, [])))
 
     for name in graph:
         if name not in state:

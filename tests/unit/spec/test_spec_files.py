@@ -80,3 +80,17 @@ def test_keys_are_the_text_written_not_yaml_1_1_booleans_or_numbers(tmp_path: Pa
     spec.write_text("app: shop\nservices:\n  no:\n    entrypoint: app:Api\n    routes: [{prefix: /v2, headers: {x-v: 2}}]\n")
     loaded = load_spec(spec)
     assert list(loaded.services) == ["no"] and loaded.services["no"].routes[0].headers == {"x-v": "2"}
+
+
+def test_a_long_depends_on_chain_is_checked_without_recursion(tmp_path: Path) -> None:
+    count = 3000  # deeper than Python's default recursion limit
+    lines = ["app: shop", "jobs:"]
+    for i in range(count):
+        after = f", depends_on: [j{i + 1}]" if i < count - 1 else ", depends_on: [j0]"
+        lines.append(f"  j{i}: {{entrypoint: 'app:train'{after}}}")
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    _, issues = check_spec(spec, check_imports=False)
+    assert [(i.field, i.message.split(" -> ")[0]) for i in issues] == [("jobs.j0.depends_on[0]", "dependency cycle: j0")]
+    spec.write_text("\n".join(lines[:-1] + [f"  j{count - 1}: {{entrypoint: 'app:train'}}"]) + "\n")
+    assert check_spec(spec, check_imports=False)[1] == []
