@@ -91,6 +91,10 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
         return None, [SpecIssue(file, line, column, "", f"invalid YAML: {problem}")]
     except _AliasError as exc:
         return None, [SpecIssue(file, exc.line, exc.column, "", f"invalid YAML: {exc}")]
+    except RecursionError:  # PyYAML composes nested collections recursively
+        mark = loader.get_mark()
+        message = f"invalid YAML: nested more than {_MAX_DEPTH} levels deep"
+        return None, [SpecIssue(file, mark.line + 1, mark.column + 1, "", message)]
     except yaml.YAMLError as exc:
         return None, [SpecIssue(file, 1, 1, "", f"invalid YAML: {exc}")]
     finally:
@@ -104,6 +108,7 @@ class _AliasError(Exception):
         self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
 
 
+_MAX_DEPTH = 64  # the deepest real spec is ~6 levels; far deeper ones would exhaust the stack
 _MAX_NODES = 20_000  # aliases can expand a small file exponentially ("billion laughs")
 
 
@@ -117,6 +122,8 @@ def _index(
 ) -> None:
     if id(node) in ancestors:
         raise _AliasError("an alias refers to a mapping or list that contains it", node)
+    if len(path) > _MAX_DEPTH:
+        raise _AliasError(f"nested more than {_MAX_DEPTH} levels deep", node)
     if len(doc.value_positions) > _MAX_NODES:
         error = _AliasError(f"the document expands to more than {_MAX_NODES} values (aliases nested too deep)", node)
         error.line, error.column = doc.key_positions.get(path[:1], (error.line, error.column))

@@ -94,3 +94,11 @@ def test_a_long_depends_on_chain_is_checked_without_recursion(tmp_path: Path) ->
     assert [(i.field, i.message.split(" -> ")[0]) for i in issues] == [("jobs.j0.depends_on[0]", "dependency cycle: j0")]
     spec.write_text("\n".join(lines[:-1] + [f"  j{count - 1}: {{entrypoint: 'app:train'}}"]) + "\n")
     assert check_spec(spec, check_imports=False)[1] == []
+
+
+@pytest.mark.parametrize("depth", [200, 5000])
+def test_absurd_nesting_is_one_located_issue_not_a_recursion_error(tmp_path: Path, depth: int) -> None:
+    spec = tmp_path / "lichen.yaml"
+    spec.write_text("app: shop\nservices: " + "[" * depth + "]" * depth + "\n")
+    _, issues = check_spec(spec, check_imports=False)
+    assert len(issues) == 1 and issues[0].line == 2 and "nested more than" in issues[0].message
