@@ -19,7 +19,8 @@ comparison (with ``bool``) and set operators with ``on``/``ignoring`` and
 ``group_left``/``group_right``. Staleness and lookback follow Prometheus 2.x: a selector sees
 the newest sample at most ``lookback_s`` old (inclusive), unless it is a stale marker; ranges are
 closed ``[t - range, t]``. Subqueries ``expr[range:step]`` evaluate ``expr`` at multiples of ``step``
-(default ``subquery_step_s``). ``@`` and other functions raise :class:`QueryError`.
+(default ``subquery_step_s``); ``@ t``, ``@ start()`` and ``@ end()`` pin a selector or subquery.
+Other functions raise :class:`QueryError`.
 """
 
 from __future__ import annotations
@@ -87,14 +88,10 @@ def _position(text: str, needle: str) -> str:
 def _check(node: pp.Expr, text: str) -> None:
     """Reject constructs this engine does not implement, naming them and where they are."""
     if isinstance(node, pp.SubqueryExpr):
-        if node.at is not None:
-            raise QueryError(f"the @ modifier ({node}) is not supported{_position(text, '@')}")
         _check(node.expr, text)
         return
     if isinstance(node, (pp.VectorSelector, pp.MatrixSelector)):
         vs = node.vector_selector if isinstance(node, pp.MatrixSelector) else node
-        if vs.at is not None:
-            raise QueryError(f"the @ modifier ({vs}) is not supported{_position(text, '@')}")
         if vs.matchers.or_matchers:
             raise QueryError(f"'or' inside label matchers ({vs}) is not supported{_position(text, ' or ')}")
         return
@@ -177,6 +174,7 @@ class Engine:
         self.lookback_ms = int(lookback_s * 1000)
         self.subquery_step_ms = int(subquery_step_s * 1000)  # a subquery without a step uses this (Prometheus: evaluation_interval)
         self._parsed: dict[str, pp.Expr] = {}
+        self._bounds_ms = (0, 0)
 
     # ----------------------------------------------------------------- public
 
@@ -191,7 +189,22 @@ class Engine:
 
     def evaluate(self, expr: str, steps_ms: np.ndarray) -> Value:
         node = self.parse(expr)
-        return self._eval(node, np.asarray(steps_ms, dtype=np.int64))
+        steps = np.asarray(steps_ms, dtype=np.int64)
+        self._bounds_ms = (int(steps[0]), int(steps[-1]))  # what @ start() and @ end() mean
+        return self._eval(node, steps)
+
+    def _at(self, at: object, steps: np.ndarray) -> np.ndarray:
+        """The times a selector or subquery reads at: each step's, or the one its @ modifier names."""
+        if at is None:
+            return steps
+        kind = str(at.type)  # type: ignore[attr-defined]
+        if kind.endswith("Start"):
+            fixed = self._bounds_ms[0]
+        elif kind.endswith("End"):
+            fixed = self._bounds_ms[1]
+        else:
+            fixed = int(round(at.at.timestamp() * 1000))  # type: ignore[attr-defined]
+        return np.full(len(steps), fixed, dtype=np.int64)
 
     def instant(self, expr: str, t_s: float) -> dict:
         steps = np.array([int(round(t_s * 1000))], dtype=np.int64)
@@ -208,6 +221,7 @@ class Engine:
             raise QueryError("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
         steps = start_ms + step_ms * np.arange(count, dtype=np.int64)
         node = self.parse(expr)
+        self._bounds_ms = (int(steps[0]), int(steps[-1]))
         ranged = (pp.MatrixSelector, pp.SubqueryExpr)
         if isinstance(node, ranged) or (isinstance(node, pp.ParenExpr) and isinstance(node.expr, ranged)):
             raise QueryError("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector")
@@ -259,7 +273,7 @@ class Engine:
     def _vector_selector(self, vs: pp.VectorSelector, steps: np.ndarray, sample_times: bool = False) -> InstantVector:
         """The newest sample within the lookback at each step; ``sample_times``: its timestamp in seconds instead."""
         offset = _ms(vs.offset)
-        ref = steps - offset
+        ref = self._at(vs.at, steps) - offset
         dicts, t, v, lengths = self.store.select_flat(_matchers(vs), int(ref[0]) - self.lookback_ms, int(ref[-1]))
         n = len(steps)
         if not dicts:
@@ -288,6 +302,7 @@ class Engine:
         vs = ms.vector_selector
         offset = _ms(vs.offset)
         range_ms = _ms(ms.range)
+        steps = self._at(vs.at, steps)
         dicts, t, v, lengths = self.store.select_flat(_matchers(vs), int(steps[0]) - offset - range_ms, int(steps[-1]) - offset)
         stale = stale_mask(v)
         if stale.any():  # stale markers are not samples of a range
@@ -306,6 +321,7 @@ class Engine:
         """``expr[range:step] offset o``: ``expr`` at every multiple of ``step``, read back like a range selector."""
         range_ms, offset_ms = _ms(node.range), _ms(node.offset)
         step_ms = _ms(node.step) or self.subquery_step_ms
+        steps = self._at(node.at, steps)
         first = int(steps[0]) - offset_ms - range_ms
         start = (first // step_ms) * step_ms
         if start < first:

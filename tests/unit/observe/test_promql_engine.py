@@ -94,8 +94,7 @@ def test_staleness_and_lookback() -> None:
 @pytest.mark.parametrize(
     ("query", "construct", "position"),
     [
-        ("rate(x[5m:1m] @ 100)", "@ modifier", 15),
-        ("sum(x @ 100)", "@ modifier", 7),
+        ("sum(histogram_sum(x))", "histogram_sum()", 5),
         ("histogram_count(x)", "histogram_count()", 1),
         ("1 + limitk(1, x)", "limitk()", 5),
         ("x{a=\"b\" or c=\"d\"}", "'or' inside label matchers", 8),
@@ -173,3 +172,13 @@ def test_a_subquery_without_step_uses_the_pipelines_evaluation_interval() -> Non
     pipeline = MetricsPipeline(store, evaluation_interval_s=15.0)
     assert pipeline.engine.instant_samples("count_over_time(x[5m:])", 600) == [({}, 21.0)]  # every 15 s in [300, 600]
     assert Engine(store).instant_samples("count_over_time(x[5m:])", 600) == [({}, 6.0)]  # the 1m default
+
+
+def test_the_at_modifier_pins_a_selector_to_a_time_start_or_end(engine: Engine) -> None:
+    pinned = engine.range("sum(req_total @ 300)", 60, 240, 60)["result"][0]["values"]
+    assert [v for _, v in pinned] == [pinned[0][1]] * 4
+    assert pinned[0][1] == engine.instant("sum(req_total)", 300)["result"][0]["value"][1]
+    start = engine.range("sum(req_total @ start())", 60, 240, 60)["result"][0]["values"]
+    end = engine.range("sum(req_total @ end())", 60, 240, 60)["result"][0]["values"]
+    assert {v for _, v in start} == {engine.instant("sum(req_total)", 60)["result"][0]["value"][1]}
+    assert {v for _, v in end} == {engine.instant("sum(req_total)", 240)["result"][0]["value"][1]}
