@@ -146,13 +146,16 @@ def test_a_failing_setup_exits_non_zero_with_the_error_logged(serve_factory: Cal
     assert failures and "model file missing" in failures[0]["msg"] and "RuntimeError" in failures[0]["error"]
 
 
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(serve_factory: Callable[..., Replica]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
+    serve_factory: Callable[..., Replica], sig: signal.Signals
+) -> None:
     replica = serve_factory("echo_service:Echo", "--grace-s", "30")
     wait_until(lambda: replica.answers("/readyz") == 200, "ready")
     thread, box = in_background(lambda: httpx.post(replica.url("/hold"), params={"gate": "drain"}, timeout=60))
     wait_until(lambda: replica.metric("lichen_inflight_requests", endpoint="/hold") == 1.0, "the request in flight")
 
-    replica.process.send_signal(signal.SIGTERM)
+    replica.process.send_signal(sig)  # Ctrl+C in a terminal drains the same way
     wait_until(lambda: replica.answers("/healthz") is None, "new connections to be refused")
     assert replica.process.poll() is None  # still draining the in-flight request
     replica.open_gate("drain")
