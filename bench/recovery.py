@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -72,26 +73,27 @@ def event_after(app: BenchApp, kind: str, replica: str, after: float) -> dict | 
     return None
 
 
-def _hang(port: int) -> None:
-    try:
-        httpx.post(f"http://127.0.0.1:{port}/hang", timeout=60)
-    except httpx.HTTPError:
-        pass  # the replica is killed while this request hangs
-
-
 def fault(app: BenchApp, kind: str) -> tuple[float, float, float]:
     """(detected, replacement started, replacement ready), seconds after the fault."""
     with app.client() as client:
         replicas = [r for r in client.status()["replicas"] if r["state"] == "Ready" and r["restarts"] == 0]
     victim = replicas[0]  # a replica that never crashed: its first restart is immediate, as in Kubernetes
-    at = time.time()
+    hang = None
     if kind == "kill":
+        at = time.time()
         os.kill(victim["pid"], signal.SIGKILL)
         detect_kind = "Exited"
     else:
-        threading.Thread(target=_hang, args=(victim["port"],), daemon=True).start()
+        # connect first, then start the clock as the request leaves: the replica blocks on it at once
+        # (an httpx.post from a fresh thread first spends tens of ms building its client, which would
+        # count as detection time)
+        hang = socket.create_connection(("127.0.0.1", victim["port"]))
+        at = time.time()
+        hang.sendall(b"POST /hang HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
         detect_kind = "Killed"
     detected = wait_until(lambda: event_after(app, detect_kind, victim["id"], at), f"{kind} detection")
+    if hang is not None:
+        hang.close()  # the replica was killed while this request hung
     ready = wait_until(lambda: event_after(app, "Ready", victim["id"], detected["at"]), f"{kind} replacement")
     restarted = event_after(app, "Restarted", victim["id"], detected["at"]) or ready
     return detected["at"] - at, restarted["at"] - at, ready["at"] - at
@@ -134,6 +136,7 @@ def main() -> None:
           f"{defaults.timeout_s:g}s (worst case {worst_case_detection_s(defaults):.1f}s)")
     print(f"replica cold start (exec -> /readyz 200), measured alone: {startup:.2f}s; "
           f"restarted replica (launch -> Ready event) under the controller: {kill_boot:.2f}s")
+    print("hung: time to detect per round: " + ", ".join(f"{d:.2f}s" for d, _, _ in results["hang"]))
     print()
     print(f"{'event':<34}{'Lichen':>10}{'Kubernetes default':>22}{'ratio':>9}")
     print(f"{'killed: time to detect':<34}{kill_detect:>9.2f}s{'(restart immediate)':>22}{'':>9}")

@@ -105,7 +105,8 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         changed = controller.apply(spec, code_digest(controller.workspace.app_dir))
         scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
                   if n in before and before[n] != s.replicas}
-        return {"changed": changed, "scaled": scaled,
+        return {"changed": changed, "scaled": scaled, "added": sorted(set(controller.services) - set(before)),
+                "removed": sorted(set(before) - set(controller.services)),
                 "revisions": {n: s.revision for n, s in controller.services.items()}}
 
     @v1.post("/services/{service}/scale")

@@ -87,14 +87,19 @@ def up(
     if client is not None:
         with client:
             result = client.apply()
-            changed = result["changed"]
+            added, removed = result.get("added") or [], result.get("removed") or []
+            changed = [name for name in result["changed"] if name not in added]
             scaled = result.get("scaled") or {}
             if changed:
                 console.print(f"rolling update of {', '.join(changed)} started on controller pid {client.pid}")
+            if added:
+                console.print(f"new service(s) {', '.join(added)} starting on controller pid {client.pid}")
+            if removed:
+                console.print(f"service(s) {', '.join(removed)} removed: their replicas are stopping")
             for name, (before, after) in sorted(scaled.items()):
                 if name not in changed:
                     console.print(f"{name}: replicas {before} -> {after} (controller pid {client.pid})")
-            if not changed and not scaled:
+            if not (changed or scaled or added or removed):
                 console.print(f"controller pid {client.pid} already runs this spec; nothing changed")
             if wait:
                 _wait_settled(client, timeout_s)

@@ -105,6 +105,7 @@ def test_status_scale_restart_events_endpoints_logs(api) -> None:
     assert applied["scaled"] == {"web": [1, 2]}  # lichen.yaml's count replaces the 'lichen scale' one, and says so
     again = call("POST", "/v1/apply").json()
     assert again["changed"] == [] and again["scaled"] == {}  # applying the same app again changes nothing
+    assert again["added"] == [] and again["removed"] == []
 
 
 def test_events_are_readable_from_the_state_store_when_no_controller_runs(tmp_path: Path) -> None:
