@@ -282,7 +282,7 @@ _PATTERN_WORDS = {
     r"^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable name of letters, digits and '_' that does not start "
     "with a digit (e.g. MODEL_DIR)",
     r"^\d{1,3}%$": "a percentage such as '25%'",
-    r"^/": "a path that starts with '/'",
+    r"^/[^\s?#]*$": "a URL path that starts with '/', without spaces, '?' or '#' (e.g. /v1/items)",
     r"^https?://": "an http:// or https:// URL",
     r"^sqlite:///.+": "a SQLite URL such as sqlite:///.lichen/state.db",
 }

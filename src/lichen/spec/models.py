@@ -28,6 +28,7 @@ from lichen.spec.quantities import CpuCores, Duration, MemoryBytes, parse_cron
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+ROUTE_PREFIX_PATTERN = r"^/[^\s?#]*$"  # a URL path: no spaces, no query, no fragment
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
 Entrypoint = Annotated[str, Field(pattern=ENTRYPOINT_PATTERN)]
@@ -231,7 +232,7 @@ class RestartSpec(SpecModel):
 
 
 class RouteSpec(SpecModel):
-    prefix: Annotated[str, Field(pattern=r"^/")]
+    prefix: Annotated[str, Field(pattern=ROUTE_PREFIX_PATTERN)]
     host: str | None = None
     headers: dict[str, EnvValue] = Field(default_factory=dict)  # `x-version: 2` is the text "2"
     strip_prefix: bool = False
