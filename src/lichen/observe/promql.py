@@ -25,6 +25,7 @@ Other functions raise :class:`QueryError`.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 from datetime import timedelta
@@ -60,6 +61,9 @@ from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 __all__ = ["Engine", "QueryError", "parse_expr"]
 
 MAX_POINTS = 11_000
+#: the running query's first and last step (ms) for @ start()/end(); a context variable, so queries
+#: evaluated at once in several threads (the HTTP API) do not see each other's
+_BOUNDS_MS: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("promql_bounds_ms", default=(0, 0))
 LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 AGGREGATIONS = {"sum", "avg", "min", "max", "count", "group", "topk", "bottomk", "quantile", "stddev", "stdvar", "count_values"}
 _MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
@@ -174,7 +178,6 @@ class Engine:
         self.lookback_ms = int(lookback_s * 1000)
         self.subquery_step_ms = int(subquery_step_s * 1000)  # a subquery without a step uses this (Prometheus: evaluation_interval)
         self._parsed: dict[str, pp.Expr] = {}
-        self._bounds_ms = (0, 0)
 
     # ----------------------------------------------------------------- public
 
@@ -190,7 +193,7 @@ class Engine:
     def evaluate(self, expr: str, steps_ms: np.ndarray) -> Value:
         node = self.parse(expr)
         steps = np.asarray(steps_ms, dtype=np.int64)
-        self._bounds_ms = (int(steps[0]), int(steps[-1]))  # what @ start() and @ end() mean
+        _BOUNDS_MS.set((int(steps[0]), int(steps[-1])))  # what @ start() and @ end() mean
         return self._eval(node, steps)
 
     def _at(self, at: object, steps: np.ndarray) -> np.ndarray:
@@ -199,9 +202,9 @@ class Engine:
             return steps
         kind = str(at.type)  # type: ignore[attr-defined]
         if kind.endswith("Start"):
-            fixed = self._bounds_ms[0]
+            fixed = _BOUNDS_MS.get()[0]
         elif kind.endswith("End"):
-            fixed = self._bounds_ms[1]
+            fixed = _BOUNDS_MS.get()[1]
         else:
             fixed = int(round(at.at.timestamp() * 1000))  # type: ignore[attr-defined]
         return np.full(len(steps), fixed, dtype=np.int64)
@@ -221,7 +224,7 @@ class Engine:
             raise QueryError("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
         steps = start_ms + step_ms * np.arange(count, dtype=np.int64)
         node = self.parse(expr)
-        self._bounds_ms = (int(steps[0]), int(steps[-1]))
+        _BOUNDS_MS.set((int(steps[0]), int(steps[-1])))
         ranged = (pp.MatrixSelector, pp.SubqueryExpr)
         if isinstance(node, ranged) or (isinstance(node, pp.ParenExpr) and isinstance(node.expr, ranged)):
             raise QueryError("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector")
