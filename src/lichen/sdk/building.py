@@ -22,7 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from fastapi.exceptions import FastAPIError
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import FastAPIError, RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -62,6 +63,7 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
     executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")
     api = FastAPI(title=cls.__name__, version=__version__, redoc_url=None, description=inspect.getdoc(cls) or "")
     api.add_exception_handler(Exception, _internal_error)
+    api.add_exception_handler(RequestValidationError, _invalid_request)
     overrides_ready = getattr(cls, "ready", Service.ready) is not Service.ready
     replica = ReplicaApp(
         api,
@@ -99,6 +101,21 @@ async def _internal_error(request: Any, exc: Exception) -> Response:
     in full under the same request id.
     """
     return JSONResponse({"detail": "internal server error", "request_id": current_request_id()}, status_code=500)
+
+
+async def _invalid_request(request: Any, exc: RequestValidationError) -> Response:
+    """FastAPI's 422, plus a hint when the body was not sent as JSON at all (the usual ``curl -d`` slip)."""
+    errors = jsonable_encoder(exc.errors())
+    content: dict[str, Any] = {"detail": errors}
+    raw_body = any(
+        tuple(e.get("loc", ()))[:1] == ("body",) and isinstance(e.get("input"), (str, bytes))
+        and e.get("type") in ("model_attributes_type", "dict_type", "list_type")
+        for e in errors
+    )
+    if raw_body:
+        sent = request.headers.get("content-type") or "no Content-Type"
+        content["hint"] = f"the body must be JSON sent with 'Content-Type: application/json' (got {sent})"
+    return JSONResponse(content, status_code=422)
 
 
 def _add_route(api: FastAPI, spec: EndpointSpec, handler: Callable[..., Any], attr: str, *, description: str,

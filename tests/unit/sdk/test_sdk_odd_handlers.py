@@ -178,3 +178,15 @@ def test_an_unexpected_exception_is_a_json_500_with_the_request_id_and_nothing_i
     failed = [r for r in caplog.records if r.getMessage() == "request failed"]
     assert {getattr(r, "request_id", None) for r in failed} == {"req-sync", "req-async"}
     assert all(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in failed)
+
+
+def test_a_body_not_sent_as_json_gets_a_422_with_a_content_type_hint() -> None:
+    with ServiceClient(Catalog) as client:
+        for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
+            response = client.post("/search", content=b'{"q": "tea"}', headers=headers)
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["body"]
+            assert "Content-Type: application/json" in response.json()["hint"]
+        wrong_field = client.post("/search", json={"limit": 2})
+        assert wrong_field.status_code == 422 and "hint" not in wrong_field.json()
+        assert wrong_field.json()["detail"][0]["loc"] == ["body", "q"]
