@@ -51,11 +51,20 @@ METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
+_PROM_DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?")
+
+
 def parse_duration_s(text: object, where: str) -> float:
-    if text is None or text == "":
+    """A duration in a rule or test file, as Prometheus' model.ParseDuration reads it (absent: 0).
+
+    Units are required ("30" and "" fail, as in promtool), except for a plain 0.
+    """
+    if text is None:
         return 0.0
     if re.fullmatch(r"0+(ms|s|m|h|d|w|y)?", str(text)):
         return 0.0
+    if isinstance(text, bool) or not isinstance(text, str) or not text or not _PROM_DURATION.fullmatch(text):
+        raise DataError(f"invalid duration {text!r} (use Prometheus durations like 30s, 5m, 1h)", where=where)
     try:
         return pp.parse_duration(str(text)).total_seconds()
     except ValueError:

@@ -192,3 +192,14 @@ def test_templates_can_query_at_the_evaluation_time() -> None:
     annotations = dict(alert.annotations)
     assert annotations["total"] == "2" and annotations["names"] == "a,b,c,"
     assert annotations["none"].startswith("<error expanding template:") and "no elements" in annotations["none"]
+
+
+@pytest.mark.parametrize("duration", ["30", "''", "1.5m", "1m1h", "5M"])
+def test_durations_need_prometheus_units_as_in_promtool(duration: str) -> None:
+    with pytest.raises(DataError, match="invalid duration"):
+        parse_rule_text(f"groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: {duration}\n", "my.yml")
+
+
+@pytest.mark.parametrize("duration", ["0", "0s", "5m30s", "1d", "1w", "100ms", "2d12h"])
+def test_prometheus_durations_are_accepted(duration: str) -> None:
+    parse_rule_text(f"groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: {duration}\n", "my.yml")
