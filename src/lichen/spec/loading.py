@@ -431,7 +431,8 @@ def schema_issues(doc: Document, exc: ValidationError) -> list[SpecIssue]:
 # -------------------------------------------------------------- the API
 
 
-def _read(path: Path) -> str:
+def _read(path: Path) -> str | SpecIssue:
+    """The file's text; an encoding problem is an issue in the file, a missing file a ConfigError."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -441,21 +442,22 @@ def _read(path: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ConfigError(f"{path}:1:1: the file is UTF-16 text; save it as UTF-8")
+        return SpecIssue(str(path), 1, 1, "", "the file is UTF-16 text; save it as UTF-8")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line, column = before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
-        raise ConfigError(
-            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as UTF-8"
-        ) from None
+        message = f"not UTF-8 text (byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as UTF-8"
+        return SpecIssue(str(path), line, column, "", message)
 
 
 def check_spec(path: str | Path, *, check_imports: bool = True) -> tuple[AppSpec | None, list[SpecIssue]]:
     """Parse, validate and cross-check one spec file; the model is None when any issue was found."""
     spec_path = Path(path)
     text = _read(spec_path)
+    if isinstance(text, SpecIssue):
+        return None, [text]
     doc, issues = parse_document(text, str(path))
     if doc is None:
         return None, issues

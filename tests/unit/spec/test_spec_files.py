@@ -17,15 +17,21 @@ SERVICE = "services:\n  api:\n    entrypoint: app:Api\n"
 def test_a_non_utf8_byte_is_located_by_line_and_column(tmp_path: Path) -> None:
     spec = tmp_path / "lichen.yaml"
     spec.write_bytes(b"app: shop\n" + SERVICE.encode() + b"    env: {A: \"caf\xe9\"}\n")
-    with pytest.raises(ConfigError, match=r"lichen\.yaml:5:18: not UTF-8 text \(byte 0xe9"):
-        check_spec(spec, check_imports=False)
+    _, issues = check_spec(spec, check_imports=False)
+    assert [(i.line, i.column) for i in issues] == [(5, 18)]
+    assert str(issues[0]).endswith("lichen.yaml:5:18 not UTF-8 text (byte 0xe9: invalid continuation byte); save the file as UTF-8")
 
 
 def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:
     spec = tmp_path / "lichen.yaml"
     spec.write_text("app: shop\n", encoding="utf-16")
-    with pytest.raises(ConfigError, match="UTF-16"):
-        check_spec(spec, check_imports=False)
+    _, issues = check_spec(spec, check_imports=False)
+    assert len(issues) == 1 and "UTF-16" in issues[0].message
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no spec file at"):
+        check_spec(tmp_path / "lichen.yaml", check_imports=False)
 
 
 def test_a_bom_and_crlf_line_ends_are_fine(tmp_path: Path) -> None:
