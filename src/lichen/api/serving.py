@@ -101,8 +101,9 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         if reload_spec is None:
             raise ConfigError("this controller cannot reload its spec")
         spec = reload_spec()
+        digest = await asyncio.to_thread(code_digest, controller.workspace.app_dir)  # keep the loop probing
         before = {n: s.replicas for n, s in controller.services.items()}
-        changed = controller.apply(spec, code_digest(controller.workspace.app_dir))
+        changed = controller.apply(spec, digest)
         scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
                   if n in before and before[n] != s.replicas}
         return {"changed": changed, "scaled": scaled, "added": sorted(set(controller.services) - set(before)),

@@ -222,7 +222,8 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
             time.sleep(0.2)  # the replicas are ready: give the gateway its moment too
             continue
         if not pending:
-            console.print("ready: " + ", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items()))
+            console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items())
+                                       or "no services in lichen.yaml"))
             _print_gateway(state)
             return
         if time.monotonic() > deadline:

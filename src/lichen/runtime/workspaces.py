@@ -23,6 +23,8 @@ from lichen.errors import ConfigError
 _SKIP_DIRS = {".lichen", ".git", ".venv", "venv", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache"}
 _CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".toml", ".txt", ".cfg"}
 _MAX_CODE_FILES = 5000
+_MAX_HASHED_BYTES = 1 << 20
+"""files larger than this (a vocabulary, a JSON data set) are digested by size and mtime, not read"""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def code_digest(app_dir: Path) -> str:
     are hashed into each service's revision already, so editing ``replicas``,
     ``autoscale``, ``routes`` or another service scales or reroutes without
     rolling every service (as a Kubernetes Deployment's ``replicas`` does not).
+    Files over 1 MiB count by size and modification time, so a large data
+    file in the app dir does not make every ``lichen up`` read it.
     """
     digest = hashlib.sha256()
     count = 0
@@ -138,7 +142,11 @@ def code_digest(app_dir: Path) -> str:
                 break
             digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
             try:
-                digest.update(path.read_bytes())
+                stat = path.stat()
+                if stat.st_size > _MAX_HASHED_BYTES:  # a data file: its size and mtime stand for its content
+                    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+                else:
+                    digest.update(path.read_bytes())
             except OSError:
                 continue
             digest.update(b"\0")

@@ -232,3 +232,21 @@ def test_no_controller_but_live_replicas_says_how_to_readopt_or_stop_them(tmp_pa
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_code_digest_does_not_read_large_data_files(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "svc.py").write_text("x = 1\n")
+    big = tmp_path / "vocab.txt"
+    big.write_bytes(b"a" * (2 << 20))
+    read: list[str] = []
+    original = Path.read_bytes
+
+    def spying_read_bytes(self: Path) -> bytes:
+        read.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", spying_read_bytes)
+    first = code_digest(tmp_path)
+    assert read == ["svc.py"]  # the 2 MiB file counted by size and mtime, not read
+    os.utime(big, ns=(big.stat().st_atime_ns, big.stat().st_mtime_ns + 10**9))
+    assert code_digest(tmp_path) != first  # touched (re-written) data still rolls
