@@ -81,21 +81,72 @@ EXPRESSIONS = [
     'req_total{inst=~"a|b", code!="500"}', '{__name__=~"temp|info", room!="x"}', 'time()', 'vector(5) * 2 + 1',
 ]
 TIMES = ["3m", "6m", "10m", "14m", "17m", "25m"]
+# Cases from the review of issue 5: NaN ordering, single samples, histogram edge cases, counter
+# resets, subqueries, @, and the functions added then. (topk/bottomk ties are left out: promtool
+# picks among equal values by series insertion order, which varies from run to run.)
+REVIEW_SERIES = [
+    ('req_total{job="api",inst="a",code="200"}', "0+13x30"),
+    ('req_total{job="api",inst="b",code="200"}', "5+7x10 0+9x19"),
+    ('req_total{job="web",inst="c",code="500"}', "100+50x30"),
+    ('h_bucket{job="inf",le="+Inf"}', "0+10x30"),
+    ('h_bucket{job="uns",le="1"}', "0+3x30"),
+    ('h_bucket{job="uns",le="0.5"}', "0+1x30"),
+    ('h_bucket{job="uns",le="+Inf"}', "0+5x30"),
+    ('h_bucket{job="nm",le="0.1"}', "0+5x30"),
+    ('h_bucket{job="nm",le="0.5"}', "0+3x30"),
+    ('h_bucket{job="nm",le="+Inf"}', "0+6x30"),
+    ('h_bucket{job="noinf",le="0.1"}', "0+5x30"),
+    ('h_bucket{job="nan",le="0.1"}', " ".join(["NaN"] * 31)),
+    ('h_bucket{job="nan",le="+Inf"}', "1x30"),
+    ('h_bucket{job="zero",le="0.1"}', "0x30"),
+    ('h_bucket{job="zero",le="+Inf"}', "0x30"),
+    ('tie{a="1"}', "5x30"), ('tie{a="2"}', "5x30"), ('tie{a="3"}', "5x30"), ('tie{a="4"}', " ".join(["NaN"] * 31)),
+    ('one{x="y"}', "_x20 7 _x9"),
+    ('info{job="api",team="a",extra="e1"}', "1x30"),
+    ('info{job="web",team="b",extra="e2"}', "1x30"),
+    ('cnt{a="1",b="x"}', "1 2 3 0 1 2 100 3 0 0 5x20"),
+    ('g{a="1",b="x"}', "-3 Inf -Inf 2.5 1e10 0.000001 7x25"),
+]  # fmt: skip
+REVIEW_EXPRESSIONS = [
+    'count by (job) (sum without (inst) (req_total))', 'count without (inst, code) (req_total)', 'avg without () (req_total)',
+    '2 - req_total', '2 > req_total', 'req_total < 2', '2 > bool req_total', '1 < bool 2', '(1 < bool 2) + 1',
+    'req_total * on() group_left vector(2)', 'sum(req_total) + on() vector(1)', 'req_total * on(job) group_left(team, extra) info',
+    'req_total * on(job) info', 'tie + tie', 'req_total + ignoring(code) req_total',
+    'label_replace(req_total, "dst", "$1-$2", "inst", "(.)(.*)")', 'label_replace(req_total, "dst", "x$1", "inst", "z(.*)")',
+    'label_replace(req_total, "inst", "", "inst", ".*")', 'label_replace(req_total, "new", "$name", "job", "(?P<name>a)pi")',
+    'label_replace(tie, "a", "same", "a", ".*")', 'label_replace(req_total, "x", "$1", "job", "(.*")',
+    'histogram_quantile(0.5, h_bucket)', 'histogram_quantile(0.9, rate(h_bucket[5m]))', 'histogram_quantile(0, h_bucket)',
+    'histogram_quantile(1, h_bucket)', 'histogram_quantile(1.5, h_bucket)', 'histogram_quantile(NaN, h_bucket)',
+    'rate(cnt[5m])', 'increase(cnt[10m])', 'irate(cnt[5m])', 'irate(one[5m])', 'rate(one[5m])', 'deriv(one[5m])',
+    'resets(cnt[10m])', 'changes(cnt[10m])', 'changes(g[5m])', 'predict_linear(cnt[5m] offset 2m, 120)',
+    'holt_winters(cnt[10m], 0.5, 0.5)', 'holt_winters(cnt[10m], 1, 0.5)',
+    'absent(req_total{job=~"x.*"})', 'absent(nonexistent{job="a", job="b"})', 'absent_over_time(nonexistent{a="b",c=~"d"}[5m])',
+    'quantile(0, tie)', 'quantile(0.5, tie)', 'quantile(1.2, req_total)', 'quantile(-0.1, req_total)', 'stddev(tie)', 'stdvar(g)',
+    'rate(req_total[5m] offset 5m)', 'req_total offset -1m', 'g / 0', 'clamp(g, 2, 1)', 'round(g, 2)', 'sgn(g)', 'cos(g)', 'deg(g)',
+    'pi()', 'timestamp(one)', 'timestamp(one offset 2m)', 'timestamp(req_total > 10)', 'count_values("v", g)',
+    'count_values("v", req_total) by (job)', 'label_join(req_total, "j", "-", "job", "inst")', 'sort_desc(req_total)',
+    'hour(vector(1700000000))', 'day_of_month(vector(1709251200))', 'days_in_month(vector(1707000000))', 'day_of_week(vector(1735603200))',
+    'count_over_time(req_total[5m:1m])', 'max_over_time(rate(req_total[5m])[10m:])', 'rate(sum(req_total)[5m:30s])',
+    'avg_over_time(sum by (job) (req_total)[7m:90s] offset 1m)', 'min_over_time(one[10m:1m])',
+    'req_total @ 300', 'rate(req_total[5m] @ 600)', 'req_total @ 300 offset 1m', 'max_over_time(req_total[5m:1m] @ 600)',
+    'tie unless tie', 'vector(1) or tie', 'sum by (le) (h_bucket)', 'quantile_over_time(2, g[5m])',
+]  # fmt: skip
+REVIEW_TIMES = ["1m", "3m", "6m", "10m", "21m", "25m"]
 GOT = re.compile(r'expr: "(.*?)", time: (\S+),\n\s+exp: .*\n\s+got: (.*)')
 ERR = re.compile(r'expr: "(.*?)", time: (\S+), err: (.*)')
 
 
-def _promtool_values(tmp_path: Path) -> dict[tuple[str, str], list]:
+def _promtool_values(tmp_path: Path, series: list = SERIES, expressions: list = EXPRESSIONS, times: list = TIMES) -> dict[tuple[str, str], list]:
     tests = [
         {
             "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in SERIES],
+            "input_series": [{"series": s, "values": v} for s, v in series],
             "alert_rule_test": [{"eval_time": "30m", "alertname": "LoadAllSamples"}],
             "promql_expr_test": [
-                {"expr": e, "eval_time": t, "exp_samples": [{"labels": '{never="matches"}', "value": -12345}]} for e in EXPRESSIONS
+                {"expr": e, "eval_time": t, "exp_samples": [{"labels": '{never="matches"}', "value": -12345}]} for e in expressions
             ],
         }
-        for t in TIMES
+        for t in times
     ]
     path = tmp_path / "differential.yml"
     path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}, sort_keys=False))
@@ -117,10 +168,18 @@ def _promtool_values(tmp_path: Path) -> dict[tuple[str, str], list]:
 
 
 def test_lichen_matches_promtool_values(tmp_path: Path) -> None:
-    expected = _promtool_values(tmp_path)
-    assert len(expected) == len(EXPRESSIONS) * len(TIMES), "could not read promtool's report"
+    _assert_same_values(tmp_path, SERIES, EXPRESSIONS, TIMES)
+
+
+def test_lichen_matches_promtool_values_on_review_cases(tmp_path: Path) -> None:
+    _assert_same_values(tmp_path, REVIEW_SERIES, REVIEW_EXPRESSIONS, REVIEW_TIMES)
+
+
+def _assert_same_values(tmp_path: Path, all_series: list, expressions: list, times: list) -> None:
+    expected = _promtool_values(tmp_path, all_series, expressions, times)
+    assert len(expected) == len(expressions) * len(times), "could not read promtool's report"
     store = SeriesStore(retention_s=10 * 365 * 86400.0)
-    for series, values in SERIES:
+    for series, values in all_series:
         key = labels_key(_parse_metric(series, ""))
         for i, value in enumerate(expand_series_values(values)):
             if value is not None:
