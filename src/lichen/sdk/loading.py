@@ -25,6 +25,13 @@ def load_target(target: str, app_dir: str | Path | None = None) -> ReplicaApp:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError("expected module:attribute, for example app.services:Recommender", where=target)
+    if "/" in module_name or "\\" in module_name or module_name.endswith(".py"):
+        dotted = module_name.removesuffix(".py").replace("\\", "/").strip("/").replace("/", ".")
+        raise ConfigError(
+            f"expected a module path, not a file path: try {dotted}:{attr} (with --app-dir set to the directory "
+            "that holds its top-level package)",
+            where=target,
+        )
     directory = Path(app_dir) if app_dir is not None else Path.cwd()
     if not directory.is_dir():
         raise ConfigError(f"--app-dir {directory} is not a directory", where=target)
