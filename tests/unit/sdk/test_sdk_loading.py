@@ -65,8 +65,8 @@ def test_a_service_class_and_a_plain_asgi_app_load(app_dir: Path) -> None:
         ("raising_module:X", "importing 'raising_module' raised RuntimeError: no config"),
         ("missing_dep:X", "importing 'missing_dep' failed: No module named 'surely_not_installed_pkg'"),
         ("broken_syntax:X", "broken_syntax.py:1: syntax error"),
-        ("pkg/service.py:Hello", "not a file path: try pkg.service:Hello"),
-        ("service.py:Hello", "not a file path: try service:Hello"),
+        pytest.param("pkg/service.py:Hello", "not a file path: try pkg.service:Hello", id="file_path"),
+        pytest.param("service.py:Hello", "not a file path: try service:Hello", id="file_name"),
     ],
 )
 def test_bad_targets_are_config_errors(app_dir: Path, target: str, message: str) -> None:
