@@ -182,6 +182,7 @@ class Observing:
         self.pipeline = MetricsPipeline.from_spec(obs, base_dir=self.base_dir, extra_groups=default_groups(spec),
                                                   snapshot_interval_s=SNAPSHOT_INTERVAL_S)
         self.store, self.engine, self.rules = self.pipeline.store, self.pipeline.engine, self.pipeline.rules
+        self.rules.external_url = f"{api_url}/dashboard/" if api_url else ""  # $externalURL in alert templates
         self.fetcher = StreamFetcher(obs.scrape_timeout_s)
         self.scraper = self.pipeline.scraper = Scraper(self.store, timeout_s=obs.scrape_timeout_s, client=self.fetcher)
         route = obs.route

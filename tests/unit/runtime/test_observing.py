@@ -65,6 +65,7 @@ def test_targets_are_running_replicas_the_gateway_and_the_controller(tmp_path: P
     assert "http://127.0.0.1:9/metrics" in {t.url for t in observing.targets()}
     observing.set_target("extra", None)
     assert len(observing.targets()) == 4
+    assert observing.rules.external_url == "http://127.0.0.1:7000/dashboard/"  # $externalURL in alert templates
 
 
 def test_default_rule_pack_and_rule_files_are_loaded(tmp_path: Path) -> None:
