@@ -216,7 +216,8 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
             current = [r for r in state["replicas"] if r["service"] == name and r["revision"] == s["revision"]]
             ready_current = sum(1 for r in current if r["state"] == "Ready")
             if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
-                pending.append(f"{name} {ready_current}/{s['desired']}")
+                why = "; ".join(c["message"] for c in s.get("conditions") or [] if c["kind"] == "PlacementRefused")
+                pending.append(f"{name} {ready_current}/{s['desired']}" + (f" ({why})" if why else ""))
         gateway = state.get("gateway") or {}
         if not pending and gateway.get("state") in ("Starting", "Pending") and time.monotonic() < deadline:
             time.sleep(0.2)  # the replicas are ready: give the gateway its moment too
