@@ -129,15 +129,35 @@ def _check(node: pp.Expr, text: str) -> None:
     raise QueryError(f"expression {node} is not supported")
 
 
+def _is_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
+
+
 _HOLT_WINTERS = re.compile(r"\bholt_winters\s*\(")
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_UNITLESS = re.compile(r"\[\s*[0-9.]+\s*[\]:]|:\s*[0-9.]+\s*\]|\boffset\s+-?[0-9.]+(?![0-9.]*[a-zA-Z])")
+
+
+def _check_duration_units(text: str) -> None:
+    """Prometheus 2.x wants a unit in every range, subquery step and offset (promql-parser takes seconds)."""
+    m = _UNITLESS.search(_STRINGS.sub(lambda s: '"' + " " * (len(s.group(0)) - 2) + '"', text))
+    if m:
+        raise QueryError(f"missing unit character in duration {m.group(0).strip('[]: ')!r} at position {m.start() + 1}")
 
 
 def parse_expr(text: str) -> pp.Expr:
     """Parse a PromQL expression and check that this engine supports every construct in it."""
+    _check_duration_units(text)
     try:  # Prometheus 2.x's holt_winters is double_exponential_smoothing to promql-parser
         node = pp.parse(_HOLT_WINTERS.sub("double_exponential_smoothing(", text) if "holt_winters" in text else text)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cannot parse PromQL {text!r}: {exc}") from None
+    except BaseException as exc:  # a panic inside promql-parser is a BaseException; it must not kill the caller
+        if not _is_panic(exc):
+            raise
+        raise QueryError(f"cannot parse PromQL {text!r}: the parser failed ({exc})") from None
     _check(node, text)
     return node
 
@@ -206,7 +226,15 @@ class Engine:
         elif kind.endswith("End"):
             fixed = _BOUNDS_MS.get()[1]
         else:
-            fixed = int(round(at.at.timestamp() * 1000))  # type: ignore[attr-defined]
+            try:
+                moment = at.at  # type: ignore[attr-defined]
+            except ValueError:
+                raise QueryError("timestamp out of bounds for @ modifier") from None
+            except BaseException as exc:  # promql-parser panics (a BaseException) on times before 1970
+                if not _is_panic(exc):
+                    raise
+                raise QueryError("an @ time before 1970 is not supported") from None
+            fixed = int(round(moment.timestamp() * 1000))
         return np.full(len(steps), fixed, dtype=np.int64)
 
     def instant(self, expr: str, t_s: float) -> dict:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lichen.observe.promql import Engine, QueryError
+from lichen.observe.promql import Engine, QueryError, parse_expr
 from lichen.observe.series import SeriesStore
 
 QUERIES = [
@@ -182,3 +182,16 @@ def test_the_at_modifier_pins_a_selector_to_a_time_start_or_end(engine: Engine) 
     end = engine.range("sum(req_total @ end())", 60, 240, 60)["result"][0]["values"]
     assert {v for _, v in start} == {engine.instant("sum(req_total)", 60)["result"][0]["value"][1]}
     assert {v for _, v in end} == {engine.instant("sum(req_total)", 240)["result"][0]["value"][1]}
+
+
+@pytest.mark.parametrize("query", ["rate(x[90])", "x offset 60", "x[5m:1]"])
+def test_durations_without_a_unit_are_refused_as_prometheus_2_does(query: str) -> None:
+    with pytest.raises(QueryError, match="missing unit character in duration"):
+        parse_expr(query)
+
+
+def test_out_of_range_at_times_are_query_errors_not_crashes(engine: Engine) -> None:
+    for query in ("x @ 1e20", "x @ -100"):
+        with pytest.raises(QueryError):
+            engine.instant(query, 100)
+    assert parse_expr('x{a="[5]"} offset 5m') is not None  # brackets inside strings are not ranges
