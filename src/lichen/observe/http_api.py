@@ -22,6 +22,7 @@ with HTTP 400 or 422.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from lichen.observe.promql_values import format_value
 from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 
 PROMETHEUS_COMPAT_VERSION = "2.42.0"
+log = logging.getLogger("lichen.observe.http_api")
 
 
 class _BadData(Exception):
@@ -122,6 +124,9 @@ def build_query_router(
                 return _error("bad_data", str(exc), 400)
             except QueryError as exc:
                 return _error("execution", exc.message, 422)
+            except Exception as exc:  # noqa: BLE001 - a bug must still answer in Prometheus' shape
+                log.exception("query API failed")
+                return _error("internal", f"{type(exc).__name__}: {exc}", 500)
 
         return endpoint
 

@@ -129,3 +129,17 @@ def test_range_query_parameter_errors_are_bad_data_as_in_prometheus(base_url: st
 def test_an_invalid_label_name_is_bad_data(base_url: str) -> None:
     r = httpx.get(f"{base_url}/api/v1/label/1bad/values")
     assert r.status_code == 400 and r.json() == {"status": "error", "errorType": "bad_data", "error": 'invalid label name: "1bad"'}
+
+
+def test_an_unexpected_failure_is_answered_in_prometheus_shape() -> None:
+    class Broken(Engine):
+        def instant(self, expr: str, t_s: float) -> dict:
+            raise RuntimeError("boom")
+
+    from fastapi.testclient import TestClient
+
+    store = SeriesStore()
+    app = FastAPI()
+    app.include_router(build_query_router(store, Broken(store), clock=lambda: NOW))
+    r = TestClient(app).get("/api/v1/query", params={"query": "up"})
+    assert r.status_code == 500 and r.json() == {"status": "error", "errorType": "internal", "error": "RuntimeError: boom"}
