@@ -282,7 +282,8 @@ class ReplicaApp:
             state.hook_ok, state.hook_reason = False, f"ready() raised {type(error).__name__}: {error}"
         else:
             verdict = call.result()
-            state.hook_ok, state.hook_reason = bool(verdict), "" if verdict else "ready() returned false"
+            said = "false" if verdict is False else repr(verdict)  # None: a hook that forgot to return
+            state.hook_ok, state.hook_reason = bool(verdict), "" if verdict else f"ready() returned {said}"
 
     async def _refresh_ready_hook(self, *, wait: bool = True) -> None:
         state = self.state

@@ -190,3 +190,17 @@ def test_a_body_not_sent_as_json_gets_a_422_with_a_content_type_hint() -> None:
         wrong_field = client.post("/search", json={"limit": 2})
         assert wrong_field.status_code == 422 and "hint" not in wrong_field.json()
         assert wrong_field.json()["detail"][0]["loc"] == ["body", "q"]
+
+
+def test_a_ready_hook_that_returns_nothing_says_so() -> None:
+    class Forgetful(Service):
+        def ready(self) -> bool:
+            self.checked = True  # ...and no return
+
+        @endpoint("/x", method="GET")
+        def x(self) -> int:
+            return 1
+
+    with ServiceClient(Forgetful) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503 and response.json()["reason"] == "ready() returned None"
