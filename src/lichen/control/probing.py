@@ -9,8 +9,12 @@ liveness starts passing.
 
 One Lichen addition: until a replica has answered any probe, a refused
 connection is not counted against liveness (the process is still starting,
-like a Kubernetes startup probe), and readiness is polled every
-``STARTUP_POLL_S`` so a fresh replica joins the moment it can serve.
+like a Kubernetes startup probe), and until readiness first succeeds it is
+polled every ``STARTUP_POLL_S`` (for at most ``STARTUP_WINDOW_S`` after the
+process started), so a fresh replica joins the moment it can serve, also
+when it answers 503 while its ``setup()`` loads a model. After the first
+success the spec's period applies, so ``success_threshold`` still spans
+that many periods.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from lichen.spec.models import ProbeSpec
 ProbeKind = Literal["readiness", "liveness"]
 Outcome = Literal["ok", "failed", "timeout", "refused"]
 STARTUP_POLL_S = 0.1
+STARTUP_WINDOW_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class ProbeState:
     last_started_at: float | None = None
     answered: bool = False
     last_outcome: str = ""
+    ever_passed: bool = False
+    """True once the verdict has been passing (a readiness probe then keeps its period)"""
 
 
 def initial_state(kind: ProbeKind) -> ProbeState:
@@ -45,7 +52,9 @@ def next_probe_at(state: ProbeState, spec: ProbeSpec, process_started_at: float)
     first = process_started_at + spec.initial_delay_s
     if state.last_started_at is None:
         return first
-    if state.kind == "readiness" and not state.answered:
+    starting = (state.kind == "readiness" and not (state.passing or state.ever_passed) and state.successes == 0
+                and state.last_started_at - process_started_at < STARTUP_WINDOW_S)
+    if starting:
         return max(first, state.last_started_at + min(STARTUP_POLL_S, spec.period_s))
     return max(first, state.last_started_at + spec.period_s)
 
@@ -70,6 +79,7 @@ def record_probe(state: ProbeState, spec: ProbeSpec, outcome: Outcome, started_a
         last_started_at=started_at,
         answered=answered,
         last_outcome=outcome,
+        ever_passed=state.ever_passed or passing,
     )
 
 

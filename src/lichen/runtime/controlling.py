@@ -649,7 +649,7 @@ class Controller:
                     replica.handle = handle
                     replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))
                     if record.published:
-                        replica.readiness = replace(replica.readiness, passing=True, answered=True)
+                        replica.readiness = replace(replica.readiness, passing=True, answered=True, ever_passed=True)
                         self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
                     self.replicas[record.id] = replica
                     self.event(record.service, "Adopted", "pid, start time and port verified",

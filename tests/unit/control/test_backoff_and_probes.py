@@ -70,5 +70,22 @@ def test_probe_schedule_honours_initial_delay_period_and_startup_polling() -> No
     assert next_probe_at(liveness, spec, 100.0) == 103.0
 
 
+def test_readiness_is_polled_fast_until_it_first_passes_also_while_setup_answers_503() -> None:
+    spec = ProbeSpec(period_s=1, success_threshold=1)
+    state = record_probe(initial_state("readiness"), spec, "failed", 100.5)  # listening, setup() still loading
+    assert next_probe_at(state, spec, 100.0) == 100.5 + probing.STARTUP_POLL_S
+    state = record_probe(state, spec, "ok", 100.6)
+    assert state.passing and next_probe_at(state, spec, 100.0) == 101.6
+    state = record_probe(state, spec, "failed", 101.6)
+    state = record_probe(state, spec, "failed", 102.6)
+    state = record_probe(state, spec, "failed", 103.6)
+    assert not state.passing and next_probe_at(state, spec, 100.0) == 104.6  # once ready, the period applies
+    three = ProbeSpec(period_s=1, success_threshold=3)
+    first_ok = record_probe(record_probe(initial_state("readiness"), three, "failed", 100.5), three, "ok", 100.6)
+    assert not first_ok.passing and next_probe_at(first_ok, three, 100.0) == 101.6  # thresholds span periods
+    never = record_probe(initial_state("readiness"), spec, "failed", 100.0 + probing.STARTUP_WINDOW_S)
+    assert next_probe_at(never, spec, 100.0) == 101.0 + probing.STARTUP_WINDOW_S  # a replica never ready: slow down
+
+
 def test_worst_case_detection_matches_kubernetes_formula() -> None:
     assert probing.worst_case_detection_s(ProbeSpec(period_s=10, timeout_s=1, failure_threshold=3)) == 31.0
