@@ -214,6 +214,10 @@ class RolloutSpec(SpecModel):
     def _surge_or_unavailable(self) -> RolloutSpec:
         if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
             raise ValueError("max_surge and max_unavailable cannot both be 0")
+        if isinstance(self.max_unavailable, str) and int(self.max_unavailable[:-1]) > 100:
+            raise ValueError(f"max_unavailable: must be at most 100%, got {self.max_unavailable!r}")
+        if self.strategy == "canary" and not self.steps:
+            raise ValueError("steps: a canary needs at least one step, e.g. [10, 50, 100]")
         return self
 
 
