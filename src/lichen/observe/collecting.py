@@ -121,7 +121,9 @@ class MetricsPipeline:
     def router(self, clock: Callable[[], float] | None = None) -> Any:
         from lichen.observe.http_api import build_query_router
 
-        return build_query_router(self.store, self.engine, self.rules, **({"clock": clock} if clock else {}))
+        return build_query_router(
+            self.store, self.engine, self.rules, **({"clock": clock} if clock else {}), metadata=lambda: self.scraper.metadata()
+        )
 
     def close(self) -> None:
         if self.persist_path is not None:

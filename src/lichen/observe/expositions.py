@@ -48,13 +48,22 @@ class ExpositionParser:
     def __init__(self, max_cached: int = 100_000) -> None:
         self._series: dict[str, tuple[str, dict[str, str]]] = {}
         self.max_cached = max_cached
+        #: metric family name -> {"type": ..., "help": ...} from the # TYPE and # HELP lines
+        self.metadata: dict[str, dict[str, str]] = {}
 
     def parse(self, text: str) -> list[tuple[str, str, dict[str, str], float]]:
         out = []
         cache = self._series
         for raw in text.splitlines():
             line = raw.strip()
-            if not line or line.startswith("#"):
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("TYPE", "HELP"):
+                    entry = self.metadata.setdefault(parts[2], {"type": "unknown", "help": ""})
+                    text = parts[3] if len(parts) > 3 else ""
+                    entry["type" if parts[1] == "TYPE" else "help"] = text.replace("\\n", "\n").replace("\\\\", "\\")
                 continue
             if "{" in line:
                 end = line.rfind("}")

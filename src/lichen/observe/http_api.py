@@ -1,6 +1,7 @@
 """Prometheus' HTTP query API over the embedded store, as a FastAPI router.
 
-Interface: ``build_query_router(store, engine, rules=None, clock=time.time) -> APIRouter``.
+Interface: ``build_query_router(store, engine, rules=None, clock=time.time, metadata=None) -> APIRouter``
+(``metadata``: a function returning the scraped metric families' type and help, for ``/api/v1/metadata``).
 
 Routes (GET and POST with a form body, JSON shapes as Prometheus serves them, so Grafana's
 Prometheus data source works against it):
@@ -110,6 +111,7 @@ def build_query_router(
     engine: Engine | None = None,
     rules: Any = None,
     clock: Callable[[], float] = time.time,
+    metadata: Callable[[], dict[str, list[dict[str, str]]]] | None = None,
 ) -> APIRouter:
     engine = engine or Engine(store)
     router = APIRouter()
@@ -239,8 +241,15 @@ def build_query_router(
         return _ok({"storageRetention": f"{store.retention_ms // 1000}s", "timeSeriesCount": stats["series"]})
 
     @router.get("/api/v1/metadata", include_in_schema=False)
-    async def metadata() -> JSONResponse:
-        return _ok({})
+    async def metadata_route(request: Request) -> JSONResponse:
+        data = metadata() if metadata is not None else {}
+        metric = request.query_params.get("metric")
+        if metric:
+            data = {metric: data[metric]} if metric in data else {}
+        limit = request.query_params.get("limit")
+        if limit and limit.lstrip("-").isdigit() and int(limit) >= 0:
+            data = dict(list(sorted(data.items()))[: int(limit)])
+        return _ok(dict(sorted(data.items())))
 
     @router.api_route("/api/v1/query_exemplars", methods=["GET", "POST"], include_in_schema=False)
     async def exemplars() -> JSONResponse:

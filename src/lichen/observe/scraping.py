@@ -106,6 +106,16 @@ class Scraper:
             )
         return self._client
 
+    def metadata(self) -> dict[str, list[dict[str, str]]]:
+        """Prometheus' /api/v1/metadata data: each metric family's distinct type/help/unit across targets."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for state in self._state.values():
+            for name, meta in state.parser.metadata.items():
+                entry = {"type": meta["type"], "help": meta["help"], "unit": ""}
+                if entry not in out.setdefault(name, []):
+                    out[name].append(entry)
+        return out
+
     async def aclose(self) -> None:
         if self._client is not None and self._own_client:
             await self._client.aclose()

@@ -143,3 +143,16 @@ def test_an_unexpected_failure_is_answered_in_prometheus_shape() -> None:
     app.include_router(build_query_router(store, Broken(store), clock=lambda: NOW))
     r = TestClient(app).get("/api/v1/query", params={"query": "up"})
     assert r.status_code == 500 and r.json() == {"status": "error", "errorType": "internal", "error": "RuntimeError: boom"}
+
+
+def test_metadata_comes_from_the_given_function_and_honours_metric_and_limit() -> None:
+    from fastapi.testclient import TestClient
+
+    families = {"b_total": [{"type": "counter", "help": "B.", "unit": ""}], "a": [{"type": "gauge", "help": "A.", "unit": ""}]}
+    store = SeriesStore()
+    app = FastAPI()
+    app.include_router(build_query_router(store, clock=lambda: NOW, metadata=lambda: families))
+    client = TestClient(app)
+    assert client.get("/api/v1/metadata").json() == {"status": "success", "data": {"a": families["a"], "b_total": families["b_total"]}}
+    assert client.get("/api/v1/metadata", params={"metric": "b_total"}).json()["data"] == {"b_total": families["b_total"]}
+    assert client.get("/api/v1/metadata", params={"limit": "1"}).json()["data"] == {"a": families["a"]}

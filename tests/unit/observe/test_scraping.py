@@ -11,7 +11,8 @@ from lichen.observe.promql import Engine
 from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.observe.series import SeriesStore
 
-METRICS = """# TYPE lichen_requests_total counter
+METRICS = """# HELP lichen_requests_total Requests answered, by status.
+# TYPE lichen_requests_total counter
 lichen_requests_total{endpoint="/p",status="200"} 10
 lichen_requests_total{endpoint="/p",status="500",instance="inner"} 2
 # TYPE lichen_request_duration_seconds histogram
@@ -86,6 +87,9 @@ async def _scenario() -> None:
         assert labels["service"] == "recs" and labels["revision"] == "r1" and labels["replica"] == "recs-0"
         assert engine.instant_samples("scrape_samples_scraped{replica='recs-0'}", t0)[0][1] == 6.0
         assert engine.instant_samples("histogram_quantile(0.5, lichen_request_duration_seconds_bucket)", t0)
+        meta = scraper.metadata()  # what /api/v1/metadata serves, for Grafana's metrics browser
+        assert meta["lichen_requests_total"] == [{"type": "counter", "help": "Requests answered, by status.", "unit": ""}]
+        assert meta["lichen_request_duration_seconds"] == [{"type": "histogram", "help": "", "unit": ""}]
 
         # a series that disappears, then a failing scrape, both end series at once (stale markers)
         good.body = METRICS.replace('lichen_requests_total{endpoint="/p",status="500",instance="inner"} 2\n', "")
