@@ -149,6 +149,7 @@ class ReplicaApp:
         # lichen serve starts setup() once the socket listens; other servers at lifespan startup.
         self.defer_setup = False
         self._setup_started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.executor: Any = None  # its sync-handler thread pool, shut down after serving
         self._setup = setup
         self._ready = ready
@@ -181,6 +182,10 @@ class ReplicaApp:
         if self._setup_started:
             return
         self._setup_started = True
+        try:
+            self._loop = asyncio.get_running_loop()  # where an `async def setup()` runs
+        except RuntimeError:
+            self._loop = None
         if self._setup is not None:
             threading.Thread(target=self._run_setup, name="lichen-setup", daemon=True).start()
         else:
@@ -191,7 +196,12 @@ class ReplicaApp:
         started = time.perf_counter()
         log.info("setup started")
         try:
-            self._setup()
+            result = self._setup()
+            if inspect.isawaitable(result):  # `async def setup()`: run it on the server's loop, wait here
+                if self._loop is None:
+                    asyncio.run(_awaited(result))
+                else:
+                    asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result()
         except BaseException as exc:
             self.state.setup_error = exc
             log.error("setup failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
@@ -228,7 +238,10 @@ class ReplicaApp:
             failure = str(exc)
         if self._teardown is not None and self.state.setup_done:
             try:
-                await asyncio.get_running_loop().run_in_executor(None, self._teardown)
+                if inspect.iscoroutinefunction(self._teardown):
+                    await self._teardown()
+                else:
+                    await asyncio.get_running_loop().run_in_executor(None, self._teardown)
                 log.info("teardown finished")
             except Exception as exc:
                 log.error("teardown failed: %s", exc, exc_info=exc)
@@ -394,6 +407,10 @@ class ReplicaApp:
             if route.matches(scope)[0] is not Match.NONE:
                 return gauge
         return None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _settle(call: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -204,3 +205,27 @@ def test_a_ready_hook_that_returns_nothing_says_so() -> None:
     with ServiceClient(Forgetful) as client:
         response = client.get("/readyz")
     assert response.status_code == 503 and response.json()["reason"] == "ready() returned None"
+
+
+def test_async_setup_and_teardown_are_awaited_on_the_servers_loop() -> None:
+    events: list[str] = []
+
+    class AsyncLife(Service):
+        async def setup(self) -> None:
+            await asyncio.sleep(0.01)
+            self.lock = asyncio.Lock()  # bound to the loop the handlers run on
+            events.append("setup")
+
+        async def teardown(self) -> None:
+            await asyncio.sleep(0)
+            events.append("teardown")
+
+        @endpoint("/x", method="GET")
+        async def x(self) -> dict:
+            async with self.lock:
+                return {"ok": True}
+
+    with ServiceClient(AsyncLife) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/x").json() == {"ok": True}
+    assert events == ["setup", "teardown"]
