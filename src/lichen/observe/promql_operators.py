@@ -285,6 +285,7 @@ def _topk(op: str, vec: InstantVector, groups: dict, param: Scalar | None, steps
     assert param is not None
     k = param.values
     present = np.zeros(vec.present.shape, dtype=bool)
+    listing: list[int] = []  # an instant query lists each group's choices best first, as Prometheus does
     for _out, members in groups.values():
         vals = vec.values[members]
         mask = vec.present[members]
@@ -298,4 +299,8 @@ def _topk(op: str, vec: InstantVector, groups: dict, param: Scalar | None, steps
             limit = np.where(np.isnan(k), 0, np.floor(k)).astype(np.int64)
         chosen = mask & (ranks < limit[None, :])
         present[members] = chosen
+        if steps == 1:
+            listing.extend(members[i] for i in sorted(np.nonzero(chosen[:, 0])[0], key=lambda i: ranks[i, 0]))
+    if steps == 1:
+        return InstantVector([vec.series[i] for i in listing], vec.values[listing], present[listing])
     return InstantVector(list(vec.series), vec.values.copy(), present)

@@ -195,3 +195,17 @@ def test_out_of_range_at_times_are_query_errors_not_crashes(engine: Engine) -> N
         with pytest.raises(QueryError):
             engine.instant(query, 100)
     assert parse_expr('x{a="[5]"} offset 5m') is not None  # brackets inside strings are not ranges
+
+
+def test_an_instant_topk_lists_each_groups_choices_best_first() -> None:
+    store = SeriesStore()
+    for name, value, group in (("a", 3.0, "x"), ("b", 1.0, "y"), ("c", 2.0, "x"), ("d", 5.0, "y"), ("e", math.nan, "x")):
+        store.append({"__name__": "x", "n": name, "g": group}, 0, value)
+    engine = Engine(store)
+
+    def names(query: str) -> list[str]:
+        return [r["metric"]["n"] for r in engine.instant(query, 1)["result"]]
+
+    assert names("topk(3, x)") == ["d", "a", "c"]
+    assert names("bottomk(2, x)") == ["b", "c"]
+    assert names("topk by (g) (2, x)") == ["a", "c", "d", "b"]
