@@ -7,6 +7,7 @@ test); the decorator only attaches an :class:`EndpointSpec` that
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -74,7 +75,8 @@ def endpoint(
     ``LICHEN_MAX_CONCURRENCY``), or 30 s and 64. ``idempotent`` tells the
     gateway a POST may be retried; it defaults to the method's HTTP semantics
     (GET, HEAD, OPTIONS, PUT, DELETE are idempotent). ``stream=True`` sends
-    what the handler yields as Server-Sent Events.
+    what the handler yields as Server-Sent Events; a generator handler
+    (``def``/``async def`` with ``yield``) streams without it.
 
     Example::
 
@@ -106,7 +108,8 @@ def endpoint(
             timeout_s=float(timeout_s) if timeout_s is not None else None,
             max_concurrency=max_concurrency,
             idempotent=bool(idempotent) if idempotent is not None else verb in IDEMPOTENT_METHODS,
-            stream=bool(stream),
+            # A generator handler can only mean a stream: yielding is how a stream handler answers.
+            stream=bool(stream) or inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func),
             name=getattr(func, "__name__", ""),
         )
         setattr(func, _ATTRIBUTE, spec)

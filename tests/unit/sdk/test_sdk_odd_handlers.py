@@ -229,3 +229,22 @@ def test_async_setup_and_teardown_are_awaited_on_the_servers_loop() -> None:
         assert client.get("/readyz").status_code == 200
         assert client.get("/x").json() == {"ok": True}
     assert events == ["setup", "teardown"]
+
+
+def test_a_generator_handler_streams_without_stream_true() -> None:
+    class Tokens(Service):
+        @endpoint("/sync", method="GET")
+        def sync_tokens(self):  # noqa: ANN201
+            yield "a"
+            yield {"b": 1}
+
+        @endpoint("/async", method="GET")
+        async def async_tokens(self):  # noqa: ANN201
+            yield "c"
+
+    with ServiceClient(Tokens) as client:
+        assert client.get("/sync").text == 'data: a\n\ndata: {"b":1}\n\n'
+        response = client.get("/async")
+        assert response.text == "data: c\n\n" and response.headers["content-type"].startswith("text/event-stream")
+        listed = {e["path"]: e["stream"] for e in client.get("/.well-known/lichen").json()["endpoints"]}
+    assert listed == {"/sync": True, "/async": True}
