@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -78,7 +78,10 @@ def parse_time(text: str | None, default: float) -> float:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:  # RFC 3339 always has a zone; read a bare one as UTC, never as local time
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
     except ValueError:
         raise _BadData(f"cannot parse {text!r} to a valid timestamp") from None
 

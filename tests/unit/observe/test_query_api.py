@@ -156,3 +156,20 @@ def test_metadata_comes_from_the_given_function_and_honours_metric_and_limit() -
     assert client.get("/api/v1/metadata").json() == {"status": "success", "data": {"a": families["a"], "b_total": families["b_total"]}}
     assert client.get("/api/v1/metadata", params={"metric": "b_total"}).json()["data"] == {"b_total": families["b_total"]}
     assert client.get("/api/v1/metadata", params={"limit": "1"}).json()["data"] == {"a": families["a"]}
+
+
+def test_times_parse_as_rfc3339_or_unix_seconds_and_a_bare_time_is_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    from lichen.observe.http_api import parse_time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time_module.tzset()
+    try:
+        assert parse_time("2023-11-14T22:13:20Z", 0) == 1_700_000_000
+        assert parse_time("2023-11-14T22:13:20", 0) == 1_700_000_000
+        assert parse_time("2023-11-14T23:13:20.5+01:00", 0) == 1_700_000_000.5
+        assert parse_time("1700000000.25", 0) == 1_700_000_000.25
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
