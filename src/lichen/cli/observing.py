@@ -47,9 +47,21 @@ def rules_check(
                 err_console.print(f"Checking {path}\n  FAILED:\nerror: {exc}", markup=False, soft_wrap=True)
             continue
         rules = sum(len(g.rules) for g in groups)
-        report.append({"file": str(path), "groups": len(groups), "rules": rules, "valid": True})
+        seen: dict[tuple, int] = {}
+        for rule in (r for g in groups for r in g.rules):  # promtool's duplicate-rules lint: same name and labels
+            key = (rule.name, tuple(sorted(rule.labels.items())))
+            seen[key] = seen.get(key, 0) + 1
+        duplicates = sorted(name for (name, _labels), count in seen.items() if count > 1)
+        report.append({"file": str(path), "groups": len(groups), "rules": rules, "valid": True, "duplicates": duplicates})
         if not as_json:
             console.print(f"Checking {path}\n  SUCCESS: {rules} rules found", markup=False, soft_wrap=True)
+            if duplicates:
+                err_console.print(
+                    f"warning: {len(duplicates)} duplicate rule(s) (same name and labels) in {path}: {', '.join(duplicates)}"
+                    " — might cause inconsistency while recording expressions",
+                    markup=False,
+                    soft_wrap=True,
+                )
     if as_json:
         print_json({"files": report})
     if not all(r["valid"] for r in report):

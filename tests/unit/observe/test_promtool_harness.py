@@ -204,3 +204,14 @@ def test_a_group_limit_fails_the_rule_as_in_prometheus(tmp_path: Path, rule: str
     if shutil.which("promtool"):
         proc = subprocess.run(["promtool", "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and error in proc.stdout + proc.stderr
+
+
+def test_rules_check_warns_about_duplicate_rules_as_promtools_lint_does(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yml"
+    path.write_text(
+        "groups:\n- name: g\n  rules:\n  - record: a:b\n    expr: up\n  - record: a:b\n    expr: up\n"
+        "  - record: a:b\n    expr: up\n    labels: {x: y}\n"
+    )
+    proc = subprocess.run([LICHEN, "rules", "check", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS: 3 rules found" in proc.stdout
+    assert "1 duplicate rule(s)" in proc.stderr and "a:b" in proc.stderr
