@@ -148,6 +148,7 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
     argv = [sys.executable, "-c", "from lichen.cli.main import run; run()", "up", str(workspace.app_dir),
             "--daemon-child"]
     with open(log_path, "ab") as log:
+        log_offset = log.tell()
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                  cwd=workspace.app_dir)
     deadline = time.monotonic() + 60
@@ -157,7 +158,15 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
         if child.poll() is not None:
             from lichen.runtime.processes import log_tail
 
-            raise ControlPlaneError(f"the controller exited with code {child.returncode}:\n{log_tail(log_path, 1500)}")
+            other = _running_client(workspace.app_dir)
+            if other is not None:  # another 'lichen up' won the race: report and wait on its controller
+                with other:
+                    console.print(f"controller pid {other.pid} already runs for {workspace.app_dir}")
+                    if wait:
+                        _wait_settled(other, timeout_s)
+                return
+            tail = log_tail(log_path, 1500, since_offset=log_offset).strip()  # this start's lines only
+            raise ControlPlaneError(f"the controller exited with code {child.returncode}:\n{tail}")
         info = read_controller_info(workspace)
         if info and info.get("pid") == child.pid:
             break

@@ -48,3 +48,29 @@ def test_replica_over_its_memory_limit_is_reported_oomkilled(make_app) -> None:
     assert oom["reason"] == "OOMKilled"
     replica = wait_until(lambda: [r for r in app.replicas() if r["last_exit_reason"] == "OOMKilled"], "status")[0]
     assert replica["placement"]["memory_bytes"] == 300 * 2**20
+
+
+def test_lichen_up_stops_waiting_on_a_crash_loop_and_shows_why(make_app) -> None:
+    app = make_app()
+    schedule = {"initial_backoff_s": 0.3, "max_backoff_s": 30, "reset_after_s": 60}
+    app.write_spec(web={"replicas": 1, "env": {"CRASH_ON_START": "1"}, "restart": schedule})
+    result = app.cli("up", str(app.dir), "--detach", "--timeout-s", "100", check=False)
+    assert result.returncode != 0
+    message = " ".join((result.stdout + result.stderr).split())
+    assert "is in CrashLoopBackOff (Error, exit code" in message, message
+    assert "configured to crash on start" in message  # the log line that says why, not the shutdown noise
+    assert app.status()["pid"] == app.controller_pid()  # the controller keeps running (and retrying)
+
+
+def test_a_daemon_start_that_loses_the_race_reports_the_running_controller(make_app, capsys) -> None:
+    """Two 'lichen up --detach' at once: the one whose controller loses the per-app lock reports the winner."""
+    from lichen.cli.controlling import _start_daemon
+
+    app = make_app()
+    app.write_spec(web={"replicas": 1})
+    app.up()
+    winner = app.controller_pid()
+    _start_daemon(app.workspace, wait=True, timeout_s=60)  # what the second 'lichen up' does after the race
+    printed = capsys.readouterr().out
+    assert f"controller pid {winner} already runs" in printed and "ready: web 1/1" in printed, printed
+    assert app.controller_pid() == winner and len(app.replicas("Ready")) == 1
