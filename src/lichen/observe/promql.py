@@ -147,11 +147,22 @@ def _check_duration_units(text: str) -> None:
         raise QueryError(f"missing unit character in duration {m.group(0).strip('[]: ')!r} at position {m.start() + 1}")
 
 
+def _rename_holt_winters(text: str) -> str:
+    """holt_winters( -> double_exponential_smoothing( outside string literals."""
+    out, pos = [], 0
+    for m in _STRINGS.finditer(text):
+        out.append(_HOLT_WINTERS.sub("double_exponential_smoothing(", text[pos : m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(_HOLT_WINTERS.sub("double_exponential_smoothing(", text[pos:]))
+    return "".join(out)
+
+
 def parse_expr(text: str) -> pp.Expr:
     """Parse a PromQL expression and check that this engine supports every construct in it."""
     _check_duration_units(text)
     try:  # Prometheus 2.x's holt_winters is double_exponential_smoothing to promql-parser
-        node = pp.parse(_HOLT_WINTERS.sub("double_exponential_smoothing(", text) if "holt_winters" in text else text)
+        node = pp.parse(_rename_holt_winters(text) if "holt_winters" in text else text)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cannot parse PromQL {text!r}: {exc}") from None
     except BaseException as exc:  # a panic inside promql-parser is a BaseException; it must not kill the caller

@@ -209,3 +209,8 @@ def test_an_instant_topk_lists_each_groups_choices_best_first() -> None:
     assert names("topk(3, x)") == ["d", "a", "c"]
     assert names("bottomk(2, x)") == ["b", "c"]
     assert names("topk by (g) (2, x)") == ["a", "c", "d", "b"]
+
+
+def test_holt_winters_is_renamed_only_outside_strings() -> None:
+    node = parse_expr('holt_winters(x{a="holt_winters("}[5m], 0.5, 0.5)')
+    assert 'a="holt_winters("' in str(node) and str(node).startswith("double_exponential_smoothing(")
