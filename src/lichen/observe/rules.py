@@ -362,13 +362,19 @@ class RuleManager:
                 k: compile_template(text).render(tmpl_labels, value, self.external_labels, self.external_url, query)
                 for k, text in rule.annotations.items()
             }
-            results.append(AlertResult(labels_key(merged), labels_key(annotations), value))
+            # an annotation may be empty (Prometheus keeps it); an empty label is dropped
+            results.append(AlertResult(labels_key(merged), tuple(sorted(annotations.items())), value))
         first = rule.last_evaluation_s is None
         rule.active, alert_samples = step_alerts(rule.active, results, rule.spec, now_s)
         if first and self.restore_for_state and rule.active:
             self._restore_for_state(rule, now_s)
             rule.active, alert_samples = step_alerts(rule.active, results, rule.spec, now_s)
-        return [(s.labels, s.value) for s in alert_samples]
+        # Prometheus 2.x builds ALERTS from the rule's *raw* labels overridden by the alert's: a label whose
+        # template rendered empty (so the alert lacks it) shows its template text there
+        raw = {k: v for k, v in rule.labels.items() if v != ""}
+        if not raw:
+            return [(s.labels, s.value) for s in alert_samples]
+        return [(labels_key({**raw, **dict(s.labels)}), s.value) for s in alert_samples]
 
     def _restore_for_state(self, rule: Rule, now_s: float) -> None:
         """After a restart, take activeAt of still-active alerts from ALERTS_FOR_STATE (Prometheus' RestoreForState)."""
