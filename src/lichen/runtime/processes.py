@@ -8,11 +8,15 @@ enforces resources:
 * cgroup v2, when ``/sys/fs/cgroup`` is a writable unified hierarchy:
   ``memory.max``, ``cpu.max`` and ``cpuset.cpus`` in a per-process group
   under ``/sys/fs/cgroup/lichen``; an OOM kill shows in ``memory.events``;
-* otherwise rlimits and CPU affinity: ``RLIMIT_AS`` (address space) caps
-  memory, ``sched_setaffinity`` pins to the placed cores. An allocation over
-  the limit fails inside the process (Python raises ``MemoryError``); the
-  exit is reported as OOMKilled when the log tail shows the allocation
-  failure.
+* otherwise rlimits and CPU affinity: ``RLIMIT_DATA`` caps the private
+  writable memory a process maps (heap, anonymous mmaps, thread stacks: on
+  Linux >= 4.7 what it could actually dirty), ``sched_setaffinity`` pins to
+  the placed cores. Unlike ``RLIMIT_AS`` it does not count shared libraries,
+  read-only mmaps (model weights) or address space reserved but never made
+  writable, which would make ``memory: 256Mi`` refuse a replica that merely
+  imports scipy. An allocation over the limit fails inside the process
+  (Python raises ``MemoryError``); the exit is reported as OOMKilled when
+  the log tail shows the allocation failure.
 
 A process is identified by ``(pid, create_time)`` so a recycled pid is never
 mistaken for a replica.
@@ -32,7 +36,8 @@ from pathlib import Path
 import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory",
+               "failed to map segment from shared object")
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ class ProcessLauncher:
             if cgroup is not None:
                 (cgroup / "cgroup.procs").write_text(str(os.getpid()))
             if memory is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+                resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
             if cpu_set:
                 os.sched_setaffinity(0, cpu_set)
 

@@ -112,6 +112,23 @@ def test_memory_rlimit_failure_is_detected_as_oom_from_the_log(tmp_path: Path) -
     assert processes.log_tail(tmp_path / "logs" / "t.log").strip().endswith("[0]")
 
 
+def test_memory_rlimit_counts_what_a_process_can_dirty_not_its_read_only_maps(tmp_path: Path) -> None:
+    """Model weights mapped read-only, shared libraries and reserved address space are not the memory a
+    limit means (a cgroup would not count them either); a 256 MiB replica must be able to map 1 GiB of
+    weights read-only, and still be stopped when it writes more than 256 MiB."""
+    weights = tmp_path / "weights.bin"
+    with weights.open("wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk used
+    code = ("import mmap; f = open('weights.bin', 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); "
+            "print('mapped', len(m) >> 20, 'MiB', m[12345])")
+    launcher, handle = _launch(tmp_path, code, memory=256 * 2**20)
+    assert _wait_exit(launcher, handle) == 0, processes.log_tail(tmp_path / "logs" / "t.log")
+    assert "mapped 1024 MiB 0" in processes.log_tail(tmp_path / "logs" / "t.log")
+    launcher, handle = _launch(tmp_path, "b = bytearray(300 * 2**20)", memory=256 * 2**20)
+    assert _wait_exit(launcher, handle) == 1
+    assert launcher.oom_killed(handle, tmp_path / "logs" / "t.log", memory_limited=True)
+
+
 def test_process_identity_and_group_kill(tmp_path: Path) -> None:
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     launcher, handle = _launch(tmp_path, code)
