@@ -156,8 +156,9 @@ def vector_binop(op: str, lhs: InstantVector, rhs: InstantVector, matching: Matc
     one_by_sig: dict[tuple, list[int]] = {}
     for i, labels in enumerate(one.series):
         one_by_sig.setdefault(_signature(labels, matching), []).append(i)
+    both_sides = lhs.present.any(axis=0) & rhs.present.any(axis=0)  # at a step where a side is empty, nothing can match
     for sig, members in one_by_sig.items():
-        if len(members) > 1 and np.any(one.present[members].sum(axis=0) > 1):
+        if len(members) > 1 and np.any((one.present[members].sum(axis=0) > 1) & both_sides):
             side = "left" if swapped else "right"
             raise QueryError(
                 f"found duplicate series for the match group {dict(sig)} on the {side} hand-side of the operation; "

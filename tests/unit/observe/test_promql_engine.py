@@ -214,3 +214,15 @@ def test_an_instant_topk_lists_each_groups_choices_best_first() -> None:
 def test_holt_winters_is_renamed_only_outside_strings() -> None:
     node = parse_expr('holt_winters(x{a="holt_winters("}[5m], 0.5, 0.5)')
     assert 'a="holt_winters("' in str(node) and str(node).startswith("double_exponential_smoothing(")
+
+
+def test_duplicate_match_groups_are_no_error_when_the_other_side_is_empty() -> None:
+    """Prometheus short-circuits a binary operation at a step where either side has no samples."""
+    store = SeriesStore()
+    store.append({"__name__": "dup", "a": "1"}, 0, 1.0)
+    store.append({"__name__": "dup", "a": "2"}, 0, 2.0)
+    store.append({"__name__": "lone"}, 0, 5.0)
+    engine = Engine(store)
+    assert engine.instant_samples("nothing + on() dup", 1) == []
+    with pytest.raises(QueryError, match="duplicate series for the match group"):
+        engine.instant_samples("lone + on() dup", 1)
