@@ -219,10 +219,11 @@ def test_holt_winters_is_renamed_only_outside_strings() -> None:
 def test_duplicate_match_groups_are_no_error_when_the_other_side_is_empty() -> None:
     """Prometheus short-circuits a binary operation at a step where either side has no samples."""
     store = SeriesStore()
-    store.append({"__name__": "dup", "a": "1"}, 0, 1.0)
-    store.append({"__name__": "dup", "a": "2"}, 0, 2.0)
-    store.append({"__name__": "lone"}, 0, 5.0)
+    store.append({"__name__": "lone"}, 0, 5.0)  # seen at steps 0 s and 300 s (5 min lookback), not at 600 s
+    store.append({"__name__": "dup", "a": "1"}, 600_000, 1.0)  # two series in match group {} at 600 s only
+    store.append({"__name__": "dup", "a": "2"}, 600_000, 2.0)
+    store.append({"__name__": "late"}, 600_000, 7.0)
     engine = Engine(store)
-    assert engine.instant_samples("nothing + on() dup", 1) == []
+    assert engine.range("lone + on() dup", 0, 600, 300)["result"] == []
     with pytest.raises(QueryError, match="duplicate series for the match group"):
-        engine.instant_samples("lone + on() dup", 1)
+        engine.range("late + on() dup", 0, 600, 300)
