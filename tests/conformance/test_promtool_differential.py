@@ -130,6 +130,8 @@ REVIEW_EXPRESSIONS = [
     'avg_over_time(sum by (job) (req_total)[7m:90s] offset 1m)', 'min_over_time(one[10m:1m])',
     'req_total @ 300', 'rate(req_total[5m] @ 600)', 'req_total @ 300 offset 1m', 'max_over_time(req_total[5m:1m] @ 600)',
     'tie unless tie', 'vector(1) or tie', 'sum by (le) (h_bucket)', 'quantile_over_time(2, g[5m])',
+    'avg(g or label_replace(vector(1), "a", "z", "", ""))', 'avg(g or label_replace(-g, "a", "z", "", ""))',
+    'avg(g or label_replace(g, "a", "z", "", ""))', 'avg(g or label_replace(vector(NaN), "a", "z", "", ""))',
 ]  # fmt: skip
 REVIEW_TIMES = ["1m", "3m", "6m", "10m", "21m", "25m"]
 GOT = re.compile(r'expr: "(.*?)", time: (\S+),\n\s+exp: .*\n\s+got: (.*)')

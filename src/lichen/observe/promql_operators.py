@@ -245,8 +245,10 @@ def aggregate(op: str, vec: InstantVector, grouping: tuple[str, ...], without: b
                 for row, m in zip(vals, mask, strict=True):
                     count = count + m
                     c = np.where(count == 0, 1, count)
-                    if op == "avg":
-                        mean = np.where(m, mean + row / c - mean / c, mean)
+                    if op == "avg":  # Prometheus: an infinite mean stays put for finite or same-signed infinite samples
+                        first = m & (count == 1)
+                        keep = np.isinf(mean) & ((np.isinf(row) & (np.sign(mean) == np.sign(row))) | np.isfinite(row))
+                        mean = np.where(first, row, np.where(m & ~keep, mean + row / c - mean / c, mean))
                     else:  # the first sample only sets the mean, as Prometheus does (so stdvar({Inf}) is 0)
                         first = m & (count == 1)
                         delta = row - mean
