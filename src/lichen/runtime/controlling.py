@@ -513,7 +513,11 @@ class Controller:
         replica.stop_probing()
         if grace_s <= 0:
             self.launcher.kill(replica.handle)
-            self.event(record.service, "Killed", reason, "SIGKILL", record.id)
+            detail = "SIGKILL"
+            if reason == "LivenessFailed":  # say which probe failed how, as Kubernetes' event does
+                probe, state = self._spec_of(record).probes.liveness, replica.liveness
+                detail += f"; liveness GET {probe.path}: {state.last_outcome or 'failed'} {state.failures}x in a row"
+            self.event(record.service, "Killed", reason, detail, record.id)
         else:
             self.launcher.terminate(replica.handle)
             replica.kill_at = now + grace_s

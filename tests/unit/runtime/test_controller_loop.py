@@ -116,6 +116,7 @@ def test_liveness_failure_is_killed_at_once_and_restarted(tmp_path: Path, fakes)
         await until(lambda: launcher.alive() and controller.endpoints.endpoints("web"), "replacement ready")
         (killed,) = kinds(controller, "Killed")
         assert killed.reason == "LivenessFailed"
+        assert killed.message == "SIGKILL; liveness GET /healthz: timeout 2x in a row"  # which probe, how
         controller.shutdown()
         await asyncio.wait_for(task, 5)
 
