@@ -23,6 +23,7 @@ previous evaluation but not at this one gets a stale marker, as in Prometheus.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -123,8 +124,28 @@ class AlertView:
             "annotations": self.annotations,
             "state": self.state,
             "activeAt": datetime.fromtimestamp(self.active_at_s, UTC).isoformat().replace("+00:00", "Z"),
-            "value": go_float(self.value),
+            "value": _go_e(self.value),  # Prometheus' API: strconv.FormatFloat(v, 'e', -1, 64)
         }
+
+
+def _go_e(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    for digits in range(17):
+        text = f"{v:.{digits}e}"
+        if float(text) == v:
+            return text
+    return f"{v:.17e}"
+
+
+def _rfc3339(epoch_s: float | None) -> str:
+    from datetime import UTC, datetime
+
+    if epoch_s is None:
+        return "0001-01-01T00:00:00Z"
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 # ------------------------------------------------------------------------- loading
@@ -434,6 +455,7 @@ class RuleManager:
                     "health": "unknown" if rule.last_evaluation_s is None else ("err" if rule.last_error else "ok"),
                     "lastError": rule.last_error or "",
                     "evaluationTime": rule.evaluation_time_s,
+                    "lastEvaluation": _rfc3339(rule.last_evaluation_s),
                     "type": "recording" if rule.kind == "record" else "alerting",
                 }
                 if rule.kind == "alert":
@@ -450,5 +472,15 @@ class RuleManager:
                         }
                     )
                 rules.append(entry)
-            groups.append({"name": group.name, "file": group.source, "interval": self.interval_of(group), "rules": rules})
+            groups.append(
+                {
+                    "name": group.name,
+                    "file": group.source,
+                    "interval": self.interval_of(group),
+                    "limit": group.limit,
+                    "rules": rules,
+                    "evaluationTime": sum(r.evaluation_time_s or 0.0 for r in group.rules),
+                    "lastEvaluation": _rfc3339(group.last_evaluation_s),
+                }
+            )
         return {"groups": groups}

@@ -98,8 +98,12 @@ def test_grafana_probes_and_alerts(base_url: str) -> None:
     assert httpx.get(f"{base_url}/api/v1/metadata").json()["status"] == "success"
     alerts = httpx.get(f"{base_url}/api/v1/alerts").json()["data"]["alerts"]
     assert alerts[0]["labels"]["alertname"] == "Down" and alerts[0]["state"] == "firing"
-    rules = httpx.get(f"{base_url}/api/v1/rules").json()["data"]["groups"][0]["rules"]
+    assert alerts[0]["value"] == "0e+00" and alerts[0]["activeAt"].endswith("Z")  # Prometheus' formats
+    groups = httpx.get(f"{base_url}/api/v1/rules").json()["data"]["groups"]
+    rules = groups[0]["rules"]
     assert rules[0]["state"] == "firing"
+    assert rules[0]["lastEvaluation"].endswith("Z") and groups[0]["lastEvaluation"].endswith("Z")
+    assert {"evaluationTime", "limit", "interval"} <= set(groups[0])
 
 
 def test_federate_text_format(base_url: str) -> None:
