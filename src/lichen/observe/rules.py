@@ -46,7 +46,7 @@ from lichen.control.alerting import (
 from lichen.errors import DataError
 from lichen.observe.promql import Engine, QueryError, parse_expr
 from lichen.observe.series import SeriesStore, labels_key
-from lichen.observe.templating import TemplateError, compile_template, go_float
+from lichen.observe.templating import TemplateError, compile_template
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
