@@ -705,15 +705,10 @@ class Controller:
         """Every secret name the app declares: kept out of the environment a process inherits from the
         controller, so a secret reaches only the services (and jobs) that list it."""
         names: set[str] = set()
-        for state in self.services.values():
+        for state in self.services.values():  # services of an earlier spec may still run
             names.update(state.spec.secrets)
-        app = self.app_spec
-        if app is not None:
-            for spec in (*app.services.values(), *app.jobs.values()):
-                names.update(spec.secrets)
-            jwt = app.gateway.auth.jwt
-            if jwt is not None and jwt.secret_env:
-                names.add(jwt.secret_env)
+        if self.app_spec is not None:
+            names.update(self.app_spec.secret_names())
         return frozenset(names)
 
     # ================================================================ misc

@@ -61,11 +61,13 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 
 def apply_resources(memory_bytes: int | None, cpu_cores: float | None) -> None:
-    """Limit this process the way a replica is limited."""
+    """Limit this process the way a replica is limited (see :mod:`lichen.runtime.processes`):
+    ``RLIMIT_DATA`` caps private writable memory, not address space, so shared
+    libraries and read-only model weights do not count against ``memory``."""
     if memory_bytes:
-        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
         limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     if cpu_cores and hasattr(os, "sched_setaffinity"):
         available = sorted(os.sched_getaffinity(0))
         wanted = max(1, min(len(available), math.ceil(cpu_cores - 1e-9)))

@@ -44,6 +44,7 @@ from lichen.runtime.job_runs import (
     JobRunStore,
     state_db_path,
 )
+from lichen.runtime.workspaces import resolve_secrets
 from lichen.spec.models import AppSpec, JobSpec
 
 LOG_TAIL_LINES = 20
@@ -152,40 +153,6 @@ def _ancestors(jobs: dict[str, JobSpec], name: str) -> set[str]:
     return seen
 
 
-def read_secrets_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines; ``#`` comments, blank lines and optional quotes allowed."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
-
-
-def resolve_secrets(names: list[str], app_dir: Path, environ: dict[str, str], owner: str) -> dict[str, str]:
-    """Each named secret from the environment, else from ``.lichen/secrets.env``."""
-    if not names:
-        return {}
-    from_file = read_secrets_file(app_dir / SECRETS_FILE)
-    values: dict[str, str] = {}
-    for name in names:
-        if name in environ:
-            values[name] = environ[name]
-        elif name in from_file:
-            values[name] = from_file[name]
-        else:
-            raise ConfigError(f"{owner}: secret {name} is not set in the environment or in {app_dir / SECRETS_FILE}")
-    return values
-
-
 # ------------------------------------------------------------------ running
 
 
@@ -220,6 +187,7 @@ class JobRunner:
     ) -> None:
         self.spec = spec
         self.app_dir = Path(app_dir).absolute()
+        self._secret_names = spec.secret_names()
         self.events: JobEvents = events or SilentEvents()
         self.stop_grace_s = stop_grace_s
         self.clock = clock
@@ -247,7 +215,7 @@ class JobRunner:
         sources = {n for n in order if not (_ancestors(dict(self.spec.jobs), n) & set(order))}
         # Resolve every job's secrets before starting any, so a missing one fails fast.
         for name in order:
-            resolve_secrets(self.spec.jobs[name].secrets, self.app_dir, dict(os.environ), f"jobs.{name}")
+            resolve_secrets(self.spec.jobs[name].secrets, self.app_dir / SECRETS_FILE, os.environ, f"jobs.{name}.secrets")
         result = PipelineResult(pipeline_id=uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
@@ -263,8 +231,10 @@ class JobRunner:
         return result
 
     def _environment(self, name: str, job: JobSpec, run_id: str, manifest: Path) -> tuple[dict[str, str], list[str]]:
-        env = dict(os.environ)
-        secrets = resolve_secrets(job.secrets, self.app_dir, env, f"jobs.{name}")
+        # Only the secrets this job declares reach it, as in a Kubernetes pod: every other
+        # secret the app names is kept out of what it inherits from this process.
+        secrets = resolve_secrets(job.secrets, self.app_dir / SECRETS_FILE, os.environ, f"jobs.{name}.secrets")
+        env = {k: v for k, v in os.environ.items() if k not in self._secret_names}
         env.update(job.env)
         env.update(secrets)
         python_path = env.get("PYTHONPATH")

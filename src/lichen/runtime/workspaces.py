@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import secrets as token_source
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,39 +154,53 @@ def code_digest(app_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[str, str]:
-    """Secret values from the controller's environment, else ``.lichen/secrets.env``.
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``export``, ``#`` comments and quotes allowed); a
+    malformed line is an error naming ``file:line``. A missing file is empty."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigError("expected KEY=VALUE, got a line without '='", where=f"{path}:{number}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip().removeprefix("export ").strip()] = value
+    return values
 
-    Values are only ever passed to the replica's environment; they are not
-    logged or stored.
+
+def resolve_secrets(names: list[str], secrets_file: Path, environ: Mapping[str, str], owner: str) -> dict[str, str]:
+    """Each named secret from ``environ``, else from ``secrets_file``.
+
+    ``owner`` names the spec field in errors (``services.web.secrets``).
+    Values are only ever passed to a child's environment; they are not logged
+    or stored.
     """
     if not names:
         return {}
-    from_file: dict[str, str] = {}
-    if workspace.secrets_file.exists():
-        for number, line in enumerate(workspace.secrets_file.read_text().splitlines(), start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            key, sep, value = text.partition("=")
-            if not sep:
-                raise ConfigError("expected KEY=VALUE, got a line without '='", where=f"{workspace.secrets_file}:{number}")
-            from_file[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    from_file = read_secrets_file(secrets_file)
     values: dict[str, str] = {}
     missing = []
     for name in names:
-        if name in os.environ:
-            values[name] = os.environ[name]
+        if name in environ:
+            values[name] = environ[name]
         elif name in from_file:
             values[name] = from_file[name]
         else:
             missing.append(name)
     if missing:
-        raise ConfigError(
-            f"services.{service}.secrets: {', '.join(missing)} not set; export it or add NAME=VALUE "
-            f"to {workspace.secrets_file}"
-        )
+        raise ConfigError(f"{owner}: {', '.join(missing)} not set; export it or add NAME=VALUE to {secrets_file}")
     return values
+
+
+def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[str, str]:
+    """A service's secrets from the controller's environment, else ``.lichen/secrets.env``."""
+    return resolve_secrets(names, workspace.secrets_file, os.environ, f"services.{service}.secrets")
 
 
 def visible_gpu_names() -> list[str] | None:

@@ -534,6 +534,20 @@ class AppSpec(SpecModel):
             }
         return data
 
+    def secret_names(self) -> frozenset[str]:
+        """Every secret the app declares (services, jobs, the gateway's JWT key).
+
+        Processes Lichen starts inherit its environment minus these names, then
+        get only the secrets they declare, as in a Kubernetes pod.
+        """
+        names: set[str] = set()
+        for owner in (*self.services.values(), *self.jobs.values()):
+            names.update(owner.secrets)
+        jwt = self.gateway.auth.jwt
+        if jwt is not None and jwt.secret_env:
+            names.add(jwt.secret_env)
+        return frozenset(names)
+
 
 def canonical_json(model: BaseModel) -> str:
     """A stable JSON text of a model (sorted keys, no spaces): equal specs give equal text."""

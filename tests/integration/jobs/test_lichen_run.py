@@ -43,6 +43,8 @@ jobs:
   hang:
     entrypoint: steps:hang
     timeout_s: 1
+  peek:
+    entrypoint: steps:peek
 """
 
 STEPS = '''
@@ -110,6 +112,9 @@ def progress(argv):
 def hang(argv):
     while True:
         time.sleep(0.05)
+
+def peek(argv):
+    print("peek sees API_TOKEN:", os.environ.get("API_TOKEN", "<unset>"), flush=True)
 '''
 
 
@@ -180,7 +185,7 @@ def test_missing_secret_fails_before_any_job_starts(app: Path) -> None:
     (app / ".lichen" / "secrets.env").unlink()
     result = lichen(app, "run")
     assert result.returncode == 2
-    assert "jobs.features: secret API_TOKEN is not set" in result.stderr
+    assert "jobs.features.secrets: API_TOKEN not set" in result.stderr
     assert "Traceback" not in result.stderr
     assert runs(app) == []
 
@@ -275,3 +280,11 @@ def test_progress_lines_drive_the_job_bar_and_stay_out_of_the_stream(app: Path) 
     assert "::lichen-progress 3/3" in Path(result.runs[0].log_path).read_text()
     shown = lichen(app, "run", "progress")
     assert shown.returncode == 0 and "::lichen-progress" not in shown.stdout and "3/3" in shown.stdout
+
+
+def test_a_job_sees_only_the_secrets_it_declares(app: Path) -> None:
+    env = {**os.environ, "API_TOKEN": "exported-in-the-shell", "COLUMNS": "200"}
+    result = subprocess.run([*LICHEN, "run", "peek"], cwd=app, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "peek sees API_TOKEN: <unset>" in result.stdout
+    assert "exported-in-the-shell" not in result.stdout + result.stderr

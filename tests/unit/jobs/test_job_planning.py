@@ -9,7 +9,8 @@ import pytest
 
 from lichen.errors import ConfigError
 from lichen.runtime.job_runs import STATUS_LOST, STATUS_SUCCEEDED, JobRun, JobRunStore, state_db_path
-from lichen.runtime.running_jobs import order_jobs, read_secrets_file, resolve_secrets
+from lichen.runtime.running_jobs import order_jobs
+from lichen.runtime.workspaces import read_secrets_file, resolve_secrets
 from lichen.spec.models import JobSpec
 
 
@@ -45,16 +46,20 @@ def test_cycle_is_a_clear_error() -> None:
 def test_secrets_file_and_environment_precedence(tmp_path: Path) -> None:
     (tmp_path / ".lichen").mkdir()
     (tmp_path / ".lichen" / "secrets.env").write_text(
-        "# comment\nexport API_TOKEN='from-file'\nDB_PASSWORD=\"p@ss\"\n\nnot a line\n"
+        "# comment\nexport API_TOKEN='from-file'\nDB_PASSWORD=\"p@ss\"\n\n"
     )
-    assert read_secrets_file(tmp_path / ".lichen" / "secrets.env") == {
+    secrets_file = tmp_path / ".lichen" / "secrets.env"
+    assert read_secrets_file(secrets_file) == {
         "API_TOKEN": "from-file",
         "DB_PASSWORD": "p@ss",
     }
-    got = resolve_secrets(["API_TOKEN", "DB_PASSWORD"], tmp_path, {"API_TOKEN": "from-env"}, "jobs.x")
+    got = resolve_secrets(["API_TOKEN", "DB_PASSWORD"], secrets_file, {"API_TOKEN": "from-env"}, "jobs.x.secrets")
     assert got == {"API_TOKEN": "from-env", "DB_PASSWORD": "p@ss"}
-    with pytest.raises(ConfigError, match="jobs.x: secret MISSING is not set"):
-        resolve_secrets(["MISSING"], tmp_path, {}, "jobs.x")
+    with pytest.raises(ConfigError, match="jobs.x.secrets: MISSING not set"):
+        resolve_secrets(["MISSING"], secrets_file, {}, "jobs.x.secrets")
+    secrets_file.write_text("GOOD=1\nnot a line\n")
+    with pytest.raises(ConfigError, match="secrets.env:2"):
+        read_secrets_file(secrets_file)
 
 
 def test_state_url_resolution(tmp_path: Path) -> None:
