@@ -49,6 +49,12 @@ _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding", b"expect"}
 )
 _MAX_BUCKETS = 100_000
+# A response whose head arrives before its body and whose Content-Length is at
+# most this is buffered whole before the client sees a byte (as nginx's
+# proxy_buffering does), so a replica that dies between head and body is
+# retried instead of truncating the client's response. Larger, chunked and
+# close-delimited bodies (SSE, token streams) stream as they arrive.
+BUFFER_WHOLE_BODY_BYTES = 64 * 1024
 
 
 class RequestBodyError(Exception):
@@ -448,6 +454,23 @@ class Gateway:
             finally:
                 timer.cancel()
                 req.on_body_error = None
+            if not exchange.complete and 0 <= exchange.body_bytes <= BUFFER_WHOLE_BODY_BYTES:
+                try:
+                    await asyncio.wait_for(exchange.done, max(0.0, deadline - loop.time()))
+                except UpstreamReset:
+                    self._discard(uconn, req)
+                    self._record(service, upstream, True, loop.time())
+                    retry = should_retry(attempt=attempt, max_attempts=max_attempts, idempotent=idempotent,
+                                         connect_failed=False, status=None, response_started=conn.response_started,
+                                         body_replayable=req.replay_ok and req.body_error == 0)
+                    return "reset", 502, retry
+                except TimeoutError:
+                    self._discard(uconn, req)
+                    self._record(service, upstream, True, loop.time())
+                    return "timeout", 504, False
+                except asyncio.CancelledError:
+                    self._discard(uconn, req)
+                    raise
             failed = status >= 500
             self._record(service, upstream, failed, loop.time())
             if req.body_error:

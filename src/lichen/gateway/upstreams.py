@@ -60,7 +60,7 @@ class Exchange:
 
     __slots__ = (
         "head", "done", "status", "reason", "headers", "pending", "forward", "complete", "keep_alive",
-        "is_head", "content_length", "chunked", "on_pause", "on_resume",
+        "is_head", "content_length", "body_bytes", "chunked", "on_pause", "on_resume",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, is_head: bool) -> None:
@@ -75,6 +75,7 @@ class Exchange:
         self.keep_alive = False
         self.is_head = is_head
         self.content_length = False
+        self.body_bytes = -1  # the Content-Length value, -1 when absent or unreadable
         self.chunked = False
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
@@ -167,6 +168,10 @@ class UpstreamConnection(asyncio.Protocol):
             lname = name.lower()
             if lname == b"content-length":
                 exchange.content_length = True
+                try:
+                    exchange.body_bytes = int(value)
+                except ValueError:
+                    exchange.body_bytes = -1
             elif lname == b"transfer-encoding" and b"chunked" in value.lower():
                 exchange.chunked = True
         if exchange.is_head or status in (204, 304):
@@ -191,7 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None or exchange.status == 0:
             return
         exchange.complete = True
-        if exchange.forward is not None and not exchange.done.done():
+        if not exchange.done.done():  # also when buffering a small body before forwarding it
             exchange.done.set_result(exchange.keep_alive)
 
     # -------------------------------------------------------- use

@@ -283,3 +283,59 @@ def test_unknown_path_lists_routes_and_request_id_is_propagated(backends, gatewa
 
     streamed = httpx.post(f"{gateway.url}/api/echo", content=chunks())
     assert streamed.content == b"part0;part1;part2;part3;part4;"
+
+
+class HeadThenDie:
+    """An upstream that sends a response head announcing a small body, then closes:
+    a replica killed between writing its head and its body."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.hits = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data.startswith(b"GET /.well-known"):
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    continue
+                self.hits += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n")
+
+    def endpoint(self) -> dict:
+        return {"url": self.url, "replica": "dies", "revision": "default", "ready": True}
+
+
+def test_a_replica_dying_between_head_and_body_is_retried_not_truncated(backends, gateways, tmp_path) -> None:
+    dying = HeadThenDie()
+    config = {
+        "settings": {"outlier_detection": {"consecutive_failures": 1000}, "retries": {"budget_ratio": 1.0},
+                     "balancer": "round_robin"},
+        "routes": [{"prefix": "/api", "service": "b", "strip_prefix": True}],
+        "services": {"b": {"endpoints": [dying.endpoint(), backends[0].endpoint()]}},
+    }
+    gateway = GatewayProcess(config, tmp_path)
+    gateways.append(gateway)
+    try:
+        with httpx.Client() as client:
+            responses = [client.get(f"{gateway.url}/api/whoami") for _ in range(20)]
+        assert [r.status_code for r in responses] == [200] * 20
+        assert all(r.json()["replica"] == "r1" for r in responses)
+        assert dying.hits >= 5  # round robin sent it its share; each was retried on r1
+    finally:
+        dying.sock.close()
