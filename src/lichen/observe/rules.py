@@ -72,6 +72,11 @@ def parse_duration_s(text: object, where: str) -> float:
         raise DataError(f"invalid duration {text!r} (use Prometheus durations like 30s, 5m, 1h)", where=where) from None
 
 
+# How far (as a share of the interval) a tick may come early or late and still
+# evaluate its own slot on the group's grid; see RuleManager.evaluate_due.
+SLOT_TOLERANCE = 0.1
+
+
 @dataclass
 class Rule:
     name: str
@@ -316,12 +321,28 @@ class RuleManager:
         return group.interval_s or self.default_interval_s
 
     def evaluate_due(self, now_s: float) -> int:
+        """Evaluate each group whose next slot has come; returns how many ran.
+
+        Evaluation times stay on each group's grid (``first + k * interval``),
+        as Prometheus keeps them: a tick that wakes a little early or late
+        (within :data:`SLOT_TOLERANCE` of the interval) evaluates the slot it
+        was meant for. Otherwise scheduling jitter would skip a whole
+        interval, or make ``now - active_at`` fall just short of ``for``, and
+        stretch every alert by one interval.
+        """
         ran = 0
         for group in self.groups:
+            interval_s = self.interval_of(group)
             last = group.last_evaluation_s
-            if last is None or now_s - last >= self.interval_of(group) - 1e-9:
-                self.evaluate_group(group, now_s)
-                ran += 1
+            if last is None:
+                at_s = now_s
+            else:
+                elapsed = (now_s - last) / interval_s
+                if elapsed < 1 - SLOT_TOLERANCE:
+                    continue
+                at_s = last + max(1, int(elapsed + SLOT_TOLERANCE)) * interval_s
+            self.evaluate_group(group, at_s)
+            ran += 1
         return ran
 
     def evaluate_group(self, group: RuleGroup, now_s: float) -> None:

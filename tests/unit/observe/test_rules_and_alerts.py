@@ -203,3 +203,18 @@ def test_durations_need_prometheus_units_as_in_promtool(duration: str) -> None:
 @pytest.mark.parametrize("duration", ["0", "0s", "5m30s", "1d", "1w", "100ms", "2d12h"])
 def test_prometheus_durations_are_accepted(duration: str) -> None:
     parse_rule_text(f"groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: {duration}\n", "my.yml")
+
+
+def test_evaluation_times_stay_on_the_group_grid_despite_tick_jitter() -> None:
+    """A tick 20 ms early must neither skip a slot nor make `for` fall short by 20 ms."""
+    store = SeriesStore()
+    manager = RuleManager(store)
+    manager.load_text("groups: [{name: g, interval: 1s, rules: [{alert: Down, expr: 'up == 0', for: 2s}]}]")
+    for t_ms in range(0, 6000, 250):
+        store.append({"__name__": "up", "job": "x"}, t_ms, 0.0)
+    ticks = [0.0, 0.98, 2.01, 2.99]  # a scheduler's jittery wake-ups, about one interval apart
+    assert [manager.evaluate_due(t) for t in ticks] == [1, 1, 1, 1]
+    [alert] = manager.alerts()
+    assert alert.active_at_s == 0.0 and alert.state == "firing"  # at the slot t=2, not one interval later
+    assert manager.groups[0].last_evaluation_s == 3.0
+    assert manager.evaluate_due(3.5) == 0  # mid-interval: nothing due
