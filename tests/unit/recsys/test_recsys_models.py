@@ -97,6 +97,18 @@ def test_recommend_excludes_history_exclusions_and_filtered_items(fitted, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_serving_scores_equal_the_batch_scores(fitted, kind):
+    """The one-user serving path (score_history) ranks exactly as the batch path used in evaluation."""
+    model = fitted[kind]
+    for user in model.known_users[:5]:
+        seen = np.unique(model.items.index(np.asarray(model.history(user), np.int64)))
+        row = sp.csr_matrix((np.ones(len(seen), np.float32), (np.zeros(len(seen), np.int64), seen)),
+                            shape=(1, len(model.items)))
+        batch = np.asarray(model.score_matrix(row), dtype=np.float64)[0]
+        np.testing.assert_allclose(model.score_history(seen), batch, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
 def test_artifacts_round_trip(fitted, kind, tmp_path):
     model = fitted[kind]
     model.save(tmp_path / kind)

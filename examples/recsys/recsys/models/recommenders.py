@@ -57,6 +57,17 @@ class RecModel:
         """Dense scores (rows × items) for a batch of binary history rows."""
         raise NotImplementedError
 
+    def score_history(self, seen: np.ndarray) -> np.ndarray:
+        """Scores (float64, a fresh array) for one user whose history is the item indices ``seen``.
+
+        The serving path: models with a cheaper single-row form override it.
+        """
+        row = sp.csr_matrix(
+            (np.ones(len(seen), np.float32), (np.zeros(len(seen), np.int64), seen)),
+            shape=(1, len(self.items)),
+        )
+        return np.array(self.score_matrix(row)[0], dtype=np.float64)
+
     def _similarity_row(self, item_index: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -90,11 +101,7 @@ class RecModel:
         left out. Unknown item ids in the history are ignored."""
         seen = self.items.index(np.fromiter(history_item_ids, np.int64))
         seen = np.unique(seen[seen >= 0])
-        row = sp.csr_matrix(
-            (np.ones(len(seen), np.float32), (np.zeros(len(seen), np.int64), seen)),
-            shape=(1, len(self.items)),
-        )
-        scores = np.array(self.score_matrix(row)[0], dtype=np.float64)
+        scores = self.score_history(seen)
         scores[seen] = -np.inf
         if exclude:
             banned = self.items.index(np.fromiter(exclude, np.int64))
