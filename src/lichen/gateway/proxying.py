@@ -433,6 +433,8 @@ class Gateway:
             )
             try:
                 status = await exchange.head
+                if not exchange.complete and 0 <= exchange.body_bytes <= BUFFER_WHOLE_BODY_BYTES:
+                    await asyncio.wait_for(exchange.done, max(0.0, deadline - loop.time()))
             except UpstreamReset:
                 self._discard(uconn, req)
                 self._record(service, upstream, True, loop.time())
@@ -454,23 +456,6 @@ class Gateway:
             finally:
                 timer.cancel()
                 req.on_body_error = None
-            if not exchange.complete and 0 <= exchange.body_bytes <= BUFFER_WHOLE_BODY_BYTES:
-                try:
-                    await asyncio.wait_for(exchange.done, max(0.0, deadline - loop.time()))
-                except UpstreamReset:
-                    self._discard(uconn, req)
-                    self._record(service, upstream, True, loop.time())
-                    retry = should_retry(attempt=attempt, max_attempts=max_attempts, idempotent=idempotent,
-                                         connect_failed=False, status=None, response_started=conn.response_started,
-                                         body_replayable=req.replay_ok and req.body_error == 0)
-                    return "reset", 502, retry
-                except TimeoutError:
-                    self._discard(uconn, req)
-                    self._record(service, upstream, True, loop.time())
-                    return "timeout", 504, False
-                except asyncio.CancelledError:
-                    self._discard(uconn, req)
-                    raise
             failed = status >= 500
             self._record(service, upstream, failed, loop.time())
             if req.body_error:

@@ -26,7 +26,7 @@ import yaml
 from lichen.control.alerting import FIRING
 from lichen.errors import DataError
 from lichen.observe.promql import Engine, QueryError
-from lichen.observe.rules import RuleManager, load_rule_file, parse_duration_s
+from lichen.observe.rules import RuleManager, format_go_float, load_rule_file, parse_duration_s
 from lichen.observe.series import STALE_NAN, SeriesStore, labels_key
 
 _UNSIGNED = r"(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|[Ii]nf|NaN)"
@@ -119,19 +119,6 @@ def _go_quote(text: str) -> str:
 
 def _fmt_labels(labels: tuple) -> str:
     return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in sorted(labels)) + "}"
-
-
-def _go_e(v: float) -> str:
-    """Go's strconv.FormatFloat(v, 'E', -1, 64), as promtool prints sample values."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    for digits in range(17):
-        text = f"{v:.{digits}E}"
-        if float(text) == v:
-            return text
-    return f"{v:.17E}"
 
 
 def _fmt_alerts(alerts: list[tuple[tuple, tuple]]) -> str:
@@ -287,4 +274,4 @@ def _expected_value(value: object, where: str) -> float:
 def _fmt_samples(samples: list[tuple[tuple, float]]) -> str:
     if not samples:
         return "nil"
-    return ", ".join(f"{_fmt_labels(lab)} {_go_e(v)}" for lab, v in samples)
+    return ", ".join(f"{_fmt_labels(lab)} {format_go_float(v, upper=True)}" for lab, v in samples)

@@ -129,20 +129,23 @@ class AlertView:
             "annotations": self.annotations,
             "state": self.state,
             "activeAt": datetime.fromtimestamp(self.active_at_s, UTC).isoformat().replace("+00:00", "Z"),
-            "value": _go_e(self.value),  # Prometheus' API: strconv.FormatFloat(v, 'e', -1, 64)
+            "value": format_go_float(self.value),  # Prometheus' API: strconv.FormatFloat(v, 'e', -1, 64)
         }
 
 
-def _go_e(v: float) -> str:
+def format_go_float(v: float, upper: bool = False) -> str:
+    """Go's ``strconv.FormatFloat(v, 'e', -1, 64)`` (``'E'`` with ``upper``): the shortest
+    exponent form that reads back as ``v``, as Prometheus' API and promtool print values."""
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
+    letter = "E" if upper else "e"
     for digits in range(17):
-        text = f"{v:.{digits}e}"
+        text = f"{v:.{digits}{letter}}"
         if float(text) == v:
             return text
-    return f"{v:.17e}"
+    return f"{v:.17{letter}}"
 
 
 def _rfc3339(epoch_s: float | None) -> str:
