@@ -37,7 +37,8 @@ SERVICES = {  # name -> (target, fallback port offset, a path to probe)
 
 
 def say(text: str) -> None:
-    print(f"\033[1;36m==>\033[0m {text}", flush=True)
+    arrow = "\033[1;36m==>\033[0m" if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else "==>"
+    print(f"{arrow} {text}", flush=True)
 
 
 def lichen(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
