@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,17 @@ from lichen.control.plans import (
 from lichen.control.reconciling import reconcile
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError
-from lichen.runtime import processes, supervising, teardown
+from lichen.runtime import adopting, processes, supervising
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry
 from lichen.runtime.probing import HttpProber
-from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
+from lichen.runtime.processes import LaunchRequest, ProcessLauncher
+from lichen.runtime.replicas import HOST, Replica
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list, read_secrets
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = logging.getLogger("lichen.controller")
-HOST = "127.0.0.1"
 LOG_MAX_BYTES = 10 * 2**20
 EVENTS_KEPT = 100_000
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
@@ -92,23 +92,6 @@ class ServiceState:
     restart_nonce: int = 0
     rollout: RolloutState | None = None
     code_digest: str = ""
-
-
-@dataclass
-class Replica:
-    record: ReplicaRecord
-    handle: ProcessHandle | None = None
-    started_mono: float | None = None
-    exited_mono: float | None = None
-    readiness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("readiness"))
-    liveness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("liveness"))
-    kill_at: float | None = None
-    probe_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def stop_probing(self) -> None:
-        for task in self.probe_tasks:
-            task.cancel()
-        self.probe_tasks = []
 
 
 class Controller:
@@ -630,72 +613,12 @@ class Controller:
 
     # ================================================================ adoption
     async def adopt(self) -> None:
-        """Re-adopt replicas an earlier controller left running, or clean them up; never duplicate."""
-        now = self.clock.now()
-        now_wall = self.clock.wall()
-        for record in self.store.replicas():
-            replica = Replica(record)
-            if record.exited_at is not None:
-                replica.exited_mono = now - max(0.0, now_wall - record.exited_at)
-            if record.pid and record.phase in ("running", "terminating"):
-                handle = self.launcher.adopt(record.pid, record.create_time or 0.0, record.id)
-                answering = False
-                if handle is not None and record.port:
-                    deadline = time.monotonic() + self.adopt_wait_s
-                    while True:
-                        if await self.prober.port_answers(HOST, record.port, 0.5):
-                            answering = True
-                            break
-                        if self.launcher.poll(handle) is not None or time.monotonic() > deadline:
-                            break
-                        await asyncio.sleep(0.1)
-                if handle is not None and answering:
-                    replica.handle = handle
-                    replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))
-                    if record.published:
-                        replica.readiness = replace(replica.readiness, passing=True, answered=True, ever_passed=True)
-                        self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
-                    self.replicas[record.id] = replica
-                    self.event(record.service, "Adopted", "pid, start time and port verified",
-                               f"pid {record.pid} port {record.port}", record.id)
-                    if record.phase == "terminating":
-                        self.launcher.terminate(handle)
-                        replica.kill_at = now + self._spec_of(record).termination_grace_s
-                    else:
-                        self._start_probing(replica)
-                    continue
-                if handle is not None:
-                    self.launcher.kill(handle)
-                    self.event(record.service, "CleanedUp", "not answering on its port", f"pid {record.pid}", record.id)
-                    record.phase, record.pid, record.create_time = "pending", None, None
-                else:
-                    record.phase, record.pid, record.create_time = "exited", None, None
-                    record.last_exit_reason, record.last_exit_code = "Lost", None
-                    record.exited_at = now_wall
-                    replica.exited_mono = now
-                    record.crash_count = backoff.next_crash_count(record.crash_count, 0.0, self._spec_of(record).restart)
-                    self.event(record.service, "Lost", "exited while no controller ran", "", record.id)
-                record.published = False
-                if record.stop_reason and not record.then_restart:
-                    self.store.delete_replica(record.id)
-                    continue
-                self.store.save_replica(record)
-            self.replicas[record.id] = replica
-        self.clean_orphans()
+        """Re-adopt replicas an earlier controller left running, or clean them up (see :mod:`adopting`)."""
+        await adopting.adopt(self)
 
     def clean_orphans(self) -> int:
-        """Kill replica processes of this app that no record knows (started just before a crash)."""
-        known = {r.record.pid for r in self.replicas.values() if r.record.pid}
-        killed = 0
-        for pid, env in teardown.marked_processes(self.workspace.app_dir):
-            with contextlib.suppress(OSError):
-                if pid in known or os.getpgid(pid) in known or "LICHEN_REPLICA" not in env:
-                    continue
-            processes.signal_group(pid, signal.SIGKILL)
-            self.event(env.get("LICHEN_SERVICE", ""), "CleanedUp", "orphan without a record", f"pid {pid}",
-                       env.get("LICHEN_REPLICA", ""))
-            killed += 1
-        return killed
+        """Kill replica processes of this app that no record knows (see :mod:`adopting`)."""
+        return adopting.clean_orphans(self)
 
     def _supervise_auxiliary(self, now: float) -> float | None:
         return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
