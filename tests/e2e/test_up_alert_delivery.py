@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from .up_apps import Load, UpApp, WebhookReceiver, wait_until
+from webhook_receivers import WebhookReceiver
+
+from .up_apps import Load, UpApp, wait_until
 
 pytestmark = pytest.mark.slow
 ALERT = "ModelErrors"

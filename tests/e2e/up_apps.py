@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -184,46 +183,3 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
-
-
-class WebhookReceiver:
-    """A webhook receiver on a fixed loopback port that records POST bodies and can go down and come back."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.bodies: list[tuple[float, dict[str, Any]]] = []
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                bodies.append((time.time(), body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def received(self, alertname: str, status: str, after: int = 0) -> tuple[float, dict[str, Any]] | None:
-        """The first notification (arrival time, body) at index >= ``after`` for ``alertname`` with ``status``."""
-        for arrived, body in self.bodies[after:]:
-            if body.get("status") == status and body.get("groupLabels", {}).get("alertname") == alertname:
-                return arrived, body
-        return None

@@ -17,7 +17,6 @@ loaded CI machine cannot make the test flaky.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -38,6 +36,7 @@ from lichen.observe.rules import RuleManager
 from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.observe.series import SeriesStore
 from lichen.observe.silences import SilenceStore
+from webhook_receivers import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 APPS = Path(__file__).resolve().parent / "apps"
@@ -76,37 +75,6 @@ def wait_for(predicate, what: str, timeout_s: float = 60.0):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-class WebhookReceiver:
-    """A webhook receiver on a fixed loopback port that can go down and come back."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.bodies: list[dict] = []
-        self.server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
 
 class Load:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,47 +18,10 @@ from lichen.observe.notifications import (
     parse_rfc3339,
 )
 from lichen.observe.silences import SilenceStore, state_db_path
+from webhook_receivers import WebhookReceiver
 
 T0 = 1_750_000_000.0
 ROUTE = RouteConfig(group_by=("alertname", "service"), group_wait_s=10, group_interval_s=60, repeat_interval_s=3600)
-
-
-class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 that records each POST; can go down and come back on its port."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.received: list[tuple[str, dict]] = []
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
 
 @pytest.fixture
@@ -112,8 +71,8 @@ def test_webhook_gets_v4_payload_for_firing_then_resolved(tmp_path: Path, hook: 
             await notifier.aclose()
 
     run(scenario())
-    assert [path for path, _ in hook.received] == ["/hook", "/hook"]
-    first, second = (body for _, body in hook.received)
+    assert [path for path, _ in hook.posts] == ["/hook", "/hook"]
+    first, second = (body for _, body in hook.posts)
     assert first["version"] == "4"
     assert first["status"] == "firing" and first["receiver"] == "hook"
     assert first["groupKey"] == '{}:{alertname="HighErrorRatio", service="api"}'
@@ -158,7 +117,7 @@ def test_receiver_down_then_up_gets_firing_and_resolved_in_order(tmp_path: Path,
             await notifier.aclose()
 
     run(scenario())
-    assert [body["status"] for _, body in hook.received] == ["firing", "resolved"]
+    assert [body["status"] for _, body in hook.posts] == ["firing", "resolved"]
 
 
 def test_restart_keeps_groups_log_and_outbox(tmp_path: Path, hook: WebhookReceiver) -> None:
@@ -194,7 +153,7 @@ def test_restart_keeps_groups_log_and_outbox(tmp_path: Path, hook: WebhookReceiv
 
     run(first_life())
     run(second_life())
-    bodies = [body for _, body in hook.received]
+    bodies = [body for _, body in hook.posts]
     assert [(b["groupLabels"]["service"], b["status"]) for b in bodies] == [
         ("api", "firing"),
         ("web", "firing"),
@@ -216,7 +175,7 @@ def test_silence_added_in_the_store_mutes_the_next_cycle(tmp_path: Path, hook: W
             await notifier.aclose()
 
     run(scenario())
-    assert [body["groupLabels"]["service"] for _, body in hook.received] == ["web"]
+    assert [body["groupLabels"]["service"] for _, body in hook.posts] == ["web"]
 
 
 def test_log_and_alertmanager_receivers(tmp_path: Path, hook: WebhookReceiver, caplog) -> None:
@@ -239,8 +198,8 @@ def test_log_and_alertmanager_receivers(tmp_path: Path, hook: WebhookReceiver, c
     first, second = run(scenario())
     assert first.delivered == 1 and second.delivered == 1
     assert any("HighErrorRatio" in r.getMessage() and '"version": "4"' in r.getMessage() for r in caplog.records)
-    assert [path for path, _ in hook.received] == ["/api/v2/alerts", "/api/v2/alerts"]
-    pushed_firing, pushed_resolved = (body for _, body in hook.received)
+    assert [path for path, _ in hook.posts] == ["/api/v2/alerts", "/api/v2/alerts"]
+    pushed_firing, pushed_resolved = (body for _, body in hook.posts)
     assert pushed_firing[0]["labels"]["alertname"] == "HighErrorRatio"
     assert parse_rfc3339(pushed_firing[0]["endsAt"]) == T0 + 240  # expires unless re-sent
     assert parse_rfc3339(pushed_resolved[0]["endsAt"]) == T0 + 30
@@ -319,12 +278,12 @@ def test_rule_manager_alerts_flow_to_the_webhook(tmp_path: Path, hook: WebhookRe
     # fires after `for` (30 s) and waits group_wait (10 s); resolves at 100 s, sent at the next interval
     assert sent_at["firing"] == T0 + 40
     assert T0 + 100 <= sent_at["resolved"] <= T0 + 40 + 2 * ROUTE.group_interval_s
-    first, last = hook.received[0][1], hook.received[-1][1]
+    first, last = hook.posts[0][1], hook.posts[-1][1]
     assert first["alerts"][0]["labels"] == {
         "alertname": "ApiDown", "service": "api", "replica": "api-1", "severity": "critical"
     }
     assert first["alerts"][0]["annotations"] == {"summary": "api-1 down (0)"}
-    assert last["status"] == "resolved" and len(hook.received) == 2
+    assert last["status"] == "resolved" and len(hook.posts) == 2
 
 
 def test_outbox_prunes_only_finished_items() -> None:
@@ -364,4 +323,4 @@ def test_run_loop_processes_until_stopped(tmp_path: Path, hook: WebhookReceiver)
             await notifier.aclose()
 
     run(scenario())
-    assert [body["status"] for _, body in hook.received] == ["firing"]
+    assert [body["status"] for _, body in hook.posts] == ["firing"]
