@@ -49,12 +49,15 @@ _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding", b"expect"}
 )
 _MAX_BUCKETS = 100_000
-# A response whose head arrives before its body and whose Content-Length is at
-# most this is buffered whole before the client sees a byte (as nginx's
-# proxy_buffering does), so a replica that dies between head and body is
-# retried instead of truncating the client's response. Larger, chunked and
-# close-delimited bodies (SSE, token streams) stream as they arrive.
+# A response whose head arrives before its body is held back before the client
+# sees a byte (like nginx's proxy_buffering), so a replica that dies between
+# its head and the end of a small body is retried instead of truncating the
+# client's response: a Content-Length body of at most BUFFER_WHOLE_BODY_BYTES
+# until it is complete; a chunked or close-delimited body until it is complete,
+# passes that size, or HOLD_STREAM_S passes (then it streams as it arrives).
+# Server-Sent Events are never held.
 BUFFER_WHOLE_BODY_BYTES = 64 * 1024
+HOLD_STREAM_S = 0.05
 
 
 class RequestBodyError(Exception):
@@ -433,8 +436,8 @@ class Gateway:
             )
             try:
                 status = await exchange.head
-                if not exchange.complete and 0 <= exchange.body_bytes <= BUFFER_WHOLE_BODY_BYTES:
-                    await asyncio.wait_for(exchange.done, max(0.0, deadline - loop.time()))
+                if not exchange.complete and not exchange.event_stream:
+                    await self._hold_body(exchange, max(0.0, deadline - loop.time()))
             except UpstreamReset:
                 self._discard(uconn, req)
                 self._record(service, upstream, True, loop.time())
@@ -518,6 +521,29 @@ class Gateway:
             return ("http_5xx" if failed else "ok"), status, False
         finally:
             upstream.outstanding -= 1
+
+    @staticmethod
+    async def _hold_body(exchange: Exchange, remaining_s: float) -> None:
+        """Hold a response body back before forwarding it (see BUFFER_WHOLE_BODY_BYTES).
+
+        Raises UpstreamReset if the upstream dies meanwhile (the attempt is then
+        retried like a reset before the response), TimeoutError past the deadline.
+        """
+        if 0 <= exchange.body_bytes <= BUFFER_WHOLE_BODY_BYTES:
+            await asyncio.wait_for(exchange.done, remaining_s)
+            return
+        if exchange.body_bytes >= 0:
+            return  # a large Content-Length body streams at once
+        full = asyncio.get_running_loop().create_future()
+        exchange.hold_limit, exchange.hold_full = BUFFER_WHOLE_BODY_BYTES, full
+        try:
+            await asyncio.wait((exchange.done, full), timeout=min(HOLD_STREAM_S, remaining_s),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exchange.hold_full = None
+            full.cancel()
+        if exchange.done.done() and not exchange.done.cancelled() and exchange.done.exception() is not None:
+            raise exchange.done.exception()  # type: ignore[misc]
 
     def _reject_body(self, conn: ClientConnection, req: Request, request_id: str) -> None:
         status = req.body_error

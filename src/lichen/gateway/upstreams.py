@@ -60,7 +60,8 @@ class Exchange:
 
     __slots__ = (
         "head", "done", "status", "reason", "headers", "pending", "forward", "complete", "keep_alive",
-        "is_head", "content_length", "body_bytes", "chunked", "on_pause", "on_resume",
+        "is_head", "content_length", "body_bytes", "chunked", "event_stream", "on_pause", "on_resume",
+        "held_bytes", "hold_limit", "hold_full",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, is_head: bool) -> None:
@@ -77,6 +78,10 @@ class Exchange:
         self.content_length = False
         self.body_bytes = -1  # the Content-Length value, -1 when absent or unreadable
         self.chunked = False
+        self.event_stream = False  # text/event-stream: never held back
+        self.held_bytes = 0  # body bytes buffered before forwarding started
+        self.hold_limit = 0
+        self.hold_full: asyncio.Future[None] | None = None  # resolved once held_bytes passes hold_limit
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
 
@@ -118,8 +123,9 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.complete = True  # a close-delimited body ends with the connection
                 exchange.done.set_result(False)
             elif not exchange.content_length and not exchange.chunked:
-                exchange.complete = True
+                exchange.complete = True  # a close-delimited body that was being held: it is whole
                 exchange.keep_alive = False
+                exchange.done.set_result(False)
             else:
                 exchange.done.set_exception(UpstreamReset("connection closed mid-response"))
 
@@ -174,6 +180,8 @@ class UpstreamConnection(asyncio.Protocol):
                     exchange.body_bytes = -1
             elif lname == b"transfer-encoding" and b"chunked" in value.lower():
                 exchange.chunked = True
+            elif lname == b"content-type" and value.lower().startswith(b"text/event-stream"):
+                exchange.event_stream = True
         if exchange.is_head or status in (204, 304):
             exchange.complete = True
             exchange.keep_alive = False if exchange.is_head else exchange.keep_alive
@@ -190,6 +198,10 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.forward(body)
         else:
             exchange.pending.append(body)
+            exchange.held_bytes += len(body)
+            full = exchange.hold_full
+            if full is not None and exchange.held_bytes > exchange.hold_limit and not full.done():
+                full.set_result(None)
 
     def on_message_complete(self) -> None:
         exchange = self.exchange

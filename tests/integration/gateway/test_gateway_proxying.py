@@ -286,10 +286,18 @@ def test_unknown_path_lists_routes_and_request_id_is_propagated(backends, gatewa
 
 
 class HeadThenDie:
-    """An upstream that sends a response head announcing a small body, then closes:
-    a replica killed between writing its head and its body."""
+    """An upstream that sends a response head, then closes before the body is whole:
+    a replica killed between writing its head and the end of its body."""
 
-    def __init__(self) -> None:
+    HEADS = {
+        "content-length": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n",
+        # a chunked body cut after its first chunk, before the terminating 0-chunk
+        "chunked": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                   b"5\r\n{\"a\":\r\n",
+    }
+
+    def __init__(self, framing: str = "content-length") -> None:
+        self.response = self.HEADS[framing]
         import socket
         import threading
 
@@ -315,14 +323,16 @@ class HeadThenDie:
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     continue
                 self.hits += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n")
+                conn.sendall(self.response)
 
     def endpoint(self) -> dict:
         return {"url": self.url, "replica": "dies", "revision": "default", "ready": True}
 
 
-def test_a_replica_dying_between_head_and_body_is_retried_not_truncated(backends, gateways, tmp_path) -> None:
-    dying = HeadThenDie()
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_replica_dying_between_head_and_body_is_retried_not_truncated(backends, gateways, tmp_path,
+                                                                       framing) -> None:
+    dying = HeadThenDie(framing)
     config = {
         "settings": {"outlier_detection": {"consecutive_failures": 1000}, "retries": {"budget_ratio": 1.0},
                      "balancer": "round_robin"},
