@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import yaml
+from waiting import free_port, wait_until  # noqa: F401 - the e2e tests import them from here
 
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
 FLAKY = '''
@@ -51,23 +50,6 @@ FAST_PROBES = {
     "readiness": {"period_s": 0.5, "timeout_s": 0.5, "failure_threshold": 2},
     "liveness": {"period_s": 1.0, "timeout_s": 1.0, "failure_threshold": 3},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 60.0, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(every_s)
 
 
 class UpApp:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.observe.series import SeriesStore
 from lichen.observe.silences import SilenceStore
 from webhook_receivers import WebhookReceiver
+from waiting import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 APPS = Path(__file__).resolve().parent / "apps"
@@ -58,23 +58,6 @@ groups:
     annotations:
       summary: "{{{{ $labels.service }}}} answers 5xx"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Load:
@@ -133,7 +116,7 @@ def replicas(tmp_path: Path):
 
     try:
         for port, proc in zip(ports, procs, strict=True):
-            wait_for(lambda p=port, pr=proc: ready(p, pr), f"replica on {port} to be ready")
+            wait_until(lambda p=port, pr=proc: ready(p, pr), f"replica on {port} to be ready")
         yield ports, flag
     finally:
         for proc in procs:
@@ -163,7 +146,7 @@ class Pipeline:
 
     async def cycle(self) -> None:
         seen = self.load.count
-        await asyncio.to_thread(wait_for, lambda: self.load.count >= seen + 4, "load progress")
+        await asyncio.to_thread(wait_until, lambda: self.load.count >= seen + 4, "load progress")
         self.now += SCRAPE_S
         await self.scraper.scrape_all(self.targets, self.now)
         self.rules.evaluate_due(self.now)
@@ -199,7 +182,7 @@ def test_firing_and_resolved_notifications_reach_the_webhook(replicas, tmp_path:
             # round 1: the replicas fail; the receiver is up
             flag.touch()
             failed_at = pipe.now
-            await asyncio.to_thread(wait_for, lambda: load.by_status.get(500, 0) >= 10, "500 responses")
+            await asyncio.to_thread(wait_until, lambda: load.by_status.get(500, 0) >= 10, "500 responses")
             arrived = await pipe.until(lambda: any(b["status"] == "firing" for b in hook.bodies), "firing")
             assert arrived - failed_at <= FOR_S + ROUTE.group_wait_s + 2 * SCRAPE_S + 1e-9
             firing = next(b for b in hook.bodies if b["status"] == "firing")

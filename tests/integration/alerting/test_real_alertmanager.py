@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,18 +23,13 @@ import pytest
 from lichen.control.notifying import Alert, Notification
 from lichen.observe.notifications import NotificationStore, Notifier, Receiver, webhook_payload
 from lichen.observe.silences import SilenceStore
+from waiting import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(ALERTMANAGER is None, reason="apt-get install prometheus-alertmanager"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hook:

@@ -6,8 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 
 from lichen.api.clients import ControlClient
 from lichen.runtime.workspaces import Workspace
+from waiting import wait_until  # noqa: F401 - the control-plane tests import it from here
 
 HERE = Path(__file__).resolve().parent
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
@@ -23,17 +22,6 @@ FAST_PROBES = {
     "readiness": {"period_s": 0.3, "timeout_s": 0.5, "failure_threshold": 1},
     "liveness": {"period_s": 0.5, "timeout_s": 0.3, "failure_threshold": 2},
 }
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 45.0, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(every_s)
 
 
 class App:

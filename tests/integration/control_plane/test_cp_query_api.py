@@ -14,20 +14,14 @@ from __future__ import annotations
 import os
 import signal
 
-import socket
 
 import httpx
 import pytest
 from cp_harness import wait_until
+from waiting import free_port
 
 pytestmark = pytest.mark.slow
 OBSERVABILITY = {"scrape_interval_s": 0.5, "scrape_timeout_s": 0.5, "evaluation_interval_s": 0.5}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _query(base: str, token: str, expr: str) -> list[dict]:

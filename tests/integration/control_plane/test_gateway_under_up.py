@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 from collections import Counter
 from typing import Any
@@ -22,14 +21,9 @@ import psutil
 import pytest
 import yaml
 from cp_harness import FAST_PROBES, wait_until
+from waiting import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_spec(app: Any, port: int) -> None:

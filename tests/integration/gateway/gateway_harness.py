@@ -6,37 +6,19 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from waiting import free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 BACKEND = HERE / "apps" / "backend.py"
 LICHEN = [str(Path(sys.executable).with_name("lichen"))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def get_status(url: str, timeout: float = 2.0) -> int:

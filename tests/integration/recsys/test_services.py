@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from lichen import ModelRegistry
+from waiting import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +39,6 @@ from recsys.synthesizing import synthesize  # noqa: E402
 
 GENRES = ["Action", "Comedy", "Drama"]
 MODEL = "recommender"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
