@@ -12,7 +12,8 @@ import os
 import time
 
 REPLICA = os.environ.get("REPLICA_ID", "r0")
-STATE = {"fail_status": int(os.environ.get("FAIL_STATUS", "0"))}
+STATE = {"fail_status": int(os.environ.get("FAIL_STATUS", "0")),
+         "delay_s": float(os.environ.get("DELAY_MS", "0")) / 1000}  # DELAY_MS: a slow replica for whoami
 
 
 async def _body(receive) -> bytes:
@@ -55,6 +56,8 @@ async def app(scope, receive, send) -> None:
         await _send(send, STATE["fail_status"], b'{"error":"internal detail: stack trace here"}')
         return
     if path in ("/", "/hello", "/readyz", "/healthz") or path.endswith("/whoami"):
+        if STATE["delay_s"] and path.endswith("/whoami"):
+            await asyncio.sleep(STATE["delay_s"])
         await _send(send, 200, b'{"replica":"%s","path":"%s"}' % (REPLICA.encode(), path.encode()),
                     headers=[(b"x-seen-request-id", dict(scope["headers"]).get(b"x-request-id", b""))])
         return
