@@ -5,11 +5,11 @@
 
 * a :class:`~lichen.observe.series.SeriesStore` (retention; restored from and
   snapshotted to ``persist_path`` when set, relative to the spec's directory);
-* a :class:`~lichen.observe.scraping.Scraper` over every running replica's
-  ``/metrics`` (labels ``service``, ``revision``, ``replica``, ``instance`` and
-  ``job="replica"``), the gateway's ``/metrics`` when the controller knows a
-  gateway address (``job="gateway"``), and the controller's own ``/metrics``
-  (``job="controller"``);
+* a :class:`~lichen.observe.scraping.Scraper` over every running replica that
+  has been ready since it started, at its ``metrics_path`` (labels ``service``,
+  ``revision``, ``replica``, ``instance`` and ``job="replica"``), the gateway's
+  ``/metrics`` when the controller knows a gateway address (``job="gateway"``),
+  and the controller's own ``/metrics`` (``job="controller"``);
 * a :class:`~lichen.observe.rules.RuleManager` with the default rule pack for the
   app (``default_rules: true``) plus the ``rules`` files;
 * a :class:`~lichen.observe.notifications.Notifier` with the spec's receivers,
@@ -232,14 +232,24 @@ class Observing:
         return str(url) if url else None
 
     def targets(self) -> list[ScrapeTarget]:
-        """Every running replica with a port, the gateway (when known) and the controller itself."""
+        """Every running replica that has passed readiness since it started, the gateway (when known)
+        and the controller itself.
+
+        A replica is scraped from its first passing readiness probe on (and stays a target while
+        it runs, also when it later turns unready): scrapes of a process that is still starting
+        would only record ``up 0``, so one crash-looping replica would leave a failed ``up``
+        series per port it ever had. Each replica is scraped at its revision's
+        ``services.*.metrics_path``.
+        """
         targets = []
         for replica in list(self.controller.replicas.values()):
             r = replica.record
-            if r.phase != "running" or not r.port or replica.handle is None:
+            if r.phase != "running" or not r.port or replica.handle is None or not replica.readiness.ever_passed:
                 continue
-            targets.append(ScrapeTarget(f"http://127.0.0.1:{r.port}/metrics", service=r.service, revision=r.revision,
-                                        replica=r.id, labels=(("job", "replica"),)))
+            path = self.controller._spec_of(r).metrics_path
+            url = f"http://127.0.0.1:{r.port}{path if path.startswith('/') else '/' + path}"
+            targets.append(ScrapeTarget(url, service=r.service, revision=r.revision, replica=r.id,
+                                        labels=(("job", "replica"),)))
         gateway = self._gateway_url()
         if gateway:
             targets.append(ScrapeTarget(gateway.rstrip("/") + "/metrics", labels=(("job", "gateway"),)))

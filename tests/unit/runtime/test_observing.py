@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from lichen.control.probing import initial_state, record_probe
 from lichen.runtime.observing import Observing, attach_observing
-from lichen.spec.models import AppSpec
+from lichen.spec.models import AppSpec, ProbeSpec, ServiceSpec
 from lichen.testing.clocks import FakeClock
 
 
@@ -22,9 +24,11 @@ def _spec(*services: str, **observability: object) -> AppSpec:
     })
 
 
-def _replica(service: str, index: int, port: int | None, phase: str = "running", handle: object | None = True):
+def _replica(service: str, index: int, port: int | None, phase: str = "running", handle: object | None = True,
+             ready: bool = True):
     record = SimpleNamespace(id=f"{service}-{index}", service=service, revision="r1", phase=phase, port=port)
-    return SimpleNamespace(record=record, handle=object() if handle else None)
+    readiness = replace(initial_state("readiness"), passing=ready, ever_passed=ready)
+    return SimpleNamespace(record=record, handle=object() if handle else None, readiness=readiness)
 
 
 class FakeController:
@@ -35,6 +39,10 @@ class FakeController:
         self.metrics = CollectorRegistry()
         self.periodic: list[tuple[str, float, object]] = []
         self.gateway = None
+        self.service_specs: dict[str, ServiceSpec] = {}
+
+    def _spec_of(self, record: SimpleNamespace) -> ServiceSpec:
+        return self.service_specs.get(record.service, ServiceSpec(entrypoint="shop.svc:Svc"))
 
     def add_periodic(self, name: str, interval_s: float, fn: object) -> None:
         self.periodic.append((name, interval_s, fn))
@@ -66,6 +74,25 @@ def test_targets_are_running_replicas_the_gateway_and_the_controller(tmp_path: P
     observing.set_target("extra", None)
     assert len(observing.targets()) == 4
     assert observing.rules.external_url == "http://127.0.0.1:7000/dashboard/"  # $externalURL in alert templates
+
+
+def test_a_replica_is_scraped_from_its_first_ready_probe_at_its_metrics_path(tmp_path: Path) -> None:
+    controller = FakeController(tmp_path)
+    controller.service_specs["api"] = ServiceSpec(entrypoint="shop.api:Api", metrics_path="/internal/metrics")
+    starting = _replica("api", 0, 4001, ready=False)
+    controller.replicas = {"api-0": starting, "web-0": _replica("web", 0, 4003)}
+    observing = Observing(controller, _spec("api", "web"), token=None)
+    urls = {t.url for t in observing.targets()}
+    assert urls == {"http://127.0.0.1:4003/metrics"}  # still starting: a failed scrape would be a fake `up 0`
+
+    probe = ProbeSpec(success_threshold=1, failure_threshold=1)
+    starting.readiness = record_probe(starting.readiness, probe, "ok", 1.0)
+    urls = {t.url for t in observing.targets()}
+    assert urls == {"http://127.0.0.1:4001/internal/metrics", "http://127.0.0.1:4003/metrics"}
+
+    starting.readiness = record_probe(starting.readiness, probe, "failed", 2.0)  # unready later: still scraped
+    assert not starting.readiness.passing
+    assert "http://127.0.0.1:4001/internal/metrics" in {t.url for t in observing.targets()}
 
 
 def test_default_rule_pack_and_rule_files_are_loaded(tmp_path: Path) -> None:
