@@ -38,22 +38,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _query_router(store, engine, rules):
-    try:
-        from lichen.observe.http_api import build_query_router
-    except ImportError:  # the query API module has not landed: serve Engine.range the Prometheus way
-        from fastapi import APIRouter
-
-        router = APIRouter()
-
-        @router.get("/api/v1/query_range")
-        def query_range(query: str, start: float, end: float, step: float) -> dict:
-            return {"status": "success", "data": engine.range(query, start, end, step)}
-
-        return router
-    return build_query_router(store, engine, rules)
-
-
 class Harness:
     """Store + engine + rules + query router + dashboard, on a real uvicorn server."""
 
@@ -62,6 +46,7 @@ class Harness:
 
         from lichen.observe.dashboard import build_dashboard_router
         from lichen.observe.default_rules import default_rules_yaml
+        from lichen.observe.http_api import build_query_router
         from lichen.observe.promql import Engine
         from lichen.observe.rules import RuleManager
         from lichen.observe.series import SeriesStore
@@ -84,7 +69,7 @@ class Harness:
              "reason": "Unhealthy", "message": "liveness probe failed 3 times"},
         ]
         app = FastAPI()
-        app.include_router(_query_router(self.store, self.engine, self.rules))
+        app.include_router(build_query_router(self.store, self.engine, self.rules))  # the real query API
         app.include_router(
             build_dashboard_router(
                 app_name="shop", engine=self.engine, rules=self.rules, events=lambda limit: events[-limit:],
