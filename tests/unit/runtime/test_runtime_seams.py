@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import stat
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from lichen.errors import ConfigError
 from lichen.runtime import processes
@@ -130,18 +132,20 @@ def test_memory_rlimit_counts_what_a_process_can_dirty_not_its_read_only_maps(tm
 
 
 def test_process_identity_and_group_kill(tmp_path: Path) -> None:
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print('grandchild', p.pid, flush=True); time.sleep(60)")
     launcher, handle = _launch(tmp_path, code)
     assert processes.is_alive(handle.pid, handle.create_time)
     assert not processes.is_alive(handle.pid, handle.create_time + 10)  # a recycled pid is not ours
     assert launcher.adopt(handle.pid, handle.create_time + 10, "t") is None
-    time.sleep(0.3)
+    log = tmp_path / "logs" / "t.log"
+    grandchild = int(wait_until(lambda: re.search(r"^grandchild (\d+)$", processes.log_tail(log), re.M),
+                                "the child to start its grandchild", 30).group(1))
+    assert processes.is_alive(grandchild, None) and os.getpgid(grandchild) == handle.pid  # in the child's group
     launcher.kill(handle)
     assert _wait_exit(launcher, handle) == -signal.SIGKILL
-    deadline = time.monotonic() + 10
-    while processes.group_alive(handle.pid):  # the grandchild went with its group
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: not processes.group_alive(handle.pid), "the grandchild to go with its group", 10)
+    assert not processes.is_alive(grandchild, None)
 
 
 def test_log_rotation_keeps_backups(tmp_path: Path) -> None:
