@@ -14,14 +14,24 @@ from typing import Any
 import yaml
 
 SERVICE = '''
-import os, time
+import asyncio, os, time
+from pydantic import BaseModel
 from lichen import Service, endpoint
+
+
+class Order(BaseModel):
+    text: str
 
 
 class Work(Service):
     @endpoint("/work", method="GET")
     async def work(self) -> dict:
         return {"replica": os.environ.get("LICHEN_REPLICA")}
+
+    @endpoint("/order", method="POST")
+    async def order(self, order: Order) -> dict:
+        await asyncio.sleep(0.005)  # a little work: requests overlap a replica's stop
+        return {"replica": os.environ.get("LICHEN_REPLICA"), "text": order.text}
 
     @endpoint("/hang", method="POST")
     async def hang(self) -> dict:
@@ -32,14 +42,21 @@ LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
 
 
 class BenchApp:
-    def __init__(self, replicas: int, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, replicas: int, extra: dict[str, Any] | None = None, gateway_port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
         (self.dir / "benchsvc.py").write_text(SERVICE)
         service = {"entrypoint": "benchsvc:Work", "replicas": replicas, "termination_grace_s": 2, **(extra or {})}
-        (self.dir / "lichen.yaml").write_text(yaml.safe_dump({"app": "bench", "services": {"work": service}}))
+        spec: dict[str, Any] = {"app": "bench", "services": {"work": service}}
+        if gateway_port is not None:
+            spec["gateway"] = {"port": gateway_port}
+        (self.dir / "lichen.yaml").write_text(yaml.safe_dump(spec))
+        self.env = {**os.environ, **(env or {})}
+        """the environment of the CLI, so of the controller it starts"""
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run([*LICHEN, *args], cwd=self.dir, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([*LICHEN, *args], cwd=self.dir, capture_output=True, text=True, timeout=600,
+                                env=self.env)
         if result.returncode:
             raise SystemExit(f"lichen {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result.stdout

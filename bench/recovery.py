@@ -12,7 +12,16 @@ at once the first time (so it is ready after its own startup time); a hung
 container is detected by liveness after periodSeconds x failureThreshold +
 timeoutSeconds = 10 x 3 + 1 = 31 s.
 
-Usage: python bench/recovery.py [--rounds 3]
+Then requests lost by planned stops: an open-loop POST load (50 req/s, each a
+new non-idempotent POST, never retried) through the gateway while the service
+goes through `lichen restart` three times, with 1 and with 2 replicas. Both
+sides run in this process, one after the other: Lichen's drain (SIGTERM only
+once the gateway confirmed a table without the replica, then a 1 s window
+that still accepts), and SIGTERM at once with no window
+(`LICHEN_DRAIN_CONFIRM=off`, `LICHEN_DRAIN_S=0`), which is what Kubernetes does
+for a pod without a preStop hook while its endpoint removal propagates.
+
+Usage: python bench/recovery.py [--rounds 3] [--restarts 3]
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _control_plane_apps import BenchApp, cold_start_s, wait_until  # noqa: E402
+
+from lichen.testing.loads import OpenLoopLoad  # noqa: E402
 
 from lichen.control.probing import worst_case_detection_s  # noqa: E402
 from lichen.spec.models import ProbeSpec, ProbesSpec  # noqa: E402
@@ -99,10 +110,45 @@ def fault(app: BenchApp, kind: str) -> tuple[float, float, float]:
     return detected["at"] - at, restarted["at"] - at, ready["at"] - at
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def restarts_under_load(replicas: int, confirm: bool, restarts: int, rate_per_s: float = 50.0) -> OpenLoopLoad:
+    """Open-loop POSTs through ``restarts`` rolling restarts; the load's outcomes say what was lost."""
+    port = free_port()
+    service = {"routes": ["/order"], "env": {} if confirm else {"LICHEN_DRAIN_S": "0"}}
+    app = BenchApp(replicas=replicas, extra=service, gateway_port=port,
+                   env={} if confirm else {"LICHEN_DRAIN_CONFIRM": "off"})
+    try:
+        app.up()
+        with app.client() as client, OpenLoopLoad(f"http://127.0.0.1:{port}/order", rate_per_s, body={"text": "x"}) as load:
+            wait_until(lambda: load.answered >= rate_per_s / 2, "traffic through the gateway")
+            for _ in range(restarts):
+                before = client.status()["services"]["work"]["revision"]
+                client.restart("work")
+
+                def settled(c=client, b=before) -> bool:
+                    state = c.status()
+                    work = state["services"]["work"]
+                    return work["revision"] != b and len(state["replicas"]) == replicas and all(
+                        r["state"] == "Ready" and r["revision"] == work["revision"] for r in state["replicas"])
+
+                wait_until(settled, "the rolling restart")
+            wait_until(lambda: load.answered >= load.sent - rate_per_s, "answers to what was sent")
+        return load
+    finally:
+        app.down()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--restarts", type=int, default=3)
     args = parser.parse_args()
+    losses = {(n, confirm): restarts_under_load(n, confirm, args.restarts) for n in (1, 2) for confirm in (True, False)}
     replicas = 2 * args.rounds + 1  # every fault hits a replica that never failed before
     app = BenchApp(replicas=replicas)
     defaults = ProbesSpec().liveness
@@ -151,6 +197,19 @@ def main() -> None:
           f"{'met' if kill_ready <= kill_boot + 0.5 else 'MISSED'} ({kill_ready:.2f}s)")
     print(f"target (vs the cold start measured alone) {startup + 0.5:.2f}s: "
           f"{'met' if kill_ready <= startup + 0.5 else 'MISSED'} ({kill_ready:.2f}s)")
+    print()
+    print(f"POSTs lost in {args.restarts} rolling restarts under an open-loop load of 50 req/s (same run, same app)")
+    print(f"{'replicas':<10}{'Lichen (confirmed drain)':>28}{'SIGTERM at once':>22}{'ratio':>9}")
+    for n in (1, 2):
+        ours, theirs = losses[(n, True)], losses[(n, False)]
+        lost_ours, lost_theirs = len(ours.failures), len(theirs.failures)
+        ratio = f"{lost_ours / lost_theirs:.2f}x" if lost_theirs else "-"
+        print(f"{n:<10}{f'{lost_ours} of {ours.sent}':>28}{f'{lost_theirs} of {theirs.sent}':>22}{ratio:>9}")
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(theirs.outcomes.items()) if k != "200")
+        if kinds:
+            print(f"{'':<10}{'':>28}  ({kinds})")
+    lost = sum(len(losses[(n, True)].failures) for n in (1, 2))
+    print(f"target: no POST lost by a planned stop: {'met' if lost == 0 else 'MISSED'} ({lost} lost)")
 
 
 if __name__ == "__main__":

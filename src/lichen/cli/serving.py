@@ -24,16 +24,24 @@ def serve(
         float | None,
         typer.Option("--grace-s", help="Seconds in-flight requests get to finish after SIGTERM.", envvar="LICHEN_GRACE_S"),
     ] = None,
+    drain_s: Annotated[
+        float | None,
+        typer.Option("--drain-s", help="After SIGTERM, seconds the replica keeps accepting requests (not ready) "
+                     "before it stops listening; at most half of --grace-s. Default 1.", envvar="LICHEN_DRAIN_S"),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error (JSON logs on stderr).")
     ] = "info",
 ) -> None:
     """Run one replica of a service: /healthz, /readyz, /metrics, JSON logs, graceful SIGTERM.
 
+    SIGTERM: /readyz turns 503 at once, requests are still served for --drain-s,
+    then the listener closes and in-flight requests finish within --grace-s.
+
     Example: lichen serve app.services:Recommender --port 8000
     """
     from lichen.errors import ConfigError
-    from lichen.sdk.serving import DEFAULT_GRACE_S
+    from lichen.sdk.serving import DEFAULT_DRAIN_S, DEFAULT_GRACE_S
     from lichen.sdk.serving import serve as serve_replica
 
     if log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
@@ -44,6 +52,7 @@ def serve(
         host=host,
         app_dir=app_dir,
         grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
+        drain_s=DEFAULT_DRAIN_S if drain_s is None else drain_s,
         log_level=log_level.lower(),
     )
     raise typer.Exit(code)

@@ -12,7 +12,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
+RETRYABLE_STATUSES = frozenset({502, 503})
+"""A 504 from a replica is its own endpoint timeout: the work may still be running there, and a retry would
+make the client wait the timeout twice and run the handler twice, so it is answered, not retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +76,8 @@ def should_retry(
     """Whether a failed attempt is retried (the budget is checked separately).
 
     A connect failure was never seen by the upstream's handler, so it is always
-    retried. A reset before any response byte, or a 502/503/504, is retried only
-    for idempotent requests. Nothing is retried once response bytes reached the
+    retried. A reset before any response byte, or a 502/503, is retried only
+    for idempotent requests; a 504 (the replica's own timeout) never is. Nothing is retried once response bytes reached the
     client, or when the request body can no longer be replayed.
     """
     if attempt >= max_attempts or response_started or not body_replayable:

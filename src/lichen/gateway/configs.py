@@ -63,6 +63,8 @@ class RouteConfig(RouteSpec):
 
 
 class GatewayConfig(ConfigModel):
+    generation: str = ""
+    """an opaque version the writer chooses; ``GET /-/config`` answers the one being served"""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     settings: GatewaySpec = Field(default_factory=GatewaySpec)

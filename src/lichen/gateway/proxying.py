@@ -241,11 +241,15 @@ class Gateway:
             conn.send_simple(200, "", request_id, body=b'{"status":"ok"}')
         elif path == "/-/routes":
             conn.send_simple(200, "", request_id, body=json.dumps({"routes": self.tables.route_listing}).encode())
+        elif path == "/-/config":
+            conn.send_simple(200, "", request_id, body=json.dumps({"generation": self.config.generation}).encode())
         else:
             conn.send_simple(404, f"no route matches {path[:200]}", request_id, extra={"routes": self.tables.route_listing})
 
     # ------------------------------------------------------------------ upstream
     def _record(self, service: ServiceTable, upstream: UpstreamState, failed: bool, now: float) -> None:
+        if upstream.retired:
+            return  # it left the config (a planned stop): its failures say nothing about its health
         state = upstream.outlier
         if failed:
             new_state, ejected = record_failure(
@@ -330,6 +334,8 @@ class Gateway:
         last_status, last_revision = 503, ""
         while True:
             attempt += 1
+            # The current table: a reload while this request waited or retried may have dropped the replica it tried.
+            service = self.tables.services.get(service.name, service)
             upstream = service.pick(loop.time(), pinned, hash_key, tried)
             if upstream is None and tried:
                 upstream = service.pick(loop.time(), pinned, hash_key, None)  # every replica tried: same one again

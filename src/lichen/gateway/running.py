@@ -1,4 +1,10 @@
-"""The gateway process: listen, watch the config and key files, discover idempotent endpoints, drain on SIGTERM."""
+"""The gateway process: listen, watch the config and key files, discover idempotent endpoints, drain on SIGTERM.
+
+The config file is re-read when its mtime or size changes (checked every
+``reload_interval_s``) and at once on SIGHUP, which is how ``lichen up``
+hands over a new table; ``GET /-/config`` answers the ``generation`` being
+served, so a writer can confirm the new table is live.
+"""
 
 from __future__ import annotations
 
@@ -54,22 +60,35 @@ async def _discover(gateway: Gateway, client: httpx.AsyncClient) -> None:
             log.info(json.dumps({"event": "discovered_idempotent", "service": name, "paths": sorted(paths)}))
 
 
-async def _watch(gateway: Gateway, config_path: Path) -> None:
-    signature = _signature(config_path)
+class ConfigWatcher:
+    """Reloads the gateway's config when the file changes (or on demand); a bad file keeps the last good one."""
+
+    def __init__(self, gateway: Gateway, path: Path) -> None:
+        self.gateway, self.path = gateway, path
+        self.signature = _signature(path)
+
+    def check(self, forced: bool = False) -> None:
+        current = _signature(self.path)
+        if current is None or (current == self.signature and not forced):
+            return
+        self.signature = current
+        try:
+            config = load_config(self.path)
+        except LichenError as exc:
+            log.error(json.dumps({"event": "reload_failed", "error": str(exc)}))
+            return
+        if (config.host, config.port) != (self.gateway.config.host, self.gateway.config.port):
+            log.warning(json.dumps({"event": "reload", "warning": "host/port changes need a restart"}))
+        self.gateway.apply(config)
+        log.info(json.dumps({"event": "reloaded", "routes": len(config.routes), "services": len(config.services),
+                             "generation": config.generation or None, "forced": forced}))
+
+
+async def _watch(gateway: Gateway, watcher: ConfigWatcher) -> None:
     async with httpx.AsyncClient(timeout=1.0) as client:
         while True:
             await asyncio.sleep(gateway.config.reload_interval_s)
-            current = _signature(config_path)
-            if current is not None and current != signature:
-                signature = current
-                try:
-                    config = load_config(config_path)
-                    if (config.host, config.port) != (gateway.config.host, gateway.config.port):
-                        log.warning(json.dumps({"event": "reload", "warning": "host/port changes need a restart"}))
-                    gateway.apply(config)
-                    log.info(json.dumps({"event": "reloaded", "routes": len(config.routes), "services": len(config.services)}))
-                except LichenError as exc:
-                    log.error(json.dumps({"event": "reload_failed", "error": str(exc)}))
+            watcher.check()
             if gateway.auth.keys.refresh():
                 log.info(json.dumps({"event": "keys_reloaded", "keys": len(gateway.auth.keys.keys)}))
             with contextlib.suppress(Exception):
@@ -92,7 +111,9 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watcher = loop.create_task(_watch(gateway, config_path))
+    config_watcher = ConfigWatcher(gateway, config_path)
+    loop.add_signal_handler(signal.SIGHUP, config_watcher.check, True)  # reload now (lichen up, or kill -HUP)
+    watcher = loop.create_task(_watch(gateway, config_watcher))
     sweeper = loop.create_task(sweep_deadlines(gateway.connections, loop))
     if ready is not None:
         ready.set()
@@ -112,6 +133,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
 
 def run_gateway(config_path: str | Path) -> None:
     """Blocking entry point for ``lichen gateway --config FILE`` (uvloop when available)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() handles it: a reload request must never kill us
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     path = Path(config_path)

@@ -161,4 +161,4 @@ class Tables:
         ]
         live = {(name, e.url) for name, svc in config.services.items() for e in svc.endpoints}
         for key in [k for k in shared.upstreams if k not in live]:
-            shared.upstreams.pop(key).close_idle()
+            shared.upstreams.pop(key).retire()

@@ -28,7 +28,8 @@ class UpstreamReset(Exception):
 class UpstreamState:
     """One replica: where it is, its outstanding requests, its passive health, and its idle connections."""
 
-    __slots__ = ("service", "endpoint", "id", "revision", "host", "port", "ready", "outstanding", "outlier", "idle")
+    __slots__ = ("service", "endpoint", "id", "revision", "host", "port", "ready", "outstanding", "outlier", "idle",
+                 "retired")
 
     def __init__(self, service: str, endpoint: Endpoint) -> None:
         self.service = service
@@ -40,6 +41,8 @@ class UpstreamState:
         self.outstanding = 0
         self.outlier = OutlierState()
         self.idle: list[UpstreamConnection] = []
+        self.retired = False
+        """dropped from the config (a planned stop): its connections are not pooled, its failures not counted"""
 
     def update(self, endpoint: Endpoint) -> None:
         """New metadata (readiness, revision, replica id) for the same address: health, counts and pool stay."""
@@ -47,6 +50,11 @@ class UpstreamState:
         self.id = endpoint.id
         self.revision = endpoint.revision
         self.ready = endpoint.ready
+
+    def retire(self) -> None:
+        """The replica left the config: close its idle connections and pool none again."""
+        self.retired = True
+        self.close_idle()
 
     def close_idle(self) -> None:
         while self.idle:
@@ -253,7 +261,7 @@ def release_connection(conn: UpstreamConnection, now: float, reusable: bool) -> 
     conn.exchange = None
     if conn.paused:
         conn.resume_reading()
-    if reusable and not conn.closed and len(conn.state.idle) < POOL_MAX_IDLE:
+    if reusable and not conn.closed and not conn.state.retired and len(conn.state.idle) < POOL_MAX_IDLE:
         conn.last_used = now
         conn.state.idle.append(conn)
     else:

@@ -4,8 +4,10 @@ One asyncio loop owns every replica. Each pass it polls processes (a child
 exit wakes it at once through SIGCHLD), builds the desired state and the
 observed :class:`~lichen.control.plans.ReplicaView` list, calls the pure
 :func:`~lichen.control.reconciling.reconcile` and applies the plan: start
-processes, send SIGTERM (then SIGKILL after the grace period), publish or
-withdraw endpoints, record events. Probes run as one small task per replica
+processes, withdraw a stopping replica from the endpoint registry and send
+it SIGTERM once the gateway confirmed it no longer routes there
+(:mod:`lichen.control.draining`; SIGKILL after the grace period), publish
+endpoints, record events. Probes run as one small task per replica
 and wake the loop when a verdict flips. Everything that must survive a
 controller crash is written to the state store before the loop moves on.
 
@@ -39,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lichen.clocks import Clock, SystemClock
 from lichen.control import backoff, probing
+from lichen.control.draining import CONFIRM_TIMEOUT_S, DrainDecision, drain_decision
 from lichen.control.plans import (
     DesiredService,
     DesiredState,
@@ -65,6 +68,8 @@ log = logging.getLogger("lichen.controller")
 LOG_MAX_BYTES = 10 * 2**20
 EVENTS_KEPT = 100_000
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
+DRAIN_WINDOW_S = 1.0
+"""After SIGTERM a replica still accepts requests this long (``LICHEN_DRAIN_S``; at most half its grace)."""
 
 
 def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Path) -> list[str]:
@@ -117,6 +122,10 @@ class Controller:
         self.tick_s = tick_s
         self.adopt_wait_s = 5.0
         """how long a live replica found at startup may take to answer on its port"""
+        self.confirm_drains = os.environ.get("LICHEN_DRAIN_CONFIRM", "on").strip().lower() not in ("off", "0", "false")
+        """False: SIGTERM a stopping replica at once, as Kubernetes does without a preStop hook (for comparisons
+        only, see bench/recovery.py: requests in flight to the gateway are then refused)"""
+        self.drain_confirm_timeout_s = CONFIRM_TIMEOUT_S
         self.endpoints = EndpointRegistry()
         self.services: dict[str, ServiceState] = {}
         self.specs: dict[tuple[str, str], ServiceSpec] = {}
@@ -320,12 +329,12 @@ class Controller:
         plan = reconcile(self.desired_state(), self.views(now), now)
         self._apply(plan, now)
         aux_wake = self._supervise_auxiliary(now)
+        drain_wake = self._signal_drained(now)
         self.passes += 1
         self._update_metrics()
         self._m_loop.observe(time.perf_counter() - started)
-        if aux_wake is not None and (plan.wake_at is None or aux_wake < plan.wake_at):
-            return aux_wake  # an auxiliary process (the gateway) is due for a restart sooner
-        return plan.wake_at
+        # an auxiliary process (the gateway) due for a restart, or a drain timeout, may come sooner
+        return min((t for t in (plan.wake_at, aux_wake, drain_wake) if t is not None), default=None)
 
     def desired_state(self) -> DesiredState:
         services = {
@@ -378,6 +387,7 @@ class Controller:
     def _on_exit(self, replica: Replica, code: int, now: float) -> None:
         record = replica.record
         replica.stop_probing()
+        replica.drain_version = replica.drain_since = None
         self._unpublish(replica)
         spec = self._spec_of(record)
         oom = self.launcher.oom_killed(replica.handle, self.workspace.log_path(record.id),  # type: ignore[arg-type]
@@ -494,6 +504,7 @@ class Controller:
         record.phase, record.stop_reason, record.then_restart = "terminating", reason, then_restart
         self.store.save_replica(record)
         replica.stop_probing()
+        self._unpublish(replica, "stopping")
         if grace_s <= 0:
             self.launcher.kill(replica.handle)
             detail = "SIGKILL"
@@ -502,10 +513,35 @@ class Controller:
                 detail += f"; liveness GET {probe.path}: {state.last_outcome or 'failed'} {state.failures}x in a row"
             self.event(record.service, "Killed", reason, detail, record.id)
         else:
-            self.launcher.terminate(replica.handle)
-            replica.kill_at = now + grace_s
-            self.event(record.service, "Stopping", reason, f"SIGTERM, grace {grace_s:g}s", record.id)
+            # SIGTERM once the gateway confirmed it no longer routes here (_signal_drained, this very pass if
+            # nothing routes through a gateway): a request already on its way is never refused.
+            replica.drain_version, replica.drain_since = self.endpoints.version, now
         self.wake()
+
+    def _signal_drained(self, now: float) -> float | None:
+        """SIGTERM every stopping replica the gateway no longer routes to; returns the next drain timeout."""
+        gateway = self.gateway.view() if self.gateway is not None and self.confirm_drains else None
+        wake: float | None = None
+        for replica in self.replicas.values():
+            if replica.drain_version is None or replica.drain_since is None or replica.handle is None:
+                continue
+            decision = drain_decision(replica.drain_version, replica.drain_since, now, gateway, stopping=self.stopping,
+                                      confirm_timeout_s=self.drain_confirm_timeout_s)
+            if decision.signal:
+                self._terminate(replica, decision, now)
+            elif decision.wake_at is not None:
+                wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
+        return wake
+
+    def _terminate(self, replica: Replica, decision: DrainDecision, now: float) -> None:
+        record = replica.record
+        assert replica.handle is not None
+        grace_s = self._spec_of(record).termination_grace_s
+        replica.drain_version = replica.drain_since = None
+        self.launcher.terminate(replica.handle)
+        replica.kill_at = now + grace_s
+        self.event(record.service, "Stopping", record.stop_reason, f"SIGTERM ({decision.reason}), grace {grace_s:g}s",
+                   record.id)
 
     def _start(self, service: str, revision: str, replica_id: str, placement: Placement, restart: bool,
                now: float) -> None:
@@ -560,6 +596,7 @@ class Controller:
             "LICHEN_APP_DIR": str(self.workspace.app_dir),
             "LICHEN_CONTROLLER": str(self.workspace.app_dir),
             "LICHEN_GRACE_S": f"{spec.termination_grace_s:g}",
+            "LICHEN_DRAIN_S": f"{DRAIN_WINDOW_S:g}",
             "LICHEN_TIMEOUT_S": f"{spec.timeout_s:g}",
             "LICHEN_MAX_CONCURRENCY": str(spec.max_concurrency),
             "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices),

@@ -8,10 +8,16 @@ On ``lichen up``, :func:`attach_gateway` gives the controller a
   ``max_inflight`` and timeout, idempotent POST paths read from a ready
   replica's ``/.well-known/lichen``) and the endpoint registry (the ready
   replicas per service and revision, with revision weights), and writes it
-  atomically to ``.lichen/gateway.json`` after registry changes (checked every
-  0.1 s, which debounces a burst; nothing is written when the text is
-  unchanged); the gateway notices the file within 0.25 s and swaps its tables
-  without dropping connections;
+  atomically to ``.lichen/gateway.json`` right after every registry change
+  (one write per controller pass; nothing is written when the text is
+  unchanged), then sends the gateway SIGHUP so it swaps its tables at once
+  without dropping connections (it also notices the file within 0.25 s by
+  itself), and confirms the swap: each config carries a ``generation``
+  (controller boot token + registry version) that the gateway answers on
+  ``GET /-/config``. :meth:`SupervisedGateway.view` gives the controller the
+  newest registry version the gateway has confirmed, so a stopping replica
+  gets SIGTERM only once no new request can reach it
+  (:mod:`lichen.control.draining`);
 * runs ``lichen gateway --config .lichen/gateway.json`` as a controller
   auxiliary process (:meth:`~lichen.runtime.controlling.Controller.supervise`:
   own process group, log ``.lichen/logs/gateway.log``, restarted at once after
@@ -30,10 +36,12 @@ canary rollout calls to set them instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -44,10 +52,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from lichen.control import backoff, probing
+from lichen.control.draining import GatewayView
 from lichen.control.traffic_splits import revision_weights
 from lichen.errors import LichenError
 from lichen.gateway import configs
 from lichen.runtime import processes
+from lichen.runtime.observing import StreamFetcher
 from lichen.runtime.processes import ProcessHandle
 from lichen.runtime.workspaces import Workspace, atomic_write, read_secrets
 from lichen.spec.models import AppSpec, ProbeSpec, RestartSpec
@@ -64,6 +74,8 @@ RESTART = RestartSpec(initial_backoff_s=1.0, max_backoff_s=30.0, reset_after_s=6
 GRACE_S = 12.0  # the gateway drains in-flight requests for up to 10 s after SIGTERM
 CONFIG_CHECK_S = 0.1
 RELOAD_INTERVAL_S = 0.25
+CONFIRM_WAIT_S = 1.0  # per attempt; an unconfirmed table is asked about again at the next check
+CONFIRM_POLL_S = 0.01
 
 
 def config_path(workspace: Workspace) -> Path:
@@ -89,7 +101,7 @@ def absolute_paths(app: AppSpec, app_dir: Path) -> AppSpec:
 
 
 def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: Mapping[str, Mapping[str, float]],
-           idempotent: Mapping[str, list[str]]) -> configs.GatewayConfig:
+           idempotent: Mapping[str, list[str]], generation: str = "") -> configs.GatewayConfig:
     """The gateway config for ``app`` and the registry's ready ``endpoints`` (plain data in, config out)."""
     by_service: dict[str, list[configs.Endpoint]] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -102,7 +114,7 @@ def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: 
     config = configs.render_config(absolute_paths(app, workspace.app_dir), by_service,
                                    {k: v for k, v in weights.items() if v}, idempotent_paths=dict(idempotent),
                                    keys_db=str(workspace.root / "keys.db"))
-    return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S})
+    return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S, "generation": generation})
 
 
 def idempotent_paths_of(description: Any) -> list[str]:
@@ -141,7 +153,16 @@ class SupervisedGateway:
         self._last_text = ""
         self._rendered_from: AppSpec | None = None
         self._dirty = True
+        self._kick = asyncio.Event()
         self._seen_handle: ProcessHandle | None = None
+        self._boot = secrets.token_hex(4)  # generations of this controller never equal an earlier one's
+        self._rendered_version = -1
+        self.written_version = -1
+        """the endpoint-registry version of the config on disk"""
+        self.confirmed_version = -1
+        """the newest registry version the gateway process confirmed serving (``GET /-/config``)"""
+        self.fetcher: Any = StreamFetcher(CONFIRM_WAIT_S, max_bytes=65536)
+        """asks the gateway `GET /-/config` (a seam: tests put a twin here)"""
         self.process = controller.supervise(NAME, gateway_command(self.config_path), self._env(), RESTART, GRACE_S)
 
     # ------------------------------------------------------------ hooks
@@ -185,7 +206,7 @@ class SupervisedGateway:
         self._clean_orphans()
         if self.process.handle is None:
             self._write(self._render())
-        self.controller.add_periodic("gateway config", CONFIG_CHECK_S, self.sync)
+        self.controller.add_periodic("gateway config", 0.0, self._sync_when_due)
         self.controller.add_periodic("gateway probes", PROBE.period_s, self.probe)
 
     def _adopt(self) -> None:
@@ -256,15 +277,65 @@ class SupervisedGateway:
             self.address = wanted
         if self.controller.app_spec is not self._rendered_from:
             self._dirty = True
-        if not self._dirty:
-            return
-        self._dirty = False
-        await self._describe_new_revisions()
-        self._write(self._render())
+        if self._dirty:
+            self._dirty = False
+            if self._write(self._render()):
+                self._request_reload()
+        await self._confirm()
+        if await self._describe_new_revisions():
+            self.mark_dirty()  # new idempotent paths: one more render, right away
+
+    async def _sync_when_due(self) -> None:
+        """Sync right after a registry change (one controller pass is one burst), else every CONFIG_CHECK_S."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), CONFIG_CHECK_S)
+        self._kick.clear()
+        await self.sync()
 
     def mark_dirty(self, version: int = 0, snapshot: object = None) -> None:
-        """An endpoint-registry subscriber: render at the next check (which debounces a burst of changes)."""
+        """An endpoint-registry subscriber: render, write and confirm right after this controller pass."""
         self._dirty = True
+        self._kick.set()
+
+    def view(self) -> GatewayView:
+        """What a drain decision needs to know of the gateway (plain data)."""
+        handle = self.process.handle
+        running = handle is not None and handle is self._seen_handle and self.readiness.passing
+        return GatewayView(running=running, confirmed_version=self.confirmed_version, alive=handle is not None)
+
+    def _request_reload(self) -> None:
+        """SIGHUP a gateway that answers (it installed its handler before answering): reload now."""
+        handle = self.process.handle
+        if handle is not None and handle is self._seen_handle and self.readiness.answered:
+            self.controller.launcher.reload(handle)
+
+    async def _confirm(self) -> None:
+        """Ask the gateway which generation it serves until it is the one written (bounded by CONFIRM_WAIT_S)."""
+        if self.written_version <= self.confirmed_version or self.address is None or self.controller.stopping:
+            return
+        handle = self.process.handle
+        if handle is None or handle is not self._seen_handle:
+            return
+        expected = self._generation(self.written_version)
+        version = self.written_version
+        host = "127.0.0.1" if self.address[0] in ("0.0.0.0", "", "::") else self.address[0]
+        url = f"http://{host}:{self.address[1]}/-/config"
+        clock = self.controller.clock
+        deadline = clock.now() + CONFIRM_WAIT_S
+        while clock.now() < deadline:
+            try:
+                page = await self.fetcher.get(url)
+                served = json.loads(page.text).get("generation") if page.status_code == 200 else None
+            except (OSError, TimeoutError, ValueError, AttributeError):
+                served = None
+            if served == expected:
+                self.confirmed_version = max(self.confirmed_version, version)
+                self.controller.wake()  # a replica may be waiting for exactly this
+                return
+            await clock.sleep(CONFIRM_POLL_S)
+
+    def _generation(self, version: int) -> str:
+        return f"{self._boot}-{version}"
 
     def _save_record(self) -> None:
         handle = self.process.handle
@@ -301,8 +372,10 @@ class SupervisedGateway:
         app = self.controller.app_spec
         assert app is not None
         self._rendered_from = app
-        return render(app, self.workspace, self.controller.endpoints.endpoints(), self.weight_overrides,
-                      self.idempotent)
+        registry = self.controller.endpoints
+        self._rendered_version = registry.version  # read with the endpoints, in the same pass
+        return render(app, self.workspace, registry.endpoints(), self.weight_overrides, self.idempotent,
+                      self._generation(self._rendered_version))
 
     def _write(self, config: configs.GatewayConfig) -> bool:
         text = configs.config_text(config)
@@ -310,6 +383,7 @@ class SupervisedGateway:
             return False
         configs.write_config(config, self.config_path)
         self._last_text = text
+        self.written_version = self._rendered_version
         self.config_writes += 1
         return True
 
@@ -319,14 +393,15 @@ class SupervisedGateway:
         except OSError:
             return ""
 
-    async def _describe_new_revisions(self) -> None:
-        """Read idempotent POST paths from one ready replica of each revision not asked yet."""
+    async def _describe_new_revisions(self) -> bool:
+        """Read idempotent POST paths from one ready replica of each revision not asked yet; True if any changed."""
         pending = {}
         for e in self.controller.endpoints.endpoints():
             if (e.service, e.revision) not in self._described:
                 pending.setdefault((e.service, e.revision), e)
         if not pending:
-            return
+            return False
+        before = {k: list(v) for k, v in self.idempotent.items()}
         async with httpx.AsyncClient(timeout=1.0) as client:
             for (service, revision), e in pending.items():
                 try:
@@ -337,6 +412,7 @@ class SupervisedGateway:
                 self._described.add((service, revision))
                 if paths or service not in self.idempotent:
                     self.idempotent[service] = paths
+        return self.idempotent != before
 
     # ------------------------------------------------------------ status
     def _event(self, kind: str, reason: str = "", message: str = "") -> None:

@@ -233,6 +233,11 @@ class ProcessLauncher:
     def terminate(self, handle: ProcessHandle) -> None:
         signal_group(handle.pid, signal.SIGTERM)
 
+    def reload(self, handle: ProcessHandle) -> None:
+        """SIGHUP to the process itself (not its group): "re-read your config now"."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGHUP)
+
     def kill(self, handle: ProcessHandle) -> None:
         signal_group(handle.pid, signal.SIGKILL)
 

@@ -23,6 +23,9 @@ class Replica:
     readiness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("readiness"))
     liveness: probing.ProbeState = field(default_factory=lambda: probing.initial_state("liveness"))
     kill_at: float | None = None
+    drain_version: int | None = None
+    """set while a planned stop waits for the gateway: the registry version without this replica"""
+    drain_since: float | None = None
     probe_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def stop_probing(self) -> None:

@@ -1,8 +1,8 @@
 """The ASGI wrapper every replica runs behind, for Services and plain ASGI apps alike.
 
 :class:`ReplicaApp` answers the built-ins itself (``/healthz``,
-``/readyz``, ``/metrics``, ``/.well-known/lichen``), refuses new requests
-while draining, and for every other request assigns a request id (echoed in
+``/readyz``, ``/metrics``, ``/.well-known/lichen``), refuses requests that
+still arrive once the server is stopping, and for every other request assigns a request id (echoed in
 ``X-Request-ID``), counts it in the metrics and writes one JSON log line.
 It forwards lifespan events to the wrapped app and runs the service's
 ``setup()`` in a thread once the server is up, so the loop keeps answering
@@ -49,6 +49,9 @@ class ReplicaState:
         self.setup_done = not needs_setup
         self.setup_error: BaseException | None = None
         self.draining = False
+        """not ready (SIGTERM received); requests are still served during the drain window"""
+        self.refusing = False
+        """the server is stopping: a request that still arrives gets 503"""
         self.hook_ok = True
         self.hook_reason = ""
 
@@ -172,7 +175,8 @@ class ReplicaApp:
     # ------------------------------------------------------------------ lifecycle
 
     def begin_draining(self) -> None:
-        """Report not ready at once and refuse new requests (called on SIGTERM)."""
+        """Report not ready and refuse new requests (called once the server stops)."""
+        self.state.refusing = True
         if not self.state.draining:
             self.state.draining = True
             log.info("draining: readiness now false, refusing new requests")
@@ -343,7 +347,7 @@ class ReplicaApp:
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug("request", extra={"method": scope["method"], "path": scope["path"]})
             return
-        if self.state.draining:
+        if self.state.refusing:
             await _send_bytes(
                 send, 503, b'{"detail":"replica is shutting down"}', _JSON, [(b"connection", b"close"), (b"retry-after", b"1")]
             )

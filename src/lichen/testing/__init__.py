@@ -1,9 +1,10 @@
-"""In-memory twins of Lichen's I/O seams (clock, processes, HTTP probes, state) for users' and Lichen's own tests.
+"""In-memory twins of Lichen's I/O seams (clock, processes, HTTP probes, state) for users' and Lichen's own tests,
+and an open-loop request load (``OpenLoopLoad``) for checking that a rollout loses nothing.
 """
 
 from lichen.testing.clocks import FakeClock
 
-__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "ServiceClient"]
+__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "OpenLoopLoad", "ServiceClient"]
 
 
 def __getattr__(name: str) -> object:
@@ -12,6 +13,10 @@ def __getattr__(name: str) -> object:
         from lichen.testing.service_clients import ServiceClient
 
         return ServiceClient
+    if name == "OpenLoopLoad":
+        from lichen.testing.loads import OpenLoopLoad
+
+        return OpenLoopLoad
     if name in ("FakeLauncher", "FakeProber"):
         from lichen.testing import processes
 

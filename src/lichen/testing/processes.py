@@ -72,6 +72,9 @@ class FakeLauncher:
         if not process.ignores_sigterm and process.returncode is None:
             process.returncode = 0
 
+    def reload(self, handle: ProcessHandle) -> None:
+        self.processes[handle.pid].signals.append("SIGHUP")
+
     def kill(self, handle: ProcessHandle) -> None:
         process = self.processes[handle.pid]
         process.signals.append("SIGKILL")

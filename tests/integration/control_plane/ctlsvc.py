@@ -9,15 +9,22 @@ answering.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from lichen import Service, endpoint
 
 APP_DIR = Path(os.environ.get("LICHEN_APP_DIR", "."))
 if os.environ.get("CRASH_ON_START") == "1":  # fail at import, before the server starts: a fast crash loop
     raise RuntimeError("configured to crash on start")
+
+
+class WorkRequest(BaseModel):
+    text: str
 
 
 class Probe(Service):
@@ -38,6 +45,11 @@ class Probe(Service):
             "version": os.environ.get("VERSION", ""),
             "secret_seen": bool(os.environ.get("API_SECRET")),
         }
+
+    @endpoint("/work", method="POST")
+    async def work(self, req: WorkRequest) -> dict:
+        await asyncio.sleep(0.005)  # a little work, so requests overlap a replica's stop
+        return {"replica": os.environ.get("LICHEN_REPLICA"), "text": req.text}
 
     @endpoint("/hang", method="POST")
     async def hang(self) -> dict:

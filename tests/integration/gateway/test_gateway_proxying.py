@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -356,3 +357,29 @@ def test_a_replica_dying_between_head_and_body_is_retried_not_truncated(backends
         assert dying.hits >= 5  # round robin sent it its share; each was retried on r1
     finally:
         dying.sock.close()
+
+
+def test_a_replicas_own_504_is_answered_not_retried(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends[:2], settings={"outlier_detection": {"consecutive_failures": 1000},
+                                                                 "retries": {"budget_ratio": 1.0}})
+    backends[0].set_fail(504)  # the replica's endpoint timed out: its handler may still be running
+    try:
+        with httpx.Client() as client:
+            statuses = Counter(client.get(f"{gateway.url}/api/whoami").status_code for _ in range(30))
+        assert statuses[504] >= 1 and statuses[200] >= 1 and set(statuses) == {200, 504}, statuses
+        assert gateway.metric("lichen_gateway_retries_total", service="b") == 0
+    finally:
+        backends[0].set_fail(0)
+
+
+def test_sighup_reloads_at_once_and_the_served_generation_is_visible(backends, gateways, tmp_path) -> None:
+    gateway = start(gateways, tmp_path, backends[:1])
+    assert httpx.get(f"{gateway.url}/-/config").json() == {"generation": ""}
+    gateway.update(reload_interval_s=60.0)  # picked up by the 0.2 s poll; from then on only SIGHUP is quick
+    wait_until(lambda: '"event": "reloaded"' in gateway.log_text(), "the 60 s poll interval to apply")
+    gateway.update(generation="g-2", services={"b": {"endpoints": [b.endpoint() for b in backends[:2]]}})
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: httpx.get(f"{gateway.url}/-/config").json() == {"generation": "g-2"}, "the SIGHUP reload", 5)
+    replicas = {httpx.get(f"{gateway.url}/api/whoami").json()["replica"] for _ in range(40)}
+    assert replicas == {"r1", "r2"}
+    assert gateway.process.poll() is None and '"forced": true' in gateway.log_text()

@@ -150,20 +150,26 @@ def test_a_failing_setup_exits_non_zero_with_the_error_logged(serve_factory: Cal
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     serve_factory: Callable[..., Replica], sig: signal.Signals
 ) -> None:
-    replica = serve_factory("echo_service:Echo", "--grace-s", "30")
+    replica = serve_factory("echo_service:Echo", "--grace-s", "30", "--drain-s", "5")
     wait_until(lambda: replica.answers("/readyz") == 200, "ready")
     thread, box = in_background(lambda: httpx.post(replica.url("/hold"), params={"gate": "drain"}, timeout=60))
     wait_until(lambda: replica.metric("lichen_inflight_requests", endpoint="/hold") == 1.0, "the request in flight")
 
-    replica.process.send_signal(sig)  # Ctrl+C in a terminal drains the same way
-    wait_until(lambda: replica.answers("/healthz") is None, "new connections to be refused")
+    replica.process.send_signal(sig)
+    if sig == signal.SIGTERM:
+        # the drain window: not ready at once, yet a request on a new connection is still served
+        wait_until(lambda: replica.answers("/readyz") == 503, "readiness to turn false")
+        late = httpx.post(replica.url("/echo"), json={"text": "late"}, timeout=10)
+        assert late.status_code == 200 and late.json()["echoed"] == "late"
+    wait_until(lambda: replica.answers("/healthz") is None, "new connections to be refused")  # Ctrl+C: at once
     assert replica.process.poll() is None  # still draining the in-flight request
     replica.open_gate("drain")
     thread.join(timeout=60)
     assert box and box[0].status_code == 200 and box[0].json() == {"released": True}
     assert replica.wait_exit() == 0
     messages = [r["msg"] for r in replica.logs()]
-    assert any(m.startswith("draining") for m in messages) and "teardown finished" in messages
+    assert any(m.startswith("stopping after") for m in messages) and "teardown finished" in messages
+    assert any("drain window" in m for m in messages) == (sig == signal.SIGTERM)
 
 
 def test_a_plain_asgi_app_gets_the_same_wrappers(serve_factory: Callable[..., Replica]) -> None:

@@ -86,6 +86,8 @@ def test_idempotency() -> None:
         ({"connect_failed": True, "idempotent": False}, True),
         ({"status": 503}, True),
         ({"status": 500}, False),
+        ({"status": 502}, True),
+        ({"status": 504}, False),  # the replica's own endpoint timeout: the handler may still run
         ({"status": None}, True),  # reset before any response byte
         ({"status": 503, "idempotent": False}, False),
         ({"status": 503, "response_started": True}, False),

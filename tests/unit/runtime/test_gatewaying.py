@@ -14,6 +14,7 @@ from lichen.gateway.configs import load_config
 from lichen.runtime.controlling import Controller
 from lichen.runtime.endpoints import Endpoint
 from lichen.runtime.gatewaying import CONFIG_CHECK_S, attach_gateway, config_path, idempotent_paths_of, render
+from lichen.runtime.observing import FetchedPage
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
 from lichen.spec.models import AppSpec
@@ -123,7 +124,8 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
         # liveness: a gateway that stops answering its health check is killed and restarted
         prober.answers[(18080, "/-/healthz")] = "timeout"
         await until(lambda: len(gateways()) == 2, "a restarted gateway")
-        assert gateways()[0].signals == ["SIGKILL"]
+        assert "SIGHUP" in gateways()[0].signals  # each new table: reload now
+        assert [s for s in gateways()[0].signals if s != "SIGHUP"] == ["SIGKILL"]
         prober.answers.clear()
         await until(lambda: gateway.status()["state"] == "Ready" and gateway.status()["restarts"] == 1,
                     "the restarted gateway ready")
@@ -131,12 +133,12 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
         # a changed listen address restarts it at once
         controller.apply(app_spec(port=18081), "code1")
         await until(lambda: len(gateways()) == 3 and gateway.status()["port"] == 18081, "a gateway on the new port")
-        assert gateways()[1].signals == ["SIGTERM"]
+        assert [s for s in gateways()[1].signals if s != "SIGHUP"] == ["SIGTERM"]
         assert load_config(config_path(controller.workspace)).port == 18081
 
         controller.shutdown()
         await asyncio.wait_for(task, 5)
-        assert launcher.alive() == [] and gateways()[2].signals == ["SIGTERM"]
+        assert launcher.alive() == [] and [s for s in gateways()[2].signals if s != "SIGHUP"] == ["SIGTERM"]
         store.close()
 
     asyncio.run(scenario())
@@ -169,6 +171,73 @@ def test_a_crash_looping_gateway_backs_off_without_stalling_the_controller(tmp_p
         controller.shutdown()
         await asyncio.wait_for(task, 5)
         assert launcher.alive() == []
+        store.close()
+
+    asyncio.run(scenario())
+
+
+class GatewayTwin:
+    """Answers the controller's ``GET /-/config`` as a gateway that has loaded the config file on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.answering = False
+
+    async def get(self, url: str) -> FetchedPage:
+        assert url.endswith("/-/config")
+        if not self.answering:
+            raise OSError("connection refused")
+        return FetchedPage(200, json.dumps({"generation": load_config(self.path).generation}))
+
+
+def test_a_stopping_replica_gets_sigterm_only_once_the_gateway_confirms_a_table_without_it(tmp_path: Path) -> None:
+    launcher, prober = FakeLauncher(), FakeProber()
+
+    async def scenario() -> None:
+        store = StateStore(tmp_path / "state.db")
+        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
+                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
+        controller.apply(app_spec(), "code1")
+        gateway = attach_gateway(controller)
+        twin = gateway.fetcher = GatewayTwin(config_path(controller.workspace))
+        task = asyncio.create_task(controller.run())
+
+        def web_endpoints() -> list[str]:
+            return [e.replica for e in load_config(config_path(controller.workspace)).services["web"].endpoints]
+
+        def web_processes() -> list:
+            return [p for p in launcher.processes.values() if p.request.name.startswith("web-")]
+
+        await until(lambda: len(web_endpoints()) == 2 and gateway.status()["state"] == "Ready", "two ready replicas")
+        controller.scale("web", 1)
+        await until(lambda: len(web_endpoints()) == 1, "a table without the stopping replica")
+        gone = next(p for p in web_processes() if p.request.name not in web_endpoints())
+        passes = controller.passes
+        await until(lambda: controller.passes >= passes + 5, "a few controller passes")
+        assert gone.signals == [] and gateway.confirmed_version < controller.endpoints.version  # not yet confirmed
+
+        twin.answering = True  # the gateway confirms: SIGTERM follows
+        await until(lambda: gone.signals == ["SIGTERM"], "SIGTERM after the confirmation")
+        assert gateway.confirmed_version == controller.endpoints.version
+        stopping = [e for e in store.events("web", 100) if e.kind == "Stopping"]
+        assert "the gateway confirmed it no longer routes here" in stopping[-1].message
+
+        # a gateway that stops answering holds a stop only until the confirmation timeout
+        twin.answering = False
+        controller.drain_confirm_timeout_s = 0.3
+        controller.scale("web", 0)
+        await until(lambda: web_endpoints() == [], "an empty table")
+        await until(lambda: sum(p.signals == ["SIGTERM"] for p in web_processes()) == 2, "SIGTERM after the timeout")
+        assert "did not confirm within 0.3s" in [e for e in store.events("web", 100) if e.kind == "Stopping"][-1].message
+
+        # lichen down: the gateway stops first and finishes its requests, then the replicas get SIGTERM
+        controller.shutdown()
+        await asyncio.wait_for(task, 5)
+        events = store.events(None, 500)  # oldest first
+        gateway_stopped = next(i for i, e in enumerate(events) if e.service == "gateway" and e.kind == "Stopped")
+        api_stopping = next(i for i, e in enumerate(events) if e.service == "api" and e.kind == "Stopping")
+        assert gateway_stopped < api_stopping
+        assert "the gateway stopped" in events[api_stopping].message
         store.close()
 
     asyncio.run(scenario())
