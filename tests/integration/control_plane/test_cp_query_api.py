@@ -70,9 +70,12 @@ def test_up_for_each_replica_with_its_labels(make_app) -> None:
     assert gateway[0]["metric"]["instance"] == f"127.0.0.1:{spec['gateway']['port']}"
     assert _query(base, token, 'count({job="gateway", __name__!="up"})')[0]["value"][1] != "0"
 
-    controller = _query(base, token, 'up{job="controller"}')
+    # The controller scrapes itself every 0.5 s: the replicas became ready above, but the last scrape of its own
+    # lichen_replicas gauge may predate that, so wait for a scrape that saw both api replicas ready.
+    controller = wait_until(lambda: _query(base, token, 'up{job="controller"}'), "the controller scraped", timeout_s=30)
     assert len(controller) == 1 and controller[0]["value"][1] == "1"
-    assert _query(base, token, 'lichen_replicas{state="ready", service="api"}')[0]["value"][1] == "2"
+    wait_until(lambda: [s["value"][1] for s in _query(base, token, 'lichen_replicas{state="ready", service="api"}')]
+               == ["2"], 'lichen_replicas{state="ready", service="api"} == 2 in a controller scrape', timeout_s=30)
 
     rules = httpx.get(f"{base}/api/v1/rules", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
     names = {g["name"] for g in rules["data"]["groups"]}
