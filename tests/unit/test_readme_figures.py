@@ -1,0 +1,65 @@
+"""README figures match their sources: what can be counted is counted, and
+measured figures are the ones the docs record for the named bench."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text()
+
+
+def _rows(text: str, first_cells: tuple[str, ...]) -> dict[str, list[str]]:
+    """Markdown table rows whose first cell is one of ``first_cells``: name -> the other cells."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and cells[0] in first_cells:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _numbers(cells: list[str]) -> list[str]:
+    return [n for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
+
+
+def test_conformance_file_count_is_the_one_ci_checks() -> None:
+    stated = re.search(r"CI checks (\d+) of them", README)
+    assert stated, "README no longer says how many promtool conformance files CI checks"
+    assert int(stated.group(1)) == len(list((REPO / "tests" / "conformance").glob("*.yml")))
+
+
+def test_recsys_quality_table_is_the_one_docs_record() -> None:
+    docs = (REPO / "docs" / "recsys.md").read_text()
+    models = ("EASE", "ALS (`implicit`)", "ItemKNN", "Popularity")
+    readme_rows = _rows(README, models)
+    assert set(readme_rows) == set(models)
+    for model, cells in readme_rows.items():
+        doc_row = next(line for line in docs.splitlines() if line.startswith(f"| {model} "))
+        doc_means = re.findall(r"(\d\.\d{4})\**\s*±", doc_row)  # mean ± std over seeds in docs/recsys.md
+        assert _numbers(cells) == doc_means, (model, cells, doc_row)
+
+
+def test_ease_training_time_is_the_benchs_range() -> None:
+    docs = (REPO / "docs" / "recsys.md").read_text()
+    stated = re.search(r"EASE trains in (\d+\.\d+)–(\d+\.\d+) s", README)
+    assert stated and "bench/recsys_training.py" in README[stated.start():stated.end() + 200]
+    table = re.search(r"\| EASE \| [^|]+ \| (\d+\.\d+) s", docs)
+    one_thread = re.search(r"EASE took (\d+\.\d+) s with one BLAS thread", docs)
+    assert table and one_thread
+    for said, recorded in ((stated.group(1), table.group(1)), (stated.group(2), one_thread.group(1))):
+        assert abs(float(said) - float(recorded)) <= 0.0051, (said, recorded)  # rounded to 2 places
+
+
+def test_gateway_table_figures_are_the_benchs_recorded_run() -> None:
+    docs = (REPO / "docs" / "gateway.md").read_text()
+    for workload, doc_name in (("trivial handler", "trivial"), ("2 ms CPU handler", "cpu_2ms")):
+        cells = _rows(README, (workload,))[workload]
+        nginx, lichen = int(cells[0]), int(cells[1])
+        doc = {front: line for line in docs.splitlines() for front in ("nginx", "lichen")
+               if line.startswith(f"| {doc_name} | {front} | {nginx if front == 'nginx' else lichen} |")}
+        assert set(doc) == {"nginx", "lichen"}, f"{workload}: {nginx} / {lichen} req/s are not a run in docs/gateway.md"
+        assert cells[2].startswith(f"{lichen / nginx:.2f}")
+        cpu = [int(n) for n in re.findall(r"\d+", cells[4])]
+        assert cpu == [int(doc["lichen"].split("|")[6]), int(doc["nginx"].split("|")[6])], (workload, cells[4])
