@@ -41,7 +41,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
-from lichen.control.headroom import Condition, condition_headroom, condition_of, risk_score, worst_value
+from lichen.control.alerting import FIRING, PENDING
+from lichen.control.headroom import (
+    PENDING_RISK,
+    RISK_WARNING,
+    AlertProgress,
+    Condition,
+    alert_progress,
+    condition_headroom,
+    condition_of,
+    risk_score,
+    rule_risk,
+    worst_value,
+)
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "index.html": "text/html"}
@@ -108,7 +120,7 @@ class HeadroomEvaluator:
         self.engine, self.rules = engine, rules
         self.cache_s = cache_s
         self._conditions: dict[str, Condition | None] = {}
-        self._cached: tuple[float, frozenset[str], dict[str, Any]] | None = None
+        self._cached: tuple[float, frozenset[tuple[str, str]], dict[str, Any]] | None = None
 
     def _condition(self, expr: str) -> Condition | None:
         if expr not in self._conditions:
@@ -118,62 +130,88 @@ class HeadroomEvaluator:
                 self._conditions[expr] = None
         return self._conditions[expr]
 
-    def report(self, now_s: float, firing_services: set[str]) -> dict[str, Any]:
+    def report(self, now_s: float, alerting: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Headroom rows (nearest to firing first) and risk per service; cached for ``cache_s``
-        so several open dashboards do not re-evaluate every rule on every poll."""
-        key = frozenset(firing_services)
+        so several open dashboards do not re-evaluate every rule on every poll.
+
+        ``alerting`` maps a service to the state of its most advanced alert (``firing``
+        or ``pending``), also of rules without a threshold (``absent(...)``)."""
+        key = frozenset((alerting or {}).items())
         if self._cached and self._cached[1] == key and 0 <= now_s - self._cached[0] < self.cache_s:
             return self._cached[2]
-        report = self._evaluate(now_s, firing_services)
+        report = self._evaluate(now_s, dict(alerting or {}))
         self._cached = (now_s, key, report)
         return report
 
-    def _evaluate(self, now_s: float, firing_services: set[str]) -> dict[str, Any]:
+    def _rule_rows(self, group: Any, rule: Any, condition: Condition, now_s: float) -> list[dict[str, Any]]:
+        default_service = rule.labels.get("service", "")
+        values: dict[str, dict[str, float]] = {}
+        for t in condition.thresholds():
+            by_service: dict[str, list[float]] = {}
+            for labels, value in self.engine.instant_samples(t.metric_expr, now_s):
+                by_service.setdefault(_service_of(labels, default_service), []).append(value)
+            worst = {s: worst_value(t, vs) for s, vs in by_service.items()}
+            values[t.metric_expr] = {s: v for s, v in worst.items() if v is not None}
+        headrooms = condition_headroom(condition, values)
+        progress = alert_progress(
+            ((_service_of(a.label_dict, default_service), a.state, a.active_at_s) for a in rule.active.values()), now_s
+        )
+        services = set(headrooms) | set(progress) | {s for v in values.values() for s in v}
+        services |= {default_service} if default_service or not services else set()
+        rows = []
+        for service in sorted(services):
+            h = headrooms.get(service)
+            state = progress.get(service, AlertProgress())
+            rows.append(
+                {
+                    "alert": rule.name,
+                    "group": group.name,
+                    "labels": dict(rule.labels),  # tells a rule's variants apart (burn-rate windows)
+                    "service": service,
+                    "headroom": _finite(h),  # None: no data
+                    "state": state.state,
+                    "pending_s": state.pending_s,
+                    "for_s": rule.for_s,
+                    "risk": rule_risk(h, state, rule.for_s),
+                    "thresholds": [
+                        {
+                            "expr": t.metric_expr,
+                            "op": t.op,
+                            "threshold": t.threshold,
+                            "healthy": _finite(t.healthy),
+                            "value": _finite(values.get(t.metric_expr, {}).get(service)),
+                        }
+                        for t in condition.thresholds()
+                    ],
+                }
+            )
+        return rows
+
+    def _evaluate(self, now_s: float, alerting: dict[str, str]) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
-        per_service: dict[str, list[float]] = {}
         for group in getattr(self.rules, "groups", []):
             for rule in group.rules:
-                if rule.kind != "alert":
-                    continue
-                condition = self._condition(rule.expr)
+                condition = self._condition(rule.expr) if rule.kind == "alert" else None
                 if condition is None:
                     continue
-                default_service = rule.labels.get("service", "")
-                values: dict[str, dict[str, float]] = {}
-                current: dict[str, dict[str, float]] = {}
                 try:
-                    for t in condition.thresholds():
-                        by_service: dict[str, list[float]] = {}
-                        for labels, value in self.engine.instant_samples(t.metric_expr, now_s):
-                            by_service.setdefault(labels.get("service", default_service), []).append(value)
-                        worst = {s: worst_value(t, vs) for s, vs in by_service.items()}
-                        values[t.metric_expr] = {s: v for s, v in worst.items() if v is not None}
-                        current[t.metric_expr] = values[t.metric_expr]
+                    rows.extend(self._rule_rows(group, rule, condition, now_s))
                 except Exception:  # noqa: BLE001 - a failing rule shows no headroom, never breaks the page
                     continue
-                for service, h in sorted(condition_headroom(condition, values).items()):
-                    per_service.setdefault(service, []).append(h)
-                    rows.append(
-                        {
-                            "alert": rule.name,
-                            "group": group.name,
-                            "service": service,
-                            "headroom": _finite(h),
-                            "thresholds": [
-                                {
-                                    "expr": t.metric_expr,
-                                    "op": t.op,
-                                    "threshold": t.threshold,
-                                    "value": _finite(current.get(t.metric_expr, {}).get(service)),
-                                }
-                                for t in condition.thresholds()
-                            ],
-                        }
-                    )
-        services = set(per_service) | firing_services
-        risk = {s: risk_score(per_service.get(s, []), firing=s in firing_services) for s in sorted(services)}
-        rows.sort(key=lambda r: (r["headroom"] if r["headroom"] is not None else -1e18, r["alert"], r["service"]))
+        by_service: dict[str, list[float | None]] = {}
+        for row in rows:
+            by_service.setdefault(row["service"], []).append(row["risk"])
+        for service, state in alerting.items():  # alerts of rules without a threshold count too
+            by_service.setdefault(service, []).append(1.0 if state == FIRING else PENDING_RISK)
+        risk = {s: risk_score(rs) for s, rs in sorted(by_service.items())}
+        rows.sort(key=lambda r: (-(r["risk"] if r["risk"] is not None else -1.0), r["alert"], r["service"]))
         return {"rows": rows, "risk": risk}
+
+
+def _service_of(labels: Mapping[str, str], default: str) -> str:
+    """The service a series or alert belongs to: its ``service`` label, the rule's, else its ``job``
+    (the gateway's and the controller's own targets)."""
+    return labels.get("service") or default or labels.get("job", "")
 
 
 def _finite(value: float | None) -> float | None:
@@ -257,11 +295,15 @@ def build_overview(
     else:
         services, replicas = {}, []
     alerts = _alerts(rules)
-    firing_services = {a["labels"].get("service", "") for a in alerts if a["state"] == "firing"}
-    report = headroom.report(now_s, firing_services) if headroom else {"rows": [], "risk": {}}
+    alerting: dict[str, str] = {}
+    for a in alerts:
+        service = _service_of(a["labels"], "")
+        if a["state"] == FIRING or (a["state"] == PENDING and alerting.get(service) != FIRING):
+            alerting[service] = a["state"]
+    report = headroom.report(now_s, alerting) if headroom else {"rows": [], "risk": {}}
     risk = dict(report["risk"])
     for name in services:
-        risk.setdefault(name, 0.0)
+        risk.setdefault(name, None)  # no rule has data for it: say so, not 0
     return {
         "app": app_name,
         "time": now_s,
@@ -271,6 +313,7 @@ def build_overview(
         "events": list(events(events_limit)) if events else [],
         "headroom": report["rows"],
         "risk": risk,
+        "risk_warning": RISK_WARNING,
     }
 
 

@@ -15,8 +15,9 @@ Per service:
 alert                      expression (``{s}`` = ``service="<name>"``)                    severity
 ========================== ============================================================ ========
 LichenReplicaDown          ``up{s} == 0`` for 1m                                          critical
-LichenCrashLooping         ``lichen_replica_crashlooping{s} > 0`` or more than 3 restarts  critical
-                           in 10 min (``increase(lichen_replica_restarts_total[10m])``)
+LichenCrashLooping         a replica in restart backoff within 10 min                     critical
+                           (``max_over_time(lichen_replica_crashlooping{s}[10m]) > 0``),
+                           else more than 3 restarts of the service in 10 min
 LichenHighErrorRatio       5xx share of ``lichen_requests_total`` over 5m > 5 % for 5m    warning
 LichenErrorBudgetBurn      availability SLO burn rate, multi-window (below)               page/ticket
 LichenLatencyBudgetBurn    latency SLO burn rate, multi-window (below)                    page/ticket
@@ -24,8 +25,11 @@ LichenInflightNearLimit    ``lichen_inflight_requests / lichen_max_concurrency >
                            for 2m
 ========================== ============================================================ ========
 
-App-wide: ``LichenScrapeFailing`` -- a target failed more than 10 % of its scrapes
-over 10 min while it is not simply down (``up == 0`` is ReplicaDown's job).
+App-wide: ``LichenScrapeFailing`` -- a target that is still scraped failed more than
+10 % of its scrapes over 10 min while it is not simply down (every scrape of the
+last minute failing is ReplicaDown's job). A replica is scraped only once it has
+passed readiness, and a replica that exits stops being a target, so a crash loop
+raises ``LichenCrashLooping`` alone, once per replica.
 
 Burn-rate alerts follow the Google SRE workbook (ch. 5, "multiwindow,
 multi-burn-rate alerts"): with error budget ``b = 1 - objective``, page when
@@ -132,13 +136,18 @@ def service_rules(app: str, name: str, service: ServiceSpec) -> list[dict[str, A
         {
             "alert": "LichenCrashLooping",
             "expr": (
-                f"max by (service, replica) (lichen_replica_crashlooping{{{sel}}}) > 0\n"
-                f"or\nsum by (service) (increase(lichen_replica_restarts_total{{{sel}}}[10m])) > {CRASH_RESTARTS_10M}"
+                # in backoff at some point in the last 10 min: the gauge is 0 while the replica runs
+                # between crashes, and an alert that resolved at every restart would flap
+                f"max by (service, replica) (max_over_time(lichen_replica_crashlooping{{{sel}}}[10m])) > 0\n"
+                # `on (service)`: the restart count speaks only for a service with no replica in
+                # backoff, so one crash-looping replica raises one alert, never a second label set
+                f"or on (service)\n"
+                f"sum by (service) (increase(lichen_replica_restarts_total{{{sel}}}[10m])) > {CRASH_RESTARTS_10M}"
             ),
             "labels": {**labels, "severity": "critical"},
             "annotations": {
                 "summary": "{{ $labels.service }} is crash looping",
-                "description": "A replica is in restart backoff or restarted more than 3 times in 10 minutes ({{ $value }}).",
+                "description": "{{ if $labels.replica }}Replica {{ $labels.replica }} was in restart backoff within the last 10 minutes{{ else }}The service restarted more than 3 times in 10 minutes ({{ $value }}){{ end }}.",
             },
         },
         {
@@ -193,7 +202,9 @@ def default_rules(app: AppSpec, *, interval: str | None = None) -> dict[str, Any
             "rules": [
                 {
                     "alert": "LichenScrapeFailing",
-                    "expr": "avg_over_time(up[10m]) < 0.9\nunless\nup == 0",
+                    # not simply down (every scrape of the last minute failed: ReplicaDown's job), and
+                    # still a target (`and up`: a replica that exited, or restarted on a new port, is not)
+                    "expr": "avg_over_time(up[10m]) < 0.9\nunless\nmax_over_time(up[1m]) == 0\nand\nup",
                     "for": "5m",
                     "labels": {"app": app.app, "severity": "warning"},
                     "annotations": {

@@ -141,10 +141,12 @@ def test_overview_reports_headroom_and_risk_from_real_rules() -> None:
         app_name="shop", engine=engine, rules=rules, headroom=HeadroomEvaluator(engine, rules), now_s=t0
     )
     rows = {(r["alert"], r["service"]): r["headroom"] for r in overview["headroom"]}
-    assert set(rows) == {("Busy", "api"), ("Busy", "web"), ("Slow", "api"), ("Slow", "web")}  # `up == 0` has none
+    assert set(rows) == {(alert, service) for alert in ("Busy", "Slow", "Down") for service in ("api", "web")}
     assert rows[("Busy", "api")] == pytest.approx(1 - (40 / 64) / 0.8)
     assert rows[("Slow", "web")] == pytest.approx(1 - 0.45 / 0.5)
-    assert overview["risk"] == pytest.approx({"api": (40 / 64) / 0.8, "web": 0.9})
+    assert rows[("Down", "api")] == 1.0  # `up == 0` on up in {0, 1} is `up <= 0`: up = 1 is fully healthy
+    # risk: 0.9 x the utilisation of the nearest threshold while no alert is pending or firing
+    assert overview["risk"] == pytest.approx({"api": 0.9 * (40 / 64) / 0.8, "web": 0.9 * 0.9})
     assert [r["alert"] for r in overview["headroom"]][0] == "Slow"  # nearest to firing first
     assert [(s["name"], s["ready"]) for s in overview["services"]] == [("api", 1), ("web", 1)]
     assert overview["alerts"] == []

@@ -164,7 +164,21 @@
     return outer;
   }
 
-  function riskColor(r) { return r >= 1 ? "var(--firing)" : r >= 0.7 ? "var(--pending)" : "var(--ok)"; }
+  // risk bands (lichen.control.headroom): 1 firing, >= risk_warning pending or headroom <= 0.2, null no data
+  let riskWarning = 0.72;
+  function riskColor(r) {
+    if (r === null || r === undefined) return "var(--muted)";
+    return r >= 1 ? "var(--firing)" : r >= riskWarning ? "var(--pending)" : "var(--ok)";
+  }
+  function riskBand(r) { return r === null || r === undefined ? "nodata" : r >= 1 ? "firing" : r >= riskWarning ? "warning" : "ok"; }
+  function riskText(r) { return r === null || r === undefined ? "no data" : Number(r).toFixed(2); }
+
+  function headroomText(h) {
+    if (h.headroom === null) return "no data";
+    const text = h.headroom < -1e6 ? "breached" : h.headroom.toFixed(2);
+    if (h.state === "pending") return text + " · pending " + Math.round(h.pending_s) + "s of " + Math.round(h.for_s) + "s";
+    return h.state === "firing" ? text + " · firing" : text;
+  }
 
   function renderOverview(o) {
     document.getElementById("app-name").textContent = o.app;
@@ -176,23 +190,25 @@
       return [stateTag(a.state), a.alertname, a.labels.service || "", a.labels.severity || "", since(a.activeAt),
               (a.annotations && (a.annotations.summary || a.annotations.description)) || ""];
     });
+    if (typeof o.risk_warning === "number") riskWarning = o.risk_warning;
     document.getElementById("alerts-empty").hidden = o.alerts.length > 0;
     fillTable("services", o.services, (s, tr) => {
       tr.setAttribute("data-service", s.name);
-      const risk = el("span", {}, "");
-      risk.appendChild(bar(s.risk, riskColor(s.risk)));
-      risk.appendChild(document.createTextNode(" " + Number(s.risk || 0).toFixed(2)));
+      const risk = el("span", { class: "risk", "data-risk-band": riskBand(s.risk) }, "");
+      risk.appendChild(bar(s.risk || 0, riskColor(s.risk)));
+      risk.appendChild(document.createTextNode(" " + riskText(s.risk)));
       return [s.name, s.revision || "", (s.ready ?? "–") + " / " + (s.desired ?? "–"), risk];
     });
     fillTable("replicas", o.replicas, (r, tr) => {
       tr.setAttribute("data-replica", r.id);
       return [r.id, r.service, r.revision || "", stateTag(r.state || "unknown"), r.restarts ?? ""];
     });
-    fillTable("headroom", o.headroom.slice(0, 40), (h) => {
-      const v = h.headroom;
-      const cell = el("span");
-      cell.appendChild(bar(v === null ? 0 : v, riskColor(v === null ? 0 : 1 - v)));
-      cell.appendChild(document.createTextNode(" " + (v === null ? "–" : v < -1e6 ? "breached" : v.toFixed(2))));
+    fillTable("headroom", o.headroom.slice(0, 40), (h, tr) => {
+      tr.setAttribute("data-alertname", h.alert);
+      tr.setAttribute("data-service", h.service);
+      const cell = el("span", { class: "risk", "data-risk-band": riskBand(h.risk) });
+      cell.appendChild(bar(h.headroom === null ? 0 : h.headroom, riskColor(h.risk)));
+      cell.appendChild(document.createTextNode(" " + headroomText(h)));
       const values = h.thresholds.map((t) => fmt(t.value, "") + " " + t.op + " " + fmt(t.threshold, "")).join(", ");
       return [h.alert, h.service, cell, values];
     });
@@ -202,7 +218,8 @@
     const badges = document.getElementById("risk-badges");
     badges.textContent = "";
     for (const [service, r] of Object.entries(o.risk || {})) {
-      const b = el("span", { class: "badge", style: "background:" + riskColor(r), title: "risk score" }, service + " " + r.toFixed(2));
+      const b = el("span", { class: "badge risk", "data-risk-band": riskBand(r), style: "background:" + riskColor(r),
+                              title: "risk score" }, (service || "–") + " " + riskText(r));
       badges.appendChild(b);
     }
   }
