@@ -75,7 +75,7 @@
     }
   }
 
-  function drawChart(panel, series, start, end) {
+  function drawChart(panel, series, start, end, lastStep) {
     const card = document.getElementById("chart-" + panel.id);
     const plot = card.querySelector("svg");
     const legend = card.querySelector(".legend");
@@ -114,8 +114,12 @@
       const line = svg("path", { d: path, fill: "none", stroke: color, "stroke-width": "1.6", "data-legend": s.name });
       line.appendChild(svg("title", {}, s.name));
       plot.appendChild(line);
-      const last = s.values.length ? s.values[s.values.length - 1][1] : null;
-      const item = el("span", {}, s.name + " " + fmt(last, panel.unit));
+      // a legend shows the current value only: a series whose last point is not at the
+      // latest step (a replica state that no longer exists) shows "–", not its last value
+      const point = s.values.length ? s.values[s.values.length - 1] : null;
+      const current = point && point[0] >= lastStep - 1e-6 ? point[1] : null;
+      const item = el("span", { "data-legend": s.name, "data-current": current === null ? "" : String(current) },
+                      s.name + " " + fmt(current, panel.unit));
       item.prepend(el("i", { style: "background:" + color }));
       legend.appendChild(item);
     });
@@ -135,7 +139,8 @@
           series.push({ name: legendOf(q.legend, r.metric), values: r.values.map(([t, v]) => [Number(t), Number(v)]) });
         }
       }
-      drawChart(panel, series, start, end);
+      // the last step Prometheus evaluates: start + k * step, not after end
+      drawChart(panel, series, start, end, start + Math.floor((end - start) / step + 1e-9) * step);
     }));
   }
 
@@ -183,6 +188,7 @@
   function renderOverview(o) {
     document.getElementById("app-name").textContent = o.app;
     document.title = "Lichen · " + o.app;
+    if (typeof o.risk_warning === "number") riskWarning = o.risk_warning;
     fillTable("alerts", o.alerts, (a, tr) => {
       tr.className = "alert alert-" + a.state;
       tr.setAttribute("data-state", a.state);
@@ -190,7 +196,6 @@
       return [stateTag(a.state), a.alertname, a.labels.service || "", a.labels.severity || "", since(a.activeAt),
               (a.annotations && (a.annotations.summary || a.annotations.description)) || ""];
     });
-    if (typeof o.risk_warning === "number") riskWarning = o.risk_warning;
     document.getElementById("alerts-empty").hidden = o.alerts.length > 0;
     fillTable("services", o.services, (s, tr) => {
       tr.setAttribute("data-service", s.name);
