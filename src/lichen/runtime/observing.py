@@ -227,13 +227,18 @@ class Observing:
             self.static_targets[name] = ScrapeTarget(url, labels=tuple(sorted(labels.items())))
 
     def _gateway_url(self) -> str | None:
-        """``controller.gateway.url`` (:mod:`lichen.runtime.gatewaying`) when the app runs a gateway."""
-        url = getattr(getattr(self.controller, "gateway", None), "url", None)
+        """``controller.gateway.url`` (:mod:`lichen.runtime.gatewaying`) when the app runs a gateway that
+        has passed a health check since it started (as for replicas: no failed scrapes while it starts)."""
+        gateway = getattr(self.controller, "gateway", None)
+        url = getattr(gateway, "url", None)
+        readiness = getattr(gateway, "readiness", None)
+        if readiness is not None and not (readiness.passing or readiness.ever_passed):
+            return None
         return str(url) if url else None
 
     def targets(self) -> list[ScrapeTarget]:
-        """Every running replica that has passed readiness since it started, the gateway (when known)
-        and the controller itself.
+        """Every running replica that has passed readiness since it started, the gateway (when known
+        and likewise ready once) and the controller itself.
 
         A replica is scraped from its first passing readiness probe on (and stays a target while
         it runs, also when it later turns unready): scrapes of a process that is still starting

@@ -94,6 +94,12 @@ def test_a_replica_is_scraped_from_its_first_ready_probe_at_its_metrics_path(tmp
     assert not starting.readiness.passing
     assert "http://127.0.0.1:4001/internal/metrics" in {t.url for t in observing.targets()}
 
+    # the gateway too: scraped from its first passing health check on
+    controller.gateway = SimpleNamespace(url="http://127.0.0.1:8080", readiness=initial_state("readiness"))
+    assert "http://127.0.0.1:8080/metrics" not in {t.url for t in observing.targets()}
+    controller.gateway.readiness = record_probe(controller.gateway.readiness, probe, "ok", 3.0)
+    assert "http://127.0.0.1:8080/metrics" in {t.url for t in observing.targets()}
+
 
 def test_default_rule_pack_and_rule_files_are_loaded(tmp_path: Path) -> None:
     (tmp_path / "rules.yml").write_text(
