@@ -6,9 +6,21 @@ from typing import Any
 
 import httpx
 
-from lichen.errors import ControlPlaneError
+from lichen.errors import ConfigError, ControlPlaneError
 from lichen.runtime import processes, teardown
 from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
+
+
+def _validation_text(detail: Any) -> str:
+    """FastAPI's 422 ``detail`` (a list of pydantic errors) as one line: ``lines: Input should be ...``."""
+    if not isinstance(detail, list):
+        return str(detail or "")
+    parts = []
+    for item in detail:
+        if isinstance(item, dict):
+            loc = [str(p) for p in item.get("loc") or [] if p not in ("query", "body", "path")]
+            parts.append(f"{'.'.join(loc) or 'request'}: {item.get('msg', '')}")
+    return "; ".join(parts)
 
 
 class ControlClient:
@@ -51,9 +63,13 @@ class ControlClient:
         if response.status_code >= 400:
             try:
                 detail = response.json()
-                message = detail.get("error") or detail.get("detail") or response.text
             except ValueError:
-                message = response.text
+                detail = None
+            if not isinstance(detail, dict):
+                raise ControlPlaneError(f"the controller refused {method} {path}: {response.text}")
+            if detail.get("refused"):  # a re-applied spec refused as a whole: bad input, nothing changed
+                raise ConfigError(str(detail.get("error")))
+            message = detail.get("error") or _validation_text(detail.get("detail")) or response.text
             raise ControlPlaneError(f"the controller refused {method} {path}: {message}")
         return response.json()
 

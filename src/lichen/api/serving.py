@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError
 from lichen.runtime.controlling import HOST, Controller
 from lichen.runtime.gatewaying import attach_gateway
-from lichen.runtime.observing import attach_observing
+from lichen.runtime.observing import Observing, SpecRefused, attach_observing
 from lichen.runtime.state import StateStore, sqlite_path
 from lichen.runtime.workspaces import Workspace, atomic_write, code_digest, ensure_token, read_controller_info
 from lichen.spec.loading import load_spec
@@ -73,11 +73,21 @@ def read_log_chunk(path: Path, offset: int | None, lines: int) -> tuple[str, int
         return data.decode("utf-8", errors="replace"), offset + len(data)
 
 
+def refusal(exc: LichenError) -> JSONResponse:
+    """422 for a re-applied spec that was refused as a whole: ``error``, ``refused`` and every problem."""
+    problems = getattr(exc, "problems", None) or [str(i) for i in getattr(exc, "issues", [])] or [str(exc)]
+    message = str(exc) if isinstance(exc, SpecRefused) else SpecRefused(problems).message
+    return JSONResponse({"error": message, "refused": True, "problems": problems}, status_code=422)
+
+
 def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
-               reload_spec: Callable[[], AppSpec] | None = None) -> FastAPI:
+               reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None) -> FastAPI:
+    """The control API; ``POST /v1/apply`` re-reads the spec with ``reload_spec`` and, with ``observing``,
+    applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`)."""
     api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
     auth = [Depends(_bearer(token))]
     v1 = APIRouter(prefix="/v1", dependencies=auth)
+    applying = asyncio.Lock()  # two 'lichen up' at once apply one after the other
 
     @api.exception_handler(LichenError)
     async def _lichen_error(request: Request, exc: LichenError) -> JSONResponse:
@@ -96,19 +106,33 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
     async def status() -> dict[str, Any]:
         return controller.status()
 
-    @v1.post("/apply")
-    async def apply() -> dict[str, Any]:
+    @v1.post("/apply", response_model=None)
+    async def apply() -> dict[str, Any] | JSONResponse:
+        """Apply lichen.yaml again: services roll, rule files and receivers reload; or refuse it all (422).
+
+        The spec, every rule file and the receivers are checked before anything
+        changes, so a refused spec leaves services, rules (with their alert
+        state) and receivers exactly as they were.
+        """
         if reload_spec is None:
             raise ConfigError("this controller cannot reload its spec")
-        spec = reload_spec()
-        digest = await asyncio.to_thread(code_digest, controller.workspace.app_dir)  # keep the loop probing
-        before = {n: s.replicas for n, s in controller.services.items()}
-        changed = controller.apply(spec, digest)
-        scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
-                  if n in before and before[n] != s.replicas}
-        return {"changed": changed, "scaled": scaled, "added": sorted(set(controller.services) - set(before)),
-                "removed": sorted(set(before) - set(controller.services)),
-                "revisions": {n: s.revision for n, s in controller.services.items()}}
+        async with applying:
+            try:
+                spec = reload_spec()
+                update = await asyncio.to_thread(observing.prepare_spec, spec) if observing is not None else None
+            except LichenError as exc:
+                return refusal(exc)
+            digest = await asyncio.to_thread(code_digest, controller.workspace.app_dir,  # keep the loop probing
+                                             spec.observability.rules)  # reloaded here, not rolled out
+            before = {n: s.replicas for n, s in controller.services.items()}
+            changed = controller.apply(spec, digest)
+            observed = await observing.apply_update(update) if observing is not None and update is not None else None
+            scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
+                      if n in before and before[n] != s.replicas}
+            return {"changed": changed, "scaled": scaled, "added": sorted(set(controller.services) - set(before)),
+                    "removed": sorted(set(before) - set(controller.services)),
+                    "revisions": {n: s.revision for n, s in controller.services.items()},
+                    "observability": observed}
 
     @v1.post("/services/{service}/scale")
     async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:
@@ -212,7 +236,7 @@ async def host_controller(
         store = StateStore(sqlite_path(spec.state.url, workspace.app_dir))
         controller = (controller_factory or (lambda ws, st: Controller(ws, st)))(workspace, store)
         controller.load_desired()
-        controller.apply(spec, code_digest(workspace.app_dir))
+        controller.apply(spec, code_digest(workspace.app_dir, spec.observability.rules))
         attach_gateway(controller)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -220,12 +244,9 @@ async def host_controller(
         port = sock.getsockname()[1]
         observing = attach_observing(controller, spec, token=token, api_url=f"http://{HOST}:{port}")
 
-        def reload_spec() -> AppSpec:
-            fresh = load_spec(workspace.spec_path)
-            return observing.apply_spec(fresh) if observing is not None else fresh
-
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
-        api = create_api(controller, token, routers, reload_spec=reload_spec)
+        api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
+                         observing=observing)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", access_log=False, lifespan="off"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

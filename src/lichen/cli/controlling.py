@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from lichen.cli.output import console, err_console, print_json
-from lichen.errors import ControlPlaneError
+from lichen.errors import ConfigError, ControlPlaneError
 
 AppDir = Annotated[Path, typer.Option("--app-dir", "-C", help="The app directory (holding lichen.yaml).")]
 
@@ -79,7 +79,7 @@ def up(
     from lichen.spec.loading import load_spec
 
     workspace = _workspace(path)
-    load_spec(workspace.spec_path)  # report spec errors here, before anything starts
+    _check_spec_and_rules(workspace, path, running=not daemon_child)  # report errors here, before anything changes
     if daemon_child:
         _serve_foreground(workspace, live=False)
         return
@@ -99,7 +99,10 @@ def up(
             for name, (before, after) in sorted(scaled.items()):
                 if name not in changed:
                     console.print(f"{name}: replicas {before} -> {after} (controller pid {client.pid})")
-            if not (changed or scaled or added or removed):
+            observed = observability_lines(result.get("observability"))
+            for line in observed:
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            if not (changed or scaled or added or removed or _observability_applied(result.get("observability"))):
                 console.print(f"controller pid {client.pid} already runs this spec; nothing changed")
             if wait:
                 _wait_settled(client, timeout_s)
@@ -108,6 +111,49 @@ def up(
         _start_daemon(workspace, wait, timeout_s)
         return
     _serve_foreground(workspace, live=console.is_terminal)
+
+
+def _check_spec_and_rules(workspace: Any, path: Path, running: bool) -> None:
+    """Load the spec and check the rule files it names (as 'lichen validate' does); on a problem with a
+    controller running, say that nothing was applied."""
+    from lichen.errors import SpecError
+    from lichen.observe.rules import rule_file_issues
+    from lichen.spec.loading import load_spec
+
+    try:
+        load_spec(workspace.spec_path, rule_checker=rule_file_issues)
+    except SpecError as exc:
+        client = _running_client(path) if running else None
+        if client is None:
+            raise
+        with client:
+            raise ConfigError(f"{exc}\nnothing was applied: controller pid {client.pid} keeps running its current "
+                              "spec, rules and receivers") from None
+
+
+def _observability_applied(observed: dict[str, Any] | None) -> bool:
+    return bool(observed) and "applied" in (observed["rules"]["status"], observed["notifications"]["status"])
+
+
+def observability_lines(observed: dict[str, Any] | None) -> list[str]:
+    """What ``lichen up`` says about rules and notifications after re-applying the spec (pure)."""
+    if not observed:
+        return []
+    rules, lines = observed["rules"], []
+    if rules["status"] == "applied":
+        parts = [f"{kind} {', '.join(rules[kind])}" for kind in ("changed", "added", "removed") if rules[kind]]
+        kept = rules["unchanged"]
+        lines.append("rules: applied (" + "; ".join(parts) + ")" + (
+            f"; {kept} unchanged group{'s' if kept != 1 else ''} keep their alert state" if kept else ""))
+    else:
+        lines.append("rules: unchanged")
+    if observed["notifications"]["status"] == "applied":
+        receivers = observed["notifications"]["receivers"]
+        lines.append("receivers, route and inhibit rules: applied"
+                     + (f" (receivers: {', '.join(receivers)})" if receivers else " (no receivers: nothing is notified)"))
+    for field in observed.get("restart_needed") or []:
+        lines.append(f"{field} changed: it takes effect when the controller restarts ('lichen down', then 'lichen up')")
+    return lines
 
 
 def _serve_foreground(workspace: Any, live: bool) -> None:

@@ -29,22 +29,22 @@ def rules_check(
 ) -> None:
     """Check rule files: YAML shape, PromQL support, durations, label names and templates.
 
-    Checks every file (as promtool does), printing the rules found or the first error of each
-    as one line with file:line; exits 2 if any file is invalid.
+    Checks every file (as promtool does), printing the rules found or every error of each,
+    one per line as file:line field: message; exits 2 if any file is invalid.
 
     Example: lichen rules check rules/app.yml
     """
-    from lichen.errors import LichenError
-    from lichen.observe.rules import load_rule_file
+    from lichen.observe.rules import check_rule_file
 
     report = []
     for path in files:
-        try:
-            groups = load_rule_file(path)
-        except LichenError as exc:
-            report.append({"file": str(path), "valid": False, "error": str(exc)})
+        groups, problems = check_rule_file(path)
+        if problems:
+            errors = [str(e) for e in problems]
+            report.append({"file": str(path), "valid": False, "error": errors[0], "errors": errors})
             if not as_json:
-                err_console.print(f"Checking {path}\n  FAILED:\nerror: {exc}", markup=False, soft_wrap=True)
+                lines = "".join(f"\nerror: {e}" for e in errors)
+                err_console.print(f"Checking {path}\n  FAILED:{lines}", markup=False, soft_wrap=True)
             continue
         rules = sum(len(g.rules) for g in groups)
         seen: dict[tuple, int] = {}

@@ -33,13 +33,15 @@ def validate(
     ] = Path("lichen.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of lines.")] = False,
     no_imports: Annotated[
-        bool, typer.Option("--no-imports", help="Skip importing entrypoints and looking for rule files.")
+        bool, typer.Option("--no-imports", help="Skip importing entrypoints and checking rule files.")
     ] = False,
 ) -> None:
     """Check a lichen.yaml and print every problem as file:line:column field: message.
 
     Exits 0 when the spec is valid and 2 when it is not. Entrypoints are
-    imported (with the spec's directory on sys.path) unless --no-imports.
+    imported (with the spec's directory on sys.path) and the rule files in
+    observability.rules are checked as 'lichen rules check' does (their
+    problems located in the rule file), unless --no-imports.
 
     Example: lichen validate examples/recsys/lichen.yaml --json
     """
@@ -47,14 +49,18 @@ def validate(
 
     if path.is_dir():
         path = path / "lichen.yaml"
-    spec, issues = check_spec(path, check_imports=not no_imports)
+    rule_checker = None
+    if not no_imports:
+        from lichen.observe.rules import rule_file_issues as rule_checker
+    spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker)
     if as_json:
         print_json(
             {
                 "file": str(path),
                 "valid": not issues,
                 "issues": [
-                    {"line": i.line, "column": i.column, "field": i.field, "message": i.message, "text": str(i)}
+                    {"file": i.file, "line": i.line, "column": i.column, "field": i.field, "message": i.message,
+                     "text": str(i)}
                     for i in issues
                 ],
                 "app": spec.app if spec else None,
@@ -68,7 +74,7 @@ def validate(
         noun = "problem" if len(issues) == 1 else "problems"
         typer.echo(f"{path}: {len(issues)} {noun}", err=True)
     elif spec is not None:
-        checked = "" if no_imports else ", entrypoints import"
+        checked = "" if no_imports else ", entrypoints import" + (", rule files check" if spec.observability.rules else "")
         typer.echo(
             f"{path}: valid: app {spec.app!r}, {_count(spec.services, 'service')}, {_count(spec.jobs, 'job')}{checked}"
         )

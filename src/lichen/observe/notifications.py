@@ -342,6 +342,23 @@ class Notifier:
             **options,
         )
 
+    def reconfigure(self, receivers: Sequence[Receiver], route: RouteConfig, inhibit_rules: Sequence[InhibitRule],
+                    *, backoff_max_s: float | None = None) -> None:
+        """New receivers, route and inhibit rules from the next cycle on (``lichen up`` on a running app).
+
+        Group state, the notification log, silences and the outbox stay:
+        nothing already sent is sent again. Undelivered items for a receiver
+        that is gone are closed as failed at the next delivery attempt.
+        """
+        names = [r.name for r in receivers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"receiver names must be unique: {names}")
+        self.receivers = {r.name: r for r in receivers}
+        self.route = route
+        self.inhibit_rules = list(inhibit_rules)
+        if backoff_max_s is not None:
+            self.backoff_max_s = backoff_max_s
+
     async def aclose(self) -> None:
         if self._own_http:
             await self.http.aclose()

@@ -4,10 +4,15 @@ Interface (stable; used by the controller, the notifier, the dashboard and ``lic
 
 * ``load_rule_file(path) -> list[RuleGroup]`` / ``parse_rule_text(text, source) -> list[RuleGroup]``
   — Prometheus' format (``groups: [{name, interval, rules: [{record|alert, expr, for,
-  keep_firing_for, labels, annotations}]}]``); every problem raises :class:`DataError` naming
-  ``file:line`` and the field.
+  keep_firing_for, labels, annotations}]}]``); the first problem raises :class:`RuleFileError`
+  (a :class:`DataError`) naming ``file:line`` and the field.
+* ``check_rule_file(path)`` / ``check_rule_text(text, source)`` -> ``(groups, problems)``: every
+  problem, not just the first (``lichen rules check``); ``rule_file_issues(path, shown_as)`` gives
+  them as spec issues (``lichen validate``).
 * ``RuleManager(store, engine, external_labels=None, default_interval_s=60.0, external_url="")``
   * ``.add_groups(groups)`` / ``.load_files(paths)`` / ``.load_text(text, source)``
+  * ``.replace_groups(groups, now_s) -> RulesReload`` — a reload as Prometheus does it: unchanged
+    groups keep their state, changed ones keep the alerts of rules with the same name and labels.
   * ``.evaluate_due(now_s) -> int`` — evaluate every group whose interval has elapsed (the first
     call evaluates all); returns how many groups ran. ``now_s`` is Unix seconds (sample time).
   * ``.evaluate_group(group, now_s)`` — one evaluation at ``now_s`` (promtool's harness uses it).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,7 +49,7 @@ from lichen.control.alerting import (
     LabelSet,
     step_alerts,
 )
-from lichen.errors import DataError
+from lichen.errors import DataError, SpecIssue
 from lichen.observe.promql import Engine, QueryError, parse_expr
 from lichen.observe.series import SeriesStore, labels_key
 from lichen.observe.templating import TemplateError, compile_template
@@ -165,8 +171,10 @@ class _LineLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
     mapping = _LocatedDict(loader.construct_mapping(node, deep=True))
-    mapping.line = node.start_mark.line + 1
+    mapping.line, mapping.column = node.start_mark.line + 1, node.start_mark.column + 1
     mapping.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    mapping.key_columns = {str(k.value): k.start_mark.column + 1 for k, _ in node.value
+                           if isinstance(k, yaml.ScalarNode)}
     return mapping
 
 
@@ -175,115 +183,293 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 class _LocatedDict(dict):
     line: int = 0
+    column: int = 0
     key_lines: dict[str, int] = {}  # noqa: RUF012 - replaced per instance
+    key_columns: dict[str, int] = {}  # noqa: RUF012 - replaced per instance
 
 
-def _where(source: str, obj: object, path: str, key: str | None = None) -> str:
-    """``file:line path``; with ``key``, the line of that key inside the mapping."""
-    line = getattr(obj, "line", 0)
+class RuleFileError(DataError):
+    """One problem in a rule file, located: ``file``, ``line`` and ``column`` (0 when unknown) and ``field``.
+
+    ``str()`` reads ``file:line field: message`` (``file:line:column: message`` for YAML syntax).
+    """
+
+    def __init__(self, message: str, *, file: str, line: int = 0, column: int = 0, field: str = "",
+                 yaml_syntax: bool = False) -> None:
+        where = f"{file}:{line}" if line else file
+        if yaml_syntax:
+            where += f":{column}"
+        elif field:
+            where += f" {field}"
+        super().__init__(message, where=where)
+        self.file, self.line, self.column, self.field = file, line, column, field
+
+
+def _located(message: str, source: str, obj: object, path: str, key: str | None = None) -> RuleFileError:
+    """A problem at ``path`` (``groups[0].rules[1].expr``); with ``key``, at that key's line inside ``obj``."""
+    line, column = getattr(obj, "line", 0), getattr(obj, "column", 0)
     if key is not None:
         line = getattr(obj, "key_lines", {}).get(key, line)
-    return f"{source}:{line} {path}" if line else f"{source} {path}"
+        column = getattr(obj, "key_columns", {}).get(key, column)
+    return RuleFileError(message, file=source, line=line, column=column, field=path)
+
+
+def _duration(value: object, source: str, obj: object, path: str, key: str) -> float:
+    try:
+        return parse_duration_s(value, path)
+    except DataError as exc:
+        raise _located(exc.message, source, obj, path, key=key) from None
 
 
 def parse_rule_text(text: str, source: str = "<rules>") -> list[RuleGroup]:
+    """The groups of a rule file; the first problem raises a :class:`RuleFileError` (see :func:`check_rule_text`)."""
+    groups, problems = check_rule_text(text, source)
+    if problems:
+        raise problems[0]
+    return groups
+
+
+def check_rule_text(text: str, source: str = "<rules>") -> tuple[list[RuleGroup], list[RuleFileError]]:
+    """Every problem of a rule file, in file order, and the groups that parsed (use them only when none).
+
+    Each group and each rule is checked on its own, so one bad rule does not
+    hide the next; inside a rule, every independent check reports (a bad
+    ``expr`` and a bad ``for`` both show). A YAML syntax error or a file
+    without ``groups:`` is the one problem reported.
+    """
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
-        at = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        raise DataError(f"invalid YAML: {problem}" + (f" ({context})" if context else ""), where=at) from None
+        message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+        if mark is None:
+            return [], [RuleFileError(message, file=source)]
+        return [], [RuleFileError(message, file=source, line=mark.line + 1, column=mark.column + 1, yaml_syntax=True)]
     if doc is None:
-        return []
+        return [], []
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
-        raise DataError("a rule file needs a top-level 'groups:' list", where=source)
+        return [], [RuleFileError("a rule file needs a top-level 'groups:' list", file=source, line=0)]
+    problems: list[RuleFileError] = []
     unknown = set(doc) - {"groups"}
     if unknown:
-        raise DataError(f"unknown field(s) {sorted(unknown)}", where=_where(source, doc, "", key=sorted(unknown)[0]))
+        problems.append(_located(f"unknown field(s) {sorted(unknown)}", source, doc, "", key=sorted(unknown)[0]))
     groups: list[RuleGroup] = []
     names: set[str] = set()
     for gi, g in enumerate(doc["groups"]):
-        gpath = f"groups[{gi}]"
-        if not isinstance(g, dict) or not g.get("name"):
-            raise DataError("each group needs a 'name'", where=_where(source, g, gpath))
-        extra = set(g) - {"name", "interval", "rules", "limit", "query_offset"}
-        if extra:
-            raise DataError(f"unknown field(s) {sorted(extra)} in group {g['name']!r}", where=_where(source, g, gpath, key=sorted(extra)[0]))
-        if g["name"] in names:
-            raise DataError(f"{g['name']!r}: repeated in the same file", where=_where(source, g, gpath + ".name"))
-        names.add(g["name"])
-        interval = parse_duration_s(g.get("interval"), _where(source, g, gpath + ".interval", key="interval")) or None
-        rules = []
-        for ri, r in enumerate(g.get("rules") or []):
-            rules.append(_parse_rule(r, source, f"{gpath}.rules[{ri}]"))
-        groups.append(RuleGroup(str(g["name"]), interval, rules, source, int(g.get("limit") or 0)))
-    return groups
+        group = _parse_group(g, source, f"groups[{gi}]", names, problems)
+        if group is not None:
+            groups.append(group)
+    return groups, sorted(problems, key=lambda e: (e.line, e.column))
 
 
-def _parse_rule(r: object, source: str, path: str) -> Rule:
+def _parse_group(g: object, source: str, gpath: str, names: set[str], problems: list[RuleFileError]) -> RuleGroup | None:
+    if not isinstance(g, dict) or not g.get("name"):
+        problems.append(_located("each group needs a 'name'", source, g, gpath))
+        if not isinstance(g, dict):
+            return None
+    name = str(g.get("name") or "")
+    ok = bool(name)
+    extra = set(g) - {"name", "interval", "rules", "limit", "query_offset"}
+    if extra:
+        problems.append(_located(f"unknown field(s) {sorted(extra)} in group {g.get('name')!r}", source, g, gpath,
+                                 key=sorted(extra)[0]))
+        ok = False
+    if name and name in names:
+        problems.append(_located(f"{g['name']!r}: repeated in the same file", source, g, gpath + ".name"))
+        ok = False
+    names.add(name)
+    interval = None
+    try:
+        interval = _duration(g.get("interval"), source, g, gpath + ".interval", "interval") or None
+    except RuleFileError as exc:
+        problems.append(exc)
+        ok = False
+    rules = []
+    for ri, r in enumerate(g.get("rules") or []):
+        rule_problems: list[RuleFileError] = []
+        rule = _parse_rule(r, source, f"{gpath}.rules[{ri}]", rule_problems)
+        problems.extend(rule_problems)
+        if rule is None or rule_problems:
+            ok = False
+        else:
+            rules.append(rule)
+    return RuleGroup(name, interval, rules, source, int(g.get("limit") or 0)) if ok else None
+
+
+def _parse_rule(r: object, source: str, path: str, problems: list[RuleFileError]) -> Rule | None:
+    """The rule at ``path``, or None; each independent problem is appended to ``problems``."""
     if not isinstance(r, dict):
-        raise DataError("a rule must be a mapping", where=_where(source, r, path))
-    where = _where(source, r, path)
+        problems.append(_located("a rule must be a mapping", source, r, path))
+        return None
     allowed = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
     extra = set(r) - allowed
     if extra:
         first = min(extra, key=lambda k: getattr(r, "key_lines", {}).get(k, 0))
-        raise DataError(f"unknown field(s) {sorted(extra)}", where=_where(source, r, f"{path}.{first}", key=first))
+        problems.append(_located(f"unknown field(s) {sorted(extra)}", source, r, f"{path}.{first}", key=first))
     if ("record" in r) == ("alert" in r):
-        raise DataError("one of 'record' or 'alert' must be set", where=where)
+        problems.append(_located("one of 'record' or 'alert' must be set", source, r, path))
     expr = r.get("expr")
     if expr is None or str(expr).strip() == "":
-        raise DataError("field 'expr' must be set", where=where)
-    expr = str(expr)
-    try:
-        parse_expr(expr)
-    except QueryError as exc:
-        raise DataError(exc.message, where=_where(source, r, path + ".expr", key="expr")) from None
+        problems.append(_located("field 'expr' must be set", source, r, path))
+    else:
+        try:
+            parse_expr(str(expr))
+        except QueryError as exc:
+            problems.append(_located(exc.message, source, r, path + ".expr", key="expr"))
     labels = {str(k): str(v) for k, v in (r.get("labels") or {}).items()}
     annotations = {str(k): str(v) for k, v in (r.get("annotations") or {}).items()}
     for field_name, names in (("labels", labels), ("annotations", annotations)):
         for name in names:  # Prometheus' rulefmt: a valid label name, and a rule label may not be __name__
             if not LABEL_NAME.match(name) or (field_name == "labels" and name == "__name__"):
                 kind = "label" if field_name == "labels" else "annotation"
-                raise DataError(f"invalid {kind} name {name!r}", where=_where(source, r.get(field_name), f"{path}.{field_name}.{name}", key=name))
+                problems.append(_located(f"invalid {kind} name {name!r}", source, r.get(field_name),
+                                         f"{path}.{field_name}.{name}", key=name))
+    if ("record" in r) == ("alert" in r):
+        return None
     if "record" in r:
         name = str(r["record"])
         if not METRIC_NAME.match(name):
-            raise DataError(f"invalid recording rule name {name!r}", where=_where(source, r, path + ".record", key="record"))
+            problems.append(_located(f"invalid recording rule name {name!r}", source, r, path + ".record", key="record"))
         for f in ("for", "keep_firing_for", "annotations"):
             if f in r:
-                raise DataError(f"invalid field {f!r} in recording rule", where=where)
-        return Rule(name, expr, "record", labels=labels, where=where)
+                problems.append(_located(f"invalid field {f!r} in recording rule", source, r, path))
+        if problems:
+            return None
+        return Rule(name, str(expr), "record", labels=labels, where=str(_located("", source, r, path).where))
     name = str(r["alert"])
     if not METRIC_NAME.match(name):
-        raise DataError(f"invalid alert name {name!r}", where=_where(source, r, path + ".alert", key="alert"))
+        problems.append(_located(f"invalid alert name {name!r}", source, r, path + ".alert", key="alert"))
     for key, text in list(labels.items()) + list(annotations.items()):
         try:
             compile_template(text)
         except TemplateError as exc:
             mapping = r.get("labels") if key in labels and labels[key] == text else r.get("annotations")
-            raise DataError(f"template of {key!r}: {exc.message}", where=_where(source, mapping, path, key=key)) from None
+            problems.append(_located(f"template of {key!r}: {exc.message}", source, mapping, path, key=key))
+    durations = {}
+    for f in ("for", "keep_firing_for"):
+        try:
+            durations[f] = _duration(r.get(f), source, r, f"{path}.{f}", f)
+        except RuleFileError as exc:
+            problems.append(exc)
+    if problems:
+        return None
     return Rule(
         name,
-        expr,
+        str(expr),
         "alert",
         labels=labels,
         annotations=annotations,
-        for_s=parse_duration_s(r.get("for"), _where(source, r, path + ".for", key="for")),
-        keep_firing_for_s=parse_duration_s(r.get("keep_firing_for"), _where(source, r, path + ".keep_firing_for", key="keep_firing_for")),
-        where=where,
+        for_s=durations["for"],
+        keep_firing_for_s=durations["keep_firing_for"],
+        where=str(_located("", source, r, path).where),
     )
 
 
 def load_rule_file(path: str | Path) -> list[RuleGroup]:
+    """The groups of one rule file; its first problem raises a :class:`RuleFileError`."""
+    groups, problems = check_rule_file(path)
+    if problems:
+        raise problems[0]
+    return groups
+
+
+def check_rule_file(path: str | Path, shown_as: str | None = None) -> tuple[list[RuleGroup], list[RuleFileError]]:
+    """:func:`check_rule_text` of a file (named ``shown_as`` in problems, default its path)."""
     p = Path(path)
+    source = shown_as or str(p)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise DataError(f"cannot read rule file: {exc.strerror}", where=str(p)) from None
-    return parse_rule_text(text, str(p))
+        return [], [RuleFileError(f"cannot read rule file: {exc.strerror}", file=source)]
+    except UnicodeDecodeError as exc:
+        return [], [RuleFileError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8", file=source)]
+    return check_rule_text(text, source)
+
+
+def rule_file_issues(path: Path, shown_as: str) -> list[SpecIssue]:
+    """Every problem of a rule file as :class:`~lichen.errors.SpecIssue` (what ``lichen validate`` prints).
+
+    The checker ``lichen.spec.loading.check_spec(..., rule_checker=...)`` takes:
+    the spec layer cannot import this module, so the CLI passes it in.
+    """
+    _, problems = check_rule_file(path, shown_as)
+    return [SpecIssue(e.file, max(e.line, 1), max(e.column, 1), e.field, e.message) for e in problems]
+
+
+# ------------------------------------------------------------------------ reload
+
+
+def rule_definition(rule: Rule) -> tuple:
+    """What a rule says (not its state): two rules with equal definitions evaluate alike."""
+    return (rule.kind, rule.name, rule.expr, tuple(sorted(rule.labels.items())),
+            tuple(sorted(rule.annotations.items())), rule.for_s, rule.keep_firing_for_s)
+
+
+def group_definition(group: RuleGroup) -> tuple:
+    return (group.source, group.name, group.interval_s, group.limit, tuple(rule_definition(r) for r in group.rules))
+
+
+@dataclass(frozen=True)
+class RulesReload:
+    """What :meth:`RuleManager.replace_groups` did, by group (``(source, name)`` pairs)."""
+
+    added: tuple[tuple[str, str], ...] = ()
+    changed: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+    unchanged: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def applied(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def plan_reload(old: Iterable[RuleGroup], new: Iterable[RuleGroup]) -> list[tuple[RuleGroup, RuleGroup | None, str]]:
+    """Prometheus' rule reload, decided: for each new group, the old group it replaces and what happens.
+
+    A group is known by its file and name. ``"unchanged"``: the definitions are
+    equal, so the *old* group object stays (alert state, ``for`` timers and
+    evaluation grid untouched). ``"changed"``: the new group takes over the
+    state of old rules with the same name and labels (Prometheus'
+    ``Group.CopyState``). ``"added"``: no old group. Old groups not paired are
+    removed; they come last, with ``"removed"`` and themselves as the first item.
+    """
+    by_key = {(g.source, g.name): g for g in old}
+    plan: list[tuple[RuleGroup, RuleGroup | None, str]] = []
+    for group in new:
+        before = by_key.pop((group.source, group.name), None)
+        if before is None:
+            plan.append((group, None, "added"))
+        elif group_definition(before) == group_definition(group):
+            plan.append((before, before, "unchanged"))
+        else:
+            plan.append((group, before, "changed"))
+    plan.extend((gone, gone, "removed") for gone in by_key.values())
+    return plan
+
+
+def copy_state(old: RuleGroup, new: RuleGroup) -> list[LabelSet]:
+    """Carry ``old``'s state into ``new`` (Prometheus' ``Group.CopyState``); the series only old rules wrote.
+
+    Rules are matched by name and labels, in order when repeated: a matched
+    alerting rule keeps its pending and firing alerts (so ``for`` keeps
+    counting), and every matched rule remembers the series it wrote, so they
+    get stale markers when the new rule stops writing them.
+    """
+    new.last_evaluation_s = old.last_evaluation_s
+    pool: dict[tuple, list[Rule]] = {}
+    for rule in old.rules:
+        pool.setdefault((rule.name, tuple(sorted(rule.labels.items()))), []).append(rule)
+    for rule in new.rules:
+        candidates = pool.get((rule.name, tuple(sorted(rule.labels.items()))))
+        if not candidates:
+            continue
+        before = candidates.pop(0)
+        rule.written = set(before.written)
+        if rule.kind == before.kind == "alert":
+            rule.active = dict(before.active)
+    return [labels for rules in pool.values() for rule in rules for labels in rule.written]
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -309,6 +495,7 @@ class RuleManager:
         #: on a rule's first evaluation, restore activeAt from ALERTS_FOR_STATE (kept in a restored store)
         self.restore_for_state = True
         self.outage_tolerance_s = 3600.0
+        self._lock = threading.Lock()  # an evaluation (in a worker thread) and a reload never interleave
 
     def add_groups(self, groups: Iterable[RuleGroup]) -> None:
         self.groups.extend(groups)
@@ -323,6 +510,33 @@ class RuleManager:
     def interval_of(self, group: RuleGroup) -> float:
         return group.interval_s or self.default_interval_s
 
+    def replace_groups(self, groups: Iterable[RuleGroup], now_s: float) -> RulesReload:
+        """Swap in a new set of groups as Prometheus reloads rule files (:func:`plan_reload`).
+
+        Unchanged groups keep their objects and so all their state; changed
+        groups take over the alert state of rules with the same name and
+        labels; series that removed rules wrote get stale markers at ``now_s``.
+        Waits for an evaluation in progress, so a reload never lands mid-round.
+        """
+        with self._lock:
+            plan = plan_reload(self.groups, list(groups))
+            kept: list[RuleGroup] = []
+            stale: list[LabelSet] = []
+            seen: dict[str, list[tuple[str, str]]] = {"added": [], "changed": [], "removed": [], "unchanged": []}
+            for group, before, kind in plan:
+                seen[kind].append((group.source, group.name))
+                if kind == "removed":
+                    stale.extend(labels for rule in group.rules for labels in rule.written)
+                    continue
+                if kind == "changed" and before is not None:
+                    stale.extend(copy_state(before, group))
+                kept.append(group)
+            t_ms = int(round(now_s * 1000))
+            for labels in stale:
+                self.store.mark_stale(labels, t_ms)
+            self.groups = kept
+        return RulesReload(**{k: tuple(v) for k, v in seen.items()})
+
     def evaluate_due(self, now_s: float) -> int:
         """Evaluate each group whose next slot has come; returns how many ran.
 
@@ -333,6 +547,10 @@ class RuleManager:
         interval, or make ``now - active_at`` fall just short of ``for``, and
         stretch every alert by one interval.
         """
+        with self._lock:
+            return self._evaluate_due(now_s)
+
+    def _evaluate_due(self, now_s: float) -> int:
         ran = 0
         for group in self.groups:
             interval_s = self.interval_of(group)

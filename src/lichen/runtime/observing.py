@@ -16,6 +16,16 @@
   route and inhibit rules; silences live in the state database, so ``lichen
   silence add|expire`` take effect at the next notification cycle.
 
+When ``lichen up`` re-applies the spec to a running controller,
+:meth:`Observing.prepare_spec` reads and checks every rule file and the
+receivers first, changing nothing (any problem raises :class:`SpecRefused`
+listing all of them, and the caller applies nothing); then
+:meth:`Observing.apply_update` swaps the rule groups in as Prometheus reloads
+them (unchanged groups keep their alert state and ``for`` timers, changed
+ones keep the alerts of rules with the same name and labels) and reconfigures
+the notifier. Settings the rounds were started with (intervals, timeouts,
+retention, ``persist_path``, ``state.url``) are reported as needing a restart.
+
 It registers controller periodic tasks, each its own asyncio task so the
 control loop never waits on them: a scrape round every ``scrape_interval_s``
 (every request bounded by ``scrape_timeout_s``), rule evaluation every
@@ -44,17 +54,52 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lichen.control.notifying import next_flush_at
+from lichen.control.notifying import InhibitRule, RouteConfig, next_flush_at
+from lichen.errors import ConfigError, LichenError
 from lichen.observe.collecting import MetricsPipeline
 from lichen.observe.default_rules import default_rules_yaml
-from lichen.observe.notifications import Notifier
-from lichen.observe.rules import RuleGroup, parse_rule_text
+from lichen.observe.notifications import Notifier, Receiver, receiver_name
+from lichen.observe.rules import RuleGroup, RulesReload, check_rule_file, parse_rule_text
 from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.spec.models import AppSpec
 
 log = logging.getLogger("lichen.observing")
 SNAPSHOT_INTERVAL_S = 60.0
 DEFAULT_GROUP_PREFIX = "lichen-defaults-"
+
+
+RESTART_FIELDS = ("scrape_interval_s", "scrape_timeout_s", "evaluation_interval_s", "retention", "persist_path")
+"""``observability`` fields the running rounds were built with: a change waits for a controller restart."""
+
+
+class SpecRefused(ConfigError):
+    """A re-applied spec that cannot run: ``problems`` lists every one, located; nothing was applied."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"refused: {len(problems)} {noun}, so nothing was applied and the controller keeps "
+                         "running its current spec, rules and receivers:\n" + "\n".join(problems))
+
+
+@dataclass
+class ObservabilityUpdate:
+    """A re-applied spec's observability, checked and ready to swap in (:meth:`Observing.prepare_spec`)."""
+
+    spec: AppSpec
+    groups: list[RuleGroup]
+    receivers: list[Receiver]
+    notifications_changed: bool
+    restart_needed: list[str]
+
+
+def restart_needed(started: AppSpec, spec: AppSpec) -> list[str]:
+    """The settings that differ from those the running rounds were started with (pure)."""
+    fields = [f"observability.{name}" for name in RESTART_FIELDS
+              if getattr(started.observability, name) != getattr(spec.observability, name)]
+    if started.state.url != spec.state.url and (started.observability.receivers or spec.observability.receivers):
+        fields.append("state.url")  # the notifier's outbox and silences
+    return fields
 
 
 def default_groups(spec: AppSpec) -> list[RuleGroup]:
@@ -175,6 +220,8 @@ class Observing:
     def __init__(self, controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> None:
         self.controller = controller
         self.spec = spec
+        self.started = spec
+        """the spec the rounds were built from (intervals, timeouts, retention: see :data:`RESTART_FIELDS`)"""
         self.token = token
         self.api_url = api_url
         self.base_dir = Path(controller.workspace.app_dir)
@@ -195,6 +242,8 @@ class Observing:
         self.static_targets: dict[str, ScrapeTarget] = {}
         """extra targets by name (``set_target``), e.g. a gateway the controller does not know about"""
         self._notify_task: asyncio.Task[Any] | None = None
+        self._attached = False
+        self._evaluation_ticking = False
         self._last_snapshot = time.monotonic()
         self._instrument(controller)
         self.rounds = {"scrape": 0, "evaluate": 0, "notify": 0}
@@ -266,13 +315,14 @@ class Observing:
     # ------------------------------------------------------------ rounds
     @property
     def evaluation_interval_s(self) -> float:
+        """The evaluation tick: the shortest group interval (it follows reloaded rule files)."""
         intervals = [self.rules.interval_of(g) for g in self.rules.groups]
-        return min([self.spec.observability.evaluation_interval_s, *intervals])
+        return min([self.started.observability.evaluation_interval_s, *intervals])
 
     @property
     def fused(self) -> bool:
         """Evaluate right after each scrape (same interval): no extra phase lag."""
-        return abs(self.evaluation_interval_s - self.spec.observability.scrape_interval_s) < 1e-9
+        return abs(self.evaluation_interval_s - self.started.observability.scrape_interval_s) < 1e-9
 
     async def scrape_round(self) -> None:
         started = time.perf_counter()
@@ -332,18 +382,31 @@ class Observing:
         duration and ``for``/``group_wait`` are not stretched on a busy machine;
         a round that overruns skips the ticks it missed.
         """
-        obs = self.spec.observability
+        obs = self.started.observability
         self.controller.add_periodic("metrics scrape", 0.0, self._ticker("scrape", obs.scrape_interval_s,
                                                                           self.scrape_round))
+        self._attached = True
         if not self.fused:
-            self.controller.add_periodic("rule evaluation", 0.0, self._ticker("evaluate", self.evaluation_interval_s,
-                                                                               self.evaluate_round))
+            self._start_evaluation_ticks()
 
-    def _ticker(self, name: str, interval_s: float, round_fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    def _start_evaluation_ticks(self) -> None:
+        """A tick of its own for rule evaluation, at the shortest group interval (which reloads may change)."""
+        async def evaluate_unless_fused() -> None:
+            if not self.fused:  # a reload made the intervals equal again: the scrape round evaluates
+                await self.evaluate_round()
+
+        self._evaluation_ticking = True
+        self.controller.add_periodic("rule evaluation", 0.0, self._ticker("evaluate", lambda: self.evaluation_interval_s,
+                                                                           evaluate_unless_fused))
+
+    def _ticker(self, name: str, interval: float | Callable[[], float],
+                round_fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         clock = self.controller.clock
-        due = [clock.now() + interval_s]
+        every = interval if callable(interval) else (lambda: interval)
+        due = [clock.now() + every()]
 
         async def tick() -> None:
+            interval_s = every()
             wait_s = due[0] - clock.now()
             if wait_s > 0:
                 await clock.sleep(wait_s)
@@ -361,27 +424,70 @@ class Observing:
 
         return tick
 
-    def apply_spec(self, spec: AppSpec) -> AppSpec:
-        """After ``lichen up`` re-applies a changed spec: regenerate the default rule pack's groups.
+    # ------------------------------------------------------------ re-applying the spec
+    def prepare_spec(self, spec: AppSpec) -> ObservabilityUpdate:
+        """Read and check what ``spec`` asks for, changing nothing; :class:`SpecRefused` lists every problem.
 
-        Groups that did not change keep their alert state; rule files and
-        receivers are read at controller start only.
+        The rule files are read now (paths relative to the app directory, as
+        at start), so a file that breaks between this check and the swap
+        cannot half-apply: the swap uses exactly what was checked here.
         """
-        fresh = {g.name: g for g in default_groups(spec)}
-        kept = []
-        for group in self.rules.groups:
-            if group.name.startswith(DEFAULT_GROUP_PREFIX) and group.source.startswith("<default rules"):
-                new = fresh.pop(group.name, None)
-                if new is None:
-                    continue
-                same = [(r.name, r.expr, r.for_s) for r in new.rules] == [(r.name, r.expr, r.for_s) for r in group.rules]
-                kept.append(group if same else new)
-            else:
-                kept.append(group)
-        kept.extend(fresh.values())
-        self.rules.groups = kept
-        self.spec = spec
-        return spec
+        problems: list[str] = []
+        groups: list[RuleGroup] = []
+        for rule_file in spec.observability.rules:
+            path = Path(rule_file) if Path(rule_file).is_absolute() else self.base_dir / rule_file
+            found, errors = check_rule_file(path)
+            problems.extend(str(e) for e in errors)
+            groups.extend(found)
+        try:
+            groups.extend(default_groups(spec))
+        except LichenError as exc:  # generated from the spec: a bug rather than user input, but never half-apply
+            problems.append(f"default rules: {exc}")
+        receivers = [Receiver(receiver_name(r, i), "webhook" if r.webhook else "alertmanager" if r.alertmanager
+                              else "log", r.webhook or r.alertmanager or "")
+                     for i, r in enumerate(spec.observability.receivers)]
+        names = [r.name for r in receivers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"observability.receivers: receiver names must be unique, {', '.join(repeated)} repeated")
+        if problems:
+            raise SpecRefused(problems)
+        old, new = self.spec.observability, spec.observability
+        changed = (old.receivers, old.route, old.inhibit_rules) != (new.receivers, new.route, new.inhibit_rules)
+        return ObservabilityUpdate(spec, groups, receivers, changed, restart_needed(self.started, spec))
+
+    def commit_rules(self, update: ObservabilityUpdate) -> RulesReload:
+        """Swap in the checked rule groups (thread-safe: waits for an evaluation in progress)."""
+        return self.rules.replace_groups(update.groups, self.controller.clock.wall())
+
+    def commit_spec(self, update: ObservabilityUpdate, reload: RulesReload) -> dict[str, Any]:
+        """After :meth:`commit_rules`, on the controller's loop: the notifier and the ticks; returns the report."""
+        obs = update.spec.observability
+        if update.notifications_changed:
+            route = obs.route
+            if self.notifier is None and update.receivers:
+                self.notifier = Notifier.from_spec(
+                    update.spec, base_dir=self.base_dir, external_url=self.rules.external_url,
+                    backoff_base_s=1.0, backoff_max_s=min(60.0, max(5.0, route.group_interval_s)),
+                )
+            elif self.notifier is not None:  # with no receivers left, undelivered items are closed out as failed
+                self.notifier.reconfigure(update.receivers, RouteConfig.from_spec(route),
+                                          [InhibitRule.from_spec(r) for r in obs.inhibit_rules],
+                                          backoff_max_s=min(60.0, max(5.0, route.group_interval_s)))
+        if self._attached and not self._evaluation_ticking and not self.fused:
+            self._start_evaluation_ticks()  # a reloaded group asks for a shorter interval than the scrape's
+        self.spec = update.spec
+        return observability_report(reload, update, self.base_dir)
+
+    async def apply_update(self, update: ObservabilityUpdate) -> dict[str, Any]:
+        """:meth:`commit_rules` in a worker thread (an evaluation may hold the rules), then :meth:`commit_spec`."""
+        reload = await asyncio.to_thread(self.commit_rules, update)
+        return self.commit_spec(update, reload)
+
+    def apply_spec(self, spec: AppSpec) -> dict[str, Any]:
+        """:meth:`prepare_spec` and both commits, synchronously (the loop must not be evaluating meanwhile)."""
+        update = self.prepare_spec(spec)
+        return self.commit_spec(update, self.commit_rules(update))
 
     # ------------------------------------------------------------ API
     def routers(self) -> list[Any]:
@@ -421,6 +527,30 @@ class Observing:
         if self.pipeline.persist_path is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._snapshot)
+
+
+def group_label(source: str, name: str, base_dir: Path) -> str:
+    """How a report names a group: ``name (file)`` with the file relative to the app, or ``name (default rules)``."""
+    if source.startswith("<default rules"):
+        return f"{name} (default rules)"
+    path = Path(source)
+    shown = path.relative_to(base_dir) if path.is_relative_to(base_dir) else path
+    return f"{name} ({shown})"
+
+
+def observability_report(reload: RulesReload, update: ObservabilityUpdate, base_dir: Path) -> dict[str, Any]:
+    """What a re-apply did to rules and notifications, as the control API returns it (pure)."""
+    def names(pairs: tuple[tuple[str, str], ...]) -> list[str]:
+        return [group_label(source, name, base_dir) for source, name in pairs]
+
+    return {
+        "rules": {"status": "applied" if reload.applied else "unchanged", "added": names(reload.added),
+                  "changed": names(reload.changed), "removed": names(reload.removed),
+                  "unchanged": len(reload.unchanged)},
+        "notifications": {"status": "applied" if update.notifications_changed else "unchanged",
+                          "receivers": [r.name for r in update.receivers]},
+        "restart_needed": list(update.restart_needed),
+    }
 
 
 def attach_observing(controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> Observing | None:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import secrets as token_source
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,24 +119,27 @@ def read_controller_info(workspace: Workspace) -> dict | None:
         return None
 
 
-def code_digest(app_dir: Path) -> str:
+def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
     """A digest of the app's code and config files (any change rolls every service).
 
     ``lichen.yaml`` itself is left out: the fields of it that change a replica
     are hashed into each service's revision already, so editing ``replicas``,
     ``autoscale``, ``routes`` or another service scales or reroutes without
     rolling every service (as a Kubernetes Deployment's ``replicas`` does not).
-    Files over 1 MiB count by size and modification time, so a large data
-    file in the app dir does not make every ``lichen up`` read it.
+    So are the files in ``exclude`` (relative to ``app_dir``): the controller
+    passes the rule files of ``observability.rules``, which it reloads itself
+    and no replica reads. Files over 1 MiB count by size and modification
+    time, so a large data file in the app dir does not make every ``lichen
+    up`` read it.
     """
     digest = hashlib.sha256()
     count = 0
-    spec_file = app_dir / "lichen.yaml"
+    skipped = {app_dir / "lichen.yaml", *(Path(os.path.normpath(app_dir / p)) for p in exclude)}
     for root, dirs, files in os.walk(app_dir):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
             path = Path(root) / name
-            if path.suffix not in _CODE_SUFFIXES or path == spec_file:
+            if path.suffix not in _CODE_SUFFIXES or path in skipped:
                 continue
             count += 1
             if count > _MAX_CODE_FILES:

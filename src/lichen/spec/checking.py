@@ -8,7 +8,11 @@ schema check already reports it.
 * a name used by both a service and a job;
 * ``depends_on`` naming an unknown job, and cycles in ``depends_on``;
 * entrypoints that cannot be imported, and rule files that do not exist
-  (only when asked: these read the app's code and files).
+  (only when asked: these read the app's code and files);
+* problems inside rule files, through a checker the caller passes in
+  (:data:`RuleChecker`): the rule-file format belongs to ``lichen.observe``,
+  a layer above this one, so ``lichen validate`` and ``lichen up`` inject
+  ``lichen.observe.rules.rule_file_issues``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +175,30 @@ def import_issues(doc: Document, app_dir: Path) -> list[SpecIssue]:
             issues.append(
                 doc.issue(("observability", "rules", index), f"rule file not found: {rule_file} (looked in {app_dir})")
             )
+    return issues
+
+
+RuleChecker = Callable[[Path, str], list[SpecIssue]]
+"""``(path, shown_as) -> issues``: every problem of one rule file, located in it (``shown_as`` names the file)."""
+
+
+def rule_file_issues(doc: Document, app_dir: Path, shown_dir: Path, checker: RuleChecker) -> list[SpecIssue]:
+    """Every problem of the rule files ``observability.rules`` names (a missing file is one issue).
+
+    Issues inside a rule file are located in that file, named as
+    ``shown_dir / path`` (the spec file's directory as the user wrote it).
+    """
+    issues: list[SpecIssue] = []
+    for index, rule_file in enumerate(_list(_mapping(doc.data.get("observability")).get("rules"))):
+        if not isinstance(rule_file, str):
+            continue
+        path = app_dir / rule_file
+        if not path.is_file():
+            issues.append(
+                doc.issue(("observability", "rules", index), f"rule file not found: {rule_file} (looked in {app_dir})")
+            )
+            continue
+        issues.extend(checker(path, str(shown_dir / rule_file)))
     return issues
 
 

@@ -56,9 +56,9 @@ class Document:
                 return self.value_positions[prefix]
         return (1, 1)
 
-    def issue(self, path: PathKey, message: str, *, value: bool = False) -> SpecIssue:
+    def issue(self, path: PathKey, message: str, *, value: bool = False, severity: str = "error") -> SpecIssue:
         line, column = self.position(path, value=value)
-        return SpecIssue(self.file, line, column, dotted(path), message)
+        return SpecIssue(self.file, line, column, dotted(path), message, severity)
 
 
 def dotted(path: PathKey) -> str:
@@ -390,10 +390,12 @@ def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
         return path, f"unknown key {key!r}; {hint}"
     if kind == "value_error":
         text = str(ctx.get("error", err["msg"]))
-        match = re.match(r"^([a-z_]+): (.*)$", text, re.S)
-        model = model_at(path)
-        if match and model is not None and match.group(1) in model.model_fields:
-            return (*path, match.group(1)), match.group(2)
+        match = re.match(r"^([a-z_]+(?:\.[a-z_]+)*): (.*)$", text, re.S)
+        if match:
+            nested = tuple(match.group(1).split("."))
+            parent = model_at((*path, *nested[:-1]))
+            if parent is not None and nested[-1] in parent.model_fields:
+                return (*path, *nested), match.group(2)
         return path, text
     if kind == "literal_error":
         close = difflib.get_close_matches(str(value), re.findall(r"'([^']*)'", str(ctx.get("expected"))), n=1)
@@ -452,8 +454,15 @@ def _read(path: Path) -> str | SpecIssue:
         return SpecIssue(str(path), line, column, "", message)
 
 
-def check_spec(path: str | Path, *, check_imports: bool = True) -> tuple[AppSpec | None, list[SpecIssue]]:
-    """Parse, validate and cross-check one spec file; the model is None when any issue was found."""
+def check_spec(
+    path: str | Path, *, check_imports: bool = True, rule_checker: checking.RuleChecker | None = None
+) -> tuple[AppSpec | None, list[SpecIssue]]:
+    """Parse, validate and cross-check one spec file; the model is None when any issue was found.
+
+    With ``rule_checker`` (``lichen.observe.rules.rule_file_issues``) every
+    rule file the spec names is checked too; its issues are located in that
+    file and listed after the spec's own.
+    """
     spec_path = Path(path)
     text = _read(spec_path)
     if isinstance(text, SpecIssue):
@@ -473,21 +482,27 @@ def check_spec(path: str | Path, *, check_imports: bool = True) -> tuple[AppSpec
     issues.extend(checking.cross_field_issues(doc))
     if check_imports:
         issues.extend(checking.import_issues(doc, spec_path.resolve().parent))
-    issues = sorted(set(issues), key=lambda i: (i.line, i.column, i.field, i.message))
+    if rule_checker is not None:
+        issues.extend(checking.rule_file_issues(doc, spec_path.resolve().parent, spec_path.parent, rule_checker))
+    issues = sorted(set(issues), key=lambda i: (i.file != str(path), i.file, i.line, i.column, i.field, i.message))
     return (None if issues else spec), issues
 
 
-def validate_spec(path: str | Path, check_imports: bool = True) -> list[SpecIssue]:
+def validate_spec(
+    path: str | Path, check_imports: bool = True, rule_checker: checking.RuleChecker | None = None
+) -> list[SpecIssue]:
     """Every problem in a spec file, sorted by position; empty when the spec is valid.
 
     With ``check_imports`` each entrypoint is imported (with the spec's
     directory on ``sys.path``, restored afterwards) and referenced rule files
-    must exist.
+    must exist; with ``rule_checker`` their contents are checked too.
     """
-    return check_spec(path, check_imports=check_imports)[1]
+    return check_spec(path, check_imports=check_imports, rule_checker=rule_checker)[1]
 
 
-def load_spec(path: str | Path, *, check_imports: bool = False) -> AppSpec:
+def load_spec(
+    path: str | Path, *, check_imports: bool = False, rule_checker: checking.RuleChecker | None = None
+) -> AppSpec:
     """Load and validate ``lichen.yaml``; raise :class:`SpecError` listing every problem.
 
     Example::
@@ -495,7 +510,7 @@ def load_spec(path: str | Path, *, check_imports: bool = False) -> AppSpec:
         spec = load_spec("lichen.yaml")
         spec.services["recommender"].replicas
     """
-    spec, issues = check_spec(path, check_imports=check_imports)
+    spec, issues = check_spec(path, check_imports=check_imports, rule_checker=rule_checker)
     if issues or spec is None:
         raise SpecError(issues)
     return spec

@@ -127,6 +127,67 @@ def test_apply_spec_keeps_unchanged_groups_and_their_state(tmp_path: Path) -> No
     assert next(g for g in observing.rules.groups if g.name == "lichen-defaults-api") is api
 
 
+def test_reapplying_a_spec_reloads_rule_files_and_keeps_unchanged_groups(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text("groups:\n- name: mine\n  rules:\n  - alert: A\n    expr: vector(1)\n"
+                                        "    for: 1h\n- name: other\n  rules:\n  - record: x\n    expr: vector(1)\n")
+    spec = _spec("api", rules=["rules.yml"])
+    observing = Observing(FakeController(tmp_path), spec, token=None)
+    observing.rules.evaluate_due(observing.controller.clock.wall())
+    [mine] = [g for g in observing.rules.groups if g.name == "mine"]
+    assert mine.rules[0].active  # pending: `for: 1h`
+
+    (tmp_path / "rules.yml").write_text("groups:\n- name: mine\n  rules:\n  - alert: A\n    expr: vector(1)\n"
+                                        "    for: 1h\n- name: other\n  rules:\n  - record: x\n    expr: vector(2)\n"
+                                        "- name: added\n  interval: 1s\n  rules:\n  - record: y\n    expr: vector(3)\n")
+    report = observing.apply_spec(spec)
+    assert report["rules"] == {"status": "applied", "changed": ["other (rules.yml)"], "added": ["added (rules.yml)"],
+                               "removed": [], "unchanged": 3}
+    assert report["notifications"]["status"] == "unchanged" and report["restart_needed"] == []
+    assert next(g for g in observing.rules.groups if g.name == "mine") is mine  # alert state and `for` kept
+    assert [r.expr for g in observing.rules.groups if g.name == "other" for r in g.rules] == ["vector(2)"]
+    assert observing.evaluation_interval_s == 1.0  # a reloaded group's shorter interval sets the tick
+    assert observing.apply_spec(spec)["rules"]["status"] == "unchanged"
+
+
+def test_a_broken_rule_file_is_refused_whole_and_changes_nothing(tmp_path: Path) -> None:
+    from lichen.runtime.observing import SpecRefused
+
+    (tmp_path / "rules.yml").write_text("groups:\n- name: mine\n  rules:\n  - record: x\n    expr: vector(1)\n")
+    spec = _spec("api", rules=["rules.yml"])
+    observing = Observing(FakeController(tmp_path), spec, token=None)
+    before = list(observing.rules.groups)
+    (tmp_path / "rules.yml").write_text("groups:\n- name: mine\n  rules:\n  - record: x\n    expr: vector(2)\n"
+                                        "- name: bad\n  rules:\n  - alert: B\n    expr: 'sum('\n    for: 1x\n")
+    with pytest.raises(SpecRefused) as info:
+        observing.apply_spec(_spec("api", "web", rules=["rules.yml"]))
+    assert info.value.exit_code == 2
+    assert [p.split(" ")[0] for p in info.value.problems] == [f"{tmp_path}/rules.yml:9", f"{tmp_path}/rules.yml:10"]
+    assert "nothing was applied" in str(info.value)
+    assert observing.rules.groups == before and observing.spec is spec  # not half-applied: not even `mine`
+    assert [g.name for g in observing.rules.groups] == ["mine", "lichen-defaults-api", "lichen-defaults-scraping"]
+
+
+def test_reapplying_receivers_route_and_inhibit_rules(tmp_path: Path) -> None:
+    observing = Observing(FakeController(tmp_path), _spec("api"), token=None)
+    assert observing.notifier is None
+    hook = {"name": "oncall", "webhook": "http://127.0.0.1:9/hook"}
+    report = observing.apply_spec(_spec("api", receivers=[hook], route={"group_wait_s": 1}))
+    assert report["notifications"] == {"status": "applied", "receivers": ["oncall"]}
+    notifier = observing.notifier
+    assert notifier is not None and notifier.route.group_wait_s == 1 and list(notifier.receivers) == ["oncall"]
+    report = observing.apply_spec(_spec("api", receivers=[{"log": True}], route={"group_wait_s": 2},
+                                        inhibit_rules=[{"source_matchers": {"a": "b"}, "target_matchers": {"c": "d"}}]))
+    assert observing.notifier is notifier and list(notifier.receivers) == ["log-0"]  # outbox and log kept
+    assert notifier.route.group_wait_s == 2 and len(notifier.inhibit_rules) == 1
+    report = observing.apply_spec(_spec("api", receivers=[{"log": True}], route={"group_wait_s": 2},
+                                        inhibit_rules=[{"source_matchers": {"a": "b"}, "target_matchers": {"c": "d"}}],
+                                        scrape_interval_s=1, scrape_timeout_s=1))
+    assert report["notifications"]["status"] == "unchanged"
+    assert report["restart_needed"] == ["observability.scrape_interval_s", "observability.scrape_timeout_s"]
+    notifier.store.close()
+    notifier.silences.close()
+
+
 def test_ticks_run_at_a_fixed_rate_and_skip_overruns(tmp_path: Path) -> None:
     controller = FakeController(tmp_path)
     observing = Observing(controller, _spec("api"), token=None)
