@@ -63,6 +63,7 @@ class UpApp:
             observability = {**observability, "rules": ["rules.yml"]}
         spec = {
             "app": "alerting",
+            "gateway": {"port": free_port()},  # not 8080: 'lichen up' fails when its gateway cannot listen
             "services": {"model": {"entrypoint": "flaky:Flaky", "replicas": replicas, "termination_grace_s": 2,
                                    "probes": FAST_PROBES}},
             "observability": observability,

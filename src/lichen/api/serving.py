@@ -43,6 +43,10 @@ from lichen.spec.loading import load_spec
 from lichen.spec.models import AppSpec
 
 
+MAX_LOG_LINES = 10000
+"""the most lines per replica ``GET /v1/logs`` returns at first (``lichen logs -n``)"""
+
+
 class ScaleRequest(BaseModel):
     replicas: int = Field(ge=0)
 
@@ -57,11 +61,13 @@ def _bearer(token: str) -> Callable[..., None]:
 
 
 def read_log_chunk(path: Path, offset: int | None, lines: int) -> tuple[str, int]:
-    """The text after ``offset`` (or the last ``lines`` lines) and the new end offset."""
+    """The text after ``offset`` (or the last ``lines`` lines, none for 0) and the new end offset."""
     try:
         size = path.stat().st_size
     except OSError:
         return "", 0
+    if (offset is None or offset > size) and lines <= 0:  # 'lichen logs -f -n 0': only what comes next
+        return "", size
     with path.open("rb") as f:
         if offset is None or offset > size:  # first read, or the file was rotated
             start = max(0, size - 64 * 1024)
@@ -167,7 +173,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
                 "services": {k: [e.to_dict() for e in v] for k, v in controller.endpoints.by_service().items()}}
 
     @v1.get("/logs/{service}")
-    async def logs(service: str, lines: Annotated[int, Query(ge=1, le=10000)] = 50,
+    async def logs(service: str, lines: Annotated[int, Query(ge=0, le=MAX_LOG_LINES)] = 50,
                    offsets: str = "{}") -> dict[str, Any]:
         try:
             seen = json.loads(offsets)

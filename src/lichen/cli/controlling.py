@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lichen.cli.output import console, err_console, print_json
+from lichen.cli.output import console, dashboard_line, err_console, is_private, print_json
 from lichen.errors import ConfigError, ControlPlaneError
 
 AppDir = Annotated[Path, typer.Option("--app-dir", "-C", help="The app directory (holding lichen.yaml).")]
@@ -164,7 +164,7 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
             def announce(controller: Any) -> None:
                 info = json.loads(workspace.controller_file.read_text())
                 print(f"controller pid {info['pid']} serving {info['url']} for {workspace.app_dir}", flush=True)
-                print(f"dashboard {info['url']}/dashboard/ (open it with 'lichen dashboard')", flush=True)
+                print(dashboard_line(info["url"], None, private=False), flush=True)  # the log: never the token
                 if controller.gateway is not None:
                     print(f"gateway {controller.gateway.url}", flush=True)
 
@@ -179,13 +179,21 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
 
                 refresh()
                 url = json.loads(workspace.controller_file.read_text())["url"]
-                console.print(f"dashboard {url}/dashboard/ (open it with 'lichen dashboard')", markup=False)
+                console.print(dashboard_line(url, _token(workspace), is_private()), markup=False, soft_wrap=True)
                 controller.add_periodic("status table", 1.0, refresh)
 
             await host_controller(workspace, on_ready=attach)
 
     asyncio.run(main())
     console.print("all replicas stopped")
+
+
+def _token(workspace: Any) -> str | None:
+    from lichen.runtime.workspaces import read_token
+
+    with contextlib.suppress(ControlPlaneError, ConfigError, OSError):
+        return read_token(workspace)
+    return None
 
 
 def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
@@ -219,8 +227,8 @@ def _start_daemon(workspace: Any, wait: bool, timeout_s: float) -> None:
         time.sleep(0.05)
     else:
         raise ControlPlaneError(f"the controller did not start within 60 s; see {log_path}")
-    console.print(f"controller pid {child.pid} serving {info['url']} (log {log_path})")
-    console.print(f"dashboard {info['url']}/dashboard/ (open it with 'lichen dashboard')", markup=False)
+    console.print(f"controller pid {child.pid} serving {info['url']} (log {log_path})", markup=False, soft_wrap=True)
+    console.print(dashboard_line(info["url"], _token(workspace), is_private()), markup=False, soft_wrap=True)
     with _client(workspace.app_dir) as client:
         if wait:
             _wait_settled(client, timeout_s)
@@ -233,15 +241,39 @@ _ERROR_MARKERS = ('"level":"error"', '"level":"critical"', "Traceback", "Error",
 
 def _telling_lines(log_tail: str, count: int = 3) -> list[str]:
     """The lines of a crashed replica's log most likely to say why: the last error lines, else the last lines
-    (a replica's final lines are usually its orderly shutdown, which explains nothing)."""
+    (a replica's final lines are usually its orderly shutdown, which explains nothing). A line repeated by
+    each crash of a loop shows once."""
     lines = [line for line in log_tail.splitlines() if line.strip()]
     errors = [line for line in lines if any(marker in line for marker in _ERROR_MARKERS)]
-    return (errors or lines)[-count:]
+    distinct = list(dict.fromkeys(reversed(errors or lines)))  # the last occurrence of each, newest first
+    return distinct[:count][::-1]
+
+
+def gateway_failure(gateway: dict[str, Any] | None) -> str | None:
+    """Why the app's gateway will not become ready, or None: it is in CrashLoopBackOff (it exited again
+    soon after a restart), named with its exit code and its own error line (pure)."""
+    if not gateway or gateway.get("state") != "CrashLoopBackOff":
+        return None
+    code = "" if gateway.get("last_exit_code") is None else f" (exit code {gateway['last_exit_code']})"
+    why = "".join(f"\n  {line[:300]}" for line in _telling_lines(gateway.get("log_tail") or "", 1))
+    return (f"the gateway for {gateway.get('url')} cannot start: it is in CrashLoopBackOff{code}; the controller "
+            f"keeps retrying, see 'lichen status' and {gateway.get('log')}{why}")
+
+
+def _gateway_log_line(gateway: dict[str, Any]) -> str:
+    """The gateway's last error line from its log (the CLI runs beside the controller), when it is not Ready."""
+    if not gateway.get("log") or gateway.get("state") == "Ready":
+        return ""
+    from lichen.runtime.processes import log_tail
+
+    lines = _telling_lines(log_tail(Path(gateway["log"]), 8192), 1)
+    return "".join(f"\n  gateway: {line[:300]}" for line in lines)
 
 
 def settle_failure(state: dict[str, Any]) -> str | None:
     """Why waiting for ``state`` to settle is pointless, or None: a stalled rollout, a request larger
-    than the machine, or a replica of the current revision in CrashLoopBackOff (with its exit and log)."""
+    than the machine, a replica of the current revision in CrashLoopBackOff (with its exit and log), or
+    a gateway in CrashLoopBackOff (:func:`gateway_failure`)."""
     for name, s in sorted(state["services"].items()):
         rollout = s.get("rollout") or {}
         if rollout.get("status") == "stalled":
@@ -255,7 +287,7 @@ def settle_failure(state: dict[str, Any]) -> str | None:
                 log = "".join(f"\n  {line[:300]}" for line in _telling_lines(r.get("log_tail") or ""))
                 return (f"{name}: replica {r['id']} is in CrashLoopBackOff ({r['last_exit_reason']}{code}); "
                         f"the controller keeps retrying, see 'lichen status' and 'lichen logs {name}'{log}")
-    return None
+    return gateway_failure(state.get("gateway"))
 
 
 def _wait_settled(client: Any, timeout_s: float) -> None:
@@ -274,16 +306,16 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
                 why = "; ".join(c["message"] for c in s.get("conditions") or [] if c["kind"] == "PlacementRefused")
                 pending.append(f"{name} {ready_current}/{s['desired']}" + (f" ({why})" if why else ""))
         gateway = state.get("gateway") or {}
-        if not pending and gateway.get("state") in ("Starting", "Pending") and time.monotonic() < deadline:
-            time.sleep(0.2)  # the replicas are ready: give the gateway its moment too
-            continue
+        if gateway.get("url") and gateway.get("state") != "Ready":  # a crash loop stops the wait above
+            pending.append(f"gateway {gateway['state']}")
         if not pending:
             console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items())
                                        or "no services in lichen.yaml"))
             _print_gateway(state)
             return
         if time.monotonic() > deadline:
-            raise ControlPlaneError(f"not ready after {timeout_s:g}s: {', '.join(pending)} (see 'lichen status')")
+            raise ControlPlaneError(f"not ready after {timeout_s:g}s: {', '.join(pending)} (see 'lichen status')"
+                                    + _gateway_log_line(gateway))
         time.sleep(0.2)
 
 
@@ -471,13 +503,16 @@ def restart(
 def logs(
     service: Annotated[str, typer.Argument(help="The service whose replica logs to show.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per replica to start with.")] = 50,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per replica to start with (0 to 10000; "
+                                       "-f -n 0 prints only new lines).")] = 50,
     app_dir: AppDir = Path("."),
 ) -> None:
     """Print the logs of a service's replicas, each line prefixed with its replica.
 
-    Example: lichen logs recommender -f
+    Example: lichen logs recommender -f -n 0
     """
+    if not 0 <= lines <= 10000:
+        raise ConfigError(f"must be from 0 to 10000, got {lines}", where="--lines")
     with _client(app_dir) as client:
         offsets: dict[str, int] = {}
         while True:

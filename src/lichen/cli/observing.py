@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lichen.cli.output import console, err_console, print_json
+from lichen.cli.output import console, dashboard_url, err_console, print_json
 
 rules_app = typer.Typer(help="Check and unit-test Prometheus rule files with Lichen's evaluator.", no_args_is_help=True)
 
@@ -269,7 +269,7 @@ def dashboard_open(
         raise ControlPlaneError(f"the controller at {base} did not answer; is it running? (lichen status)") from None
     if page.status_code != 200:
         raise ControlPlaneError(f"the controller at {base} serves no dashboard (HTTP {page.status_code} for /dashboard/)")
-    url = f"{base}/dashboard/#token={read_token(workspace)}"
+    url = dashboard_url(base, read_token(workspace))
     opened = False
     if not no_open and not as_json:
         try:

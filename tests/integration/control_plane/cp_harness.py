@@ -14,7 +14,7 @@ import yaml
 
 from lichen.api.clients import ControlClient
 from lichen.runtime.workspaces import Workspace
-from waiting import wait_until  # noqa: F401 - the control-plane tests import it from here
+from waiting import free_port, wait_until  # noqa: F401 - the control-plane tests import it from here
 
 HERE = Path(__file__).resolve().parent
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
@@ -30,9 +30,10 @@ class App:
         self.dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(HERE / "ctlsvc.py", self.dir / "ctlsvc.py")
         self.workspace = Workspace(self.dir)
+        self.gateway_port = free_port()  # not 8080: 'lichen up' fails when its gateway cannot listen
 
     def write_spec(self, **services: dict[str, Any]) -> None:
-        spec = {"app": "cptest", "services": {}}
+        spec = {"app": "cptest", "gateway": {"port": self.gateway_port}, "services": {}}
         for name, overrides in services.items():
             service = {"entrypoint": "ctlsvc:Probe", "replicas": 1, "termination_grace_s": 2, "probes": FAST_PROBES}
             service.update(overrides)

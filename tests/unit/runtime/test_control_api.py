@@ -100,6 +100,10 @@ def test_status_scale_restart_events_endpoints_logs(api) -> None:
     assert logs["text"] == "two\n" and logs["offset"] == 8
     more = call("GET", "/v1/logs/web", params={"offsets": f'{{"{replica_id}": 4}}'}).json()
     assert more["replicas"][replica_id]["text"] == "two\n"
+    none = call("GET", "/v1/logs/web", params={"lines": 0}).json()["replicas"][replica_id]  # lichen logs -f -n 0
+    assert none == {"text": "", "offset": 8, "live": True}
+    bad = call("GET", "/v1/logs/web", params={"lines": -1})
+    assert bad.status_code == 422
     applied = call("POST", "/v1/apply").json()
     assert applied["changed"] == ["web"]  # the real code digest differs from "c"
     assert applied["scaled"] == {"web": [1, 2]}  # lichen.yaml's count replaces the 'lichen scale' one, and says so

@@ -22,7 +22,9 @@
     if (!response.ok) {
       let detail = response.statusText;
       try { const body = await response.json(); detail = body.error || body.detail || detail; } catch (e) { /* not JSON */ }
-      throw new Error(url.split("?")[0] + ": HTTP " + response.status + " " + detail);
+      const error = new Error(url.split("?")[0] + ": HTTP " + response.status + " " + detail);
+      error.status = response.status;
+      throw error;
     }
     return response.json();
   }
@@ -244,13 +246,31 @@
     setTimeout(tick, refreshS * 1000);
   }
 
+  function askForToken(wrong) {
+    const form = document.getElementById("token-form");
+    form.hidden = false;
+    document.getElementById("token-wrong").hidden = !wrong;
+    document.getElementById("error").hidden = true;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = document.getElementById("token-input").value.trim();
+      if (!value) return;
+      sessionStorage.setItem("lichen-token", value);
+      location.reload();
+    });
+  }
+
   async function start() {
     try {
       config = await getJSON("api/config");
     } catch (e) {
+      if (e.status === 401) {  // opened without its token (or with a wrong one): ask for it
+        askForToken(Boolean(token));
+        return;
+      }
       const box = document.getElementById("error");
       box.hidden = false;
-      box.textContent = e.message + (token ? "" : " (open the URL that 'lichen dashboard' prints)");
+      box.textContent = e.message;
       setTimeout(start, 5000);
       return;
     }
