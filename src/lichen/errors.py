@@ -59,17 +59,23 @@ class ControlPlaneError(LichenError):
 
 @dataclass(frozen=True)
 class SpecIssue:
-    """One problem in a spec file, located precisely."""
+    """One problem in a spec file, located precisely.
+
+    ``severity`` is ``"error"`` (the spec is invalid) or ``"warning"`` (it is
+    valid, but asks for something Lichen does not do yet).
+    """
 
     file: str
     line: int
     column: int
     field: str
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
         field = f" {self.field}:" if self.field else ""
-        return f"{self.file}:{self.line}:{self.column}{field} {self.message}"
+        kind = " warning:" if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.column}{field}{kind} {self.message}"
 
 
 class SpecError(LichenError):

@@ -36,11 +36,11 @@ multi-burn-rate alerts"): with error budget ``b = 1 - objective``, page when
 the bad-event ratio exceeds ``14.4 b`` over both 1h and 5m, or ``6 b`` over
 both 6h and 30m; open a ticket when it exceeds ``1 b`` over both 3d and 6h.
 The latency SLI counts a request as good when it finished within
-``slo.latency_ms``, read from the histogram bucket ``le`` at the largest SDK
-bucket boundary not above ``latency_ms`` (Prometheus can only count at bucket
-boundaries; rounding down never hides a breach). Set ``latency_ms`` to a
-bucket boundary (5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, ...) for an
-exact SLI.
+``slo.latency_ms``, read from the histogram bucket ``le="<latency_ms/1000>"``:
+every replica's latency histogram has a bucket exactly there (the controller
+passes the threshold as ``LICHEN_SLO_LATENCY_MS``;
+:func:`lichen.sdk.instruments.latency_buckets_s`), so the objective is exact,
+whatever the threshold.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from lichen.sdk.instruments import LATENCY_BUCKETS_S
+from lichen.sdk.instruments import slo_bucket_s
 from lichen.spec.models import AppSpec, ServiceSpec
 from lichen.spec.quantities import format_duration
 
@@ -72,10 +72,8 @@ def go_float(value: float) -> str:
 
 
 def latency_bucket_s(latency_ms: float) -> float:
-    """The largest histogram bucket boundary not above ``latency_ms`` (the smallest if none)."""
-    limit_s = latency_ms / 1000.0
-    below = [b for b in LATENCY_BUCKETS_S if b <= limit_s + 1e-12]
-    return below[-1] if below else LATENCY_BUCKETS_S[0]
+    """The histogram bucket of the latency objective: exactly ``latency_ms`` (replicas add a bucket there)."""
+    return slo_bucket_s(latency_ms)
 
 
 def _num(value: float) -> str:

@@ -599,10 +599,10 @@ class Controller:
             "LICHEN_DRAIN_S": f"{DRAIN_WINDOW_S:g}",
             "LICHEN_TIMEOUT_S": f"{spec.timeout_s:g}",
             "LICHEN_MAX_CONCURRENCY": str(spec.max_concurrency),
+            "LICHEN_METRICS_PATH": spec.metrics_path,
+            "LICHEN_SLO_LATENCY_MS": repr(spec.slo.latency_ms),
             "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices),
         })
-        if spec.max_inflight is not None:
-            env["LICHEN_MAX_INFLIGHT"] = str(spec.max_inflight)
         if placement.memory_bytes is not None and not self.launcher.use_cgroups:
             env.setdefault("MALLOC_ARENA_MAX", "2")
         if placement.cpu_cores is not None:

@@ -13,8 +13,18 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-# Inference latencies: 5 ms ... 60 s.
+# Inference latencies: 5 ms ... 60 s, plus a bucket at each SLO latency threshold of the service.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def slo_bucket_s(latency_ms: float) -> float:
+    """The histogram bound of an SLO latency threshold: the replica's bucket and the rule's ``le`` come from it."""
+    return float(latency_ms) / 1000.0
+
+
+def latency_buckets_s(slo_latencies_ms: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """The standard buckets plus one at every SLO threshold, so a latency objective is counted exactly."""
+    return tuple(sorted({*LATENCY_BUCKETS_S, *(slo_bucket_s(ms) for ms in slo_latencies_ms)}))
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -23,7 +33,8 @@ class ReplicaMetrics:
     """``lichen_requests_total``, ``lichen_request_duration_seconds``, ``lichen_inflight_requests``,
     ``lichen_max_concurrency`` and ``lichen_ready`` on ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool],
+                 slo_latencies_ms: tuple[float, ...] = ()) -> None:
         self.registry = registry
         self._requests = Counter(
             "lichen_requests_total",
@@ -35,7 +46,7 @@ class ReplicaMetrics:
             "lichen_request_duration_seconds",
             "Request latency in seconds, by endpoint and method.",
             ["endpoint", "method"],
-            buckets=LATENCY_BUCKETS_S,
+            buckets=latency_buckets_s(slo_latencies_ms),
             registry=registry,
         )
         self._inflight = Gauge(

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
+from lichen.errors import ConfigError
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
 from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
 from lichen.sdk.logs import ACCESS_LOGGER, REQUEST_ID
@@ -141,11 +142,15 @@ class ReplicaApp:
         ready: Callable[[], Any] | None = None,
         teardown: Callable[[], None] | None = None,
         routes: list[Any] | None = None,
+        metrics_path: str | None = None,
+        slo_latencies_ms: tuple[float, ...] | None = None,
     ) -> None:
         self.inner = inner
         self.name = name
         self.state = ReplicaState(needs_setup=setup is not None)
-        self.metrics = ReplicaMetrics(registry or CollectorRegistry(auto_describe=True), self.state.is_ready)
+        self.metrics_path = metrics_path_from_env() if metrics_path is None else metrics_path
+        latencies = slo_latencies_from_env() if slo_latencies_ms is None else slo_latencies_ms
+        self.metrics = ReplicaMetrics(registry or CollectorRegistry(auto_describe=True), self.state.is_ready, latencies)
         self.setup_finished = threading.Event()
         self.on_setup_failed: Callable[[BaseException], None] | None = None
         self.service: Any = None  # the Service instance, when serving one
@@ -164,7 +169,7 @@ class ReplicaApp:
         self._builtins: dict[str, Callable[[Scope, Any, Any], Awaitable[None]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
-            "/metrics": self._metrics,
+            self.metrics_path: self._metrics,
             "/.well-known/lichen": self._describe,
         }
         self._inner_lifespan: _InnerLifespan | None = None
@@ -427,6 +432,33 @@ def _settle(call: asyncio.Future[Any], result: Any, error: BaseException | None)
 
 
 _BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")
+_FIXED_BUILTINS = ("/healthz", "/readyz", "/.well-known/lichen")
+
+
+def metrics_path_from_env() -> str:
+    """Where this replica serves its metrics: ``LICHEN_METRICS_PATH`` (the spec's ``metrics_path``) or /metrics."""
+    path = os.environ.get("LICHEN_METRICS_PATH") or "/metrics"
+    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path) or path in _FIXED_BUILTINS:
+        raise ConfigError(f"must be a URL path such as /metrics, other than {', '.join(_FIXED_BUILTINS)}; got {path!r}",
+                          where="env LICHEN_METRICS_PATH")
+    return path
+
+
+def slo_latencies_from_env() -> tuple[float, ...]:
+    """The service's SLO latency thresholds in ms (``LICHEN_SLO_LATENCY_MS``, comma-separated): each gets a bucket."""
+    raw = os.environ.get("LICHEN_SLO_LATENCY_MS", "").strip()
+    if not raw:
+        return ()
+    values = []
+    for part in raw.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"must be milliseconds > 0, comma-separated; got {raw!r}", where="env LICHEN_SLO_LATENCY_MS")
+        values.append(value)
+    return tuple(values)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -458,15 +490,16 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
     """
     endpoints: list[dict[str, Any]] = []
     routes: list[Any] = []
+    answered = (*_FIXED_BUILTINS, metrics_path_from_env())
     for route in getattr(app, "routes", ()) or ():
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
-        if path in _BUILTIN_PATHS[:4]:
+        if path in answered:
             log.warning(
                 "%s: the app's own route %s is not reachable; Lichen answers it as a built-in of every replica",
                 name,
                 path,
             )
-        if not path or not methods or path in _BUILTIN_PATHS or path.startswith(("/docs", "/redoc")):
+        if not path or not methods or path in answered or path == "/openapi.json" or path.startswith(("/docs", "/redoc")):
             continue
         if callable(getattr(route, "matches", None)):
             routes.append(route)
@@ -481,4 +514,4 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
                     "stream": False,
                 }
             )
-    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints, routes=routes)
+    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints, routes=routes, metrics_path=answered[-1])

@@ -274,8 +274,28 @@ class ServiceSpec(SpecModel):
     restart: RestartSpec = Field(default_factory=RestartSpec)
     termination_grace_s: Duration = 30.0
     slo: SloSpec = Field(default_factory=SloSpec)
-    metrics_path: str = "/metrics"
+    metrics_path: Annotated[str, Field(pattern=ROUTE_PREFIX_PATTERN)] = "/metrics"
     image: str | None = None
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _metrics_path_free(cls, value: str) -> str:
+        if value in ("/healthz", "/readyz", "/.well-known/lichen"):
+            raise ValueError(f"{value} is another built-in endpoint of every replica; pick another path")
+        return value
+
+    @model_validator(mode="after")
+    def _slo_latency_measurable(self) -> ServiceSpec:
+        # Requests are cut at the timeout (504) and then count as fast, so an objective at or above the longest
+        # timeout could never be missed: the histogram could not honour it.
+        bound_s = max([self.timeout_s, *(r.timeout_s for r in self.routes if r.timeout_s is not None)])
+        if self.slo.latency_ms >= bound_s * 1000:
+            raise ValueError(
+                f"slo.latency_ms: must be below the longest timeout of this service ({bound_s:g} s = "
+                f"{bound_s * 1000:g} ms, from timeout_s and routes[].timeout_s), got {self.slo.latency_ms:g}: a "
+                "request is cut at the timeout and its 504 is counted as fast, so this objective could never be missed"
+            )
+        return self
 
     @field_validator("timeout_s")
     @classmethod

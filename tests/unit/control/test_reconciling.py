@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from lichen.control.plans import DesiredService, DesiredState, Machine, Placement, ReplicaView
 from lichen.control.reconciling import reconcile
 from lichen.control.revisions import revision_id
@@ -145,3 +147,20 @@ def test_revision_ids_change_with_template_not_with_replica_count() -> None:
     assert revision_id("web", base, "c1") != revision_id("web", base, "c2")
     assert revision_id("web", base, "c1") != revision_id("web", base.model_copy(update={"env": {"A": "1"}}), "c1")
     assert revision_id("web", base, "c1") != revision_id("web", base, "c1", restart_nonce=1)
+
+
+@pytest.mark.parametrize(("change", "rolls"), [
+    ({"image": "registry.example.com/web:2"}, False),  # Kubernetes rendering only
+    ({"max_inflight": 8}, False),  # the gateway's
+    ({"restart": {"initial_backoff_s": 1}}, False),  # the controller's, applied live
+    ({"rollout": {"max_surge": 2}}, False),
+    ({"slo": {"availability": 0.99, "latency_target": 0.9}}, False),  # the alert rules'
+    ({"routes": ["/v2"]}, False),
+    ({"metrics_path": "/internal/metrics"}, True),  # the replica serves it
+    ({"slo": {"latency_ms": 200}}, True),  # the replica's histogram has a bucket there
+    ({"termination_grace_s": 5}, True),
+])
+def test_only_what_a_running_replica_sees_makes_a_new_revision(change: dict, rolls: bool) -> None:
+    base = ServiceSpec(entrypoint="app:Svc")
+    changed = ServiceSpec.model_validate({"entrypoint": "app:Svc", **change})
+    assert (revision_id("web", base, "c1") != revision_id("web", changed, "c1")) is rolls

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from lichen.observe.default_rules import default_rules, default_rules_yaml, latency_bucket_s
-from lichen.sdk.instruments import LATENCY_BUCKETS_S
+from lichen.sdk.instruments import LATENCY_BUCKETS_S, ReplicaMetrics, latency_buckets_s
 from lichen.spec.models import AppSpec
 
 PROMTOOL = shutil.which("promtool")
@@ -25,8 +26,8 @@ APP = AppSpec(
 )
 
 
-def alerts_by_name(service: str) -> dict[str, list[dict]]:
-    doc = default_rules(APP)
+def alerts_by_name(service: str, app: AppSpec = APP) -> dict[str, list[dict]]:
+    doc = default_rules(app)
     (group,) = [g for g in doc["groups"] if g["name"] == f"lichen-defaults-{service}"]
     out: dict[str, list[dict]] = {}
     for rule in group["rules"]:
@@ -59,13 +60,24 @@ def test_pack_covers_every_service_and_every_default_alert() -> None:
     assert all('le="0.25"' in r["expr"] for r in latency)
     assert latency[0]["expr"].rsplit("> ", 1)[1] == "0.72"  # 14.4 * (1 - 0.95)
     ranker = alerts_by_name("ranker")["LichenLatencyBudgetBurn"][0]["expr"]
-    assert 'le="0.25"' in ranker and 'service="ranker"' in ranker  # 300 ms rounds down to 0.25 s
+    assert 'le="0.3"' in ranker and 'service="ranker"' in ranker  # exactly the 300 ms objective
 
 
-def test_latency_bucket_rounds_down_to_a_boundary() -> None:
-    assert latency_bucket_s(300) == 0.25
-    assert latency_bucket_s(1000) == 1.0
-    assert latency_bucket_s(1) == LATENCY_BUCKETS_S[0]
+@pytest.mark.parametrize("latency_ms", [200, 300, 250, 1, 0.5, 7, 1234.5])
+def test_the_latency_objective_reads_a_bucket_every_replica_has_exactly_at_its_threshold(latency_ms: float) -> None:
+    """`slo.latency_ms: 200` used to become a 100 ms objective (le="0.1"): now the bucket is at 200 ms."""
+    spec = AppSpec.model_validate({"app": "a", "services": {"s": {"entrypoint": "m:S", "slo": {"latency_ms": latency_ms}}}})
+    burn = next(r for r in alerts_by_name("s", spec)["LichenLatencyBudgetBurn"])
+    le = burn["expr"].split('le="', 1)[1].split('"', 1)[0]
+    assert float(le) == latency_ms / 1000
+    metrics = ReplicaMetrics(CollectorRegistry(), lambda: True, slo_latencies_ms=(latency_ms,))
+    metrics.observe("/x", "GET", 200, latency_ms / 1000 * 0.999)  # just within the objective
+    metrics.observe("/x", "GET", 200, latency_ms / 1000 * 1.001)  # just outside it
+    lines = [line for line in metrics.render().decode().splitlines()
+             if line.startswith("lichen_request_duration_seconds_bucket") and f'le="{le}"' in line]
+    assert len(lines) == 1 and lines[0].endswith(" 1.0"), lines
+    assert latency_bucket_s(latency_ms) == latency_ms / 1000
+    assert set(LATENCY_BUCKETS_S) <= set(latency_buckets_s((latency_ms,)))  # the standard buckets stay
 
 
 @needs_promtool

@@ -65,6 +65,8 @@ def test_scale_up_publish_scale_down(tmp_path: Path, fakes) -> None:
         assert len(launcher.alive()) == 2
         env = launcher.alive()[0].request.env
         assert env["LICHEN_SERVICE"] == "web" and env["CUDA_VISIBLE_DEVICES"] == "" and env["LICHEN_GRACE_S"] == "1"
+        assert (env["LICHEN_METRICS_PATH"], env["LICHEN_SLO_LATENCY_MS"], env["LICHEN_DRAIN_S"]) == ("/metrics", "300.0", "1")
+        assert "LICHEN_MAX_INFLIGHT" not in env  # the gateway's limit, not the replica's
         controller.scale("web", 1)
         await until(lambda: len(launcher.alive()) == 1 and len(controller.replicas) == 1, "scale down")
         assert [s for p in launcher.processes.values() for s in p.signals] == ["SIGTERM"]

@@ -242,6 +242,33 @@ def test_the_grace_period_comes_from_the_supervisor_env(monkeypatch: pytest.Monk
         grace_from_env()
 
 
+def test_metrics_are_served_at_the_specs_metrics_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import FastAPI
+
+    from lichen.errors import ConfigError
+
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def own_metrics() -> dict:  # the app's own /metrics: reachable once Lichen's moved elsewhere
+        return {"own": True}
+
+    monkeypatch.setenv("LICHEN_METRICS_PATH", "/internal/metrics")
+    monkeypatch.setenv("LICHEN_SLO_LATENCY_MS", "200")
+    with ServiceClient(app) as client:
+        assert client.get("/metrics").json() == {"own": True}
+        exposition = client.get("/internal/metrics").text
+    assert "lichen_ready 1.0" in exposition and 'le="0.2"' in exposition  # a bucket at the SLO threshold
+    with ServiceClient(Shop) as client:
+        assert "lichen_requests_total" in client.get("/internal/metrics").text
+    for name, bad in (("LICHEN_METRICS_PATH", "/readyz"), ("LICHEN_METRICS_PATH", "metrics"),
+                      ("LICHEN_SLO_LATENCY_MS", "soon"), ("LICHEN_SLO_LATENCY_MS", "-5")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ConfigError, match=f"env {name}"):
+            ServiceClient(Shop).__enter__()
+        monkeypatch.delenv(name)
+
+
 def test_a_plain_fastapi_app_counts_in_flight_requests_by_route() -> None:
     from fastapi import FastAPI
 
