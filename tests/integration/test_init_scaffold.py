@@ -49,6 +49,8 @@ def test_validate_accepts_the_scaffold(scaffold: Path) -> None:
     assert "valid: app 'hello', 1 service, 0 jobs, entrypoints import" in result.stdout
     as_json = json.loads(_lichen("validate", str(scaffold), "--json", cwd=scaffold.parent).stdout)
     assert as_json["valid"] is True and as_json["services"] == ["hello"]
+    assert as_json["warnings"] == []  # the scaffold suggests nothing that is not built
+    assert "autoscale" not in (scaffold / "lichen.yaml").read_text()
 
 
 def test_validate_reports_a_broken_scaffold_with_line_numbers(scaffold: Path, tmp_path: Path) -> None:

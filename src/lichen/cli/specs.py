@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sized
 from pathlib import Path
 from typing import Annotated
 
@@ -43,9 +44,13 @@ def validate(
     observability.rules are checked as 'lichen rules check' does (their
     problems located in the rule file), unless --no-imports.
 
+    Fields the spec designs but Lichen does not act on yet (docs/spec.md,
+    "Designed, not built yet") get a located warning; warnings alone exit 0.
+
     Example: lichen validate examples/recsys/lichen.yaml --json
     """
     from lichen.spec.loading import check_spec
+    from lichen.spec.unbuilt_fields import spec_warnings
 
     if path.is_dir():
         path = path / "lichen.yaml"
@@ -53,6 +58,7 @@ def validate(
     if not no_imports:
         from lichen.observe.rules import rule_file_issues as rule_checker
     spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker)
+    warnings = spec_warnings(path)
     if as_json:
         print_json(
             {
@@ -63,26 +69,35 @@ def validate(
                      "text": str(i)}
                     for i in issues
                 ],
+                "warnings": [
+                    {"file": w.file, "line": w.line, "column": w.column, "field": w.field, "message": w.message,
+                     "text": str(w)}
+                    for w in warnings
+                ],
                 "app": spec.app if spec else None,
                 "services": sorted(spec.services) if spec else [],
                 "jobs": sorted(spec.jobs) if spec else [],
             }
         )
     elif issues:
-        for issue in issues:
+        for issue in sorted([*issues, *warnings], key=lambda i: (i.file != str(path), i.file, i.line, i.column)):
             typer.echo(str(issue))
         noun = "problem" if len(issues) == 1 else "problems"
-        typer.echo(f"{path}: {len(issues)} {noun}", err=True)
+        typer.echo(f"{path}: {len(issues)} {noun}" + (f", {_count(warnings, 'warning')}" if warnings else ""), err=True)
     elif spec is not None:
+        for warning in warnings:
+            typer.echo(str(warning))
         checked = "" if no_imports else ", entrypoints import" + (", rule files check" if spec.observability.rules else "")
+        noted = f" ({_count(warnings, 'warning')})" if warnings else ""
         typer.echo(
             f"{path}: valid: app {spec.app!r}, {_count(spec.services, 'service')}, {_count(spec.jobs, 'job')}{checked}"
+            f"{noted}"
         )
     if issues:
         raise typer.Exit(2)
 
 
-def _count(items: dict[str, object], noun: str) -> str:
+def _count(items: Sized, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
@@ -95,7 +110,7 @@ app: {name}
 services:
   {name}:
     entrypoint: {package}.service:{cls}
-    replicas: 1                      # or: autoscale: {{min: 1, max: 4, metric: inflight, target: 4}}
+    replicas: 1
     resources: {{cpu: 500m, memory: 256Mi}}
     routes: [/v1/echo]
     timeout_s: 2

@@ -1,0 +1,111 @@
+"""Fields of ``lichen.yaml`` that are designed but not built yet: one table, one located warning per use.
+
+The schema already has these fields, so a spec written today keeps working
+when they are built. Until then, writing one gets a warning from ``lichen
+validate`` and ``lichen up`` that says what happens instead, located at the
+line that wrote it::
+
+    lichen.yaml:9:17 services.api.rollout.strategy: warning: canary rollouts are not built yet; this service
+    rolls out with a rolling update (max_surge/max_unavailable)
+
+One row per field. A row is deleted by the change that builds its field;
+``tests/unit/spec/test_unbuilt_fields.py`` checks that the runtime reads
+none of the fields listed here (so no row outlives its feature) and that
+docs/spec.md marks each of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lichen.errors import SpecIssue
+from lichen.spec.loading import Document, PathKey, parse_document
+
+ANY = "*"
+"""a path part standing for every service or job name"""
+
+
+@dataclass(frozen=True)
+class UnbuiltField:
+    path: tuple[str, ...]
+    """the field, with ``*`` for a service or job name"""
+    message: str
+    """that it is not built, and what the runtime does instead"""
+    built_for: Callable[[Any], bool] = lambda value: value is None
+    """values that ask for nothing unbuilt (the default behaviour), which get no warning"""
+
+    @property
+    def dotted(self) -> str:
+        return ".".join("<name>" if part == ANY else part for part in self.path)
+
+
+_AUTOSCALE = ("autoscaling is not built yet; no autoscaler runs and the service keeps a fixed replica count "
+              "(`replicas`, kept within autoscale.min..max, or what `lichen scale` sets)")
+
+UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
+    UnbuiltField(("services", ANY, "autoscale", "metric"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "autoscale", "target"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "autoscale", "scale_up_stabilization_s"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "autoscale", "scale_down_stabilization_s"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "autoscale", "interval_s"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "rollout", "strategy"),
+                 "canary rollouts are not built yet; this service rolls out with a rolling update "
+                 "(max_surge/max_unavailable)", built_for=lambda value: value in (None, "rolling")),
+    UnbuiltField(("services", ANY, "rollout", "steps"),
+                 "canary steps are not built yet; a new revision replaces the old one by a rolling update"),
+    UnbuiltField(("services", ANY, "rollout", "analysis"),
+                 "canary analysis is not built yet; a rollout is judged by readiness and progress_deadline_s only"),
+    UnbuiltField(("services", ANY, "image"),
+                 "container images are not built yet; `lichen up` runs the entrypoint as a local process"),
+    UnbuiltField(("jobs", ANY, "schedule"),
+                 "scheduled jobs are not built yet; the job runs only when `lichen run` starts it"),
+    UnbuiltField(("jobs", ANY, "carbon_aware"),
+                 "carbon-aware scheduling is not built yet; the job starts as soon as `lichen run` reaches it"),
+    UnbuiltField(("jobs", ANY, "resources", "gpu"),
+                 "GPU reservations for jobs are not built yet; no GPU is reserved and the job sees every GPU",
+                 built_for=lambda value: value in (None, 0)),
+    UnbuiltField(("sustainability",),
+                 "energy and carbon accounting are not built yet; nothing reads this section"),
+    UnbuiltField(("kubernetes",),
+                 "the Kubernetes renderer is not built yet; nothing reads this section"),
+)
+
+
+def _walk(data: Any, path: tuple[str, ...], at: PathKey = ()) -> list[tuple[PathKey, Any]]:
+    """Every (concrete path, value) the pattern ``path`` matches in ``data``."""
+    if not path:
+        return [(at, data)]
+    if not isinstance(data, dict):
+        return []
+    head, rest = path[0], path[1:]
+    if head == ANY:
+        return [found for key, value in data.items() for found in _walk(value, rest, (*at, key))]
+    if head not in data:
+        return []
+    return _walk(data[head], rest, (*at, head))
+
+
+def unbuilt_field_warnings(doc: Document) -> list[SpecIssue]:
+    """A located warning for each unbuilt field the document writes (with a value that asks for it)."""
+    warnings = []
+    for row in UNBUILT_FIELDS:
+        for path, value in _walk(doc.data, row.path):
+            if row.built_for(value):
+                continue
+            warnings.append(doc.issue(path, row.message, severity="warning"))
+    return sorted(warnings, key=lambda w: (w.line, w.column, w.field))
+
+
+def spec_warnings(path: str | Path) -> list[SpecIssue]:
+    """The warnings of one spec file (none when it cannot be read or parsed: its errors say why)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    doc, _ = parse_document(text, str(path))
+    if doc is None or not isinstance(doc.data, dict):
+        return []
+    return unbuilt_field_warnings(doc)
