@@ -76,8 +76,6 @@ def up(
 
     Example: lichen up examples/recsys --detach
     """
-    from lichen.spec.loading import load_spec
-
     workspace = _workspace(path)
     _check_spec_and_rules(workspace, path, running=not daemon_child)  # report errors here, before anything changes
     if not daemon_child:
