@@ -123,8 +123,9 @@ class Controller:
         self.adopt_wait_s = 5.0
         """how long a live replica found at startup may take to answer on its port"""
         self.confirm_drains = os.environ.get("LICHEN_DRAIN_CONFIRM", "on").strip().lower() not in ("off", "0", "false")
-        """False: SIGTERM a stopping replica at once, as Kubernetes does without a preStop hook (for comparisons
-        only, see bench/recovery.py: requests in flight to the gateway are then refused)"""
+        """False (``LICHEN_DRAIN_CONFIRM=off``): the behaviour before confirmed drains, for bench/recovery.py only:
+        SIGTERM a stopping replica at once and let the gateway find its new table by polling the file, as
+        Kubernetes sends SIGTERM while endpoint removal still propagates (no preStop hook)"""
         self.drain_confirm_timeout_s = CONFIRM_TIMEOUT_S
         self.endpoints = EndpointRegistry()
         self.services: dict[str, ServiceState] = {}
