@@ -79,7 +79,9 @@ def gateway_port() -> int:
 
 
 def port_taken(port: int) -> bool:
+    """Whether a process listens on ``port`` (as the gateway binds: a socket in TIME_WAIT does not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
