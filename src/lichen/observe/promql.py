@@ -13,7 +13,7 @@ Interface (stable; used by the rules, the HTTP API, the dashboard and the contro
 
 Expressions are parsed by the ``promql-parser`` package. Supported: vector and matrix selectors
 with every matcher type and ``offset``; the functions in
-:data:`lichen.observe.promql_functions.SIGNATURES`; the aggregations sum, avg, min, max, count,
+:data:`lichen.observe.promql_functions.FUNCTIONS`; the aggregations sum, avg, min, max, count,
 group, topk, bottomk, quantile, stddev, stdvar and count_values with ``by``/``without``; arithmetic,
 comparison (with ``bool``) and set operators with ``on``/``ignoring`` and
 ``group_left``/``group_right``. Staleness and lookback follow Prometheus 2.x: a selector sees
@@ -33,7 +33,7 @@ from datetime import timedelta
 import numpy as np
 import promql_parser as pp
 
-from lichen.observe.promql_functions import SIGNATURES, VARIADIC, call_function
+from lichen.observe.promql_functions import FUNCTIONS, Arguments
 from lichen.observe.promql_operators import (
     ARITHMETIC,
     COMPARISON,
@@ -101,7 +101,7 @@ def _check(node: pp.Expr, text: str) -> None:
         return
     if isinstance(node, pp.Call):
         name = node.func.name
-        if name not in SIGNATURES:
+        if name not in FUNCTIONS:
             raise QueryError(f"function {name}() is not supported{_position(text, name + '(')}")
         for arg in node.args:
             _check(arg, text)
@@ -382,36 +382,22 @@ class Engine:
 
     def _call(self, node: pp.Call, steps: np.ndarray) -> Value:
         name = node.func.name
-        if name == "timestamp":
+        function = FUNCTIONS[name]
+        if function.apply is None:  # timestamp(): the engine reads a selector's sample times itself
             return self._timestamp(node, steps)
-        kinds, optional = SIGNATURES[name]
-        args_nodes = list(node.args)
-        if name in VARIADIC:
-            kinds = kinds + [kinds[-1]] * max(0, len(args_nodes) - len(kinds))
-        if not (len(kinds) - optional <= len(args_nodes) <= len(kinds)):
-            raise QueryError(f"function {name}() expects {len(kinds)} argument(s), got {len(args_nodes)}")
+        arg_types = function.arg_types
+        arg_nodes = list(node.args)
+        if function.variadic:
+            arg_types = arg_types + (arg_types[-1],) * max(0, len(arg_nodes) - len(arg_types))
+        if not (len(arg_types) - function.optional_args <= len(arg_nodes) <= len(arg_types)):
+            raise QueryError(f"function {name}() expects {len(arg_types)} argument(s), got {len(arg_nodes)}")
         args: list[Value] = []
-        for kind, arg in zip(kinds, args_nodes, strict=False):
+        for expected, arg in zip(arg_types, arg_nodes, strict=False):
             value = self._eval(arg, steps)
-            expected = {"v": InstantVector, "m": RangeVector, "s": Scalar, "str": StringValue}[kind]
             if not isinstance(value, expected):
                 raise QueryError(f"function {name}() expects a {expected.__name__} as argument, got {type(value).__name__} ({arg})")
             args.append(value)
-        equality: dict[str, str] = {}
-        if name in ("absent", "absent_over_time"):
-            inner = args_nodes[0]
-            while isinstance(inner, pp.ParenExpr):
-                inner = inner.expr
-            if isinstance(inner, pp.MatrixSelector):
-                inner = inner.vector_selector
-            if isinstance(inner, pp.VectorSelector):
-                names = [m.name for m in _matchers(inner)]
-                equality = {
-                    m.name: m.value
-                    for m in _matchers(inner)
-                    if m.op == "=" and m.name != "__name__" and names.count(m.name) == 1
-                }
-        return call_function(name, args, steps, equality)
+        return function.apply(Arguments(args, arg_nodes, steps))
 
     def _timestamp(self, node: pp.Call, steps: np.ndarray) -> InstantVector:
         """timestamp(v): a selector's sample times; any other expression's samples carry the step time (Prometheus 2.x)."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import promql_parser as pp
 
 from lichen.observe.promql_functions_extended import CALENDAR as _CALENDAR
 from lichen.observe.promql_functions_extended import MATH as _MATH
@@ -20,6 +22,7 @@ from lichen.observe.promql_functions_extended import changes as _changes
 from lichen.observe.promql_functions_extended import holt_winters as _holt_winters
 from lichen.observe.promql_functions_extended import label_join
 from lichen.observe.promql_functions_extended import predict_linear as _predict_linear
+from lichen.observe.promql_functions_extended import resets as _resets
 from lichen.observe.promql_functions_extended import sorted_vector as _sorted
 from lichen.observe.promql_values import (
     InstantVector,
@@ -420,131 +423,173 @@ def scalar_of(vec: InstantVector) -> Scalar:
     return Scalar(out)
 
 
-def call_function(name: str, args: list[Value], step_ts_ms: np.ndarray, equality_labels: dict[str, str]) -> Value:
-    """Apply function ``name`` to evaluated ``args``; the caller has checked arity and types."""
-    steps = len(step_ts_ms)
-    if name in ("rate", "increase", "delta"):
-        return extrapolated_rate(args[0], is_counter=name != "delta", is_rate=name == "rate")  # type: ignore[arg-type]
-    if name in ("irate", "idelta"):
-        return instant_rate(args[0], is_rate=name == "irate")  # type: ignore[arg-type]
-    if name == "deriv":
-        return _per_window(args[0], _deriv, min_samples=2)  # type: ignore[arg-type]
-    if name in ("sum_over_time", "avg_over_time", "count_over_time", "last_over_time", "present_over_time"):
-        return _cumulative(args[0], name.removesuffix("_over_time"))  # type: ignore[arg-type]
-    if name in ("min_over_time", "max_over_time"):
-        return _per_window(args[0], _minmax(name[:3]))  # type: ignore[arg-type]
-    if name == "stddev_over_time":
-        return _per_window(args[0], lambda _t, v, _j: math.sqrt(_stdvar(v)))  # type: ignore[arg-type]
-    if name == "stdvar_over_time":
-        return _per_window(args[0], lambda _t, v, _j: _stdvar(v))  # type: ignore[arg-type]
-    if name == "quantile_over_time":
-        q = args[0].values  # type: ignore[union-attr]
-        return _per_window(args[1], lambda _t, v, j: _quantile(float(q[j]), v.tolist()))  # type: ignore[arg-type]
-    if name == "histogram_quantile":
-        return histogram_quantile(args[0], args[1])  # type: ignore[arg-type]
-    if name in ("absent", "absent_over_time"):
-        return absent(args[0], equality_labels, steps)  # type: ignore[arg-type]
-    if name == "abs":
-        return _simple(args[0], np.abs)  # type: ignore[arg-type]
-    if name == "clamp_min":
-        lo = args[1].values  # type: ignore[union-attr]
-        return _simple(args[0], lambda v: np.where(np.isnan(v), v, np.maximum(v, lo)))  # type: ignore[arg-type]
-    if name == "clamp_max":
-        hi = args[1].values  # type: ignore[union-attr]
-        return _simple(args[0], lambda v: np.where(np.isnan(v), v, np.minimum(v, hi)))  # type: ignore[arg-type]
-    if name == "clamp":
-        lo, hi = args[1].values, args[2].values  # type: ignore[union-attr]
-        vec = args[0]
-        out = _simple(vec, lambda v: np.where(np.isnan(v), v, np.maximum(lo, np.minimum(hi, v))))  # type: ignore[arg-type]
-        out.present &= (lo <= hi)[None, :]
+# ------------------------------------------------------------------- the function table
+
+
+@dataclass(frozen=True, slots=True)
+class Arguments:
+    """One call's evaluated arguments, already checked against its signature, with their expressions."""
+
+    values: Sequence[Value]
+    nodes: Sequence[pp.Expr]
+    step_ts_ms: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_ts_ms)
+
+    def vector(self, i: int) -> InstantVector:
+        value = self.values[i]
+        assert isinstance(value, InstantVector)
+        return value
+
+    def matrix(self, i: int) -> RangeVector:
+        value = self.values[i]
+        assert isinstance(value, RangeVector)
+        return value
+
+    def scalar(self, i: int) -> Scalar:
+        value = self.values[i]
+        assert isinstance(value, Scalar)
+        return value
+
+    def strings(self, first: int) -> list[str]:
+        out = []
+        for value in self.values[first:]:
+            assert isinstance(value, StringValue)
+            out.append(value.value)
         return out
-    if name == "round":
-        return _round(args[0], args[1] if len(args) > 1 else None)  # type: ignore[arg-type]
-    if name in ("ceil", "floor", "sqrt", "exp", "ln", "log2", "log10"):
-        fn = {"ceil": np.ceil, "floor": np.floor, "sqrt": np.sqrt, "exp": np.exp, "ln": np.log, "log2": np.log2, "log10": np.log10}[name]
-        return _simple(args[0], fn)  # type: ignore[arg-type]
-    if name == "time":
-        return Scalar(step_ts_ms.astype(np.float64) / 1000.0)
-    if name == "vector":
-        return InstantVector([{}], args[0].values.reshape(1, steps).copy(), np.ones((1, steps), dtype=bool))  # type: ignore[union-attr]
-    if name == "scalar":
-        return scalar_of(args[0])  # type: ignore[arg-type]
-    if name == "label_replace":
-        strs = [a.value for a in args[1:]]  # type: ignore[union-attr]
-        return label_replace(args[0], *strs)  # type: ignore[arg-type]
-    if name == "changes":
-        return _per_window(args[0], _changes)  # type: ignore[arg-type]
-    if name == "resets":
-        return _per_window(args[0], lambda _t, v, _j: float(np.count_nonzero(v[1:] < v[:-1])))  # type: ignore[arg-type]
-    if name == "predict_linear":
-        return _per_window(args[0], _predict_linear(args[1].values, step_ts_ms), min_samples=2)  # type: ignore[arg-type,union-attr]
-    if name in _MATH:
-        return _simple(args[0], _MATH[name])  # type: ignore[arg-type]
-    if name == "pi":
-        return Scalar(np.full(steps, math.pi))
-    if name in _CALENDAR:
-        if args:
-            return _calendar(args[0], name)  # type: ignore[arg-type]
-        now = InstantVector([{}], (step_ts_ms.astype(np.float64) / 1000.0).reshape(1, steps), np.ones((1, steps), dtype=bool))
-        return _calendar(now, name)
-    if name in ("sort", "sort_desc"):
-        return _sorted(args[0], descending=name == "sort_desc")  # type: ignore[arg-type]
-    if name == "double_exponential_smoothing":
-        return _per_window(args[0], _holt_winters(args[1].values, args[2].values), min_samples=2)  # type: ignore[arg-type,union-attr]
-    if name == "label_join":
-        return label_join(args[0], *[a.value for a in args[1:]])  # type: ignore[arg-type,union-attr]
-    raise QueryError(f"function {name}() is not supported")
 
 
-#: name -> argument kinds ("v" instant vector, "m" range vector, "s" scalar, "str" string), optional count
-SIGNATURES: dict[str, tuple[list[str], int]] = {
-    "rate": (["m"], 0),
-    "irate": (["m"], 0),
-    "increase": (["m"], 0),
-    "delta": (["m"], 0),
-    "idelta": (["m"], 0),
-    "deriv": (["m"], 0),
-    "avg_over_time": (["m"], 0),
-    "min_over_time": (["m"], 0),
-    "max_over_time": (["m"], 0),
-    "sum_over_time": (["m"], 0),
-    "count_over_time": (["m"], 0),
-    "last_over_time": (["m"], 0),
-    "present_over_time": (["m"], 0),
-    "stddev_over_time": (["m"], 0),
-    "stdvar_over_time": (["m"], 0),
-    "quantile_over_time": (["s", "m"], 0),
-    "histogram_quantile": (["s", "v"], 0),
-    "absent": (["v"], 0),
-    "absent_over_time": (["m"], 0),
-    "abs": (["v"], 0),
-    "ceil": (["v"], 0),
-    "floor": (["v"], 0),
-    "sqrt": (["v"], 0),
-    "exp": (["v"], 0),
-    "ln": (["v"], 0),
-    "log2": (["v"], 0),
-    "log10": (["v"], 0),
-    "clamp": (["v", "s", "s"], 0),
-    "clamp_min": (["v", "s"], 0),
-    "clamp_max": (["v", "s"], 0),
-    "round": (["v", "s"], 1),
-    "time": ([], 0),
-    "vector": (["s"], 0),
-    "scalar": (["v"], 0),
-    "label_replace": (["v", "str", "str", "str", "str"], 0),
-    "label_join": (["v", "str", "str", "str"], 1),  # and any number of further source labels
-    "changes": (["m"], 0),
-    "resets": (["m"], 0),
-    "predict_linear": (["m", "s"], 0),
-    "double_exponential_smoothing": (["m", "s", "s"], 0),
-    "pi": ([], 0),
-    "sort": (["v"], 0),
-    "timestamp": (["v"], 0),  # evaluated by the engine, which knows sample times
-    "sort_desc": (["v"], 0),
-    **{name: (["v"], 0) for name in _MATH},
-    **{name: (["v"], 1) for name in _CALENDAR},
+@dataclass(frozen=True, slots=True)
+class Function:
+    """A PromQL function: its signature and its implementation, one entry of :data:`FUNCTIONS`.
+
+    ``arg_types``: what each argument must evaluate to; the last ``optional_args`` may be left out, and
+    a ``variadic`` function repeats its last type. ``apply`` is None where the engine evaluates the
+    call itself (``timestamp``, which reads sample times from the store).
+    """
+
+    arg_types: tuple[type[Value], ...]
+    apply: Callable[[Arguments], Value] | None
+    optional_args: int = 0
+    variadic: bool = False
+
+
+def _absent_labels(node: pp.Expr) -> dict[str, str]:
+    """The labels absent() gives its sample: the selector's equality matchers on labels matched once (funcAbsent)."""
+    while isinstance(node, pp.ParenExpr):
+        node = node.expr
+    if isinstance(node, pp.MatrixSelector):
+        node = node.vector_selector
+    if not isinstance(node, pp.VectorSelector):
+        return {}
+    matchers = node.matchers.matchers
+    names = [m.name for m in matchers]
+    return {
+        m.name: m.value
+        for m in matchers
+        if str(m.op) == "MatchOp.Equal" and m.name != "__name__" and names.count(m.name) == 1
+    }
+
+
+def _clamp(args: Arguments) -> InstantVector:
+    lo, hi = args.scalar(1).values, args.scalar(2).values
+    out = _simple(args.vector(0), lambda v: np.where(np.isnan(v), v, np.maximum(lo, np.minimum(hi, v))))
+    out.present &= (lo <= hi)[None, :]
+    return out
+
+
+def _clamp_min(args: Arguments) -> InstantVector:
+    lo = args.scalar(1).values
+    return _simple(args.vector(0), lambda v: np.where(np.isnan(v), v, np.maximum(v, lo)))
+
+
+def _clamp_max(args: Arguments) -> InstantVector:
+    hi = args.scalar(1).values
+    return _simple(args.vector(0), lambda v: np.where(np.isnan(v), v, np.minimum(v, hi)))
+
+
+def _quantile_over_time(args: Arguments) -> InstantVector:
+    q = args.scalar(0).values
+    return _per_window(args.matrix(1), lambda _t, v, j: _quantile(float(q[j]), v.tolist()))
+
+
+def _predict_linear_call(args: Arguments) -> InstantVector:
+    return _per_window(args.matrix(0), _predict_linear(args.scalar(1).values, args.step_ts_ms), min_samples=2)
+
+
+def _double_exponential_smoothing(args: Arguments) -> InstantVector:
+    smoothing, trend = args.scalar(1).values, args.scalar(2).values
+    return _per_window(args.matrix(0), _holt_winters(smoothing, trend), min_samples=2)
+
+
+def _vector(args: Arguments) -> InstantVector:
+    steps = args.steps
+    return InstantVector([{}], args.scalar(0).values.reshape(1, steps).copy(), np.ones((1, steps), dtype=bool))
+
+
+def _elementwise(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arguments], Value]:
+    return lambda args: _simple(args.vector(0), fn)
+
+
+def _calendar_part(part: str) -> Callable[[Arguments], Value]:
+    return lambda args: _calendar(args.vector(0) if args.values else None, part, args.step_ts_ms)
+
+
+_VECTOR, _MATRIX, _SCALAR, _STRING = InstantVector, RangeVector, Scalar, StringValue
+
+#: every supported function by name, as Prometheus' ``FunctionCalls``: a name missing here is rejected when parsed
+FUNCTIONS: dict[str, Function] = {
+    "rate": Function((_MATRIX,), lambda a: extrapolated_rate(a.matrix(0), is_counter=True, is_rate=True)),
+    "increase": Function((_MATRIX,), lambda a: extrapolated_rate(a.matrix(0), is_counter=True, is_rate=False)),
+    "delta": Function((_MATRIX,), lambda a: extrapolated_rate(a.matrix(0), is_counter=False, is_rate=False)),
+    "irate": Function((_MATRIX,), lambda a: instant_rate(a.matrix(0), is_rate=True)),
+    "idelta": Function((_MATRIX,), lambda a: instant_rate(a.matrix(0), is_rate=False)),
+    "deriv": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), _deriv, min_samples=2)),
+    "avg_over_time": Function((_MATRIX,), lambda a: _cumulative(a.matrix(0), "avg")),
+    "sum_over_time": Function((_MATRIX,), lambda a: _cumulative(a.matrix(0), "sum")),
+    "count_over_time": Function((_MATRIX,), lambda a: _cumulative(a.matrix(0), "count")),
+    "last_over_time": Function((_MATRIX,), lambda a: _cumulative(a.matrix(0), "last")),
+    "present_over_time": Function((_MATRIX,), lambda a: _cumulative(a.matrix(0), "present")),
+    "min_over_time": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), _minmax("min"))),
+    "max_over_time": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), _minmax("max"))),
+    "stddev_over_time": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), lambda _t, v, _j: math.sqrt(_stdvar(v)))),
+    "stdvar_over_time": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), lambda _t, v, _j: _stdvar(v))),
+    "quantile_over_time": Function((_SCALAR, _MATRIX), _quantile_over_time),
+    "changes": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), _changes)),
+    "resets": Function((_MATRIX,), lambda a: _per_window(a.matrix(0), _resets)),
+    "predict_linear": Function((_MATRIX, _SCALAR), _predict_linear_call),
+    "double_exponential_smoothing": Function((_MATRIX, _SCALAR, _SCALAR), _double_exponential_smoothing),
+    "histogram_quantile": Function((_SCALAR, _VECTOR), lambda a: histogram_quantile(a.scalar(0), a.vector(1))),
+    "absent": Function((_VECTOR,), lambda a: absent(a.vector(0), _absent_labels(a.nodes[0]), a.steps)),
+    "absent_over_time": Function((_MATRIX,), lambda a: absent(a.matrix(0), _absent_labels(a.nodes[0]), a.steps)),
+    "abs": Function((_VECTOR,), _elementwise(np.abs)),
+    "ceil": Function((_VECTOR,), _elementwise(np.ceil)),
+    "floor": Function((_VECTOR,), _elementwise(np.floor)),
+    "sqrt": Function((_VECTOR,), _elementwise(np.sqrt)),
+    "exp": Function((_VECTOR,), _elementwise(np.exp)),
+    "ln": Function((_VECTOR,), _elementwise(np.log)),
+    "log2": Function((_VECTOR,), _elementwise(np.log2)),
+    "log10": Function((_VECTOR,), _elementwise(np.log10)),
+    "clamp": Function((_VECTOR, _SCALAR, _SCALAR), _clamp),
+    "clamp_min": Function((_VECTOR, _SCALAR), _clamp_min),
+    "clamp_max": Function((_VECTOR, _SCALAR), _clamp_max),
+    "round": Function((_VECTOR, _SCALAR), lambda a: _round(a.vector(0), a.scalar(1) if len(a.values) > 1 else None), optional_args=1),
+    "time": Function((), lambda a: Scalar(a.step_ts_ms.astype(np.float64) / 1000.0)),
+    "pi": Function((), lambda a: Scalar(np.full(a.steps, math.pi))),
+    "vector": Function((_SCALAR,), _vector),
+    "scalar": Function((_VECTOR,), lambda a: scalar_of(a.vector(0))),
+    "sort": Function((_VECTOR,), lambda a: _sorted(a.vector(0), descending=False)),
+    "sort_desc": Function((_VECTOR,), lambda a: _sorted(a.vector(0), descending=True)),
+    "timestamp": Function((_VECTOR,), None),
+    "label_replace": Function((_VECTOR, _STRING, _STRING, _STRING, _STRING), lambda a: label_replace(a.vector(0), *a.strings(1))),
+    # label_join(v, dst, separator, src_1, src_2, ...): any number of source labels, even none
+    "label_join": Function(
+        (_VECTOR, _STRING, _STRING, _STRING), lambda a: label_join(a.vector(0), *a.strings(1)), optional_args=1, variadic=True
+    ),
+    **{name: Function((_VECTOR,), _elementwise(fn)) for name, fn in _MATH.items()},
+    **{name: Function((_VECTOR,), _calendar_part(name), optional_args=1) for name in _CALENDAR},
 }
-VARIADIC = {"label_join"}
 
-__all__ = ["SIGNATURES", "VARIADIC", "call_function", "StringValue"]
+__all__ = ["FUNCTIONS", "Arguments", "Function"]

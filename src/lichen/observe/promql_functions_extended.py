@@ -1,8 +1,8 @@
-"""PromQL functions beyond the core set: changes, resets helpers, predict_linear, holt_winters, the
+"""PromQL functions beyond the core set: changes, resets, predict_linear, holt_winters, the
 calendar functions, sort/sort_desc, label_join and the element-wise math functions.
 
-Same conventions as :mod:`lichen.observe.promql_functions` (Prometheus 2.42 semantics), which
-dispatches to them.
+Same conventions as :mod:`lichen.observe.promql_functions` (Prometheus 2.42 semantics), whose
+``FUNCTIONS`` table names them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from lichen.observe.promql_values import InstantVector, QueryError, drop_name, m
 def changes(_t: np.ndarray, v: np.ndarray, _j: int) -> float:
     prev, cur = v[:-1], v[1:]
     return float(np.count_nonzero(~((prev == cur) | (np.isnan(prev) & np.isnan(cur)))))
+
+
+def resets(_t: np.ndarray, v: np.ndarray, _j: int) -> float:
+    return float(np.count_nonzero(v[1:] < v[:-1]))
 
 
 def predict_linear(duration_s: np.ndarray, step_ts_ms: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], float]:
@@ -55,8 +59,14 @@ def holt_winters(sf: np.ndarray, tf: np.ndarray) -> Callable[[np.ndarray, np.nda
     return fn
 
 
-def calendar(vec: InstantVector, part: str) -> InstantVector:
-    """hour(), minute(), month(), year(), day_of_month(), day_of_week(), day_of_year(), days_in_month() (UTC)."""
+def calendar(vec: InstantVector | None, part: str, step_ts_ms: np.ndarray) -> InstantVector:
+    """hour(), minute(), month(), year(), day_of_month(), day_of_week(), day_of_year(), days_in_month() (UTC).
+
+    Of the times in ``vec``, or of each step's time when the call has no argument.
+    """
+    if vec is None:
+        steps = len(step_ts_ms)
+        vec = InstantVector([{}], (step_ts_ms.astype(np.float64) / 1000.0).reshape(1, steps), np.ones((1, steps), dtype=bool))
     with np.errstate(invalid="ignore"):
         secs = np.where(np.isfinite(vec.values), vec.values, 0).astype(np.int64)
     days = secs // 86400
