@@ -7,6 +7,7 @@ traceback::
     LichenError
     ├── SpecError          lichen.yaml is invalid (file:line:col, field path)
     ├── ConfigError        a CLI argument, env var or config file is wrong
+    │   └── UnknownServiceError  a command names a service the app does not have
     ├── DataError          a data file is malformed (file:line)
     ├── StateError         the state store is missing, locked or inconsistent
     ├── PlacementError     requested resources do not fit this machine
@@ -39,6 +40,10 @@ class LichenError(Exception):
 
 class ConfigError(LichenError):
     exit_code = 2
+
+
+class UnknownServiceError(ConfigError):
+    """A command names a service the app does not have; the control API answers 404."""
 
 
 class DataError(LichenError):

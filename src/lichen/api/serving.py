@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError
+from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
 from lichen.runtime.controlling import HOST, Controller
 from lichen.runtime.gatewaying import attach_gateway
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
@@ -97,7 +97,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
 
     @api.exception_handler(LichenError)
     async def _lichen_error(request: Request, exc: LichenError) -> JSONResponse:
-        status = 404 if "no service named" in exc.message else 400
+        status = 404 if isinstance(exc, UnknownServiceError) else 400
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     @api.get("/healthz")

@@ -53,7 +53,7 @@ from lichen.control.plans import (
 )
 from lichen.control.reconciling import reconcile
 from lichen.control.revisions import revision_id
-from lichen.errors import ConfigError
+from lichen.errors import ConfigError, UnknownServiceError
 from lichen.runtime import adopting, processes, supervising
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry
 from lichen.runtime.probing import HttpProber
@@ -252,7 +252,7 @@ class Controller:
             return self.services[service]
         except KeyError:
             known = ", ".join(sorted(self.services)) or "none"
-            raise ConfigError(f"no service named {service!r} (services: {known})") from None
+            raise UnknownServiceError(f"no service named {service!r} (services: {known})") from None
 
     def _save_desired(self, name: str) -> None:
         s = self.services[name]
