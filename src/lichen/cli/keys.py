@@ -1,4 +1,4 @@
-"""CLI verbs: ``lichen gateway`` runs the HTTP gateway; ``lichen keys`` manages its API keys."""
+"""CLI verbs: ``lichen keys create|list|revoke`` manage the gateway's API keys."""
 
 from __future__ import annotations
 
@@ -32,18 +32,6 @@ def _keys_db(db: str | None, config: Path | None) -> Path:
 DbOption = Annotated[str | None, typer.Option("--db", help="Key store file (default .lichen/keys.db).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Use the key store this gateway config names.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def gateway(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config file (JSON or YAML).")],
-) -> None:
-    """Run the HTTP gateway from a config file; it reloads when the file changes.
-
-    Example: lichen gateway --config .lichen/gateway.json
-    """
-    from lichen.gateway.running import run_gateway
-
-    run_gateway(config)
 
 
 @keys_app.command("create")
@@ -115,5 +103,4 @@ def keys_revoke(
 
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the root app."""
-    app.command("gateway")(gateway)
     app.add_typer(keys_app, name="keys")
