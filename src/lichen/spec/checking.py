@@ -25,13 +25,11 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lichen.errors import SpecIssue
+from lichen.spec.documents import Document
 from lichen.spec.models import ENTRYPOINT_PATTERN
-
-if TYPE_CHECKING:
-    from lichen.spec.loading import Document
 
 
 def _mapping(value: Any) -> dict[Any, Any]:

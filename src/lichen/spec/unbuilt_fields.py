@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lichen.errors import SpecIssue
-from lichen.spec.loading import Document, PathKey, parse_document
+from lichen.spec.documents import Document, PathKey, parse_document
 
 ANY = "*"
 """a path part standing for every service or job name"""
