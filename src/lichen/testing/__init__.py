@@ -1,10 +1,13 @@
 """In-memory twins of Lichen's I/O seams (clock, processes, HTTP probes, state) for users' and Lichen's own tests,
-and an open-loop request load (``OpenLoopLoad``) for checking that a rollout loses nothing.
+an event loop on virtual time (``VirtualTimeLoop``, ``run_in_virtual_time``, ``until``: a 30 s backoff checked
+exactly, in no real time), and an open-loop request load (``OpenLoopLoad``) for checking that a rollout loses nothing.
 """
 
 from lichen.testing.clocks import FakeClock
+from lichen.testing.virtual_time import LoopClock, VirtualTimeLoop, run_in_virtual_time, until
 
-__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "OpenLoopLoad", "ServiceClient"]
+__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "LoopClock", "OpenLoopLoad", "ServiceClient", "VirtualTimeLoop",
+           "run_in_virtual_time", "until"]
 
 
 def __getattr__(name: str) -> object:

@@ -6,7 +6,13 @@ import asyncio
 
 
 class FakeClock:
-    """Implements :class:`lichen.clocks.Clock`; ``sleep`` advances time instantly."""
+    """Implements :class:`lichen.clocks.Clock`; ``sleep`` and an unset ``wait_for`` advance time instantly.
+
+    For code with one waiter at a time (a ticker, a notification cycle). Code
+    with several concurrent waiters (the controller loop with its probe
+    tasks) needs :class:`lichen.testing.VirtualTimeLoop`, which orders every
+    timer on the event loop.
+    """
 
     def __init__(self, start: float = 1000.0, wall_offset: float = 1_700_000_000.0) -> None:
         self._now = start
@@ -27,3 +33,9 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
+
+    async def wait_for(self, event: asyncio.Event, timeout_s: float) -> bool:
+        await asyncio.sleep(0)
+        if not event.is_set():
+            self.advance(max(0.0, timeout_s))
+        return event.is_set()
