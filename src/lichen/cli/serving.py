@@ -15,19 +15,22 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     target: Annotated[str, typer.Argument(help="module:Class (a lichen Service) or module:app (any ASGI app).")],
-    port: Annotated[int, typer.Option("--port", "-p", help="TCP port to listen on.", envvar="LICHEN_PORT")] = 8000,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="TCP port to listen on (default: env LICHEN_PORT, else 8000).")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     app_dir: Annotated[
         Path | None, typer.Option("--app-dir", help="Directory put first on sys.path (default: the current one).")
     ] = None,
     grace_s: Annotated[
         float | None,
-        typer.Option("--grace-s", help="Seconds in-flight requests get to finish after SIGTERM.", envvar="LICHEN_GRACE_S"),
+        typer.Option("--grace-s", help="Seconds in-flight requests get to finish after SIGTERM "
+                     "(default: env LICHEN_GRACE_S, else 30)."),
     ] = None,
     drain_s: Annotated[
         float | None,
         typer.Option("--drain-s", help="After SIGTERM, seconds the replica keeps accepting requests (not ready) "
-                     "before it stops listening; at most half of --grace-s. Default 1.", envvar="LICHEN_DRAIN_S"),
+                     "before it stops listening; at most half of --grace-s (default: env LICHEN_DRAIN_S, else 1)."),
     ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error (JSON logs on stderr).")
@@ -37,11 +40,12 @@ def serve(
 
     SIGTERM: /readyz turns 503 at once, requests are still served for --drain-s,
     then the listener closes and in-flight requests finish within --grace-s.
+    Under lichen up the controller sets these through LICHEN_* variables
+    (docs/sdk.md); a flag given here wins over its variable.
 
     Example: lichen serve app.services:Recommender --port 8000
     """
     from lichen.errors import ConfigError
-    from lichen.sdk.serving import DEFAULT_DRAIN_S, DEFAULT_GRACE_S
     from lichen.sdk.serving import serve as serve_replica
 
     if log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
@@ -51,8 +55,8 @@ def serve(
         port=port,
         host=host,
         app_dir=app_dir,
-        grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
-        drain_s=DEFAULT_DRAIN_S if drain_s is None else drain_s,
+        grace_s=grace_s,
+        drain_s=drain_s,
         log_level=log_level.lower(),
     )
     raise typer.Exit(code)

@@ -62,6 +62,7 @@ from lichen.runtime.replicas import HOST, Replica
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list, read_secrets
+from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = logging.getLogger("lichen.controller")
@@ -588,22 +589,15 @@ class Controller:
                      port: int) -> dict[str, str]:
         hidden = self.secret_names()  # only the secrets this service declares reach it (as in a Kubernetes pod)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LICHEN_") and k not in hidden}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            "LICHEN_SERVICE": service,
-            "LICHEN_REPLICA": replica_id,
-            "LICHEN_REVISION": revision,
-            "LICHEN_PORT": str(port),
-            "LICHEN_APP_DIR": str(self.workspace.app_dir),
-            "LICHEN_CONTROLLER": str(self.workspace.app_dir),
-            "LICHEN_GRACE_S": f"{spec.termination_grace_s:g}",
-            "LICHEN_DRAIN_S": f"{DRAIN_WINDOW_S:g}",
-            "LICHEN_TIMEOUT_S": f"{spec.timeout_s:g}",
-            "LICHEN_MAX_CONCURRENCY": str(spec.max_concurrency),
-            "LICHEN_METRICS_PATH": spec.metrics_path,
-            "LICHEN_SLO_LATENCY_MS": repr(spec.slo.latency_ms),
-            "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices),
-        })
+        settings = ReplicaSettings(  # the replica contract (lichen.sdk.settings); the replica parses it back
+            service=service, replica=replica_id, revision=revision, port=port,
+            app_dir=str(self.workspace.app_dir), controller=str(self.workspace.app_dir),
+            grace_s=spec.termination_grace_s, drain_s=DRAIN_WINDOW_S, timeout_s=spec.timeout_s,
+            max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path,
+            slo_latency_ms=(spec.slo.latency_ms,),
+        )
+        env.update({"PYTHONUNBUFFERED": "1", **settings.to_env(),
+                    "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices)})
         if placement.memory_bytes is not None and not self.launcher.use_cgroups:
             env.setdefault("MALLOC_ARENA_MAX", "2")
         if placement.cpu_cores is not None:

@@ -15,7 +15,6 @@ import contextvars
 import functools
 import inspect
 import json
-import logging
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,19 +29,26 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lichen import __version__
 from lichen.errors import ConfigError
-from lichen.sdk.endpoints import EndpointSpec, declared_endpoints, replica_defaults
+from lichen.logs import get_logger
+from lichen.sdk.endpoints import EndpointSpec, declared_endpoints
 from lichen.sdk.limits import CURRENT_TICKET, EndpointGate
 from lichen.sdk.logs import current_request_id
 from lichen.sdk.services import Service
+from lichen.sdk.settings import ReplicaSettings
 from lichen.sdk.wrapping import ReplicaApp
 
-log = logging.getLogger("lichen.sdk")
+log = get_logger("lichen.sdk")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _END = object()
 
 
-def build_service_app(target: type[Service] | Service) -> ReplicaApp:
-    """The ASGI app serving one replica of ``target`` (a Service subclass or instance)."""
+def build_service_app(target: type[Service] | Service, settings: ReplicaSettings | None = None) -> ReplicaApp:
+    """The ASGI app serving one replica of ``target`` (a Service subclass or instance).
+
+    ``settings`` (default: :meth:`ReplicaSettings.from_env`) give the endpoints'
+    default limits and where the metrics are served.
+    """
+    settings = ReplicaSettings.from_env() if settings is None else settings
     if isinstance(target, type):
         where = f"{target.__module__}:{target.__qualname__}"
         try:
@@ -56,8 +62,7 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
     declared = declared_endpoints(cls)
     if not declared:
         raise ConfigError("declares no @endpoint methods", where=where)
-    default_timeout_s, default_max_concurrency = replica_defaults()
-    specs = [(attr, spec.resolved(default_timeout_s, default_max_concurrency)) for attr, spec in declared]
+    specs = [(attr, spec.resolved(settings.timeout_s, settings.max_concurrency)) for attr, spec in declared]
 
     threads = sum(spec.max_concurrency or 1 for attr, spec in specs if not _is_async(getattr(service, attr)))
     executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")
@@ -74,6 +79,8 @@ def build_service_app(target: type[Service] | Service) -> ReplicaApp:
         setup=service.setup,
         ready=service.ready if overrides_ready else None,
         teardown=service.teardown,
+        metrics_path=settings.metrics_path,
+        slo_latencies_ms=settings.slo_latency_ms,
     )
     replica.service = service
     replica.executor = executor
@@ -133,8 +140,8 @@ def _add_route(api: FastAPI, spec: EndpointSpec, handler: Callable[..., Any], at
     try:
         api.add_api_route(spec.path, handler, **common)  # FastAPI infers the model from the signature
     except FastAPIError as exc:
-        log.warning("%s: its return annotation is not a pydantic type; serving it without a response model (%s)",
-                    where, str(exc).split("!", 1)[0])
+        log.warning("response_model_skipped", endpoint=where, reason=str(exc).split("!", 1)[0],
+                    detail="the return annotation is not a pydantic type; served without a response model")
         api.add_api_route(spec.path, handler, response_model=None, **common)
     except (AssertionError, TypeError, ValueError) as exc:  # FastAPI's own complaints about parameters
         raise ConfigError(f"cannot serve it as an endpoint: {exc}", where=where) from exc
@@ -246,7 +253,7 @@ async def _open_stream(
             yield sse_event({"status": exc.status_code, "detail": exc.detail}, event="error")
         except Exception as exc:
             # Like a 500: logged in full with the request id; the client learns nothing internal.
-            log.error("stream %s failed: %s: %s", path, type(exc).__name__, exc, exc_info=exc)
+            log.error("stream_failed", path=path, exc_info=exc)
             yield sse_event({"detail": "internal server error", "request_id": current_request_id()}, event="error")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)

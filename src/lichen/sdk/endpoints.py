@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -22,8 +21,6 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 # RFC 9110 section 9.2.2: these methods are idempotent by definition.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_CONCURRENCY = 64
 _ATTRIBUTE = "__lichen_endpoint__"
 
 
@@ -71,7 +68,8 @@ def endpoint(
 
     ``timeout_s`` (a 504 past it) and ``max_concurrency`` (a 503 with
     ``Retry-After`` past it) default to the service's ``timeout_s`` and
-    ``max_concurrency`` from ``lichen.yaml`` (env ``LICHEN_TIMEOUT_S``,
+    ``max_concurrency`` from ``lichen.yaml`` (``ReplicaSettings.timeout_s``
+    and ``max_concurrency``, env ``LICHEN_TIMEOUT_S`` and
     ``LICHEN_MAX_CONCURRENCY``), or 30 s and 64. ``idempotent`` tells the
     gateway a POST may be retried; it defaults to the method's HTTP semantics
     (GET, HEAD, OPTIONS, PUT, DELETE are idempotent). ``stream=True`` sends
@@ -141,24 +139,3 @@ def declared_endpoints(cls: type) -> list[tuple[str, EndpointSpec]]:
             )
         seen[key] = attr
     return list(found.items())
-
-
-def replica_defaults() -> tuple[float, int]:
-    """``(timeout_s, max_concurrency)`` for endpoints that set neither, from the supervisor's env."""
-    return (
-        _positive_env("LICHEN_TIMEOUT_S", DEFAULT_TIMEOUT_S, float),
-        int(_positive_env("LICHEN_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, int)),
-    )
-
-
-def _positive_env(name: str, default: float, kind: Callable[[str], float]) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"must be a positive number, got {raw!r}", where=f"env {name}") from None
-    if not 0 < value < math.inf:  # also refuses nan
-        raise ConfigError(f"must be a positive number, got {raw!r}", where=f"env {name}")
-    return value

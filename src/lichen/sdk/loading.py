@@ -12,14 +12,16 @@ from typing import Any
 from lichen.errors import ConfigError
 from lichen.sdk.building import build_service_app
 from lichen.sdk.services import Service
+from lichen.sdk.settings import ReplicaSettings
 from lichen.sdk.wrapping import ReplicaApp, wrap_asgi
 
 
-def load_target(target: str, app_dir: str | Path | None = None) -> ReplicaApp:
+def load_target(target: str, app_dir: str | Path | None = None, settings: ReplicaSettings | None = None) -> ReplicaApp:
     """Import ``module:attr`` (``app_dir`` goes first on ``sys.path``) and wrap it for serving.
 
     ``attr`` may be a :class:`~lichen.Service` subclass or instance, or any
-    ASGI app (FastAPI, Starlette, ...). Every failure is a one-line
+    ASGI app (FastAPI, Starlette, ...); ``settings`` default to
+    :meth:`ReplicaSettings.from_env`. Every failure is a one-line
     :class:`ConfigError`.
     """
     module_name, sep, attr = target.partition(":")
@@ -51,9 +53,9 @@ def load_target(target: str, app_dir: str | Path | None = None) -> ReplicaApp:
     if isinstance(obj, ReplicaApp):
         return obj
     if (isinstance(obj, type) and issubclass(obj, Service)) or isinstance(obj, Service):
-        return build_service_app(obj)
+        return build_service_app(obj, settings)
     if _is_asgi(obj):
-        return wrap_asgi(obj, name=attr)
+        return wrap_asgi(obj, name=attr, settings=settings)
     if isinstance(obj, type):
         kind = f"class {obj.__qualname__}"
     else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -29,13 +28,13 @@ import uvicorn
 from prometheus_client import disable_created_metrics
 
 from lichen.errors import ConfigError
+from lichen.logs import get_logger
 from lichen.sdk.loading import load_target
 from lichen.sdk.logs import configure_logging, uvicorn_log_config
+from lichen.sdk.settings import ReplicaSettings
 from lichen.sdk.wrapping import ReplicaApp
 
-log = logging.getLogger("lichen.sdk")
-DEFAULT_GRACE_S = 30.0
-DEFAULT_DRAIN_S = 1.0
+log = get_logger("lichen.sdk")
 SETUP_FAILED_EXIT = 1
 
 
@@ -93,69 +92,38 @@ class ReplicaServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.replica.state.refusing = True  # a request still arriving on a kept-alive connection gets 503
-        if self._signal is not None:
-            window = f" after a {self.drain_s:g} s drain window" if self._drain_until is not None else ""
-            log.info(
-                "stopping after %s%s: not ready, refusing new connections, in-flight requests get up to %g s",
-                signal.Signals(self._signal).name,
-                window,
-                self.config.timeout_graceful_shutdown,
-            )
+        if self._signal is not None:  # not ready, refusing new connections; in-flight requests get stop_s
+            log.info("replica_stopping", signal=signal.Signals(self._signal).name,
+                     drain_s=self.drain_s if self._drain_until is not None else 0.0,
+                     stop_s=self.config.timeout_graceful_shutdown)
         await super().shutdown(sockets=sockets)
-
-
-def seconds_from_env(name: str, default: float) -> float:
-    """A number of seconds >= 0 from the environment variable ``name``, or ``default`` when unset."""
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"must be a number of seconds, got {raw!r}", where=f"env {name}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"must be a finite number of seconds >= 0, got {raw!r}", where=f"env {name}")
-    return value
-
-
-def grace_from_env(default: float = DEFAULT_GRACE_S) -> float:
-    """``LICHEN_GRACE_S`` (set by the supervisor from ``termination_grace_s``) or ``default``."""
-    return seconds_from_env("LICHEN_GRACE_S", default)
-
-
-def drain_window_s(drain_s: float, grace_s: float) -> float:
-    """The drain window actually used: at most half the grace period, so in-flight requests keep the rest."""
-    return max(0.0, min(drain_s, grace_s / 2))
 
 
 def serve(
     target: str,
     *,
-    port: int,
+    port: int | None = None,
     host: str = "127.0.0.1",
     app_dir: str | Path | None = None,
     grace_s: float | None = None,
     drain_s: float | None = None,
     log_level: str = "info",
 ) -> int:
-    """Serve ``module:Class`` (or ``module:app``) until signalled; returns the exit code."""
-    configure_logging(log_level)
+    """Serve ``module:Class`` (or ``module:app``) until signalled; returns the exit code.
+
+    ``port``, ``grace_s`` and ``drain_s`` override the replica contract read
+    from the env (:meth:`ReplicaSettings.from_env`); ``None`` keeps its value.
+    """
+    settings = ReplicaSettings.from_env().overridden(port=port, grace_s=grace_s, drain_s=drain_s)
+    configure_logging(log_level, settings=settings)
     disable_created_metrics()  # this process is the replica: no *_created series in /metrics
-    grace = grace_from_env() if grace_s is None else grace_s
-    if not math.isfinite(grace) or grace < 0:
-        raise ConfigError(f"must be a finite number of seconds >= 0, got {grace}", where="--grace-s")
-    drain = seconds_from_env("LICHEN_DRAIN_S", DEFAULT_DRAIN_S) if drain_s is None else drain_s
-    if not math.isfinite(drain) or drain < 0:
-        raise ConfigError(f"must be a finite number of seconds >= 0, got {drain}", where="--drain-s")
-    drain = drain_window_s(drain, grace)
-    stop_s = grace - drain  # what in-flight requests get once the window closed
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"must be a TCP port from 1 to 65535 (0 picks a free one), got {port}", where="--port")
-    replica = load_target(target, app_dir)
+    drain = settings.drain_window_s
+    stop_s = settings.grace_s - drain  # what in-flight requests get once the window closed
+    replica = load_target(target, app_dir, settings)
     config = uvicorn.Config(
         replica,
         host=host,
-        port=port,
+        port=settings.port,
         lifespan="on",
         log_config=uvicorn_log_config(),
         log_level=log_level.lower(),
@@ -164,14 +132,14 @@ def serve(
         timeout_graceful_shutdown=int(stop_s) if stop_s == int(stop_s) else stop_s,  # type: ignore[arg-type]
     )
     server = ReplicaServer(config, replica, drain_s=drain)
-    listener = _listen(host, port)
+    listener = _listen(host, settings.port)
     try:
         asyncio.run(server.serve(sockets=[listener]))
     except SystemExit as exc:  # uvicorn exits on bind or startup failure
         code = exc.code if isinstance(exc.code, int) else 1
         return code or 1
     code = server.exit_code
-    log.info("replica stopped", extra={"exit_code": code})
+    log.info("replica_stopped", exit_code=code)
     _finish_handler_threads(replica, code)
     return code
 
@@ -200,7 +168,7 @@ def _finish_handler_threads(replica: ReplicaApp, code: int) -> None:
     stopper.start()
     stopper.join(timeout=1.0)
     if stopper.is_alive():
-        log.warning("sync handler threads are still running after the grace period; exiting without them")
+        log.warning("handler_threads_abandoned", reason="sync handlers still running after the grace period")
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

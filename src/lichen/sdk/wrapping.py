@@ -24,16 +24,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
-from lichen.errors import ConfigError
+from lichen.logs import get_logger
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
 from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
 from lichen.sdk.logs import ACCESS_LOGGER, REQUEST_ID
+from lichen.sdk.settings import FIXED_BUILTIN_PATHS, ReplicaSettings
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = dict[str, Any]
 
-log = logging.getLogger("lichen.sdk")
-access_log = logging.getLogger(ACCESS_LOGGER)
+log = get_logger("lichen.sdk")
+access_log = get_logger(ACCESS_LOGGER)
 
 _JSON = b"application/json"
 _REQUEST_ID_HEADER = b"x-request-id"
@@ -148,8 +149,12 @@ class ReplicaApp:
         self.inner = inner
         self.name = name
         self.state = ReplicaState(needs_setup=setup is not None)
-        self.metrics_path = metrics_path_from_env() if metrics_path is None else metrics_path
-        latencies = slo_latencies_from_env() if slo_latencies_ms is None else slo_latencies_ms
+        if metrics_path is None or slo_latencies_ms is None:
+            settings = ReplicaSettings.from_env()
+            metrics_path = settings.metrics_path if metrics_path is None else metrics_path
+            slo_latencies_ms = settings.slo_latency_ms if slo_latencies_ms is None else slo_latencies_ms
+        self.metrics_path = metrics_path
+        latencies = slo_latencies_ms
         self.metrics = ReplicaMetrics(registry or CollectorRegistry(auto_describe=True), self.state.is_ready, latencies)
         self.setup_finished = threading.Event()
         self.on_setup_failed: Callable[[BaseException], None] | None = None
@@ -184,7 +189,7 @@ class ReplicaApp:
         self.state.refusing = True
         if not self.state.draining:
             self.state.draining = True
-            log.info("draining: readiness now false, refusing new requests")
+            log.info("draining", ready=False, refusing_new_requests=True)
 
     def start_setup(self) -> None:
         """Run ``setup()`` in a thread (once); the loop keeps answering probes meanwhile."""
@@ -203,7 +208,7 @@ class ReplicaApp:
     def _run_setup(self) -> None:
         assert self._setup is not None
         started = time.perf_counter()
-        log.info("setup started")
+        log.info("setup_started")
         try:
             result = self._setup()
             if inspect.isawaitable(result):  # `async def setup()`: run it on the server's loop, wait here
@@ -213,14 +218,14 @@ class ReplicaApp:
                     asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result()
         except BaseException as exc:
             self.state.setup_error = exc
-            log.error("setup failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            log.error("setup_failed", exc_info=exc)  # error: "Type: message", and the traceback
             self.setup_finished.set()
             if self.on_setup_failed is not None:
                 self.on_setup_failed(exc)
             return
         self.state.setup_done = True
         self.setup_finished.set()
-        log.info("setup finished", extra={"setup_ms": round((time.perf_counter() - started) * 1000, 1)})
+        log.info("setup_finished", setup_ms=round((time.perf_counter() - started) * 1000, 1))
 
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
         message = await receive()
@@ -230,7 +235,7 @@ class ReplicaApp:
         try:
             await self._inner_lifespan.startup(scope)
         except Exception as exc:
-            log.error("startup failed: %s", exc)
+            log.error("startup_failed", error=f"{type(exc).__name__}: {exc}")
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         self.state.started = True
@@ -251,9 +256,9 @@ class ReplicaApp:
                     await self._teardown()
                 else:
                     await asyncio.get_running_loop().run_in_executor(None, self._teardown)
-                log.info("teardown finished")
+                log.info("teardown_finished")
             except Exception as exc:
-                log.error("teardown failed: %s", exc, exc_info=exc)
+                log.error("teardown_failed", exc_info=exc)
                 failure = failure or f"teardown() failed: {exc}"
         if failure:
             await send({"type": "lifespan.shutdown.failed", "message": failure})
@@ -350,7 +355,7 @@ class ReplicaApp:
         if builtin is not None:
             await builtin(scope, receive, send)
             if access_log.isEnabledFor(logging.DEBUG):
-                access_log.debug("request", extra={"method": scope["method"], "path": scope["path"]})
+                access_log.debug("request", method=scope["method"], path=scope["path"])
             return
         if self.state.refusing:
             await _send_bytes(
@@ -398,18 +403,10 @@ class ReplicaApp:
             self.metrics.observe(endpoint, method, status or 500, latency_s)
             # A failure is logged even when request lines are off (--log-level warning or error).
             if failed is not None or access_log.isEnabledFor(logging.INFO):
-                fields = {
-                    "request_id": request_id,
-                    "method": method,
-                    "path": scope["path"],
-                    "endpoint": endpoint,
-                    "status": status or 500,
-                    "latency_ms": round(latency_s * 1000, 2),
-                }
-                if failed is not None:
-                    access_log.error("request failed", extra=fields, exc_info=failed)
-                else:
-                    access_log.info("request", extra=fields)
+                access_log.log(logging.ERROR if failed is not None else logging.INFO,
+                               "request_failed" if failed is not None else "request", exc_info=failed,
+                               request_id=request_id, method=method, path=scope["path"], endpoint=endpoint,
+                               status=status or 500, latency_ms=round(latency_s * 1000, 2))
 
     def _match_inflight(self, scope: Scope) -> Any:
         for route, gauge in self._routes:
@@ -432,35 +429,6 @@ def _settle(call: asyncio.Future[Any], result: Any, error: BaseException | None)
 
 
 _BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")
-_FIXED_BUILTINS = ("/healthz", "/readyz", "/.well-known/lichen")
-
-
-def metrics_path_from_env() -> str:
-    """Where this replica serves its metrics: ``LICHEN_METRICS_PATH`` (the spec's ``metrics_path``) or /metrics."""
-    path = os.environ.get("LICHEN_METRICS_PATH") or "/metrics"
-    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path) or path in _FIXED_BUILTINS:
-        raise ConfigError(f"must be a URL path such as /metrics, other than {', '.join(_FIXED_BUILTINS)}; got {path!r}",
-                          where="env LICHEN_METRICS_PATH")
-    return path
-
-
-def slo_latencies_from_env() -> tuple[float, ...]:
-    """The service's SLO latency thresholds in ms (``LICHEN_SLO_LATENCY_MS``, comma-separated): each gets a bucket."""
-    raw = os.environ.get("LICHEN_SLO_LATENCY_MS", "").strip()
-    if not raw:
-        return ()
-    values = []
-    for part in raw.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            value = float("nan")
-        if not 0 < value < float("inf"):
-            raise ConfigError(f"must be milliseconds > 0, comma-separated; got {raw!r}", where="env LICHEN_SLO_LATENCY_MS")
-        values.append(value)
-    return tuple(values)
-
-
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == _REQUEST_ID_HEADER:
@@ -482,23 +450,22 @@ async def _send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
+def wrap_asgi(app: ASGIApp, name: str = "app", settings: ReplicaSettings | None = None) -> ReplicaApp:
     """Give a plain ASGI app (FastAPI, Starlette, ...) the replica built-ins, metrics and logs.
 
     Ready once the app's own lifespan startup finished. Endpoints listed at
     ``/.well-known/lichen`` are its routes when it has a Starlette router.
+    ``settings`` default to :meth:`ReplicaSettings.from_env`.
     """
+    settings = ReplicaSettings.from_env() if settings is None else settings
     endpoints: list[dict[str, Any]] = []
     routes: list[Any] = []
-    answered = (*_FIXED_BUILTINS, metrics_path_from_env())
+    answered = (*FIXED_BUILTIN_PATHS, settings.metrics_path)
     for route in getattr(app, "routes", ()) or ():
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
         if path in answered:
-            log.warning(
-                "%s: the app's own route %s is not reachable; Lichen answers it as a built-in of every replica",
-                name,
-                path,
-            )
+            log.warning("builtin_route_shadowed", app=name, route=path,
+                        reason="Lichen answers this path itself on every replica; the app's own route is not reached")
         if not path or not methods or path in answered or path == "/openapi.json" or path.startswith(("/docs", "/redoc")):
             continue
         if callable(getattr(route, "matches", None)):
@@ -514,4 +481,5 @@ def wrap_asgi(app: ASGIApp, name: str = "app") -> ReplicaApp:
                     "stream": False,
                 }
             )
-    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints, routes=routes, metrics_path=answered[-1])
+    return ReplicaApp(app, name=name, kind="asgi", endpoints=endpoints, routes=routes,
+                      metrics_path=settings.metrics_path, slo_latencies_ms=settings.slo_latency_ms)

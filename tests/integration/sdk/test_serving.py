@@ -50,6 +50,7 @@ def test_an_endpoint_call_returns_the_typed_response_and_logs_one_json_line(echo
     line = wait_until(
         lambda: next((r for r in echo.logs() if r.get("request_id") == "req-42"), None), "the request's log line"
     )
+    assert line["event"] == "request" and line["logger"] == "lichen.access"
     assert line["method"] == "POST" and line["path"] == "/echo" and line["status"] == 200
     assert line["latency_ms"] >= 0 and line["level"] == "info" and line["ts"].endswith("Z")
     assert (line["service"], line["replica"], line["revision"]) == ("echo", "echo-0", "r1")
@@ -142,8 +143,9 @@ def test_readyz_is_false_during_a_slow_setup_and_true_after(serve_factory: Calla
 def test_a_failing_setup_exits_non_zero_with_the_error_logged(serve_factory: Callable[..., Replica]) -> None:
     replica = serve_factory("slow_setup_service:BrokenSetup", wait_healthy=False)
     assert replica.wait_exit() == 1
-    failures = [r for r in replica.logs() if r["msg"].startswith("setup failed")]
-    assert failures and "model file missing" in failures[0]["msg"] and "RuntimeError" in failures[0]["error"]
+    failures = [r for r in replica.logs() if r["event"] == "setup_failed"]
+    assert failures and failures[0]["error"].startswith("RuntimeError: model file missing") and failures[0]["level"] == "error"
+    assert "Traceback" in failures[0]["traceback"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -167,9 +169,10 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     thread.join(timeout=60)
     assert box and box[0].status_code == 200 and box[0].json() == {"released": True}
     assert replica.wait_exit() == 0
-    messages = [r["msg"] for r in replica.logs()]
-    assert any(m.startswith("stopping after") for m in messages) and "teardown finished" in messages
-    assert any("drain window" in m for m in messages) == (sig == signal.SIGTERM)
+    events = {r["event"]: r for r in replica.logs()}
+    assert "teardown_finished" in events and events["replica_stopping"]["signal"] == sig.name
+    assert events["replica_stopping"]["drain_s"] == (5 if sig == signal.SIGTERM else 0)
+    assert events["replica_stopped"]["exit_code"] == 0
 
 
 def test_a_plain_asgi_app_gets_the_same_wrappers(serve_factory: Callable[..., Replica]) -> None:

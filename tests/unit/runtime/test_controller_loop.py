@@ -14,6 +14,7 @@ from lichen.errors import ConfigError
 from lichen.runtime.controlling import Controller
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
+from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec
 from lichen.testing import FakeLauncher, FakeProber
 
@@ -65,7 +66,10 @@ def test_scale_up_publish_scale_down(tmp_path: Path, fakes) -> None:
         assert len(launcher.alive()) == 2
         env = launcher.alive()[0].request.env
         assert env["LICHEN_SERVICE"] == "web" and env["CUDA_VISIBLE_DEVICES"] == "" and env["LICHEN_GRACE_S"] == "1"
-        assert (env["LICHEN_METRICS_PATH"], env["LICHEN_SLO_LATENCY_MS"], env["LICHEN_DRAIN_S"]) == ("/metrics", "300.0", "1")
+        assert (env["LICHEN_METRICS_PATH"], env["LICHEN_SLO_LATENCY_MS"], env["LICHEN_DRAIN_S"]) == ("/metrics", "300", "1")
+        settings = ReplicaSettings.from_env(env)  # the replica reads back what the spec said
+        assert (settings.replica, settings.grace_s, settings.timeout_s, settings.slo_latency_ms) == (
+            launcher.alive()[0].request.name, 1.0, 30.0, (300.0,))
         assert "LICHEN_MAX_INFLIGHT" not in env  # the gateway's limit, not the replica's
         controller.scale("web", 1)
         await until(lambda: len(launcher.alive()) == 1 and len(controller.replicas) == 1, "scale down")

@@ -229,19 +229,6 @@ def test_a_stream_whose_first_event_is_late_is_a_504() -> None:
         assert samples(client.get("/metrics").text, "lichen_inflight_requests") == {(("endpoint", "/late"),): 0.0}
 
 
-def test_the_grace_period_comes_from_the_supervisor_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lichen.errors import ConfigError
-    from lichen.sdk.serving import grace_from_env
-
-    monkeypatch.delenv("LICHEN_GRACE_S", raising=False)
-    assert grace_from_env() == 30.0
-    monkeypatch.setenv("LICHEN_GRACE_S", "12.5")
-    assert grace_from_env() == 12.5
-    monkeypatch.setenv("LICHEN_GRACE_S", "soon")
-    with pytest.raises(ConfigError, match="env LICHEN_GRACE_S"):
-        grace_from_env()
-
-
 def test_metrics_are_served_at_the_specs_metrics_path(monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi import FastAPI
 

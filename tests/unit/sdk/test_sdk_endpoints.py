@@ -6,7 +6,7 @@ import pytest
 
 from lichen import Service, endpoint
 from lichen.errors import ConfigError
-from lichen.sdk.endpoints import EndpointSpec, declared_endpoints, replica_defaults
+from lichen.sdk.endpoints import EndpointSpec, declared_endpoints
 
 
 def test_the_decorator_records_a_spec_and_leaves_the_method_callable() -> None:
@@ -85,24 +85,3 @@ def test_two_methods_on_one_route_are_an_error() -> None:
 
     with pytest.raises(ConfigError, match=r"POST /same is declared by both one\(\) and two\(\)"):
         declared_endpoints(Twice)
-
-
-def test_replica_defaults_come_from_the_supervisor_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LICHEN_TIMEOUT_S", raising=False)
-    monkeypatch.delenv("LICHEN_MAX_CONCURRENCY", raising=False)
-    assert replica_defaults() == (30.0, 64)
-    monkeypatch.setenv("LICHEN_TIMEOUT_S", "2.5")
-    monkeypatch.setenv("LICHEN_MAX_CONCURRENCY", "16")
-    assert replica_defaults() == (2.5, 16)
-    spec = EndpointSpec("/x", "POST", None, None, False, False).resolved(*replica_defaults())
-    assert (spec.timeout_s, spec.max_concurrency) == (2.5, 16)
-    monkeypatch.setenv("LICHEN_MAX_CONCURRENCY", "-1")
-    with pytest.raises(ConfigError, match="env LICHEN_MAX_CONCURRENCY"):
-        replica_defaults()
-
-
-@pytest.mark.parametrize("raw", ["nan", "inf", "0", "-2", "soon"])
-def test_a_replica_default_timeout_must_be_a_finite_positive_number(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
-    monkeypatch.setenv("LICHEN_TIMEOUT_S", raw)
-    with pytest.raises(ConfigError, match="env LICHEN_TIMEOUT_S: must be a positive number"):
-        replica_defaults()
