@@ -40,7 +40,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lichen.clocks import Clock, SystemClock
-from lichen.control import backoff, probing
+from lichen.control import backoff, probing, restarting
 from lichen.control.draining import CONFIRM_TIMEOUT_S, DrainDecision, drain_decision
 from lichen.control.plans import (
     DesiredService,
@@ -398,33 +398,18 @@ class Controller:
             self.launcher.release(replica.handle)
         replica.handle = None
         record.pid = record.create_time = None
-        exit_text = "unknown (adopted)" if code == -255 else (f"signal {-code}" if code < 0 else f"exit code {code}")
-        if record.stop_reason and not record.then_restart:
-            self.event(record.service, "Stopped", record.stop_reason, exit_text, record.id)
+        ran_for = now - replica.started_mono if replica.started_mono is not None else 0.0
+        verdict = restarting.replica_exit(code, oom=oom, stop_reason=record.stop_reason, then_restart=record.then_restart,
+                                          ran_for_s=ran_for, crash_count=record.crash_count, restart=spec.restart)
+        self.event(record.service, verdict.event.kind, verdict.event.reason, verdict.event.message, record.id)
+        if verdict.planned:
             self._forget(replica)
             return
-        if oom:
-            reason = "OOMKilled"
-        elif record.then_restart:
-            reason = record.stop_reason or "LivenessFailed"
-        elif code == 0:
-            reason = "Completed"
-        elif code < 0 and code != -255:
-            reason = "Killed"
-        else:
-            reason = "Error"
-        ran_for = now - replica.started_mono if replica.started_mono is not None else 0.0
-        record.crash_count = backoff.next_crash_count(record.crash_count, ran_for, spec.restart)
-        record.phase = "exited"
-        record.exited_at = self.clock.wall()
-        replica.exited_mono = now
-        record.last_exit_code = None if code == -255 else code
-        record.last_exit_reason = reason
+        record.phase, record.exited_at, replica.exited_mono = "exited", self.clock.wall(), now
+        record.crash_count, record.last_exit_code, record.last_exit_reason = (verdict.crash_count, verdict.exit_code,
+                                                                              verdict.reason)
         record.stop_reason, record.then_restart = "", False
         self.store.save_replica(record)
-        delay = backoff.restart_delay_s(record.crash_count, spec.restart)
-        self.event(record.service, "OOMKilled" if oom else "Exited", reason,
-                   f"{exit_text} after {ran_for:.1f}s; restart in {delay:g}s", record.id)
 
     def _forget(self, replica: Replica) -> None:
         self.replicas.pop(replica.record.id, None)

@@ -1,9 +1,10 @@
 """Supervising processes that are not replicas (the gateway, for example).
 
 The controller owns a list of :class:`AuxiliaryProcess`; each pass,
-:func:`step_auxiliary` starts the missing ones, restarts exited ones on the
-CrashLoopBackOff schedule (:mod:`lichen.control.backoff`) and, while the
-controller shuts down, sends SIGTERM and then SIGKILL after the grace period.
+:func:`step_auxiliary` polls each one, asks the pure
+:func:`lichen.control.restarting.supervise` what to do (start a missing one,
+restart an exited one on the CrashLoopBackOff schedule, SIGTERM on shutdown
+and SIGKILL after the grace period) and does it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from lichen.control import backoff
+from lichen.control import restarting
+from lichen.control.restarting import SupervisedState
 from lichen.runtime.processes import LaunchRequest, ProcessHandle, ProcessLauncher
 from lichen.runtime.workspaces import Workspace
 from lichen.spec.models import RestartSpec
@@ -36,6 +38,16 @@ class AuxiliaryProcess:
     kill_at: float | None = None
     last_exit_code: int | None = None
 
+    @property
+    def state(self) -> SupervisedState:
+        """What the supervision decisions read (plain data)."""
+        return SupervisedState(self.crash_count, self.started_mono, self.exited_mono, self.kill_at, self.last_exit_code)
+
+    @state.setter
+    def state(self, state: SupervisedState) -> None:
+        self.crash_count, self.started_mono, self.exited_mono = state.crash_count, state.started_at, state.exited_at
+        self.kill_at, self.last_exit_code = state.kill_at, state.last_exit_code
+
 
 def step_auxiliary(auxiliary: Iterable[AuxiliaryProcess], launcher: ProcessLauncher, workspace: Workspace,
                    now: float, stopping: bool, event: EventSink, hidden_env: Collection[str] = ()) -> float | None:
@@ -46,38 +58,31 @@ def step_auxiliary(auxiliary: Iterable[AuxiliaryProcess], launcher: ProcessLaunc
     """
     wake: float | None = None
     for aux in auxiliary:
+        code = launcher.poll(aux.handle) if aux.handle is not None else None
+        step = restarting.supervise(aux.state, running=aux.handle is not None, exit_code=code, now=now,
+                                    stopping=stopping, restart=aux.restart, grace_s=aux.grace_s)
+        aux.state = step.state
         if aux.handle is not None:
-            code = launcher.poll(aux.handle)
-            if code is None:
-                if stopping and aux.kill_at is None:
-                    launcher.terminate(aux.handle)
-                    aux.kill_at = now + aux.grace_s
-                elif aux.kill_at is not None and now >= aux.kill_at:
-                    launcher.kill(aux.handle)
+            if step.signal == "SIGTERM":
+                launcher.terminate(aux.handle)
+            elif step.signal == "SIGKILL":
+                launcher.kill(aux.handle)
+            if code is not None:
+                aux.handle = None
+        for note in step.events:
+            event(aux.name, note.kind, note.reason, note.message)
+        if step.wake_at is not None:
+            wake = step.wake_at if wake is None else min(wake, step.wake_at)
+        if step.start:
+            env = {**{k: v for k, v in os.environ.items() if k not in hidden_env}, **aux.env}
+            request = LaunchRequest(name=aux.name, argv=aux.argv, env=env, cwd=workspace.app_dir,
+                                    log_path=workspace.log_path(aux.name))
+            try:
+                aux.handle = launcher.launch(request)
+            except OSError as exc:
+                aux.state = restarting.start_failed(aux.state, now, aux.restart)
+                event(aux.name, "StartFailed", type(exc).__name__, str(exc))
                 continue
-            ran_for = now - (aux.started_mono or now)
-            aux.handle, aux.exited_mono, aux.last_exit_code, aux.kill_at = None, now, code, None
-            if stopping:
-                event(aux.name, "Stopped", "shutdown", f"exit code {code}")
-                continue
-            aux.crash_count = backoff.next_crash_count(aux.crash_count, ran_for, aux.restart)
-            event(aux.name, "Exited", "Error" if code else "Completed",
-                       f"exit code {code}; restart in {backoff.restart_delay_s(aux.crash_count, aux.restart):g}s")
-        if stopping:
-            continue
-        due = backoff.restart_at(aux.exited_mono, aux.crash_count, aux.restart) if aux.exited_mono is not None else now
-        if due > now:
-            wake = due if wake is None else min(wake, due)
-            continue
-        request = LaunchRequest(name=aux.name, argv=aux.argv, env={**{k: v for k, v in os.environ.items() if k not in hidden_env}, **aux.env},
-                                cwd=workspace.app_dir, log_path=workspace.log_path(aux.name))
-        try:
-            aux.handle = launcher.launch(request)
-        except OSError as exc:
-            aux.exited_mono = now
-            aux.crash_count = backoff.next_crash_count(aux.crash_count, 0.0, aux.restart)
-            event(aux.name, "StartFailed", type(exc).__name__, str(exc))
-            continue
-        aux.started_mono = now
-        event(aux.name, "Started", "supervised process", f"pid {aux.handle.pid}")
+            aux.state = restarting.started(aux.state, now)
+            event(aux.name, "Started", "supervised process", f"pid {aux.handle.pid}")
     return wake
