@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import IO, Any
@@ -60,6 +61,7 @@ __all__ = [
     "get_logger",
     "is_secret_field",
     "log_event",
+    "snake_case",
 ]
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("lichen_request_id", default=None)
@@ -74,6 +76,14 @@ _SECRET_PARTS = frozenset(
 # Attributes every LogRecord has; anything else a caller passed in ``extra=`` is a field.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message", "taskName"}
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def snake_case(name: str) -> str:
+    """An event name from a PascalCase kind: ``"CrashLoopBackOff"`` -> ``"crash_loop_back_off"``."""
+    return _WORD_START.sub("_", name).replace("-", "_").replace(" ", "_").lower()
 
 
 def is_secret_field(name: str) -> bool:

@@ -8,7 +8,17 @@ import logging
 
 import pytest
 
-from lichen.logs import REQUEST_ID, Event, JsonFormatter, as_event, configure, get_logger, is_secret_field, log_event
+from lichen.logs import (
+    REQUEST_ID,
+    Event,
+    JsonFormatter,
+    as_event,
+    configure,
+    get_logger,
+    is_secret_field,
+    log_event,
+    snake_case,
+)
 
 
 @pytest.fixture
@@ -112,3 +122,8 @@ def test_the_formatter_alone() -> None:
     record = logging.makeLogRecord({"name": "x", "levelname": "WARNING", "msg": Event("slow", {"ms": 3})})
     data = json.loads(JsonFormatter().format(record))
     assert data["event"] == "slow" and data["ms"] == 3 and data["level"] == "warning"
+
+
+def test_kinds_become_snake_case_event_names() -> None:
+    assert [snake_case(k) for k in ("CrashLoopBackOff", "OOMKilled", "Started", "RolloutStarted", "reload_failed")] == [
+        "crash_loop_back_off", "oom_killed", "started", "rollout_started", "reload_failed"]

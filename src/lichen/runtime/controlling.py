@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import math
 import os
 import signal
@@ -54,6 +53,7 @@ from lichen.control.plans import (
 from lichen.control.reconciling import reconcile
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError, UnknownServiceError
+from lichen.logs import get_logger, snake_case
 from lichen.runtime import adopting, processes, supervising
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry
 from lichen.runtime.probing import HttpProber
@@ -65,7 +65,7 @@ from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
-log = logging.getLogger("lichen.controller")
+log = get_logger("lichen.controller")
 LOG_MAX_BYTES = 10 * 2**20
 EVENTS_KEPT = 100_000
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
@@ -287,14 +287,14 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("periodic task %s failed", name)
+                log.exception("periodic_task_failed", task=name)
 
     def wake(self) -> None:
         self._wake.set()
 
     def event(self, service: str, kind: str, reason: str = "", message: str = "", replica: str = "") -> None:
         self.store.add_event(self.clock.wall(), service, kind, reason, message, replica)
-        log.info("%s %s %s %s %s", service, replica, kind, reason, message)
+        log.info(snake_case(kind), service=service, replica=replica, reason=reason, message=message)
 
     # ================================================================ loop
     async def run(self) -> None:
@@ -620,7 +620,7 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a probe must never end its loop: count it as a failure
-                log.exception("%s probe of %s failed unexpectedly", kind, record.id)
+                log.exception("probe_crashed", probe=kind, replica=record.id)
                 outcome = "failed"
             before = getattr(replica, kind)
             after = probing.record_probe(before, probe, outcome, now)
