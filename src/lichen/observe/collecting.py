@@ -16,19 +16,19 @@ Interface (stable)::
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lichen.clocks import Clock
+from lichen.logs import get_logger
 from lichen.observe.promql import Engine
 from lichen.observe.rules import RuleGroup, RuleManager
 from lichen.observe.scraping import Scraper, ScrapeResult, ScrapeTarget
 from lichen.observe.series import SeriesStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass
@@ -113,7 +113,7 @@ class MetricsPipeline:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - keep collecting
-                    log.exception("metrics pipeline round failed")
+                    log.exception("metrics_round_failed")
                 await clock.sleep(max(0.0, self.scrape_interval_s - (clock.now() - started)))
         finally:
             await self.scraper.aclose()

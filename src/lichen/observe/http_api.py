@@ -23,7 +23,6 @@ with HTTP 400 or 422.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,12 +34,13 @@ import promql_parser as pp
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from lichen.logs import get_logger
 from lichen.observe.promql import Engine, QueryError, _matchers
 from lichen.observe.promql_values import format_value
 from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 
 PROMETHEUS_COMPAT_VERSION = "2.42.0"
-log = logging.getLogger("lichen.observe.http_api")
+log = get_logger("lichen.observe.http_api")
 
 
 class _BadData(Exception):
@@ -130,7 +130,7 @@ def build_query_router(
             except QueryError as exc:
                 return _error("execution", exc.message, 422)
             except Exception as exc:  # noqa: BLE001 - a bug must still answer in Prometheus' shape
-                log.exception("query API failed")
+                log.exception("query_failed", path=request.url.path)
                 return _error("internal", f"{type(exc).__name__}: {exc}", 500)
 
         return endpoint

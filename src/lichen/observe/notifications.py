@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,9 +56,10 @@ from lichen.control.notifying import (
     plan_push,
     step,
 )
+from lichen.logs import get_logger
 from lichen.observe.silences import SilenceStore, connect_state_db, state_db_path
 
-log = logging.getLogger("lichen.alerts")
+log = get_logger("lichen.alerts")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 ALERTMANAGER_GROUP = "alertmanager"
 
@@ -420,7 +420,7 @@ class Notifier:
             try:
                 await self.process(alerts(), clock.wall())
             except Exception:  # noqa: BLE001 - a notifier must outlive any one bad cycle
-                log.exception("notification cycle failed")
+                log.exception("notification_cycle_failed")
             await clock.sleep(interval_s)
 
     async def deliver_due(self, now: float) -> tuple[int, int, int]:
@@ -438,7 +438,7 @@ class Notifier:
         retryable = True
         try:
             if receiver.kind == "log":
-                log.warning("alert notification %s", json.dumps(item.payload, sort_keys=True))
+                log.warning("alert_notification", receiver=item.receiver, payload=item.payload)
                 error = None
             else:
                 url = receiver.url
@@ -456,7 +456,7 @@ class Notifier:
             self.store.finish(item.id, now, "delivered")
             return "delivered"
         if not retryable or now - item.created_at >= self.max_age_s:
-            log.error("giving up on notification %d to %s: %s", item.id, item.receiver, error)
+            log.error("notification_abandoned", notification=item.id, receiver=item.receiver, error=error)
             self.store.finish(item.id, now, "failed", error)
             return "failed"
         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(item.attempts, 30))

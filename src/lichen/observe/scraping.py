@@ -22,7 +22,6 @@ ignored: samples are stamped with the scrape time.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,10 +31,11 @@ import httpx
 
 from lichen.clocks import Clock
 from lichen.errors import DataError
+from lichen.logs import get_logger
 from lichen.observe.expositions import ExpositionParser
 from lichen.observe.series import Labels, SeriesStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,5 +217,5 @@ class Scraper:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one bad round must not end scraping
-                log.exception("scrape round failed")
+                log.exception("scrape_round_failed")
             await clock.sleep(max(0.0, interval_s - (clock.now() - started)))

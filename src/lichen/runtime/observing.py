@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +55,7 @@ from urllib.parse import urlsplit
 
 from lichen.control.notifying import InhibitRule, RouteConfig, next_flush_at
 from lichen.errors import ConfigError, LichenError
+from lichen.logs import get_logger
 from lichen.observe.collecting import MetricsPipeline
 from lichen.observe.default_rules import default_rules_yaml
 from lichen.observe.notifications import Notifier, Receiver, receiver_name
@@ -63,7 +63,7 @@ from lichen.observe.rules import RuleGroup, RulesReload, check_rule_file, parse_
 from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.spec.models import AppSpec
 
-log = logging.getLogger("lichen.observing")
+log = get_logger("lichen.observing")
 SNAPSHOT_INTERVAL_S = 60.0
 DEFAULT_GROUP_PREFIX = "lichen-defaults-"
 
@@ -367,7 +367,7 @@ class Observing:
                 await asyncio.sleep(max(0.05, due - wall))
                 now = clock.wall()
         except Exception:  # noqa: BLE001 - the outbox keeps what was not delivered
-            log.exception("notification cycle failed")
+            log.exception("notification_cycle_failed")
 
     def _snapshot(self) -> None:
         assert self.pipeline.persist_path is not None
@@ -415,7 +415,7 @@ class Observing:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one failed round never stops the next
-                log.exception("%s round failed", name)
+                log.exception("round_failed", round=name)
             due[0] += interval_s
             now = clock.now()
             if due[0] <= now:  # overran: skip the missed ticks

@@ -10,6 +10,7 @@ import pytest
 
 from lichen.control.notifying import Alert, RouteConfig
 from lichen.errors import ConfigError, StateError
+from lichen.logs import as_event
 from lichen.observe.notifications import (
     NotificationStore,
     Notifier,
@@ -197,7 +198,9 @@ def test_log_and_alertmanager_receivers(tmp_path: Path, hook: WebhookReceiver, c
 
     first, second = run(scenario())
     assert first.delivered == 1 and second.delivered == 1
-    assert any("HighErrorRatio" in r.getMessage() and '"version": "4"' in r.getMessage() for r in caplog.records)
+    logged = [as_event(r).fields for r in caplog.records if as_event(r).name == "alert_notification"]
+    assert logged and logged[0]["receiver"] == "log" and logged[0]["payload"]["version"] == "4"
+    assert logged[0]["payload"]["alerts"][0]["labels"]["alertname"] == "HighErrorRatio"
     assert [path for path, _ in hook.posts] == ["/api/v2/alerts", "/api/v2/alerts"]
     pushed_firing, pushed_resolved = (body for _, body in hook.posts)
     assert pushed_firing[0]["labels"]["alertname"] == "HighErrorRatio"
