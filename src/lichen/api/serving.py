@@ -253,7 +253,9 @@ async def host_controller(
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
                          observing=observing)
-        server = _QuietServer(uvicorn.Config(api, log_level="warning", access_log=False, lifespan="off"))
+        # log_config=None: uvicorn's records reach the process's handler (lichen.logs.configure), one style
+        server = _QuietServer(uvicorn.Config(api, log_level="warning", log_config=None, access_log=False,
+                                             lifespan="off"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lichen.cli.output import console, dashboard_line, err_console, is_private, print_json
+from lichen.cli.output import console, dashboard_line, dashboard_url, err_console, is_private, print_json
 from lichen.errors import ConfigError, ControlPlaneError
 
 AppDir = Annotated[Path, typer.Option("--app-dir", "-C", help="The app directory (holding lichen.yaml).")]
@@ -161,15 +162,23 @@ def observability_lines(observed: dict[str, Any] | None) -> list[str]:
 
 def _serve_foreground(workspace: Any, live: bool) -> None:
     from lichen.api.serving import host_controller
+    from lichen.logs import configure, get_logger
+
+    # One JSON line per event (lichen.logs) on stderr: the daemon's controller.log gets every one; above a
+    # live status table only warnings and errors show.
+    configure("warning" if live else "info")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe or scrape would drown the events
+    log = get_logger("lichen.controller")
 
     async def main() -> None:
         if not live:
             def announce(controller: Any) -> None:
                 info = json.loads(workspace.controller_file.read_text())
-                print(f"controller pid {info['pid']} serving {info['url']} for {workspace.app_dir}", flush=True)
-                print(dashboard_line(info["url"], None, private=False), flush=True)  # the log: never the token
+                log.info("controller_serving", pid=info["pid"], url=info["url"], app_dir=str(workspace.app_dir))
+                log.info("dashboard_url", url=dashboard_url(info["url"]),  # the log: never the token
+                         sign_in="'lichen dashboard' opens it signed in, or paste the token from .lichen/token")
                 if controller.gateway is not None:
-                    print(f"gateway {controller.gateway.url}", flush=True)
+                    log.info("gateway_url", url=controller.gateway.url)
 
             await host_controller(workspace, on_ready=announce)
             return

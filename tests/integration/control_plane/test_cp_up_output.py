@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import pty
 import re
@@ -69,7 +70,11 @@ def test_the_printed_dashboard_url_opens_signed_in_and_no_log_holds_the_token(ma
     assert config.status_code == 200 and config.json()["app"] == "cptest"
 
     log = (app.dir / ".lichen" / "logs" / "controller.log").read_text()
-    assert "dashboard http" in log and token not in log  # the daemon's log is readable by others: no token
+    assert token not in log  # the daemon's log is readable by others: no token
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    [dashboard] = [e for e in events if e["event"] == "dashboard_url"]
+    assert dashboard["url"] == page and dashboard["ts"].endswith("Z") and dashboard["logger"] == "lichen.controller"
+    assert any(e["event"] == "started" and e["service"] == "api" for e in events)  # the controller's own events
 
 
 def test_logs_follow_with_zero_lines_prints_only_new_lines(make_app) -> None:
