@@ -13,6 +13,10 @@ affinity to ``ceil(C)`` cores), turns SIGTERM into ``KeyboardInterrupt`` so
 :class:`lichen.errors.LichenError` becomes one line on stderr and its exit
 code; an interrupt exits 130 (SIGINT) or 143 (SIGTERM). With ``--parent-pid``
 the job is sent SIGTERM when that runner dies, even by SIGKILL.
+
+Logging is Lichen's one style (:mod:`lichen.logs`): the job's own ``logging``
+records and this module's events (``job_failed``, ``job_terminated``, ...) are
+JSON lines on stderr carrying ``job`` and ``run_id``.
 """
 
 from __future__ import annotations
@@ -24,15 +28,18 @@ import os
 import resource
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from lichen.errors import ConfigError, LichenError
+from lichen.logs import configure, get_logger
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+JOB_ENV = "LICHEN_JOB"
+RUN_ID_ENV = "LICHEN_RUN_ID"
+log = get_logger("lichen.job")
 
 
 class JobTerminated(KeyboardInterrupt):
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(args)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    names = {"job": JOB_ENV, "run_id": RUN_ID_ENV}
+    configure("info", static_fields={field: os.environ[name] for field, name in names.items() if os.environ.get(name)})
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -112,15 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         function = resolve_entrypoint(options.entrypoint)
         result = function(job_args)
     except JobTerminated:
-        print("job terminated (SIGTERM); partial outputs were discarded", file=sys.stderr)
+        log.warning("job_terminated", signal="SIGTERM", outputs="partial outputs were discarded")
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("job interrupted; partial outputs were discarded", file=sys.stderr)
+        log.warning("job_interrupted", outputs="partial outputs were discarded")
         return EXIT_INTERRUPTED
     except LichenError as exc:
-        if os.environ.get("LICHEN_DEBUG") == "1":
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("job_failed", error=str(exc), exit_code=exc.exit_code,
+                  exc_info=exc if os.environ.get("LICHEN_DEBUG") == "1" else None)
         return exc.exit_code
     except SystemExit as exc:
         code = exc.code
@@ -128,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if isinstance(code, int):
             return code
-        print(code, file=sys.stderr)
+        log.error("job_exited", error=str(code), exit_code=1)
         return 1
     if result is None:
         return 0
     if isinstance(result, bool) or not isinstance(result, int):
-        print(f"job returned {result!r}; expected an int exit code or None", file=sys.stderr)
+        log.error("job_failed", error=f"returned {result!r}; expected an int exit code or None", exit_code=1)
         return 1
     return result
 

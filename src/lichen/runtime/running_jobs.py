@@ -34,6 +34,7 @@ from typing import IO, Protocol
 
 from lichen.errors import ConfigError
 from lichen.registry.artifacts import ARTIFACTS_ENV, read_manifest
+from lichen.runtime.job_process import JOB_ENV, RUN_ID_ENV
 from lichen.runtime.job_runs import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -51,7 +52,6 @@ LOG_TAIL_LINES = 20
 STOP_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 EXIT_TIMEOUT = 124
 SECRETS_FILE = Path(".lichen") / "secrets.env"
-RUN_ID_ENV = "LICHEN_RUN_ID"
 APP_DIR_ENV = "LICHEN_APP_DIR"
 
 
@@ -243,7 +243,7 @@ class JobRunner:
         env[RUN_ID_ENV] = run_id
         env[ARTIFACTS_ENV] = str(manifest)
         env[APP_DIR_ENV] = str(self.app_dir)
-        env["LICHEN_JOB"] = name
+        env[JOB_ENV] = name
         return env, [v for v in secrets.values() if len(v) >= 4]
 
     def _command(self, job: JobSpec, argv: list[str]) -> list[str]:

@@ -214,6 +214,8 @@ def test_interrupt_leaves_no_partial_artifacts(app: Path, sig: signal.Signals, c
     assert record["status"] == "interrupted" and record["exit_code"] == code
     assert record["artifacts"] == []
     assert "partial outputs were discarded" in record["log_tail"]
+    [line] = [json.loads(text) for text in record["log_tail"].splitlines() if '"event":"job_terminated"' in text]
+    assert (line["level"], line["logger"], line["job"], line["run_id"]) == ("warning", "lichen.job", "slow", record["run_id"])
 
 
 def test_retries_and_timeouts(app: Path) -> None:
