@@ -44,6 +44,7 @@ record's event name and fields back as data, for tests.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -86,6 +87,7 @@ def snake_case(name: str) -> str:
     return _WORD_START.sub("_", name).replace("-", "_").replace(" ", "_").lower()
 
 
+@functools.lru_cache(maxsize=1024)  # field names are few and fixed: decided once each, not per line
 def is_secret_field(name: str) -> bool:
     """Whether a field named ``name`` would carry a secret (its value is then written as ``[redacted]``)."""
     lowered = name.lower()
