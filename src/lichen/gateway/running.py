@@ -102,7 +102,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
     gateway = Gateway(config, loop, base_dir=config_path.resolve().parent)
     try:
         server = await loop.create_server(
-            lambda: ClientConnection(gateway), config.host, config.port, backlog=4096, reuse_address=True
+            lambda: ClientConnection(gateway, gateway.connections, loop), config.host, config.port, backlog=4096, reuse_address=True
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}", where=str(config_path)) from None

@@ -16,6 +16,7 @@ import httptools
 
 from lichen.control.outliers import OutlierState
 from lichen.gateway.configs import Endpoint
+from lichen.gateway.flow_control import FlowControl
 
 POOL_IDLE_S = 4.0  # below uvicorn's 5 s keep-alive, so a pooled connection is rarely closed under us
 POOL_MAX_IDLE = 256
@@ -23,6 +24,10 @@ POOL_MAX_IDLE = 256
 
 class UpstreamReset(Exception):
     """The upstream closed or broke the connection before the response was complete."""
+
+
+class RequestBodyError(Exception):
+    """The client's request body broke a limit or the chunked framing while it was being forwarded."""
 
 
 class UpstreamState:
@@ -68,8 +73,7 @@ class Exchange:
 
     __slots__ = (
         "head", "done", "status", "reason", "headers", "pending", "forward", "complete", "keep_alive",
-        "is_head", "content_length", "body_bytes", "chunked", "event_stream", "on_pause", "on_resume",
-        "held_bytes", "hold_limit", "hold_full",
+        "is_head", "content_length", "body_bytes", "chunked", "event_stream", "held_bytes", "hold_limit", "hold_full",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, is_head: bool) -> None:
@@ -90,8 +94,11 @@ class Exchange:
         self.held_bytes = 0  # body bytes buffered before forwarding started
         self.hold_limit = 0
         self.hold_full: asyncio.Future[None] | None = None  # resolved once held_bytes passes hold_limit
-        self.on_pause: Callable[[], None] | None = None
-        self.on_resume: Callable[[], None] | None = None
+
+    def time_out(self) -> None:
+        """The deadline passed before the response head arrived (a timer calls this)."""
+        if not self.head.done():
+            self.head.set_exception(TimeoutError())
 
     def start_forwarding(self, forward: Callable[[bytes], None]) -> None:
         """Send what arrived so far, then every later chunk as it comes."""
@@ -104,23 +111,24 @@ class Exchange:
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("state", "transport", "parser", "exchange", "closed", "last_used", "paused")
+    __slots__ = ("state", "transport", "flow", "parser", "exchange", "closed", "last_used")
 
     def __init__(self, state: UpstreamState) -> None:
         self.state = state
         self.transport: Any = None
+        self.flow = FlowControl(None)
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.closed = False
         self.last_used = 0.0
-        self.paused = False
 
     # -------------------------------------------------------- asyncio
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.flow = FlowControl(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self.flow.closed = True
         exchange = self.exchange
         if exchange is None:
             return
@@ -148,16 +156,14 @@ class UpstreamConnection(asyncio.Protocol):
                     exchange.head.set_exception(error)
                 elif not exchange.done.done():
                     exchange.done.set_exception(error)
-            self.closed = True
+            self.closed = self.flow.closed = True
             self.transport.close()
 
     def pause_writing(self) -> None:
-        if self.exchange is not None and self.exchange.on_pause is not None:
-            self.exchange.on_pause()
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        if self.exchange is not None and self.exchange.on_resume is not None:
-            self.exchange.on_resume()
+        self.flow.resume_writing()
 
     # -------------------------------------------------------- httptools
     def on_status(self, status: bytes) -> None:
@@ -223,15 +229,30 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, exchange: Exchange) -> None:
         self.exchange = exchange
 
-    def pause_reading(self) -> None:
-        if not self.paused and not self.closed:
-            self.paused = True
-            self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self.paused and not self.closed:
-            self.paused = False
-            self.transport.resume_reading()
+class BodyWriter:
+    """Writes the rest of a request body to the replica as the client sends it (a ``requests.BodySink``)."""
+
+    __slots__ = ("transport", "chunked", "exchange")
+
+    def __init__(self, conn: UpstreamConnection, chunked: bool) -> None:
+        self.transport, self.chunked, self.exchange = conn.transport, chunked, conn.exchange
+
+    def write(self, chunk: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    def end(self) -> None:
+        if self.chunked and not self.transport.is_closing():
+            self.transport.write(LAST_CHUNK)
+
+    def abort(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and not exchange.head.done():
+            exchange.head.set_exception(RequestBodyError())
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def take_idle_connection(state: UpstreamState, now: float) -> UpstreamConnection | None:
@@ -241,7 +262,7 @@ def take_idle_connection(state: UpstreamState, now: float) -> UpstreamConnection
         conn = idle.pop()
         if not conn.closed and now - conn.last_used < POOL_IDLE_S:
             return conn
-        conn.closed = True
+        conn.closed = conn.flow.closed = True
         conn.transport.close()
     return None
 
@@ -259,12 +280,12 @@ async def open_connection(
 def release_connection(conn: UpstreamConnection, now: float, reusable: bool) -> None:
     """Back to the pool when the exchange finished cleanly, else closed."""
     conn.exchange = None
-    if conn.paused:
-        conn.resume_reading()
+    conn.flow.feed_from(None)
+    conn.flow.resume_reading()
     if reusable and not conn.closed and not conn.state.retired and len(conn.state.idle) < POOL_MAX_IDLE:
         conn.last_used = now
         conn.state.idle.append(conn)
     else:
-        conn.closed = True
+        conn.closed = conn.flow.closed = True
         if conn.transport is not None:
             conn.transport.close()

@@ -113,6 +113,18 @@ class GatewayProcess:
         self.stderr.flush()
         return self.stderr_path.read_text()
 
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The gateway's JSON log lines whose event is ``event``."""
+        found = []
+        for line in self.log_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append(record)
+        return found
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
