@@ -128,8 +128,11 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
                 update = await asyncio.to_thread(observing.prepare_spec, spec) if observing is not None else None
             except LichenError as exc:
                 return refusal(exc)
+            # Rule files are reloaded here, not rolled out: those the new spec names and those the running one
+            # did, so listing an existing file, or no longer listing one, restarts no replica.
+            running = controller.app_spec.observability.rules if controller.app_spec is not None else []
             digest = await asyncio.to_thread(code_digest, controller.workspace.app_dir,  # keep the loop probing
-                                             spec.observability.rules)  # reloaded here, not rolled out
+                                             [*spec.observability.rules, *running])
             before = {n: s.replicas for n, s in controller.services.items()}
             changed = controller.apply(spec, digest)
             observed = await observing.apply_update(update) if observing is not None and update is not None else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import yaml
 
 from lichen.control.plans import Machine
 from lichen.errors import ConfigError
@@ -126,11 +127,14 @@ def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
     are hashed into each service's revision already, so editing ``replicas``,
     ``autoscale``, ``routes`` or another service scales or reroutes without
     rolling every service (as a Kubernetes Deployment's ``replicas`` does not).
-    So are the files in ``exclude`` (relative to ``app_dir``): the controller
-    passes the rule files of ``observability.rules``, which it reloads itself
-    and no replica reads. Files over 1 MiB count by size and modification
-    time, so a large data file in the app dir does not make every ``lichen
-    up`` read it.
+    So are Prometheus rule files, which the controller reloads itself and no
+    replica reads: the files in ``exclude`` (relative to ``app_dir``; the
+    controller passes those ``observability.rules`` names, even one that is
+    broken) and any YAML file shaped like one (a top-level ``groups:`` list of
+    groups with ``rules``), so listing an existing file as a rule file, or no
+    longer listing it, rolls nothing. Files over 1 MiB count by size and
+    modification time, so a large data file in the app dir does not make
+    every ``lichen up`` read it.
     """
     digest = hashlib.sha256()
     count = 0
@@ -141,20 +145,34 @@ def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
             path = Path(root) / name
             if path.suffix not in _CODE_SUFFIXES or path in skipped:
                 continue
+            try:
+                stat = path.stat()
+                # a data file: its size and mtime stand for its content
+                data = (f"{stat.st_size}:{stat.st_mtime_ns}".encode() if stat.st_size > _MAX_HASHED_BYTES
+                        else path.read_bytes())
+            except OSError:
+                continue
+            if path.suffix in (".yml", ".yaml") and _is_rule_file(data):
+                continue
             count += 1
             if count > _MAX_CODE_FILES:
                 break
             digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
-            try:
-                stat = path.stat()
-                if stat.st_size > _MAX_HASHED_BYTES:  # a data file: its size and mtime stand for its content
-                    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-                else:
-                    digest.update(path.read_bytes())
-            except OSError:
-                continue
+            digest.update(data)
             digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def _is_rule_file(data: bytes) -> bool:
+    """Whether YAML text is a Prometheus rule file: a mapping of only ``groups``, each group with ``rules``."""
+    if b"groups" not in data:
+        return False
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return False
+    groups = doc.get("groups") if isinstance(doc, dict) and set(doc) == {"groups"} else None
+    return isinstance(groups, list) and all(isinstance(g, dict) and "rules" in g for g in groups)
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

@@ -63,6 +63,10 @@ def build_service_app(target: type[Service] | Service, settings: ReplicaSettings
     if not declared:
         raise ConfigError("declares no @endpoint methods", where=where)
     specs = [(attr, spec.resolved(settings.timeout_s, settings.max_concurrency)) for attr, spec in declared]
+    for attr, spec in specs:
+        if spec.path == settings.metrics_path:
+            raise ConfigError(f"{spec.path} is where this replica serves its metrics (the service's metrics_path); "
+                              "move the endpoint or the metrics", where=f"{where}.{attr}")
 
     threads = sum(spec.max_concurrency or 1 for attr, spec in specs if not _is_async(getattr(service, attr)))
     executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")

@@ -5,8 +5,9 @@ short drain window (``drain_s``, default 1 s), for requests a load balancer
 routed here just before it dropped the replica. Then it stops accepting
 connections, lets in-flight requests finish within the rest of ``grace_s``,
 runs ``teardown()`` and exits 0. Ctrl+C (SIGINT) skips the window, and a
-second signal stops waiting. A ``setup()`` that raises makes it exit 1 with
-the error logged, so the supervisor sees a crash.
+second Ctrl+C stops waiting; a repeated SIGTERM changes nothing. A
+``setup()`` that raises makes it exit 1 with the error logged, so the
+supervisor sees a crash.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ class ReplicaServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Only flags here: logging from a signal handler can re-enter a stream mid-write.
-        if self._signal is not None:  # a second signal: stop waiting
-            self.should_exit = self.force_exit = True
+        if self._signal is not None:
+            # A second Ctrl+C stops waiting. A repeated SIGTERM (a supervisor that restarted and signals again)
+            # changes nothing: the drain and the in-flight requests already have their deadlines.
+            if sig == signal.SIGINT:
+                self.should_exit = self.force_exit = True
             return
         self.replica.state.draining = True  # /readyz is 503 from the next probe on
         self._signal = sig

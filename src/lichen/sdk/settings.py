@@ -32,8 +32,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from lichen.errors import ConfigError
 
-FIXED_BUILTIN_PATHS = ("/healthz", "/readyz", "/.well-known/lichen")
-"""Built-in paths a replica always answers itself; ``metrics_path`` may not take one."""
+FIXED_BUILTIN_PATHS = ("/healthz", "/readyz", "/.well-known/lichen", "/openapi.json")
+"""Built-in paths a replica always answers itself (a Service also its OpenAPI schema); ``metrics_path`` takes none."""
 
 
 def _number(value: Any, kind: type = float) -> Any:

@@ -28,7 +28,7 @@ from lichen.logs import get_logger
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
 from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
 from lichen.sdk.logs import ACCESS_LOGGER, REQUEST_ID
-from lichen.sdk.settings import FIXED_BUILTIN_PATHS, ReplicaSettings
+from lichen.sdk.settings import ReplicaSettings
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = dict[str, Any]
@@ -168,7 +168,8 @@ class ReplicaApp:
         self._ready = ready
         self._teardown = teardown
         self._well_known = json.dumps(
-            {"name": name, "kind": kind, "endpoints": endpoints or [], "builtins": list(_BUILTIN_PATHS)},
+            {"name": name, "kind": kind, "endpoints": endpoints or [],
+             "builtins": ["/healthz", "/readyz", self.metrics_path, "/.well-known/lichen", "/openapi.json"]},
             separators=(",", ":"),
         ).encode()
         self._builtins: dict[str, Callable[[Scope, Any, Any], Awaitable[None]]] = {
@@ -428,7 +429,8 @@ def _settle(call: asyncio.Future[Any], result: Any, error: BaseException | None)
         call.set_result(result)
 
 
-_BUILTIN_PATHS = ("/healthz", "/readyz", "/metrics", "/.well-known/lichen", "/openapi.json")
+_ANSWERED_HERE = ("/healthz", "/readyz", "/.well-known/lichen")
+"""paths the wrapper answers itself, whatever the app behind it serves (and the metrics path)"""
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == _REQUEST_ID_HEADER:
@@ -460,7 +462,7 @@ def wrap_asgi(app: ASGIApp, name: str = "app", settings: ReplicaSettings | None 
     settings = ReplicaSettings.from_env() if settings is None else settings
     endpoints: list[dict[str, Any]] = []
     routes: list[Any] = []
-    answered = (*FIXED_BUILTIN_PATHS, settings.metrics_path)
+    answered = (*_ANSWERED_HERE, settings.metrics_path)
     for route in getattr(app, "routes", ()) or ():
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
         if path in answered:

@@ -280,14 +280,17 @@ class ServiceSpec(SpecModel):
     @field_validator("metrics_path")
     @classmethod
     def _metrics_path_free(cls, value: str) -> str:
-        if value in ("/healthz", "/readyz", "/.well-known/lichen"):
+        if value in ("/healthz", "/readyz", "/.well-known/lichen", "/openapi.json"):
             raise ValueError(f"{value} is another built-in endpoint of every replica; pick another path")
         return value
 
     @model_validator(mode="after")
     def _slo_latency_measurable(self) -> ServiceSpec:
         # Requests are cut at the timeout (504) and then count as fast, so an objective at or above the longest
-        # timeout could never be missed: the histogram could not honour it.
+        # timeout could never be missed: the histogram could not honour it. Only a threshold the user wrote is
+        # refused (the 300 ms default is no mistake of a service whose timeout is shorter).
+        if "latency_ms" not in self.slo.model_fields_set:
+            return self
         bound_s = max([self.timeout_s, *(r.timeout_s for r in self.routes if r.timeout_s is not None)])
         if self.slo.latency_ms >= bound_s * 1000:
             raise ValueError(

@@ -36,6 +36,10 @@ class UnbuiltField:
     """that it is not built, and what the runtime does instead"""
     built_for: Callable[[Any], bool] = lambda value: value is None
     """values that ask for nothing unbuilt (the default behaviour), which get no warning"""
+    warn: bool = True
+    """False: a field of a section that warns as a whole (its row still proves the field unread)"""
+    partly_built: bool = False
+    """the section is read for its built fields (``autoscale.min``/``max``); its other rows prove the rest unread"""
 
     @property
     def dotted(self) -> str:
@@ -46,11 +50,12 @@ _AUTOSCALE = ("autoscaling is not built yet; no autoscaler runs and the service 
               "(`replicas`, kept within autoscale.min..max, or what `lichen scale` sets)")
 
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
-    UnbuiltField(("services", ANY, "autoscale", "metric"), _AUTOSCALE),
-    UnbuiltField(("services", ANY, "autoscale", "target"), _AUTOSCALE),
-    UnbuiltField(("services", ANY, "autoscale", "scale_up_stabilization_s"), _AUTOSCALE),
-    UnbuiltField(("services", ANY, "autoscale", "scale_down_stabilization_s"), _AUTOSCALE),
-    UnbuiltField(("services", ANY, "autoscale", "interval_s"), _AUTOSCALE),
+    UnbuiltField(("services", ANY, "autoscale"), _AUTOSCALE, partly_built=True),
+    UnbuiltField(("services", ANY, "autoscale", "metric"), _AUTOSCALE, warn=False),
+    UnbuiltField(("services", ANY, "autoscale", "target"), _AUTOSCALE, warn=False),
+    UnbuiltField(("services", ANY, "autoscale", "scale_up_stabilization_s"), _AUTOSCALE, warn=False),
+    UnbuiltField(("services", ANY, "autoscale", "scale_down_stabilization_s"), _AUTOSCALE, warn=False),
+    UnbuiltField(("services", ANY, "autoscale", "interval_s"), _AUTOSCALE, warn=False),
     UnbuiltField(("services", ANY, "rollout", "strategy"),
                  "canary rollouts are not built yet; this service rolls out with a rolling update "
                  "(max_surge/max_unavailable)", built_for=lambda value: value in (None, "rolling")),
@@ -92,6 +97,8 @@ def unbuilt_field_warnings(doc: Document) -> list[SpecIssue]:
     """A located warning for each unbuilt field the document writes (with a value that asks for it)."""
     warnings = []
     for row in UNBUILT_FIELDS:
+        if not row.warn:
+            continue
         for path, value in _walk(doc.data, row.path):
             if row.built_for(value):
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -383,3 +384,30 @@ def test_sighup_reloads_at_once_and_the_served_generation_is_visible(backends, g
     replicas = {httpx.get(f"{gateway.url}/api/whoami").json()["replica"] for _ in range(40)}
     assert replicas == {"r1", "r2"}
     assert gateway.process.poll() is None and [e.get("forced") for e in gateway.log_events("reloaded")] == [False, True]
+
+
+def test_a_replica_dropped_mid_request_is_neither_retried_nor_ejected(gateways, tmp_path) -> None:
+    """A retry picks from the table being served, not the one the request started with; a replica that left
+    the table (a planned stop) is not counted towards ejection."""
+    gone, successor = Backend("gone", tmp_path).wait(), Backend("successor", tmp_path).wait()
+    try:
+        gateway = start(gateways, tmp_path, [gone], settings={"outlier_detection": {"consecutive_failures": 1}})
+        box: list = []
+
+        def slow_get() -> None:
+            box.append(httpx.get(f"{gateway.url}/api/slow?ms=2000", timeout=30))
+
+        thread = threading.Thread(target=slow_get, daemon=True)
+        thread.start()
+        wait_until(lambda: gateway.metric("lichen_gateway_inflight_requests", service="b") == 1, "the request at 'gone'")
+        gateway.update(generation="g2", services={"b": {"endpoints": [successor.endpoint()]}})
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: httpx.get(f"{gateway.url}/-/config").json() == {"generation": "g2"}, "the new table")
+        gone.kill()  # the attempt in flight is reset: a GET may be retried, on the table now served
+        thread.join(timeout=30)
+        assert box and box[0].status_code == 200 and box[0].json()["replica"] == "successor", box
+        assert gateway.metric("lichen_gateway_ejections_total") == 0
+        assert gateway.metric("lichen_gateway_upstream_attempts_total", outcome="reset") == 1
+    finally:
+        gone.kill()
+        successor.kill()

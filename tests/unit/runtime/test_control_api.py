@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,15 +24,17 @@ from lichen.testing import FakeLauncher, FakeProber
 TOKEN = "t0ken"
 
 
-@pytest.fixture
-def api(tmp_path: Path):
+SPEC = {"app": "t", "services": {"web": {
+    "entrypoint": "svc:Svc", "replicas": 2, "probes": {"readiness": {"period_s": 0.05}, "liveness": {"period_s": 0.05}}}}}
+
+
+@contextlib.contextmanager
+def running_api(tmp_path: Path, reload_spec: Callable[[], AppSpec] | None = None):
     """A controller looping in a background event loop, and an httpx client on its ASGI app."""
     launcher = FakeLauncher()
     controller = Controller(Workspace(tmp_path), StateStore(tmp_path / "state.db"), launcher=launcher,
                             prober=FakeProber(), tick_s=0.02, machine=Machine(4, 8 * 2**30))
-    spec = AppSpec.model_validate({"app": "t", "services": {"web": {
-        "entrypoint": "svc:Svc", "replicas": 2,
-        "probes": {"readiness": {"period_s": 0.05}, "liveness": {"period_s": 0.05}}}}})
+    spec = AppSpec.model_validate(SPEC)
     controller.apply(spec, "c")
     extra = APIRouter(prefix="/api/v1")
 
@@ -38,7 +42,7 @@ def api(tmp_path: Path):
     async def hello() -> dict:
         return {"hello": True}
 
-    app = create_api(controller, TOKEN, extra_routers=[extra], reload_spec=lambda: spec)
+    app = create_api(controller, TOKEN, extra_routers=[extra], reload_spec=reload_spec or (lambda: spec))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -56,11 +60,19 @@ def api(tmp_path: Path):
     while len(controller.endpoints.endpoints()) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    yield call, controller, launcher, tmp_path
-    loop.call_soon_threadsafe(controller.shutdown)
-    task.result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    try:
+        yield call, controller, launcher, tmp_path
+    finally:
+        loop.call_soon_threadsafe(controller.shutdown)
+        task.result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture
+def api(tmp_path: Path):
+    with running_api(tmp_path) as running:
+        yield running
 
 
 def test_every_v1_route_needs_the_token(api) -> None:
@@ -134,3 +146,18 @@ def test_events_are_readable_from_the_state_store_when_no_controller_runs(tmp_pa
     (empty / "lichen.yaml").write_text("app: t\nservices: {}\n")
     result = CliRunner().invoke(cli, ["events", "-C", str(empty)])
     assert result.exit_code != 0 and "no controller runs" in str(result.exception)
+
+
+def test_listing_a_rule_file_or_no_longer_listing_it_rolls_no_replica(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "app.yml").write_text("groups: []\n")  # a YAML file already in the app dir
+    listed = AppSpec.model_validate({**SPEC, "observability": {"rules": ["rules/app.yml"]}})
+    specs = [AppSpec.model_validate(SPEC)]
+    with running_api(tmp_path, reload_spec=lambda: specs[-1]) as (call, controller, _, _):
+        assert call("POST", "/v1/apply").json()["changed"] == ["web"]  # the real code digest replaces "c"
+        revision = controller.services["web"].revision
+        specs.append(listed)
+        assert call("POST", "/v1/apply").json()["changed"] == []  # now a rule file: reloaded, not rolled out
+        specs.append(AppSpec.model_validate(SPEC))
+        assert call("POST", "/v1/apply").json()["changed"] == []  # no longer listed: still no rollout
+        assert controller.services["web"].revision == revision

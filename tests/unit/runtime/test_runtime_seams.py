@@ -271,3 +271,14 @@ def test_code_digest_does_not_read_large_data_files(tmp_path: Path, monkeypatch)
     assert read == ["svc.py"]  # the 2 MiB file counted by size and mtime, not read
     os.utime(big, ns=(big.stat().st_atime_ns, big.stat().st_mtime_ns + 10**9))
     assert code_digest(tmp_path) != first  # touched (re-written) data still rolls
+
+
+def test_rule_files_are_not_code_but_app_config_is(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("x = 1\n")
+    first = code_digest(tmp_path)
+    (tmp_path / "alerts.yml").write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n")
+    assert code_digest(tmp_path) == first  # reloaded by the controller, never rolled out
+    (tmp_path / "alerts.yml").write_text("groups:\n  - name: g\n    rules: []\n")
+    assert code_digest(tmp_path) == first
+    (tmp_path / "settings.yaml").write_text("groups: [a, b]\nthreshold: 3\n")  # a file the app reads
+    assert code_digest(tmp_path) != first

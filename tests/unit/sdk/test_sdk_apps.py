@@ -248,7 +248,17 @@ def test_metrics_are_served_at_the_specs_metrics_path(monkeypatch: pytest.Monkey
     assert "lichen_ready 1.0" in exposition and 'le="0.2"' in exposition  # a bucket at the SLO threshold
     with ServiceClient(Shop) as client:
         assert "lichen_requests_total" in client.get("/internal/metrics").text
+        assert "/internal/metrics" in client.get("/.well-known/lichen").json()["builtins"]
+
+    class Clash(Service):
+        @endpoint("/internal/metrics", method="GET")
+        def mine(self) -> dict:
+            return {}
+
+    with pytest.raises(ConfigError, match="where this replica serves its metrics"):
+        ServiceClient(Clash).__enter__()
     for name, bad in (("LICHEN_METRICS_PATH", "/readyz"), ("LICHEN_METRICS_PATH", "metrics"),
+                      ("LICHEN_METRICS_PATH", "/openapi.json"),
                       ("LICHEN_SLO_LATENCY_MS", "soon"), ("LICHEN_SLO_LATENCY_MS", "-5")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ConfigError, match=f"env {name}"):
