@@ -121,7 +121,7 @@ def _check_spec_and_rules(workspace: Any, path: Path, running: bool) -> None:
     """Load the spec and check the rule files it names (as 'lichen validate' does); on a problem with a
     controller running, say that nothing was applied."""
     from lichen.errors import SpecError
-    from lichen.observe.rules import rule_file_issues
+    from lichen.observe.rule_files import rule_file_issues
     from lichen.spec.loading import load_spec
 
     try:

@@ -34,7 +34,7 @@ def rules_check(
 
     Example: lichen rules check rules/app.yml
     """
-    from lichen.observe.rules import check_rule_file
+    from lichen.observe.rule_files import check_rule_file
 
     report = []
     for path in files:

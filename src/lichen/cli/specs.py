@@ -56,7 +56,7 @@ def validate(
         path = path / "lichen.yaml"
     rule_checker = None
     if not no_imports:
-        from lichen.observe.rules import rule_file_issues as rule_checker
+        from lichen.observe.rule_files import rule_file_issues as rule_checker
     spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker)
     warnings = spec_warnings(path)
     if as_json:

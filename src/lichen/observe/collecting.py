@@ -24,7 +24,8 @@ from typing import Any
 from lichen.clocks import Clock
 from lichen.logs import get_logger
 from lichen.observe.promql import Engine
-from lichen.observe.rules import RuleGroup, RuleManager
+from lichen.observe.rule_files import RuleGroup
+from lichen.observe.rules import RuleManager
 from lichen.observe.scraping import Scraper, ScrapeResult, ScrapeTarget
 from lichen.observe.series import SeriesStore
 

@@ -245,6 +245,6 @@ def default_rule_groups(app: AppSpec) -> list[Any]:
     empty when ``observability.default_rules`` is false."""
     if not app.observability.default_rules:
         return []
-    from lichen.observe.rules import parse_rule_text
+    from lichen.observe.rule_files import parse_rule_text
 
     return parse_rule_text(default_rules_yaml(app), source=f"<default rules of {app.app}>")

@@ -26,7 +26,8 @@ import yaml
 from lichen.control.alerting import FIRING
 from lichen.errors import DataError
 from lichen.observe.promql import Engine, QueryError
-from lichen.observe.rules import RuleManager, format_go_float, load_rule_file, parse_duration_s
+from lichen.observe.rule_files import load_rule_file, parse_duration_s
+from lichen.observe.rules import RuleManager, format_go_float
 from lichen.observe.series import STALE_NAN, SeriesStore, labels_key
 
 _UNSIGNED = r"(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|[Ii]nf|NaN)"

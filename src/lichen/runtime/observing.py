@@ -59,7 +59,8 @@ from lichen.logs import get_logger
 from lichen.observe.collecting import MetricsPipeline
 from lichen.observe.default_rules import default_rules_yaml
 from lichen.observe.notifications import Notifier, Receiver, receiver_name
-from lichen.observe.rules import RuleGroup, RulesReload, check_rule_file, parse_rule_text
+from lichen.observe.rule_files import RuleGroup, check_rule_file, parse_rule_text
+from lichen.observe.rules import RulesReload
 from lichen.observe.scraping import Scraper, ScrapeTarget
 from lichen.spec.models import AppSpec
 

@@ -12,7 +12,7 @@ schema check already reports it.
 * problems inside rule files, through a checker the caller passes in
   (:data:`RuleChecker`): the rule-file format belongs to ``lichen.observe``,
   a layer above this one, so ``lichen validate`` and ``lichen up`` inject
-  ``lichen.observe.rules.rule_file_issues``.
+  ``lichen.observe.rule_files.rule_file_issues``.
 """
 
 from __future__ import annotations

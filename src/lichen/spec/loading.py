@@ -287,7 +287,7 @@ def check_spec(
 ) -> tuple[AppSpec | None, list[SpecIssue]]:
     """Parse, validate and cross-check one spec file; the model is None when any issue was found.
 
-    With ``rule_checker`` (``lichen.observe.rules.rule_file_issues``) every
+    With ``rule_checker`` (``lichen.observe.rule_files.rule_file_issues``) every
     rule file the spec names is checked too; its issues are located in that
     file and listed after the spec's own.
     """

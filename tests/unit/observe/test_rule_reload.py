@@ -6,7 +6,8 @@ import pytest
 
 from lichen.errors import DataError
 from lichen.observe.promql import Engine
-from lichen.observe.rules import RuleManager, check_rule_text, parse_rule_text, plan_reload
+from lichen.observe.rule_files import check_rule_text, parse_rule_text
+from lichen.observe.rules import RuleManager, plan_reload
 from lichen.observe.series import SeriesStore
 
 BROKEN = """\

@@ -7,7 +7,8 @@ import pytest
 from lichen.control.alerting import FIRING, INACTIVE, PENDING, AlertResult, AlertRuleSpec, step_alerts
 from lichen.errors import DataError
 from lichen.observe.promql import Engine
-from lichen.observe.rules import RuleManager, parse_rule_text
+from lichen.observe.rule_files import parse_rule_text
+from lichen.observe.rules import RuleManager
 from lichen.observe.series import SeriesStore
 from lichen.observe.templating import TemplateError, compile_template, expand, go_float, humanize
 

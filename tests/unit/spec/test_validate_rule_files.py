@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lichen.observe.rules import rule_file_issues
+from lichen.observe.rule_files import rule_file_issues
 from lichen.spec.loading import check_spec
 
 LICHEN = str(Path(sys.executable).with_name("lichen"))
