@@ -277,6 +277,16 @@ class Receiver:
     url: str = ""
 
 
+def receivers_from_spec(app: Any) -> list[Receiver]:
+    """The receivers an ``AppSpec`` names (``observability.receivers``), in order; names are not checked
+    for uniqueness here (:class:`Notifier` refuses repeats, ``lichen up`` reports them)."""
+    receivers = []
+    for i, spec in enumerate(app.observability.receivers):
+        kind = "webhook" if spec.webhook else "alertmanager" if spec.alertmanager else "log"
+        receivers.append(Receiver(receiver_name(spec, i), kind, spec.webhook or spec.alertmanager or ""))
+    return receivers
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     notifications: list[Notification]
@@ -327,13 +337,9 @@ class Notifier:
     ) -> Notifier:
         """Build from an ``AppSpec``: receivers, route, inhibit rules, and the state DB of ``state.url``."""
         obs = app.observability
-        receivers = []
-        for i, spec in enumerate(obs.receivers):
-            kind = "webhook" if spec.webhook else "alertmanager" if spec.alertmanager else "log"
-            receivers.append(Receiver(receiver_name(spec, i), kind, spec.webhook or spec.alertmanager or ""))
         path = state_db_path(app.state.url, base_dir)
         return cls(
-            receivers=receivers,
+            receivers=receivers_from_spec(app),
             store=NotificationStore(path),
             silences=SilenceStore(path),
             route=RouteConfig.from_spec(obs.route),
@@ -476,6 +482,7 @@ __all__ = [
     "Notifier",
     "NotificationStore",
     "Receiver",
+    "receivers_from_spec",
     "ProcessResult",
     "webhook_payload",
     "alertmanager_payload",

@@ -58,7 +58,7 @@ from lichen.errors import ConfigError, LichenError
 from lichen.logs import get_logger
 from lichen.observe.collecting import MetricsPipeline
 from lichen.observe.default_rules import default_rules_yaml
-from lichen.observe.notifications import Notifier, Receiver, receiver_name
+from lichen.observe.notifications import Notifier, Receiver, receivers_from_spec
 from lichen.observe.rule_files import RuleGroup, check_rule_file, parse_rule_text
 from lichen.observe.rules import RulesReload
 from lichen.observe.scraping import Scraper, ScrapeTarget
@@ -444,9 +444,7 @@ class Observing:
             groups.extend(default_groups(spec))
         except LichenError as exc:  # generated from the spec: a bug rather than user input, but never half-apply
             problems.append(f"default rules: {exc}")
-        receivers = [Receiver(receiver_name(r, i), "webhook" if r.webhook else "alertmanager" if r.alertmanager
-                              else "log", r.webhook or r.alertmanager or "")
-                     for i, r in enumerate(spec.observability.receivers)]
+        receivers = receivers_from_spec(spec)
         names = [r.name for r in receivers]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
