@@ -359,6 +359,7 @@ def down(
         for pid in survivors:
             processes.signal_group(pid, 9)
         console.print(f"stopped {len(pids)} replica(s) and controller pid {controller_pid}")
+    from lichen.clocks import SystemClock
     from lichen.runtime.teardown import stop_leftovers
     from lichen.runtime.state import StateStore, sqlite_path
     from lichen.spec.loading import load_spec
@@ -374,7 +375,7 @@ def down(
         return
     store = StateStore(db)
     try:
-        leftovers = stop_leftovers(workspace, store)
+        leftovers = asyncio.run(stop_leftovers(workspace, store, SystemClock()))
     finally:
         store.close()
     if leftovers:

@@ -3,7 +3,9 @@
 The config file is re-read when its mtime or size changes (checked every
 ``reload_interval_s``) and at once on SIGHUP, which is how ``lichen up``
 hands over a new table; ``GET /-/config`` answers the ``generation`` being
-served, so a writer can confirm the new table is live.
+served, so a writer can confirm the new table is live. Every wait (the
+reload interval, the drain on SIGTERM) goes through an injected
+:class:`lichen.clocks.Clock`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from lichen.clocks import Clock, SystemClock
 from lichen.errors import ConfigError, LichenError
 from lichen.gateway.configs import GatewayConfig, load_config
 from lichen.gateway.proxying import Gateway
@@ -84,10 +87,10 @@ class ConfigWatcher:
                              "generation": config.generation or None, "forced": forced}))
 
 
-async def _watch(gateway: Gateway, watcher: ConfigWatcher) -> None:
+async def _watch(gateway: Gateway, watcher: ConfigWatcher, clock: Clock) -> None:
     async with httpx.AsyncClient(timeout=1.0) as client:
         while True:
-            await asyncio.sleep(gateway.config.reload_interval_s)
+            await clock.sleep(gateway.config.reload_interval_s)
             watcher.check()
             if gateway.auth.keys.refresh():
                 log.info(json.dumps({"event": "keys_reloaded", "keys": len(gateway.auth.keys.keys)}))
@@ -95,8 +98,9 @@ async def _watch(gateway: Gateway, watcher: ConfigWatcher) -> None:
                 await _discover(gateway, client)
 
 
-async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> None:
+async def serve(config_path: Path, *, ready: asyncio.Event | None = None, clock: Clock | None = None) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish (up to 10 s) and exit."""
+    clock = clock or SystemClock()
     config = load_config(config_path)
     loop = asyncio.get_running_loop()
     gateway = Gateway(config, loop, base_dir=config_path.resolve().parent)
@@ -113,15 +117,13 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(signum, stop.set)
     config_watcher = ConfigWatcher(gateway, config_path)
     loop.add_signal_handler(signal.SIGHUP, config_watcher.check, True)  # reload now (lichen up, or kill -HUP)
-    watcher = loop.create_task(_watch(gateway, config_watcher))
+    watcher = loop.create_task(_watch(gateway, config_watcher, clock))
     sweeper = loop.create_task(sweep_deadlines(gateway.connections, loop))
     if ready is not None:
         ready.set()
     await stop.wait()
     server.close()
-    deadline = loop.time() + DRAIN_S
-    while any(c.task is not None for c in gateway.connections) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await drain(gateway, clock, DRAIN_S)
     for conn in list(gateway.connections):
         if conn.transport is not None:
             conn.transport.close()
@@ -129,6 +131,17 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None) -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def drain(gateway: Gateway, clock: Clock, within_s: float, every_s: float = 0.05) -> bool:
+    """Wait until no connection has a request in flight, at most ``within_s``; True when none has."""
+    deadline = clock.now() + within_s
+    while any(c.task is not None for c in gateway.connections):
+        left_s = deadline - clock.now()
+        if left_s <= 0:
+            return False
+        await clock.sleep(min(every_s, left_s))
+    return True
 
 
 def run_gateway(config_path: str | Path) -> None:

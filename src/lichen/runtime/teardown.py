@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
 
+from lichen.clocks import Clock
 from lichen.runtime import processes
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
@@ -34,12 +34,14 @@ def marked_processes(app_dir: Path) -> list[tuple[int, dict[str, str]]]:
     return found
 
 
-def stop_leftovers(workspace: Workspace, store: StateStore, grace_s: float = 10.0) -> list[int]:
+async def stop_leftovers(workspace: Workspace, store: StateStore, clock: Clock, grace_s: float = 10.0,
+                         every_s: float = 0.05) -> list[int]:
     """With no controller running: stop every replica process recorded (or marked) for this app.
 
     Processes are matched by pid *and* start time, plus any process whose
     environment names this app as its controller; each gets SIGTERM, then
-    SIGKILL after ``grace_s``. Returns the pids that were signalled.
+    SIGKILL after ``grace_s`` (waited on ``clock``, checking every ``every_s``).
+    Returns the pids that were signalled.
     """
     targets: dict[int, float | None] = {}
     for record in store.replicas():
@@ -49,13 +51,13 @@ def stop_leftovers(workspace: Workspace, store: StateStore, grace_s: float = 10.
         targets.setdefault(pid, processes.process_create_time(pid))
     for pid in targets:
         processes.signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(processes.is_alive(p, c) for p, c in targets.items()):
-        time.sleep(0.05)
+    deadline = clock.now() + grace_s
+    while clock.now() < deadline and any(processes.is_alive(p, c) for p, c in targets.items()):
+        await clock.sleep(min(every_s, deadline - clock.now()))
     for pid, create_time in targets.items():
         if processes.is_alive(pid, create_time) or processes.group_alive(pid):
             processes.signal_group(pid, signal.SIGKILL)
     for record in store.replicas():
         store.delete_replica(record.id)
-        store.add_event(time.time(), record.service, "Stopped", "lichen down (no controller)", "", record.id)
+        store.add_event(clock.wall(), record.service, "Stopped", "lichen down (no controller)", "", record.id)
     return sorted(targets)
