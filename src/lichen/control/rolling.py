@@ -89,7 +89,7 @@ def advance_rollout(
         state = replace(state, last_progress_at=now, status="progressing", reason="")
     if old_count == 0 and new_ready >= desired and new_total == desired:
         return replace(state, status="complete", reason="")
-    if state.status == "progressing" and now - state.last_progress_at > deadline_s:
+    if state.status == "progressing" and now - state.last_progress_at >= deadline_s:  # due when the wake-up comes
         return replace(
             state,
             status="stalled",

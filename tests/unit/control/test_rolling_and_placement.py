@@ -66,7 +66,8 @@ def test_progress_deadline_marks_a_rollout_stalled_with_a_reason_and_completion(
     assert state.status == "progressing" and state.last_progress_at == 1.0
     state = advance_rollout(state, 1, 0, 4, 4, deadline_s=30, now=20.0)
     assert state.status == "progressing"
-    state = advance_rollout(state, 1, 0, 4, 4, deadline_s=30, now=31.5)
+    assert advance_rollout(state, 1, 0, 4, 4, deadline_s=30, now=30.999).status == "progressing"
+    state = advance_rollout(state, 1, 0, 4, 4, deadline_s=30, now=31.0)  # the wake-up reconcile asked for
     assert state.status == "stalled" and "0/4 replicas of revision r2 ready" in state.reason
     done = advance_rollout(state, 4, 4, 0, 4, deadline_s=30, now=40.0)
     assert done.status == "complete"
