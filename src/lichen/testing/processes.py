@@ -1,7 +1,9 @@
 """In-memory twins of the process and probe seams of :mod:`lichen.runtime`.
 
 ``FakeLauncher`` "starts" processes that live until a test ends them
-(``exit(pid, code)``) or the controller signals them; ``FakeProber``
+(``exit(pid, code)``) or the controller signals them; when one ends, this
+process gets SIGCHLD, as from the kernel when a real child exits (so the
+controller notices at once, through its own signal handler). ``FakeProber``
 answers probes from a table the test edits. With both, a
 :class:`lichen.runtime.controlling.Controller` runs its real loop with no
 subprocess and no socket.
@@ -10,6 +12,8 @@ subprocess and no socket.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +35,9 @@ class FakeLauncher:
     use_cgroups = False
     enforcement = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, sigchld: bool = True) -> None:
+        self.sigchld = sigchld
+        """send this process SIGCHLD when a fake process ends (False: the test wakes the controller itself)"""
         self._pids = itertools.count(50_000)
         self.processes: dict[int, FakeProcess] = {}
         self.fail_next_launch: OSError | None = None
@@ -45,7 +51,14 @@ class FakeLauncher:
 
     def exit(self, pid: int, code: int, oom: bool = False) -> None:
         process = self.processes[pid]
-        process.returncode, process.oom = code, oom
+        process.oom = oom
+        self._ended(process, code)
+
+    def _ended(self, process: FakeProcess, code: int) -> None:
+        if process.returncode is None:
+            process.returncode = code
+            if self.sigchld:
+                os.kill(os.getpid(), signal.SIGCHLD)
 
     # ------------------------------------------------------------ the seam
     def launch(self, request: LaunchRequest) -> ProcessHandle:
@@ -69,8 +82,8 @@ class FakeLauncher:
     def terminate(self, handle: ProcessHandle) -> None:
         process = self.processes[handle.pid]
         process.signals.append("SIGTERM")
-        if not process.ignores_sigterm and process.returncode is None:
-            process.returncode = 0
+        if not process.ignores_sigterm:
+            self._ended(process, 0)
 
     def reload(self, handle: ProcessHandle) -> None:
         self.processes[handle.pid].signals.append("SIGHUP")
@@ -78,8 +91,7 @@ class FakeLauncher:
     def kill(self, handle: ProcessHandle) -> None:
         process = self.processes[handle.pid]
         process.signals.append("SIGKILL")
-        if process.returncode is None:
-            process.returncode = -9
+        self._ended(process, -9)
 
     def oom_killed(self, handle: ProcessHandle, log_path: Path, memory_limited: bool) -> bool:
         process = self.processes.get(handle.pid)

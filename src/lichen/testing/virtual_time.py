@@ -35,6 +35,9 @@ Rules of the twin:
 * It starts at 1000.0 by default (code that reads a 0 timestamp as "never"
   stays correct), and :class:`LoopClock` puts the Unix epoch
   ``wall_offset`` seconds earlier, so ``wall()`` is virtual too.
+* Code that waits 0 s over and over until the time is due spins forever
+  here, since time only moves when the loop is idle; after ``spin_limit``
+  such iterations at one instant the loop raises :class:`BusyLoopError`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ START_S = 1000.0
 WALL_OFFSET_S = 1_700_000_000.0
 
 
+class BusyLoopError(RuntimeError):
+    """The loop ran :attr:`VirtualTimeLoop.spin_limit` iterations without time moving (real time would have)."""
+
+
 class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
     """Polls the real selector; when nothing is ready, moves the loop's time to its next timer."""
 
@@ -63,10 +70,12 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-t
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
+        loop = self._loop
+        if timeout == 0:
+            loop.note_busy_iteration()
         if ready or timeout == 0:
             self._thread_wait_since = None
             return ready
-        loop = self._loop
         if loop.threads_working:
             # the thread's answer comes next: wait for it in real time, with time standing still
             real_now = time.monotonic()
@@ -84,15 +93,28 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-t
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time (see the module docs)."""
 
-    def __init__(self, start: float = START_S, thread_patience_s: float = 30.0) -> None:
+    def __init__(self, start: float = START_S, thread_patience_s: float = 30.0, spin_limit: int = 1_000_000) -> None:
         self._virtual_now = float(start)
         self.thread_patience_s = thread_patience_s
+        self.spin_limit = spin_limit
+        """loop iterations with work always ready and time standing still before :class:`BusyLoopError`"""
+        self._spins = 0
+        self._spinning_at = self._virtual_now
         self.threads_working = 0
         """executor jobs under way: while there are any, time stands still"""
         super().__init__(selector=_VirtualSelector(self))
 
     def time(self) -> float:
         return self._virtual_now
+
+    def note_busy_iteration(self) -> None:
+        """One iteration with work ready at once; too many in a row at one instant is a livelock."""
+        if self._virtual_now != self._spinning_at:
+            self._spins, self._spinning_at = 0, self._virtual_now
+        self._spins += 1
+        if self._spins > self.spin_limit:
+            raise BusyLoopError(f"{self._spins} loop iterations at virtual time {self._virtual_now:g} with work always "
+                                "ready: a busy loop (a wait of 0 s, over and over?) keeps time from moving")
 
     def advance_to_next_timer(self, timeout: float) -> None:
         """Move time to the earliest timer (exactly its ``when()``), or by ``timeout`` when none is known."""

@@ -100,3 +100,19 @@ def test_fake_and_system_clocks_wait_for_an_event() -> None:
         assert await SystemClock().wait_for(asyncio.Event(), 0.0) is False
 
     asyncio.run(scenario())
+
+
+def test_a_busy_wait_that_never_lets_time_move_is_named() -> None:
+    from lichen.testing.virtual_time import BusyLoopError
+
+    async def spin_until(deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            await asyncio.sleep(0)  # a wait of 0 s: on virtual time, time never gets there
+
+    loop = VirtualTimeLoop(spin_limit=1000)
+    try:
+        with pytest.raises(BusyLoopError, match="1001 loop iterations at virtual time 1000"):
+            loop.run_until_complete(spin_until(1001.0))
+    finally:
+        loop.close()
