@@ -97,3 +97,13 @@ def advance_rollout(
             f"{state.revision} ready",
         )
     return state
+
+
+def rollout_event(previous: RolloutState | None, rollout: RolloutState) -> tuple[str, str] | None:
+    """The event (kind, reason) a rollout's new state is worth: its start, or a change of status."""
+    if previous is None:
+        return "RolloutStarted", f"revision {rollout.revision}"
+    if previous.status == rollout.status:
+        return None
+    kind = {"complete": "RolloutComplete", "stalled": "RolloutStalled"}.get(rollout.status, "RolloutProgressing")
+    return kind, rollout.reason or f"revision {rollout.revision}"

@@ -119,11 +119,11 @@ class MetricsPipeline:
         finally:
             await self.scraper.aclose()
 
-    def router(self, clock: Callable[[], float] | None = None) -> Any:
+    def router(self, clock: Clock | None = None) -> Any:
         from lichen.observe.http_api import build_query_router
 
         return build_query_router(
-            self.store, self.engine, self.rules, **({"clock": clock} if clock else {}), metadata=lambda: self.scraper.metadata()
+            self.store, self.engine, self.rules, clock=clock, metadata=lambda: self.scraper.metadata()
         )
 
     def close(self) -> None:

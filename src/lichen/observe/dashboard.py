@@ -32,7 +32,6 @@ overrides it. No CDN: the charts are hand-written SVG.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
+from lichen.clocks import Clock, SystemClock
 from lichen.control.alerting import FIRING, PENDING
 from lichen.control.headroom import (
     PENDING_RISK,
@@ -335,11 +335,12 @@ def build_dashboard_router(
     prefix: str = "/dashboard",
     query_base: str = "",
     refresh_s: float = 5.0,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
 ) -> APIRouter:
     """The dashboard's FastAPI router (see the module docstring)."""
     import hmac
 
+    clock = clock or SystemClock()
     router = APIRouter(dependencies=[Depends(_public)])
     evaluator = HeadroomEvaluator(engine, rules) if engine is not None and rules is not None else None
 
@@ -377,7 +378,7 @@ def build_dashboard_router(
             status=status,
             events=events,
             headroom=evaluator,
-            now_s=clock(),
+            now_s=clock.wall(),
         )
 
     return router

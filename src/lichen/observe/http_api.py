@@ -1,6 +1,7 @@
 """Prometheus' HTTP query API over the embedded store, as a FastAPI router.
 
-Interface: ``build_query_router(store, engine, rules=None, clock=time.time, metadata=None) -> APIRouter``
+Interface: ``build_query_router(store, engine, rules=None, clock=SystemClock(), metadata=None) -> APIRouter``
+(``clock``: a :class:`lichen.clocks.Clock`; a query without ``time`` is evaluated at its ``wall()``)
 (``metadata``: a function returning the scraped metric families' type and help, for ``/api/v1/metadata``).
 
 Routes (GET and POST with a form body, JSON shapes as Prometheus serves them, so Grafana's
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +34,7 @@ import promql_parser as pp
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from lichen.clocks import Clock, SystemClock
 from lichen.logs import get_logger
 from lichen.observe.promql import Engine, QueryError, _matchers
 from lichen.observe.promql_values import format_value
@@ -113,10 +114,11 @@ def build_query_router(
     store: SeriesStore,
     engine: Engine | None = None,
     rules: Any = None,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
     metadata: Callable[[], dict[str, list[dict[str, str]]]] | None = None,
 ) -> APIRouter:
     engine = engine or Engine(store)
+    clock = clock or SystemClock()
     router = APIRouter()
 
     def handle(fn: Callable[[list[tuple[str, str]]], Any]) -> Callable:
@@ -147,7 +149,7 @@ def build_query_router(
 
     def query(items: list[tuple[str, str]]) -> Any:
         expr = _expr(items)
-        return engine.instant(expr, parse_time(_get(items, "time"), clock()))
+        return engine.instant(expr, parse_time(_get(items, "time"), clock.wall()))
 
     def query_range(items: list[tuple[str, str]]) -> Any:
         expr = _expr(items)
@@ -273,7 +275,7 @@ def build_query_router(
         selectors = [v for k, v in items if k == "match[]"]
         if not selectors:
             return PlainTextResponse("no match[] parameter provided\n", status_code=400)
-        now_ms = int(clock() * 1000)
+        now_ms = int(clock.wall() * 1000)
         lines: dict[str, list[str]] = {}
         try:
             matcher_sets = [selector_matchers(s) for s in selectors]

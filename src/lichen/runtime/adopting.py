@@ -7,92 +7,122 @@ replica that passes is adopted as it is (published again if it was, its
 probes restarted); one that fails is killed and replaced by the normal
 reconcile; one whose process is gone counts as a crash. Processes of this
 app that no record knows (started just before the crash) are killed.
+
+The functions here take what they need (the records, the process and port
+seams, a clock) and return what they decided; the controller applies it.
+:func:`await_answer` is the one wait for a live process to answer, for
+replicas and the gateway alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
-import time
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, Protocol
 
+from lichen.clocks import Clock
 from lichen.control import backoff
-from lichen.runtime import processes, teardown
-from lichen.runtime.endpoints import Endpoint
+from lichen.control.restarting import EventNote
+from lichen.runtime import teardown
+from lichen.runtime.processes import ProcessHandle, ProcessLauncher
 from lichen.runtime.replicas import HOST, Replica
+from lichen.runtime.state import ReplicaRecord
+from lichen.spec.models import ServiceSpec
 
-if TYPE_CHECKING:
-    from lichen.runtime.controlling import Controller
+ANSWER_POLL_S = 0.1
 
 
-async def adopt(controller: Controller) -> None:
-    """Re-adopt replicas an earlier controller left running, or clean them up; never duplicate."""
-    now = controller.clock.now()
-    now_wall = controller.clock.wall()
-    for record in controller.store.replicas():
+class PortCheck(Protocol):
+    async def port_answers(self, host: str, port: int, timeout_s: float) -> bool: ...
+
+
+async def await_answer(answers: Callable[[], Awaitable[bool]], exited: Callable[[], bool], clock: Clock,
+                       wait_s: float, every_s: float = ANSWER_POLL_S) -> bool:
+    """Ask ``answers()`` until it says yes (True), the process exits or ``wait_s`` passes (False)."""
+    deadline = clock.now() + wait_s
+    while True:
+        if await answers():
+            return True
+        if exited() or clock.now() > deadline:
+            return False
+        await clock.sleep(every_s)
+
+
+@dataclass
+class Adoption:
+    """What adoption decided for one record (:func:`adopt_replicas`)."""
+
+    replica: Replica
+    outcome: Literal["adopted", "cleaned_up", "lost", "restored"]
+    """adopted: alive and answering, ``replica.handle`` set; cleaned_up: alive but not answering (kill ``kill``);
+    lost: gone while no controller ran (a crash); restored: not running when the controller died"""
+    event: EventNote | None = None
+    kill: ProcessHandle | None = None
+    keep: bool = True
+    """False: a stop that was finishing when the controller died; drop the record"""
+
+
+async def adopt_replicas(records: Iterable[ReplicaRecord], launcher: ProcessLauncher, ports: PortCheck, clock: Clock,
+                         wait_s: float, spec_of: Callable[[ReplicaRecord], ServiceSpec]) -> list[Adoption]:
+    """Verify each recorded replica (pid, start time, answering on its port within ``wait_s``) and decide."""
+    now, now_wall = clock.now(), clock.wall()
+    decided = []
+    for record in records:
         replica = Replica(record)
         if record.exited_at is not None:
             replica.exited_mono = now - max(0.0, now_wall - record.exited_at)
-        if record.pid and record.phase in ("running", "terminating"):
-            handle = controller.launcher.adopt(record.pid, record.create_time or 0.0, record.id)
-            answering = False
-            if handle is not None and record.port:
-                deadline = time.monotonic() + controller.adopt_wait_s
-                while True:
-                    if await controller.prober.port_answers(HOST, record.port, 0.5):
-                        answering = True
-                        break
-                    if controller.launcher.poll(handle) is not None or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.1)
-            if handle is not None and answering:
-                replica.handle = handle
-                replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))
-                if record.published:
-                    replica.readiness = replace(replica.readiness, passing=True, answered=True, ever_passed=True)
-                    controller.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
-                controller.replicas[record.id] = replica
-                controller.event(record.service, "Adopted", "pid, start time and port verified",
-                           f"pid {record.pid} port {record.port}", record.id)
-                if record.phase == "terminating":
-                    controller.launcher.terminate(handle)
-                    replica.kill_at = now + controller._spec_of(record).termination_grace_s
-                else:
-                    controller._start_probing(replica)
-                continue
-            if handle is not None:
-                controller.launcher.kill(handle)
-                controller.event(record.service, "CleanedUp", "not answering on its port", f"pid {record.pid}", record.id)
-                record.phase, record.pid, record.create_time = "pending", None, None
-            else:
-                record.phase, record.pid, record.create_time = "exited", None, None
-                record.last_exit_reason, record.last_exit_code = "Lost", None
-                record.exited_at = now_wall
-                replica.exited_mono = now
-                record.crash_count = backoff.next_crash_count(record.crash_count, 0.0, controller._spec_of(record).restart)
-                controller.event(record.service, "Lost", "exited while no controller ran", "", record.id)
+        if not record.pid or record.phase not in ("running", "terminating"):
+            decided.append(Adoption(replica, "restored"))
+            continue
+        handle = launcher.adopt(record.pid, record.create_time or 0.0, record.id)
+        answering = False
+        if handle is not None and record.port:
+            port, alive = record.port, handle
+            answering = await await_answer(lambda: ports.port_answers(HOST, port, 0.5),
+                                           lambda: launcher.poll(alive) is not None, clock, wait_s)
+        if handle is not None and answering:
+            replica.handle = handle
+            replica.started_mono = now - max(0.0, now_wall - (record.started_at or now_wall))
+            if record.published:
+                replica.readiness = replace(replica.readiness, passing=True, answered=True, ever_passed=True)
+            event = EventNote("Adopted", "pid, start time and port verified", f"pid {record.pid} port {record.port}")
+            decided.append(Adoption(replica, "adopted", event))
+            continue
+        keep = not (record.stop_reason and not record.then_restart)
+        if handle is not None:
+            event = EventNote("CleanedUp", "not answering on its port", f"pid {record.pid}")
+            record.phase, record.pid, record.create_time = "pending", None, None
             record.published = False
-            if record.stop_reason and not record.then_restart:
-                controller.store.delete_replica(record.id)
-                continue
-            controller.store.save_replica(record)
-        controller.replicas[record.id] = replica
-    controller.clean_orphans()
+            decided.append(Adoption(replica, "cleaned_up", event, kill=handle, keep=keep))
+            continue
+        record.phase, record.pid, record.create_time = "exited", None, None
+        record.last_exit_reason, record.last_exit_code = "Lost", None
+        record.exited_at, replica.exited_mono = now_wall, now
+        record.crash_count = backoff.next_crash_count(record.crash_count, 0.0, spec_of(record).restart)
+        record.published = False
+        decided.append(Adoption(replica, "lost", EventNote("Lost", "exited while no controller ran"), keep=keep))
+    return decided
 
-def clean_orphans(controller: Controller) -> int:
-    """Kill replica processes of this app that no record knows (started just before a crash)."""
-    known = {r.record.pid for r in controller.replicas.values() if r.record.pid}
-    killed = 0
-    for pid, env in teardown.marked_processes(controller.workspace.app_dir):
+
+@dataclass(frozen=True)
+class Orphan:
+    """A replica process of this app that no record knows (started just before a crash)."""
+
+    pid: int
+    service: str
+    replica: str
+
+
+def find_orphans(app_dir: Path, known_pids: Iterable[int]) -> list[Orphan]:
+    """The replica processes marked for ``app_dir`` that are not (in the process group of) a known pid."""
+    known = set(known_pids)
+    found = []
+    for pid, env in teardown.marked_processes(app_dir):
         with contextlib.suppress(OSError):
             if pid in known or os.getpgid(pid) in known or "LICHEN_REPLICA" not in env:
                 continue
-        processes.signal_group(pid, signal.SIGKILL)
-        controller.event(env.get("LICHEN_SERVICE", ""), "CleanedUp", "orphan without a record", f"pid {pid}",
-                   env.get("LICHEN_REPLICA", ""))
-        killed += 1
-    return killed
-
+        found.append(Orphan(pid, env.get("LICHEN_SERVICE", ""), env.get("LICHEN_REPLICA", "")))
+    return found

@@ -30,35 +30,28 @@ import math
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from lichen.clocks import Clock, SystemClock
 from lichen.control import backoff, probing, restarting
 from lichen.control.draining import CONFIRM_TIMEOUT_S, DrainDecision, drain_decision
-from lichen.control.plans import (
-    DesiredService,
-    DesiredState,
-    Machine,
-    Placement,
-    Plan,
-    ReplicaView,
-    RolloutState,
-)
+from lichen.control.plans import DesiredService, DesiredState, Machine, Placement, Plan, ReplicaView, RolloutState
 from lichen.control.reconciling import reconcile
+from lichen.control.rolling import rollout_event
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError, UnknownServiceError
 from lichen.logs import get_logger, snake_case
-from lichen.runtime import adopting, processes, supervising
-from lichen.runtime.endpoints import Endpoint, EndpointRegistry
-from lichen.runtime.probing import HttpProber
-from lichen.runtime.processes import LaunchRequest, ProcessLauncher
-from lichen.runtime.replicas import HOST, Replica
+from lichen.runtime import adopting, processes, reporting, supervising
+from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
+from lichen.runtime.metrics import ControllerMetrics
+from lichen.runtime.probing import HttpProber, start_probing
+from lichen.runtime.processes import LaunchRequest, ProcessLauncher, free_port
+from lichen.runtime.replicas import HOST, Replica, ServiceState
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list, read_secrets
@@ -77,27 +70,6 @@ def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Pa
     """``lichen serve ENTRYPOINT --port N --app-dir DIR`` with this interpreter."""
     return [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", spec.entrypoint,
             "--port", str(port), "--app-dir", str(app_dir)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServiceState:
-    """Desired state of one service (what the API, an autoscaler or a canary edit)."""
-
-    name: str
-    spec: ServiceSpec
-    revision: str
-    replicas: int
-    restart_nonce: int = 0
-    rollout: RolloutState | None = None
-    code_digest: str = ""
 
 
 class Controller:
@@ -135,27 +107,19 @@ class Controller:
         self.stopping = False
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
-        self._conditions: dict[tuple[str, str, str], str] = {}
-        self._permanent: set[tuple[str, str, str]] = set()
+        self._conditions = reporting.StandingConditions()
         self._periodic: list[asyncio.Task[None]] = []
         self._periodic_specs: list[tuple[str, float, Callable[[], Any]]] = []
         self._secrets_cache: dict[str, dict[str, str]] = {}
         self.auxiliary: dict[str, AuxiliaryProcess] = {}
         self.app_spec: AppSpec | None = None
         """the spec last applied (the gateway renders its routes and settings from it)"""
-        self.gateway: Any = None
+        self.gateway: Ingress | None = None
         """the app's gateway under ``lichen up`` (:class:`lichen.runtime.gatewaying.SupervisedGateway`)"""
+        self._startup: list[Callable[[], Awaitable[None]]] = []
         self.passes = 0
         self.metrics = CollectorRegistry(auto_describe=True)
-        self._m_replicas = Gauge("lichen_replicas", "Replicas by state.", ["service", "revision", "state"],
-                                 registry=self.metrics)
-        self._m_restarts = Counter("lichen_replica_restarts_total", "Replica restarts.", ["service"],
-                                   registry=self.metrics)
-        self._m_crashloop = Gauge("lichen_replica_crashlooping", "1 while a replica is in CrashLoopBackOff.",
-                                  ["service", "replica"], registry=self.metrics)
-        self._m_loop = Histogram("lichen_controller_loop_seconds", "Duration of one controller pass.",
-                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-                                 registry=self.metrics)
+        self._instruments = ControllerMetrics(self.metrics)
 
     # ================================================================ desired
     def load_desired(self) -> None:
@@ -289,6 +253,11 @@ class Controller:
             except Exception:
                 log.exception("periodic_task_failed", task=name)
 
+    def add_startup(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Await ``fn`` once in :meth:`run`, after replica adoption and before the first pass (the gateway
+        re-adopts its process there)."""
+        self._startup.append(fn)
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -302,6 +271,8 @@ class Controller:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signal.SIGCHLD, self.wake)
         await self.adopt()
+        for startup in self._startup:
+            await startup()
         for name, interval_s, fn in self._periodic_specs:
             self._periodic.append(asyncio.create_task(self._periodic_loop(name, interval_s, fn)))
         self._periodic.append(asyncio.create_task(self._periodic_loop("log rotation", 10.0, self._rotate_logs)))
@@ -312,8 +283,7 @@ class Controller:
                     break
                 timeout = self.tick_s if wake_at is None else max(0.0, min(self.tick_s, wake_at - self.clock.now()))
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await self.clock.wait_for(self._wake, timeout)
         finally:
             for task in self._periodic:
                 task.cancel()
@@ -325,7 +295,6 @@ class Controller:
 
     def step(self) -> float | None:
         """One pass: observe, reconcile, apply. Returns when the next pass is due, if sooner than a tick."""
-        started = time.perf_counter()
         now = self.clock.now()
         self._observe(now)
         plan = reconcile(self.desired_state(), self.views(now), now)
@@ -333,8 +302,8 @@ class Controller:
         aux_wake = self._supervise_auxiliary(now)
         drain_wake = self._signal_drained(now)
         self.passes += 1
-        self._update_metrics()
-        self._m_loop.observe(time.perf_counter() - started)
+        self._instruments.update(self.replicas.values())
+        self._instruments.loop.observe(self.clock.now() - now)
         # an auxiliary process (the gateway) due for a restart, or a drain timeout, may come sooner
         return min((t for t in (plan.wake_at, aux_wake, drain_wake) if t is not None), default=None)
 
@@ -345,25 +314,10 @@ class Controller:
         return DesiredState(services, self.machine, stopping=self.stopping)
 
     def views(self, now: float) -> list[ReplicaView]:
-        views = []
-        for replica in self.replicas.values():
-            r = replica.record
-            placement = Placement(
-                cpu_cores=r.placement.get("cpu_cores"),
-                memory_bytes=r.placement.get("memory_bytes"),
-                gpu_indices=tuple(r.placement.get("gpu_indices", ())),
-                cpu_set=tuple(r.placement.get("cpu_set", ())),
-            )
-            views.append(ReplicaView(
-                id=r.id, service=r.service, revision=r.revision, phase=r.phase,  # type: ignore[arg-type]
-                ready=replica.readiness.passing, published=r.published, live=replica.liveness.passing,
-                placement=placement, crash_count=r.crash_count, exited_at=replica.exited_mono,
-                last_exit_code=r.last_exit_code, last_exit_reason=r.last_exit_reason,
-                grace_s=self._spec_of(r).termination_grace_s, created_index=r.created_index,
-            ))
-        return views
+        return [replica.view(self.spec_of(replica.record).termination_grace_s) for replica in self.replicas.values()]
 
-    def _spec_of(self, record: ReplicaRecord) -> ServiceSpec:
+    def spec_of(self, record: ReplicaRecord) -> ServiceSpec:
+        """The spec of a replica's revision (from the state store when this controller has not seen it)."""
         spec = self.specs.get((record.service, record.revision))
         if spec is None:
             found = self.store.revision_spec(record.service, record.revision)
@@ -391,7 +345,7 @@ class Controller:
         replica.stop_probing()
         replica.drain_version = replica.drain_since = None
         self._unpublish(replica)
-        spec = self._spec_of(record)
+        spec = self.spec_of(record)
         oom = self.launcher.oom_killed(replica.handle, self.workspace.log_path(record.id),  # type: ignore[arg-type]
                                        spec.resources.memory is not None)
         if replica.handle is not None:
@@ -414,10 +368,8 @@ class Controller:
     def _forget(self, replica: Replica) -> None:
         self.replicas.pop(replica.record.id, None)
         self.store.delete_replica(replica.record.id)
-        for key in [k for k in self._conditions if k[2] == replica.record.id]:
-            del self._conditions[key]
-        with contextlib.suppress(Exception):
-            self._m_crashloop.remove(replica.record.service, replica.record.id)
+        self._conditions.forget(replica.record.id)
+        self._instruments.forget(replica.record.service, replica.record.id)
 
     # ================================================================ apply
     def _apply(self, plan: Plan, now: float) -> None:
@@ -435,32 +387,21 @@ class Controller:
                 self._stop(replica, stop.reason, stop.grace_s, stop.then_restart, now)
         for start in plan.starts:
             self._start(start.service, start.revision, start.replica_id, start.placement, start.restart, now)
-        self._record_conditions(plan)
+        for condition in self._conditions.update(plan.conditions):
+            self.event(condition.service, condition.kind, "", condition.message, condition.replica_id)
         for name, rollout in plan.rollouts.items():
             state = self.services.get(name)
             if state is None or state.rollout == rollout:
                 continue
-            previous = state.rollout
+            event = rollout_event(state.rollout, rollout)
             state.rollout = rollout
-            if previous is None:
-                self.event(name, "RolloutStarted", f"revision {rollout.revision}")
-            elif previous.status != rollout.status:
-                kind = {"complete": "RolloutComplete", "stalled": "RolloutStalled"}.get(rollout.status, "RolloutProgressing")
-                self.event(name, kind, rollout.reason or f"revision {rollout.revision}")
+            if event is not None:
+                self.event(name, *event)
             self._save_desired(name)
-
-    def _record_conditions(self, plan: Plan) -> None:
-        current = {(c.service, c.kind, c.replica_id): c.message for c in plan.conditions}
-        for key, message in current.items():
-            if self._conditions.get(key) != message:
-                self.event(key[0], key[1], "", message, key[2])
-        self._conditions = current
-        self._permanent = {(c.service, c.kind, c.replica_id) for c in plan.conditions if c.permanent}
 
     def conditions(self, service: str) -> list[dict[str, Any]]:
         """The standing conditions of a service (placement refused, crash loop, stalled rollout)."""
-        return [{"kind": key[1], "message": message, "replica": key[2], "permanent": key in self._permanent}
-                for key, message in sorted(self._conditions.items()) if key[0] == service]
+        return self._conditions.of(service)
 
     def _publish(self, replica: Replica) -> None:
         record = replica.record
@@ -496,7 +437,7 @@ class Controller:
             self.launcher.kill(replica.handle)
             detail = "SIGKILL"
             if reason == "LivenessFailed":  # say which probe failed how, as Kubernetes' event does
-                probe, state = self._spec_of(record).probes.liveness, replica.liveness
+                probe, state = self.spec_of(record).probes.liveness, replica.liveness
                 detail += f"; liveness GET {probe.path}: {state.last_outcome or 'failed'} {state.failures}x in a row"
             self.event(record.service, "Killed", reason, detail, record.id)
         else:
@@ -523,7 +464,7 @@ class Controller:
     def _terminate(self, replica: Replica, decision: DrainDecision, now: float) -> None:
         record = replica.record
         assert replica.handle is not None
-        grace_s = self._spec_of(record).termination_grace_s
+        grace_s = self.spec_of(record).termination_grace_s
         replica.drain_version = replica.drain_since = None
         self.launcher.terminate(replica.handle)
         replica.kill_at = now + grace_s
@@ -541,7 +482,7 @@ class Controller:
                                    phase="pending", placement=asdict(placement))
             replica = self.replicas[replica_id] = Replica(record)
         record = replica.record
-        port = free_port()
+        port = free_port(HOST)
         env = self._replica_env(service, revision, replica_id, spec, placement, port)
         request = LaunchRequest(
             name=replica_id, argv=self.command(service, spec, port, self.workspace.app_dir), env=env,
@@ -565,7 +506,7 @@ class Controller:
         record.started_at, record.published, record.stop_reason, record.then_restart = self.clock.wall(), False, "", False
         if restart:
             record.restarts += 1
-            self._m_restarts.labels(service).inc()
+            self._instruments.restarts.labels(service).inc()
         self.store.save_replica(record)
         self.event(service, "Restarted" if restart else "Started", "", f"pid {handle.pid} port {port}", replica_id)
         self._start_probing(replica)
@@ -599,43 +540,42 @@ class Controller:
 
     # ================================================================ probes
     def _start_probing(self, replica: Replica) -> None:
-        """One task per probe kind, so a slow readiness answer never delays liveness (and vice versa)."""
-        replica.stop_probing()
-        loop = asyncio.get_running_loop()
-        replica.probe_tasks = [loop.create_task(self._probe_loop(replica, kind)) for kind in ("readiness", "liveness")]
-
-    async def _probe_loop(self, replica: Replica, kind: str) -> None:
-        record = replica.record
-        probe = getattr(self._spec_of(record).probes, kind)
-        port = record.port
-        assert port is not None
-        while True:
-            started = replica.started_mono if replica.started_mono is not None else self.clock.now()
-            delay = probing.next_probe_at(getattr(replica, kind), probe, started) - self.clock.now()
-            if delay > 0:
-                await self.clock.sleep(delay)
-            now = self.clock.now()
-            try:
-                outcome = await self.prober.probe(HOST, port, probe.path, probe.timeout_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a probe must never end its loop: count it as a failure
-                log.exception("probe_crashed", probe=kind, replica=record.id)
-                outcome = "failed"
-            before = getattr(replica, kind)
-            after = probing.record_probe(before, probe, outcome, now)
-            setattr(replica, kind, after)
-            if after.passing != before.passing:
-                self.wake()
+        start_probing(replica, self.spec_of(replica.record).probes, self.prober, self.clock, self.wake)
 
     # ================================================================ adoption
     async def adopt(self) -> None:
         """Re-adopt replicas an earlier controller left running, or clean them up (see :mod:`adopting`)."""
-        await adopting.adopt(self)
+        now = self.clock.now()
+        for found in await adopting.adopt_replicas(self.store.replicas(), self.launcher, self.prober, self.clock,
+                                                   self.adopt_wait_s, self.spec_of):
+            replica, record = found.replica, found.replica.record
+            if found.kill is not None:
+                self.launcher.kill(found.kill)
+            if found.event is not None:
+                self.event(record.service, found.event.kind, found.event.reason, found.event.message, record.id)
+            if not found.keep:
+                self.store.delete_replica(record.id)
+                continue
+            self.replicas[record.id] = replica
+            if found.outcome in ("cleaned_up", "lost"):
+                self.store.save_replica(record)
+            elif found.outcome == "adopted" and replica.handle is not None and record.port is not None:
+                if record.published:
+                    self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
+                if record.phase == "terminating":
+                    self.launcher.terminate(replica.handle)
+                    replica.kill_at = now + self.spec_of(record).termination_grace_s
+                else:
+                    self._start_probing(replica)
+        self.clean_orphans()
 
     def clean_orphans(self) -> int:
         """Kill replica processes of this app that no record knows (see :mod:`adopting`)."""
-        return adopting.clean_orphans(self)
+        orphans = adopting.find_orphans(self.workspace.app_dir, self.child_pids())
+        for orphan in orphans:
+            processes.signal_group(orphan.pid, signal.SIGKILL)
+            self.event(orphan.service, "CleanedUp", "orphan without a record", f"pid {orphan.pid}", orphan.replica)
+        return len(orphans)
 
     def _supervise_auxiliary(self, now: float) -> float | None:
         return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
@@ -657,23 +597,17 @@ class Controller:
             processes.rotate_log(self.workspace.log_path(replica_id), LOG_MAX_BYTES)
         self.store.prune_events(keep=EVENTS_KEPT)
 
-    def _update_metrics(self) -> None:
-        self._m_replicas.clear()
-        counts: dict[tuple[str, str, str], int] = {}
-        for replica in self.replicas.values():
-            r = replica.record
-            state = "ready" if r.published else r.phase
-            counts[(r.service, r.revision, state)] = counts.get((r.service, r.revision, state), 0) + 1
-            looping = r.phase == "exited" and backoff.in_crash_loop(r.crash_count)
-            self._m_crashloop.labels(r.service, r.id).set(1 if looping else 0)
-        for labels, value in counts.items():
-            self._m_replicas.labels(*labels).set(value)
-
     def status(self) -> dict[str, Any]:
-        """Everything ``lichen status`` shows, as plain data."""
-        from lichen.runtime.reporting import controller_status
-
-        return controller_status(self)
+        """Everything ``lichen status`` shows, as plain data (:mod:`lichen.runtime.reporting`)."""
+        return reporting.status_report(reporting.StatusSnapshot(
+            app_dir=self.workspace.app_dir, now=self.clock.now(), stopping=self.stopping,
+            enforcement=self.launcher.enforcement, services=self.services,
+            replicas=[(r, self.spec_of(r.record)) for r in self.replicas.values()],
+            conditions={name: self.conditions(name) for name in self.services},
+            endpoints=self.endpoints.by_service(), endpoints_version=self.endpoints.version,
+            processes=list(self.auxiliary.values()), gateway=self.gateway.status() if self.gateway else None,
+            log_path=self.workspace.log_path,
+        ))
 
     def child_pids(self) -> list[int]:
         return [r.record.pid for r in self.replicas.values() if r.record.pid]

@@ -13,6 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from lichen.control.draining import GatewayView
+from lichen.control.probing import ProbeState
 
 
 @dataclass(frozen=True, order=True)
@@ -92,3 +96,22 @@ class EndpointRegistry:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+
+class Ingress(Protocol):
+    """What the controller and its helpers need of the app's gateway, which routes to these endpoints
+    (:class:`lichen.runtime.gatewaying.SupervisedGateway` under ``lichen up``)."""
+
+    @property
+    def url(self) -> str | None:
+        """Where clients reach the app."""
+
+    @property
+    def readiness(self) -> ProbeState:
+        """Its health check, as a readiness probe state."""
+
+    def view(self) -> GatewayView:
+        """Which registry version it has confirmed serving (a drain decision's input)."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``lichen status`` shows of it."""

@@ -40,30 +40,30 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import httpx
-
+from lichen.clocks import Clock
 from lichen.control import backoff, probing
 from lichen.control.draining import GatewayView
 from lichen.control.traffic_splits import revision_weights
 from lichen.errors import LichenError
 from lichen.gateway import configs
-from lichen.runtime import processes
+from lichen.runtime import processes, teardown
+from lichen.runtime.adopting import await_answer
+from lichen.runtime.controlling import Controller
+from lichen.runtime.endpoints import EndpointRegistry
 from lichen.runtime.observing import StreamFetcher
-from lichen.runtime.processes import ProcessHandle
+from lichen.runtime.probing import Prober
+from lichen.runtime.processes import ProcessHandle, ProcessLauncher
+from lichen.runtime.reporting import log_tail
+from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.workspaces import Workspace, atomic_write, read_secrets
 from lichen.spec.models import AppSpec, ProbeSpec, RestartSpec
-
-if TYPE_CHECKING:
-    from lichen.runtime.controlling import Controller
 
 log = logging.getLogger("lichen.controller.gateway")
 
@@ -117,6 +117,18 @@ def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: 
     return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S, "generation": generation})
 
 
+def gateway_env(app: AppSpec | None, workspace: Workspace) -> dict[str, str]:
+    """The gateway process's own environment (on top of the controller's, minus the app's secrets):
+    the marks that find it again after a crash, and the JWT secret when the spec names one."""
+    env = {"PYTHONUNBUFFERED": "1", "LICHEN_APP_DIR": str(workspace.app_dir),
+           "LICHEN_CONTROLLER": str(workspace.app_dir), COMPANION_ENV: NAME}
+    jwt = app.gateway.auth.jwt if app is not None else None
+    if jwt is not None and jwt.secret_env:
+        with contextlib.suppress(LichenError):  # a missing secret shows as the gateway's own exit reason
+            env.update(read_secrets([jwt.secret_env], workspace, NAME))
+    return env
+
+
 def idempotent_paths_of(description: Any) -> list[str]:
     """The POST/PATCH paths a ``/.well-known/lichen`` document marks idempotent."""
     if not isinstance(description, dict):
@@ -127,17 +139,43 @@ def idempotent_paths_of(description: Any) -> list[str]:
     })
 
 
+class GatewayHost(Protocol):
+    """What the gateway reads and calls of the controller it runs under (a
+    :class:`~lichen.runtime.controlling.Controller`): its seams, the applied spec and two hooks."""
+
+    @property
+    def workspace(self) -> Workspace: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def launcher(self) -> ProcessLauncher: ...
+    @property
+    def prober(self) -> Prober: ...
+    @property
+    def endpoints(self) -> EndpointRegistry: ...
+    @property
+    def app_spec(self) -> AppSpec | None: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def confirm_drains(self) -> bool: ...
+    @property
+    def adopt_wait_s(self) -> float: ...
+    def wake(self) -> None: ...
+    def event(self, service: str, kind: str, reason: str = "", message: str = "", replica: str = "") -> None: ...
+
+
 class SupervisedGateway:
     """The gateway of one app under ``lichen up`` (see module docs).
 
-    The process itself is a controller auxiliary process
-    (:meth:`~lichen.runtime.controlling.Controller.supervise`): started on the
+    The process itself is a controller auxiliary process (``process``, from
+    :meth:`~lichen.runtime.controlling.Controller.supervise`): started on the
     controller's first pass, restarted on the CrashLoopBackOff schedule,
     drained and stopped on shutdown. This object adds what is specific to the
     gateway: its config, health probes, re-adoption and its status.
     """
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: GatewayHost, process: AuxiliaryProcess) -> None:
         self.controller = controller
         self.workspace = controller.workspace
         self.config_path = config_path(controller.workspace)
@@ -161,9 +199,10 @@ class SupervisedGateway:
         """the endpoint-registry version of the config on disk"""
         self.confirmed_version = -1
         """the newest registry version the gateway process confirmed serving (``GET /-/config``)"""
-        self.fetcher: Any = StreamFetcher(CONFIRM_WAIT_S, max_bytes=65536)
-        """asks the gateway `GET /-/config` (a seam: tests put a twin here)"""
-        self.process = controller.supervise(NAME, gateway_command(self.config_path), self._env(), RESTART, GRACE_S)
+        self.fetcher: Any = StreamFetcher(CONFIRM_WAIT_S, max_bytes=2**20)
+        """asks the gateway ``GET /-/config`` and replicas ``GET /.well-known/lichen`` (a seam: tests put a twin
+        here)"""
+        self.process = process
 
     # ------------------------------------------------------------ hooks
     def set_revision_weights(self, service: str, weights: Mapping[str, float] | None) -> None:
@@ -187,29 +226,17 @@ class SupervisedGateway:
         app = self.controller.app_spec
         return None if app is None else (app.gateway.host, app.gateway.port)
 
-    def _env(self) -> dict[str, str]:
-        env = {"PYTHONUNBUFFERED": "1", "LICHEN_APP_DIR": str(self.workspace.app_dir),
-               "LICHEN_CONTROLLER": str(self.workspace.app_dir), COMPANION_ENV: NAME}
-        app = self.controller.app_spec
-        jwt = app.gateway.auth.jwt if app is not None else None
-        if jwt is not None and jwt.secret_env:
-            with contextlib.suppress(LichenError):  # a missing secret shows as the gateway's own exit reason
-                env.update(read_secrets([jwt.secret_env], self.workspace, NAME))
-        return env
-
     # ------------------------------------------------------------ startup
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """Before the controller's first pass: re-adopt a healthy gateway left running, clean up the rest,
         and make sure a config exists for a gateway about to start."""
         self._last_text = self._read_text()
-        self._adopt()
+        await self._adopt()
         self._clean_orphans()
         if self.process.handle is None:
             self._write(self._render())
-        self.controller.add_periodic("gateway config", 0.0, self._sync_when_due)
-        self.controller.add_periodic("gateway probes", PROBE.period_s, self.probe)
 
-    def _adopt(self) -> None:
+    async def _adopt(self) -> None:
         launcher = self.controller.launcher
         try:
             record = json.loads(record_path(self.workspace).read_text())
@@ -222,36 +249,31 @@ class SupervisedGateway:
         if handle is None:
             return
         host, port = str(record.get("host") or "127.0.0.1"), int(record["port"])
-        deadline = time.monotonic() + self.controller.adopt_wait_s
-        while launcher.poll(handle) is None and time.monotonic() < deadline:
-            if healthy(host, port):
-                self.process.handle = handle
-                self.process.started_mono = self.controller.clock.now()
-                self.address = (host, port)
-                self._seen_handle = handle
-                self.readiness = probing.ProbeState("readiness", passing=True, answered=True, last_outcome="ok")
-                self._event("Adopted", "pid, start time and health verified", f"pid {handle.pid} port {port}")
-                return
-            time.sleep(0.1)
+
+        async def healthy() -> bool:
+            return await self.controller.prober.probe(host, port, PROBE.path, 0.5) == "ok"
+
+        if await await_answer(healthy, lambda: launcher.poll(handle) is not None, self.controller.clock,
+                              self.controller.adopt_wait_s):
+            self.process.handle = handle
+            self.process.started_mono = self.controller.clock.now()
+            self.address = (host, port)
+            self._seen_handle = handle
+            self.readiness = probing.ProbeState("readiness", passing=True, answered=True, last_outcome="ok")
+            self._event("Adopted", "pid, start time and health verified", f"pid {handle.pid} port {port}")
+            return
         launcher.kill(handle)
         self._event("CleanedUp", "not answering its health check", f"pid {handle.pid}")
 
     def _clean_orphans(self) -> int:
         """Kill gateway processes of this app that no record knows (started just before a crash)."""
-        import psutil
-
         keep = self.process.handle.pid if self.process.handle else None
-        marker = str(self.workspace.app_dir)
         killed = 0
-        for process in psutil.process_iter(["pid"]):
-            if process.pid in (keep, os.getpid()):
-                continue
-            with contextlib.suppress(psutil.Error, OSError):
-                env = process.environ()
-                if env.get("LICHEN_CONTROLLER") == marker and env.get(COMPANION_ENV) == NAME:
-                    processes.signal_group(process.pid, signal.SIGKILL)
-                    self._event("CleanedUp", "orphan without a record", f"pid {process.pid}")
-                    killed += 1
+        for pid, env in teardown.marked_processes(self.workspace.app_dir):
+            if pid != keep and env.get(COMPANION_ENV) == NAME:
+                processes.signal_group(pid, signal.SIGKILL)
+                self._event("CleanedUp", "orphan without a record", f"pid {pid}")
+                killed += 1
         return killed
 
     # ------------------------------------------------------------ periodic: config and process record
@@ -285,10 +307,9 @@ class SupervisedGateway:
         if await self._describe_new_revisions():
             self.mark_dirty()  # new idempotent paths: one more render, right away
 
-    async def _sync_when_due(self) -> None:
+    async def sync_when_due(self) -> None:
         """Sync right after a registry change (one controller pass is one burst), else every CONFIG_CHECK_S."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), CONFIG_CHECK_S)
+        await self.controller.clock.wait_for(self._kick, CONFIG_CHECK_S)
         self._kick.clear()
         await self.sync()
 
@@ -306,7 +327,7 @@ class SupervisedGateway:
     def _request_reload(self) -> None:
         """SIGHUP a gateway that answers (it installed its handler before answering): reload now."""
         handle = self.process.handle
-        if not getattr(self.controller, "confirm_drains", True):
+        if not self.controller.confirm_drains:
             return  # the comparison mode of bench/recovery.py: the gateway finds the table by polling, unconfirmed
         if handle is not None and handle is self._seen_handle and self.readiness.answered:
             self.controller.launcher.reload(handle)
@@ -404,16 +425,15 @@ class SupervisedGateway:
         if not pending:
             return False
         before = {k: list(v) for k, v in self.idempotent.items()}
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            for (service, revision), e in pending.items():
-                try:
-                    response = await client.get(f"http://{e.host}:{e.port}/.well-known/lichen")
-                    paths = idempotent_paths_of(response.json()) if response.status_code == 200 else []
-                except (httpx.HTTPError, ValueError):
-                    continue  # asked again at the next change
-                self._described.add((service, revision))
-                if paths or service not in self.idempotent:
-                    self.idempotent[service] = paths
+        for (service, revision), e in pending.items():
+            try:
+                page = await self.fetcher.get(f"http://{e.host}:{e.port}/.well-known/lichen")
+                paths = idempotent_paths_of(json.loads(page.text)) if page.status_code == 200 else []
+            except (OSError, TimeoutError, ValueError):
+                continue  # asked again at the next change
+            self._described.add((service, revision))
+            if paths or service not in self.idempotent:
+                self.idempotent[service] = paths
         return self.idempotent != before
 
     # ------------------------------------------------------------ status
@@ -447,26 +467,23 @@ class SupervisedGateway:
             "revision_weights": {k: dict(v) for k, v in self.weight_overrides.items()},
         }
         if state in ("CrashLoopBackOff", "Exited"):
-            tail = processes.log_tail(self.log_path, 8192).splitlines()[-15:]
-            entry["log_tail"] = "\n".join(line[:400] for line in tail)
+            entry["log_tail"] = log_tail(self.log_path)
         return entry
-
-
-def healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """A blocking ``GET /-/healthz`` (used once, at adoption, before the controller loop runs)."""
-    try:
-        return httpx.get(f"http://{host}:{port}{PROBE.path}", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def attach_gateway(controller: Controller) -> SupervisedGateway:
     """Give ``controller`` its app's gateway (what ``lichen up`` does); call after ``apply``, before ``run``.
 
-    Available afterwards as ``controller.gateway``.
+    Available afterwards as ``controller.gateway``. Its process is a supervised
+    auxiliary process; re-adopting one left running happens in ``run``, before
+    the first pass (:meth:`SupervisedGateway.prepare`).
     """
-    gateway = SupervisedGateway(controller)
+    process = controller.supervise(NAME, gateway_command(config_path(controller.workspace)),
+                                   gateway_env(controller.app_spec, controller.workspace), RESTART, GRACE_S)
+    gateway = SupervisedGateway(controller, process)
     controller.gateway = gateway
     controller.endpoints.subscribe(gateway.mark_dirty)
-    gateway.prepare()
+    controller.add_startup(gateway.prepare)
+    controller.add_periodic("gateway config", 0.0, gateway.sync_when_due)
+    controller.add_periodic("gateway probes", PROBE.period_s, gateway.probe)
     return gateway

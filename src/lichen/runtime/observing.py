@@ -1,7 +1,9 @@
 """Observability under ``lichen up``: the metrics stack of one app, wired to its controller.
 
-``attach_observing(controller, spec, workspace, token, api_url=...)`` builds, from
-``spec.observability``:
+``attach_observing(controller, spec, token=..., api_url=...)`` builds, from
+``spec.observability`` (reading the controller only through
+:class:`ObservedController`: its clock, replicas, gateway and periodic-task
+hook):
 
 * a :class:`~lichen.observe.series.SeriesStore` (retention; restored from and
   snapshotted to ``persist_path`` when set, relative to the spec's directory);
@@ -46,13 +48,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
+
+from lichen.clocks import Clock
 from lichen.control.notifying import InhibitRule, RouteConfig, next_flush_at
 from lichen.errors import ConfigError, LichenError
 from lichen.logs import get_logger
@@ -62,7 +66,11 @@ from lichen.observe.notifications import Notifier, Receiver, receivers_from_spec
 from lichen.observe.rule_files import RuleGroup, check_rule_file, parse_rule_text
 from lichen.observe.rules import RulesReload
 from lichen.observe.scraping import Scraper, ScrapeTarget
-from lichen.spec.models import AppSpec
+from lichen.runtime.endpoints import Ingress
+from lichen.runtime.replicas import Replica
+from lichen.runtime.state import ReplicaRecord
+from lichen.runtime.workspaces import Workspace
+from lichen.spec.models import AppSpec, ServiceSpec
 
 log = get_logger("lichen.observing")
 SNAPSHOT_INTERVAL_S = 60.0
@@ -215,10 +223,37 @@ def observing_enabled() -> bool:
     return os.environ.get("LICHEN_OBSERVE", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+class EventLog(Protocol):
+    def events(self, service: str | None = None, limit: int = 100) -> list[Any]: ...
+
+
+class ObservedController(Protocol):
+    """What the metrics stack reads of the controller it runs under (a
+    :class:`lichen.runtime.controlling.Controller`; tests pass a small twin)."""
+
+    @property
+    def workspace(self) -> Workspace: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> CollectorRegistry | None:
+        """where the stack's own cost is counted (the controller's ``/metrics``)"""
+    @property
+    def replicas(self) -> Mapping[str, Replica]: ...
+    @property
+    def gateway(self) -> Ingress | None: ...
+    @property
+    def store(self) -> EventLog: ...
+    def spec_of(self, record: ReplicaRecord) -> ServiceSpec: ...
+    def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
 class Observing:
     """The metrics stack of one app under a running controller (see the module docs)."""
 
-    def __init__(self, controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> None:
+    def __init__(self, controller: ObservedController, spec: AppSpec, *, token: str | None,
+                 api_url: str | None = None) -> None:
         self.controller = controller
         self.spec = spec
         self.started = spec
@@ -245,16 +280,15 @@ class Observing:
         self._notify_task: asyncio.Task[Any] | None = None
         self._attached = False
         self._evaluation_ticking = False
-        self._last_snapshot = time.monotonic()
-        self._instrument(controller)
+        self._last_snapshot = controller.clock.now()
+        self._instrument(controller.metrics)
         self.rounds = {"scrape": 0, "evaluate": 0, "notify": 0}
         self.skipped: dict[str, int] = {}
         self.cost_s = {"scrape": 0.0, "evaluate": 0.0}
-        """wall seconds spent per kind of round (the evaluation's includes its thread)"""
+        """seconds (on the controller's clock) spent per kind of round (the evaluation's includes its thread)"""
 
-    def _instrument(self, controller: Any) -> None:
+    def _instrument(self, registry: CollectorRegistry | None) -> None:
         """The stack's own cost on the controller's ``/metrics`` (so the overhead bench can read it)."""
-        registry = getattr(controller, "metrics", None)
         self._m_round = None
         if registry is None:
             return
@@ -279,12 +313,10 @@ class Observing:
     def _gateway_url(self) -> str | None:
         """``controller.gateway.url`` (:mod:`lichen.runtime.gatewaying`) when the app runs a gateway that
         has passed a health check since it started (as for replicas: no failed scrapes while it starts)."""
-        gateway = getattr(self.controller, "gateway", None)
-        url = getattr(gateway, "url", None)
-        readiness = getattr(gateway, "readiness", None)
-        if readiness is not None and not (readiness.passing or readiness.ever_passed):
+        gateway = self.controller.gateway
+        if gateway is None or not (gateway.readiness.passing or gateway.readiness.ever_passed):
             return None
-        return str(url) if url else None
+        return gateway.url or None
 
     def targets(self) -> list[ScrapeTarget]:
         """Every running replica that has passed readiness since it started, the gateway (when known
@@ -301,7 +333,7 @@ class Observing:
             r = replica.record
             if r.phase != "running" or not r.port or replica.handle is None or not replica.readiness.ever_passed:
                 continue
-            path = self.controller._spec_of(r).metrics_path
+            path = self.controller.spec_of(r).metrics_path
             url = f"http://127.0.0.1:{r.port}{path if path.startswith('/') else '/' + path}"
             targets.append(ScrapeTarget(url, service=r.service, revision=r.revision, replica=r.id,
                                         labels=(("job", "replica"),)))
@@ -326,26 +358,28 @@ class Observing:
         return abs(self.evaluation_interval_s - self.started.observability.scrape_interval_s) < 1e-9
 
     async def scrape_round(self) -> None:
-        started = time.perf_counter()
-        await self.scraper.scrape_all(self.targets(), self.controller.clock.wall())
+        clock = self.controller.clock
+        started = clock.now()
+        await self.scraper.scrape_all(self.targets(), clock.wall())
         self.rounds["scrape"] += 1
-        self.cost_s["scrape"] += time.perf_counter() - started
+        self.cost_s["scrape"] += clock.now() - started
         if self._m_round is not None:
-            self._m_round.labels("scrape").observe(time.perf_counter() - started)
+            self._m_round.labels("scrape").observe(clock.now() - started)
         if self.fused:
             await self.evaluate_round()
-        if self.pipeline.persist_path is not None and time.monotonic() - self._last_snapshot >= SNAPSHOT_INTERVAL_S:
-            self._last_snapshot = time.monotonic()
+        if self.pipeline.persist_path is not None and clock.now() - self._last_snapshot >= SNAPSHOT_INTERVAL_S:
+            self._last_snapshot = clock.now()
             await asyncio.to_thread(self._snapshot)
 
     async def evaluate_round(self) -> None:
-        started = time.perf_counter()
-        now = self.controller.clock.wall()
+        clock = self.controller.clock
+        started = clock.now()
+        now = clock.wall()
         await asyncio.to_thread(self.rules.evaluate_due, now)
         self.rounds["evaluate"] += 1
-        self.cost_s["evaluate"] += time.perf_counter() - started
+        self.cost_s["evaluate"] += clock.now() - started
         if self._m_round is not None:
-            self._m_round.labels("evaluate").observe(time.perf_counter() - started)
+            self._m_round.labels("evaluate").observe(clock.now() - started)
         if self.notifier is not None and (self._notify_task is None or self._notify_task.done()):
             self._notify_task = asyncio.create_task(self._notify(now))
 
@@ -365,7 +399,7 @@ class Observing:
                 wall = clock.wall()
                 if due is None or due > wall + self.evaluation_interval_s:
                     return
-                await asyncio.sleep(max(0.05, due - wall))
+                await clock.sleep(max(0.05, due - wall))
                 now = clock.wall()
         except Exception:  # noqa: BLE001 - the outbox keeps what was not delivered
             log.exception("notification_cycle_failed")
@@ -493,7 +527,7 @@ class Observing:
         from lichen.observe.dashboard import build_dashboard_router
 
         controller = self.controller
-        query = self.pipeline.router(clock=controller.clock.wall)
+        query = self.pipeline.router(clock=controller.clock)
         dashboard = build_dashboard_router(
             app_name=self.spec.app,
             engine=self.engine,
@@ -502,7 +536,7 @@ class Observing:
             events=lambda limit: [e.__dict__ for e in controller.store.events(None, limit)],
             token=self.token,
             refresh_s=max(1.0, min(5.0, self.spec.observability.scrape_interval_s)),
-            clock=controller.clock.wall,
+            clock=controller.clock,
         )
         return [query, dashboard]
 
@@ -552,11 +586,11 @@ def observability_report(reload: RulesReload, update: ObservabilityUpdate, base_
     }
 
 
-def attach_observing(controller: Any, spec: AppSpec, *, token: str | None, api_url: str | None = None) -> Observing | None:
+def attach_observing(controller: ObservedController, spec: AppSpec, *, token: str | None,
+                     api_url: str | None = None) -> Observing | None:
     """Build the app's metrics stack, register its rounds with ``controller``; None when ``LICHEN_OBSERVE=off``."""
     if not observing_enabled():
         return None
     observing = Observing(controller, spec, token=token, api_url=api_url)
     observing.attach()
-    controller.observing = observing
     return observing

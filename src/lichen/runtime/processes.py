@@ -29,6 +29,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,3 +263,10 @@ class ProcessLauncher:
         if handle.cgroup is not None:
             with contextlib.suppress(OSError):
                 handle.cgroup.rmdir()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now, for a new process to listen on."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

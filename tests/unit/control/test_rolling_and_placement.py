@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lichen.control.placing import Refusal, place
@@ -99,3 +101,14 @@ def test_a_request_larger_than_the_machine_is_refused_as_never_fitting() -> None
     assert isinstance(busy, Placement)
     waiting = place(ResourcesSpec(cpu=1), machine, [busy])
     assert isinstance(waiting, Refusal) and not waiting.never_fits  # room may appear later
+
+
+def test_a_rollout_is_worth_an_event_when_it_starts_and_when_its_status_changes() -> None:
+    from lichen.control.rolling import rollout_event
+
+    started = RolloutState(revision="r2", started_at=0.0, last_progress_at=0.0)
+    assert rollout_event(None, started) == ("RolloutStarted", "revision r2")
+    assert rollout_event(started, replace(started, new_ready=1)) is None
+    stalled = replace(started, status="stalled", reason="no progress for 30s")
+    assert rollout_event(started, stalled) == ("RolloutStalled", "no progress for 30s")
+    assert rollout_event(stalled, replace(started, status="complete")) == ("RolloutComplete", "revision r2")

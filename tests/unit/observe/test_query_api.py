@@ -15,6 +15,7 @@ from lichen.observe.http_api import build_query_router
 from lichen.observe.promql import Engine
 from lichen.observe.rules import RuleManager
 from lichen.observe.series import SeriesStore
+from lichen.testing import FakeClock
 
 NOW = 1_700_000_600.0
 
@@ -32,7 +33,7 @@ def base_url():
     rules.load_text("groups: [{name: g, rules: [{alert: Down, expr: 'up == 0', labels: {severity: page}}]}]")
     rules.evaluate_due(NOW)
     app = FastAPI()
-    app.include_router(build_query_router(store, engine, rules, clock=lambda: NOW))
+    app.include_router(build_query_router(store, engine, rules, clock=FakeClock(start=NOW, wall_offset=0.0)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -144,7 +145,7 @@ def test_an_unexpected_failure_is_answered_in_prometheus_shape() -> None:
 
     store = SeriesStore()
     app = FastAPI()
-    app.include_router(build_query_router(store, Broken(store), clock=lambda: NOW))
+    app.include_router(build_query_router(store, Broken(store), clock=FakeClock(start=NOW, wall_offset=0.0)))
     r = TestClient(app).get("/api/v1/query", params={"query": "up"})
     assert r.status_code == 500 and r.json() == {"status": "error", "errorType": "internal", "error": "RuntimeError: boom"}
 
@@ -155,7 +156,7 @@ def test_metadata_comes_from_the_given_function_and_honours_metric_and_limit() -
     families = {"b_total": [{"type": "counter", "help": "B.", "unit": ""}], "a": [{"type": "gauge", "help": "A.", "unit": ""}]}
     store = SeriesStore()
     app = FastAPI()
-    app.include_router(build_query_router(store, clock=lambda: NOW, metadata=lambda: families))
+    app.include_router(build_query_router(store, clock=FakeClock(start=NOW, wall_offset=0.0), metadata=lambda: families))
     client = TestClient(app)
     assert client.get("/api/v1/metadata").json() == {"status": "success", "data": {"a": families["a"], "b_total": families["b_total"]}}
     assert client.get("/api/v1/metadata", params={"metric": "b_total"}).json()["data"] == {"b_total": families["b_total"]}

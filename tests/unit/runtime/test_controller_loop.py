@@ -1,14 +1,18 @@
-"""The controller's real loop over in-memory process and probe twins: no subprocess, no socket."""
+"""The controller's real loop over in-memory process and probe twins: no subprocess, no socket.
+
+Every scenario runs on virtual time (:class:`lichen.testing.VirtualTimeLoop`): the controller's
+ticks, probe periods, backoffs and deadlines are the real ones (Lichen's defaults: 1 s ticks and
+probe periods), they take no real time, and the times they produce are checked exactly.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from lichen.clocks import Clock
 from lichen.control.plans import Machine
 from lichen.errors import ConfigError
 from lichen.runtime.controlling import Controller
@@ -16,38 +20,33 @@ from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec
-from lichen.testing import FakeLauncher, FakeProber
+from lichen.testing import FakeClock, FakeLauncher, FakeProber, LoopClock, run_in_virtual_time, until
 
-FAST = {"readiness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 1},
-        "liveness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 2}}
+START = 1000.0  # where virtual time starts
+WALL = LoopClock().wall_offset  # events carry wall time: WALL + loop time
 
 
 def app_spec(**services: dict) -> AppSpec:
     return AppSpec.model_validate({
         "app": "t",
-        "services": {name: {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1, **s}
-                     for name, s in services.items()},
+        "services": {name: {"entrypoint": "svc:Svc", "termination_grace_s": 1, **s} for name, s in services.items()},
     })
 
 
-async def until(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def make(tmp_path: Path, launcher: FakeLauncher, prober: FakeProber, gpus: tuple[int, ...] = ()) -> Controller:
+def make(tmp_path: Path, launcher: FakeLauncher, prober: FakeProber, gpus: tuple[int, ...] = (),
+         clock: Clock | None = None) -> Controller:
     store = StateStore(tmp_path / "state.db")
-    controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
-                            machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=gpus))
-    controller.adopt_wait_s = 0.2
-    return controller
+    return Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, clock=clock or LoopClock(),
+                      machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=gpus))
 
 
-def kinds(controller: Controller, kind: str) -> list:
-    return [e for e in controller.store.events(limit=1000) if e.kind == kind]
+def kinds(controller: Controller, kind: str, service: str | None = None) -> list:
+    return [e for e in controller.store.events(service, limit=1000) if e.kind == kind]
+
+
+def at(event) -> float:
+    """An event's time on the loop's clock."""
+    return event.at - WALL
 
 
 @pytest.fixture
@@ -63,7 +62,7 @@ def test_scale_up_publish_scale_down(tmp_path: Path, fakes) -> None:
         controller.apply(app_spec(web={"replicas": 2}), "code1")
         task = asyncio.create_task(controller.run())
         await until(lambda: len(controller.endpoints.endpoints("web")) == 2, "two endpoints")
-        assert len(launcher.alive()) == 2
+        assert len(launcher.alive()) == 2 and controller.clock.now() == START  # the first probe passes: ready at once
         env = launcher.alive()[0].request.env
         assert env["LICHEN_SERVICE"] == "web" and env["CUDA_VISIBLE_DEVICES"] == "" and env["LICHEN_GRACE_S"] == "1"
         assert (env["LICHEN_METRICS_PATH"], env["LICHEN_SLO_LATENCY_MS"], env["LICHEN_DRAIN_S"]) == ("/metrics", "300", "1")
@@ -74,11 +73,12 @@ def test_scale_up_publish_scale_down(tmp_path: Path, fakes) -> None:
         controller.scale("web", 1)
         await until(lambda: len(launcher.alive()) == 1 and len(controller.replicas) == 1, "scale down")
         assert [s for p in launcher.processes.values() for s in p.signals] == ["SIGTERM"]
+        assert at(kinds(controller, "Stopping")[0]) == START  # no gateway to confirm a table: SIGTERM at once
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
         assert launcher.alive() == [] and controller.store.replicas() == []
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_crash_restarts_immediately_then_backs_off(tmp_path: Path, fakes) -> None:
@@ -86,24 +86,55 @@ def test_crash_restarts_immediately_then_backs_off(tmp_path: Path, fakes) -> Non
 
     async def scenario() -> None:
         controller = make(tmp_path, launcher, prober)
+        clock = controller.clock
         controller.apply(app_spec(web={"restart": {"initial_backoff_s": 30, "max_backoff_s": 60}}), "c")
         task = asyncio.create_task(controller.run())
         await until(lambda: len(launcher.alive()) == 1, "first start")
+        await asyncio.sleep(5)
         launcher.exit(launcher.alive()[0].pid, 3)
-        controller.wake()
+        controller.wake()  # what SIGCHLD does
         await until(lambda: len(launcher.processes) == 2 and launcher.alive(), "immediate restart")
+        assert clock.now() == START + 5  # the first restart is immediate
+        await asyncio.sleep(5)
         launcher.exit(launcher.alive()[0].pid, 3, oom=True)
         controller.wake()
         await until(lambda: kinds(controller, "CrashLoopBackOff"), "CrashLoopBackOff")
-        assert len(launcher.processes) == 2  # the second restart waits 30 s
+        crashed = clock.now()
+        assert crashed == START + 10 and len(launcher.processes) == 2
         (row,) = controller.status()["replicas"]
         assert row["state"] == "CrashLoopBackOff" and row["last_exit_reason"] == "OOMKilled"
-        assert row["last_exit_code"] == 3 and 25 < row["restart_in_s"] <= 30
-        assert kinds(controller, "OOMKilled")
+        assert row["last_exit_code"] == 3 and row["restart_in_s"] == 30.0  # the second restart waits 30 s
+        (oom,) = kinds(controller, "OOMKilled")
+        assert oom.message == "exit code 3 after 5.0s; restart in 30s" and at(oom) == crashed
+        await asyncio.sleep(29.5)
+        assert len(launcher.processes) == 2 and controller.status()["replicas"][0]["restart_in_s"] == 0.5
+        await until(lambda: len(launcher.processes) == 3, "the restart after the backoff")
+        assert at(kinds(controller, "Restarted")[-1]) == crashed + 30  # exactly the backoff, not a tick later
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
+
+
+def test_a_crash_loop_restarts_at_once_then_after_10_20_40_40_seconds(tmp_path: Path, fakes) -> None:
+    launcher, prober = fakes
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, prober)
+        controller.apply(app_spec(web={"restart": {"initial_backoff_s": 10, "max_backoff_s": 40}}), "c")
+        task = asyncio.create_task(controller.run())
+        for n in range(1, 6):
+            await until(lambda: len(launcher.processes) == n and launcher.alive(), f"start {n}", within_s=100)
+            launcher.exit(launcher.alive()[0].pid, 1)
+            controller.wake()
+        await until(lambda: len(launcher.processes) == 6, "the 6th start", within_s=100)
+        exits = [at(e) for e in kinds(controller, "Exited")]
+        restarts = [at(e) for e in kinds(controller, "Restarted")]
+        assert [r - e for e, r in zip(exits, restarts)] == [0.0, 10.0, 20.0, 40.0, 40.0]
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
+
+    run_in_virtual_time(scenario())
 
 
 def test_liveness_failure_is_killed_at_once_and_restarted(tmp_path: Path, fakes) -> None:
@@ -116,17 +147,20 @@ def test_liveness_failure_is_killed_at_once_and_restarted(tmp_path: Path, fakes)
         await until(lambda: controller.endpoints.endpoints("web"), "ready")
         first = launcher.alive()[0]
         port = controller.status()["replicas"][0]["port"]
-        prober.answers[(port, "/healthz")] = "timeout"
+        await asyncio.sleep(2.5)
+        prober.answers[(port, "/healthz")] = "timeout"  # hangs at START + 2.5; liveness probes every 1 s
         await until(lambda: first.returncode is not None, "the liveness kill")
         assert first.signals == ["SIGKILL"]
-        await until(lambda: launcher.alive() and controller.endpoints.endpoints("web"), "replacement ready")
         (killed,) = kinds(controller, "Killed")
+        assert at(killed) == START + 4  # the 2nd failed probe (at +3 s and +4 s), failure_threshold 2
+        await until(lambda: launcher.alive() and controller.endpoints.endpoints("web"), "replacement ready")
+        assert at(kinds(controller, "Restarted")[0]) == at(kinds(controller, "Ready")[-1]) == START + 4  # in place
         assert killed.reason == "LivenessFailed"
         assert killed.message == "SIGKILL; liveness GET /healthz: timeout 2x in a row"  # which probe, how
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_a_new_controller_readopts_live_replicas_and_restarts_lost_ones(tmp_path: Path, fakes) -> None:
@@ -143,6 +177,7 @@ def test_a_new_controller_readopts_live_replicas_and_restarts_lost_ones(tmp_path
         controller.store.close()
 
     async def second_life() -> None:
+        await asyncio.sleep(60)  # no controller for a minute
         lost = launcher.alive()[0]
         launcher.exit(lost.pid, -9)
         controller = make(tmp_path, launcher, prober)
@@ -153,11 +188,15 @@ def test_a_new_controller_readopts_live_replicas_and_restarts_lost_ones(tmp_path
         assert len(launcher.processes) == 3  # one adopted, one restarted, none duplicated
         assert [e.replica for e in kinds(controller, "Adopted")] != []
         assert [e.replica for e in kinds(controller, "Lost")] == [lost.request.name]
+        assert controller.clock.now() == START + 60  # the live one answered at once: adopted without a wait
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(first_life())
-    asyncio.run(second_life())
+    async def both() -> None:
+        await first_life()
+        await second_life()
+
+    run_in_virtual_time(both())
 
 
 def test_rolling_update_replaces_every_replica(tmp_path: Path, fakes) -> None:
@@ -178,9 +217,9 @@ def test_rolling_update_replaces_every_replica(tmp_path: Path, fakes) -> None:
         assert min(seen) >= 3  # max_unavailable 25% of 3 rounds down to 0: never below 3 ready
         await until(lambda: kinds(controller, "RolloutComplete"), "rollout complete")
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_placement_refusal_and_gpu_assignment(tmp_path: Path, fakes) -> None:
@@ -196,15 +235,15 @@ def test_placement_refusal_and_gpu_assignment(tmp_path: Path, fakes) -> None:
         refusals = kinds(controller, "PlacementRefused")
         assert len(refusals) == 1 and "0 of 2 GPUs free" in refusals[0].message
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_missing_secret_is_a_config_error_naming_it(tmp_path: Path, fakes, monkeypatch) -> None:
     launcher, prober = fakes
     monkeypatch.delenv("NOPE_TOKEN", raising=False)
-    controller = make(tmp_path, launcher, prober)
+    controller = make(tmp_path, launcher, prober, clock=FakeClock())
     with pytest.raises(ConfigError, match=r"services\.web\.secrets: NOPE_TOKEN not set"):
         controller.apply(app_spec(web={"secrets": ["NOPE_TOKEN"]}), "c")
 
@@ -228,14 +267,17 @@ def test_supervises_a_non_replica_process_like_the_gateway(tmp_path: Path, fakes
         await until(lambda: len(launcher.by_replica("gateway")) == 2, "an immediate restart")
         launcher.exit(launcher.by_replica("gateway")[1].pid, 1)
         controller.wake()
-        await until(lambda: [e for e in kinds(controller, "Exited") if e.service == "gateway"][1:], "second exit")
+        await until(lambda: kinds(controller, "Exited", "gateway")[1:], "second exit")
         assert len(launcher.by_replica("gateway")) == 2  # backing off for 30 s
         assert controller.status()["processes"]["gateway"]["state"] == "BackOff"
+        await until(lambda: len(launcher.by_replica("gateway")) == 3, "the restart after the backoff")
+        second_exit, third_start = kinds(controller, "Exited", "gateway")[1], kinds(controller, "Started", "gateway")[2]
+        assert at(third_start) - at(second_exit) == 30.0
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
         assert launcher.alive() == []
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_path: Path, fakes) -> None:
@@ -243,7 +285,7 @@ def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_p
 
     async def scenario() -> None:
         controller = make(tmp_path, launcher, prober)
-        rollout = {"max_surge": 1, "max_unavailable": 0, "progress_deadline_s": 0.3}
+        rollout = {"max_surge": 1, "max_unavailable": 0, "progress_deadline_s": 120}
         controller.apply(app_spec(web={"replicas": 2, "rollout": rollout}), "v1")
         task = asyncio.create_task(controller.run())
         await until(lambda: len(controller.endpoints.endpoints()) == 2, "v1 ready")
@@ -252,15 +294,17 @@ def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_p
         for port in old_ports:
             prober.answers[(port, "/readyz")] = "ok"
         controller.apply(app_spec(web={"replicas": 2, "rollout": rollout, "env": {"V": "2"}}), "v1")
-        await until(lambda: kinds(controller, "RolloutStalled"), "the stall")
+        await until(lambda: kinds(controller, "RolloutStalled"), "the stall", within_s=300)
+        started, stalled_event = kinds(controller, "RolloutStarted")[0], kinds(controller, "RolloutStalled")[0]
+        assert at(stalled_event) - at(started) == 120.0  # no progress for progress_deadline_s, to the instant
         stalled = controller.status()["services"]["web"]["rollout"]
         assert stalled["status"] == "stalled" and "0/2 replicas of revision" in stalled["reason"]
         assert {e.port for e in controller.endpoints.endpoints()} == old_ports  # old ones keep serving
         assert len(controller.replicas) == 3  # 2 old + the one surge replica, no more
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_a_secret_reaches_only_the_services_that_declare_it(tmp_path: Path, fakes, monkeypatch) -> None:
@@ -282,9 +326,9 @@ def test_a_secret_reaches_only_the_services_that_declare_it(tmp_path: Path, fake
         assert "API_KEY" not in other
         assert "API_KEY" not in env_of["helper"]
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_a_request_over_the_machine_shows_in_status_and_stops_lichen_up_waiting(tmp_path: Path, fakes) -> None:
@@ -306,9 +350,9 @@ def test_a_request_over_the_machine_shows_in_status_and_stops_lichen_up_waiting(
         failure = settle_failure(state)
         assert failure is not None and "big cannot be placed: big: cpu 16 is more than this machine has" in failure
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_lichen_up_stops_waiting_on_a_crash_loop_and_names_exit_code_and_log() -> None:
@@ -330,7 +374,7 @@ def test_lichen_up_stops_waiting_on_a_crash_loop_and_names_exit_code_and_log() -
 
 def test_reapplying_the_spec_keeps_an_autoscaled_count_within_min_max(tmp_path: Path, fakes) -> None:
     launcher, prober = fakes
-    controller = make(tmp_path, launcher, prober)
+    controller = make(tmp_path, launcher, prober, clock=FakeClock())
     controller.apply(app_spec(web={"autoscale": {"min": 2, "max": 5}}), "code1")
     assert controller.services["web"].replicas == 2
     controller.set_replicas("web", 4)  # what the autoscaler does under load
@@ -364,6 +408,6 @@ def test_gpus_named_by_uuid_in_cuda_visible_devices_are_handed_out_by_uuid(tmp_p
         await until(lambda: len(launcher.alive()) == 2, "two placed")
         assert sorted(p.request.env["CUDA_VISIBLE_DEVICES"] for p in launcher.alive()) == ["GPU-aaa", "MIG-bbb"]
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())

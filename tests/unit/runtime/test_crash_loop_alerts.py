@@ -89,7 +89,7 @@ def run_crash_loop(tmp_path: Path, minutes: float) -> list[set[tuple[str, frozen
     controller = SimpleNamespace(
         workspace=SimpleNamespace(app_dir=tmp_path), clock=FakeClock(start=0.0), replicas={"api-0": replica},
         metrics=CollectorRegistry(), gateway=None, add_periodic=lambda *a: None,
-        _spec_of=lambda r: ServiceSpec(entrypoint="shop.api:Api"),
+        spec_of=lambda r: ServiceSpec(entrypoint="shop.api:Api"),
     )
     observing = Observing(controller, spec, token=None)
     assert observing.fused  # evaluation right after each scrape, as under `lichen up` by default

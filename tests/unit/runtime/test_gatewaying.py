@@ -1,27 +1,29 @@
-"""The gateway under the controller, over the in-memory process and probe twins; and its config rendering."""
+"""The gateway under the controller, over the in-memory process, probe and HTTP twins, on virtual time
+(:class:`lichen.testing.VirtualTimeLoop`: backoffs, probe periods and confirmation timeouts are the real
+ones and are checked exactly); and its config rendering."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
+import math
 from pathlib import Path
 
+from lichen.control.draining import CONFIRM_TIMEOUT_S
 from lichen.control.plans import Machine
 from lichen.control.traffic_splits import revision_weights
 from lichen.gateway.configs import load_config
 from lichen.runtime.controlling import Controller
 from lichen.runtime.endpoints import Endpoint
-from lichen.runtime.gatewaying import CONFIG_CHECK_S, attach_gateway, config_path, idempotent_paths_of, render
+from lichen.runtime.gatewaying import CONFIG_CHECK_S, PROBE, RESTART, attach_gateway, config_path, idempotent_paths_of, render
 from lichen.runtime.observing import FetchedPage
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
 from lichen.spec.models import AppSpec
-from lichen.testing import FakeLauncher, FakeProber
+from lichen.testing import FakeLauncher, FakeProber, LoopClock, run_in_virtual_time, until
 
-FAST = {"readiness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 1},
-        "liveness": {"period_s": 0.05, "timeout_s": 0.05, "failure_threshold": 2}}
+START = 1000.0  # where virtual time starts: the controller's periodic tasks tick from here
+WALL = LoopClock().wall_offset
 
 
 def app_spec(port: int = 18080, **gateway: object) -> AppSpec:
@@ -29,19 +31,50 @@ def app_spec(port: int = 18080, **gateway: object) -> AppSpec:
         "app": "t",
         "gateway": {"port": port, **gateway},
         "services": {
-            "web": {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1, "replicas": 2,
+            "web": {"entrypoint": "svc:Svc", "termination_grace_s": 1, "replicas": 2,
                     "max_inflight": 7, "timeout_s": 3, "routes": [{"prefix": "/v1/web", "strip_prefix": True}]},
-            "api": {"entrypoint": "svc:Svc", "probes": FAST, "termination_grace_s": 1},
+            "api": {"entrypoint": "svc:Svc", "termination_grace_s": 1},
         },
     })
 
 
-async def until(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+class GatewayTwin:
+    """The controller's HTTP seam: answers ``GET /-/config`` as a gateway that has loaded the config file on
+    disk (while ``answering``), and ``GET /.well-known/lichen`` as replicas whose POST /predict is idempotent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.answering = False
+
+    async def get(self, url: str) -> FetchedPage:
+        if url.endswith("/.well-known/lichen"):
+            return FetchedPage(200, json.dumps({"endpoints": [{"path": "/predict", "method": "POST",
+                                                                "idempotent": True}]}))
+        assert url.endswith("/-/config")
+        if not self.answering:
+            raise OSError("connection refused")
+        return FetchedPage(200, json.dumps({"generation": load_config(self.path).generation}))
+
+
+def controller_with_gateway(tmp_path: Path, launcher: FakeLauncher, prober: FakeProber,
+                            answering: bool = True) -> tuple[Controller, GatewayTwin]:
+    store = StateStore(tmp_path / "state.db")
+    controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, clock=LoopClock(),
+                            machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
+    controller.apply(app_spec(), "code1")
+    gateway = attach_gateway(controller)
+    twin = gateway.fetcher = GatewayTwin(config_path(controller.workspace))
+    twin.answering = answering
+    return controller, twin
+
+
+def at(event) -> float:
+    """An event's time on the loop's clock."""
+    return event.at - WALL
+
+
+def events(controller: Controller, service: str, kind: str) -> list:
+    return [e for e in controller.store.events(service, limit=1000) if e.kind == kind]
 
 
 def test_revision_weights_follow_ready_counts_unless_overridden() -> None:
@@ -81,18 +114,16 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
     launcher, prober = FakeLauncher(), FakeProber()
 
     async def scenario() -> None:
-        store = StateStore(tmp_path / "state.db")
-        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
-                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
-        controller.apply(app_spec(), "code1")
-        gateway = attach_gateway(controller)
-        assert controller.gateway is gateway and config_path(controller.workspace).exists()
+        controller, _twin = controller_with_gateway(tmp_path, launcher, prober)
+        gateway = controller.gateway
+        clock = controller.clock
         task = asyncio.create_task(controller.run())
 
         def gateways() -> list:
             return [p for p in launcher.by_replica("gateway")]
 
         await until(lambda: len(gateways()) == 1, "the gateway to start")
+        assert config_path(controller.workspace).exists()  # written before the gateway process started
         argv, env = gateways()[0].request.argv, gateways()[0].request.env
         assert argv[-3:] == ["gateway", "--config", str(config_path(controller.workspace))]
         assert env["LICHEN_CONTROLLER"] == str(tmp_path) and env["LICHEN_COMPANION"] == "gateway"
@@ -105,6 +136,8 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
         await until(lambda: gateway.status()["state"] == "Ready", "the gateway ready")
         record = json.loads((tmp_path / ".lichen" / "gateway.process.json").read_text())
         assert record["pid"] == gateways()[0].pid and record["port"] == 18080
+        await until(lambda: load_config(config_path(controller.workspace)).services["web"].idempotent_paths
+                    == ["/predict"], "idempotent paths read from a ready replica")
 
         # unchanged registry: no rewrite
         writes = gateway.config_writes
@@ -122,8 +155,14 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
                     == {revision: 1.0}, "override weights in the config")
 
         # liveness: a gateway that stops answering its health check is killed and restarted
+        checks = PROBE.period_s  # health checks run at START + k * period
+        hangs_at = START + checks * math.ceil((clock.now() - START) / checks) + checks / 2
+        await asyncio.sleep(hangs_at - clock.now())
         prober.answers[(18080, "/-/healthz")] = "timeout"
         await until(lambda: len(gateways()) == 2, "a restarted gateway")
+        (killed,) = events(controller, "gateway", "Killed")
+        assert at(killed) == hangs_at + checks / 2 + (PROBE.failure_threshold - 1) * checks  # the 3rd failed check
+        assert at(events(controller, "gateway", "Started")[1]) == at(killed)  # first crash: restarted at once
         assert "SIGHUP" in gateways()[0].signals  # each new table: reload now
         assert [s for s in gateways()[0].signals if s != "SIGHUP"] == ["SIGKILL"]
         prober.answers.clear()
@@ -137,22 +176,19 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
         assert load_config(config_path(controller.workspace)).port == 18081
 
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
         assert launcher.alive() == [] and [s for s in gateways()[2].signals if s != "SIGHUP"] == ["SIGTERM"]
-        store.close()
+        controller.store.close()
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_a_crash_looping_gateway_backs_off_without_stalling_the_controller(tmp_path: Path) -> None:
     launcher, prober = FakeLauncher(), FakeProber()
 
     async def scenario() -> None:
-        store = StateStore(tmp_path / "state.db")
-        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
-                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
-        controller.apply(app_spec(), "code1")
-        gateway = attach_gateway(controller)
+        controller, _twin = controller_with_gateway(tmp_path, launcher, prober)
+        gateway = controller.gateway
         task = asyncio.create_task(controller.run())
 
         def gateways() -> list:
@@ -163,81 +199,72 @@ def test_a_crash_looping_gateway_backs_off_without_stalling_the_controller(tmp_p
             launcher.exit(gateways()[-1].pid, 1)
         await until(lambda: gateway.status()["state"] == "CrashLoopBackOff", "the gateway in backoff")
         status = gateway.status()
-        assert status["last_exit_code"] == 1 and 0 < status["restart_in_s"] <= 1.0 and len(gateways()) == 2
+        assert status["last_exit_code"] == 1 and 0 < status["restart_in_s"] <= RESTART.initial_backoff_s
+        assert len(gateways()) == 2
         passes = controller.passes
-        await until(lambda: controller.passes > passes + 3, "controller passes while the gateway backs off")
+        await until(lambda: controller.passes > passes, "a controller pass while the gateway backs off")
         await until(lambda: len(gateways()) == 3, "the restart after the backoff")
-        assert [e.kind for e in controller.store.events("gateway", limit=100)].count("Exited") == 2
+        exits, starts = events(controller, "gateway", "Exited"), events(controller, "gateway", "Started")
+        assert [at(start) - at(exit) for exit, start in zip(exits, starts[1:])] == [0.0, RESTART.initial_backoff_s]
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
         assert launcher.alive() == []
-        store.close()
+        controller.store.close()
 
-    asyncio.run(scenario())
-
-
-class GatewayTwin:
-    """Answers the controller's ``GET /-/config`` as a gateway that has loaded the config file on disk."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.answering = False
-
-    async def get(self, url: str) -> FetchedPage:
-        assert url.endswith("/-/config")
-        if not self.answering:
-            raise OSError("connection refused")
-        return FetchedPage(200, json.dumps({"generation": load_config(self.path).generation}))
+    run_in_virtual_time(scenario())
 
 
 def test_a_stopping_replica_gets_sigterm_only_once_the_gateway_confirms_a_table_without_it(tmp_path: Path) -> None:
     launcher, prober = FakeLauncher(), FakeProber()
 
     async def scenario() -> None:
-        store = StateStore(tmp_path / "state.db")
-        controller = Controller(Workspace(tmp_path), store, launcher=launcher, prober=prober, tick_s=0.02,
-                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
-        controller.apply(app_spec(), "code1")
-        gateway = attach_gateway(controller)
-        twin = gateway.fetcher = GatewayTwin(config_path(controller.workspace))
+        controller, twin = controller_with_gateway(tmp_path, launcher, prober, answering=False)
+        gateway = controller.gateway
+        store = controller.store
         task = asyncio.create_task(controller.run())
 
         def web_endpoints() -> list[str]:
+            if not config_path(controller.workspace).exists():
+                return []
             return [e.replica for e in load_config(config_path(controller.workspace)).services["web"].endpoints]
 
         def web_processes() -> list:
             return [p for p in launcher.processes.values() if p.request.name.startswith("web-")]
 
         await until(lambda: len(web_endpoints()) == 2 and gateway.status()["state"] == "Ready", "two ready replicas")
+        twin.answering = True
+        await until(lambda: gateway.confirmed_version == controller.endpoints.version, "the table confirmed")
+        twin.answering = False
         controller.scale("web", 1)
         await until(lambda: len(web_endpoints()) == 1, "a table without the stopping replica")
         gone = next(p for p in web_processes() if p.request.name not in web_endpoints())
-        passes = controller.passes
-        await until(lambda: controller.passes >= passes + 5, "a few controller passes")
+        await asyncio.sleep(CONFIRM_TIMEOUT_S / 2)
         assert gone.signals == [] and gateway.confirmed_version < controller.endpoints.version  # not yet confirmed
 
         twin.answering = True  # the gateway confirms: SIGTERM follows
         await until(lambda: gone.signals == ["SIGTERM"], "SIGTERM after the confirmation")
         assert gateway.confirmed_version == controller.endpoints.version
-        stopping = [e for e in store.events("web", 100) if e.kind == "Stopping"]
+        stopping = events(controller, "web", "Stopping")
         assert "the gateway confirmed it no longer routes here" in stopping[-1].message
 
         # a gateway that stops answering holds a stop only until the confirmation timeout
         twin.answering = False
-        controller.drain_confirm_timeout_s = 0.3
         controller.scale("web", 0)
         await until(lambda: web_endpoints() == [], "an empty table")
         await until(lambda: sum(p.signals == ["SIGTERM"] for p in web_processes()) == 2, "SIGTERM after the timeout")
-        assert "did not confirm within 0.3s" in [e for e in store.events("web", 100) if e.kind == "Stopping"][-1].message
+        withdrawn = [e for e in events(controller, "web", "Unready") if e.reason == "stopping"][-1]
+        timed_out = events(controller, "web", "Stopping")[-1]
+        assert f"did not confirm within {CONFIRM_TIMEOUT_S:g}s" in timed_out.message
+        assert at(timed_out) - at(withdrawn) == CONFIRM_TIMEOUT_S  # withdrawn, then SIGTERM exactly at the timeout
 
         # lichen down: the gateway stops first and finishes its requests, then the replicas get SIGTERM
         controller.shutdown()
-        await asyncio.wait_for(task, 5)
-        events = store.events(None, 500)  # oldest first
-        gateway_stopped = next(i for i, e in enumerate(events) if e.service == "gateway" and e.kind == "Stopped")
-        api_stopping = next(i for i, e in enumerate(events) if e.service == "api" and e.kind == "Stopping")
+        await asyncio.wait_for(task, 60)
+        events_in_order = store.events(None, 500)  # oldest first
+        gateway_stopped = next(i for i, e in enumerate(events_in_order) if e.service == "gateway" and e.kind == "Stopped")
+        api_stopping = next(i for i, e in enumerate(events_in_order) if e.service == "api" and e.kind == "Stopping")
         assert gateway_stopped < api_stopping
-        assert "the gateway stopped" in events[api_stopping].message
+        assert "the gateway stopped" in events_in_order[api_stopping].message
         store.close()
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())

@@ -32,6 +32,8 @@ def _replica(service: str, index: int, port: int | None, phase: str = "running",
 
 
 class FakeController:
+    """What :class:`lichen.runtime.observing.ObservedController` asks of a controller."""
+
     def __init__(self, app_dir: Path) -> None:
         self.workspace = SimpleNamespace(app_dir=app_dir)
         self.clock = FakeClock()
@@ -41,7 +43,7 @@ class FakeController:
         self.gateway = None
         self.service_specs: dict[str, ServiceSpec] = {}
 
-    def _spec_of(self, record: SimpleNamespace) -> ServiceSpec:
+    def spec_of(self, record: SimpleNamespace) -> ServiceSpec:
         return self.service_specs.get(record.service, ServiceSpec(entrypoint="shop.svc:Svc"))
 
     def add_periodic(self, name: str, interval_s: float, fn: object) -> None:
@@ -60,7 +62,8 @@ def test_targets_are_running_replicas_the_gateway_and_the_controller(tmp_path: P
         "web-0": _replica("web", 0, 4003),
         "web-1": _replica("web", 1, 4004, handle=None),
     }
-    controller.gateway = SimpleNamespace(url="http://127.0.0.1:8080")
+    controller.gateway = SimpleNamespace(url="http://127.0.0.1:8080",
+                                         readiness=replace(initial_state("readiness"), passing=True, ever_passed=True))
     observing = Observing(controller, _spec("api", "web"), token="t", api_url="http://127.0.0.1:7000")
     targets = {t.url: t for t in observing.targets()}
     assert set(targets) == {"http://127.0.0.1:4001/metrics", "http://127.0.0.1:4003/metrics",
@@ -227,7 +230,7 @@ def test_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LICHEN_OBSERVE", "on")
     controller = FakeController(tmp_path)
     observing = attach_observing(controller, _spec("api"), token=None)
-    assert observing is not None and controller.observing is observing and len(controller.periodic) == 1
+    assert observing is not None and [name for name, *_ in controller.periodic] == ["metrics scrape"]
 
 
 def test_stream_fetcher_reads_length_delimited_chunked_and_close_delimited_answers() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from lichen.runtime.workspaces import Workspace
 from lichen.spec.loading import model_at
 from lichen.spec.models import AppSpec
 from lichen.spec.unbuilt_fields import ANY, UNBUILT_FIELDS, spec_warnings
-from lichen.testing import FakeLauncher, FakeProber
+from lichen.testing import FakeLauncher, FakeProber, LoopClock, run_in_virtual_time, until
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "spec.md"
 
@@ -188,17 +187,11 @@ def test_the_runtime_reads_none_of_the_unbuilt_fields(tmp_path: Path) -> None:
 
     async def run_the_control_plane() -> None:
         store = StateStore(tmp_path / "state.db")
-        controller = Controller(Workspace(tmp_path), store, launcher=FakeLauncher(), prober=FakeProber(), tick_s=0.02,
-                                machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=(0,)))
+        controller = Controller(Workspace(tmp_path), store, launcher=FakeLauncher(), prober=FakeProber(),
+                                clock=LoopClock(), machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=(0,)))
         controller.apply(spec, "code1")
         attach_gateway(controller)
         task = asyncio.create_task(controller.run())
-
-        async def until(condition: Any, what: str) -> None:
-            deadline = time.monotonic() + 10
-            while not condition():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                await asyncio.sleep(0.01)
 
         def ready() -> bool:
             return [r["state"] for r in controller.status()["replicas"]] == ["Ready"]
@@ -211,10 +204,10 @@ def test_the_runtime_reads_none_of_the_unbuilt_fields(tmp_path: Path) -> None:
         controller.scale("api", 2)
         await until(lambda: len(controller.status()["replicas"]) == 2, "the scale-up")
         controller.shutdown()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
         store.close()
 
-    asyncio.run(run_the_control_plane())
+    run_in_virtual_time(run_the_control_plane())  # the controller's real loop on virtual time
     default_rules(spec)
     result = JobRunner(spec, tmp_path).run(["train"])
     assert result.exit_code == 0, [r.status for r in result.runs]
