@@ -21,6 +21,7 @@ from lichen.runtime.probing import port_answers, probe_http
 from lichen.runtime.processes import LaunchRequest, ProcessLauncher
 from lichen.runtime.state import ReplicaRecord, StateStore, sqlite_path
 from lichen.runtime.workspaces import Workspace, code_digest, ensure_token, read_secrets
+from lichen.testing import run_in_virtual_time
 
 
 def test_state_store_is_wal_and_round_trips(tmp_path: Path) -> None:
@@ -56,13 +57,15 @@ def test_endpoint_registry_notifies_subscribers_and_long_polls() -> None:
     assert [e.replica for e in registry.endpoints("web", "b")] == ["web-b-0"]
     unsubscribe()
 
-    async def long_poll() -> int:
+    async def long_poll() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
         waiter = asyncio.create_task(registry.wait_for_change(registry.version, 5.0))
-        await asyncio.sleep(0.01)
-        registry.remove("web-a-0")
-        return await waiter
+        loop.call_later(2.0, registry.remove, "web-a-0")
+        started = loop.time()
+        return await waiter, loop.time() - started
 
-    assert asyncio.run(long_poll()) == 3 and seen == [(1, 1), (2, 2)]
+    assert run_in_virtual_time(long_poll()) == (3, 2.0) and seen == [(1, 1), (2, 2)]  # answered on the change
+    assert run_in_virtual_time(registry.wait_for_change(registry.version, 5.0)) == 3  # nothing changed: at 5 s
 
 
 def test_probe_outcomes_against_a_real_socket() -> None:
