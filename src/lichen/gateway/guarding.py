@@ -47,9 +47,8 @@ class RateLimits:
     """Token buckets per API key and per client IP (bounded: past 100,000 keys the table starts afresh)."""
 
     def __init__(self, spec: RateLimitSpec, metrics: GatewayMetrics) -> None:
-        self.per_key = (spec.per_key_rps, default_burst(spec.per_key_rps, spec.burst)) if spec.per_key_rps else None
-        self.per_ip = (spec.per_ip_rps, default_burst(spec.per_ip_rps, spec.burst)) if spec.per_ip_rps else None
         self.metrics = metrics
+        self.configure(spec)
         self.key_buckets: dict[str, TokenBucket] = {}
         self.ip_buckets: dict[str, TokenBucket] = {}
 
@@ -57,6 +56,8 @@ class RateLimits:
         """A reloaded config: new rates, same buckets (a reload does not hand out a fresh burst)."""
         self.per_key = (spec.per_key_rps, default_burst(spec.per_key_rps, spec.burst)) if spec.per_key_rps else None
         self.per_ip = (spec.per_ip_rps, default_burst(spec.per_ip_rps, spec.burst)) if spec.per_ip_rps else None
+        self.active = self.per_key is not None or self.per_ip is not None
+        """any limit set (else the request path skips the check)"""
 
     def check(self, principal: str | None, client_ip: str, now: float) -> Denial | None:
         if self.per_key is not None and principal is not None:
@@ -80,18 +81,18 @@ class RateLimits:
         return Denial(429, f"rate_limited_{scope}", "rate limit exceeded", ((b"retry-after", retry_after),))
 
 
-async def admit(runtime: ServiceRuntime, max_inflight: int | None, spec: AdmissionSpec,
-                loop: asyncio.AbstractEventLoop) -> bool:
-    """Take an in-flight slot of the service: at once, or after waiting in its bounded queue; False: shed.
-
-    A slot taken must be given back with :func:`release_slot`.
-    """
+def take_slot(runtime: ServiceRuntime, max_inflight: int | None, spec: AdmissionSpec) -> bool | None:
+    """Take an in-flight slot of the service now (True), refuse one (False: shed), or None: wait in the queue
+    (:func:`wait_for_slot`). A slot taken must be given back with :func:`release_slot`."""
     verdict = admission_decision(runtime.inflight, max_inflight, len(runtime.waiters), spec.queue_size)
     if verdict == "admit":
         runtime.inflight += 1
         return True
-    if verdict == "shed":
-        return False
+    return None if verdict == "queue" else False
+
+
+async def wait_for_slot(runtime: ServiceRuntime, spec: AdmissionSpec, loop: asyncio.AbstractEventLoop) -> bool:
+    """Wait in the service's bounded queue for the slot of a request that finishes; False after the timeout."""
     waiter: asyncio.Future[bool] = loop.create_future()
     runtime.waiters.append(waiter)
     timer = loop.call_later(spec.queue_timeout_s, _expire(waiter))

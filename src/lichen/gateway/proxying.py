@@ -164,8 +164,9 @@ class Gateway:
             denial = Denial(404, "no_route", f"no route matches {path[:200]}", extra={"routes": tables.route_listing})
             self.refuse(responder, request, denial, request_id, path=path, started=start)
             return
-        denial, principal = guarding.authenticate(self.auth, request, path, self.clock.wall())
-        if denial is None:
+        denial, principal = (guarding.authenticate(self.auth, request, path, self.clock.wall()) if self.auth.enabled
+                             else (None, None))
+        if denial is None and self.rate_limits.active:
             denial = self.rate_limits.check(principal, responder.client_ip, loop.time())
         if denial is not None:
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
@@ -176,7 +177,10 @@ class Gateway:
             responder.continue_()
         service = tables.services[rule.service]
         runtime = service.runtime
-        if not await guarding.admit(runtime, service.max_inflight, self.settings.admission, loop):
+        admitted = guarding.take_slot(runtime, service.max_inflight, self.settings.admission)
+        if admitted is None:  # at the limit, with room in the queue: wait for a slot
+            admitted = await guarding.wait_for_slot(runtime, self.settings.admission, loop)
+        if not admitted:
             self.metrics.shed_one(rule.service)
             denial = guarding.shed(runtime, service.max_inflight, self.settings.admission)
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
@@ -265,17 +269,34 @@ class Gateway:
         return status, last_revision
 
     async def _attempt(self, call: Call, service: ServiceTable, upstream: UpstreamState, attempt: int) -> Outcome:
-        """One try on one replica: connect, send, await the head, forward."""
+        """One try on one replica: connect, send, await the head, forward.
+
+        The common case takes no extra coroutine: a pooled connection is taken at once and a response that
+        arrived whole is answered at once; only opening a connection and streaming a body are awaited steps.
+        """
+        loop = self.loop
         upstream.outstanding += 1
         try:
-            uconn = await self._connect(call, service, upstream, attempt)
+            now = loop.time()
+            uconn: UpstreamConnection | Outcome | None = None
+            if call.deadline > now:
+                uconn = take_idle_connection(upstream, now)
+            if uconn is None:
+                uconn = await self._connect(call, service, upstream, attempt)
             if isinstance(uconn, Outcome):
                 return uconn
+            if call.request.body.error:
+                release_connection(uconn, loop.time(), True)
+                self._reject_body(call)
+                return Outcome("client_error", call.request.body.error)
             exchange = self._send(call, uconn)
             head = await self._await_head(call, service, upstream, uconn, exchange, attempt)
             if isinstance(head, Outcome):
                 return head
-            return await self._forward(call, service, upstream, uconn, exchange, head, attempt)
+            answered = self._forward(call, service, upstream, uconn, exchange, head, attempt)
+            if answered is not None:
+                return answered
+            return await self._stream(call, uconn, exchange, head)
         finally:
             upstream.outstanding -= 1
 
@@ -287,23 +308,16 @@ class Gateway:
 
     async def _connect(self, call: Call, service: ServiceTable, upstream: UpstreamState,
                        attempt: int) -> UpstreamConnection | Outcome:
-        """A pooled connection or a new one; a failure to connect is retried (the replica never saw the request)."""
+        """A new connection (no pooled one was free); a failure to connect is retried: the replica never saw it."""
         loop = self.loop
         try:
             remaining = call.deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
-            uconn = take_idle_connection(upstream, loop.time())
-            if uconn is None:
-                uconn = await open_connection(loop, upstream, min(remaining, self.config.connect_timeout_s))
+            return await open_connection(loop, upstream, min(remaining, self.config.connect_timeout_s))
         except (OSError, TimeoutError):
             self._record(service, upstream, True)
             return Outcome("connect_error", 502, self._may_retry(call, attempt, connect_failed=True))
-        if call.request.body.error:
-            release_connection(uconn, loop.time(), True)
-            self._reject_body(call)
-            return Outcome("client_error", call.request.body.error)
-        return uconn
 
     def _send(self, call: Call, uconn: UpstreamConnection) -> Exchange:
         """Write the request head and the body that arrived so far; the rest follows as it arrives."""
@@ -357,9 +371,10 @@ class Gateway:
         finally:
             timer.cancel()
 
-    async def _forward(self, call: Call, service: ServiceTable, upstream: UpstreamState, uconn: UpstreamConnection,
-                       exchange: Exchange, status: int, attempt: int) -> Outcome:
-        """Answer the client with the replica's response: at once when it is whole, else streamed."""
+    def _forward(self, call: Call, service: ServiceTable, upstream: UpstreamState, uconn: UpstreamConnection,
+                 exchange: Exchange, status: int, attempt: int) -> Outcome | None:
+        """Answer the client with the replica's response when it is whole (or refused, or retried);
+        None: it is still arriving, and :meth:`_stream` forwards it."""
         loop, request, responder = self.loop, call.request, call.responder
         body = request.body
         failed = status >= 500
@@ -381,17 +396,28 @@ class Gateway:
             responder.send_simple(status, "upstream error", call.request_id, headers=retry_after[:1],
                                   close=not request.keep_alive or not body.done)
             return Outcome("http_5xx", status)
-        kind = "http_5xx" if failed else "ok"
+        if not exchange.complete:
+            return None
         response_head, chunk_out, close = self._response_head(exchange, request, call.request_id)
         pending = exchange.pending
         exchange.pending = []
         if chunk_out:
             pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
-        if exchange.complete:  # the whole response is here already: one write, no streaming machinery
-            responder.start(b"".join([response_head, *pending, LAST_CHUNK if chunk_out else b""]), close=close)
-            responder.finish()
-            release_connection(uconn, loop.time(), exchange.keep_alive and body.done and body.error == 0)
-            return Outcome(kind, status)
+        # the whole response is here already: one write, no streaming machinery
+        responder.start(b"".join([response_head, *pending, LAST_CHUNK if chunk_out else b""]), close=close)
+        responder.finish()
+        release_connection(uconn, loop.time(), exchange.keep_alive and body.done and body.error == 0)
+        return Outcome("http_5xx" if failed else "ok", status)
+
+    async def _stream(self, call: Call, uconn: UpstreamConnection, exchange: Exchange, status: int) -> Outcome:
+        """Forward a response that is still arriving, as it arrives."""
+        request, responder = call.request, call.responder
+        body = request.body
+        response_head, chunk_out, close = self._response_head(exchange, request, call.request_id)
+        pending = exchange.pending
+        exchange.pending = []
+        if chunk_out:
+            pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
         responder.start(b"".join([response_head, *pending]), close=close)
         responder.flow.feed_from(uconn.flow)  # a client that reads slowly pauses reading from the replica
         exchange.start_forwarding(responder.write_chunk if chunk_out else responder.write)
@@ -406,8 +432,8 @@ class Gateway:
         finally:
             responder.flow.feed_from(None)
         responder.finish(LAST_CHUNK if chunk_out else b"")
-        release_connection(uconn, loop.time(), keep_alive and body.done and body.error == 0)
-        return Outcome(kind, status)
+        release_connection(uconn, self.loop.time(), keep_alive and body.done and body.error == 0)
+        return Outcome("http_5xx" if status >= 500 else "ok", status)
 
     @staticmethod
     async def _hold_body(exchange: Exchange, remaining_s: float) -> None:

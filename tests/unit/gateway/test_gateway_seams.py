@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lichen.gateway.flow_control import FlowControl
-from lichen.gateway.guarding import RateLimits, admit, authenticate, release_slot, shed
+from lichen.gateway.guarding import RateLimits, authenticate, release_slot, shed, take_slot, wait_for_slot
 from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.responses import Denial, Responder
 from lichen.gateway.requests import Request, RequestBody
@@ -221,11 +221,12 @@ def test_admission_takes_a_slot_queues_then_hands_the_slot_over_or_sheds() -> No
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         runtime, spec = ServiceRuntime(), AdmissionSpec(queue_size=1, queue_timeout_s=5)
-        assert await admit(runtime, 1, spec, loop) and runtime.inflight == 1
-        waiting = asyncio.create_task(admit(runtime, 1, spec, loop))
+        assert take_slot(runtime, 1, spec) is True and runtime.inflight == 1
+        assert take_slot(runtime, 1, spec) is None  # at the limit, room in the queue: wait
+        waiting = asyncio.create_task(wait_for_slot(runtime, spec, loop))
         await settle()
         assert len(runtime.waiters) == 1
-        assert not await admit(runtime, 1, spec, loop)  # queue full: shed at once
+        assert take_slot(runtime, 1, spec) is False  # queue full: shed at once
         assert shed(runtime, 1, spec).status == 503
         release_slot(runtime)  # the first request finishes: its slot goes to the waiter
         assert await waiting and runtime.inflight == 1
