@@ -218,7 +218,9 @@ def configure(level: str | int = "info", *, stream: IO[str] | None = None,
               static_fields: dict[str, Any] | None = None) -> logging.Handler:
     """Make every record of this process one JSON line on ``stream`` (stderr); returns the handler installed.
 
-    Replaces the root logger's handlers, so call it once, from a process's entry point.
+    Replaces the root logger's handlers, so call it once, from a process's entry point. Loggers a
+    library configured on its own (uvicorn's default config gives ``uvicorn`` a handler and stops
+    propagation) lose their handlers and propagate again, so their records take the same style.
     """
     # Our lines carry none of these; skipping them makes each record several microseconds cheaper.
     logging.logThreads = False
@@ -232,4 +234,9 @@ def configure(level: str | int = "info", *, stream: IO[str] | None = None,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate):
+            for old in list(logger.handlers):
+                logger.removeHandler(old)
+            logger.propagate = True
     return handler

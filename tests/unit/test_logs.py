@@ -127,3 +127,21 @@ def test_the_formatter_alone() -> None:
 def test_kinds_become_snake_case_event_names() -> None:
     assert [snake_case(k) for k in ("CrashLoopBackOff", "OOMKilled", "Started", "RolloutStarted", "reload_failed")] == [
         "crash_loop_back_off", "oom_killed", "started", "rollout_started", "reload_failed"]
+
+
+def test_configure_takes_over_a_logger_a_library_configured_on_its_own() -> None:
+    library = logging.getLogger("uvicorn")
+    library.addHandler(logging.StreamHandler(io.StringIO()))
+    library.propagate = False
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure("info", stream=stream)
+        logging.getLogger("uvicorn.error").info("Started server process [%d]", 7)
+        assert library.propagate and not library.handlers
+        [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+        assert line["event"] == "Started server process [7]"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -320,6 +320,8 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
         gateway = state.get("gateway") or {}
         if gateway.get("url") and gateway.get("state") != "Ready":  # a crash loop stops the wait above
             pending.append(f"gateway {gateway['state']}")
+        elif gateway.get("url") and gateway.get("table_confirmed") is False:
+            pending.append("gateway routing table")  # Ready replicas the gateway does not route to yet
         if not pending:
             console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items())
                                        or "no services in lichen.yaml"))

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
@@ -26,8 +25,9 @@ from lichen.errors import ConfigError, LichenError
 from lichen.gateway.configs import GatewayConfig, load_config
 from lichen.gateway.proxying import Gateway
 from lichen.gateway.serving import ClientConnection, sweep_deadlines
+from lichen.logs import configure, get_logger
 
-log = logging.getLogger("lichen.gateway")
+log = get_logger("lichen.gateway")
 
 DRAIN_S = 10.0
 
@@ -60,7 +60,7 @@ async def _discover(gateway: Gateway, client: httpx.AsyncClient) -> None:
         table.runtime.discovered_idempotent = frozenset(paths)
         table.runtime.discovered_from = source
         if paths:
-            log.info(json.dumps({"event": "discovered_idempotent", "service": name, "paths": sorted(paths)}))
+            log.info("discovered_idempotent", service=name, paths=sorted(paths))
 
 
 class ConfigWatcher:
@@ -78,13 +78,13 @@ class ConfigWatcher:
         try:
             config = load_config(self.path)
         except LichenError as exc:
-            log.error(json.dumps({"event": "reload_failed", "error": str(exc)}))
+            log.error("reload_failed", error=str(exc))
             return
         if (config.host, config.port) != (self.gateway.config.host, self.gateway.config.port):
-            log.warning(json.dumps({"event": "reload", "warning": "host/port changes need a restart"}))
+            log.warning("reload", warning="host/port changes need a restart")
         self.gateway.apply(config)
-        log.info(json.dumps({"event": "reloaded", "routes": len(config.routes), "services": len(config.services),
-                             "generation": config.generation or None, "forced": forced}))
+        log.info("reloaded", routes=len(config.routes), services=len(config.services),
+                 generation=config.generation or None, forced=forced)
 
 
 async def _watch(gateway: Gateway, watcher: ConfigWatcher, clock: Clock) -> None:
@@ -93,7 +93,7 @@ async def _watch(gateway: Gateway, watcher: ConfigWatcher, clock: Clock) -> None
             await clock.sleep(gateway.config.reload_interval_s)
             watcher.check()
             if gateway.auth.keys.refresh():
-                log.info(json.dumps({"event": "keys_reloaded", "keys": len(gateway.auth.keys.keys)}))
+                log.info("keys_reloaded", keys=len(gateway.auth.keys.keys))
             with contextlib.suppress(Exception):
                 await _discover(gateway, client)
 
@@ -111,7 +111,9 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None, clock:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}", where=str(config_path)) from None
     port = server.sockets[0].getsockname()[1]
+    # stdout carries one line a parent may parse for the bound port; the log line says the same on stderr
     print(json.dumps({"event": "listening", "host": config.host, "port": port, "pid": os.getpid()}), flush=True)
+    log.info("listening", host=config.host, port=port, pid=os.getpid())
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -147,7 +149,7 @@ async def drain(gateway: Gateway, clock: Clock, within_s: float, every_s: float 
 def run_gateway(config_path: str | Path) -> None:
     """Blocking entry point for ``lichen gateway --config FILE`` (uvloop when available)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() handles it: a reload request must never kill us
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure("info")  # one JSON event line per record on stderr, as the controller and replicas write
     logging.getLogger("httpx").setLevel(logging.WARNING)
     path = Path(config_path)
     load_config(path)  # fail fast with a one-line error

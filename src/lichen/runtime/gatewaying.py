@@ -129,6 +129,14 @@ def gateway_env(app: AppSpec | None, workspace: Workspace) -> dict[str, str]:
     return env
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a listener on ``host:port`` (loopback for a wildcard
+    address, brackets around an IPv6 literal)."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def idempotent_paths_of(description: Any) -> list[str]:
     """The POST/PATCH paths a ``/.well-known/lichen`` document marks idempotent."""
     if not isinstance(description, dict):
@@ -219,8 +227,7 @@ class SupervisedGateway:
         address = self._spec_address()
         if address is None:
             return None
-        host = "127.0.0.1" if address[0] in ("0.0.0.0", "", "::") else address[0]
-        return f"http://{host}:{address[1]}"
+        return local_url(*address)
 
     def _spec_address(self) -> tuple[str, int] | None:
         app = self.controller.app_spec
@@ -341,8 +348,7 @@ class SupervisedGateway:
             return
         expected = self._generation(self.written_version)
         version = self.written_version
-        host = "127.0.0.1" if self.address[0] in ("0.0.0.0", "", "::") else self.address[0]
-        url = f"http://{host}:{self.address[1]}/-/config"
+        url = local_url(*self.address) + "/-/config"
         clock = self.controller.clock
         deadline = clock.now() + CONFIRM_WAIT_S
         while clock.now() < deadline:
@@ -465,6 +471,9 @@ class SupervisedGateway:
             "upstreams": len(self.controller.endpoints.endpoints()), "config": str(self.config_path),
             "config_writes": self.config_writes, "log": str(self.log_path),
             "revision_weights": {k: dict(v) for k, v in self.weight_overrides.items()},
+            # the gateway confirmed serving the newest endpoint table: every Ready replica is routed to
+            "table_confirmed": (not self.controller.confirm_drains
+                                or self.confirmed_version >= self.controller.endpoints.version),
         }
         if state in ("CrashLoopBackOff", "Exited"):
             entry["log_tail"] = log_tail(self.log_path)

@@ -25,13 +25,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from lichen.clocks import Clock, SystemClock
 from lichen.errors import ConfigError
 from lichen.registry.artifacts import ARTIFACTS_ENV, read_manifest
 from lichen.runtime.job_process import JOB_ENV, RUN_ID_ENV
@@ -183,14 +183,15 @@ class JobRunner:
         *,
         events: JobEvents | None = None,
         stop_grace_s: float = STOP_GRACE_S,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.spec = spec
         self.app_dir = Path(app_dir).absolute()
         self._secret_names = spec.secret_names()
         self.events: JobEvents = events or SilentEvents()
         self.stop_grace_s = stop_grace_s
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
+        """wall time for run records, monotonic time for timeouts (a twin in tests)"""
         self.store = JobRunStore(state_db_path(spec.state.url, self.app_dir))
         self.runs_dir = self.app_dir / ".lichen" / "runs"
 
@@ -267,7 +268,7 @@ class JobRunner:
             run_id=run_id,
             pipeline_id=pipeline_id,
             job=name,
-            started_at=self.clock(),
+            started_at=self.clock.wall(),
             argv=argv,
             attempt=attempt,
             log_path=str(log_path),
@@ -288,7 +289,7 @@ class JobRunner:
                     start_new_session=True,
                 )
             except OSError as exc:
-                run.status, run.exit_code, run.ended_at = STATUS_FAILED, 127, self.clock()
+                run.status, run.exit_code, run.ended_at = STATUS_FAILED, 127, self.clock.wall()
                 run.log_tail = f"could not start job: {exc}"
                 self.store.finish(run)
                 self.events.job_finished(run)
@@ -307,7 +308,7 @@ class JobRunner:
         elif status == STATUS_TIMEOUT:
             run.exit_code = EXIT_TIMEOUT
         run.status = status
-        run.ended_at = self.clock()
+        run.ended_at = self.clock.wall()
         run.log_tail = "\n".join(tail)
         run.artifacts = self._artifacts(job, manifest, succeeded=status == STATUS_SUCCEEDED)
         self.store.finish(run)
@@ -334,14 +335,14 @@ class JobRunner:
 
     def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> str:
         """Wait for the job; on Ctrl-C/SIGTERM or timeout stop it gracefully."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else self.clock.now() + timeout_s
         try:
             while True:
                 try:
                     proc.wait(timeout=0.2)
                     return STATUS_RUNNING
                 except subprocess.TimeoutExpired:
-                    if deadline is not None and time.monotonic() >= deadline:
+                    if deadline is not None and self.clock.now() >= deadline:
                         self._stop(proc)
                         return STATUS_TIMEOUT
         except KeyboardInterrupt:

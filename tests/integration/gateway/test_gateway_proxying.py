@@ -383,7 +383,11 @@ def test_sighup_reloads_at_once_and_the_served_generation_is_visible(backends, g
     wait_until(lambda: httpx.get(f"{gateway.url}/-/config").json() == {"generation": "g-2"}, "the SIGHUP reload", 5)
     replicas = {httpx.get(f"{gateway.url}/api/whoami").json()["replica"] for _ in range(40)}
     assert replicas == {"r1", "r2"}
-    assert gateway.process.poll() is None and [e.get("forced") for e in gateway.log_events("reloaded")] == [False, True]
+    reloads = gateway.log_events("reloaded")
+    assert gateway.process.poll() is None and [e.get("forced") for e in reloads] == [False, True]
+    # the one log style: a timestamp, a level and the logger on every line, fields beside the event
+    assert all(e["ts"].endswith("Z") and e["level"] == "info" and e["logger"] == "lichen.gateway" for e in reloads)
+    assert reloads[-1]["generation"] == "g-2"
 
 
 def test_a_replica_dropped_mid_request_is_neither_retried_nor_ejected(gateways, tmp_path) -> None:

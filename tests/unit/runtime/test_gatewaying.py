@@ -15,7 +15,8 @@ from lichen.control.traffic_splits import revision_weights
 from lichen.gateway.configs import load_config
 from lichen.runtime.controlling import Controller
 from lichen.runtime.endpoints import Endpoint
-from lichen.runtime.gatewaying import CONFIG_CHECK_S, PROBE, RESTART, attach_gateway, config_path, idempotent_paths_of, render
+from lichen.runtime.gatewaying import (CONFIG_CHECK_S, PROBE, RESTART, attach_gateway, config_path,
+                                      idempotent_paths_of, local_url, render)
 from lichen.runtime.observing import FetchedPage
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
@@ -232,8 +233,10 @@ def test_a_stopping_replica_gets_sigterm_only_once_the_gateway_confirms_a_table_
             return [p for p in launcher.processes.values() if p.request.name.startswith("web-")]
 
         await until(lambda: len(web_endpoints()) == 2 and gateway.status()["state"] == "Ready", "two ready replicas")
+        assert gateway.status()["table_confirmed"] is False  # lichen up --wait keeps waiting for this
         twin.answering = True
         await until(lambda: gateway.confirmed_version == controller.endpoints.version, "the table confirmed")
+        assert gateway.status()["table_confirmed"] is True
         twin.answering = False
         controller.scale("web", 1)
         await until(lambda: len(web_endpoints()) == 1, "a table without the stopping replica")
@@ -268,3 +271,10 @@ def test_a_stopping_replica_gets_sigterm_only_once_the_gateway_confirms_a_table_
         store.close()
 
     run_in_virtual_time(scenario())
+
+
+def test_local_url_reaches_a_wildcard_by_loopback_and_brackets_an_ipv6_literal() -> None:
+    assert local_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert local_url("::", 8080) == "http://127.0.0.1:8080"
+    assert local_url("::1", 8080) == "http://[::1]:8080"
+    assert local_url("10.0.0.5", 80) == "http://10.0.0.5:80"
