@@ -4,7 +4,8 @@ A real controller runs two replicas of a service that answers 500s (switched
 on from the start) under steady traffic. `lichen dashboard --no-open --json`
 gives the URL (with the token in its fragment); the page must show the
 replicas of the running controller, charts filled from its own query API,
-and the firing alert its rule engine raised.
+the firing alert its rule engine raised, and the SLO panel with the
+availability budget spent, as `lichen slo --json` reports it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def test_dashboard_of_a_running_app_shows_live_charts_and_the_firing_alert(runni
                     page.locator(f'#replicas tr[data-replica="{replica}"]').wait_for(timeout=10_000)
                 revision = app.get("/v1/status")["services"]["model"]["revision"]
                 assert revision in page.locator('#services tr[data-service="model"]').inner_text()
+
+                # the SLO panel: every request fails, so the availability budget of model is spent, as
+                # 'lichen slo --json' (the same report) says too
+                slo = page.locator('#slos tr[data-service="model"][data-slo="availability"]')
+                slo.wait_for(timeout=30_000)
+                assert slo.get_attribute("data-state") == "exhausted", slo.inner_text()
+                assert "99.9% not 5xx" in slo.inner_text() and "over 6h" in page.locator("#slo-window").inner_text()
+                report = json.loads(app.cli("slo", "model", "--json", "--app-dir", str(app.dir)).stdout)
+                cli_row = next(s for s in report["slos"] if s["slo"] == "availability")
+                assert cli_row["state"] == "exhausted" and cli_row["budget_left"] < 0
 
                 # charts keep refreshing from live data
                 before = int(page.locator("body").get_attribute("data-refreshes") or 0)

@@ -11,7 +11,7 @@ from lichen.cli.main import app
 # Verbs that print data a script would read; each must offer --json.
 READ_VERBS = {
     "validate", "status", "events", "runs", "models list", "keys list", "keys create",
-    "silence list", "silence add", "rules check", "rules test", "init", "scale", "restart",
+    "silence list", "silence add", "rules check", "rules test", "init", "scale", "restart", "slo",
 }
 
 
@@ -31,7 +31,7 @@ VERBS = _walk(typer.main.get_command(app))
 def test_the_cli_has_the_documented_verbs() -> None:
     names = {name for name, _ in VERBS}
     for verb in ("serve", "validate", "init", "up", "down", "status", "scale", "restart", "logs", "events",
-                 "run", "runs", "gateway", "keys create", "rules test", "silence add", "dashboard"):
+                 "run", "runs", "gateway", "keys create", "rules test", "silence add", "dashboard", "slo"):
         assert verb in names, f"missing verb: lichen {verb}"
 
 

@@ -34,3 +34,13 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError):
         lichen.DoesNotExist  # noqa: B018
+
+
+def test_the_client_module_is_public_and_small() -> None:
+    """``lichen.client`` (calling another service through the gateway) is a public module, like ``lichen.testing``."""
+    import httpx
+
+    import lichen.client
+
+    assert sorted(lichen.client.__all__) == ["AsyncClient", "Client", "forwarded_headers", "service_url"]
+    assert issubclass(lichen.client.Client, httpx.Client) and issubclass(lichen.client.AsyncClient, httpx.AsyncClient)

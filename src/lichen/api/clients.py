@@ -102,6 +102,15 @@ class ControlClient:
 
         return self._call("GET", f"/v1/logs/{service}", params={"lines": lines, "offsets": json.dumps(offsets or {})})
 
+    def query(self, expr: str, time_s: float) -> list[tuple[dict[str, str], float]]:
+        """An instant PromQL query on the controller's series store (``/api/v1/query``), as
+        ``(labels, value)`` pairs like ``Engine.instant_samples``."""
+        body = self._call("GET", "/api/v1/query", params={"query": expr, "time": f"{time_s:.3f}"})
+        data = body.get("data") or {}
+        if data.get("resultType") == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(item["metric"], float(item["value"][1])) for item in data.get("result") or []]
+
     def endpoints(self, version: int = -1, wait_s: float = 0.0) -> dict[str, Any]:
         return self._call("GET", "/v1/endpoints", params={"version": version, "wait_s": wait_s},
                           timeout=wait_s + 10.0)

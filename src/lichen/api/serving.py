@@ -1,4 +1,4 @@
-"""The control API: FastAPI on loopback, bearer token, mounted beside the controller.
+"""The control API: FastAPI on loopback (by default), bearer token, mounted beside the controller.
 
 ``create_api(controller, token, extra_routers=[...])`` builds the app; other
 components (the observability query API, the dashboard) pass their own
@@ -8,8 +8,9 @@ unless a router sets ``dependencies`` itself. ``/healthz`` and ``/metrics``
 ``/v1`` does.
 
 ``host_controller`` is what ``lichen up`` runs: it takes the per-app lock,
-restores and applies desired state, serves the API on a free loopback port
-(written to ``.lichen/controller.json``) and runs the loop until ``lichen
+restores and applies desired state, serves the API on ``control.host``/``control.port``
+(unset: the port of the app's last run when free, else a free one; :mod:`lichen.runtime.ports`;
+written to ``.lichen/controller.json``) and runs the loop until ``lichen
 down`` (or SIGTERM/SIGINT) has drained every replica.
 """
 
@@ -22,7 +23,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,11 +34,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
-from lichen.runtime.controlling import HOST, Controller
-from lichen.runtime.gatewaying import attach_gateway
+from lichen.runtime.controlling import Controller
+from lichen.runtime.gatewaying import attach_gateway, local_url
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
+from lichen.runtime.ports import bind_control_socket, check_listen_ports
+from lichen.runtime.replica_logs import replica_logs_on_disk
 from lichen.runtime.state import StateStore, sqlite_path
-from lichen.runtime.workspaces import Workspace, atomic_write, code_digest, ensure_token, read_controller_info
+from lichen.runtime.digesting import service_digests
+from lichen.runtime.workspaces import Workspace, atomic_write, ensure_token, read_controller_info
 from lichen.spec.loading import load_spec
 from lichen.spec.models import AppSpec
 
@@ -131,10 +134,12 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             # Rule files are reloaded here, not rolled out: those the new spec names and those the running one
             # did, so listing an existing file, or no longer listing one, restarts no replica.
             running = controller.app_spec.observability.rules if controller.app_spec is not None else []
-            digest = await asyncio.to_thread(code_digest, controller.workspace.app_dir,  # keep the loop probing
-                                             [*spec.observability.rules, *running])
+            # Each service's digest covers its own import closure, so only services whose code changed roll;
+            # computed in a thread to keep the loop probing.
+            digests = await asyncio.to_thread(service_digests, controller.workspace.app_dir, spec,
+                                              [*spec.observability.rules, *running])
             before = {n: s.replicas for n, s in controller.services.items()}
-            changed = controller.apply(spec, digest)
+            changed = controller.apply(spec, digests)
             observed = await observing.apply_update(update) if observing is not None and update is not None else None
             scaled = {n: [before[n], s.replicas] for n, s in controller.services.items()
                       if n in before and before[n] != s.replicas}
@@ -186,13 +191,11 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             text, end = read_log_chunk(controller.workspace.log_path(service), seen.get(service), lines)
             return {"service": service, "replicas": {service: {"text": text, "offset": end, "live": True}}}
         live = {r.record.id for r in controller.replicas.values() if r.record.service == service}
-        on_disk = {p.name[: -len(".log")] for p in controller.workspace.logs.glob(f"{service}-*.log")}
+        on_disk = set(replica_logs_on_disk(controller.workspace, service))
         if not live and service not in controller.services:
             controller._service(service)  # raises: no such service
         result = {}
         for replica_id in sorted(live | on_disk):
-            if replica_id not in live and replica_id.rsplit("-", 2)[0] != service:
-                continue
             text, end = read_log_chunk(controller.workspace.log_path(replica_id), seen.get(replica_id), lines)
             result[replica_id] = {"text": text, "offset": end, "live": replica_id in live}
         return {"service": service, "replicas": result}
@@ -241,17 +244,17 @@ async def host_controller(
     """Run one app's controller and API until it is shut down (see module docs)."""
     spec = load_spec(workspace.spec_path)
     with controller_lock(workspace):
+        check_listen_ports(workspace, spec)  # another app on the gateway's port: one clear error, no crash loop
         token = ensure_token(workspace)
         store = StateStore(sqlite_path(spec.state.url, workspace.app_dir))
         controller = (controller_factory or (lambda ws, st: Controller(ws, st)))(workspace, store)
         controller.load_desired()
-        controller.apply(spec, code_digest(workspace.app_dir, spec.observability.rules))
+        controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules))
         attach_gateway(controller)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
+        sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
-        observing = attach_observing(controller, spec, token=token, api_url=f"http://{HOST}:{port}")
+        url = local_url(spec.control.host, port)
+        observing = attach_observing(controller, spec, token=token, api_url=url)
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
@@ -270,8 +273,8 @@ async def host_controller(
                 await asyncio.sleep(0.01)
             if api_task.done():
                 raise StateError(f"the control API could not start: {api_task.exception()}")
-            info = {"pid": os.getpid(), "port": port, "host": HOST, "app_dir": str(workspace.app_dir),
-                    "url": f"http://{HOST}:{port}"}
+            info = {"pid": os.getpid(), "port": port, "host": spec.control.host, "app_dir": str(workspace.app_dir),
+                    "url": url}
             atomic_write(workspace.controller_file, json.dumps(info) + "\n", mode=0o600)
             atomic_write(workspace.pid_file, f"{os.getpid()}\n")
             if on_ready is not None:

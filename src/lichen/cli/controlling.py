@@ -1,4 +1,4 @@
-"""CLI verbs for the local control plane: up, down, status, scale, restart, logs, events."""
+"""CLI verbs for the local control plane: up, down, scale, restart (status, logs, events: cli/inspecting.py)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,8 @@ def register(app: typer.Typer) -> None:
     """Add this module's verbs to the root app."""
     app.command("up")(up)
     app.command("down")(down)
-    app.command("status")(status)
     app.command("scale")(scale)
     app.command("restart")(restart)
-    app.command("logs")(logs)
-    app.command("events")(events)
 
 
 def _workspace(path: Path | None):  # noqa: ANN202 - keeps the runtime import lazy
@@ -90,6 +87,7 @@ def up(
     client = _running_client(path)
     if client is not None:
         with client:
+            _check_ports(workspace, running=True)  # a new gateway.port another app holds: refused before applying
             result = client.apply()
             added, removed = result.get("added") or [], result.get("removed") or []
             changed = [name for name in result["changed"] if name not in added]
@@ -111,6 +109,7 @@ def up(
             if wait:
                 _wait_settled(client, timeout_s)
         return
+    _check_ports(workspace)  # before a daemon starts: a taken gateway or control port is one line, exit 1
     if detach:
         _start_daemon(workspace, wait, timeout_s)
         return
@@ -133,6 +132,20 @@ def _check_spec_and_rules(workspace: Any, path: Path, running: bool) -> None:
         with client:
             raise ConfigError(f"{exc}\nnothing was applied: controller pid {client.pid} keeps running its current "
                               "spec, rules and receivers") from None
+
+
+def _check_ports(workspace: Any, running: bool = False) -> None:
+    """The gateway's and control API's ports are free or this app's own (see lichen.runtime.ports); with a
+    controller ``running``, only the gateway's, and a refusal says nothing was applied."""
+    from lichen.runtime.ports import check_listen_ports
+    from lichen.spec.loading import load_spec
+
+    try:
+        check_listen_ports(workspace, load_spec(workspace.spec_path), control=not running)
+    except ControlPlaneError as exc:
+        if not running:
+            raise
+        raise ControlPlaneError(f"{exc.message}; nothing was applied", where=exc.where) from None
 
 
 def _observability_applied(observed: dict[str, Any] | None) -> bool:
@@ -315,7 +328,8 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
             current = [r for r in state["replicas"] if r["service"] == name and r["revision"] == s["revision"]]
             ready_current = sum(1 for r in current if r["state"] == "Ready")
             if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
-                why = "; ".join(c["message"] for c in s.get("conditions") or [] if c["kind"] == "PlacementRefused")
+                why = "; ".join(c["message"] for c in s.get("conditions") or []
+                                if c["kind"] in ("PlacementRefused", "WaitingForDependencies"))
                 pending.append(f"{name} {ready_current}/{s['desired']}" + (f" ({why})" if why else ""))
         gateway = state.get("gateway") or {}
         if gateway.get("url") and gateway.get("state") != "Ready":  # a crash loop stops the wait above
@@ -389,53 +403,11 @@ def down(
 # ---------------------------------------------------------------- status
 
 
-def _fmt_s(value: float | None) -> str:
-    if value is None:
-        return ""
-    from lichen.spec.quantities import format_duration
-
-    return format_duration(round(value) if value >= 1 else value)
-
-
 def _status_view(state: dict[str, Any]) -> Any:
-    from rich.console import Group
-    from rich.table import Table
+    """The live table of the foreground 'lichen up': the one 'lichen status' prints."""
+    from lichen.cli.inspecting import status_view
 
-    services = Table(title=f"lichen — {state['app_dir']}", header_style="bold", title_justify="left")
-    for column in ("service", "revision", "ready", "rollout"):
-        services.add_column(column)
-    for name, s in sorted(state["services"].items()):
-        rollout = s.get("rollout") or {}
-        text = rollout.get("status", "")
-        if rollout.get("reason"):
-            text += f": {rollout['reason']}"
-        for condition in s.get("conditions") or []:
-            if condition["kind"] == "PlacementRefused":  # crash loops show per replica below
-                text += ("; " if text else "") + f"{condition['kind']}: {condition['message']}"
-        services.add_row(name, s["revision"], f"{s['ready']}/{s['desired']}", text)
-    replicas = Table(header_style="bold")
-    for column in ("replica", "state", "pid", "port", "restarts", "last exit", "uptime", "restart in"):
-        replicas.add_column(column, no_wrap=column in ("replica", "state"))
-    styles = {"Ready": "green", "CrashLoopBackOff": "red", "Exited": "red", "Terminating": "yellow"}
-    for r in state["replicas"]:
-        last = ""
-        if r["last_exit_reason"]:
-            code = "" if r["last_exit_code"] is None else f" ({r['last_exit_code']})"
-            last = f"{r['last_exit_reason']}{code}"
-        replicas.add_row(r["id"], f"[{styles.get(r['state'], 'white')}]{r['state']}[/]", str(r["pid"] or ""),
-                         str(r["port"] or ""), str(r["restarts"]), last, _fmt_s(r["uptime_s"]),
-                         _fmt_s(r["restart_in_s"]))
-    gateway = state.get("gateway")
-    if not gateway:
-        return Group(services, replicas)
-    edge = Table(header_style="bold")
-    for column in ("gateway", "state", "pid", "upstreams", "restarts", "last exit", "uptime", "restart in"):
-        edge.add_column(column, no_wrap=column in ("gateway", "state"))
-    last = "" if gateway["last_exit_code"] is None else f"exit code {gateway['last_exit_code']}"
-    edge.add_row(gateway["url"] or "", f"[{styles.get(gateway['state'], 'white')}]{gateway['state']}[/]",
-                 str(gateway["pid"] or ""), str(gateway["upstreams"]), str(gateway["restarts"]), last,
-                 _fmt_s(gateway["uptime_s"]), _fmt_s(gateway["restart_in_s"]))
-    return Group(services, replicas, edge)
+    return status_view(state)
 
 
 def _print_gateway(state: dict[str, Any]) -> None:
@@ -449,29 +421,6 @@ def _print_gateway(state: dict[str, Any]) -> None:
         tail = (gateway.get("log_tail") or "").strip().splitlines()[-1:]
         console.print(f"gateway {gateway['url']} is {gateway['state']}" + (f": {tail[0][:200]}" if tail else "")
                       + f" (log {gateway['log']})", markup=False)
-
-
-def status(
-    app_dir: AppDir = Path("."),
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> None:
-    """Show services, replicas, rollouts; CrashLoopBackOff replicas with their last exit code and log tail.
-
-    Example: lichen status --json
-    """
-    with _client(app_dir) as client:
-        state = client.status()
-    if as_json:
-        print_json(state)
-        return
-    console.print(_status_view(state))
-    for r in [*state["replicas"], *([dict(state["gateway"], id="gateway", last_exit_reason="exited")]
-                                    if state.get("gateway") else [])]:
-        if r["state"] in ("CrashLoopBackOff", "Exited") and r.get("log_tail"):
-            code = "" if r["last_exit_code"] is None else f", exit code {r['last_exit_code']}"
-            console.print(f"\n[bold red]{r['id']}[/] {r['state']} ({r['last_exit_reason']}{code}); log tail:")
-            console.print("\n".join(line[:240] for line in r["log_tail"].splitlines()[-15:]), markup=False,
-                          soft_wrap=True)
 
 
 # --------------------------------------------------------- scale/restart
@@ -510,84 +459,3 @@ def restart(
         print_json(result)
         return
     console.print(f"{service}: rolling restart to revision {result['revision']}")
-
-
-# ------------------------------------------------------------- logs/events
-
-
-def logs(
-    service: Annotated[str, typer.Argument(help="The service whose replica logs to show.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per replica to start with (0 to 10000; "
-                                       "-f -n 0 prints only new lines).")] = 50,
-    app_dir: AppDir = Path("."),
-) -> None:
-    """Print the logs of a service's replicas, each line prefixed with its replica.
-
-    Example: lichen logs recommender -f -n 0
-    """
-    if not 0 <= lines <= 10000:
-        raise ConfigError(f"must be from 0 to 10000, got {lines}", where="--lines")
-    with _client(app_dir) as client:
-        offsets: dict[str, int] = {}
-        while True:
-            result = client.logs(service, lines=lines, offsets=offsets)
-            for replica_id, chunk in result["replicas"].items():
-                offsets[replica_id] = chunk["offset"]
-                for line in chunk["text"].splitlines():
-                    sys.stdout.write(f"{replica_id} | {line}\n")
-            sys.stdout.flush()
-            if not follow:
-                return
-            time.sleep(0.5)
-
-
-def _stored_events(app_dir: Path, service: str | None, limit: int) -> list[dict[str, Any]]:
-    from lichen.runtime.state import StateStore, sqlite_path
-    from lichen.spec.loading import load_spec
-
-    workspace = _workspace(app_dir)
-    try:
-        db = sqlite_path(load_spec(workspace.spec_path).state.url, workspace.app_dir)
-    except Exception:
-        db = workspace.root / "state.db"
-    if not db.exists():
-        raise ControlPlaneError(f"no controller runs for {workspace.app_dir} and it has no state yet; "
-                                "start one with 'lichen up'")
-    store = StateStore(db)
-    try:
-        return [dict(e.__dict__) for e in store.events(service, limit)]
-    finally:
-        store.close()
-
-
-def events(
-    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="The newest N events.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    app_dir: AppDir = Path("."),
-) -> None:
-    """Show the event log: started, ready, unready, killed, restarted, rollouts, each with its reason.
-
-    Example: lichen events --service recommender --json
-    """
-    client = _running_client(app_dir)
-    if client is not None:
-        with client:
-            rows = client.events(service, limit)
-    else:  # after 'lichen down' or a crashed controller the log is still on disk: read it there
-        rows = _stored_events(app_dir, service, limit)
-        err_console.print("no controller runs; events from the state store")
-    if as_json:
-        print_json(rows)
-        return
-    from lichen.cli.output import print_table
-
-    print_table(
-        None,
-        ["time", "service", "replica", "event", "reason", "message"],
-        [[time.strftime("%H:%M:%S", time.localtime(e["at"])), e["service"], e["replica"], e["kind"], e["reason"],
-          e["message"]] for e in rows],
-    )
-    if not rows:
-        err_console.print("no events")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lichen import __version__
-from lichen.cli import controlling, gateway, jobs, keys, models, observing, serving, specs
+from lichen.cli import controlling, gateway, inspecting, jobs, keys, models, observing, serving, specs
 from lichen.errors import LichenError
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (specs, serving, controlling, jobs, models, gateway, keys, observing):
+for module in (specs, serving, controlling, inspecting, jobs, models, gateway, keys, observing):
     module.register(app)
 
 

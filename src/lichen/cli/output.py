@@ -6,12 +6,36 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
+UNBOUNDED_WIDTH = 100_000
+"""the width tables and lines get when output is not a terminal: a pipe or file gets every id and path whole"""
+
+
+class WholeLinesConsole(Console):
+    """A rich console that wraps and shrinks tables to the terminal's width only on a terminal; piped or
+    redirected (a script, ``| grep``, CI) it is as wide as its longest line, ignoring ``COLUMNS``, so no id is
+    cut to "feedback-dd…" and no path is broken over two lines."""
+
+    _width_set = False
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if not self._width_set and not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+        self._width_set = True
+
+
 # No emoji codes: user text such as "app:x:" must print as written, not as an emoji.
-console = Console(highlight=False, emoji=False)
-err_console = Console(stderr=True, highlight=False, emoji=False)
+console = WholeLinesConsole(highlight=False, emoji=False)
+err_console = WholeLinesConsole(stderr=True, highlight=False, emoji=False)
 
 
 def print_json(data: Any) -> None:

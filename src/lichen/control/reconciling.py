@@ -7,7 +7,8 @@ place, subject to CrashLoopBackOff), (2) restarts exited replicas whose
 backoff has elapsed, (3) scales the current revision or steps a rolling
 update from older revisions, placing new replicas or refusing what does not
 fit, and (4) publishes or withdraws replicas from the endpoint registry to
-match their readiness.
+match their readiness. ``depends_on`` holds step (3) back until a service's
+dependencies are ready, and orders ``lichen down`` (:mod:`lichen.control.ordering`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from lichen.control import backoff
+from lichen.control import backoff, ordering
 from lichen.control.placing import Refusal, place
 from lichen.control.plans import (
     Condition,
@@ -55,6 +56,8 @@ class _Pass:
         self.stopping_ids: set[str] = set()
         self.granted: list[Placement] = [r.placement for r in observed]
         self.taken_ids: set[str] = {r.id for r in observed}
+        self.held: dict[str, str] = {}
+        """services that may not create replicas yet (``depends_on``), with what they wait for"""
 
     # ------------------------------------------------------------ helpers
     def stop(self, replica: ReplicaView, reason: str, then_restart: bool = False, grace_s: float | None = None) -> None:
@@ -85,10 +88,15 @@ class _Pass:
         for replica in self.observed:
             by_service[replica.service].append(replica)
         if self.desired.stopping:
+            # dependents drain first: a service stops once nothing that depends on it has a replica left
+            waiting = ordering.stop_waiting_on(self.desired, self.observed)
+            for name, why in sorted(waiting.items()):
+                self.conditions.append(Condition(name, "WaitingForDependents", f"{name}: {why}"))
             for replica in self.observed:
-                if replica.phase != "terminating":
+                if replica.phase != "terminating" and replica.service not in waiting:
                     self.stop(replica, "Stopped")
         else:
+            self.held = ordering.waiting_on(self.desired, self.observed)
             for name in sorted(set(by_service) | set(self.desired.services)):
                 ds = self.desired.services.get(name)
                 replicas = by_service.get(name, [])
@@ -138,7 +146,11 @@ class _Pass:
                 self.stop(replica, "ScaledDown")
             new = [r for r in new if r not in surplus]
         new_ready = sum(1 for r in new if serving(r))
-        if old:
+        waiting = self.held.get(ds.name)
+        if waiting is not None and (old or len(new) < ds.replicas):
+            # depends_on: no replica is created, and a rolling update pauses (old replicas keep serving)
+            self.conditions.append(Condition(ds.name, "WaitingForDependencies", f"{ds.name}: {waiting}"))
+        elif old:
             if rollout is None:
                 rollout = RolloutState(revision=ds.revision, started_at=self.now, last_progress_at=self.now)
             surge, unavailable = resolve_limits(ds.spec.rollout.max_surge, ds.spec.rollout.max_unavailable, ds.replicas)

@@ -3,11 +3,12 @@
 A revision covers everything that changes a replica process (entrypoint,
 env, secret names, resources, probes, limits, grace, where it serves metrics,
 the SLO latency threshold its histogram has a bucket for) plus a digest of
-the app's code, computed by the runtime and passed in. What a running
+the service's own code (the files of its entrypoint's import closure,
+:mod:`lichen.control.import_closures`), computed by the runtime and passed in. What a running
 replica never sees makes no new revision, as with a Kubernetes pod template:
 replica counts, autoscaling, routes and the gateway's ``max_inflight``,
 the availability and latency targets of the SLO, rollout and restart
-settings (the controller applies those live), and ``image`` (used only when
+settings and ``depends_on`` (the controller applies those live), and ``image`` (used only when
 rendering Kubernetes manifests). ``restart_nonce`` forces a new revision for
 ``lichen restart``.
 """
@@ -19,7 +20,8 @@ import json
 
 from lichen.spec.models import ServiceSpec
 
-_NOT_IN_REVISION = {"replicas", "autoscale", "routes", "max_inflight", "slo", "rollout", "restart", "image"}
+_NOT_IN_REVISION = {"replicas", "autoscale", "routes", "max_inflight", "slo", "rollout", "restart", "image",
+                    "depends_on"}
 
 
 def revision_id(service: str, spec: ServiceSpec, code_digest: str, restart_nonce: int = 0) -> str:

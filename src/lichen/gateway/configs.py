@@ -14,14 +14,14 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lichen.errors import ConfigError
-from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec
+from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
 from lichen.spec.quantities import Duration
 
 
@@ -76,7 +76,6 @@ class GatewayConfig(ConfigModel):
     idle_timeout_s: Duration = 75.0
     reload_interval_s: Duration = 1.0
     connect_timeout_s: Duration = 2.0
-    mask_upstream_errors: bool = True
 
     @field_validator("routes")
     @classmethod
@@ -129,8 +128,7 @@ def render_config(
     routes: list[RouteConfig] = []
     services: dict[str, ServiceConfig] = {}
     for name, service in spec.services.items():
-        service_routes = service.routes or [RouteSpec(prefix=f"/{name}", strip_prefix=True)]
-        for route in service_routes:
+        for route in routes_of(name, service):
             routes.append(RouteConfig(**route.model_dump(), service=name))
         services[name] = ServiceConfig(
             endpoints=[as_endpoint(e) for e in endpoints.get(name, [])],
@@ -143,6 +141,33 @@ def render_config(
         host=spec.gateway.host, port=spec.gateway.port, settings=spec.gateway, routes=routes,
         services=services, keys_db=keys_db,
     )
+
+
+def routes_of(name: str, service: ServiceSpec) -> list[RouteSpec]:
+    """A service's routes: its own, or ``/<name>`` with the prefix stripped when it declares none."""
+    return service.routes or [RouteSpec(prefix=f"/{name}", strip_prefix=True)]
+
+
+def service_paths(spec: AppSpec) -> dict[str, str]:
+    """Where each service's own path ``/`` sits on the gateway: its first route without a host or header
+    condition, as the prefix when it is stripped and as ``""`` (the gateway's root) when it is not (the
+    service's paths are then the gateway's). A service whose every route has a condition is left out."""
+    paths = {}
+    for name, service in spec.services.items():
+        for route in routes_of(name, service):
+            if route.host is None and not route.headers:
+                paths[name] = route.prefix.rstrip("/") if route.strip_prefix else ""
+                break
+    return paths
+
+
+def replica_urls(spec: AppSpec | None, gateway_url: str | None) -> dict[str, Any]:
+    """``gateway_url`` and ``service_urls`` of the replica contract (``lichen.sdk.settings.ReplicaSettings``):
+    how a replica calls the other services; nothing without a gateway."""
+    if spec is None or gateway_url is None:
+        return {}
+    return {"gateway_url": gateway_url,
+            "service_urls": {name: gateway_url + path for name, path in service_paths(spec).items()}}
 
 
 def config_text(config: GatewayConfig) -> str:

@@ -82,6 +82,9 @@ class Call:
     deadline: float
     idempotent: bool
     request_id: str
+    held: tuple[int, bytes, bool] | None = None
+    """a 5xx the service answered itself on a retried attempt: (attempt, the whole response, close after),
+    sent as it is when no retry follows"""
 
 
 class Outcome(NamedTuple):
@@ -262,8 +265,12 @@ class Gateway:
                 await asyncio.sleep(pause)
         if responder.started:
             return last_status, last_revision
-        status = last_status if last_status in (502, 503, 504) else 502
         body = request.body
+        if call.held is not None and call.held[0] == attempt:  # the last try's answer was the service's own 5xx
+            responder.start(call.held[1], close=call.held[2] or body.error != 0 or (request.has_body and not body.done))
+            responder.finish()
+            return last_status, last_revision
+        status = last_status if last_status in (502, 503, 504) else 502
         responder.send_simple(status, "upstream unavailable" if status != 504 else "upstream timed out", request_id,
                               close=body.error != 0 or (request.has_body and not body.done))
         return status, last_revision
@@ -384,9 +391,11 @@ class Gateway:
             self._reject_body(call)
             return Outcome("ok", body.error)
         if failed and self._may_retry(call, attempt, status=status):
+            if exchange.complete and not self.settings.mask_upstream_errors:
+                call.held = (attempt, *self._whole_response(exchange, request, call.request_id))
             self._discard(uconn, call)
             return Outcome("http_5xx", status, True)
-        if failed and self.config.mask_upstream_errors:
+        if failed and self.settings.mask_upstream_errors:
             # The status and Retry-After go to the client; the upstream's body (a traceback?) does not.
             retry_after = [(b"retry-after", v) for k, v in exchange.headers if k.lower() == b"retry-after"]
             if exchange.complete:
@@ -398,16 +407,21 @@ class Gateway:
             return Outcome("http_5xx", status)
         if not exchange.complete:
             return None
-        response_head, chunk_out, close = self._response_head(exchange, request, call.request_id)
+        # the whole response is here already: one write, no streaming machinery
+        data, close = self._whole_response(exchange, request, call.request_id)
+        responder.start(data, close=close)
+        responder.finish()
+        release_connection(uconn, loop.time(), exchange.keep_alive and body.done and body.error == 0)
+        return Outcome("http_5xx" if failed else "ok", status)
+
+    def _whole_response(self, exchange: Exchange, request: Request, request_id: str) -> tuple[bytes, bool]:
+        """A response that arrived whole, as the client gets it (one write), and whether to close after it."""
+        response_head, chunk_out, close = self._response_head(exchange, request, request_id)
         pending = exchange.pending
         exchange.pending = []
         if chunk_out:
             pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
-        # the whole response is here already: one write, no streaming machinery
-        responder.start(b"".join([response_head, *pending, LAST_CHUNK if chunk_out else b""]), close=close)
-        responder.finish()
-        release_connection(uconn, loop.time(), exchange.keep_alive and body.done and body.error == 0)
-        return Outcome("http_5xx" if failed else "ok", status)
+        return b"".join([response_head, *pending, LAST_CHUNK if chunk_out else b""]), close
 
     async def _stream(self, call: Call, uconn: UpstreamConnection, exchange: Exchange, status: int) -> Outcome:
         """Forward a response that is still arriving, as it arrives."""

@@ -1,2 +1,2 @@
-"""Observability: scraping, the embedded series store, PromQL evaluation, rule evaluation, notifications and the dashboard's queries.
+"""Observability: scraping, the embedded series store, PromQL evaluation, rule evaluation, notifications, SLO reports (``lichen slo``) and the dashboard's queries.
 """

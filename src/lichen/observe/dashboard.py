@@ -23,6 +23,8 @@ Routes (under ``prefix``, default ``/dashboard``):
 * ``GET /dashboard/api/overview`` -- services, replicas with states and
   revisions, alerts with states, recent events, the headroom of every
   threshold rule and each service's risk score (``lichen.control.headroom``).
+* ``GET /dashboard/api/slo`` -- each service's SLOs: attainment, error budget
+  left and burn rates (``lichen.observe.slo_reports``, as ``lichen slo --json``).
 
 The charts poll ``/api/v1/query_range`` (Prometheus' API, served by the
 query router) every ``refresh_s`` seconds; ``?refresh=N`` in the page URL
@@ -31,6 +33,7 @@ overrides it. No CDN: the charts are hand-written SVG.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -336,6 +339,7 @@ def build_dashboard_router(
     query_base: str = "",
     refresh_s: float = 5.0,
     clock: Clock | None = None,
+    slos: Callable[[], tuple[Mapping[str, Any], float]] | None = None,
 ) -> APIRouter:
     """The dashboard's FastAPI router (see the module docstring)."""
     import hmac
@@ -380,5 +384,16 @@ def build_dashboard_router(
             headroom=evaluator,
             now_s=clock.wall(),
         )
+
+    @router.get(prefix + "/api/slo", dependencies=[Depends(check)])
+    async def slo() -> dict[str, Any]:
+        """The SLO panel: what ``lichen slo --json`` prints (:mod:`lichen.observe.slo_reports`)."""
+        if engine is None or slos is None:
+            return {"window": None, "slos": []}
+        from lichen.observe.slo_reports import MAX_WINDOW_S, slo_report
+
+        services, retention_s = slos()
+        return await asyncio.to_thread(slo_report, engine.instant_samples, services,
+                                       min(retention_s, MAX_WINDOW_S), clock.wall())
 
     return router

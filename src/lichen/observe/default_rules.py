@@ -80,14 +80,16 @@ def _num(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _error_ratio(sel: str, window: str) -> str:
+def error_ratio(sel: str, window: str) -> str:
+    """The availability SLI's bad-event ratio over ``window`` (5xx share); ``lichen slo`` reads it too."""
     return (
         f'sum by (service) (rate(lichen_requests_total{{{sel},status=~"5.."}}[{window}]))'
         f" / sum by (service) (rate(lichen_requests_total{{{sel}}}[{window}]))"
     )
 
 
-def _slow_ratio(sel: str, le: str, window: str) -> str:
+def slow_ratio(sel: str, le: str, window: str) -> str:
+    """The latency SLI's bad-event ratio over ``window`` (share slower than ``le`` s); ``lichen slo`` reads it too."""
     return (
         f'1 - (sum by (service) (rate(lichen_request_duration_seconds_bucket{{{sel},le="{le}"}}[{window}]))'
         f" / sum by (service) (rate(lichen_request_duration_seconds_count{{{sel}}}[{window}])))"
@@ -150,7 +152,7 @@ def service_rules(app: str, name: str, service: ServiceSpec) -> list[dict[str, A
         },
         {
             "alert": "LichenHighErrorRatio",
-            "expr": f"({_error_ratio(sel, '5m')}) > {HIGH_ERROR_RATIO}",
+            "expr": f"({error_ratio(sel, '5m')}) > {HIGH_ERROR_RATIO}",
             "for": "5m",
             "labels": {**labels, "severity": "warning"},
             "annotations": {
@@ -160,14 +162,14 @@ def service_rules(app: str, name: str, service: ServiceSpec) -> list[dict[str, A
         },
         *_burn_rules(
             "LichenErrorBudgetBurn",
-            lambda w: _error_ratio(sel, w),
+            lambda w: error_ratio(sel, w),
             1.0 - service.slo.availability,
             "availability",
             labels,
         ),
         *_burn_rules(
             "LichenLatencyBudgetBurn",
-            lambda w: _slow_ratio(sel, le, w),
+            lambda w: slow_ratio(sel, le, w),
             1.0 - service.slo.latency_target,
             f"latency (<= {le} s)",
             labels,

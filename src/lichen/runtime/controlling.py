@@ -26,13 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import math
 import os
 import signal
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -45,31 +42,27 @@ from lichen.control.reconciling import reconcile
 from lichen.control.rolling import rollout_event
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError, UnknownServiceError
+from lichen.gateway.configs import replica_urls
 from lichen.logs import get_logger, snake_case
-from lichen.runtime import adopting, processes, reporting, supervising
+from lichen.runtime import adopting, processes, replica_logs, reporting, supervising
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
+from lichen.runtime.launching import CommandBuilder, lichen_serve_command, replica_environment
 from lichen.runtime.metrics import ControllerMetrics
 from lichen.runtime.probing import HttpProber, start_probing
-from lichen.runtime.processes import LaunchRequest, ProcessLauncher, free_port
+from lichen.runtime.ports import pick_replica_port
+from lichen.runtime.processes import LaunchRequest, ProcessLauncher
 from lichen.runtime.replicas import HOST, Replica, ServiceState
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
-from lichen.runtime.workspaces import Workspace, detect_machine, gpu_device_list, read_secrets
+from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = get_logger("lichen.controller")
 LOG_MAX_BYTES = 10 * 2**20
 EVENTS_KEPT = 100_000
-CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
 DRAIN_WINDOW_S = 1.0
 """After SIGTERM a replica still accepts requests this long (``LICHEN_DRAIN_S``; at most half its grace)."""
-
-
-def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Path) -> list[str]:
-    """``lichen serve ENTRYPOINT --port N --app-dir DIR`` with this interpreter."""
-    return [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", spec.entrypoint,
-            "--port", str(port), "--app-dir", str(app_dir)]
 
 
 class Controller:
@@ -134,8 +127,11 @@ class Controller:
                                                rollout, found[1])
             self.specs[(name, row["revision"])] = spec
 
-    def apply(self, app: AppSpec, code_digest: str) -> list[str]:
-        """Make ``app`` the desired state; returns the services whose revision changed."""
+    def apply(self, app: AppSpec, code_digests: str | Mapping[str, str]) -> list[str]:
+        """Make ``app`` the desired state; returns the services whose revision changed.
+
+        ``code_digests``: each service's code digest (``digesting.service_digests``), or one for all.
+        """
         for name, spec in app.services.items():
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
         self.app_spec = app
@@ -144,6 +140,7 @@ class Controller:
         for name, spec in app.services.items():
             current = self.services.get(name)
             nonce = current.restart_nonce if current else 0
+            code_digest = code_digests if isinstance(code_digests, str) else code_digests.get(name, "")
             revision = revision_id(name, spec, code_digest, nonce)
             replicas = spec.replicas
             if spec.autoscale is not None:
@@ -482,14 +479,15 @@ class Controller:
                                    phase="pending", placement=asdict(placement))
             replica = self.replicas[replica_id] = Replica(record)
         record = replica.record
-        port = free_port(HOST)
-        env = self._replica_env(service, revision, replica_id, spec, placement, port)
-        request = LaunchRequest(
-            name=replica_id, argv=self.command(service, spec, port, self.workspace.app_dir), env=env,
-            cwd=self.workspace.app_dir, log_path=self.workspace.log_path(replica_id),
-            memory_bytes=placement.memory_bytes, cpu_cores=placement.cpu_cores, cpu_set=placement.cpu_set,
-        )
         try:
+            port = pick_replica_port(HOST, self.app_spec.replica_ports if self.app_spec else None,  # replica_ports
+                                     {r.record.port for r in self.replicas.values() if r.handle and r.record.port})
+            env = self._replica_env(service, revision, replica_id, spec, placement, port)
+            request = LaunchRequest(
+                name=replica_id, argv=self.command(service, spec, port, self.workspace.app_dir), env=env,
+                cwd=self.workspace.app_dir, log_path=self.workspace.log_path(replica_id),
+                memory_bytes=placement.memory_bytes, cpu_cores=placement.cpu_cores, cpu_set=placement.cpu_set,
+            )
             handle = self.launcher.launch(request)
         except OSError as exc:
             record.phase, record.last_exit_reason, record.last_exit_code = "exited", "StartFailed", None
@@ -513,30 +511,21 @@ class Controller:
 
     def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
                      port: int) -> dict[str, str]:
-        hidden = self.secret_names()  # only the secrets this service declares reach it (as in a Kubernetes pod)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LICHEN_") and k not in hidden}
         settings = ReplicaSettings(  # the replica contract (lichen.sdk.settings); the replica parses it back
             service=service, replica=replica_id, revision=revision, port=port,
             app_dir=str(self.workspace.app_dir), controller=str(self.workspace.app_dir),
             grace_s=spec.termination_grace_s, drain_s=DRAIN_WINDOW_S, timeout_s=spec.timeout_s,
             max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path,
             slo_latency_ms=(spec.slo.latency_ms,),
+            **replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None),
         )
-        env.update({"PYTHONUNBUFFERED": "1", **settings.to_env(),
-                    "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices)})
-        if placement.memory_bytes is not None and not self.launcher.use_cgroups:
-            env.setdefault("MALLOC_ARENA_MAX", "2")
-        if placement.cpu_cores is not None:
-            threads = str(max(1, math.ceil(placement.cpu_cores)))
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                env.setdefault(name, threads)
-        env.update(spec.env)
+        secrets: dict[str, str] = {}
         if spec.secrets:
-            secrets = self._secrets_cache.get(service)
-            if secrets is None:
-                secrets = self._secrets_cache[service] = read_secrets(spec.secrets, self.workspace, service)
-            env.update(secrets)
-        return env
+            cached = self._secrets_cache.get(service)
+            secrets = cached if cached is not None else read_secrets(spec.secrets, self.workspace, service)
+            self._secrets_cache[service] = secrets
+        return replica_environment(os.environ, self.secret_names(), settings, spec, placement,
+                                   self.launcher.use_cgroups, secrets)
 
     # ================================================================ probes
     def _start_probing(self, replica: Replica) -> None:
@@ -595,6 +584,7 @@ class Controller:
     def _rotate_logs(self) -> None:
         for replica_id in list(self.replicas):
             processes.rotate_log(self.workspace.log_path(replica_id), LOG_MAX_BYTES)
+        replica_logs.prune_replica_logs(self.workspace, self.services, self.replicas)  # docs/control-plane.md#logs
         self.store.prune_events(keep=EVENTS_KEPT)
 
     def status(self) -> dict[str, Any]:

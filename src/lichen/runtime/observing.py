@@ -537,6 +537,7 @@ class Observing:
             token=self.token,
             refresh_s=max(1.0, min(5.0, self.spec.observability.scrape_interval_s)),
             clock=controller.clock,
+            slos=lambda: ({n: s.slo for n, s in sorted(self.spec.services.items())}, self.spec.observability.retention),
         )
         return [query, dashboard]
 

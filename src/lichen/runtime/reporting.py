@@ -53,6 +53,7 @@ def status_report(snapshot: StatusSnapshot) -> dict[str, Any]:
             "ready": sum(1 for r, _ in snapshot.replicas if r.record.service == name and r.record.published),
             "rollout": asdict(s.rollout) if s.rollout else None,
             "conditions": list(snapshot.conditions.get(name, [])),
+            "revisions": revision_counts(s.revision, [r.record for r, _ in snapshot.replicas if r.record.service == name]),
         }
     replicas = []
     for replica, spec in sorted(snapshot.replicas, key=lambda rs: (rs[0].record.service, rs[0].record.created_index)):
@@ -89,6 +90,18 @@ def status_report(snapshot: StatusSnapshot) -> dict[str, Any]:
         "endpoints_version": snapshot.endpoints_version,
         "gateway": snapshot.gateway,
     }
+
+
+def revision_counts(current: str, records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Replicas and ready (published) replicas per revision, the current one first, then older ones by
+    their first replica: during a rollout, how many of the ready replicas already run the new code."""
+    counts: dict[str, dict[str, Any]] = {current: {"revision": current, "current": True, "replicas": 0, "ready": 0}}
+    for record in sorted(records, key=lambda r: r.created_index):
+        entry = counts.setdefault(record.revision, {"revision": record.revision, "current": False,
+                                                    "replicas": 0, "ready": 0})
+        entry["replicas"] += 1
+        entry["ready"] += 1 if record.published else 0
+    return list(counts.values())
 
 
 class StandingConditions:

@@ -121,7 +121,18 @@ def read_controller_info(workspace: Workspace) -> dict | None:
 
 
 def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
-    """A digest of the app's code and config files (any change rolls every service).
+    """One digest of every code file of the app (:func:`code_files`).
+
+    Revisions digest each service's own files instead
+    (:func:`lichen.runtime.digesting.service_digests`); this whole-app digest
+    is what every revision used before, kept as the comparison in
+    ``bench/code_digests.py``.
+    """
+    return files_digest(code_files(app_dir, exclude))
+
+
+def code_files(app_dir: Path, exclude: Iterable[str | Path] = ()) -> dict[str, bytes]:
+    """The app's code and config files (relative POSIX path -> content) that a revision may digest.
 
     ``lichen.yaml`` itself is left out: the fields of it that change a replica
     are hashed into each service's revision already, so editing ``replicas``,
@@ -132,12 +143,12 @@ def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
     controller passes those ``observability.rules`` names, even one that is
     broken) and any YAML file shaped like one (a top-level ``groups:`` list of
     groups with ``rules``), so listing an existing file as a rule file, or no
-    longer listing it, rolls nothing. Files over 1 MiB count by size and
-    modification time, so a large data file in the app dir does not make
-    every ``lichen up`` read it.
+    longer listing it, rolls nothing. Files over 1 MiB other than ``.py``
+    modules count by size and modification time (that text stands for their
+    content), so a large data file in the app dir does not make every
+    ``lichen up`` read it.
     """
-    digest = hashlib.sha256()
-    count = 0
+    found: dict[str, bytes] = {}
     skipped = {app_dir / "lichen.yaml", *(Path(os.path.normpath(app_dir / p)) for p in exclude)}
     for root, dirs, files in os.walk(app_dir):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
@@ -147,19 +158,26 @@ def code_digest(app_dir: Path, exclude: Iterable[str | Path] = ()) -> str:
                 continue
             try:
                 stat = path.stat()
-                # a data file: its size and mtime stand for its content
-                data = (f"{stat.st_size}:{stat.st_mtime_ns}".encode() if stat.st_size > _MAX_HASHED_BYTES
-                        else path.read_bytes())
+                # a data file: its size and mtime stand for its content (a module is always read: it is parsed)
+                data = (f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+                        if stat.st_size > _MAX_HASHED_BYTES and path.suffix != ".py" else path.read_bytes())
             except OSError:
                 continue
             if path.suffix in (".yml", ".yaml") and _is_rule_file(data):
                 continue
-            count += 1
-            if count > _MAX_CODE_FILES:
-                break
-            digest.update(str(path.relative_to(app_dir)).encode() + b"\0")
-            digest.update(data)
-            digest.update(b"\0")
+            if len(found) >= _MAX_CODE_FILES:
+                return found
+            found[path.relative_to(app_dir).as_posix()] = data
+    return found
+
+
+def files_digest(files: Mapping[str, bytes], paths: Iterable[str] | None = None) -> str:
+    """A digest of ``paths`` (default: all) of ``files``, each path with its content, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(files if paths is None else paths):
+        digest.update(path.encode() + b"\0")
+        digest.update(files[path])
+        digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -112,6 +113,31 @@ def _name(value: Any) -> str:
     return value
 
 
+def _base_url(value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment
+            or any(c.isspace() or c == "," for c in value)):
+        raise ValueError(f"must be an http:// or https:// URL with no query, such as http://127.0.0.1:8080; "
+                         f"got {value!r}")
+    return value.rstrip("/")
+
+
+def _service_urls(value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        pairs: Iterable[Any] = value.items()
+    elif isinstance(value, str):
+        pairs = [tuple(part.split("=", 1)) if "=" in part else None for part in value.split(",") if part.strip()]
+    else:
+        pairs = [None]
+    urls = {}
+    for pair in pairs:
+        name, url = pair if isinstance(pair, tuple) and len(pair) == 2 else ("", "")
+        if not isinstance(name, str) or not name.strip() or "=" in name:
+            raise ValueError(f"must be NAME=URL pairs, comma-separated; got {value!r}")
+        urls[name.strip()] = _base_url(url.strip() if isinstance(url, str) else url)
+    return urls
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 PositiveSeconds = Annotated[float, BeforeValidator(_positive_seconds)]
 PositiveCount = Annotated[int, BeforeValidator(_positive_count)]
@@ -119,6 +145,8 @@ Port = Annotated[int, BeforeValidator(_port)]
 MetricsPath = Annotated[str, BeforeValidator(_metrics_path)]
 LatenciesMs = Annotated[tuple[float, ...], BeforeValidator(_latencies_ms)]
 Name = Annotated[str, BeforeValidator(_name)]
+BaseUrl = Annotated[str, BeforeValidator(_base_url)]
+ServiceUrls = Annotated[dict[str, str], BeforeValidator(_service_urls)]
 
 
 class ReplicaSettings(BaseModel):
@@ -159,6 +187,14 @@ class ReplicaSettings(BaseModel):
     controller: Name | None = Field(None, alias="LICHEN_CONTROLLER",
                                     description="the app's directory again, marking the process as this app's: "
                                                 "`lichen down` and a restarted controller find it by it")
+    gateway_url: BaseUrl | None = Field(None, alias="LICHEN_GATEWAY_URL",
+                                        description="the app's gateway as this machine reaches it "
+                                                    "(`http://127.0.0.1:8080`): `lichen.client` calls other services "
+                                                    "through it")
+    service_urls: ServiceUrls = Field(default_factory=dict, alias="LICHEN_SERVICE_URLS",
+                                      description="each service's base URL on the gateway, `NAME=URL` "
+                                                  "comma-separated: the URL its own path `/` is reached at "
+                                                  "(`http://127.0.0.1:8080/sentiment` for a stripped prefix)")
 
     def __init__(self, /, **values: Any) -> None:
         try:
@@ -177,7 +213,7 @@ class ReplicaSettings(BaseModel):
         env = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and value != {}:
                 env[str(field.alias)] = _env_text(value)
         return env
 
@@ -219,12 +255,15 @@ class ReplicaSettings(BaseModel):
         """The contract as the table in docs/sdk.md: variable, meaning, default."""
         rows = ["| variable | meaning | default |", "|---|---|---|"]
         for field in cls.model_fields.values():
-            default = "unset" if field.default in (None, ()) else f"`{_env_text(field.default)}`"
+            default = "unset" if field.default in (None, ()) or field.default_factory is dict \
+                else f"`{_env_text(field.default)}`"
             rows.append(f"| `{field.alias}` | {field.description} | {default} |")
         return "\n".join(rows) + "\n"
 
 
 def _env_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{name}={url}" for name, url in value.items())
     if isinstance(value, tuple):
         return ",".join(_env_text(item) for item in value)
     if isinstance(value, float):

@@ -6,7 +6,7 @@ schema check already reports it.
 
 * the same route (prefix + host + headers) served twice;
 * a name used by both a service and a job;
-* ``depends_on`` naming an unknown job, and cycles in ``depends_on``;
+* ``depends_on`` naming an unknown job (for a job) or service (for a service), and cycles in ``depends_on``;
 * entrypoints that cannot be imported, and rule files that do not exist
   (only when asked: these read the app's code and files);
 * problems inside rule files, through a checker the caller passes in
@@ -90,26 +90,36 @@ def _name_issues(doc: Document) -> list[SpecIssue]:
 
 
 def _dependency_issues(doc: Document) -> list[SpecIssue]:
-    jobs = _mapping(doc.data.get("jobs"))
+    return [*_section_dependency_issues(doc, "jobs"), *_section_dependency_issues(doc, "services")]
+
+
+_DEPENDS_ON_MEANS = {"jobs": "names jobs that must finish first", "services": "names services that must be ready first"}
+
+
+def _section_dependency_issues(doc: Document, section: str) -> list[SpecIssue]:
+    """Unknown names and cycles in ``<section>.<name>.depends_on`` (jobs depend on jobs, services on services)."""
+    items = _mapping(doc.data.get(section))
+    other = "services" if section == "jobs" else "jobs"
+    kind, other_kind = section[:-1], other[:-1]
     issues: list[SpecIssue] = []
     graph: dict[str, list[tuple[str, int]]] = {}
-    for name, job in jobs.items():
+    for name, item in items.items():
         edges = graph.setdefault(str(name), [])
-        for index, dep in enumerate(_list(_mapping(job).get("depends_on"))):
+        for index, dep in enumerate(_list(_mapping(item).get("depends_on"))):
             if not isinstance(dep, str):
                 continue
-            if dep in jobs:
+            if dep in items:
                 edges.append((dep, index))
                 continue
-            close = difflib.get_close_matches(dep, [str(j) for j in jobs], n=1, cutoff=0.6)
-            known = ", ".join(str(j) for j in jobs)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {known}"
-            if dep in _mapping(doc.data.get("services")):
-                hint = f"; {dep!r} is a service (depends_on names jobs that must finish first)"
-            issues.append(doc.issue(("jobs", name, "depends_on", index), f"unknown job {dep!r}{hint}"))
+            close = difflib.get_close_matches(dep, [str(j) for j in items], n=1, cutoff=0.6)
+            known = ", ".join(str(j) for j in items)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; {section} are: {known}"
+            if dep in _mapping(doc.data.get(other)):
+                hint = f"; {dep!r} is a {other_kind} ({kind} depends_on {_DEPENDS_ON_MEANS[section]})"
+            issues.append(doc.issue((section, name, "depends_on", index), f"unknown {kind} {dep!r}{hint}"))
     for cycle, index in _cycles(graph):
         loop = " -> ".join([*cycle, cycle[0]])
-        issues.append(doc.issue(("jobs", cycle[0], "depends_on", index), f"dependency cycle: {loop}"))
+        issues.append(doc.issue((section, cycle[0], "depends_on", index), f"dependency cycle: {loop}"))
     return issues
 
 

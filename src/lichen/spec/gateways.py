@@ -72,6 +72,9 @@ class GatewaySpec(SpecModel):
     retries: RetrySpec = Field(default_factory=RetrySpec)
     outlier_detection: OutlierSpec = Field(default_factory=OutlierSpec)
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
+    mask_upstream_errors: bool = False
+    """true: a 5xx a service answered itself keeps its status and Retry-After, but its body is the gateway's
+    generic error (docs/gateway.md, "A service's own errors")"""
 
     @model_validator(mode="after")
     def _hash_key(self) -> GatewaySpec:

@@ -209,6 +209,8 @@ class ServiceSpec(SpecModel):
     slo: SloSpec = Field(default_factory=SloSpec)
     metrics_path: Annotated[str, Field(pattern=ROUTE_PREFIX_PATTERN)] = "/metrics"
     image: str | None = None
+    depends_on: list[Name] = Field(default_factory=list)
+    """services whose desired replicas must be ready before this one's start (lichen.control.ordering)"""
 
     @field_validator("metrics_path")
     @classmethod
@@ -378,6 +380,22 @@ class StateSpec(SpecModel):
     url: Annotated[str, Field(pattern=r"^sqlite:///.+")] = "sqlite:///.lichen/state.db"
 
 
+PORT_RANGE_PATTERN = r"^\d{1,5}-\d{1,5}$"
+
+
+class ControlSpec(SpecModel):
+    """Where the control API (and the dashboard on it) listens; ``port`` unset: the port of the app's last run."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """``"20000-20999"`` -> ``(20000, 20999)``."""
+    first, last = (int(part) for part in text.split("-"))
+    return first, last
+
+
 class KubernetesSpec(SpecModel):
     namespace: Name = "default"
     image_registry: str | None = None
@@ -402,6 +420,28 @@ class AppSpec(SpecModel):
     sustainability: SustainabilitySpec = Field(default_factory=SustainabilitySpec)
     state: StateSpec = Field(default_factory=StateSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+    control: ControlSpec = Field(default_factory=ControlSpec)
+    replica_ports: Annotated[str, Field(pattern=PORT_RANGE_PATTERN)] | None = None
+    """``FIRST-LAST``: every replica listens on a port of this range (lichen.runtime.ports)"""
+
+    @field_validator("replica_ports")
+    @classmethod
+    def _port_range_order(cls, value: str | None) -> str | None:
+        if value is not None:
+            first, last = port_range(value)
+            if not 1 <= first <= last <= 65535:
+                raise ValueError(f"expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _replica_ports_apart(self) -> AppSpec:
+        if self.replica_ports is not None:
+            first, last = port_range(self.replica_ports)
+            for field, port in (("gateway.port", self.gateway.port), ("control.port", self.control.port)):
+                if port is not None and first <= port <= last:
+                    raise ValueError(f"replica_ports: {self.replica_ports} contains {field} ({port}); "
+                                     "a replica could not listen there")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""What the real CLI says and exits with: a gateway that cannot listen, the printed dashboard URL, `logs -f -n 0`."""
+"""What the real CLI says and exits with: a gateway port that is taken, the printed dashboard URL, `logs -f -n 0`."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from cp_harness import LICHEN, wait_until
 pytestmark = pytest.mark.slow
 
 
-def test_lichen_up_fails_with_the_gateways_own_error_when_its_port_is_taken(make_app) -> None:
+def test_lichen_up_fails_at_once_naming_the_process_on_the_gateways_port(make_app) -> None:
     app = make_app()
     app.write_spec(api={"replicas": 1})
-    # something else already answers HTTP on the gateway's port: the probe gets 404s (NotReady) while
-    # the gateway itself exits at once, again and again
+    # something else already answers HTTP on the gateway's port: nothing starts, no crash loop, one line
     squatter = http.server.ThreadingHTTPServer(("127.0.0.1", app.gateway_port), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=squatter.serve_forever, daemon=True).start()
     try:
@@ -30,9 +29,10 @@ def test_lichen_up_fails_with_the_gateways_own_error_when_its_port_is_taken(make
         squatter.shutdown()
         squatter.server_close()
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "CrashLoopBackOff" in result.stderr and "Traceback" not in result.stderr
-    assert f"cannot listen on 127.0.0.1:{app.gateway_port}" in result.stderr, result.stderr
-    assert "ready:" not in result.stdout
+    assert "CrashLoopBackOff" not in result.stderr and "Traceback" not in result.stderr
+    assert f"gateway.port: port {app.gateway_port} on 127.0.0.1 is taken by pid {os.getpid()} (" in result.stderr, \
+        result.stderr
+    assert "ready:" not in result.stdout and not app.workspace.controller_file.exists()
 
 
 def _run_on_a_terminal(args: list[str], cwd: str) -> tuple[int, str]:

@@ -101,9 +101,39 @@ def test_kill_9_a_replica_under_load_causes_no_client_error(gateways, tmp_path) 
             backend.kill()
 
 
+def test_a_services_own_5xx_reaches_the_client_with_its_body_and_masking_replaces_it(gateways, tmp_path) -> None:
+    """mask_upstream_errors false (the default): the replica's 503 and its body pass; true: the status stays, the body
+    is the gateway's. Also when the retry budget ends the retries of a GET: the last answer is the service's."""
+    own = Backend("own", tmp_path).wait()
+    try:
+        own.set_fail(503)
+        default = start(gateways, tmp_path, [own], settings={"retries": {"attempts": 3, "budget_ratio": 0}})
+        masked = start(gateways, tmp_path, [own], settings={"mask_upstream_errors": True})
+        with httpx.Client(timeout=10.0) as client:
+            posts = [client.post(f"{default.url}/api/once", content=b"{}", headers={"x-request-id": f"own-{i}"})
+                     for i in range(3)]  # not idempotent: one try, answered as it is
+            gets = [client.get(f"{default.url}/api/whoami") for _ in range(10)]  # retried while the budget lasts
+            hidden = client.post(f"{masked.url}/api/once", content=b"{}", headers={"x-request-id": "own-m"})
+        for response in posts + gets:
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "internal detail: stack trace here"}
+        assert [r.headers["x-request-id"] for r in posts] == ["own-0", "own-1", "own-2"]
+        retries = default.metric("lichen_gateway_retries_total")
+        assert 1 <= retries < 2 * len(gets)  # the budget (a floor of 1 retry/s) ran out: the service's answer came back
+        assert hidden.status_code == 503 and "stack trace" not in hidden.text
+        assert hidden.json()["error"] == "upstream error" and hidden.json()["request_id"] == "own-m"
+        own.kill()  # a failure of the gateway's own making: its generic error, whatever the setting
+        refused = httpx.post(f"{default.url}/api/once", content=b"{}", timeout=10.0)
+        assert refused.status_code in (502, 503) and refused.json()["error"] in (
+            "upstream unavailable", "no ready upstream for this service")
+    finally:
+        own.kill()
+
+
 def test_replica_returning_500s_is_ejected_then_returns(backends, gateways, tmp_path) -> None:
     gateway = start(gateways, tmp_path, backends, settings={
-        "balancer": "round_robin", "outlier_detection": {"consecutive_failures": 5, "base_ejection_s": 3}})
+        "balancer": "round_robin", "outlier_detection": {"consecutive_failures": 5, "base_ejection_s": 3},
+        "mask_upstream_errors": True})
     bad = backends[1]
     bad.set_fail(500)
     try:

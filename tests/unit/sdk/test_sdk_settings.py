@@ -21,7 +21,8 @@ def full() -> ReplicaSettings:
     return ReplicaSettings(
         service="api", replica="api-7f3a-0", revision="7f3a", port=41234, grace_s=2.5, drain_s=0.25,
         timeout_s=0.1 + 0.2, max_concurrency=16, metrics_path="/internal/metrics", slo_latency_ms=(200.0, 512.5),
-        app_dir="/srv/app", controller="/srv/app",
+        app_dir="/srv/app", controller="/srv/app", gateway_url="http://127.0.0.1:8080",
+        service_urls={"sentiment": "http://127.0.0.1:8080/sentiment", "api": "http://127.0.0.1:8080"},
     )
 
 
@@ -43,6 +44,15 @@ def test_unset_or_empty_variables_take_the_defaults_and_are_not_written() -> Non
     assert full().log_fields() == {"service": "api", "replica": "api-7f3a-0", "revision": "7f3a"}
 
 
+def test_service_urls_are_name_url_pairs_and_urls_lose_a_trailing_slash() -> None:
+    settings = ReplicaSettings.from_env({"LICHEN_GATEWAY_URL": "http://127.0.0.1:8080/",
+                                         "LICHEN_SERVICE_URLS": "a=http://127.0.0.1:8080/a/, b=http://127.0.0.1:8080"})
+    assert settings.gateway_url == "http://127.0.0.1:8080"
+    assert settings.service_urls == {"a": "http://127.0.0.1:8080/a", "b": "http://127.0.0.1:8080"}
+    assert settings.to_env()["LICHEN_SERVICE_URLS"] == "a=http://127.0.0.1:8080/a,b=http://127.0.0.1:8080"
+    assert "LICHEN_SERVICE_URLS" not in ReplicaSettings().to_env()  # none: not written
+
+
 @pytest.mark.parametrize(
     ("name", "raw", "message"),
     [
@@ -59,6 +69,10 @@ def test_unset_or_empty_variables_take_the_defaults_and_are_not_written() -> Non
         ("LICHEN_SLO_LATENCY_MS", "200,soon", "must be milliseconds > 0, comma-separated; got '200,soon'"),
         ("LICHEN_SLO_LATENCY_MS", "-5", "must be milliseconds > 0"),
         ("LICHEN_SERVICE", "a\tb", "must be a non-empty printable name"),
+        ("LICHEN_GATEWAY_URL", "localhost:8080", "must be an http:// or https:// URL with no query"),
+        ("LICHEN_GATEWAY_URL", "http://h:1/?a=b", "must be an http:// or https:// URL with no query"),
+        ("LICHEN_SERVICE_URLS", "sentiment", "must be NAME=URL pairs, comma-separated; got 'sentiment'"),
+        ("LICHEN_SERVICE_URLS", "a=ftp://h", "must be an http:// or https:// URL"),
     ],
 )
 def test_a_bad_value_is_one_config_error_naming_the_variable(name: str, raw: str, message: str) -> None:

@@ -235,9 +235,35 @@
     renderOverview(await getJSON("api/overview"));
   }
 
+  // SLOs (lichen.observe.slo_reports): the same report as 'lichen slo --json', every 30 s at most
+  let sloFetchedMs = 0;
+  function pct(value) { return value === null || value === undefined ? "–" : (value * 100).toFixed(3).replace(/\.?0+$/, "") + "%"; }
+  function burn(value) { return value === null || value === undefined ? "–" : value.toFixed(2) + "x"; }
+  function renderSlos(report) {
+    document.getElementById("slo-window").textContent = report.window ? "over " + report.window : "";
+    document.getElementById("slos-empty").hidden = report.slos.length > 0;
+    fillTable("slos", report.slos, (s, tr) => {
+      tr.setAttribute("data-service", s.service);
+      tr.setAttribute("data-slo", s.slo);
+      tr.setAttribute("data-state", s.state);
+      const left = el("span", { class: "budget" });
+      left.appendChild(bar(s.budget_left, s.budget_left <= 0 ? "var(--firing)" : s.budget_left < 0.25 ? "var(--pending)" : "var(--ok)"));
+      left.appendChild(document.createTextNode(" " + (s.state === "no traffic" ? "no traffic" : pct(s.budget_left))));
+      const state = el("span", { class: "state slo-" + s.state.replace(" ", "-") }, s.state + (s.burning.length ? " " + s.burning.join(", ") : ""));
+      return [s.service, s.slo, s.objective_text, pct(s.attainment), left,
+              burn(s.burn_rates["5m"]), burn(s.burn_rates["1h"]), burn(s.burn_rates["6h"]), state];
+    });
+  }
+  async function refreshSlos() {
+    if (Date.now() - sloFetchedMs < 30000) return;
+    renderSlos(await getJSON("api/slo"));
+    sloFetchedMs = Date.now();
+  }
+
   async function tick() {
     const errors = [];
-    await Promise.all([refreshCharts().catch((e) => errors.push(e)), refreshOverview().catch((e) => errors.push(e))]);
+    await Promise.all([refreshCharts().catch((e) => errors.push(e)), refreshOverview().catch((e) => errors.push(e)),
+                     refreshSlos().catch((e) => errors.push(e))]);
     const box = document.getElementById("error");
     box.hidden = errors.length === 0;
     box.textContent = errors.map((e) => e.message).join("; ");

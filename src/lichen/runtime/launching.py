@@ -1,0 +1,46 @@
+"""What a replica process is started with: its command line and its environment.
+
+Plain functions of the spec, the placement and the replica contract
+(:class:`lichen.sdk.settings.ReplicaSettings`); the controller calls them
+when it starts a replica and hands the result to a ``ProcessLauncher``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+
+from lichen.control.placing import Placement
+from lichen.runtime.workspaces import gpu_device_list
+from lichen.sdk.settings import ReplicaSettings
+from lichen.spec.models import ServiceSpec
+
+CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
+
+
+def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Path) -> list[str]:
+    """``lichen serve ENTRYPOINT --port N --app-dir DIR`` with this interpreter."""
+    return [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", spec.entrypoint,
+            "--port", str(port), "--app-dir", str(app_dir)]
+
+
+def replica_environment(inherited: Mapping[str, str], hidden: Collection[str], settings: ReplicaSettings,
+                        spec: ServiceSpec, placement: Placement, use_cgroups: bool,
+                        secrets: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one replica: the controller's own minus ``LICHEN_*`` and secrets it does not
+    declare (``hidden``, as in a Kubernetes pod), the replica contract, device and thread limits from its
+    placement, then the service's ``env`` and its own ``secrets``."""
+    env = {k: v for k, v in inherited.items() if not k.startswith("LICHEN_") and k not in hidden}
+    env.update({"PYTHONUNBUFFERED": "1", **settings.to_env(),
+                "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices)})
+    if placement.memory_bytes is not None and not use_cgroups:
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+    if placement.cpu_cores is not None:
+        threads = str(max(1, math.ceil(placement.cpu_cores)))
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, threads)
+    env.update(spec.env)
+    env.update(secrets)
+    return env
