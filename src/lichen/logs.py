@@ -186,17 +186,23 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, static_fields: dict[str, Any] | None = None) -> None:
         super().__init__()
         self._static = dict(static_fields or {})
+        self.static_json = _ENCODER.encode(self._static)[1:-1]
+        """the static fields as they appear in every line (``"service":"api","replica":"api-0"``), or ``""``"""
         self._second = -1
         self._second_text = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def timestamp(self, created: float) -> str:
+        """The ``ts`` of a record created at ``created`` (``time.time()``): UTC, milliseconds."""
+        second = int(created)
         if second != self._second:  # one strftime per second, not per line
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
         event = as_event(record)
         data: dict[str, Any] = {
-            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": event.name,
@@ -215,19 +221,22 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str | int = "info", *, stream: IO[str] | None = None,
-              static_fields: dict[str, Any] | None = None) -> logging.Handler:
+              static_fields: dict[str, Any] | None = None, handler: logging.Handler | None = None) -> logging.Handler:
     """Make every record of this process one JSON line on ``stream`` (stderr); returns the handler installed.
 
     Replaces the root logger's handlers, so call it once, from a process's entry point. Loggers a
     library configured on its own (uvicorn's default config gives ``uvicorn`` a handler and stops
     propagation) lose their handlers and propagate again, so their records take the same style.
+    ``handler`` replaces the ``StreamHandler`` on ``stream`` (a replica batches its writes,
+    :class:`lichen.sdk.logs.LoopBatchingHandler`); it gets the JSON formatter.
     """
     # Our lines carry none of these; skipping them makes each record several microseconds cheaper.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # type: ignore[attr-defined]  # no caller lookup: we never print file:line
-    handler = logging.StreamHandler(stream or sys.stderr)
+    if handler is None:
+        handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(static_fields))
     root = logging.getLogger()
     for old in list(root.handlers):

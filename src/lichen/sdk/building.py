@@ -101,6 +101,7 @@ def build_service_app(target: type[Service] | Service, settings: ReplicaSettings
             timeout_s=spec.timeout_s,
             stream=spec.stream,
             inflight=replica.metrics.declare_endpoint(spec.path, spec.max_concurrency),
+            threads=spec.stream or not _is_async(method),
         )
     return replica
 

@@ -8,6 +8,7 @@ the request path does a dict lookup, not a ``labels()`` call.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -64,8 +65,8 @@ class ReplicaMetrics:
             ProcessCollector(registry=registry)
         except ValueError:  # already registered by the user
             pass
-        self._count_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._count_children: dict[tuple[str, str, int], Callable[[float], None]] = {}
+        self._duration_children: dict[tuple[str, str], Callable[[float], None]] = {}
 
     def declare_endpoint(self, endpoint: str, max_concurrency: int | None) -> Gauge:
         """Create the endpoint's series at zero and return its in-flight gauge child."""
@@ -78,15 +79,38 @@ class ReplicaMetrics:
         if method not in _KNOWN_METHODS:
             method = "OTHER"
         key = (endpoint, method, status)
-        counter = self._count_children.get(key)
-        if counter is None:
-            counter = self._count_children[key] = self._requests.labels(endpoint, method, str(status))
-        counter.inc()
-        histogram = self._duration_children.get(key[:2])
-        if histogram is None:
-            histogram = self._duration_children[key[:2]] = self._duration.labels(endpoint, method)
-        histogram.observe(duration_s)
+        count = self._count_children.get(key)
+        if count is None:
+            count = self._count_children[key] = _adder(self._requests.labels(endpoint, method, str(status)))
+        count(1.0)
+        record = self._duration_children.get(key[:2])
+        if record is None:
+            record = self._duration_children[key[:2]] = _recorder(self._duration.labels(endpoint, method))
+        record(duration_s)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+# Per request, the counter and histogram children are updated through their values, skipping the checks
+# ``inc()``/``observe()`` repeat each time (about 1 us of a replica's per-request cost). These are
+# prometheus_client's attributes of a labelled child since 0.4; without them, the public methods are used.
+def _adder(counter: Counter) -> Callable[[float], None]:
+    value = getattr(counter, "_value", None)
+    return value.inc if callable(getattr(value, "inc", None)) else counter.inc  # type: ignore[union-attr]
+
+
+def _recorder(histogram: Histogram) -> Callable[[float], None]:
+    total, bounds, buckets = (getattr(histogram, name, None) for name in ("_sum", "_upper_bounds", "_buckets"))
+    if not (callable(getattr(total, "inc", None)) and isinstance(bounds, list) and isinstance(buckets, list)
+            and len(bounds) == len(buckets) and bounds and bounds[-1] == float("inf")):
+        return histogram.observe
+    add_total = total.inc  # type: ignore[union-attr]
+    adds = [bucket.inc for bucket in buckets]
+
+    def record(seconds: float) -> None:
+        add_total(seconds)
+        adds[bisect_left(bounds, seconds)](1.0)  # the first bucket whose bound is >= seconds, as observe() picks
+
+    return record

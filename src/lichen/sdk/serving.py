@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
 
@@ -119,7 +119,7 @@ def serve(
     from the env (:meth:`ReplicaSettings.from_env`); ``None`` keeps its value.
     """
     settings = ReplicaSettings.from_env().overridden(port=port, grace_s=grace_s, drain_s=drain_s)
-    configure_logging(log_level, settings=settings)
+    configure_logging(log_level, settings=settings, batched=True)
     disable_created_metrics()  # this process is the replica: no *_created series in /metrics
     drain = settings.drain_window_s
     stop_s = settings.grace_s - drain  # what in-flight requests get once the window closed
@@ -138,7 +138,8 @@ def serve(
     server = ReplicaServer(config, replica, drain_s=drain)
     listener = _listen(host, settings.port)
     try:
-        asyncio.run(server.serve(sockets=[listener]))
+        with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+            runner.run(server.serve(sockets=[listener]))
     except SystemExit as exc:  # uvicorn exits on bind or startup failure
         code = exc.code if isinstance(exc.code, int) else 1
         return code or 1
@@ -146,6 +147,15 @@ def serve(
     log.info("replica_stopped", exit_code=code)
     _finish_handler_threads(replica, code)
     return code
+
+
+def _loop_factory(config: uvicorn.Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvicorn's own choice of loop (``loop="auto"``: uvloop when it is installed), as ``uvicorn.run`` makes it."""
+    get_loop_factory = getattr(config, "get_loop_factory", None)
+    if get_loop_factory is not None:  # uvicorn >= 0.36
+        return get_loop_factory()  # type: ignore[no-any-return]
+    config.setup_event_loop()  # older uvicorn: installs uvloop's event loop policy
+    return None
 
 
 def _listen(host: str, port: int) -> socket.socket:
