@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
 from lichen.runtime.controlling import Controller
+from lichen.runtime.autoscaling import attach_autoscaler
 from lichen.runtime.gatewaying import attach_gateway, local_url
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
 from lichen.runtime.ports import bind_control_socket, check_listen_ports
@@ -251,6 +252,7 @@ async def host_controller(
         controller.load_desired()
         controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules))
         attach_gateway(controller)
+        attach_autoscaler(controller)
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)

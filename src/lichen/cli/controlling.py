@@ -434,6 +434,8 @@ def scale(
 ) -> None:
     """Set a service's desired replica count (until the next 'lichen up' applies the spec again).
 
+    Refused for a service with 'autoscale:': change its min/max in lichen.yaml instead.
+
     Example: lichen scale recommender 3
     """
     with _client(app_dir) as client:

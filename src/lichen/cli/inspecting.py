@@ -44,6 +44,8 @@ def service_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
     for condition in s.get("conditions") or []:
         if condition["kind"] == "PlacementRefused":  # crash loops show per replica below
             text += ("; " if text else "") + f"{condition['kind']}: {condition['message']}"
+    if s.get("autoscale"):  # the autoscaler's last decision, with its reason
+        text += ("; " if text else "") + ("panic: " if s["autoscale"]["panic"] else "") + s["autoscale"]["reason"]
     revisions = s.get("revisions") or [{"revision": s["revision"], "current": True, "ready": s["ready"]}]
     current = next(r for r in revisions if r["current"])
     rows = [[name, s["revision"], f"{current['ready']}/{s['desired']}", text]]

@@ -44,7 +44,7 @@ from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError, UnknownServiceError
 from lichen.gateway.configs import replica_urls
 from lichen.logs import get_logger, snake_case
-from lichen.runtime import adopting, processes, replica_logs, reporting, supervising
+from lichen.runtime import adopting, autoscaling, processes, replica_logs, reporting, supervising
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
 from lichen.runtime.launching import CommandBuilder, lichen_serve_command, replica_environment
 from lichen.runtime.metrics import ControllerMetrics
@@ -113,6 +113,7 @@ class Controller:
         self.passes = 0
         self.metrics = CollectorRegistry(auto_describe=True)
         self._instruments = ControllerMetrics(self.metrics)
+        self.autoscaling: dict[str, dict[str, Any]] = {}  # each autoscaled service's last decision, for status
 
     # ================================================================ desired
     def load_desired(self) -> None:
@@ -168,17 +169,20 @@ class Controller:
         self.wake()
         return changed
 
-    def set_replicas(self, service: str, replicas: int) -> None:
+    def set_replicas(self, service: str, replicas: int, reason: str = "requested", message: str = "") -> None:
         state = self._service(service)
         if replicas < 0:
             raise ConfigError(f"replicas must be >= 0, got {replicas}")
         if state.replicas != replicas:
-            self.event(service, "Scaled", "requested", f"{state.replicas} -> {replicas}")
+            self.event(service, "Scaled", reason, message or f"{state.replicas} -> {replicas}")
             state.replicas = replicas
             self._save_desired(service)
         self.wake()
 
-    scale = set_replicas
+    def scale(self, service: str, replicas: int) -> None:
+        """``lichen scale``: refused for an autoscaled service (its count is the autoscaler's)."""
+        autoscaling.refuse_manual_scale(service, self._service(service).spec.autoscale)
+        self.set_replicas(service, replicas)
 
     def set_revision(self, service: str, revision: str, spec: ServiceSpec) -> None:
         """Point a service at another revision (canary/rollback hook); rolls with the service's settings."""
@@ -596,7 +600,7 @@ class Controller:
             conditions={name: self.conditions(name) for name in self.services},
             endpoints=self.endpoints.by_service(), endpoints_version=self.endpoints.version,
             processes=list(self.auxiliary.values()), gateway=self.gateway.status() if self.gateway else None,
-            log_path=self.workspace.log_path,
+            log_path=self.workspace.log_path, autoscaling=self.autoscaling,
         ))
 
     def child_pids(self) -> list[int]:

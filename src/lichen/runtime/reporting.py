@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class StatusSnapshot:
     processes: Sequence[AuxiliaryProcess]
     gateway: dict[str, Any] | None
     log_path: Callable[[str], Path]
+    autoscaling: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """each autoscaled service's last decision (desired, ready, metric value, panic, reason)"""
 
 
 def status_report(snapshot: StatusSnapshot) -> dict[str, Any]:
@@ -54,6 +56,7 @@ def status_report(snapshot: StatusSnapshot) -> dict[str, Any]:
             "rollout": asdict(s.rollout) if s.rollout else None,
             "conditions": list(snapshot.conditions.get(name, [])),
             "revisions": revision_counts(s.revision, [r.record for r, _ in snapshot.replicas if r.record.service == name]),
+            "autoscale": snapshot.autoscaling.get(name),
         }
     replicas = []
     for replica, spec in sorted(snapshot.replicas, key=lambda rs: (rs[0].record.service, rs[0].record.created_index)):

@@ -104,15 +104,24 @@ class AutoscaleSpec(SpecModel):
     metric: Literal["inflight", "rps", "cpu", "latency_p95_ms"] = "inflight"
     target: Annotated[float, Field(gt=0)] = 4.0
     scale_up_stabilization_s: Duration = 0.0
-    scale_down_stabilization_s: Duration = 300.0
-    interval_s: Duration = 5.0
+    scale_down_stabilization_s: Duration = 60.0
+    interval_s: Duration = 1.0
+    # KPA's windows and rates (knative/serving config-autoscaler defaults); lichen.control.autoscaling reads them
+    stable_window_s: Duration = 60.0
+    panic_window_s: Duration = 6.0
+    panic_threshold: Annotated[float, Field(ge=1)] = 2.0
+    max_scale_up_rate: Annotated[float, Field(gt=1)] = 10.0
+    max_scale_down_rate: Annotated[float, Field(gt=1)] = 2.0
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
-    _intervals_positive = field_validator("interval_s")(_positive)
+    _intervals_positive = field_validator("interval_s", "stable_window_s", "panic_window_s")(_positive)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscaleSpec:
         if self.max < self.min:
             raise ValueError(f"max: must be >= min ({self.min})")
+        if self.panic_window_s > self.stable_window_s:
+            raise ValueError(f"panic_window_s: must be <= stable_window_s ({self.stable_window_s:g})")
         return self
 
 
@@ -254,6 +263,7 @@ class ServiceSpec(SpecModel):
     def _replicas_or_autoscale(self) -> ServiceSpec:
         if self.autoscale is not None and "replicas" in self.model_fields_set:
             raise ValueError("autoscale: set either replicas or autoscale, not both")
+        _autoscale_target_reachable(self)
         return self
 
     @field_validator("secrets")
@@ -268,6 +278,21 @@ class ServiceSpec(SpecModel):
     def _secrets_not_in_env(self) -> ServiceSpec:
         _secrets_apart_from_env(self)
         return self
+
+
+def _autoscale_target_reachable(spec: ServiceSpec) -> None:
+    """A target the service's metric can never show: a p95 at or past the timeout (a request is cut there), or
+    more CPU per replica than its cgroup limit grants."""
+    scale = spec.autoscale
+    if scale is None:
+        return
+    bound_s = max([spec.timeout_s, *(r.timeout_s for r in spec.routes if r.timeout_s is not None)])
+    if scale.metric == "latency_p95_ms" and scale.target >= bound_s * 1000:
+        raise ValueError(f"autoscale.target: a p95 of {scale.target:g} ms can never be measured: requests are cut "
+                         f"at the longest timeout of this service ({bound_s * 1000:g} ms); pick a lower target")
+    if scale.metric == "cpu" and spec.resources.cpu is not None and scale.target > spec.resources.cpu:
+        raise ValueError(f"autoscale.target: {scale.target:g} CPU cores per replica can never be reached: "
+                         f"resources.cpu limits each replica to {spec.resources.cpu:g}")
 
 
 def _secrets_apart_from_env(item: ServiceSpec | JobSpec) -> None:

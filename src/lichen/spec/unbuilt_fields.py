@@ -38,24 +38,13 @@ class UnbuiltField:
     """values that ask for nothing unbuilt (the default behaviour), which get no warning"""
     warn: bool = True
     """False: a field of a section that warns as a whole (its row still proves the field unread)"""
-    partly_built: bool = False
-    """the section is read for its built fields (``autoscale.min``/``max``); its other rows prove the rest unread"""
 
     @property
     def dotted(self) -> str:
         return ".".join("<name>" if part == ANY else part for part in self.path)
 
 
-_AUTOSCALE = ("autoscaling is not built yet; no autoscaler runs and the service keeps a fixed replica count "
-              "(`replicas`, kept within autoscale.min..max, or what `lichen scale` sets)")
-
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
-    UnbuiltField(("services", ANY, "autoscale"), _AUTOSCALE, partly_built=True),
-    UnbuiltField(("services", ANY, "autoscale", "metric"), _AUTOSCALE, warn=False),
-    UnbuiltField(("services", ANY, "autoscale", "target"), _AUTOSCALE, warn=False),
-    UnbuiltField(("services", ANY, "autoscale", "scale_up_stabilization_s"), _AUTOSCALE, warn=False),
-    UnbuiltField(("services", ANY, "autoscale", "scale_down_stabilization_s"), _AUTOSCALE, warn=False),
-    UnbuiltField(("services", ANY, "autoscale", "interval_s"), _AUTOSCALE, warn=False),
     UnbuiltField(("services", ANY, "rollout", "strategy"),
                  "canary rollouts are not built yet; this service rolls out with a rolling update "
                  "(max_surge/max_unavailable)", built_for=lambda value: value in (None, "rolling")),

@@ -51,6 +51,11 @@ class Probe(Service):
         await asyncio.sleep(0.005)  # a little work, so requests overlap a replica's stop
         return {"replica": os.environ.get("LICHEN_REPLICA"), "text": req.text}
 
+    @endpoint("/slow", method="POST")
+    async def slow(self, req: WorkRequest) -> dict:
+        await asyncio.sleep(0.05)  # a fixed 50 ms per request: a replica's capacity is known (autoscaling tests)
+        return {"replica": os.environ.get("LICHEN_REPLICA"), "text": req.text}
+
     @endpoint("/hang", method="POST")
     async def hang(self) -> dict:
         time.sleep(3600)  # blocks the event loop: /healthz stops answering

@@ -32,14 +32,6 @@ app: shop
 services:
   api:
     entrypoint: shopsvc:Api
-    autoscale:
-      min: 1
-      max: 3
-      metric: rps
-      target: 50
-      scale_up_stabilization_s: 5
-      scale_down_stabilization_s: 60
-      interval_s: 2
     rollout:
       strategy: canary
       steps: [20, 100]
@@ -54,11 +46,11 @@ jobs:
 sustainability: {region: DE, pue: 1.3}
 kubernetes: {namespace: shop}
 """
-LINES = {  # the row's dotted path -> the line that writes it in UNBUILT_SPEC (the autoscale block warns as a whole)
-    "services.<name>.autoscale": 5, "services.<name>.rollout.strategy": 14,
-    "services.<name>.rollout.steps": 15, "services.<name>.rollout.analysis": 16, "services.<name>.image": 17,
-    "jobs.<name>.schedule": 21, "jobs.<name>.carbon_aware": 22, "jobs.<name>.resources.gpu": 23,
-    "sustainability": 24, "kubernetes": 25,
+LINES = {  # the row's dotted path -> the line that writes it in UNBUILT_SPEC
+    "services.<name>.rollout.strategy": 6,
+    "services.<name>.rollout.steps": 7, "services.<name>.rollout.analysis": 8, "services.<name>.image": 9,
+    "jobs.<name>.schedule": 13, "jobs.<name>.carbon_aware": 14, "jobs.<name>.resources.gpu": 15,
+    "sustainability": 16, "kubernetes": 17,
 }
 
 
@@ -68,7 +60,7 @@ def test_every_row_names_a_real_field_and_the_fixture_covers_every_row() -> None
         assert owner is not None and row.path[-1] in owner.model_fields, row.dotted
     assert sorted(LINES) == sorted(row.dotted for row in UNBUILT_FIELDS if row.warn)
     silent = [row for row in UNBUILT_FIELDS if not row.warn]
-    assert silent and all(any(row.path[:len(p.path)] == p.path for p in UNBUILT_FIELDS if p.warn) for row in silent)
+    assert all(any(row.path[:len(p.path)] == p.path for p in UNBUILT_FIELDS if p.warn) for row in silent)
 
 
 def test_each_unbuilt_field_written_gets_one_located_warning(tmp_path: Path) -> None:
@@ -82,11 +74,12 @@ def test_each_unbuilt_field_written_gets_one_located_warning(tmp_path: Path) -> 
     assert "this service rolls out with a rolling update" in str(canary) and " warning: " in str(canary)
 
 
-def test_an_autoscale_block_of_min_and_max_alone_still_warns(tmp_path: Path) -> None:
+def test_autoscale_is_built_and_no_longer_warns(tmp_path: Path) -> None:
     path = tmp_path / "lichen.yaml"
-    path.write_text("app: shop\nservices:\n  api:\n    entrypoint: shopsvc:Api\n    autoscale: {min: 2, max: 10}\n")
-    (warning,) = spec_warnings(path)
-    assert (warning.line, warning.field) == (5, "services.api.autoscale") and "no autoscaler runs" in warning.message
+    path.write_text("app: shop\nservices:\n  api:\n    entrypoint: shopsvc:Api\n    autoscale:\n      min: 2\n"
+                    "      max: 10\n      metric: rps\n      target: 50\n      panic_window_s: 3\n")
+    assert spec_warnings(path) == []
+    assert not any(row.path[2:3] == ("autoscale",) for row in UNBUILT_FIELDS if len(row.path) > 2)
 
 
 def test_values_that_ask_for_what_is_built_get_no_warning(tmp_path: Path) -> None:
@@ -138,7 +131,7 @@ def test_docs_mark_every_unbuilt_field() -> None:
     for row in UNBUILT_FIELDS:
         assert f"`{row.dotted}`" in section, f"docs/spec.md does not list {row.dotted} as not built"
         rows = [line for path, line in reference.items() if path == row.dotted
-                or (path.startswith(row.dotted + ".") and not row.partly_built)]
+                or path.startswith(row.dotted + ".")]
         assert rows and all("not built yet" in line.lower() for line in rows), row.dotted
 
 
@@ -180,8 +173,6 @@ def test_the_runtime_reads_none_of_the_unbuilt_fields(tmp_path: Path) -> None:
     spec = AppSpec.model_validate(data)
     reads: list[str] = []
     for row in UNBUILT_FIELDS:
-        if row.partly_built:
-            continue  # read for its built fields; its other rows track the rest
         for owner in _owners(spec, row.path):
             _track(owner, row.path[-1], reads, row.dotted)
 
@@ -200,7 +191,7 @@ def test_the_runtime_reads_none_of_the_unbuilt_fields(tmp_path: Path) -> None:
         revision = controller.services["api"].revision
         controller.restart("api")  # a rollout: where a canary would act
         await until(lambda: ready() and controller.status()["replicas"][0]["revision"] != revision, "the rollout")
-        controller.apply(spec, "code1")  # re-applying: where an autoscaler's count is kept
+        controller.apply(spec, "code1")  # re-applying the same spec
         controller.scale("api", 2)
         await until(lambda: len(controller.status()["replicas"]) == 2, "the scale-up")
         controller.shutdown()

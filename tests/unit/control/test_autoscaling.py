@@ -1,0 +1,190 @@
+"""The autoscaling policy (lichen.control.autoscaling) on plain data and a fake clock: step, ramp, spike, noise,
+missing and stale data, a replica that never becomes ready, and the bounds."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lichen.control.autoscaling import Decision, Replicas, Sample, Settings, State, decide
+from lichen.spec.models import AutoscaleSpec
+from lichen.testing import FakeClock
+
+INTERVAL_S = 1.0
+
+
+@dataclass
+class Run:
+    """A service under a demand curve: one sample and one decision per second; a replica is ready
+    ``startup_s`` after the decision that asked for it (or never, with ``startup_s=None``)."""
+
+    settings: Settings
+    demand: Callable[[float], float]
+    startup_s: float | None = 2.0
+    clock: FakeClock = field(default_factory=FakeClock)
+    desired: int = 1
+    ready_at: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    state: State = field(default_factory=State)
+    history: list[tuple[float, int]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.start = self.clock.now()
+        self.ready_at = [self.start] * self.desired
+
+    def step(self) -> Decision:
+        now = self.clock.now()
+        self.samples.append(Sample(now, self.demand(now - self.start)))
+        self.samples = [s for s in self.samples if s.at_s > now - 120]
+        ready = sum(1 for t in self.ready_at if t <= now)
+        decision = decide("api", self.settings, self.samples, Replicas(self.desired, ready, len(self.ready_at) - ready),
+                          self.state, now)
+        self.state = decision.state
+        if decision.desired > self.desired:
+            due = now + self.startup_s if self.startup_s is not None else float("inf")
+            self.ready_at += [due] * (decision.desired - self.desired)
+        elif decision.desired < self.desired:
+            self.ready_at = sorted(self.ready_at)[: decision.desired]
+        if decision.desired != self.desired:
+            self.history.append((now - self.start, decision.desired))
+        self.desired = decision.desired
+        self.decisions.append(decision)
+        return decision
+
+    def run_for(self, seconds: float) -> None:
+        for _ in range(int(seconds / INTERVAL_S)):
+            self.step()
+            self.clock.advance(INTERVAL_S)
+
+    def flaps(self) -> int:
+        counts = [1] + [n for _, n in self.history]
+        directions = [b > a for a, b in zip(counts, counts[1:], strict=False) if a != b]
+        return sum(1 for a, b in zip(directions, directions[1:], strict=False) if a != b)
+
+
+SETTINGS = Settings(min=1, max=20, target=4.0)
+
+
+def test_settings_come_from_the_spec_with_kpa_defaults() -> None:
+    settings = Settings.from_spec(AutoscaleSpec())
+    assert (settings.stable_window_s, settings.panic_window_s, settings.panic_threshold) == (60.0, 6.0, 2.0)
+    assert (settings.interval_s, settings.max_scale_up_rate, settings.max_scale_down_rate) == (1.0, 10.0, 2.0)
+    assert settings == Settings(max=4)
+
+
+def test_a_5x_step_panics_at_the_first_decision_and_reaches_demand_within_the_panic_window() -> None:
+    run = Run(SETTINGS, lambda t: 4.0 if t < 10 else 20.0)
+    run.run_for(10)
+    assert run.desired == 1 and not run.history
+    run.run_for(1)
+    assert run.history == [(10.0, 2)]  # the first decision after the step
+    assert run.decisions[-1].reason == ("scaled api 1→2: in-flight 5.5 over the 60 s stable window, "
+                                        "target 4 per replica")
+    run.run_for(1)
+    assert run.decisions[-1].panic and run.decisions[-1].reason == (
+        "scaled api 2→3: in-flight 9.3 over the 6 s panic window, target 4 per replica, 1 starting")
+    run.run_for(5)
+    assert run.desired == 5, run.history  # 20 in flight / 4 per replica once the panic window is full
+    run.run_for(60)
+    assert run.desired == 5 and max(n for _, n in run.history) == 5  # starting replicas counted: no overshoot
+
+
+def test_after_the_load_stops_it_scales_down_only_after_the_stabilisation_window_at_the_max_rate() -> None:
+    run = Run(SETTINGS, lambda t: 20.0 if t < 30 else 1.0)
+    run.run_for(30)
+    assert run.desired == 5
+    run.run_for(59)
+    assert run.desired == 5  # panicking for a stable window after the burst, then scale-down stabilisation
+    run.run_for(60)
+    assert run.desired == 1
+    downs = [n for _, n in run.history][1:]
+    assert downs == sorted(downs, reverse=True) and all(b >= a // 2 for a, b in zip([5, *downs], downs, strict=False))
+
+
+def test_a_ramp_follows_demand_in_steps_without_going_down() -> None:
+    run = Run(SETTINGS, lambda t: 0.5 * t)  # +2 replicas' worth every 16 s
+    run.run_for(120)
+    counts = [n for _, n in run.history]
+    assert counts == sorted(counts) and 12 <= run.desired <= 16, run.history
+
+
+def test_a_short_spike_scales_up_but_does_not_flap() -> None:
+    run = Run(SETTINGS, lambda t: 40.0 if 20 <= t < 23 else 4.0)
+    run.run_for(80)
+    assert max(n for _, n in run.history) == 6 and run.desired == 6  # no scale-down for a stable window
+    run.run_for(120)
+    assert run.desired == 1 and run.flaps() == 1  # up, then down: one change of direction
+
+
+def test_noise_of_20_percent_around_the_target_never_changes_the_count() -> None:
+    rng = random.Random(7)
+    run = Run(SETTINGS, lambda t: 12.0 * rng.uniform(0.8, 1.2))
+    run.desired, run.ready_at = 3, [run.start] * 3
+    run.run_for(600)
+    assert run.history == [] and run.flaps() == 0
+    assert "kept api at 3" in run.decisions[-1].reason
+
+
+def test_noise_with_a_trend_changes_direction_zero_times() -> None:
+    rng = random.Random(11)
+    run = Run(SETTINGS, lambda t: (8.0 if t < 120 else 24.0) * rng.uniform(0.8, 1.2))
+    run.run_for(300)
+    assert run.flaps() == 0 and run.desired in (6, 7), run.history
+
+
+def test_no_sample_holds_the_count_and_says_so() -> None:
+    clock = FakeClock()
+    decision = decide("api", SETTINGS, [], Replicas(3, 3, 0), State(), clock.now())
+    assert decision.held and decision.desired == 3 and decision.reason == "held api at 3: no in-flight sample yet"
+
+
+def test_a_stale_sample_holds_never_down_and_never_to_zero() -> None:
+    clock = FakeClock()
+    samples = [Sample(clock.now(), 0.0)]
+    clock.advance(10)
+    decision = decide("api", SETTINGS, samples, Replicas(4, 4, 0), State(), clock.now())
+    assert decision.held and decision.desired == 4
+    assert "the newest in-flight sample is 10.0 s old (stale after 3 s)" in decision.reason
+    zero = Settings(min=0, max=4)
+    assert decide("api", zero, samples, Replicas(0, 0, 0), State(), clock.now()).desired == 1
+    fresh = [Sample(clock.now(), 0.0)]
+    assert decide("api", zero, fresh, Replicas(1, 1, 0), State(), clock.now()).desired == 1  # min 0 keeps 1
+
+
+def test_a_replica_that_never_becomes_ready_is_not_asked_for_again_and_again() -> None:
+    run = Run(SETTINGS, lambda t: 12.0, startup_s=None)
+    run.run_for(300)
+    assert run.desired == 3 and len(run.history) == 1, run.history
+    assert "2 starting" in run.decisions[-1].reason
+
+
+def test_bounds_max_and_min_and_the_up_rate() -> None:
+    clock = FakeClock()
+    bounded = Settings(min=2, max=4, target=1.0)
+    now = clock.now()
+    high = decide("api", bounded, [Sample(now, 100.0)], Replicas(2, 2, 0), State(), now)
+    assert high.desired == 4 and "max 4" in high.reason
+    low = decide("api", bounded, [Sample(now, 0.0)], Replicas(2, 2, 0), State(), now)
+    assert low.desired == 2
+    rated = decide("api", Settings(max=100, target=1.0, max_scale_up_rate=3), [Sample(now, 50.0)],
+                   Replicas(2, 2, 0), State(), now)
+    assert rated.desired == 6 and "max_scale_up_rate 3x of 2 ready" in rated.reason
+
+
+def test_scale_up_stabilisation_waits_for_the_lowest_recommendation() -> None:
+    settings = Settings(max=20, target=4.0, scale_up_stabilization_s=5, panic_threshold=100)
+    run = Run(settings, lambda t: 4.0 if t < 10 else 12.0, startup_s=0)
+    run.run_for(12)
+    assert run.desired == 1
+    run.run_for(70)
+    assert run.desired == 3
+
+
+def test_latency_sizes_in_proportion_to_ready_replicas() -> None:
+    clock = FakeClock()
+    settings = Settings(metric="latency_p95_ms", target=100.0, max=10, stable_window_s=6, panic_window_s=6)
+    now = clock.now()
+    decision = decide("api", settings, [Sample(now, 300.0)], Replicas(2, 2, 0), State(), now)
+    assert decision.desired == 6 and "p95 latency ms 300.0" in decision.reason
