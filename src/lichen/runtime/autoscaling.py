@@ -26,24 +26,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import psutil
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from lichen.clocks import Clock
 from lichen.control import autoscaling
 from lichen.errors import ConfigError
 from lichen.logs import get_logger
-from lichen.runtime.replicas import HOST, Replica
+from lichen.runtime.endpoints import Ingress
+from lichen.runtime.replicas import HOST, Replica, ServiceState
 from lichen.spec.models import AutoscaleSpec
 
 log = get_logger("lichen.autoscaler")
 SAMPLES_KEPT_S = 600.0
 READ_TIMEOUT_S = 0.5
+
+
+class AutoscaledController(Protocol):
+    """What the autoscaler reads and sets of the controller it runs under (a
+    :class:`lichen.runtime.controlling.Controller`; tests pass the real one on virtual time)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def services(self) -> Mapping[str, ServiceState]: ...
+    @property
+    def replicas(self) -> Mapping[str, Replica]: ...
+    @property
+    def gateway(self) -> Ingress | None: ...
+    @property
+    def metrics(self) -> CollectorRegistry: ...
+    @property
+    def autoscaling(self) -> dict[str, dict[str, Any]]:
+        """each autoscaled service's last decision, for status"""
+    def event(self, service: str, kind: str, reason: str = "", message: str = "", replica: str = "") -> None: ...
+    def set_replicas(self, service: str, replicas: int, reason: str = "requested", message: str = "") -> None: ...
+    def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None: ...
 
 
 class MetricReader(Protocol):
@@ -61,7 +87,7 @@ class _Previous:
 class HttpMetricReader:
     """Reads the replicas' ``/metrics`` (and the gateway's) over HTTP, and the processes' CPU with psutil."""
 
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: AutoscaledController) -> None:
         self.controller = controller
         self.client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         self._previous: dict[tuple[str, str], _Previous] = {}
@@ -174,7 +200,7 @@ def quantile_ms(cumulative: dict[float, float], q: float) -> float | None:
 class Autoscaler:
     """Runs the policy for every service with an ``autoscale`` section (:func:`attach_autoscaler`)."""
 
-    def __init__(self, controller: Any, reader: MetricReader | None = None) -> None:
+    def __init__(self, controller: AutoscaledController, reader: MetricReader | None = None) -> None:
         self.controller = controller
         self.reader: MetricReader = reader or HttpMetricReader(controller)
         self.samples: dict[str, list[autoscaling.Sample]] = {}
@@ -232,7 +258,8 @@ class Autoscaler:
             self.held.add(name)
         else:
             self.held.discard(name)
-        if decision.changed(before):
+        changed = decision.changed(before)
+        if changed:
             controller.set_replicas(name, decision.desired, reason="autoscaler", message=decision.reason)
         self.desired_gauge.labels(name).set(decision.desired)
         self.panic_gauge.labels(name).set(1 if decision.panic else 0)
@@ -240,10 +267,8 @@ class Autoscaler:
             "desired": decision.desired, "ready": len(ready), "starting": replicas.starting,
             "metric": settings.metric, "value": decision.value, "panic": decision.panic, "held": decision.held,
             "reason": decision.reason, "at": controller.clock.wall(),
-            "last_change": (controller.autoscaling.get(name) or {}).get("last_change"),
+            "last_change": decision.reason if changed else (controller.autoscaling.get(name) or {}).get("last_change"),
         }
-        if decision.changed(before):
-            controller.autoscaling[name]["last_change"] = decision.reason
         return decision
 
     def _forget(self, name: str) -> None:
@@ -264,7 +289,7 @@ def refuse_manual_scale(service: str, autoscale: AutoscaleSpec | None) -> None:
                           "lichen up")
 
 
-def attach_autoscaler(controller: Any, reader: MetricReader | None = None) -> Autoscaler:
+def attach_autoscaler(controller: AutoscaledController, reader: MetricReader | None = None) -> Autoscaler:
     """Run the autoscaler as one of the controller's periodic tasks, every 1 s or the shortest ``interval_s``
     of the app's autoscaled services (each service is decided only once its own interval is due)."""
     autoscaler = Autoscaler(controller, reader)

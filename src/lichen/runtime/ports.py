@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import yaml
 
 from lichen.errors import ControlPlaneError
 from lichen.runtime.processes import free_port
-from lichen.runtime.workspaces import Workspace, atomic_write
+from lichen.runtime.workspaces import Workspace, atomic_write, read_controller_info
 from lichen.spec.documents import PathKey, dotted, parse_document
 from lichen.spec.models import AppSpec, port_range
 
@@ -117,9 +116,9 @@ def _controller_dir(process: psutil.Process) -> Path | None:
         candidates.extend(cwd / arg for arg in process.cmdline()[1:] if not arg.startswith("-"))
     for candidate in candidates:
         directory = candidate if candidate.is_dir() else candidate.parent
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads((directory / ".lichen" / "controller.json").read_text())
-            if info.get("pid") == process.pid:
+        with contextlib.suppress(OSError):
+            info = read_controller_info(Workspace(directory))
+            if info is not None and info.get("pid") == process.pid:
                 return directory.resolve()
     return None
 

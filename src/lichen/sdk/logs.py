@@ -57,13 +57,7 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:  # called under self.lock (Handler.handle)
         try:
-            self._kept.append(self.format(record))
-            loop = asyncio._get_running_loop()  # the C fast path of get_running_loop, None off a loop
-            if loop is None:
-                self._write_kept()
-            elif self._flush_on is not loop:
-                self._flush_on = loop
-                loop.call_soon(self._write_later)
+            self._keep(self.format(record))
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception:
@@ -75,13 +69,17 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         Only for a caller that checked :func:`direct_handler`: no filter or other handler would see it.
         """
         with self.lock:  # type: ignore[union-attr]
-            self._kept.append(line)
-            loop = asyncio._get_running_loop()
-            if loop is None:
-                self._write_kept()
-            elif self._flush_on is not loop:
-                self._flush_on = loop
-                loop.call_soon(self._write_later)
+            self._keep(line)
+
+    def _keep(self, line: str) -> None:
+        """Under the lock: keep ``line`` for the loop's next pass, or write it now when no loop runs here."""
+        self._kept.append(line)
+        loop = asyncio._get_running_loop()  # the C fast path of get_running_loop, None off a loop
+        if loop is None:
+            self._write_kept()
+        elif self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self._write_later)
 
     def _write_later(self) -> None:
         with self.lock:  # type: ignore[union-attr]
