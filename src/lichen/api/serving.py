@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
 from lichen.runtime.controlling import Controller
-from lichen.runtime.autoscaling import attach_autoscaler
+from lichen.runtime.autoscaling import Autoscaler, attach_autoscaler
 from lichen.runtime.gatewaying import attach_gateway, local_url
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
 from lichen.runtime.ports import bind_control_socket, check_listen_ports
@@ -91,9 +91,11 @@ def refusal(exc: LichenError) -> JSONResponse:
 
 
 def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
-               reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None) -> FastAPI:
+               reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None,
+               autoscaler: Autoscaler | None = None) -> FastAPI:
     """The control API; ``POST /v1/apply`` re-reads the spec with ``reload_spec`` and, with ``observing``,
-    applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`)."""
+    applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`); with
+    ``autoscaler``, ``POST /v1/services/<name>/activate`` wakes a service at zero (the gateway's activator)."""
     api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
     auth = [Depends(_bearer(token))]
     v1 = APIRouter(prefix="/v1", dependencies=auth)
@@ -153,6 +155,13 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
     async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:
         controller.scale(service, body.replicas)
         return {"service": service, "replicas": body.replicas}
+
+    @v1.post("/services/{service}/activate")
+    async def activate(service: str) -> dict[str, Any]:
+        """A request is held at the gateway: start a replica of a service at zero now, not at the next tick."""
+        if autoscaler is None:
+            raise ConfigError("this controller runs no autoscaler: nothing scales to zero")
+        return autoscaler.activate(service)
 
     @v1.post("/services/{service}/restart")
     async def restart(service: str) -> dict[str, Any]:
@@ -252,7 +261,7 @@ async def host_controller(
         controller.load_desired()
         controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules))
         attach_gateway(controller)
-        attach_autoscaler(controller)
+        autoscaler = attach_autoscaler(controller)
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)
@@ -260,7 +269,7 @@ async def host_controller(
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
-                         observing=observing)
+                         observing=observing, autoscaler=autoscaler)
         # log_config=None: uvicorn's records reach the process's handler (lichen.logs.configure), one style
         server = _QuietServer(uvicorn.Config(api, log_level="warning", log_config=None, access_log=False,
                                              lifespan="off"))

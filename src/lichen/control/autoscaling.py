@@ -14,7 +14,11 @@ with HPA's stabilisation windows on top:
   ``scale_down_stabilization_s`` (HPA's behaviour);
 * **rates**: one decision adds at most ``max_scale_up_rate`` times the ready
   replicas and removes at most all but ``1 / max_scale_down_rate`` of them;
-* ``min``/``max``, and never zero (scale to zero is not built);
+* ``min``/``max``; below 1 only with ``min: 0`` and only for an **idle**
+  service: no request at the gateway for ``scale_to_zero_after_s`` (the shell
+  says since when, ``idle_since_s``; None: not idle, or no activator to wake
+  it). Going to zero skips the rates and stabilisation (nothing is served);
+  at zero, any activity asks for at least 1 again;
 * capacity on the way: the size is demand over target, so replicas that are
   starting (or never become ready) are not asked for again and again;
 * missing or stale samples **hold** the count: never down, never to zero.
@@ -56,6 +60,7 @@ class Settings:
     max_scale_up_rate: float = 10.0
     max_scale_down_rate: float = 2.0
     tolerance: float = 0.1
+    scale_to_zero_after_s: float = 30.0
 
     @classmethod
     def from_spec(cls, spec: AutoscaleSpec) -> Settings:
@@ -65,10 +70,12 @@ class Settings:
     def stale_after_s(self) -> float:
         return max(3.0, STALE_AFTER_INTERVALS * self.interval_s)
 
-    @property
-    def floor(self) -> int:
-        """The fewest replicas kept: ``min``, but at least 1 (scale to zero is not built)."""
-        return max(1, self.min)
+    def floor(self, idle_s: float | None) -> int:
+        """The fewest replicas kept: ``min``; with ``min: 0``, 1 until the service was idle for
+        ``scale_to_zero_after_s``."""
+        if self.min > 0:
+            return self.min
+        return 0 if idle_s is not None and idle_s >= self.scale_to_zero_after_s else 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,9 @@ class State:
     """when the current panic began (None: not panicking)"""
     last_burst_s: float | None = None
     """the last decision whose panic window crossed the threshold"""
+    zero_at_s: float | None = None
+    """the last decision that found (or left) the service at zero: both windows start there, as samples
+    taken with no replica say nothing about the demand for one (a burst held at the gateway sizes at once)"""
 
 
 @dataclass(frozen=True)
@@ -129,20 +139,28 @@ def _raw(settings: Settings, value: float, ready: int) -> float:
 
 
 def decide(service: str, settings: Settings, samples: Sequence[Sample], replicas: Replicas, state: State,
-           now: float) -> Decision:
-    """The desired replica count of ``service`` at ``now``, with the reason, and the policy's next state."""
+           now: float, idle_since_s: float | None = None) -> Decision:
+    """The desired replica count of ``service`` at ``now``, with the reason, and the policy's next state.
+
+    ``idle_since_s``: since when the service has had no request (None: it has now, or it cannot be woken
+    from zero); only ``min: 0`` reads it.
+    """
     current = replicas.desired
+    idle_s = None if idle_since_s is None else max(0.0, now - idle_since_s)
     label = LABELS.get(settings.metric, settings.metric)
     keep_s = max(settings.stable_window_s, settings.scale_up_stabilization_s, settings.scale_down_stabilization_s)
     history = tuple((t, n) for t, n in state.recommendations if t > now - keep_s)
-    recent = [s for s in samples if now - settings.stable_window_s < s.at_s <= now]
+    since = now if current == 0 else state.zero_at_s
+    recent = [s for s in samples if now - settings.stable_window_s < s.at_s <= now
+              and (since is None or s.at_s >= since)]
     newest = max((s.at_s for s in samples if s.at_s <= now), default=None)
     if newest is None or now - newest > settings.stale_after_s:
-        held = max(current, settings.floor)
+        held = max(current, settings.min)
         why = (f"no {label} sample yet" if newest is None
                else f"the newest {label} sample is {now - newest:.1f} s old (stale after {settings.stale_after_s:g} s)")
         verb = f"held {service} at {held}" if held == current else f"scaled {service} {current}→{held}"
-        return Decision(held, State(history, state.panic_since_s, state.last_burst_s), f"{verb}: {why}", held=True)
+        return Decision(held, State(history, state.panic_since_s, state.last_burst_s, since), f"{verb}: {why}",
+                        held=True)
 
     ready = replicas.ready
     recent = recent or [max((s for s in samples if s.at_s <= now), key=lambda s: s.at_s)]
@@ -165,6 +183,12 @@ def decide(service: str, settings: Settings, samples: Sequence[Sample], replicas
         if current > 0 and abs(stable_raw / current - 1) <= settings.tolerance:
             want = current
     history = (*history, (now, want))
+    floor = settings.floor(idle_s)
+    if floor == 0 and not panicking:
+        verb = f"scaled {service} {current}→0" if current else f"kept {service} at 0"
+        reason = (f"{verb}: no request for {idle_s:.0f} s (scale_to_zero_after_s {settings.scale_to_zero_after_s:g}); "
+                  "the gateway holds the next one and wakes it")
+        return Decision(0, State(history, None, last_burst, now), reason, value=value, window_s=window)
     limits: list[str] = []
     desired = want
     if desired > current:
@@ -189,9 +213,10 @@ def decide(service: str, settings: Settings, samples: Sequence[Sample], replicas
     if desired > settings.max:
         desired = settings.max
         limits.append(f"max {settings.max}")
-    if desired < settings.floor:
-        desired = settings.floor
-        limits.append(f"min {settings.floor}" + (" (scale to zero is not built)" if settings.min == 0 else ""))
+    if desired < max(floor, 1):
+        desired = max(floor, 1)
+        limits.append(f"min {settings.min}" if settings.min else
+                      "min 0, not idle for scale_to_zero_after_s" if idle_s is not None else "min 0, requests arriving")
 
     per = f"target {settings.target:g} per replica"
     if settings.metric == "latency_p95_ms":
@@ -203,5 +228,5 @@ def decide(service: str, settings: Settings, samples: Sequence[Sample], replicas
         reason += f", {replicas.starting} starting"
     if limits:
         reason += f" ({'; '.join(limits)})"
-    return Decision(desired, State(history, panic_since, last_burst), reason, panic=panicking, value=value,
+    return Decision(desired, State(history, panic_since, last_burst, since), reason, panic=panicking, value=value,
                     window_s=window, limits=tuple(limits))

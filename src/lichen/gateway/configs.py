@@ -47,8 +47,27 @@ class Endpoint(ConfigModel):
         return self.replica or self.url
 
 
+class ActivationConfig(ConfigModel):
+    """Hold requests while the service has no ready replica (it is scaled to zero), and ask for one."""
+
+    queue: Annotated[int, Field(ge=1)] = 100
+    """the most requests held at once; one more is answered 503 with Retry-After"""
+    timeout_s: Duration = 30.0
+    """the longest a request is held (never past its route timeout), then 503 with Retry-After"""
+
+
+class ControllerLink(ConfigModel):
+    """Where the gateway asks for a replica of a service at zero: the controller's ``controller.json`` (its
+    ``url``) and its bearer token file, both read at each ask (a restarted controller may move)."""
+
+    info_file: str
+    token_file: str
+
+
 class ServiceConfig(ConfigModel):
     endpoints: list[Endpoint] = Field(default_factory=list)
+    activation: ActivationConfig | None = None
+    """set for a service that may scale to zero (``autoscale.min: 0``); None: no ready replica is a 503"""
     revision_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     max_inflight: Annotated[int, Field(ge=1)] | None = None
     idempotent_paths: list[str] = Field(default_factory=list)
@@ -76,6 +95,7 @@ class GatewayConfig(ConfigModel):
     idle_timeout_s: Duration = 75.0
     reload_interval_s: Duration = 1.0
     connect_timeout_s: Duration = 2.0
+    controller: ControllerLink | None = None
 
     @field_validator("routes")
     @classmethod
@@ -136,6 +156,9 @@ def render_config(
             max_inflight=service.max_inflight,
             idempotent_paths=list(idempotent_paths.get(name, [])),
             timeout_s=service.timeout_s,
+            activation=(ActivationConfig(queue=service.autoscale.activation_queue,
+                                         timeout_s=service.autoscale.activation_timeout_s)
+                        if service.autoscale is not None and service.autoscale.min == 0 else None),
         )
     return GatewayConfig(
         host=spec.gateway.host, port=spec.gateway.port, settings=spec.gateway, routes=routes,

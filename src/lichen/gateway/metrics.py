@@ -28,7 +28,10 @@ _COUNTERS = {
     "rate_limited": ("lichen_gateway_rate_limited_total", "Requests refused by a rate limit (429).", ("scope",)),
     "shed": ("lichen_gateway_shed_total", "Requests shed by admission control (503).", ("service",)),
     "denied": ("lichen_gateway_denied_total", "Requests denied, by reason.", ("reason",)),
+    "activations": ("lichen_gateway_activations_total",
+                    "Requests held for a service at zero, by outcome (released, timeout, full).", ("service", "outcome")),
 }
+COLD_START_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class InflightGauge:
@@ -51,6 +54,8 @@ class GatewayMetrics:
         self.counts: dict[str, dict[tuple[str, ...], float]] = {key: {} for key in _COUNTERS}
         self.latency: dict[tuple[str, str], list[float]] = {}  # per-bucket counts, then +Inf, sum, count
         self.gauges: dict[str, InflightGauge] = {}
+        self.held: dict[str, int] = {}
+        self.cold_starts: dict[str, list[float]] = {}  # per-bucket counts, then +Inf, sum, count
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -64,7 +69,7 @@ class GatewayMetrics:
         row = self.latency.get((route, service))
         if row is None:
             row = self.latency[(route, service)] = [0.0] * (len(LATENCY_BUCKETS_S) + 3)
-        row[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1.0
+        row[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1.0  # inline: the request path
         row[-2] += seconds
         row[-1] += 1.0
 
@@ -86,6 +91,18 @@ class GatewayMetrics:
     def deny(self, reason: str) -> None:
         self._inc("denied", (reason,))
 
+    def activation(self, service: str, outcome: str) -> None:
+        self._inc("activations", (service, outcome))
+
+    def set_held(self, service: str, count: int) -> None:
+        self.held[service] = count
+
+    def observe_cold_start(self, service: str, seconds: float) -> None:
+        row = self.cold_starts.get(service)
+        if row is None:
+            row = self.cold_starts[service] = [0.0] * (len(COLD_START_BUCKETS_S) + 3)
+        _observe(row, COLD_START_BUCKETS_S, seconds)
+
     def inflight_gauge(self, service: str) -> InflightGauge:
         gauge = self.gauges.get(service)
         if gauge is None:
@@ -104,12 +121,19 @@ class GatewayMetrics:
             labels=["route", "service"],
         )
         for (route, service), row in sorted(self.latency.items()):
-            cumulative, buckets = 0.0, []
-            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), row[:-2], strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            histogram.add_metric([route, service], buckets, row[-2])
+            histogram.add_metric([route, service], _buckets(row, LATENCY_BUCKETS_S), row[-2])
         yield histogram
+        cold = HistogramMetricFamily(
+            "lichen_cold_start_seconds", "From the first request held for a service at zero to its release to a "
+            "ready replica.", labels=["service"])
+        for service, row in sorted(self.cold_starts.items()):
+            cold.add_metric([service], _buckets(row, COLD_START_BUCKETS_S), row[-2])
+        yield cold
+        held = GaugeMetricFamily("lichen_gateway_held_requests",
+                                 "Requests held while a service at zero starts a replica.", labels=["service"])
+        for service, count in sorted(self.held.items()):
+            held.add_metric([service], count)
+        yield held
         gauge = GaugeMetricFamily("lichen_gateway_inflight_requests", "Requests the gateway is handling now.",
                                   labels=["service"])
         for service, value in sorted(self.gauges.items()):
@@ -118,3 +142,18 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _observe(row: list[float], bounds: tuple[float, ...], seconds: float) -> None:
+    """Count one observation in a histogram row (per-bucket counts, +Inf, sum, count)."""
+    row[bisect_left(bounds, seconds)] += 1.0
+    row[-2] += seconds
+    row[-1] += 1.0
+
+
+def _buckets(row: list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    cumulative, buckets = 0.0, []
+    for bound, count in zip((*bounds, float("inf")), row[:-2], strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return buckets

@@ -32,6 +32,7 @@ from lichen.control.retry_budgets import (
 )
 from lichen.control.routing import RouteRule, match_route, rewrite_path
 from lichen.gateway import guarding
+from lichen.gateway.activating import Activator, ControllerAsker, ReplicaAsker
 from lichen.gateway.authenticating import Authenticator
 from lichen.gateway.configs import GatewayConfig
 from lichen.gateway.keys import KeyCache
@@ -97,12 +98,13 @@ class Outcome(NamedTuple):
 
 class Gateway:
     def __init__(self, config: GatewayConfig, loop: asyncio.AbstractEventLoop, base_dir: Path | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, asker: ReplicaAsker | None = None) -> None:
         self.loop = loop
         self.clock = clock or SystemClock()
         self.base_dir = base_dir or Path.cwd()
         self.shared = SharedState()
         self.metrics = GatewayMetrics()
+        self.activator = Activator(loop, self.metrics, asker or ControllerAsker(lambda: self.config.controller))
         self.connections: set[ClientConnection] = set()
         self.rate_limits = guarding.RateLimits(config.settings.rate_limit, self.metrics)
         self.apply(config)
@@ -124,6 +126,8 @@ class Gateway:
         self.outlier_policy = OutlierPolicy(o.consecutive_failures, o.base_ejection_s, o.max_ejection_s, o.max_ejection_percent)
         self.rate_limits.configure(settings.rate_limit)
         self.inflight_gauges = {name: self.metrics.inflight_gauge(name) for name in self.tables.services}
+        services = self.tables.services
+        self.activator.release(lambda name: name in services and bool(services[name].ready))
 
     # ------------------------------------------------------------------ logging and denials
     def log_exception(self, message: str, exc: BaseException | None) -> None:
@@ -180,17 +184,25 @@ class Gateway:
             responder.continue_()
         service = tables.services[rule.service]
         runtime = service.runtime
+        # counted from here: a request waiting for an admission slot is demand the autoscaler must see
+        gauge = self.inflight_gauges.get(rule.service)
+        if gauge is not None:
+            gauge.inc()
         admitted = guarding.take_slot(runtime, service.max_inflight, self.settings.admission)
         if admitted is None:  # at the limit, with room in the queue: wait for a slot
-            admitted = await guarding.wait_for_slot(runtime, self.settings.admission, loop)
+            try:
+                admitted = await guarding.wait_for_slot(runtime, self.settings.admission, loop)
+            except BaseException:
+                if gauge is not None:
+                    gauge.dec()
+                raise
         if not admitted:
+            if gauge is not None:
+                gauge.dec()
             self.metrics.shed_one(rule.service)
             denial = guarding.shed(runtime, service.max_inflight, self.settings.admission)
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
             return
-        gauge = self.inflight_gauges.get(rule.service)
-        if gauge is not None:
-            gauge.inc()
         try:
             status, revision = await self._proxy(request, responder, rule, service, path, query, request_id, start)
         finally:
@@ -238,6 +250,17 @@ class Gateway:
             upstream = service.pick(loop.time(), pinned, hash_key, tried)
             if upstream is None and tried:
                 upstream = service.pick(loop.time(), pinned, hash_key, None)  # every replica tried: same one again
+            if upstream is None and not tried and service.config.activation is not None:
+                # scaled to zero (or on its way there): hold the request while the controller starts a replica
+                held = await self.activator.hold(service.name, service.config.activation, call.deadline)
+                if held == "released":
+                    attempt -= 1
+                    continue
+                message = ("too many requests are waiting for this service to start" if held == "full"
+                           else "the service did not start a replica in time")
+                responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
+                                      close=request.has_body and not request.body.done)
+                return 503, ""
             if upstream is None:
                 if not tried:
                     responder.send_simple(503, "no ready upstream for this service", request_id,

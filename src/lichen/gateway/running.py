@@ -129,6 +129,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None, clock:
     for conn in list(gateway.connections):
         if conn.transport is not None:
             conn.transport.close()
+    await gateway.activator.aclose()
     for task in (watcher, sweeper):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

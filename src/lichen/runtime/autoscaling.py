@@ -20,6 +20,16 @@ decision every second and for a panic window of 6 s.
 * ``cpu``: CPU cores used by the replica processes (psutil), between two reads;
 * ``latency_p95_ms``: the p95 of ``lichen_request_duration_seconds`` over the
   requests finished between two reads, all replicas together.
+
+Scale to zero (``min: 0``): the gateway's ``lichen_gateway_requests_total``
+plus ``lichen_gateway_inflight_requests`` for the service is the count of
+requests it has started; while that count stands still with nothing in
+flight the service is idle, and the policy takes it to zero once it was idle
+for ``scale_to_zero_after_s``. No gateway reading: never idle. At zero no
+replica has a metric: ``inflight`` is what the gateway holds, the others are 0,
+and any activity asks for a replica again; the gateway's activator does not
+wait for that tick, it calls :meth:`Autoscaler.activate` through the control
+API (``POST /v1/services/<name>/activate``).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lichen.clocks import Clock
 from lichen.control import autoscaling
-from lichen.errors import ConfigError
+from lichen.errors import ConfigError, UnknownServiceError
 from lichen.logs import get_logger
 from lichen.runtime.endpoints import Ingress
 from lichen.runtime.replicas import HOST, Replica, ServiceState
@@ -76,6 +86,10 @@ class MetricReader(Protocol):
     async def read(self, service: str, metric: str, replicas: list[Replica], metrics_path: str) -> float | None:
         """The service's metric now, or None when there is no data."""
 
+    async def activity(self, service: str) -> tuple[float, float] | None:
+        """(requests the gateway has started for the service, requests in flight there now); None: no
+        gateway, or it did not answer."""
+
 
 @dataclass
 class _Previous:
@@ -91,6 +105,27 @@ class HttpMetricReader:
         self.controller = controller
         self.client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         self._previous: dict[tuple[str, str], _Previous] = {}
+        self._gateway_read: tuple[float, dict[str, Any] | None] | None = None
+
+    async def activity(self, service: str) -> tuple[float, float] | None:
+        page = await self._gateway_page()
+        if page is None:
+            return None
+        inflight = sum(s.value for s in _samples(page, "lichen_gateway_inflight_requests")
+                       if s.labels.get("service") == service)
+        finished = sum(s.value for s in _samples(page, "lichen_gateway_requests", "_total")
+                       if s.labels.get("service") == service)
+        return finished + inflight, inflight
+
+    async def _gateway_page(self) -> dict[str, Any] | None:
+        """The gateway's metrics, read once per tick for every service and reading."""
+        gateway = self.controller.gateway
+        if gateway is None or gateway.url is None:
+            return None
+        now = self.controller.clock.now()
+        if self._gateway_read is None or self._gateway_read[0] != now:
+            self._gateway_read = (now, await self._families(gateway.url + "/metrics"))
+        return self._gateway_read[1]
 
     async def _families(self, url: str) -> dict[str, Any] | None:
         try:
@@ -118,10 +153,7 @@ class HttpMetricReader:
         return self._p95_ms(read, now)
 
     async def _gateway_inflight(self, service: str) -> float | None:
-        gateway = self.controller.gateway
-        if gateway is None or gateway.url is None:
-            return None
-        page = await self._families(gateway.url + "/metrics")
+        page = await self._gateway_page()
         if page is None:
             return None
         return sum(s.value for s in _samples(page, "lichen_gateway_inflight_requests")
@@ -207,6 +239,10 @@ class Autoscaler:
         self.states: dict[str, autoscaling.State] = {}
         self.due_at: dict[str, float] = {}
         self.held: set[str] = set()
+        self.started: dict[str, float] = {}
+        """each service's count of requests started at the gateway, at the last read"""
+        self.idle_since: dict[str, float] = {}
+        self.activated_at: dict[str, float] = {}
         self.desired_gauge = Gauge("lichen_autoscaler_desired_replicas", "Replicas the autoscaler wants.",
                                    ["service"], registry=controller.metrics)
         self.panic_gauge = Gauge("lichen_autoscaler_panic", "1 while the service's autoscaler is in panic mode.",
@@ -237,19 +273,26 @@ class Autoscaler:
         mine = [r for r in controller.replicas.values()
                 if r.record.service == name and r.record.phase not in ("terminating",)]
         ready = [r for r in mine if r.record.published and r.handle is not None and r.record.port]
+        began = controller.clock.now()
         try:
             value = await self.reader.read(name, settings.metric, ready, state.spec.metrics_path)
+            activity = await self.reader.activity(name) if settings.min == 0 else None
         except Exception:  # a reader bug holds the count; it never stops the controller
             log.exception("autoscaler_read_failed", service=name)
-            value = None
+            value, activity = None, None
         now = controller.clock.now()
+        idle_since = self._idle_since(name, activity, now) if settings.min == 0 else None
+        if self.activated_at.get(name, float("-inf")) >= began:
+            idle_since = None  # woken by the activator while this tick read: not idle
+        if value is None and activity is not None and not mine and state.replicas == 0:
+            value = activity[1] if settings.metric == "inflight" else 0.0  # at zero: nothing but what is held
         samples = [s for s in self.samples.get(name, []) if s.at_s > now - SAMPLES_KEPT_S]
         if value is not None:
             samples.append(autoscaling.Sample(now, value))
         self.samples[name] = samples
         replicas = autoscaling.Replicas(state.replicas, len(ready), max(0, len(mine) - len(ready)))
         decision = autoscaling.decide(name, settings, samples, replicas, self.states.get(name, autoscaling.State()),
-                                      now)
+                                      now, idle_since)
         self.states[name] = decision.state
         before = state.replicas
         if decision.held and name not in self.held:
@@ -266,19 +309,55 @@ class Autoscaler:
         controller.autoscaling[name] = {
             "desired": decision.desired, "ready": len(ready), "starting": replicas.starting,
             "metric": settings.metric, "value": decision.value, "panic": decision.panic, "held": decision.held,
+            "idle_s": None if idle_since is None else round(now - idle_since, 1),
             "reason": decision.reason, "at": controller.clock.wall(),
             "last_change": decision.reason if changed else (controller.autoscaling.get(name) or {}).get("last_change"),
         }
         return decision
+
+    def _idle_since(self, name: str, activity: tuple[float, float] | None, now: float) -> float | None:
+        """Since when the gateway has started no request of ``name`` and has none in flight (None: active,
+        or unknown)."""
+        if activity is None:
+            self.idle_since.pop(name, None)
+            return None
+        started, inflight = activity
+        before = self.started.get(name)
+        self.started[name] = started
+        if inflight > 0 or (before is not None and started != before):
+            # the last request came before this read: idle, if nothing more comes, since now at the latest
+            self.idle_since[name] = now
+            return None
+        return self.idle_since.setdefault(name, now)
+
+    def activate(self, name: str) -> dict[str, Any]:
+        """The gateway holds a request of ``name``: at zero, ask for one replica now (the next ticks size it)."""
+        controller = self.controller
+        state = controller.services.get(name)
+        if state is None:
+            known = ", ".join(sorted(controller.services)) or "none"
+            raise UnknownServiceError(f"no service named {name!r} (services: {known})")
+        scale = state.spec.autoscale
+        if scale is None or scale.min > 0:
+            return {"service": name, "desired": state.replicas, "activated": False,
+                    "reason": "not a service that scales to zero (autoscale.min: 0)"}
+        self.activated_at[name] = self.idle_since[name] = controller.clock.now()
+        if state.replicas > 0:
+            return {"service": name, "desired": state.replicas, "activated": False, "reason": "already scaled up"}
+        reason = f"scaled {name} 0→1: a request is held at the gateway"
+        controller.set_replicas(name, 1, reason="activator", message=reason)
+        entry = controller.autoscaling.setdefault(name, {})
+        entry.update({"desired": 1, "reason": reason, "last_change": reason, "at": controller.clock.wall()})
+        self.desired_gauge.labels(name).set(1)
+        return {"service": name, "desired": 1, "activated": True, "reason": reason}
 
     def _forget(self, name: str) -> None:
         if self.controller.autoscaling.pop(name, None) is not None:
             for gauge in (self.desired_gauge, self.panic_gauge):
                 with contextlib.suppress(KeyError):
                     gauge.remove(name)
-        self.samples.pop(name, None)
-        self.states.pop(name, None)
-        self.due_at.pop(name, None)
+        for table in (self.samples, self.states, self.due_at, self.started, self.idle_since, self.activated_at):
+            table.pop(name, None)  # type: ignore[attr-defined]
 
 
 def refuse_manual_scale(service: str, autoscale: AutoscaleSpec | None) -> None:

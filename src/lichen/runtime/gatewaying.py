@@ -114,7 +114,9 @@ def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: 
     config = configs.render_config(absolute_paths(app, workspace.app_dir), by_service,
                                    {k: v for k, v in weights.items() if v}, idempotent_paths=dict(idempotent),
                                    keys_db=str(workspace.root / "keys.db"))
-    return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S, "generation": generation})
+    link = configs.ControllerLink(info_file=str(workspace.controller_file), token_file=str(workspace.token_path))
+    return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S, "generation": generation,
+                                     "controller": link})
 
 
 def gateway_env(app: AppSpec | None, workspace: Workspace) -> dict[str, str]:

@@ -113,8 +113,14 @@ class AutoscaleSpec(SpecModel):
     max_scale_up_rate: Annotated[float, Field(gt=1)] = 10.0
     max_scale_down_rate: Annotated[float, Field(gt=1)] = 2.0
     tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # scale to zero (min: 0): the idle time before it (Knative's scale-to-zero-grace-period) and the
+    # gateway's activator queue that holds requests while a replica starts
+    scale_to_zero_after_s: Duration = 30.0
+    activation_queue: Annotated[int, Field(ge=1)] = 100
+    activation_timeout_s: Duration = 30.0
 
-    _intervals_positive = field_validator("interval_s", "stable_window_s", "panic_window_s")(_positive)
+    _intervals_positive = field_validator("interval_s", "stable_window_s", "panic_window_s", "scale_to_zero_after_s",
+                                          "activation_timeout_s")(_positive)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscaleSpec:

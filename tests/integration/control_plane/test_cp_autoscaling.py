@@ -1,10 +1,12 @@
 """The autoscaler under a real `lichen up`: a step of open-loop POSTs scales a service up (an event with the
-policy's reason), and when the load stops it scales back down through confirmed drains; no request fails."""
+policy's reason), and when the load stops it scales back down through confirmed drains; no request fails.
+With `min: 0` an idle service goes to zero, and the first request after is held and answered."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from cp_harness import FAST_PROBES, wait_until
@@ -19,8 +21,8 @@ AUTOSCALE = {"min": 1, "max": 4, "metric": "inflight", "target": 2, "stable_wind
              "scale_down_stabilization_s": 2}
 
 
-def write_spec(app: Any, port: int) -> None:
-    service = {"entrypoint": "ctlsvc:Probe", "termination_grace_s": 5, "probes": FAST_PROBES, "autoscale": AUTOSCALE,
+def write_spec(app: Any, port: int, autoscale: dict[str, Any] = AUTOSCALE) -> None:
+    service = {"entrypoint": "ctlsvc:Probe", "termination_grace_s": 5, "probes": FAST_PROBES, "autoscale": autoscale,
                "routes": [{"prefix": "/web", "strip_prefix": True}]}
     (app.dir / "lichen.yaml").write_text(yaml.safe_dump({"app": "elastic", "gateway": {"port": port},
                                                         "services": {"web": service}}))
@@ -56,3 +58,29 @@ def test_a_step_of_load_scales_up_and_down_with_no_failed_request(make_app) -> N
     assert load.sent >= 100
     stops = [e for e in app.events("web") if e["kind"] == "Stopping"]
     assert stops and all("the gateway confirmed it no longer routes here" in e["message"] for e in stops), stops
+
+
+def test_scale_to_zero_and_back_answers_the_first_request(make_app) -> None:
+    app = make_app()
+    port = free_port()
+    write_spec(app, port, {**AUTOSCALE, "min": 0, "scale_to_zero_after_s": 2})
+    app.up()
+    wait_until(lambda: app.status()["services"]["web"]["desired"] == 0 and not app.replicas(), "scaled to zero",
+               timeout_s=60)
+    (down,) = scaled(app)
+    assert down["message"].startswith("scaled web 1→0: no request for ") and "scale_to_zero_after_s 2" in down["message"]
+    # the first request finds no replica: the gateway holds it, asks the controller, and answers it
+    first = httpx.post(f"http://127.0.0.1:{port}/web/work", json={"text": "wake"}, timeout=30)
+    assert first.status_code == 200, first.text
+    assert first.json()["replica"]
+    woken = [e for e in app.events("web") if e["kind"] == "Scaled" and e["reason"] == "activator"]
+    assert [e["message"] for e in woken] == ["scaled web 0→1: a request is held at the gateway"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'lichen_cold_start_seconds_count{service="web"} 1.0' in metrics
+    assert 'lichen_gateway_activations_total{outcome="released",service="web"} 1.0' in metrics
+    status = app.status()["services"]["web"]
+    assert status["desired"] == 1 and status["ready"] == 1
+    # idle again: back to zero, through a drain
+    wait_until(lambda: app.status()["services"]["web"]["desired"] == 0 and not app.replicas(), "zero again",
+               timeout_s=60)
+    assert not [e for e in app.events("web") if e["kind"] == "Killed"]

@@ -270,7 +270,10 @@ def test_admission_control_sheds_with_retry_after(backends, gateways, tmp_path) 
     patient = start(gateways, tmp_path, backends, settings={"admission": {"queue_size": 4, "queue_timeout_s": 20}},
                     max_inflight=2)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        burst = list(pool.map(lambda _: httpx.get(f"{patient.url}/api/slow?ms=300", timeout=30), range(6)))
+        futures = [pool.submit(httpx.get, f"{patient.url}/api/slow?ms=600", timeout=30) for _ in range(6)]
+        # queued requests are demand too: the in-flight gauge the autoscaler reads counts more than max_inflight
+        wait_until(lambda: patient.metric("lichen_gateway_inflight_requests", service="b") >= 3, "queued counted")
+        burst = [f.result() for f in futures]
     assert [r.status_code for r in burst] == [200] * 6
     assert patient.metric("lichen_gateway_shed_total") == 0
     assert patient.metric("lichen_gateway_inflight_requests", service="b") == 0

@@ -147,10 +147,14 @@ def test_a_stale_sample_holds_never_down_and_never_to_zero() -> None:
     decision = decide("api", SETTINGS, samples, Replicas(4, 4, 0), State(), clock.now())
     assert decision.held and decision.desired == 4
     assert "the newest in-flight sample is 10.0 s old (stale after 3 s)" in decision.reason
-    zero = Settings(min=0, max=4)
-    assert decide("api", zero, samples, Replicas(0, 0, 0), State(), clock.now()).desired == 1
+    zero = Settings(min=0, max=4, scale_to_zero_after_s=5)
+    idle_long_ago = clock.now() - 60
+    stale = decide("api", zero, samples, Replicas(1, 1, 0), State(), clock.now(), idle_since_s=idle_long_ago)
+    assert stale.held and stale.desired == 1  # idle, but the data is stale: never to zero on it
+    at_zero = decide("api", zero, samples, Replicas(0, 0, 0), State(), clock.now(), idle_since_s=idle_long_ago)
+    assert at_zero.held and at_zero.desired == 0  # held where it is: the gateway's activator wakes it
     fresh = [Sample(clock.now(), 0.0)]
-    assert decide("api", zero, fresh, Replicas(1, 1, 0), State(), clock.now()).desired == 1  # min 0 keeps 1
+    assert decide("api", zero, fresh, Replicas(1, 1, 0), State(), clock.now()).desired == 1  # min 0, not idle: 1
 
 
 def test_a_replica_that_never_becomes_ready_is_not_asked_for_again_and_again() -> None:
@@ -188,3 +192,42 @@ def test_latency_sizes_in_proportion_to_ready_replicas() -> None:
     now = clock.now()
     decision = decide("api", settings, [Sample(now, 300.0)], Replicas(2, 2, 0), State(), now)
     assert decision.desired == 6 and "p95 latency ms 300.0" in decision.reason
+
+
+def test_min_0_scales_an_idle_service_to_zero_after_its_grace_period_and_wakes_on_activity() -> None:
+    clock = FakeClock()
+    settings = Settings(min=0, max=8, target=4.0, scale_to_zero_after_s=30)
+    last_request = clock.now()
+    samples: list[Sample] = []
+    state, desired, downs = State(), 2, []
+    for _ in range(40):  # no request, nothing in flight
+        clock.advance(1)
+        now = clock.now()
+        samples.append(Sample(now, 0.0))
+        decision = decide("api", settings, samples, Replicas(desired, desired, 0), state, now, idle_since_s=last_request)
+        state = decision.state
+        if decision.desired != desired:
+            downs.append((now - last_request, decision.desired))
+        desired = decision.desired
+    assert downs[-1] == (30.0, 0), downs  # to zero exactly after the grace period, not before
+    assert all(n >= 1 for _, n in downs[:-1])
+    assert decision.reason == ("kept api at 0: no request for 40 s (scale_to_zero_after_s 30); the gateway holds "
+                               "the next one and wakes it")
+    # a request arrives: the shell reports activity (idle_since None), and demand sizes the wake-up
+    clock.advance(1)
+    now = clock.now()
+    woken = decide("api", settings, [*samples, Sample(now, 0.0)], Replicas(0, 0, 0), state, now)
+    assert woken.desired == 1 and "min 0, requests arriving" in woken.reason
+    burst = decide("api", settings, [*samples, Sample(now, 20.0)], Replicas(0, 0, 0), state, now)
+    assert burst.desired == 5 and burst.panic, burst.reason  # 20 held requests / 4 per replica
+
+
+def test_min_0_without_an_activator_or_a_quiet_spell_keeps_one_replica() -> None:
+    clock = FakeClock()
+    settings = Settings(min=0, max=4, scale_to_zero_after_s=10)
+    samples = [Sample(clock.now() + t, 0.0) for t in range(120)]
+    clock.advance(119)
+    never = decide("api", settings, samples, Replicas(1, 1, 0), State(), clock.now(), idle_since_s=None)
+    assert never.desired == 1
+    recent = decide("api", settings, samples, Replicas(1, 1, 0), State(), clock.now(), idle_since_s=clock.now() - 9)
+    assert recent.desired == 1 and "not idle for scale_to_zero_after_s" in recent.reason

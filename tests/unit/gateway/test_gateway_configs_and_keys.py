@@ -146,7 +146,7 @@ def test_metric_names_match_the_contract_in_docs_metrics_md() -> None:
     doc = (ROOT / "docs" / "metrics.md").read_text()
     section = doc.split("## Gateway", 1)[1].split("##", 1)[0]
     documented = {}
-    for name, labels in re.findall(r"\| `(lichen_gateway_\w+)` \| \w+ \| ([^|]*)\|", section):
+    for name, labels in re.findall(r"\| `(lichen_gateway_\w+|lichen_cold_start_seconds)` \| \w+ \| ([^|]*)\|", section):
         documented[name] = sorted(re.findall(r"`(\w+)`", labels.split("(")[0]))
     exposed = {}
     for family in GatewayMetrics().registry.collect():
@@ -158,7 +158,14 @@ def test_metric_names_match_the_contract_in_docs_metrics_md() -> None:
     metrics.observe_request("/v1", "recs", "abc", 200, 0.01)
     metrics.attempt("recs", "abc", "ok")
     metrics.rate_limit("ip")
+    metrics.set_held("recs", 3)
+    metrics.activation("recs", "released")
+    metrics.observe_cold_start("recs", 0.6)
     text = metrics.exposition().decode()
+    assert 'lichen_gateway_held_requests{service="recs"} 3.0' in text
+    assert 'lichen_cold_start_seconds_bucket{le="0.5",service="recs"} 0.0' in text
+    assert 'lichen_cold_start_seconds_bucket{le="0.75",service="recs"} 1.0' in text
+    assert 'lichen_gateway_activations_total{outcome="released",service="recs"} 1.0' in text
     assert 'lichen_gateway_requests_total{revision="abc",route="/v1",service="recs",status="200"} 1.0' in text
     assert 'lichen_gateway_rate_limited_total{scope="ip"} 1.0' in text
     for name, labels in documented.items():

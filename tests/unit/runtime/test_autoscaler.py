@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from lichen.control.plans import Machine
-from lichen.errors import ConfigError
+from lichen.errors import ConfigError, UnknownServiceError
 from lichen.runtime.autoscaling import attach_autoscaler, quantile_ms
 from lichen.runtime.controlling import Controller
 from lichen.runtime.replicas import Replica
@@ -29,21 +29,26 @@ AUTOSCALE = {"min": 1, "max": 4, "target": 4, "stable_window_s": 10, "panic_wind
 class Reader:
     """The metric as a function of loop time (None: no data); records which replicas it was asked about."""
 
-    def __init__(self, clock: LoopClock, value: Callable[[float], float | None]) -> None:
-        self.clock, self.value = clock, value
+    def __init__(self, clock: LoopClock, value: Callable[[float], float | None],
+                 started: Callable[[float], float] | None = None) -> None:
+        self.clock, self.value, self.started = clock, value, started
         self.asked: list[int] = []
 
     async def read(self, service: str, metric: str, replicas: list[Replica], metrics_path: str) -> float | None:
         self.asked.append(len(replicas))
         return self.value(self.clock.now() - START)
 
+    async def activity(self, service: str) -> tuple[float, float] | None:
+        """The gateway's count of requests started (``started`` of time), nothing in flight."""
+        return None if self.started is None else (self.started(self.clock.now() - START), 0.0)
 
-def make(tmp_path: Path, launcher: FakeLauncher) -> Controller:
+
+def make(tmp_path: Path, launcher: FakeLauncher, autoscale: dict | None = None) -> Controller:
     controller = Controller(Workspace(tmp_path), StateStore(tmp_path / "state.db"), launcher=launcher,
                             prober=FakeProber(), clock=LoopClock(),
                             machine=Machine(cpu_cores=4, memory_bytes=8 * 2**30, gpu_indices=()))
     controller.apply(AppSpec.model_validate({"app": "t", "services": {"api": {
-        "entrypoint": "svc:Svc", "termination_grace_s": 1, "autoscale": AUTOSCALE}}}), "code1")
+        "entrypoint": "svc:Svc", "termination_grace_s": 1, "autoscale": autoscale or AUTOSCALE}}}), "code1")
     return controller
 
 
@@ -129,6 +134,58 @@ def test_lichen_scale_is_refused_on_an_autoscaled_service(tmp_path: Path) -> Non
                                               r"be undone by its next decision; change autoscale.min/max in lichen"):
             controller.scale("api", 3)
         assert controller.services["api"].replicas == 1 and not events(controller, "Scaled")
+
+    run_in_virtual_time(scenario(), start=START)
+
+
+def test_min_0_goes_to_zero_when_idle_and_the_activator_wakes_it_at_once(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, {**AUTOSCALE, "min": 0, "scale_to_zero_after_s": 8})
+        # requests arrive until t=20 (the gateway's started count grows), then none
+        reader = Reader(controller.clock, lambda t: 0.0, started=lambda t: min(t, 20.0) // 1)
+        autoscaler = attach_autoscaler(controller, reader)
+        task = asyncio.create_task(controller.run())
+        await until(lambda: controller.services["api"].replicas == 0 and not launcher.alive(), "scaled to zero",
+                    within_s=60)
+        (down,) = [e for e in events(controller, "Scaled") if e.reason == "autoscaler"]
+        idle_for_s = down.at - controller.clock.wall_offset - START - 20.0
+        assert 8.0 <= idle_for_s <= 10.0, idle_for_s  # the grace period after the last request, not before
+        assert down.message.startswith("scaled api 1→0: no request for ") and "scale_to_zero_after_s 8" in down.message
+        assert len(events(controller, "Stopping")) == 1 and not events(controller, "Killed")  # drained
+        await controller.clock.sleep(5)
+        assert controller.services["api"].replicas == 0 and not launcher.alive()  # stays at zero while idle
+        woken = autoscaler.activate("api")
+        assert woken == {"service": "api", "desired": 1, "activated": True,
+                         "reason": "scaled api 0→1: a request is held at the gateway"}
+        await until(lambda: len(controller.endpoints.endpoints("api")) == 1, "a ready replica", within_s=10)
+        assert autoscaler.activate("api")["activated"] is False  # already up: nothing more to do
+        (up,) = [e for e in events(controller, "Scaled") if e.reason == "activator"]
+        assert up.message == "scaled api 0→1: a request is held at the gateway"
+        await controller.clock.sleep(4)
+        assert controller.services["api"].replicas == 1  # woken, not idle for the grace period yet
+        with pytest.raises(UnknownServiceError):
+            autoscaler.activate("nope")
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
+
+    run_in_virtual_time(scenario(), start=START)
+
+
+def test_min_0_without_a_gateway_reading_keeps_one_replica(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, {**AUTOSCALE, "min": 0, "scale_to_zero_after_s": 2})
+        reader = Reader(controller.clock, lambda t: 0.0, started=None)  # no gateway: activity unknown
+        attach_autoscaler(controller, reader)
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(reader.asked) >= 30, "thirty decisions", within_s=60)
+        assert controller.services["api"].replicas == 1 and len(launcher.alive()) == 1
+        assert "min 0, requests arriving" in controller.status()["services"]["api"]["autoscale"]["reason"]
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
 
     run_in_virtual_time(scenario(), start=START)
 
