@@ -15,7 +15,7 @@ Metrics (docs/metrics.md): ``lichen_gateway_held_requests{service}``,
 ``lichen_cold_start_seconds{service}`` (from the first request held to its
 release: the cold start a client saw) and
 ``lichen_gateway_activations_total{service,outcome}`` (``released``,
-``timeout``, ``full``).
+``timeout``, ``full``, ``stopped``: the gateway stopped while it held the request).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ log = get_logger("lichen.gateway")
 REASK_S = 1.0
 """how often the controller is asked again while requests stay held"""
 ASK_TIMEOUT_S = 2.0
-HoldOutcome = Literal["released", "timeout", "full"]
+HoldOutcome = Literal["released", "timeout", "full", "stopped"]
 
 
 class ReplicaAsker(Protocol):
@@ -61,6 +61,7 @@ class Activator:
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: GatewayMetrics, asker: ReplicaAsker) -> None:
         self.loop, self.metrics, self.asker = loop, metrics, asker
         self.held: dict[str, _Held] = {}
+        self.stopping = False
 
     def holding(self, service: str) -> int:
         held = self.held.get(service)
@@ -71,6 +72,8 @@ class Activator:
         deadline passes (``timeout``), or at once when the queue is full (``full``)."""
         loop = self.loop
         held = self.held.setdefault(service, _Held())
+        if self.stopping:
+            return "stopped"
         if len(held.waiters) >= activation.queue:
             self.metrics.activation(service, "full")
             return "full"
@@ -93,7 +96,7 @@ class Activator:
             self.metrics.set_held(service, len(held.waiters))
             if not held.waiters:
                 held.since = None  # nobody waits any more: the next request held starts a new cold start
-        outcome: HoldOutcome = "released" if released else "timeout"
+        outcome: HoldOutcome = "released" if released else "stopped" if self.stopping else "timeout"
         self.metrics.activation(service, outcome)
         return outcome
 
@@ -121,7 +124,16 @@ class Activator:
                 log.warning("activation_ask_failed", service=service, error=f"{type(exc).__name__}: {exc}"[:300])
             await asyncio.sleep(REASK_S)
 
+    def stop(self) -> None:
+        """The gateway is stopping: answer every held request now (503), hold no more."""
+        self.stopping = True
+        for held in self.held.values():
+            for waiter in held.waiters:
+                if not waiter.done():
+                    waiter.set_result(False)
+
     async def aclose(self) -> None:
+        self.stop()
         for held in self.held.values():
             if held.asking is not None:
                 held.asking.cancel()

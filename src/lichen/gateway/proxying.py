@@ -257,6 +257,7 @@ class Gateway:
                     attempt -= 1
                     continue
                 message = ("too many requests are waiting for this service to start" if held == "full"
+                           else "the gateway is stopping" if held == "stopped"
                            else "the service did not start a replica in time")
                 responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
                                       close=request.has_body and not request.body.done)

@@ -125,6 +125,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None, clock:
         ready.set()
     await stop.wait()
     server.close()
+    gateway.activator.stop()  # a request held for a service at zero is answered now, not after the drain
     await drain(gateway, clock, DRAIN_S)
     for conn in list(gateway.connections):
         if conn.transport is not None:

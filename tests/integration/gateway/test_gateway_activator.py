@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,3 +130,15 @@ def test_without_activation_no_ready_replica_is_an_immediate_503(controller, cle
     response = httpx.get(f"{gateway.url}/api/hello", timeout=10)
     assert response.status_code == 503 and "no ready upstream" in response.text
     assert controller.asks == []
+
+
+def test_a_stopping_gateway_answers_held_requests_at_once(controller, cleanup, tmp_path) -> None:
+    gateway = GatewayProcess(config(controller, {"queue": 5, "timeout_s": 60}, []), tmp_path)
+    cleanup.append(gateway)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(httpx.get, f"{gateway.url}/api/hello", timeout=30)
+        wait_until(lambda: gateway.metric("lichen_gateway_held_requests", service="cold") == 1, "one held")
+        gateway.process.send_signal(signal.SIGTERM)
+        response = held.result()
+    assert response.status_code == 503 and "the gateway is stopping" in response.json()["error"]
+    assert gateway.process.wait(timeout=10) == 0  # answered, not waited out for the 10 s drain
