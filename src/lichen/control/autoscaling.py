@@ -8,10 +8,14 @@ with HPA's stabilisation windows on top:
   panic-window average asks for ``panic_threshold`` (2x) the ready replicas or
   more, the service **panics**: it sizes from the panic window and never
   scales down, until a whole stable window passed since the last burst;
-* a **tolerance** band (10 %): inside it nothing changes;
+* a **tolerance** band (10 %) on the way down: a scale-down sizes for
+  ``target × (1 - tolerance)``, a hysteresis against flapping; a scale-up
+  happens as soon as demand asks for more (no band to cross while overloaded);
 * **stabilisation**: scaling up takes the lowest recommendation of the last
   ``scale_up_stabilization_s``; scaling down the highest of the last
-  ``scale_down_stabilization_s`` (HPA's behaviour);
+  ``scale_down_stabilization_s`` (HPA's behaviour; 0 by default, as KPA's
+  scale-down delay). The windows hold recommendations, not counts a panic
+  kept;
 * **rates**: one decision adds at most ``max_scale_up_rate`` times the ready
   replicas and removes at most all but ``1 / max_scale_down_rate`` of them;
 * ``min``/``max``; below 1 only with ``min: 0`` and only for an **idle**
@@ -52,7 +56,7 @@ class Settings:
     metric: str = "inflight"
     target: float = 4.0
     scale_up_stabilization_s: float = 0.0
-    scale_down_stabilization_s: float = 60.0
+    scale_down_stabilization_s: float = 0.0
     interval_s: float = 1.0
     stable_window_s: float = 60.0
     panic_window_s: float = 6.0
@@ -175,14 +179,20 @@ def decide(service: str, settings: Settings, samples: Sequence[Sample], replicas
     panicking = burst or (state.panic_since_s is not None and last_burst is not None
                           and now - last_burst < settings.stable_window_s)
     panic_since = (state.panic_since_s if state.panic_since_s is not None else now) if panicking else None
-    if panicking:
-        value, window, want = panic_value, settings.panic_window_s, max(panic_want, current)
+    if panicking:  # the count never goes down while panicking; the history keeps what the metric asked for
+        value, window, recommended = panic_value, settings.panic_window_s, panic_want
+        want = max(panic_want, current)
     else:
         value, window, want = stable_value, settings.stable_window_s, stable_want
-        # the tolerance band: a per-replica load within ±tolerance of the target keeps the count
-        if current > 0 and abs(stable_raw / current - 1) <= settings.tolerance:
-            want = current
-    history = (*history, (now, want))
+        if want < current:
+            # the tolerance band, on the way down only: a smaller count must leave `tolerance` headroom, so
+            # the count keeps a hysteresis (noise around a boundary does not flap it) while a load over the
+            # target never waits for a band to be crossed
+            want = min(current, math.ceil(stable_raw / (1 - settings.tolerance) - 1e-9))
+        recommended = want
+    # the stabilisation windows look back over recommendations, not over counts a panic held: a burst's
+    # overshoot is not kept for a stabilisation window more once the panic is over
+    history = (*history, (now, recommended))
     floor = settings.floor(idle_s)
     if floor == 0 and not panicking:
         verb = f"scaled {service} {current}→0" if current else f"kept {service} at 0"

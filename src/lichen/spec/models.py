@@ -104,7 +104,7 @@ class AutoscaleSpec(SpecModel):
     metric: Literal["inflight", "rps", "cpu", "latency_p95_ms"] = "inflight"
     target: Annotated[float, Field(gt=0)] = 4.0
     scale_up_stabilization_s: Duration = 0.0
-    scale_down_stabilization_s: Duration = 60.0
+    scale_down_stabilization_s: Duration = 0.0
     interval_s: Duration = 1.0
     # KPA's windows and rates (knative/serving config-autoscaler defaults); lichen.control.autoscaling reads them
     stable_window_s: Duration = 60.0
