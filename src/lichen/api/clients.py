@@ -85,6 +85,12 @@ class ControlClient:
     def restart(self, service: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/services/{service}/restart")
 
+    def rollout(self, service: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/services/{service}/rollout")
+
+    def rollout_action(self, service: str, action: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{service}/rollout/{action}", json={"reason": reason})
+
     def stop(self, service: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/services/{service}/stop")
 

@@ -25,7 +25,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
@@ -36,6 +36,8 @@ from pydantic import BaseModel, Field
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
 from lichen.runtime.controlling import Controller
 from lichen.runtime.autoscaling import Autoscaler, attach_autoscaler
+from lichen.runtime.canaries import Canaries, attach_canaries
+from lichen.runtime.remediating import attach_remediation
 from lichen.runtime.gatewaying import attach_gateway, local_url
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
 from lichen.runtime.ports import bind_control_socket, check_listen_ports
@@ -53,6 +55,10 @@ MAX_LOG_LINES = 10000
 
 class ScaleRequest(BaseModel):
     replicas: int = Field(ge=0)
+
+
+class RolloutAction(BaseModel):
+    reason: str = Field(default="", max_length=500)
 
 
 def _bearer(token: str) -> Callable[..., None]:
@@ -92,10 +98,11 @@ def refusal(exc: LichenError) -> JSONResponse:
 
 def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
                reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None,
-               autoscaler: Autoscaler | None = None) -> FastAPI:
+               autoscaler: Autoscaler | None = None, canaries: Canaries | None = None) -> FastAPI:
     """The control API; ``POST /v1/apply`` re-reads the spec with ``reload_spec`` and, with ``observing``,
     applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`); with
-    ``autoscaler``, ``POST /v1/services/<name>/activate`` wakes a service at zero (the gateway's activator)."""
+    ``autoscaler``, ``POST /v1/services/<name>/activate`` wakes a service at zero (the gateway's activator); with
+    ``canaries``, ``/v1/services/<name>/rollout`` shows and steers a canary rollout."""
     api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
     auth = [Depends(_bearer(token))]
     v1 = APIRouter(prefix="/v1", dependencies=auth)
@@ -162,6 +169,19 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         if autoscaler is None:
             raise ConfigError("this controller runs no autoscaler: nothing scales to zero")
         return autoscaler.activate(service)
+
+    @v1.get("/services/{service}/rollout")
+    async def rollout_status(service: str) -> dict[str, Any]:
+        if canaries is None:
+            raise ConfigError("this controller runs no canary rollouts")
+        return canaries.status(service)
+
+    @v1.post("/services/{service}/rollout/{action}")
+    async def rollout_action(service: str, action: Literal["promote", "abort", "pause", "resume"],
+                             body: RolloutAction | None = None) -> dict[str, Any]:
+        if canaries is None:
+            raise ConfigError("this controller runs no canary rollouts")
+        return canaries.act(service, action, body.reason if body is not None else "")
 
     @v1.post("/services/{service}/restart")
     async def restart(service: str) -> dict[str, Any]:
@@ -262,14 +282,17 @@ async def host_controller(
         controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules))
         attach_gateway(controller)
         autoscaler = attach_autoscaler(controller)
+        canaries = attach_canaries(controller)
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)
         observing = attach_observing(controller, spec, token=token, api_url=url)
+        if observing is not None:
+            attach_remediation(controller, observing, canaries)
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
-                         observing=observing, autoscaler=autoscaler)
+                         observing=observing, autoscaler=autoscaler, canaries=canaries)
         # log_config=None: uvicorn's records reach the process's handler (lichen.logs.configure), one style
         server = _QuietServer(uvicorn.Config(api, log_level="warning", log_config=None, access_log=False,
                                              lifespan="off"))

@@ -327,6 +327,14 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
         for name, s in services.items():
             current = [r for r in state["replicas"] if r["service"] == name and r["revision"] == s["revision"]]
             ready_current = sum(1 for r in current if r["state"] == "Ready")
+            canary = s.get("canary")
+            if canary:  # settled once the canary runs beside the whole stable set; its steps go on in the background
+                stable_ready = sum(1 for r in state["replicas"] if r["service"] == name
+                                   and r["revision"] == canary["stable"] and r["state"] == "Ready")
+                if ready_current < canary["replicas"] or stable_ready < s["desired"]:
+                    pending.append(f"{name} canary {ready_current}/{canary['replicas']}, stable "
+                                   f"{stable_ready}/{s['desired']}")
+                continue
             if ready_current < s["desired"] or len([r for r in state["replicas"] if r["service"] == name]) > s["desired"]:
                 why = "; ".join(c["message"] for c in s.get("conditions") or []
                                 if c["kind"] in ("PlacementRefused", "WaitingForDependencies"))
@@ -337,8 +345,9 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
         elif gateway.get("url") and gateway.get("table_confirmed") is False:
             pending.append("gateway routing table")  # Ready replicas the gateway does not route to yet
         if not pending:
-            console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" for n, s in services.items())
-                                       or "no services in lichen.yaml"))
+            console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" + (
+                f" (canary at {s['canary']['weight']}%: lichen rollout status {n})" if s.get("canary") else "")
+                for n, s in services.items()) or "no services in lichen.yaml"))
             _print_gateway(state)
             return
         if time.monotonic() > deadline:

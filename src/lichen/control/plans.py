@@ -53,12 +53,22 @@ class RolloutState:
 
 
 @dataclass(frozen=True)
+class CanaryPlan:
+    """A canary in progress: ``revision`` of the service runs ``canary_replicas`` beside the full stable set."""
+
+    stable_revision: str
+    canary_replicas: int
+
+
+@dataclass(frozen=True)
 class DesiredService:
     name: str
     revision: str
     replicas: int
     spec: ServiceSpec
     rollout: RolloutState | None = None
+    canary: CanaryPlan | None = None
+    """set while a canary of ``revision`` runs: the stable revision keeps ``replicas``, the canary its own count"""
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,8 @@ class Plan:
     readiness: tuple[SetReadiness, ...] = ()
     conditions: tuple[Condition, ...] = ()
     rollouts: Mapping[str, RolloutState] = field(default_factory=dict)
+    give_ups: Mapping[str, str] = field(default_factory=dict)
+    """services whose rolling update should go back to the previous revision, with why (auto_rollback)"""
     wake_at: float | None = None
     """earliest time a pass would decide something new with no new observation"""
 

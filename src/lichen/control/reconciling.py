@@ -30,7 +30,7 @@ from lichen.control.plans import (
     StartReplica,
     StopReplica,
 )
-from lichen.control.rolling import OldReplica, advance_rollout, resolve_limits, rolling_step
+from lichen.control.rolling import OldReplica, advance_rollout, give_up_reason, resolve_limits, rolling_step
 
 
 def serving(replica: ReplicaView) -> bool:
@@ -52,6 +52,7 @@ class _Pass:
         self.readiness: list[SetReadiness] = []
         self.conditions: list[Condition] = []
         self.rollouts: dict[str, RolloutState] = {}
+        self.give_ups: dict[str, str] = {}
         self.wake: list[float] = []
         self.stopping_ids: set[str] = set()
         self.granted: list[Placement] = [r.placement for r in observed]
@@ -67,19 +68,20 @@ class _Pass:
         grace = replica.grace_s if grace_s is None else grace_s
         self.stops.append(StopReplica(replica.id, reason, grace, then_restart=then_restart))
 
-    def new_replica(self, ds: DesiredService, index: int, reason: str) -> bool:
+    def new_replica(self, ds: DesiredService, index: int, reason: str, revision: str | None = None) -> bool:
+        revision = revision or ds.revision
         granted = place(ds.spec.resources, self.desired.machine, self.granted)
         if isinstance(granted, Refusal):
             self.conditions.append(Condition(ds.name, "PlacementRefused", f"{ds.name}: {granted}",
                                              permanent=granted.never_fits))
             return False
         number = 0
-        while replica_name(ds.name, ds.revision, number) in self.taken_ids:
+        while replica_name(ds.name, revision, number) in self.taken_ids:
             number += 1
-        replica_id = replica_name(ds.name, ds.revision, number)
+        replica_id = replica_name(ds.name, revision, number)
         self.taken_ids.add(replica_id)
         self.granted.append(granted)
-        self.starts.append(StartReplica(ds.name, ds.revision, replica_id, granted, restart=False, reason=reason))
+        self.starts.append(StartReplica(ds.name, revision, replica_id, granted, restart=False, reason=reason))
         return True
 
     # --------------------------------------------------------------- pass
@@ -118,6 +120,7 @@ class _Pass:
             readiness=tuple(sorted(self.readiness, key=lambda change: not change.ready)),
             conditions=tuple(self.conditions),
             rollouts=self.rollouts,
+            give_ups=self.give_ups,
             wake_at=min(self.wake) if self.wake else None,
         )
 
@@ -133,7 +136,11 @@ class _Pass:
         for replica in members:
             if replica.phase in ("exited", "pending"):
                 restartable.append(replica)
-        # (3) scale or roll
+        # (3) scale or roll (or run a canary beside the stable revision)
+        if ds.canary is not None:
+            self.canary(ds, members, replicas)
+            self.restart(ds, restartable)
+            return
         new = [r for r in members if r.revision == ds.revision]
         old = [r for r in members if r.revision != ds.revision]
         next_index = max((r.created_index for r in replicas), default=-1) + 1
@@ -187,6 +194,34 @@ class _Pass:
                 self.wake.append(rollout.last_progress_at + ds.spec.rollout.progress_deadline_s)
             elif rollout.status == "stalled":
                 self.conditions.append(Condition(ds.name, "RolloutStalled", f"{ds.name}: {rollout.reason}"))
+            if old:  # only while an older revision still serves: there is something to go back to
+                looping = sum(1 for r in new if r.phase == "exited" and backoff.in_crash_loop(r.crash_count))
+                reason = give_up_reason(rollout, looping, ds.spec.rollout.auto_rollback)
+                if reason is not None:
+                    self.give_ups[ds.name] = reason
+        self.restart(ds, restartable)
+
+    def canary(self, ds: DesiredService, members: list[ReplicaView], replicas: list[ReplicaView]) -> None:
+        """A canary: the stable revision keeps its full count (capacity never drops while traffic moves), the
+        canary revision runs its own count, and a replica of any third revision is stopped."""
+        assert ds.canary is not None
+        next_index = max((r.created_index for r in replicas), default=-1) + 1
+        for revision, count, why in ((ds.canary.stable_revision, ds.replicas, "stable revision"),
+                                     (ds.revision, ds.canary.canary_replicas, f"canary of {ds.revision}")):
+            mine = [r for r in members if r.revision == revision]
+            if len(mine) > count:
+                ranked = sorted(mine, key=lambda r: (serving(r), r.phase == "running", -r.created_index))
+                for replica in ranked[: len(mine) - count]:
+                    self.stop(replica, "ScaledDown")
+            elif len(mine) < count and ds.name not in self.held:
+                for k in range(count - len(mine)):
+                    if self.new_replica(ds, next_index, why, revision):
+                        next_index += 1
+        for replica in members:
+            if replica.revision not in (ds.revision, ds.canary.stable_revision):
+                self.stop(replica, "Superseded")
+
+    def restart(self, ds: DesiredService, restartable: list[ReplicaView]) -> None:
         for replica in restartable:
             if replica.id in self.stopping_ids:
                 continue

@@ -107,3 +107,20 @@ def rollout_event(previous: RolloutState | None, rollout: RolloutState) -> tuple
         return None
     kind = {"complete": "RolloutComplete", "stalled": "RolloutStalled"}.get(rollout.status, "RolloutProgressing")
     return kind, rollout.reason or f"revision {rollout.revision}"
+
+
+def give_up_reason(rollout: RolloutState, crash_looping_new: int, auto_rollback: bool) -> str | None:
+    """Why a rolling update should go back to the previous revision (None: it goes on).
+
+    It gives up when its new revision has a replica in CrashLoopBackOff (it fails before it ever serves), or
+    when it missed ``progress_deadline_s`` (stalled: a replica that never passes readiness, or no room to place
+    it). Never for a rollout that completed, and not at all without ``auto_rollback``.
+    """
+    if not auto_rollback or rollout.status == "complete":
+        return None
+    if crash_looping_new:
+        return (f"{crash_looping_new} replica{'s' if crash_looping_new > 1 else ''} of revision {rollout.revision} "
+                "in CrashLoopBackOff")
+    if rollout.status == "stalled":
+        return rollout.reason
+    return None

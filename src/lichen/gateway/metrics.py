@@ -52,7 +52,7 @@ class InflightGauge:
 class GatewayMetrics:
     def __init__(self) -> None:
         self.counts: dict[str, dict[tuple[str, ...], float]] = {key: {} for key in _COUNTERS}
-        self.latency: dict[tuple[str, str], list[float]] = {}  # per-bucket counts, then +Inf, sum, count
+        self.latency: dict[tuple[str, str, str], list[float]] = {}  # per-bucket counts, then +Inf, sum, count
         self.gauges: dict[str, InflightGauge] = {}
         self.held: dict[str, int] = {}
         self.cold_starts: dict[str, list[float]] = {}  # per-bucket counts, then +Inf, sum, count
@@ -66,9 +66,9 @@ class GatewayMetrics:
 
     def observe_request(self, route: str, service: str, revision: str, status: int, seconds: float) -> None:
         self._inc("requests", (route, service, revision, str(status)))
-        row = self.latency.get((route, service))
+        row = self.latency.get((route, service, revision))
         if row is None:
-            row = self.latency[(route, service)] = [0.0] * (len(LATENCY_BUCKETS_S) + 3)
+            row = self.latency[(route, service, revision)] = [0.0] * (len(LATENCY_BUCKETS_S) + 3)
         row[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1.0  # inline: the request path
         row[-2] += seconds
         row[-1] += 1.0
@@ -118,10 +118,10 @@ class GatewayMetrics:
             yield family
         histogram = HistogramMetricFamily(
             "lichen_gateway_request_duration_seconds", "Time from request headers to the end of the response.",
-            labels=["route", "service"],
+            labels=["route", "service", "revision"],
         )
-        for (route, service), row in sorted(self.latency.items()):
-            histogram.add_metric([route, service], _buckets(row, LATENCY_BUCKETS_S), row[-2])
+        for (route, service, revision), row in sorted(self.latency.items()):
+            histogram.add_metric([route, service, revision], _buckets(row, LATENCY_BUCKETS_S), row[-2])
         yield histogram
         cold = HistogramMetricFamily(
             "lichen_cold_start_seconds", "From the first request held for a service at zero to its release to a "

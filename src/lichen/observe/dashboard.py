@@ -275,6 +275,19 @@ def _services_from_metrics(engine: Any, now_s: float) -> tuple[dict[str, Any], l
     return services, replicas
 
 
+def rollout_text(service: Mapping[str, Any]) -> str:
+    """The dashboard's rollout cell for one service of ``lichen status --json``: a canary's weight and state,
+    a rolling update in progress or stalled, or nothing."""
+    canary = service.get("canary")
+    if canary:
+        return (f"canary {canary.get('weight')}% beside {canary.get('stable')}"
+                + (" (paused)" if canary.get("paused") else ""))
+    rollout = service.get("rollout") or {}
+    if rollout.get("status") in ("progressing", "stalled"):
+        return f"rolling update {rollout['status']}" + (f": {rollout['reason']}" if rollout.get("reason") else "")
+    return ""
+
+
 def build_overview(
     *,
     app_name: str,
@@ -310,7 +323,8 @@ def build_overview(
     return {
         "app": app_name,
         "time": now_s,
-        "services": [{"name": n, **dict(s), "risk": risk[n]} for n, s in sorted(services.items())],
+        "services": [{"name": n, **dict(s), "risk": risk[n], "rollout_text": rollout_text(s)}
+                     for n, s in sorted(services.items())],
         "replicas": replicas,
         "alerts": alerts,
         "events": list(events(events_limit)) if events else [],

@@ -1,2 +1,2 @@
-"""The imperative shell of the local control plane: the supervisor that starts and stops replica processes, probing, the controller loop that applies plans, the SQLite state store, the endpoint registry, each service's code digest, the ports the app listens on (and who holds a taken one) and the job runner.
+"""The imperative shell of the local control plane: the supervisor that starts and stops replica processes, probing, the controller loop that applies plans, the SQLite state store, the endpoint registry, each service's code digest, the ports the app listens on (and who holds a taken one), the job runner, and the shells that apply the autoscaler's, the canaries', rollbacks' and remediation's decisions.
 """

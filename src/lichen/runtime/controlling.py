@@ -37,16 +37,33 @@ from prometheus_client import CollectorRegistry
 from lichen.clocks import Clock, SystemClock
 from lichen.control import backoff, probing, restarting
 from lichen.control.draining import CONFIRM_TIMEOUT_S, DrainDecision, drain_decision
-from lichen.control.plans import DesiredService, DesiredState, Machine, Placement, Plan, ReplicaView, RolloutState
+from lichen.control.plans import (
+    CanaryPlan,
+    DesiredService,
+    DesiredState,
+    Machine,
+    Placement,
+    Plan,
+    ReplicaView,
+)
 from lichen.control.reconciling import reconcile
 from lichen.control.rolling import rollout_event
 from lichen.control.revisions import revision_id
 from lichen.errors import ConfigError, UnknownServiceError
 from lichen.gateway.configs import replica_urls
 from lichen.logs import get_logger, snake_case
-from lichen.runtime import adopting, autoscaling, processes, replica_logs, reporting, supervising
+from lichen.runtime import (
+    adopting,
+    autoscaling,
+    canaries,
+    processes,
+    replica_logs,
+    reporting,
+    rollbacks,
+    supervising,
+)
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
-from lichen.runtime.launching import CommandBuilder, lichen_serve_command, replica_environment
+from lichen.runtime.launching import CommandBuilder, lichen_serve_command, replica_environment, replica_settings
 from lichen.runtime.metrics import ControllerMetrics
 from lichen.runtime.probing import HttpProber, start_probing
 from lichen.runtime.ports import pick_replica_port
@@ -55,7 +72,6 @@ from lichen.runtime.replicas import HOST, Replica, ServiceState
 from lichen.runtime.supervising import AuxiliaryProcess
 from lichen.runtime.state import ReplicaRecord, StateStore
 from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
-from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = get_logger("lichen.controller")
@@ -123,9 +139,7 @@ class Controller:
             if found is None:
                 continue
             spec = ServiceSpec.model_validate_json(found[0])
-            rollout = RolloutState(**row["rollout"]) if row["rollout"] else None
-            self.services[name] = ServiceState(name, spec, row["revision"], row["replicas"], row["restart_nonce"],
-                                               rollout, found[1])
+            self.services[name] = ServiceState.from_saved(name, spec, row, found[1])
             self.specs[(name, row["revision"])] = spec
 
     def apply(self, app: AppSpec, code_digests: str | Mapping[str, str]) -> list[str]:
@@ -135,13 +149,18 @@ class Controller:
         """
         for name, spec in app.services.items():
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
+        digest_of = (lambda n: code_digests) if isinstance(code_digests, str) else (lambda n: code_digests.get(n, ""))
+        for name, spec in app.services.items():  # refused before anything changes: one canary at a time
+            current = self.services.get(name)
+            canaries.refuse_second_rollout(name, current, revision_id(name, spec, digest_of(name),
+                                                                      current.restart_nonce if current else 0))
         self.app_spec = app
         changed = []
         now_wall = self.clock.wall()
         for name, spec in app.services.items():
             current = self.services.get(name)
             nonce = current.restart_nonce if current else 0
-            code_digest = code_digests if isinstance(code_digests, str) else code_digests.get(name, "")
+            code_digest = digest_of(name)
             revision = revision_id(name, spec, code_digest, nonce)
             replicas = spec.replicas
             if spec.autoscale is not None:
@@ -156,12 +175,20 @@ class Controller:
                 changed.append(name)
                 if current is not None:
                     self.event(name, "RevisionCreated", "spec or code changed", f"{current.revision} -> {revision}")
-                self.services[name] = ServiceState(name, spec, revision, replicas, nonce, None, code_digest)
+                self.services[name] = ServiceState(name, spec, revision, replicas, nonce, None, code_digest,
+                                                   previous_revision=current.revision if current else "")
+                if (current is not None and spec.rollout.strategy == "canary"
+                        and any(e.revision == current.revision for e in self.endpoints.endpoints(name))):
+                    # a new revision beside a serving one: a canary, judged step by step (lichen.runtime.canaries)
+                    self.services[name].canary = canaries.begin(self.services[name], current.revision,
+                                                                self.clock.now())
+                    self.event(name, "CanaryStarted", "spec or code changed",
+                               f"{revision} beside {current.revision}, steps {spec.rollout.steps}")
             else:
                 if current.replicas != replicas:
                     self.event(name, "Scaled", "lichen.yaml", f"{current.replicas} -> {replicas}")
                 current.spec, current.replicas, current.code_digest = spec, replicas, code_digest
-            self._save_desired(name)
+            self.save_desired(name)
         for name in [n for n in self.services if n not in app.services]:
             del self.services[name]
             self.store.delete_desired(name)
@@ -176,7 +203,7 @@ class Controller:
         if state.replicas != replicas:
             self.event(service, "Scaled", reason, message or f"{state.replicas} -> {replicas}")
             state.replicas = replicas
-            self._save_desired(service)
+            self.save_desired(service)
         self.wake()
 
     def scale(self, service: str, replicas: int) -> None:
@@ -190,21 +217,33 @@ class Controller:
         self.specs[(service, revision)] = spec
         self.store.save_revision(service, revision, spec.model_dump_json(), "", self.clock.wall())
         state.spec, state.revision, state.rollout = spec, revision, None
-        self._save_desired(service)
+        self.save_desired(service)
         self.wake()
 
     def restart(self, service: str) -> str:
         """Rolling restart: a new revision of the same spec, replaced with the rollout settings."""
         state = self._service(service)
+        canaries.refuse_second_rollout(service, state, "")
         state.restart_nonce += 1
         revision = revision_id(service, state.spec, state.code_digest, state.restart_nonce)
         self.store.save_revision(service, revision, state.spec.model_dump_json(), state.code_digest, self.clock.wall())
         self.specs[(service, revision)] = state.spec
         self.event(service, "RestartRequested", "lichen restart", f"{state.revision} -> {revision}")
-        state.revision, state.rollout = revision, None
-        self._save_desired(service)
+        state.previous_revision, state.revision, state.rollout = state.revision, revision, None
+        self.save_desired(service)
         self.wake()
         return revision
+
+    def stop_replica(self, replica_id: str, reason: str, then_restart: bool) -> bool:
+        """Remediation: ``then_restart``: SIGKILL and restart in place, as a failed liveness probe does (a stuck
+        replica drains nothing); else drain and stop it, and the reconciler starts a replacement."""
+        replica = self.replicas.get(replica_id)
+        if replica is None or replica.record.phase != "running":
+            return False
+        grace_s = 0.0 if then_restart else self.spec_of(replica.record).termination_grace_s
+        self._stop(replica, reason, grace_s, then_restart, self.clock.now())
+        self.wake()
+        return True
 
     def shutdown(self) -> None:
         """Drain and stop every replica; ``run`` returns when none is left."""
@@ -220,9 +259,9 @@ class Controller:
             known = ", ".join(sorted(self.services)) or "none"
             raise UnknownServiceError(f"no service named {service!r} (services: {known})") from None
 
-    def _save_desired(self, name: str) -> None:
+    def save_desired(self, name: str) -> None:
         s = self.services[name]
-        self.store.save_desired(name, s.revision, s.replicas, s.restart_nonce, asdict(s.rollout) if s.rollout else None)
+        self.store.save_desired(name, s.revision, s.replicas, s.restart_nonce, s.saved_rollout())
 
     # ================================================================ hooks
     def supervise(self, name: str, argv: list[str], env: dict[str, str] | None = None,
@@ -310,7 +349,9 @@ class Controller:
 
     def desired_state(self) -> DesiredState:
         services = {
-            name: DesiredService(name, s.revision, s.replicas, s.spec, s.rollout) for name, s in self.services.items()
+            name: DesiredService(name, s.revision, s.replicas, s.spec, s.rollout,
+                                 CanaryPlan(s.canary["stable"], canaries.canary_plan_replicas(s)) if s.canary else None)
+            for name, s in self.services.items()
         }
         return DesiredState(services, self.machine, stopping=self.stopping)
 
@@ -319,11 +360,16 @@ class Controller:
 
     def spec_of(self, record: ReplicaRecord) -> ServiceSpec:
         """The spec of a replica's revision (from the state store when this controller has not seen it)."""
-        spec = self.specs.get((record.service, record.revision))
+        return self.revision_spec(record.service, record.revision) or ServiceSpec(entrypoint="unknown:Unknown")
+
+    def revision_spec(self, service: str, revision: str) -> ServiceSpec | None:
+        """The spec of one revision of a service, from memory or the state store; None if never saved."""
+        spec = self.specs.get((service, revision))
         if spec is None:
-            found = self.store.revision_spec(record.service, record.revision)
-            spec = ServiceSpec.model_validate_json(found[0]) if found else ServiceSpec(entrypoint="unknown:Unknown")
-            self.specs[(record.service, record.revision)] = spec
+            found = self.store.revision_spec(service, revision)
+            if found is None:
+                return None
+            spec = self.specs[(service, revision)] = ServiceSpec.model_validate_json(found[0])
         return spec
 
     # ================================================================ observe
@@ -398,7 +444,9 @@ class Controller:
             state.rollout = rollout
             if event is not None:
                 self.event(name, *event)
-            self._save_desired(name)
+            self.save_desired(name)
+        for name, reason in plan.give_ups.items():
+            rollbacks.roll_back(self, name, reason)
 
     def conditions(self, service: str) -> list[dict[str, Any]]:
         """The standing conditions of a service (placement refused, crash loop, stalled rollout)."""
@@ -515,14 +563,8 @@ class Controller:
 
     def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
                      port: int) -> dict[str, str]:
-        settings = ReplicaSettings(  # the replica contract (lichen.sdk.settings); the replica parses it back
-            service=service, replica=replica_id, revision=revision, port=port,
-            app_dir=str(self.workspace.app_dir), controller=str(self.workspace.app_dir),
-            grace_s=spec.termination_grace_s, drain_s=DRAIN_WINDOW_S, timeout_s=spec.timeout_s,
-            max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path,
-            slo_latency_ms=(spec.slo.latency_ms,),
-            **replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None),
-        )
+        settings = replica_settings(service, revision, replica_id, port, spec, self.workspace.app_dir, DRAIN_WINDOW_S,
+                                    replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None))
         secrets: dict[str, str] = {}
         if spec.secrets:
             cached = self._secrets_cache.get(service)

@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from lichen.control.placing import Placement
 from lichen.runtime.workspaces import gpu_device_list
@@ -24,6 +25,17 @@ def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Pa
     """``lichen serve ENTRYPOINT --port N --app-dir DIR`` with this interpreter."""
     return [sys.executable, "-c", "from lichen.cli.main import run; run()", "serve", spec.entrypoint,
             "--port", str(port), "--app-dir", str(app_dir)]
+
+
+def replica_settings(service: str, revision: str, replica_id: str, port: int, spec: ServiceSpec, app_dir: Path,
+                     drain_s: float, urls: Mapping[str, Any]) -> ReplicaSettings:
+    """The replica contract (:mod:`lichen.sdk.settings`) of one replica; the replica parses it back from its env."""
+    return ReplicaSettings(
+        service=service, replica=replica_id, revision=revision, port=port, app_dir=str(app_dir),
+        controller=str(app_dir), grace_s=spec.termination_grace_s, drain_s=drain_s, timeout_s=spec.timeout_s,
+        max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path, slo_latency_ms=(spec.slo.latency_ms,),
+        **urls,
+    )
 
 
 def replica_environment(inherited: Mapping[str, str], hidden: Collection[str], settings: ReplicaSettings,

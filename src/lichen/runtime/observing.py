@@ -260,6 +260,8 @@ class Observing:
         """the spec the rounds were built from (intervals, timeouts, retention: see :data:`RESTART_FIELDS`)"""
         self.token = token
         self.api_url = api_url
+        self.after_evaluation: list[Callable[[list[Any]], Awaitable[None]]] = []
+        """called with the firing alerts after each evaluation round (remediation)"""
         self.base_dir = Path(controller.workspace.app_dir)
         obs = spec.observability
         self.pipeline = MetricsPipeline.from_spec(obs, base_dir=self.base_dir, extra_groups=default_groups(spec),
@@ -376,6 +378,13 @@ class Observing:
         started = clock.now()
         now = clock.wall()
         await asyncio.to_thread(self.rules.evaluate_due, now)
+        if self.after_evaluation:
+            firing = self.rules.firing()
+            for hook in self.after_evaluation:
+                try:
+                    await hook(firing)
+                except Exception:  # a hook's bug never stops the alert engine
+                    log.exception("after_evaluation_failed")
         self.rounds["evaluate"] += 1
         self.cost_s["evaluate"] += clock.now() - started
         if self._m_round is not None:

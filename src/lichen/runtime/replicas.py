@@ -5,7 +5,8 @@ probe states and tasks) that die with the controller and are rebuilt on adoption
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lichen.control import probing
 from lichen.control.plans import Placement, ReplicaView, RolloutState
@@ -27,6 +28,25 @@ class ServiceState:
     restart_nonce: int = 0
     rollout: RolloutState | None = None
     code_digest: str = ""
+    canary: dict[str, Any] | None = None
+    previous_revision: str = ""
+    """the revision a rolling update replaces (what ``rollout.auto_rollback`` goes back to); "" when none"""
+
+    def saved_rollout(self) -> dict[str, Any] | None:
+        """What the state store keeps of the rollout in progress (its ``rollout_json``), or None."""
+        saved = {**(asdict(self.rollout) if self.rollout else {}), **({"canary": self.canary} if self.canary else {}),
+                 **({"previous": self.previous_revision} if self.previous_revision else {})}
+        return saved or None
+
+    @classmethod
+    def from_saved(cls, name: str, spec: ServiceSpec, row: dict[str, Any], code_digest: str) -> ServiceState:
+        """A service's desired state as an earlier controller saved it (a canary resumes where it stood)."""
+        saved = dict(row["rollout"] or {})
+        canary, previous = saved.pop("canary", None), saved.pop("previous", "")
+        return cls(name, spec, row["revision"], row["replicas"], row["restart_nonce"],
+                   RolloutState(**saved) if saved else None, code_digest, canary, previous)
+    """a canary of ``revision`` in progress: ``{"stable": revision, "state": CanaryState.to_dict()}``
+    (:mod:`lichen.runtime.canaries`)"""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lichen.control import backoff
+from lichen.control.canary_analysis import canary_replicas
 from lichen.control.plans import Condition
 from lichen.runtime import processes
 from lichen.runtime.endpoints import Endpoint
@@ -57,6 +58,9 @@ def status_report(snapshot: StatusSnapshot) -> dict[str, Any]:
             "conditions": list(snapshot.conditions.get(name, [])),
             "revisions": revision_counts(s.revision, [r.record for r, _ in snapshot.replicas if r.record.service == name]),
             "autoscale": snapshot.autoscaling.get(name),
+            "canary": ({"stable": s.canary["stable"], "weight": s.canary["state"].get("weight"),
+                        "replicas": canary_replicas(s.replicas, int(s.canary["state"].get("weight", 0))),
+                        "paused": bool(s.canary["state"].get("paused"))} if s.canary else None),
         }
     replicas = []
     for replica, spec in sorted(snapshot.replicas, key=lambda rs: (rs[0].record.service, rs[0].record.created_index)):

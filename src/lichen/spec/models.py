@@ -46,6 +46,7 @@ from lichen.spec.gateways import (  # noqa: F401 - re-exported
     RetrySpec,
 )
 from lichen.spec.quantities import CpuCores, Duration, MemoryBytes, parse_cron
+from lichen.spec.remediations import RemediationSpec
 
 # ---------------------------------------------------------------- services
 
@@ -131,14 +132,48 @@ class AutoscaleSpec(SpecModel):
         return self
 
 
+class QuerySpec(SpecModel):
+    """One extra canary check: a PromQL query evaluated for the canary and for the stable revision."""
+
+    name: Name
+    query: Annotated[str, Field(min_length=1)]  # PromQL; the shell replaces `$revision` and `$service`
+    max_ratio: Annotated[float, Field(gt=0)] | None = None  # fail when canary / stable exceeds it
+    max_value: float | None = None  # fail when the canary's value exceeds it
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> QuerySpec:
+        if self.max_ratio is None and self.max_value is None:
+            raise ValueError("max_ratio: a query needs max_ratio, max_value or both")
+        return self
+
+
 class AnalysisSpec(SpecModel):
     max_error_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_p95_ms: Annotated[float, Field(gt=0)] | None = None
     interval_s: Duration = 10.0
     min_requests: Annotated[int, Field(ge=0)] = 20
     failure_limit: Annotated[int, Field(ge=1)] = 1
+    # one-sided tests of canary vs stable at this confidence (Kayenta's Mann-Whitney default, 98 %)
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.98
+    # a significantly slower canary fails only when its p95 is also this much above stable's
+    latency_margin_ms: Annotated[float, Field(ge=0)] = 25.0
+    # inconclusive analyses (too little traffic, a query without a value) tolerated in one step
+    max_inconclusive: Annotated[int, Field(ge=1)] = 6
+    # then: pause the rollout for a person to decide, or roll back
+    on_inconclusive: Literal["pause", "fail"] = "pause"
+    # extra checks, each a PromQL query with a ratio and/or absolute bound
+    queries: list[QuerySpec] = Field(default_factory=list)
 
     _intervals_positive = field_validator("interval_s")(_positive)
+
+    @field_validator("queries")
+    @classmethod
+    def _unique_query_names(cls, queries: list[QuerySpec]) -> list[QuerySpec]:
+        names = [q.name for q in queries]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"query names must be unique; {', '.join(map(repr, twice))} appears twice")
+        return queries
 
 
 class RolloutSpec(SpecModel):
@@ -146,6 +181,8 @@ class RolloutSpec(SpecModel):
     max_surge: Annotated[int, Field(ge=0)] | Percent = "25%"
     max_unavailable: Annotated[int, Field(ge=0)] | Percent = "25%"
     progress_deadline_s: Duration = 600.0
+    auto_rollback: bool = True
+    """a rolling update whose new revision crash-loops or misses progress_deadline_s goes back to the previous one"""
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
@@ -452,6 +489,7 @@ class AppSpec(SpecModel):
     state: StateSpec = Field(default_factory=StateSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
     control: ControlSpec = Field(default_factory=ControlSpec)
+    remediation: RemediationSpec = Field(default_factory=RemediationSpec)
     replica_ports: Annotated[str, Field(pattern=PORT_RANGE_PATTERN)] | None = None
     """``FIRST-LAST``: every replica listens on a port of this range (lichen.runtime.ports)"""
 

@@ -5,8 +5,8 @@ when they are built. Until then, writing one gets a warning from ``lichen
 validate`` and ``lichen up`` that says what happens instead, located at the
 line that wrote it::
 
-    lichen.yaml:9:17 services.api.rollout.strategy: warning: canary rollouts are not built yet; this service
-    rolls out with a rolling update (max_surge/max_unavailable)
+    lichen.yaml:9:17 jobs.nightly.schedule: warning: scheduled jobs are not built yet; the job runs only when
+    `lichen run` starts it
 
 One row per field. A row is deleted by the change that builds its field;
 ``tests/unit/spec/test_unbuilt_fields.py`` checks that the runtime reads
@@ -45,13 +45,8 @@ class UnbuiltField:
 
 
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
-    UnbuiltField(("services", ANY, "rollout", "strategy"),
-                 "canary rollouts are not built yet; this service rolls out with a rolling update "
-                 "(max_surge/max_unavailable)", built_for=lambda value: value in (None, "rolling")),
-    UnbuiltField(("services", ANY, "rollout", "steps"),
-                 "canary steps are not built yet; a new revision replaces the old one by a rolling update"),
-    UnbuiltField(("services", ANY, "rollout", "analysis"),
-                 "canary analysis is not built yet; a rollout is judged by readiness and progress_deadline_s only"),
+    UnbuiltField(("services", ANY, "rollout", "analysis", "queries"),
+                 "extra PromQL checks of a canary are not built yet; it is judged on its errors and latency only"),
     UnbuiltField(("services", ANY, "image"),
                  "container images are not built yet; `lichen up` runs the entrypoint as a local process"),
     UnbuiltField(("jobs", ANY, "schedule"),

@@ -64,6 +64,11 @@ class OpenLoopLoad:
         self._thread.join(timeout=self.timeout_s + 30)
 
     @property
+    def started_mono(self) -> float:
+        """``time.monotonic()`` when the load started: a failure's ``at_s`` is seconds after it."""
+        return self._started
+
+    @property
     def answered(self) -> int:
         with self._lock:
             return sum(self.outcomes.values())

@@ -162,3 +162,17 @@ def test_dashboard_page_is_self_contained() -> None:
         urls = set(re.findall(r"https?://[^\s\"'<>)]+", text)) - {"http://www.w3.org/2000/svg"}
         assert not urls, f"{name} loads from the network: {urls}"
         assert "@import" not in text
+
+
+def test_overview_shows_each_services_rollout() -> None:
+    from lichen.observe.dashboard import build_overview
+
+    status = {"services": {
+        "api": {"revision": "b2", "desired": 2, "ready": 1, "canary": {"weight": 10, "stable": "a1", "paused": True}},
+        "web": {"revision": "c3", "desired": 2, "ready": 1,
+                "rollout": {"status": "stalled", "reason": "no progress for 600s"}},
+        "db": {"revision": "d4", "desired": 1, "ready": 1, "rollout": {"status": "complete"}}}, "replicas": []}
+    overview = build_overview(app_name="shop", status=lambda: status, now_s=0.0)
+    cells = {s["name"]: s["rollout_text"] for s in overview["services"]}
+    assert cells == {"api": "canary 10% beside a1 (paused)", "web": "rolling update stalled: no progress for 600s",
+                     "db": ""}

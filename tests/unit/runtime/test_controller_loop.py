@@ -285,7 +285,8 @@ def test_a_rollout_that_never_gets_ready_stalls_and_keeps_the_old_replicas(tmp_p
 
     async def scenario() -> None:
         controller = make(tmp_path, launcher, prober)
-        rollout = {"max_surge": 1, "max_unavailable": 0, "progress_deadline_s": 120}
+        # auto_rollback off: the Deployment behaviour (test_rollbacks.py covers the default, going back)
+        rollout = {"max_surge": 1, "max_unavailable": 0, "progress_deadline_s": 120, "auto_rollback": False}
         controller.apply(app_spec(web={"replicas": 2, "rollout": rollout}), "v1")
         task = asyncio.create_task(controller.run())
         await until(lambda: len(controller.endpoints.endpoints()) == 2, "v1 ready")

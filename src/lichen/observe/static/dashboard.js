@@ -204,7 +204,7 @@
       const risk = el("span", { class: "risk", "data-risk-band": riskBand(s.risk) }, "");
       risk.appendChild(bar(s.risk || 0, riskColor(s.risk)));
       risk.appendChild(document.createTextNode(" " + riskText(s.risk)));
-      return [s.name, s.revision || "", (s.ready ?? "–") + " / " + (s.desired ?? "–"), risk];
+      return [s.name, s.revision || "", (s.ready ?? "–") + " / " + (s.desired ?? "–"), s.rollout_text || "", risk];
     });
     fillTable("replicas", o.replicas, (r, tr) => {
       tr.setAttribute("data-replica", r.id);
