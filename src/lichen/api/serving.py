@@ -289,6 +289,7 @@ async def host_controller(
         observing = attach_observing(controller, spec, token=token, api_url=url)
         if observing is not None:
             attach_remediation(controller, observing, canaries)
+            canaries.query = observing.engine.instant_samples  # analysis.queries on the embedded Prometheus
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),

@@ -7,8 +7,9 @@ Every ``analysis.interval_s``, :class:`Canaries` reads what each revision
 answered at the gateway over that interval (the increases of
 ``lichen_gateway_upstream_attempts_total{service,revision,outcome}`` for
 errors and of ``lichen_gateway_request_duration_seconds_bucket{service,revision}``
-for latency), asks the pure :func:`lichen.control.canary_analysis.analyse` for
-a verdict and :func:`~lichen.control.canary_analysis.step` for the next move,
+for latency) and evaluates each of ``analysis.queries`` on the embedded
+Prometheus for both revisions, asks the pure
+:func:`lichen.control.canary_analysis.analyse` for a verdict and :func:`~lichen.control.canary_analysis.step` for the next move,
 and applies it:
 
 * **advance**: the canary's weight goes to the next step, and its replica
@@ -32,7 +33,8 @@ restart only takes a new baseline. Every move is an event
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +87,17 @@ class Totals:
         base = Totals() if reset else before
         buckets = tuple(sorted((le, max(0.0, count - base.buckets.get(le, 0.0))) for le, count in self.buckets.items()))
         return ca.RevisionWindow(self.attempts - base.attempts, max(0.0, self.errors - base.errors), buckets)
+
+
+QueryFunction = Callable[[str, float], list[tuple[dict[str, str], float]]]
+"""a PromQL instant query at a wall time: (labels, value) per series (``Engine.instant_samples``)"""
+
+
+def query_text(query: str, service: str, revision: str, interval_s: float) -> str:
+    """A canary query with ``$service``, ``$revision`` and ``$interval`` (the analysis interval, e.g. ``10s``)
+    filled in."""
+    interval = f"{interval_s:g}s" if float(interval_s).is_integer() else f"{int(interval_s * 1000)}ms"
+    return query.replace("$service", service).replace("$revision", revision).replace("$interval", interval)
 
 
 class RevisionReader(Protocol):
@@ -170,9 +183,12 @@ def refuse_second_rollout(name: str, state: ServiceState | None, new_revision: s
 class Canaries:
     """Drives every service's canary (:func:`attach_canaries`)."""
 
-    def __init__(self, controller: CanaryController, reader: RevisionReader | None = None) -> None:
+    def __init__(self, controller: CanaryController, reader: RevisionReader | None = None,
+                 query: QueryFunction | None = None) -> None:
         self.controller = controller
         self.reader: RevisionReader = reader or GatewayRevisionReader(controller)
+        self.query = query
+        """evaluates ``analysis.queries`` (the embedded Prometheus under ``lichen up``); None: they are inconclusive"""
         self.baselines: dict[str, _Baseline] = {}
         self.settling: dict[str, tuple[str, str]] = {}
         """services whose rollout ended: (revision kept, revision leaving) until the leaving one has no replica"""
@@ -180,6 +196,7 @@ class Canaries:
         """each service's last analysis, for ``lichen rollout status``"""
         self.last_stable: dict[str, ca.RevisionWindow] = {}
         """each canary's last interval in which the stable revision had traffic (the comparison at weight 100)"""
+        self.query_errors: set[tuple[str, str]] = set()
         self.applied: dict[str, dict[str, float] | None] = {}
         """the split last handed to the gateway, per service (set again only when it changes)"""
         for name, state in controller.services.items():  # restored from the state store: weights before any render
@@ -230,7 +247,10 @@ class Canaries:
             self.last_stable[name] = window_stable
         elif name in self.last_stable:  # at weight 100 the stable revision answers nothing: its last interval
             window_stable, earlier = self.last_stable[name], " (stable: its last interval with traffic)"
-        verdict = ca.analyse(window_canary, window_stable, settings)
+        checks = [ca.QueryCheck.from_spec(q, *(await self._query_values(name, q.query, state.revision, stable,
+                                                                       settings.interval_s)))
+                  for q in state.spec.rollout.analysis.queries]
+        verdict = ca.analyse(window_canary, window_stable, settings, checks)
         self.baselines[name] = _Baseline(now, canary.weight, totals)
         decision = ca.step(canary, verdict, settings, state.spec.rollout.steps, now)
         if decision.action == "advance":  # the next interval starts now, at the new weight
@@ -241,6 +261,26 @@ class Canaries:
         if verdict.kind != "pass" or decision.action == "extend":
             controller.event(name, "CanaryAnalysis", verdict.kind, ("; ".join(verdict.reasons) + earlier)[:1000])
         self.apply(name, state, decision, stable)
+
+    async def _query_values(self, name: str, query: str, canary: str, stable: str,
+                            interval_s: float) -> tuple[float | None, float | None]:
+        """One extra check's value for the canary and for the stable revision (several series are summed; no
+        series, or a query that fails, is None: that check is inconclusive)."""
+        if self.query is None:
+            return None, None
+        at = self.controller.clock.wall()
+        values: list[float | None] = []
+        for revision in (canary, stable):
+            text = query_text(query, name, revision, interval_s)
+            try:
+                samples = await asyncio.to_thread(self.query, text, at)
+            except Exception as exc:  # a bad query is the user's: say it once per rollout, judge without it
+                if (name, query) not in self.query_errors:
+                    self.query_errors.add((name, query))
+                    self.controller.event(name, "CanaryQueryFailed", type(exc).__name__, f"{text}: {exc}"[:500])
+                samples = []
+            values.append(sum(v for _, v in samples) if samples else None)
+        return values[0], values[1]
 
     # ------------------------------------------------------------ acting
     def apply(self, name: str, state: ServiceState, decision: ca.StepDecision, stable: str) -> None:
@@ -351,10 +391,10 @@ class Canaries:
 
 
 def attach_canaries(controller: CanaryController, reader: RevisionReader | None = None,
-                    tick_s: float = 1.0) -> Canaries:
+                    tick_s: float = 1.0, query: QueryFunction | None = None) -> Canaries:
     """Run canary rollouts as one of the controller's periodic tasks (each service is judged every
-    ``analysis.interval_s``; the tick only looks)."""
-    canaries = Canaries(controller, reader)
+    ``analysis.interval_s``; the tick only looks). ``query`` evaluates ``analysis.queries``."""
+    canaries = Canaries(controller, reader, query)
     controller.add_periodic("canaries", tick_s, canaries.tick)
     return canaries
 

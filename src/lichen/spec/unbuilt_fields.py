@@ -45,8 +45,6 @@ class UnbuiltField:
 
 
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
-    UnbuiltField(("services", ANY, "rollout", "analysis", "queries"),
-                 "extra PromQL checks of a canary are not built yet; it is judged on its errors and latency only"),
     UnbuiltField(("services", ANY, "image"),
                  "container images are not built yet; `lichen up` runs the entrypoint as a local process"),
     UnbuiltField(("jobs", ANY, "schedule"),

@@ -240,3 +240,60 @@ lichen_gateway_request_duration_seconds_bucket{le="+Inf",revision="aaa",route="/
     window = totals["aaa"].since(Totals(40.0, 2.0, {0.01: 15.0, float("inf"): 45.0}))
     assert (window.requests, window.errors) == (60.0, 8.0) and window.latency_buckets == ((0.01, 50.0),
                                                                                            (float("inf"), 60.0))
+
+
+def test_an_extra_query_fails_a_canary_whose_value_is_too_far_above_stables(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    asked: list[str] = []
+
+    def query(text: str, at: float) -> list[tuple[dict[str, str], float]]:
+        asked.append(text)
+        # two replicas' series of the stable revision, one of the canary's: summed per revision
+        return [({"replica": "a"}, 1.0), ({"replica": "b"}, 1.0)] if 'revision="stable' in text else [({}, 9.0)]
+
+    def with_query(version: str) -> AppSpec:
+        app = spec(version).model_dump()
+        app["services"]["api"]["rollout"]["analysis"]["queries"] = [
+            {"name": "cpu", "query": 'sum(rate(cpu{service="$service",revision="$revision"}[$interval]))',
+             "max_ratio": 2.0}]
+        return AppSpec.model_validate(app)
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher)
+        controller.apply(with_query("1"), "code")
+        gateway = Gateway(controller)
+        controller.gateway = gateway  # type: ignore[assignment]
+        attach_canaries(controller, gateway, query=lambda text, at: query(
+            text.replace(f'revision="{stable_of(controller)}"', 'revision="stable"'), at))
+        stable, canary, task = await start_canary_with(controller, with_query("2"))
+        await until(lambda: "CanaryAborted" in kinds(controller), "the abort on the query", within_s=30)
+        (aborted,) = messages(controller, "CanaryAborted")
+        assert "cpu" in aborted and "4.5" in aborted, aborted  # 9 over 2: a ratio above max_ratio 2
+        assert f'sum(rate(cpu{{service="api",revision="{canary}"}}[2s]))' in asked
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
+
+    run_in_virtual_time(scenario(), start=START)
+
+
+def stable_of(controller: Controller) -> str:
+    state = controller.services["api"]
+    return state.canary["stable"] if state.canary else state.revision
+
+
+async def start_canary_with(controller: Controller, new: AppSpec) -> tuple[str, str, asyncio.Task[Any]]:
+    task = asyncio.create_task(controller.run())
+    await until(lambda: len(controller.endpoints.endpoints("api")) == 2, "two ready replicas")
+    stable = controller.services["api"].revision
+    controller.apply(new, "code")
+    canary = controller.services["api"].revision
+    await until(lambda: canary in {e.revision for e in controller.endpoints.endpoints("api")}, "a ready canary")
+    return stable, canary, task
+
+
+def test_query_text_fills_in_the_service_revision_and_interval() -> None:
+    from lichen.runtime.canaries import query_text
+
+    text = query_text('rate(x{service="$service",revision="$revision"}[$interval])', "api", "abc", 10)
+    assert text == 'rate(x{service="api",revision="abc"}[10s])'
+    assert query_text("x[$interval]", "api", "abc", 2.5) == "x[2500ms]"

@@ -47,7 +47,7 @@ sustainability: {region: DE, pue: 1.3}
 kubernetes: {namespace: shop}
 """
 LINES = {  # the row's dotted path -> the line that writes it in UNBUILT_SPEC
-    "services.<name>.rollout.analysis.queries": 8, "services.<name>.image": 9,
+    "services.<name>.image": 9,
     "jobs.<name>.schedule": 13, "jobs.<name>.carbon_aware": 14, "jobs.<name>.resources.gpu": 15,
     "sustainability": 16, "kubernetes": 17,
 }
@@ -69,8 +69,8 @@ def test_each_unbuilt_field_written_gets_one_located_warning(tmp_path: Path) -> 
     assert {(w.line, re.sub(r"\.(api|train)\.", ".<name>.", w.field)) for w in warnings} == {
         (line, field) for field, line in LINES.items()}
     assert all(w.severity == "warning" and str(w).startswith(f"{path}:{w.line}:") for w in warnings)
-    queries = next(w for w in warnings if w.field == "services.api.rollout.analysis.queries")
-    assert "judged on its errors and latency only" in str(queries) and " warning: " in str(queries)
+    image = next(w for w in warnings if w.field == "services.api.image")
+    assert "runs the entrypoint as a local process" in str(image) and " warning: " in str(image)
 
 
 def test_autoscale_is_built_and_no_longer_warns(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_validate_and_up_print_the_warnings_and_validate_still_passes(tmp_path: 
     up = CliRunner().invoke(cli, ["up", str(tmp_path), "--detach"])
     assert up.exit_code == 0 and len(started) == 1, up.output
     assert up.output.count(" warning: ") == len(LINES)
-    assert "rollout.analysis.queries: warning: extra PromQL checks of a canary are not built yet" in up.output
+    assert "services.api.image: warning: container images are not built yet" in up.output
 
 
 REFERENCE_ROW = re.compile(r"^\|\s*`([a-z0-9_<>\[\].]+)`\s*\|([^|]*)\|([^|]*)\|([^|]*)\|\s*$", re.M)
