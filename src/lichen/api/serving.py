@@ -290,6 +290,7 @@ async def host_controller(
         if observing is not None:
             attach_remediation(controller, observing, canaries)
             canaries.query = observing.engine.instant_samples  # analysis.queries on the embedded Prometheus
+            canaries.announce = observing.announce  # a rolled-back canary notifies through the receivers
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),

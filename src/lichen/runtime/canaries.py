@@ -188,6 +188,8 @@ class Canaries:
         self.controller = controller
         self.reader: RevisionReader = reader or GatewayRevisionReader(controller)
         self.query = query
+        self.announce: Callable[[str, dict[str, str], dict[str, str]], None] | None = None
+        """raises an alert through the app's receivers (the embedded alert engine's ``announce``)"""
         """evaluates ``analysis.queries`` (the embedded Prometheus under ``lichen up``); None: they are inconclusive"""
         self.baselines: dict[str, _Baseline] = {}
         self.settling: dict[str, tuple[str, str]] = {}
@@ -304,8 +306,11 @@ class Canaries:
             state.revision, state.previous_revision = stable, ""
             self.settling[name] = (stable, canary_revision)
             self._weights(name, {stable: 100.0, canary_revision: 0.0})
-            controller.event(name, "CanaryAborted", "by hand" if by_hand else "analysis",
-                             f"{canary_revision} rolled back to {stable}: {decision.reason}")
+            message = f"{canary_revision} rolled back to {stable}: {decision.reason}"
+            controller.event(name, "CanaryAborted", "by hand" if by_hand else "analysis", message)
+            if self.announce is not None:  # a notification with the numbers that failed
+                self.announce("LichenCanaryAborted", {"service": name, "severity": "warning"},
+                              {"summary": f"the canary of {name} was rolled back", "description": message})
         elif decision.action == "advance":
             self._set_weights(name, state)
             controller.event(name, "CanaryStep", "analysis passed", f"weight {before}% → {decision.weight}%: "

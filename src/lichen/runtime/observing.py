@@ -262,6 +262,8 @@ class Observing:
         self.api_url = api_url
         self.after_evaluation: list[Callable[[list[Any]], Awaitable[None]]] = []
         """called with the firing alerts after each evaluation round (remediation)"""
+        self.announcements: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        """alerts the control plane raises itself (a canary rolled back), with when they resolve (wall s)"""
         self.base_dir = Path(controller.workspace.app_dir)
         obs = spec.observability
         self.pipeline = MetricsPipeline.from_spec(obs, base_dir=self.base_dir, extra_groups=default_groups(spec),
@@ -402,7 +404,7 @@ class Observing:
         clock = self.controller.clock
         try:
             for _ in range(4):
-                await self.notifier.process(self.rules.firing(), now)
+                await self.notifier.process([*self.rules.firing(), *self.announced(now)], now)
                 self.rounds["notify"] += 1
                 due = next_flush_at(self.notifier.state())
                 wall = clock.wall()
@@ -412,6 +414,22 @@ class Observing:
                 now = clock.wall()
         except Exception:  # noqa: BLE001 - the outbox keeps what was not delivered
             log.exception("notification_cycle_failed")
+
+    def announce(self, name: str, labels: dict[str, str], annotations: dict[str, str], for_s: float = 600.0) -> None:
+        """Raise a control-plane alert through the receivers (routing, grouping, silences apply): firing from
+        now for ``for_s``, then resolved. The same name and labels again restart it."""
+        now = self.controller.clock.wall()
+        full = {"alertname": name, "app": self.spec.app, **labels}
+        alert = {"labels": full, "annotations": annotations, "state": "firing", "fired_at_s": now}
+        self.announcements[(name, repr(sorted(full.items())))] = (alert, now + for_s)
+        if self.notifier is not None and (self._notify_task is None or self._notify_task.done()):
+            self._notify_task = asyncio.create_task(self._notify(now))  # now, not at the next evaluation
+
+    def announced(self, now: float) -> list[dict[str, Any]]:
+        """The control plane's own alerts firing at ``now`` (expired ones are dropped: the notifier resolves them)."""
+        for key in [k for k, (_, until) in self.announcements.items() if until <= now]:
+            del self.announcements[key]
+        return [alert for alert, _ in self.announcements.values()]
 
     def _snapshot(self) -> None:
         assert self.pipeline.persist_path is not None

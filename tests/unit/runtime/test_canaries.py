@@ -115,7 +115,9 @@ def test_a_failing_canary_is_aborted_and_drained_while_stable_keeps_every_replic
         controller = make(tmp_path, launcher)
         gateway = Gateway(controller, canary_errors=0.3)
         controller.gateway = gateway  # type: ignore[assignment]
-        attach_canaries(controller, gateway)
+        canaries = attach_canaries(controller, gateway)
+        announced: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        canaries.announce = lambda name, labels, annotations: announced.append((name, labels, annotations))
         stable, canary, task = await start_canary(controller, launcher)
         assert revisions_alive(controller, launcher) == {stable: 2, canary: 1}  # the canary is extra capacity
         await until(lambda: gateway.weights.get("api") == {stable: 90.0, canary: 10.0}, "the first step's split")
@@ -123,6 +125,9 @@ def test_a_failing_canary_is_aborted_and_drained_while_stable_keeps_every_replic
         (aborted,) = messages(controller, "CanaryAborted")
         assert aborted.startswith(f"{canary} rolled back to {stable}: aborted at weight 10") and "error ratio" in aborted
         assert gateway.weights["api"] == {stable: 100.0, canary: 0.0}  # at once, before the canary drains
+        (note,) = announced  # a notification through the receivers, with the numbers
+        assert note[0] == "LichenCanaryAborted" and note[1]["service"] == "api"
+        assert note[2]["description"] == aborted
         assert controller.services["api"].revision == stable and controller.services["api"].canary is None
         await until(lambda: revisions_alive(controller, launcher) == {stable: 2}, "the canary drained")
         await until(lambda: "api" not in gateway.weights, "the fixed split cleared once the canary has gone")

@@ -278,3 +278,36 @@ def test_persist_path_survives_a_restart(tmp_path: Path) -> None:
     assert (tmp_path / "metrics" / "snapshot.bin").exists()
     second = Observing(FakeController(tmp_path), spec, token=None)
     assert second.engine.instant("up", t_ms / 1000)["result"][0]["metric"]["replica"] == "api-0"
+
+
+def test_an_announced_alert_goes_to_the_receivers_at_once_and_resolves_after_its_time(tmp_path: Path) -> None:
+    controller = FakeController(tmp_path)
+    observing = Observing(controller, _spec("api"), token=None)
+    observing.apply_spec(_spec("api", receivers=[{"log": True}], route={"group_wait_s": 0}))
+    notifier = observing.notifier
+    assert notifier is not None
+    seen: list[list] = []
+    process = notifier.process
+
+    async def spy(alerts, now):  # noqa: ANN001, ANN202
+        seen.append(list(alerts))
+        return await process(alerts, now)
+
+    notifier.process = spy  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        observing.announce("LichenCanaryAborted", {"service": "api", "severity": "warning"},
+                           {"description": "b2 rolled back to a1: canary error ratio 30.0 % vs stable 0.0 %"},
+                           for_s=60)
+        assert observing._notify_task is not None
+        await observing._notify_task
+
+    asyncio.run(scenario())
+    (alert,) = [a for a in seen[0] if isinstance(a, dict)]
+    assert alert["labels"] == {"alertname": "LichenCanaryAborted", "app": "shop", "service": "api",
+                               "severity": "warning"}
+    assert "canary error ratio 30.0 %" in alert["annotations"]["description"]
+    now = controller.clock.wall()
+    assert observing.announced(now + 59) and observing.announced(now + 60) == []  # then the notifier resolves it
+    notifier.store.close()
+    notifier.silences.close()
