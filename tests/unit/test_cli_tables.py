@@ -34,6 +34,16 @@ def test_a_stuck_rollout_shows_zero_new_replicas_ready_and_the_old_revision_apar
                                             ["", "old1", "old: 2 ready of 2", ""]]
 
 
+
+def test_a_canary_shows_its_weight_beside_the_stable_revision() -> None:
+    service = {"revision": "b2", "desired": 2, "ready": 1, "rollout": None, "conditions": [],
+               "canary": {"stable": "a1", "weight": 10, "replicas": 1, "paused": True},
+               "revisions": revision_counts("b2", [_record("a1", True, 0), _record("a1", True, 1),
+                                                   _record("b2", True, 2)])}
+    assert service_rows("api", service) == [["api", "b2", "1/1", "canary 10% beside a1 (paused)"],
+                                            ["", "a1", "old: 2 ready of 2", ""]]
+
+
 STATE = {
     "app_dir": "/srv/" + "deeply/nested/" * 8 + "feedback-app",
     "services": {"feedback": {"revision": "dd0123456789", "desired": 1, "ready": 1, "rollout": None, "conditions": [],

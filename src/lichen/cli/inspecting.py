@@ -44,11 +44,16 @@ def service_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
     for condition in s.get("conditions") or []:
         if condition["kind"] == "PlacementRefused":  # crash loops show per replica below
             text += ("; " if text else "") + f"{condition['kind']}: {condition['message']}"
+    canary = s.get("canary")
+    if canary:  # a canary in progress: its weight beside the stable revision
+        text += ("; " if text else "") + (f"canary {canary['weight']}% beside {canary['stable']}"
+                                          + (" (paused)" if canary.get("paused") else ""))
     if s.get("autoscale"):  # the autoscaler's last decision, with its reason
         text += ("; " if text else "") + ("panic: " if s["autoscale"]["panic"] else "") + s["autoscale"]["reason"]
     revisions = s.get("revisions") or [{"revision": s["revision"], "current": True, "ready": s["ready"]}]
     current = next(r for r in revisions if r["current"])
-    rows = [[name, s["revision"], f"{current['ready']}/{s['desired']}", text]]
+    wanted = canary["replicas"] if canary else s["desired"]  # a canary runs its share; the stable set keeps all
+    rows = [[name, s["revision"], f"{current['ready']}/{wanted}", text]]
     for old in (r for r in revisions if not r["current"]):
         rows.append(["", old["revision"], f"old: {old['ready']} ready of {old['replicas']}", ""])
     return rows
