@@ -345,8 +345,9 @@ def _wait_settled(client: Any, timeout_s: float) -> None:
         elif gateway.get("url") and gateway.get("table_confirmed") is False:
             pending.append("gateway routing table")  # Ready replicas the gateway does not route to yet
         if not pending:
-            console.print("ready: " + (", ".join(f"{n} {s['ready']}/{s['desired']}" + (
-                f" (canary at {s['canary']['weight']}%: lichen rollout status {n})" if s.get("canary") else "")
+            console.print("ready: " + (", ".join(
+                f"{n} {s['desired']}/{s['desired']} + canary {s['canary']['replicas']} at {s['canary']['weight']}% "
+                f"(lichen rollout status {n})" if s.get("canary") else f"{n} {s['ready']}/{s['desired']}"
                 for n, s in services.items()) or "no services in lichen.yaml"))
             _print_gateway(state)
             return
