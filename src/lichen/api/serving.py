@@ -279,7 +279,7 @@ async def host_controller(
         store = StateStore(sqlite_path(spec.state.url, workspace.app_dir))
         controller = (controller_factory or (lambda ws, st: Controller(ws, st)))(workspace, store)
         controller.load_desired()
-        controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules))
+        controller.apply(spec, service_digests(workspace.app_dir, spec, spec.observability.rules), starting=True)
         attach_gateway(controller)
         autoscaler = attach_autoscaler(controller)
         canaries = attach_canaries(controller)

@@ -49,7 +49,8 @@ def service_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
         text += ("; " if text else "") + (f"canary {canary['weight']}% beside {canary['stable']}"
                                           + (" (paused)" if canary.get("paused") else ""))
     if s.get("autoscale"):  # the autoscaler's last decision, with its reason
-        text += ("; " if text else "") + ("panic: " if s["autoscale"]["panic"] else "") + s["autoscale"]["reason"]
+        text += ("; " if text else "") + ("panic: " if s["autoscale"].get("panic") else "") + \
+            s["autoscale"].get("reason", "")
     revisions = s.get("revisions") or [{"revision": s["revision"], "current": True, "ready": s["ready"]}]
     current = next(r for r in revisions if r["current"])
     wanted = canary["replicas"] if canary else s["desired"]  # a canary runs its share; the stable set keeps all

@@ -50,7 +50,7 @@ def rollout_status(service: ServiceArg, app_dir: AppDir = Path("."), as_json: Js
     history = status.get("history") or []
     if history:
         print_table("history", ["time", "weight", "verdict", "reason"],
-                    [[time.strftime("%H:%M:%S", time.localtime(h["at"])) if h["at"] > 1e9 else f"{h['at']:.0f}",
+                    [[time.strftime("%H:%M:%S", time.localtime(h["at"])),
                       f"{h['weight']}%", h["kind"], h["reason"]] for h in history[-15:]])
 
 

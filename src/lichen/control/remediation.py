@@ -35,6 +35,8 @@ class FiringAlert:
     labels: Mapping[str, str]
     fired_at: float
     """when it started firing (wall seconds): one firing is one episode"""
+    active_at: float | None = None
+    """when its condition first held (pending; wall seconds): a rollout after it did not cause it"""
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
@@ -125,6 +127,9 @@ def _blocked(rule: RemediationRuleSpec, alert: FiringAlert, view: ServiceView | 
             if started is None or now - started > rule.within_s_of_rollout:
                 ago = "no rollout seen" if started is None else f"its last rollout began {now - started:.0f} s ago"
                 return f"{ago} (within_s_of_rollout {rule.within_s_of_rollout:g})"
+            began = alert.active_at if alert.active_at is not None else alert.fired_at
+            if began < started:  # failing before the rollout: a fix being rolled out must not be rolled back
+                return f"the alert began {started - began:.0f} s before {view.name}'s last rollout: not its cause"
     if rule.action == "scale_up" and view.autoscaled:
         return f"{view.name} is autoscaled: its count is the autoscaler's"
     return None

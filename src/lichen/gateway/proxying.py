@@ -188,17 +188,21 @@ class Gateway:
         gauge = self.inflight_gauges.get(rule.service)
         if gauge is not None:
             gauge.inc()
-        admitted = guarding.take_slot(runtime, service.max_inflight, self.settings.admission)
-        if admitted is None:  # at the limit, with room in the queue: wait for a slot
-            try:
+        admitted: bool | None = None
+        try:
+            if service.config.activation is not None and not service.ready:
+                # at zero: held by the activator first, not against max_inflight (no replica has a slot to give)
+                if not await self._hold(request, responder, rule, service, request_id, start):
+                    return
+                service = self.tables.services.get(rule.service, service)
+                runtime = service.runtime
+            admitted = guarding.take_slot(runtime, service.max_inflight, self.settings.admission)
+            if admitted is None:  # at the limit, with room in the queue: wait for a slot
                 admitted = await guarding.wait_for_slot(runtime, self.settings.admission, loop)
-            except BaseException:
-                if gauge is not None:
-                    gauge.dec()
-                raise
-        if not admitted:
-            if gauge is not None:
+        finally:
+            if not admitted and gauge is not None:
                 gauge.dec()
+        if not admitted:
             self.metrics.shed_one(rule.service)
             denial = guarding.shed(runtime, service.max_inflight, self.settings.admission)
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
@@ -210,6 +214,26 @@ class Gateway:
                 gauge.dec()
             guarding.release_slot(runtime)
         self.metrics.observe_request(rule.prefix, rule.service, revision, status, loop.time() - start)
+
+    async def _hold(self, request: Request, responder: Responder, rule: RouteRule, service: ServiceTable,
+                    request_id: str, start: float) -> bool:
+        """Hold a request for a service with no ready replica until one is (True), or answer it 503 (False)."""
+        assert service.config.activation is not None
+        held = await self.activator.hold(service.name, service.config.activation,
+                                         start + (rule.timeout_s or service.timeout_s))
+        if held == "released":
+            return True
+        self._refuse_held(responder, request, held, request_id)
+        self.metrics.observe_request(rule.prefix, rule.service, "", 503, self.loop.time() - start)
+        return False
+
+    @staticmethod
+    def _refuse_held(responder: Responder, request: Request, held: str, request_id: str) -> None:
+        message = ("too many requests are waiting for this service to start" if held == "full"
+                   else "the gateway is stopping" if held == "stopped"
+                   else "the service did not start a replica in time")
+        responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
+                              close=request.has_body and not request.body.done)
 
     def _builtin(self, responder: Responder, path: str, request_id: str) -> None:
         if path == self.config.metrics_path:
@@ -251,16 +275,12 @@ class Gateway:
             if upstream is None and tried:
                 upstream = service.pick(loop.time(), pinned, hash_key, None)  # every replica tried: same one again
             if upstream is None and not tried and service.config.activation is not None:
-                # scaled to zero (or on its way there): hold the request while the controller starts a replica
+                # its last replica left while this request waited for a slot: hold it like one that found none
                 held = await self.activator.hold(service.name, service.config.activation, call.deadline)
                 if held == "released":
                     attempt -= 1
                     continue
-                message = ("too many requests are waiting for this service to start" if held == "full"
-                           else "the gateway is stopping" if held == "stopped"
-                           else "the service did not start a replica in time")
-                responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
-                                      close=request.has_body and not request.body.done)
+                self._refuse_held(responder, request, held, request_id)
                 return 503, ""
             if upstream is None:
                 if not tried:

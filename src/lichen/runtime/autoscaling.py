@@ -105,7 +105,9 @@ class HttpMetricReader:
         self.controller = controller
         self.client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         self._previous: dict[tuple[str, str], _Previous] = {}
-        self._gateway_read: tuple[float, dict[str, Any] | None] | None = None
+        self._gateway_read: tuple[int, dict[str, Any] | None] | None = None
+        self.round = 0
+        """the autoscaler's tick: the gateway's page is read once per tick, for every service"""
 
     async def activity(self, service: str) -> tuple[float, float] | None:
         page = await self._gateway_page()
@@ -122,9 +124,8 @@ class HttpMetricReader:
         gateway = self.controller.gateway
         if gateway is None or gateway.url is None:
             return None
-        now = self.controller.clock.now()
-        if self._gateway_read is None or self._gateway_read[0] != now:
-            self._gateway_read = (now, await self._families(gateway.url + "/metrics"))
+        if self._gateway_read is None or self._gateway_read[0] != self.round:
+            self._gateway_read = (self.round, await self._families(gateway.url + "/metrics"))
         return self._gateway_read[1]
 
     async def _families(self, url: str) -> dict[str, Any] | None:
@@ -253,6 +254,8 @@ class Autoscaler:
         controller = self.controller
         if controller.stopping:
             return
+        if isinstance(self.reader, HttpMetricReader):
+            self.reader.round += 1
         for name, state in list(controller.services.items()):
             scale = state.spec.autoscale
             if scale is None:
@@ -286,6 +289,8 @@ class Autoscaler:
             idle_since = None  # woken by the activator while this tick read: not idle
         if value is None and activity is not None and not mine and state.replicas == 0:
             value = activity[1] if settings.metric == "inflight" else 0.0  # at zero: nothing but what is held
+        elif value is None and idle_since is not None and activity is not None and activity[1] == 0:
+            value = 0.0  # no request at all since the last read (a p95 or a rate has nothing to measure): idle
         samples = [s for s in self.samples.get(name, []) if s.at_s > now - SAMPLES_KEPT_S]
         if value is not None:
             samples.append(autoscaling.Sample(now, value))
@@ -346,7 +351,9 @@ class Autoscaler:
             return {"service": name, "desired": state.replicas, "activated": False, "reason": "already scaled up"}
         reason = f"scaled {name} 0→1: a request is held at the gateway"
         controller.set_replicas(name, 1, reason="activator", message=reason)
-        entry = controller.autoscaling.setdefault(name, {})
+        entry = controller.autoscaling.setdefault(name, {  # before the first decision: a whole entry for status
+            "ready": 0, "starting": 0, "metric": scale.metric, "value": None, "panic": False, "held": False,
+            "idle_s": None})
         entry.update({"desired": 1, "reason": reason, "last_change": reason, "at": controller.clock.wall()})
         self.desired_gauge.labels(name).set(1)
         return {"service": name, "desired": 1, "activated": True, "reason": reason}

@@ -170,6 +170,21 @@ def canary_plan_replicas(state: ServiceState) -> int:
     return ca.canary_replicas(state.replicas, weight)
 
 
+def abandon(host: CanaryController, name: str, state: ServiceState, new_revision: str) -> None:
+    """At start-up, a new spec replaces a saved canary: back to its stable revision (with an event), so the new
+    revision rolls out from there."""
+    assert state.canary is not None
+    stable, canary = state.canary["stable"], state.revision
+    spec = host.revision_spec(name, stable)
+    if spec is None:
+        return
+    state.spec, state.revision, state.canary, state.previous_revision = spec, stable, None, ""
+    host.event(name, "CanaryAbandoned", "lichen up with a new revision",
+               f"the canary of {canary} was in progress when the controller stopped; back to {stable}, then "
+               f"{new_revision} rolls out")
+    host.save_desired(name)
+
+
 def refuse_second_rollout(name: str, state: ServiceState | None, new_revision: str) -> None:
     """A new revision while a canary runs is refused, naming the running one."""
     if state is None or state.canary is None or new_revision == state.revision:
@@ -199,6 +214,8 @@ class Canaries:
         self.last_stable: dict[str, ca.RevisionWindow] = {}
         """each canary's last interval in which the stable revision had traffic (the comparison at weight 100)"""
         self.query_errors: set[tuple[str, str]] = set()
+        self.unready_since: dict[str, float] = {}
+        """when this controller first saw a canary with no ready replica (progress_deadline_s counts from it)"""
         self.applied: dict[str, dict[str, float] | None] = {}
         """the split last handed to the gateway, per service (set again only when it changes)"""
         for name, state in controller.services.items():  # restored from the state store: weights before any render
@@ -220,27 +237,34 @@ class Canaries:
         assert state.canary is not None
         controller = self.controller
         now = controller.clock.now()
-        canary = ca.CanaryState.from_dict(state.canary["state"])
-        stable = state.canary["stable"]
+        entry = state.canary  # replaced (not mutated) by every change: a hand that acts while we read is seen
+        canary = ca.CanaryState.from_dict(entry["state"])
+        stable = entry["stable"]
         settings = ca.AnalysisSettings.from_spec(state.spec.rollout.analysis)
-        self._set_weights(name, state)
-        ready = {e.revision for e in controller.endpoints.endpoints(name)}
-        if state.revision not in ready:
+        full = self._set_weights(name, state)
+        if not self._ready_count(name, state.revision):
+            # progress_deadline_s counts from when this controller saw the canary without a ready replica: a
+            # restart, or a blip of its one replica, never aborts it at once
             deadline_s = state.spec.rollout.progress_deadline_s
-            if now - canary.started_at > deadline_s:
-                decision = ca.abort(canary, f"the canary did not become ready within progress_deadline_s "
+            since = self.unready_since.setdefault(name, now)
+            if now - since > deadline_s:
+                decision = ca.abort(canary, f"the canary had no ready replica for progress_deadline_s "
                                             f"({deadline_s:g} s)", now)
                 self.apply(name, state, decision, stable)
             self.baselines.pop(name, None)
             return
-        totals = await self.reader.read(name)  # paused too: a pause holds the weight, a failure still rolls back
-        if totals is None:
-            return  # the gateway did not answer: this interval is judged at the next read
+        self.unready_since.pop(name, None)
+        if not full:  # the step's replicas are still starting: its interval starts once they all serve
+            self.baselines.pop(name, None)
+            return
         baseline = self.baselines.get(name)
+        if baseline is not None and baseline.weight == canary.weight and now - baseline.at_s < settings.interval_s - 1e-6:
+            return  # not due: the gateway's page is read once per interval, not every tick
+        totals = await self.reader.read(name)  # paused too: a pause holds the weight, a failure still rolls back
+        if totals is None or state.canary is not entry:
+            return  # the gateway did not answer (judged at the next read), or a hand acted meanwhile
         if baseline is None or baseline.weight != canary.weight:
             self.baselines[name] = _Baseline(now, canary.weight, totals)  # an interval starts at its weight
-            return
-        if now - baseline.at_s < settings.interval_s - 1e-6:
             return
         window_canary = totals.get(state.revision, Totals()).since(baseline.totals.get(state.revision, Totals()))
         window_stable = totals.get(stable, Totals()).since(baseline.totals.get(stable, Totals()))
@@ -252,17 +276,20 @@ class Canaries:
         checks = [ca.QueryCheck.from_spec(q, *(await self._query_values(name, q.query, state.revision, stable,
                                                                        settings.interval_s)))
                   for q in state.spec.rollout.analysis.queries]
+        if state.canary is not entry:
+            return  # a hand acted while the queries ran: its decision stands
         verdict = ca.analyse(window_canary, window_stable, settings, checks)
         self.baselines[name] = _Baseline(now, canary.weight, totals)
         decision = ca.step(canary, verdict, settings, state.spec.rollout.steps, now)
-        if decision.action == "advance":  # the next interval starts now, at the new weight
-            self.baselines[name] = _Baseline(now, decision.weight, totals)
         self.last[name] = {"at": controller.clock.wall(), "verdict": verdict.kind,
                            "reasons": [r + earlier for r in verdict.reasons[:1]] + list(verdict.reasons[1:]),
                            "numbers": dict(verdict.numbers), "action": decision.action}
         if verdict.kind != "pass" or decision.action == "extend":
             controller.event(name, "CanaryAnalysis", verdict.kind, ("; ".join(verdict.reasons) + earlier)[:1000])
         self.apply(name, state, decision, stable)
+
+    def _ready_count(self, name: str, revision: str) -> int:
+        return sum(1 for e in self.controller.endpoints.endpoints(name) if e.revision == revision)
 
     async def _query_values(self, name: str, query: str, canary: str, stable: str,
                             interval_s: float) -> tuple[float | None, float | None]:
@@ -292,12 +319,16 @@ class Canaries:
         before = int(state.canary["state"].get("weight", 0))
         canary_revision = state.revision
         by_hand = decision.reason.startswith(("promoted by hand", "aborted by hand", "paused by hand"))
+        source = "analysis"
+        if by_hand:
+            source = "remediation" if "remediation:" in decision.reason else "by hand"
         state.canary = {"stable": stable, "state": decision.state.to_dict()}
         if decision.action == "promote":
             state.canary = None
-            self.settling[name] = (canary_revision, stable)
-            self._weights(name, {canary_revision: 100.0, stable: 0.0})
-            controller.event(name, "CanaryPromoted", "by hand" if by_hand else "analysis",
+            # the split follows the ready replicas while the stable set drains: a promotion at 10 % does not
+            # send everything to the canary's one replica
+            self._weights(name, None)
+            controller.event(name, "CanaryPromoted", source,
                              f"{canary_revision} replaces {stable}: {decision.reason}")
         elif decision.action == "abort":
             state.canary = None
@@ -307,7 +338,7 @@ class Canaries:
             self.settling[name] = (stable, canary_revision)
             self._weights(name, {stable: 100.0, canary_revision: 0.0})
             message = f"{canary_revision} rolled back to {stable}: {decision.reason}"
-            controller.event(name, "CanaryAborted", "by hand" if by_hand else "analysis", message)
+            controller.event(name, "CanaryAborted", source, message)
             if self.announce is not None:  # a notification with the numbers that failed
                 self.announce("LichenCanaryAborted", {"service": name, "severity": "warning"},
                               {"summary": f"the canary of {name} was rolled back", "description": message})
@@ -316,7 +347,7 @@ class Canaries:
             controller.event(name, "CanaryStep", "analysis passed", f"weight {before}% → {decision.weight}%: "
                                                                     f"{decision.reason}")
         elif decision.action == "pause":
-            controller.event(name, "CanaryPaused", "by hand" if by_hand else "inconclusive",
+            controller.event(name, "CanaryPaused", source if by_hand else "inconclusive",
                              decision.reason)
         elif decision.action == "extend" and "resumed" in decision.reason:
             controller.event(name, "CanaryResumed", "by hand", decision.reason)
@@ -326,13 +357,16 @@ class Canaries:
         controller.save_desired(name)
         controller.wake()
 
-    def _set_weights(self, name: str, state: ServiceState) -> None:
-        """The gateway's split for a running canary: its weight once it has a ready replica, else none."""
+    def _set_weights(self, name: str, state: ServiceState) -> bool:
+        """The gateway's split for a running canary: its step's weight in proportion to the step's replicas that
+        are ready (so its share never runs ahead of its capacity); True once they all are."""
         assert state.canary is not None
         weight = float(state.canary["state"].get("weight", 0))
-        ready = {e.revision for e in self.controller.endpoints.endpoints(name)}
-        share = weight if state.revision in ready else 0.0
+        wanted = canary_plan_replicas(state)
+        ready = min(self._ready_count(name, state.revision), wanted)
+        share = round(weight * ready / wanted, 3)
         self._weights(name, {state.canary["stable"]: 100.0 - share, state.revision: share})
+        return ready >= wanted
 
     def _weights(self, name: str, weights: dict[str, float] | None) -> None:
         gateway = self.controller.gateway
@@ -385,12 +419,13 @@ class Canaries:
             return entry
         canary = state.canary["state"]
         weight = float(canary.get("weight", 0))
+        offset = self.controller.clock.wall() - self.controller.clock.now()
         entry.update({
             "phase": "paused" if canary.get("paused") else "progressing", "stable": state.canary["stable"],
             "canary": state.revision, "weight": weight, "step": int(canary.get("step_index", 0)) + 1,
             "weights": {state.canary["stable"]: 100.0 - weight, state.revision: weight},
             "canary_replicas": canary_plan_replicas(state), "pause_reason": canary.get("pause_reason") or None,
-            "history": canary.get("history", []),
+            "history": [{**h, "at": h["at"] + offset} for h in canary.get("history", [])],  # wall seconds
         })
         return entry
 

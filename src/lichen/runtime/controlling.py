@@ -142,18 +142,23 @@ class Controller:
             self.services[name] = ServiceState.from_saved(name, spec, row, found[1])
             self.specs[(name, row["revision"])] = spec
 
-    def apply(self, app: AppSpec, code_digests: str | Mapping[str, str]) -> list[str]:
+    def apply(self, app: AppSpec, code_digests: str | Mapping[str, str], *, starting: bool = False) -> list[str]:
         """Make ``app`` the desired state; returns the services whose revision changed.
 
         ``code_digests``: each service's code digest (``digesting.service_digests``), or one for all.
+        ``starting``: the controller's first apply, where a saved canary that the new spec replaces is
+        abandoned (back to its stable revision, with an event) instead of refused, since no controller runs
+        that ``lichen rollout abort`` could ask.
         """
         for name, spec in app.services.items():
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
         digest_of = (lambda n: code_digests) if isinstance(code_digests, str) else (lambda n: code_digests.get(n, ""))
         for name, spec in app.services.items():  # refused before anything changes: one canary at a time
             current = self.services.get(name)
-            canaries.refuse_second_rollout(name, current, revision_id(name, spec, digest_of(name),
-                                                                      current.restart_nonce if current else 0))
+            new = revision_id(name, spec, digest_of(name), current.restart_nonce if current else 0)
+            if starting and current is not None and current.canary is not None and new != current.revision:
+                canaries.abandon(self, name, current, new)
+            canaries.refuse_second_rollout(name, current, new)
         self.app_spec = app
         changed = []
         now_wall = self.clock.wall()
@@ -178,6 +183,7 @@ class Controller:
                 self.services[name] = ServiceState(name, spec, revision, replicas, nonce, None, code_digest,
                                                    previous_revision=current.revision if current else "")
                 if (current is not None and spec.rollout.strategy == "canary"
+                        and (current.rollout is None or current.rollout.status == "complete")
                         and any(e.revision == current.revision for e in self.endpoints.endpoints(name))):
                     # a new revision beside a serving one: a canary, judged step by step (lichen.runtime.canaries)
                     self.services[name].canary = canaries.begin(self.services[name], current.revision,
@@ -522,7 +528,10 @@ class Controller:
 
     def _start(self, service: str, revision: str, replica_id: str, placement: Placement, restart: bool,
                now: float) -> None:
-        spec = self.specs[(service, revision)]
+        spec = self.revision_spec(service, revision)  # a canary's stable revision may be known only to the store
+        if spec is None:
+            self.event(service, "StartFailed", "unknown revision", f"no spec saved for revision {revision}", replica_id)
+            return
         replica = self.replicas.get(replica_id)
         if replica is None:
             index = 1 + max((r.record.created_index for r in self.replicas.values() if r.record.service == service),

@@ -78,7 +78,7 @@ class Remediator:
             return
         now = controller.clock.wall()
         firing = [remediation.FiringAlert(a.rule, dict(a.labels), a.fired_at_s if a.fired_at_s is not None
-                                          else a.active_at_s) for a in alerts]
+                                          else a.active_at_s, a.active_at_s) for a in alerts]
         decision = remediation.decide(firing, spec.remediation, self.views(), self.taken, now)
         for alert, rule, why in decision.held:
             key = (alert.key, alert.fired_at, rule, why.split(":")[0])
@@ -87,12 +87,12 @@ class Remediator:
                 controller.event(alert.labels.get("service", ""), "RemediationHeld", alert.name, why)
         for action in decision.actions:
             self.taken.append(action.taken(now))
-            controller.event(action.service, "RemediationDryRun" if action.dry_run else "Remediation", action.kind,
-                             action.reason, action.replica)
+            done = True if action.dry_run else await self.carry_out(action)
+            kind = "RemediationDryRun" if action.dry_run else "Remediation" if done else "RemediationFailed"
+            controller.event(action.service, kind, action.kind, action.reason if done else
+                             f"{action.reason}: could not be done (the replica or revision is gone)", action.replica)
             log.info("remediation", service=action.service, action=action.kind, alert=action.alert.name,
-                     dry_run=action.dry_run)
-            if not action.dry_run:
-                await self.carry_out(action)
+                     dry_run=action.dry_run, done=done)
         self.taken = [t for t in self.taken if t.at > now - max(spec.remediation.window_s, 86400.0)]
 
     def views(self) -> dict[str, remediation.ServiceView]:
@@ -116,17 +116,18 @@ class Remediator:
         return views
 
     # ------------------------------------------------------------ actions
-    async def carry_out(self, action: remediation.Action) -> None:
+    async def carry_out(self, action: remediation.Action) -> bool:
+        """Do it; False when it could not be done (the replica stopped, or no revision to go back to)."""
         controller = self.controller
         reason = f"remediation: {action.alert.describe()}"
         if action.kind in ("restart_replica", "drain_replica"):
-            controller.stop_replica(action.replica, reason, then_restart=action.kind == "restart_replica")
-        elif action.kind == "rollback":
+            return controller.stop_replica(action.replica, reason, then_restart=action.kind == "restart_replica")
+        if action.kind == "rollback":
             if controller.services[action.service].canary is not None and self.canaries is not None:
                 self.canaries.act(action.service, "abort", reason)
-            else:
-                rollbacks.roll_back(controller, action.service, reason)
-        elif action.kind == "scale_up":
+                return True
+            return rollbacks.roll_back(controller, action.service, reason)
+        if action.kind == "scale_up":
             state = controller.services[action.service]
             controller.set_replicas(action.service, state.replicas + action.scale_by, reason="remediation",
                                     message=action.reason)
@@ -134,6 +135,7 @@ class Remediator:
             task = asyncio.create_task(self._run_job(action.job, action.service))
             self.jobs.add(task)
             task.add_done_callback(self.jobs.discard)
+        return True
 
     async def _run_job(self, job: str, service: str) -> None:
         """``lichen run JOB`` in the app directory, as a person would; its exit is an event."""

@@ -83,11 +83,17 @@ def config(controller: FakeController, activation: dict[str, Any], endpoints: li
 def test_held_requests_are_released_to_the_first_ready_replica(controller, cleanup, tmp_path) -> None:
     backend = Backend("r1", tmp_path).wait()
     cleanup.append(backend)
-    gateway = GatewayProcess(config(controller, {"queue": 10, "timeout_s": 20}, []), tmp_path)
+    limited = config(controller, {"queue": 10, "timeout_s": 20}, [])
+    limited["services"]["cold"]["max_inflight"] = 1  # held requests wait for a replica, not for an admission slot
+    gateway = GatewayProcess(limited, tmp_path)
     cleanup.append(gateway)
-    # asked for a replica, the "controller" starts one: the gateway's next config has it (reloaded by polling)
-    controller.on_ask = lambda: gateway.update(**config(controller, {"queue": 10, "timeout_s": 20},
-                                                        [backend.endpoint()]))
+
+    def start_a_replica() -> None:  # the "controller" starts one, ready after 1 s (past the 0.5 s admission wait)
+        ready = config(controller, {"queue": 10, "timeout_s": 20}, [backend.endpoint()])
+        ready["services"]["cold"]["max_inflight"] = 1
+        threading.Timer(1.0, lambda: gateway.update(**ready)).start()
+
+    controller.on_ask = lambda: None if controller.asks[1:] else start_a_replica()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda i: httpx.get(f"{gateway.url}/api/hello?i={i}", timeout=30), range(4)))
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]

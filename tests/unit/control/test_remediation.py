@@ -101,3 +101,13 @@ def test_the_default_pack_rolls_back_a_failing_rollout_within_15_minutes() -> No
     stale = decide([alert("LichenHighErrorRatio")], defaults, {"api": view(rollout_started_at=NOW - 3600)}, [], NOW)
     assert stale.actions == () and "within_s_of_rollout 900" in stale.held[0][2]
     assert rules_of(RemediationSpec(enabled=False)) == () and rules_of(RemediationSpec(defaults=False)) == ()
+
+
+def test_a_rollout_made_while_the_alert_was_already_firing_is_not_rolled_back() -> None:
+    defaults = RemediationSpec()
+    old_alert = FiringAlert("LichenHighErrorRatio", {"service": "api"}, fired_at=NOW - 600, active_at=NOW - 900)
+    fix = decide([old_alert], defaults, {"api": view(rollout_started_at=NOW - 1)}, [], NOW)  # the hotfix
+    assert fix.actions == () and fix.held[0][2] == "the alert began 899 s before api's last rollout: not its cause"
+    new_alert = FiringAlert("LichenHighErrorRatio", {"service": "api"}, fired_at=NOW - 5, active_at=NOW - 30)
+    assert [a.kind for a in decide([new_alert], defaults, {"api": view(rollout_started_at=NOW - 60)}, [],
+                                   NOW).actions] == ["rollback"]

@@ -193,3 +193,20 @@ def test_min_0_without_a_gateway_reading_keeps_one_replica(tmp_path: Path) -> No
 def test_quantile_interpolates_within_a_bucket() -> None:
     assert quantile_ms({0.1: 50.0, 0.2: 100.0, float("inf"): 100.0}, 0.95) == pytest.approx(190.0)
     assert quantile_ms({0.1: 0.0, float("inf"): 0.0}, 0.95) is None
+
+
+def test_min_0_with_a_latency_metric_goes_to_zero_though_no_request_gives_a_p95(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher, {**AUTOSCALE, "min": 0, "scale_to_zero_after_s": 5,
+                                               "metric": "latency_p95_ms", "target": 100})
+        reader = Reader(controller.clock, lambda t: None, started=lambda t: 7.0)  # idle: no request finishes
+        attach_autoscaler(controller, reader)
+        task = asyncio.create_task(controller.run())
+        await until(lambda: controller.services["api"].replicas == 0, "scaled to zero", within_s=60)
+        assert not events(controller, "AutoscaleHeld")  # idle is data: no request, nothing to measure
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
+
+    run_in_virtual_time(scenario(), start=START)

@@ -302,3 +302,87 @@ def test_query_text_fills_in_the_service_revision_and_interval() -> None:
     text = query_text('rate(x{service="$service",revision="$revision"}[$interval])', "api", "abc", 10)
     assert text == 'rate(x{service="api",revision="abc"}[10s])'
     assert query_text("x[$interval]", "api", "abc", 2.5) == "x[2500ms]"
+
+
+class SlowGateway(Gateway):
+    """Each read waits until the test releases it: a hand acts while the canary tick is reading."""
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__(controller)
+        self.arrived: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+        self.free = False
+
+    async def read(self, service: str) -> dict[str, Totals] | None:
+        totals = await super().read(service)
+        if not self.free:
+            gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.arrived.put_nowait(gate)
+            await gate
+        return totals
+
+
+def test_a_pause_while_the_tick_reads_is_not_undone_by_it(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def scenario() -> None:
+        controller = make(tmp_path, launcher)
+        gateway = SlowGateway(controller)
+        controller.gateway = gateway  # type: ignore[assignment]
+        canaries = attach_canaries(controller, gateway)
+        stable, canary, task = await start_canary(controller, launcher)
+
+        def analysing() -> bool:  # the read in flight will be judged: a baseline at this weight was taken before
+            base = canaries.baselines.get("api")
+            state = controller.services["api"].canary
+            return base is not None and state is not None and base.weight == state["state"]["weight"]
+
+        while True:  # let reads through until one in flight is an analysis, then act while it waits
+            gate = await asyncio.wait_for(gateway.arrived.get(), 60)
+            if analysing():
+                break
+            gate.set_result(None)
+        paused = canaries.act("api", "pause")
+        assert paused["phase"] == "paused"
+        steps_before = kinds(controller).count("CanaryStep")
+        gateway.free = True
+        gate.set_result(None)  # the read in flight finishes: its verdict must not overwrite the pause
+        await controller.clock.sleep(30)
+        state = controller.services["api"].canary
+        assert state is not None and state["state"]["paused"] and state["state"]["weight"] == paused["weight"]
+        assert "CanaryPromoted" not in kinds(controller) and kinds(controller).count("CanaryStep") == steps_before
+        controller.shutdown()
+        await asyncio.wait_for(task, 60)
+
+    run_in_virtual_time(scenario(), start=START)
+
+
+def test_a_controller_started_with_a_new_spec_abandons_the_saved_canary_instead_of_refusing(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def first() -> tuple[str, str]:
+        controller = make(tmp_path, launcher)
+        gateway = Gateway(controller)
+        controller.gateway = gateway  # type: ignore[assignment]
+        attach_canaries(controller, gateway)
+        stable, canary, task = await start_canary(controller, launcher)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return stable, canary
+
+    stable, canary = run_in_virtual_time(first(), start=START)
+
+    async def second() -> None:
+        again = Controller(Workspace(tmp_path), StateStore(tmp_path / "state.db"), launcher=launcher,
+                           prober=FakeProber(), clock=LoopClock(),
+                           machine=Machine(cpu_cores=8, memory_bytes=8 * 2**30, gpu_indices=()))
+        again.load_desired()
+        with pytest.raises(ConfigError, match="a canary rollout"):
+            again.apply(spec("3"), "code")  # a running controller refuses: lichen rollout abort can reach it
+        again.apply(spec("3"), "code", starting=True)
+        state = again.services["api"]
+        assert state.canary is None and state.revision not in (stable, canary) and state.previous_revision == stable
+        (abandoned,) = [e for e in again.store.events("api", limit=100) if e.kind == "CanaryAbandoned"]
+        assert abandoned.message.startswith(f"the canary of {canary} was in progress when the controller stopped; "
+                                            f"back to {stable}, then {state.revision} rolls out")
+
+    run_in_virtual_time(second(), start=START)
