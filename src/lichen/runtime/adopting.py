@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,10 +27,12 @@ from typing import Literal, Protocol
 from lichen.clocks import Clock
 from lichen.control import backoff
 from lichen.control.restarting import EventNote
-from lichen.runtime import teardown
+from lichen.runtime import processes, teardown
+from lichen.runtime.endpoints import Endpoint, EndpointRegistry
 from lichen.runtime.processes import ProcessHandle, ProcessLauncher
 from lichen.runtime.replicas import HOST, Replica
-from lichen.runtime.state import ReplicaRecord
+from lichen.runtime.state import ReplicaRecord, StateStore
+from lichen.runtime.workspaces import Workspace
 from lichen.spec.models import ServiceSpec
 
 ANSWER_POLL_S = 0.1
@@ -126,3 +129,58 @@ def find_orphans(app_dir: Path, known_pids: Iterable[int]) -> list[Orphan]:
                 continue
         found.append(Orphan(pid, env.get("LICHEN_SERVICE", ""), env.get("LICHEN_REPLICA", "")))
     return found
+
+
+class AdoptionHost(Protocol):
+    """What :func:`adopt_into` needs of the controller (a :class:`~lichen.runtime.controlling.Controller`)."""
+
+    @property
+    def store(self) -> StateStore: ...
+    @property
+    def launcher(self) -> ProcessLauncher: ...
+    @property
+    def prober(self) -> PortCheck: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def adopt_wait_s(self) -> float: ...
+    @property
+    def workspace(self) -> Workspace: ...
+    @property
+    def replicas(self) -> dict[str, Replica]: ...
+    @property
+    def endpoints(self) -> EndpointRegistry: ...
+    def spec_of(self, record: ReplicaRecord) -> ServiceSpec: ...
+    def event(self, service: str, kind: str, reason: str = "", message: str = "", replica: str = "") -> None: ...
+    def start_probing(self, replica: Replica) -> None: ...
+    def child_pids(self) -> list[int]: ...
+
+
+async def adopt_into(host: AdoptionHost) -> None:
+    """Apply :func:`adopt_replicas` to a controller: keep, publish, probe or forget each replica, then kill the
+    orphans (:func:`find_orphans`)."""
+    now = host.clock.now()
+    for found in await adopt_replicas(host.store.replicas(), host.launcher, host.prober, host.clock,
+                                      host.adopt_wait_s, host.spec_of):
+        replica, record = found.replica, found.replica.record
+        if found.kill is not None:
+            host.launcher.kill(found.kill)
+        if found.event is not None:
+            host.event(record.service, found.event.kind, found.event.reason, found.event.message, record.id)
+        if not found.keep:
+            host.store.delete_replica(record.id)
+            continue
+        host.replicas[record.id] = replica
+        if found.outcome in ("cleaned_up", "lost"):
+            host.store.save_replica(record)
+        elif found.outcome == "adopted" and replica.handle is not None and record.port is not None:
+            if record.published:
+                host.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
+            if record.phase == "terminating":
+                host.launcher.terminate(replica.handle)
+                replica.kill_at = now + host.spec_of(record).termination_grace_s
+            else:
+                host.start_probing(replica)
+    for orphan in find_orphans(host.workspace.app_dir, host.child_pids()):
+        processes.signal_group(orphan.pid, signal.SIGKILL)
+        host.event(orphan.service, "CleanedUp", "orphan without a record", f"pid {orphan.pid}", orphan.replica)

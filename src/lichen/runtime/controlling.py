@@ -588,38 +588,11 @@ class Controller:
 
     # ================================================================ adoption
     async def adopt(self) -> None:
-        """Re-adopt replicas an earlier controller left running, or clean them up (see :mod:`adopting`)."""
-        now = self.clock.now()
-        for found in await adopting.adopt_replicas(self.store.replicas(), self.launcher, self.prober, self.clock,
-                                                   self.adopt_wait_s, self.spec_of):
-            replica, record = found.replica, found.replica.record
-            if found.kill is not None:
-                self.launcher.kill(found.kill)
-            if found.event is not None:
-                self.event(record.service, found.event.kind, found.event.reason, found.event.message, record.id)
-            if not found.keep:
-                self.store.delete_replica(record.id)
-                continue
-            self.replicas[record.id] = replica
-            if found.outcome in ("cleaned_up", "lost"):
-                self.store.save_replica(record)
-            elif found.outcome == "adopted" and replica.handle is not None and record.port is not None:
-                if record.published:
-                    self.endpoints.add(Endpoint(record.service, record.revision, record.id, HOST, record.port))
-                if record.phase == "terminating":
-                    self.launcher.terminate(replica.handle)
-                    replica.kill_at = now + self.spec_of(record).termination_grace_s
-                else:
-                    self._start_probing(replica)
-        self.clean_orphans()
+        """Re-adopt replicas an earlier controller left running, or clean them up (:mod:`adopting`)."""
+        await adopting.adopt_into(self)
 
-    def clean_orphans(self) -> int:
-        """Kill replica processes of this app that no record knows (see :mod:`adopting`)."""
-        orphans = adopting.find_orphans(self.workspace.app_dir, self.child_pids())
-        for orphan in orphans:
-            processes.signal_group(orphan.pid, signal.SIGKILL)
-            self.event(orphan.service, "CleanedUp", "orphan without a record", f"pid {orphan.pid}", orphan.replica)
-        return len(orphans)
+    def start_probing(self, replica: Replica) -> None:
+        self._start_probing(replica)
 
     def _supervise_auxiliary(self, now: float) -> float | None:
         return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
