@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -51,8 +52,8 @@ def test_a_failing_canary_is_aborted_and_the_stable_revision_keeps_serving(make_
         wait_until(lambda: load.sent >= 50, "the load under way")
         write(app, "2", fail_ratio=0.3)
         app.up()
-        canary = app.status()["services"]["api"]["canary"]
-        assert canary is not None and canary["stable"] == stable and canary["weight"] == 10
+        (started,) = events(app, "CanaryStarted")  # events, not status: the abort may come before we look
+        assert started["message"].endswith(f"beside {stable}, steps [10, 50, 100]"), started
         wait_until(lambda: events(app, "CanaryAborted"), "the abort", timeout_s=60)
         aborted_at = time.monotonic()
         sent_at_abort = load.sent
@@ -82,8 +83,9 @@ def test_an_identical_canary_is_promoted_with_no_failed_request(make_app) -> Non
         write(app, "2")
         app.up()
         canary = app.status()["services"]["api"]["revision"]
-        shown = app.cli("rollout", "status", "api").stdout
-        assert f"api: canary {canary} at 10% (step 1 of 3: 10 → 50 → 100), stable {stable}" in shown, shown
+        shown = app.cli("rollout", "status", "api").stdout  # a slow machine may already be a step further
+        assert re.search(rf"api: canary {canary} at (10|50|100)% \(step [123] of 3: 10 → 50 → 100\), stable "
+                         rf"{stable}", shown) or "CanaryPromoted" in {e["kind"] for e in app.events("api")}, shown
         wait_until(lambda: events(app, "CanaryPromoted"), "the promotion", timeout_s=90)
         wait_until(lambda: running_revisions(app) == {canary: 2}, "the stable revision drained", timeout_s=30)
     steps = [e["message"].split(":")[0] for e in events(app, "CanaryStep")]
@@ -140,7 +142,9 @@ def test_an_alert_rolls_a_bad_rolling_update_back(make_app) -> None:
         wait_until(lambda: load.sent >= 25, "the load under way")
         write_rolling("2", 0.5)
         app.up()
-        bad = app.status()["services"]["api"]["revision"]
+        # the new revision's name from its event: the rollback may already have happened when up returns
+        (created,) = events(app, "RevisionCreated")
+        bad = created["message"].split(" -> ")[1]
         wait_until(lambda: events(app, "RolloutRolledBack"), "the alert-driven rollback", timeout_s=60)
         wait_until(lambda: running_revisions(app) == {good: 2}, "the bad revision drained", timeout_s=30)
     (remedied,) = events(app, "Remediation")
@@ -169,7 +173,8 @@ def test_a_controller_killed_mid_canary_resumes_it_and_leaves_no_half_state(make
                    "the controller to die")
         app.up()  # a new controller adopts the replicas and the saved canary state
         status = app.status()["services"]["api"]
-        assert status["revision"] == canary and status["canary"]["stable"] == stable
+        assert status["revision"] == canary  # resumed (or, on a slow machine, already promoted)
+        assert status["canary"] is None or status["canary"]["stable"] == stable
         wait_until(lambda: events(app, "CanaryPromoted"), "the resumed canary's promotion", timeout_s=90)
         wait_until(lambda: running_revisions(app) == {canary: 2}, "the stable revision drained", timeout_s=30)
     assert any(e["kind"] == "Adopted" for e in app.events("api"))
