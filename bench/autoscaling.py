@@ -62,12 +62,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _autoscaling_sims as sims  # noqa: E402
 from _control_plane_apps import BenchApp, cold_start_s, wait_until  # noqa: E402
+from _raw_http import RawClient  # noqa: E402
 
 SERVICE_TEMPLATE = '''
 import asyncio
@@ -117,64 +117,11 @@ class ElasticApp(BenchApp):
         self.url = f"http://127.0.0.1:{gateway_port}/work"
 
 
-class RawGet:
-    """GET over raw asyncio streams with a LIFO pool of keep-alive connections: O(1) per request. (httpx's
-    pool scans its connections per request: with hundreds in flight it stalled this load's own loop by
-    seconds, which would count as the server's latency.)"""
-
-    def __init__(self, url: str) -> None:
-        parsed = httpx.URL(url)
-        self.host, self.port = parsed.host, parsed.port or 80
-        self.request = f"GET {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+class RawGet(RawClient):
+    """GET over raw asyncio streams (bench/_raw_http.py): the status, or the error's class name."""
 
     async def get(self) -> str:
-        """The response's status, or the error's class name."""
-        for attempt in (0, 1):
-            reused = bool(self.idle) and attempt == 0
-            try:
-                reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
-            except OSError as exc:
-                return type(exc).__name__
-            try:
-                writer.write(self.request)
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.CancelledError:  # timed out: this connection is never reused
-                writer.close()
-                raise
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                if reused:  # a keep-alive connection the server had closed: retry once on a fresh one
-                    continue
-                return type(exc).__name__
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            try:
-                if headers.get("transfer-encoding", "").lower() == "chunked":
-                    while (size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)) > 0:
-                        await reader.readexactly(size + 2)
-                    await reader.readuntil(b"\r\n")
-                elif "content-length" in headers:
-                    await reader.readexactly(int(headers["content-length"]))
-                else:
-                    await reader.read()
-                    headers["connection"] = "close"
-            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                return type(exc).__name__
-            except asyncio.CancelledError:
-                writer.close()
-                raise
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-            else:
-                self.idle.append((reader, writer))
-            return lines[0].split(" ")[1] if " " in lines[0] else "BadStatusLine"
-        return "ConnectionReset"
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        return (await self.exchange())[0]
 
 
 class OpenLoop(threading.Thread):

@@ -54,12 +54,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _control_plane_apps import BenchApp, wait_until  # noqa: E402
+from _raw_http import RawClient  # noqa: E402
 from autoscaling import free_port  # noqa: E402
 
 from lichen.control import canary_analysis as ca  # noqa: E402
@@ -168,67 +168,17 @@ class CanaryApp(BenchApp):
 
 
 # ------------------------------------------------------------------------------------------------ load
-class RawPost:
-    """POST over raw asyncio streams with a LIFO pool of keep-alive connections (as bench/autoscaling.py's
-    RawGet), keeping the header that names the revision that answered."""
+class RawPost(RawClient):
+    """POST over raw asyncio streams (bench/_raw_http.py), keeping the header that names the revision that
+    answered."""
 
     def __init__(self, url: str, body: bytes = b'{"text": "x"}') -> None:
-        parsed = httpx.URL(url)
-        self.host, self.port = parsed.host, parsed.port or 80
-        self.request = (f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        super().__init__(url, "POST", body)
 
     async def post(self) -> tuple[str, str | None]:
         """(the status or the error's class name, the answering revision)."""
-        for attempt in (0, 1):
-            reused = bool(self.idle) and attempt == 0
-            try:
-                reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
-            except OSError as exc:
-                return type(exc).__name__, None
-            try:
-                writer.write(self.request)
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.CancelledError:
-                writer.close()
-                raise
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                stale = isinstance(exc, ConnectionResetError | BrokenPipeError) or (
-                    isinstance(exc, asyncio.IncompleteReadError) and not exc.partial)
-                if reused and stale:  # a keep-alive connection the gateway had closed: it never saw this request
-                    continue
-                return type(exc).__name__, None
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            try:
-                if headers.get("transfer-encoding", "").lower() == "chunked":
-                    while (size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)) > 0:
-                        await reader.readexactly(size + 2)
-                    await reader.readuntil(b"\r\n")
-                elif "content-length" in headers:
-                    await reader.readexactly(int(headers["content-length"]))
-                else:
-                    await reader.read()
-                    headers["connection"] = "close"
-            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                return type(exc).__name__, None
-            except asyncio.CancelledError:
-                writer.close()
-                raise
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-            else:
-                self.idle.append((reader, writer))
-            status = lines[0].split(" ")[1] if " " in lines[0] else "BadStatusLine"
-            return status, headers.get("x-bench-revision") or None
-        return "ConnectionReset", None
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        status, headers = await self.exchange()
+        return status, headers.get("x-bench-revision") or None
 
 
 Record = tuple[float, float | None, str, str | None, float]

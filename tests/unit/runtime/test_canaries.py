@@ -13,7 +13,7 @@ import pytest
 
 from lichen.control.plans import Machine
 from lichen.errors import ConfigError
-from lichen.runtime.canaries import Totals, attach_canaries, revision_totals
+from lichen.runtime.canaries import Canaries, Totals, attach_canaries, revision_totals
 from lichen.runtime.controlling import Controller
 from lichen.runtime.state import StateStore
 from lichen.runtime.workspaces import Workspace
@@ -72,6 +72,12 @@ class Gateway:
         return {k: Totals(v.attempts, v.errors, dict(v.buckets)) for k, v in self.totals.items()}
 
 
+def wire(controller: Controller, gateway: Gateway) -> Canaries:
+    """The gateway twin as the controller's gateway and as the canaries' reader."""
+    controller.gateway = gateway  # type: ignore[assignment]
+    return attach_canaries(controller, gateway)
+
+
 def make(tmp_path: Path, launcher: FakeLauncher) -> Controller:
     controller = Controller(Workspace(tmp_path), StateStore(tmp_path / "state.db"), launcher=launcher,
                             prober=FakeProber(), clock=LoopClock(),
@@ -114,8 +120,7 @@ def test_a_failing_canary_is_aborted_and_drained_while_stable_keeps_every_replic
     async def scenario() -> None:
         controller = make(tmp_path, launcher)
         gateway = Gateway(controller, canary_errors=0.3)
-        controller.gateway = gateway  # type: ignore[assignment]
-        canaries = attach_canaries(controller, gateway)
+        canaries = wire(controller, gateway)
         announced: list[tuple[str, dict[str, str], dict[str, str]]] = []
         canaries.announce = lambda name, labels, annotations: announced.append((name, labels, annotations))
         stable, canary, task = await start_canary(controller, launcher)
@@ -144,8 +149,7 @@ def test_a_good_canary_steps_through_its_weights_and_is_promoted(tmp_path: Path)
     async def scenario() -> None:
         controller = make(tmp_path, launcher)
         gateway = Gateway(controller)
-        controller.gateway = gateway  # type: ignore[assignment]
-        canaries = attach_canaries(controller, gateway)
+        canaries = wire(controller, gateway)
         stable, canary, task = await start_canary(controller, launcher)
         with pytest.raises(ConfigError, match=rf"api: a canary rollout of revision {canary} is in progress \(weight "
                                               rf"10%, stable {stable}\)"):
@@ -172,8 +176,7 @@ def test_pause_resume_abort_by_hand(tmp_path: Path) -> None:
     async def scenario() -> None:
         controller = make(tmp_path, launcher)
         gateway = Gateway(controller)
-        controller.gateway = gateway  # type: ignore[assignment]
-        canaries = attach_canaries(controller, gateway)
+        canaries = wire(controller, gateway)
         stable, canary, task = await start_canary(controller, launcher)
         paused = canaries.act("api", "pause")
         assert paused["action"] == "pause" and paused["phase"] == "paused"
@@ -327,8 +330,7 @@ def test_a_pause_while_the_tick_reads_is_not_undone_by_it(tmp_path: Path) -> Non
     async def scenario() -> None:
         controller = make(tmp_path, launcher)
         gateway = SlowGateway(controller)
-        controller.gateway = gateway  # type: ignore[assignment]
-        canaries = attach_canaries(controller, gateway)
+        canaries = wire(controller, gateway)
         stable, canary, task = await start_canary(controller, launcher)
 
         def analysing() -> bool:  # the read in flight will be judged: a baseline at this weight was taken before
@@ -362,8 +364,7 @@ def test_a_controller_started_with_a_new_spec_abandons_the_saved_canary_instead_
     async def first() -> tuple[str, str]:
         controller = make(tmp_path, launcher)
         gateway = Gateway(controller)
-        controller.gateway = gateway  # type: ignore[assignment]
-        attach_canaries(controller, gateway)
+        wire(controller, gateway)
         stable, canary, task = await start_canary(controller, launcher)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
