@@ -184,7 +184,7 @@ class Controller:
                                                    previous_revision=current.revision if current else "")
                 if (current is not None and spec.rollout.strategy == "canary"
                         and (current.rollout is None or current.rollout.status == "complete")
-                        and any(e.revision == current.revision for e in self.endpoints.endpoints(name))):
+                        and self._serving(name, current.revision, starting)):
                     # a new revision beside a serving one: a canary, judged step by step (lichen.runtime.canaries)
                     self.services[name].canary = canaries.begin(self.services[name], current.revision,
                                                                 self.clock.now())
@@ -201,6 +201,14 @@ class Controller:
             self.event(name, "ServiceRemoved", "not in lichen.yaml")
         self.wake()
         return changed
+
+    def _serving(self, service: str, revision: str, starting: bool) -> bool:
+        """Whether ``revision`` of ``service`` serves (a canary needs a stable revision to compare with); at
+        start-up, before adoption has run, from the replicas the last controller recorded as published."""
+        if any(e.revision == revision for e in self.endpoints.endpoints(service)):
+            return True
+        return starting and any(r.service == service and r.revision == revision and r.published
+                                for r in self.store.replicas())
 
     def set_replicas(self, service: str, replicas: int, reason: str = "requested", message: str = "") -> None:
         state = self._service(service)

@@ -381,9 +381,36 @@ def test_a_controller_started_with_a_new_spec_abandons_the_saved_canary_instead_
             again.apply(spec("3"), "code")  # a running controller refuses: lichen rollout abort can reach it
         again.apply(spec("3"), "code", starting=True)
         state = again.services["api"]
-        assert state.canary is None and state.revision not in (stable, canary) and state.previous_revision == stable
+        assert state.revision not in (stable, canary) and state.previous_revision == stable
+        assert state.canary is not None and state.canary["stable"] == stable  # a new canary, from the stable one
         (abandoned,) = [e for e in again.store.events("api", limit=100) if e.kind == "CanaryAbandoned"]
         assert abandoned.message.startswith(f"the canary of {canary} was in progress when the controller stopped; "
                                             f"back to {stable}, then {state.revision} rolls out")
+
+    run_in_virtual_time(second(), start=START)
+
+
+def test_a_controller_started_on_a_new_spec_starts_a_canary_beside_the_replicas_it_will_adopt(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+
+    async def first() -> str:
+        controller = make(tmp_path, launcher)
+        task = asyncio.create_task(controller.run())
+        await until(lambda: len(controller.endpoints.endpoints("api")) == 2, "two ready replicas")
+        task.cancel()  # killed: its replicas keep running, recorded as published
+        await asyncio.gather(task, return_exceptions=True)
+        return controller.services["api"].revision
+
+    stable = run_in_virtual_time(first(), start=START)
+
+    async def second() -> None:
+        again = Controller(Workspace(tmp_path), StateStore(tmp_path / "state.db"), launcher=launcher,
+                           prober=FakeProber(), clock=LoopClock(),
+                           machine=Machine(cpu_cores=8, memory_bytes=8 * 2**30, gpu_indices=()))
+        again.load_desired()
+        assert again.endpoints.endpoints("api") == []  # nothing adopted yet
+        again.apply(spec("2"), "code", starting=True)
+        state = again.services["api"]
+        assert state.canary is not None and state.canary["stable"] == stable  # a canary, not a rolling update
 
     run_in_virtual_time(second(), start=START)
