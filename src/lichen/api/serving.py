@@ -287,8 +287,9 @@ async def host_controller(
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)
         observing = attach_observing(controller, spec, token=token, api_url=url)
+        remediator = None
         if observing is not None:
-            attach_remediation(controller, observing, canaries)
+            remediator = attach_remediation(controller, observing, canaries)
             canaries.query = observing.engine.instant_samples  # analysis.queries on the embedded Prometheus
             canaries.announce = observing.announce  # a rolled-back canary notifies through the receivers
 
@@ -330,6 +331,10 @@ async def host_controller(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(sig)
+            for shell in (remediator, canaries, autoscaler):  # their HTTP clients and job tasks
+                if shell is not None:
+                    with contextlib.suppress(Exception):
+                        await shell.aclose()
             if observing is not None:
                 await observing.aclose()
             store.close()

@@ -517,3 +517,9 @@ def canary_replicas(replicas: int, weight: int) -> int:
     """Replicas the canary runs at ``weight`` percent of a service of ``replicas``: its share of the capacity,
     rounded up, at least 1 (the stable revision keeps all of its own meanwhile)."""
     return max(1, math.ceil(max(replicas, 1) * weight / 100))
+
+
+def applied_share(weight: float, ready: int, wanted: int) -> float:
+    """The canary's traffic share (percent) the gateway gets: its step's ``weight`` in proportion to the step's
+    ``wanted`` replicas that are ``ready``, so its share never runs ahead of its capacity."""
+    return round(weight * min(ready, wanted) / max(wanted, 1), 3)

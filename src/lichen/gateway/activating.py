@@ -63,10 +63,6 @@ class Activator:
         self.held: dict[str, _Held] = {}
         self.stopping = False
 
-    def holding(self, service: str) -> int:
-        held = self.held.get(service)
-        return len(held.waiters) if held is not None else 0
-
     async def hold(self, service: str, activation: ActivationConfig, deadline: float) -> HoldOutcome:
         """Wait until a config brings ``service`` a ready replica (``released``), the timeout or the request's
         deadline passes (``timeout``), or at once when the queue is full (``full``)."""

@@ -358,6 +358,12 @@ class Autoscaler:
         self.desired_gauge.labels(name).set(1)
         return {"service": name, "desired": 1, "activated": True, "reason": reason}
 
+    async def aclose(self) -> None:
+        """Close the metric reader's HTTP client (at shutdown)."""
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            await close()
+
     def _forget(self, name: str) -> None:
         if self.controller.autoscaling.pop(name, None) is not None:
             for gauge in (self.desired_gauge, self.panic_gauge):

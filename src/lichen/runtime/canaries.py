@@ -362,9 +362,8 @@ class Canaries:
         are ready (so its share never runs ahead of its capacity); True once they all are."""
         assert state.canary is not None
         weight = float(state.canary["state"].get("weight", 0))
-        wanted = canary_plan_replicas(state)
-        ready = min(self._ready_count(name, state.revision), wanted)
-        share = round(weight * ready / wanted, 3)
+        wanted, ready = canary_plan_replicas(state), self._ready_count(name, state.revision)
+        share = ca.applied_share(weight, ready, wanted)
         self._weights(name, {state.canary["stable"]: 100.0 - share, state.revision: share})
         return ready >= wanted
 
@@ -385,6 +384,12 @@ class Canaries:
         if not any(e.revision == leaving for e in self.controller.endpoints.endpoints(name)):
             self.settling.pop(name)
             self._weights(name, None)
+
+    async def aclose(self) -> None:
+        """Close the revision reader's HTTP client (at shutdown)."""
+        close = getattr(self.reader, "aclose", None)
+        if close is not None:
+            await close()
 
     # ------------------------------------------------------------ by hand (the control API)
     def act(self, name: str, action: str, reason: str = "") -> dict[str, Any]:

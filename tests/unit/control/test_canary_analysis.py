@@ -341,3 +341,10 @@ def test_settings_from_the_spec_and_the_query_spec_needs_a_bound(tmp_path: Path)
     issues = [str(i) for i in validate_spec(path, check_imports=False)]
     assert len(issues) == 1 and f"{path}:8:" in issues[0], issues
     assert "queries: query names must be unique; 'cpu' appears twice" in issues[0]
+
+
+def test_the_applied_share_follows_the_steps_ready_replicas() -> None:
+    from lichen.control.canary_analysis import applied_share
+
+    assert applied_share(50, 1, 4) == 12.5 and applied_share(50, 4, 4) == 50 and applied_share(50, 9, 4) == 50
+    assert applied_share(10, 0, 1) == 0
