@@ -85,6 +85,10 @@ class ControlClient:
     def restart(self, service: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/services/{service}/restart")
 
+    def energy(self, window_s: float) -> dict[str, Any]:
+        """``lichen energy``'s report over the last ``window_s`` (``/v1/energy``)."""
+        return self._call("GET", "/v1/energy", params={"window_s": window_s}, timeout=60.0)
+
     def rollout(self, service: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/services/{service}/rollout")
 

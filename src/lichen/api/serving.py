@@ -37,6 +37,7 @@ from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateErro
 from lichen.runtime.controlling import Controller
 from lichen.runtime.autoscaling import Autoscaler, attach_autoscaler
 from lichen.runtime.canaries import Canaries, attach_canaries
+from lichen.runtime.metering import EnergyMeter, attach_energy_meter
 from lichen.runtime.remediating import attach_remediation
 from lichen.runtime.gatewaying import attach_gateway, local_url
 from lichen.runtime.observing import Observing, SpecRefused, attach_observing
@@ -98,11 +99,13 @@ def refusal(exc: LichenError) -> JSONResponse:
 
 def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
                reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None,
-               autoscaler: Autoscaler | None = None, canaries: Canaries | None = None) -> FastAPI:
+               autoscaler: Autoscaler | None = None, canaries: Canaries | None = None,
+               meter: EnergyMeter | None = None) -> FastAPI:
     """The control API; ``POST /v1/apply`` re-reads the spec with ``reload_spec`` and, with ``observing``,
     applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`); with
     ``autoscaler``, ``POST /v1/services/<name>/activate`` wakes a service at zero (the gateway's activator); with
-    ``canaries``, ``/v1/services/<name>/rollout`` shows and steers a canary rollout."""
+    ``canaries``, ``/v1/services/<name>/rollout`` shows and steers a canary rollout; with ``meter`` and
+    ``observing``, ``/v1/energy`` reports energy, carbon and the SCI over a window."""
     api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
     auth = [Depends(_bearer(token))]
     v1 = APIRouter(prefix="/v1", dependencies=auth)
@@ -182,6 +185,19 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         if canaries is None:
             raise ConfigError("this controller runs no canary rollouts")
         return canaries.act(service, action, body.reason if body is not None else "")
+
+    @v1.get("/energy")
+    async def energy(window_s: Annotated[float, Query(gt=0, le=400 * 86400)] = 3600.0) -> dict[str, Any]:
+        """Energy, carbon and the SCI per service and revision over the last ``window_s`` (``lichen energy``)."""
+        if meter is None:
+            raise ConfigError("energy accounting is not running in this controller")
+        if observing is None:
+            raise ConfigError("lichen energy reads the embedded Prometheus, which LICHEN_OBSERVE=off turned off for this controller")
+        from lichen.observe.energy_reports import energy_report
+
+        report = await asyncio.to_thread(energy_report, observing.engine.instant_samples, window_s,
+                                         controller.clock.wall())
+        return {**report, "meter": meter.status()}
 
     @v1.post("/services/{service}/restart")
     async def restart(service: str) -> dict[str, Any]:
@@ -283,6 +299,7 @@ async def host_controller(
         attach_gateway(controller)
         autoscaler = attach_autoscaler(controller)
         canaries = attach_canaries(controller)
+        meter = attach_energy_meter(controller, spec.sustainability, workspace.app_dir)
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)
@@ -295,7 +312,7 @@ async def host_controller(
 
         routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
-                         observing=observing, autoscaler=autoscaler, canaries=canaries)
+                         observing=observing, autoscaler=autoscaler, canaries=canaries, meter=meter)
         # log_config=None: uvicorn's records reach the process's handler (lichen.logs.configure), one style
         server = _QuietServer(uvicorn.Config(api, log_level="warning", log_config=None, access_log=False,
                                              lifespan="off"))
@@ -331,7 +348,7 @@ async def host_controller(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(sig)
-            for shell in (remediator, canaries, autoscaler):  # their HTTP clients and job tasks
+            for shell in (remediator, canaries, autoscaler, meter):  # their HTTP clients and job tasks
                 if shell is not None:
                     with contextlib.suppress(Exception):
                         await shell.aclose()

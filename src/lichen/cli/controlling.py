@@ -120,11 +120,12 @@ def _check_spec_and_rules(workspace: Any, path: Path, running: bool) -> None:
     """Load the spec and check the rule files it names (as 'lichen validate' does); on a problem with a
     controller running, say that nothing was applied."""
     from lichen.errors import SpecError
+    from lichen.green.intensity_sources import sustainability_issues
     from lichen.observe.rule_files import rule_file_issues
     from lichen.spec.loading import load_spec
 
     try:
-        load_spec(workspace.spec_path, rule_checker=rule_file_issues)
+        load_spec(workspace.spec_path, rule_checker=rule_file_issues, data_checker=sustainability_issues)
     except SpecError as exc:
         client = _running_client(path) if running else None
         if client is None:

@@ -42,7 +42,8 @@ def validate(
     Exits 0 when the spec is valid and 2 when it is not. Entrypoints are
     imported (with the spec's directory on sys.path) and the rule files in
     observability.rules are checked as 'lichen rules check' does (their
-    problems located in the rule file), unless --no-imports.
+    problems located in the rule file), and sustainability.region and
+    sustainability.intensity_trace are looked up, unless --no-imports.
 
     Fields the spec designs but Lichen does not act on yet (docs/spec.md,
     "Designed, not built yet") get a located warning; warnings alone exit 0.
@@ -54,10 +55,11 @@ def validate(
 
     if path.is_dir():
         path = path / "lichen.yaml"
-    rule_checker = None
+    rule_checker = data_checker = None
     if not no_imports:
+        from lichen.green.intensity_sources import sustainability_issues as data_checker
         from lichen.observe.rule_files import rule_file_issues as rule_checker
-    spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker)
+    spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker, data_checker=data_checker)
     warnings = spec_warnings(path)
     if as_json:
         print_json(

@@ -25,11 +25,14 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lichen.errors import SpecIssue
 from lichen.spec.documents import Document
 from lichen.spec.models import ENTRYPOINT_PATTERN
+
+if TYPE_CHECKING:
+    from lichen.spec.models import AppSpec
 
 
 def _mapping(value: Any) -> dict[Any, Any]:
@@ -185,6 +188,9 @@ def import_issues(doc: Document, app_dir: Path) -> list[SpecIssue]:
             )
     return issues
 
+
+DataChecker = Callable[[Document, "AppSpec", Path], list[SpecIssue]]
+"""``(document, valid spec, app_dir) -> issues``: problems in data the spec names (tables, trace files)."""
 
 RuleChecker = Callable[[Path, str], list[SpecIssue]]
 """``(path, shown_as) -> issues``: every problem of one rule file, located in it (``shown_as`` names the file)."""

@@ -283,13 +283,16 @@ def _read(path: Path) -> str | SpecIssue:
 
 
 def check_spec(
-    path: str | Path, *, check_imports: bool = True, rule_checker: checking.RuleChecker | None = None
+    path: str | Path, *, check_imports: bool = True, rule_checker: checking.RuleChecker | None = None,
+    data_checker: checking.DataChecker | None = None,
 ) -> tuple[AppSpec | None, list[SpecIssue]]:
     """Parse, validate and cross-check one spec file; the model is None when any issue was found.
 
     With ``rule_checker`` (``lichen.observe.rule_files.rule_file_issues``) every
     rule file the spec names is checked too; its issues are located in that
-    file and listed after the spec's own.
+    file and listed after the spec's own. With ``data_checker``
+    (``lichen.green.intensity_sources.sustainability_issues``) the data files and
+    tables the spec names are checked (run only on a spec that is otherwise valid).
     """
     spec_path = Path(path)
     text = _read(spec_path)
@@ -312,6 +315,8 @@ def check_spec(
         issues.extend(checking.import_issues(doc, spec_path.resolve().parent))
     if rule_checker is not None:
         issues.extend(checking.rule_file_issues(doc, spec_path.resolve().parent, spec_path.parent, rule_checker))
+    if data_checker is not None and spec is not None and not issues:
+        issues.extend(data_checker(doc, spec, spec_path.resolve().parent))
     issues = sorted(set(issues), key=lambda i: (i.file != str(path), i.file, i.line, i.column, i.field, i.message))
     return (None if issues else spec), issues
 
@@ -329,7 +334,8 @@ def validate_spec(
 
 
 def load_spec(
-    path: str | Path, *, check_imports: bool = False, rule_checker: checking.RuleChecker | None = None
+    path: str | Path, *, check_imports: bool = False, rule_checker: checking.RuleChecker | None = None,
+    data_checker: checking.DataChecker | None = None,
 ) -> AppSpec:
     """Load and validate ``lichen.yaml``; raise :class:`SpecError` listing every problem.
 
@@ -338,7 +344,7 @@ def load_spec(
         spec = load_spec("lichen.yaml")
         spec.services["recommender"].replicas
     """
-    spec, issues = check_spec(path, check_imports=check_imports, rule_checker=rule_checker)
+    spec, issues = check_spec(path, check_imports=check_imports, rule_checker=rule_checker, data_checker=data_checker)
     if issues or spec is None:
         raise SpecError(issues)
     return spec

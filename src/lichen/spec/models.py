@@ -433,12 +433,56 @@ class ObservabilitySpec(SpecModel):
 # ---------------------------------------------------------- sustainability
 
 
+INTENSITY_PROVIDERS = ("electricitymaps", "watttime", "carbon-aware-sdk")
+
+
+class IntensityApiSpec(SpecModel):
+    """A live carbon-intensity API (docs/sustainability.md#carbon-intensity); credentials come from the
+    controller's environment, named here, never written in the spec."""
+
+    provider: Literal["electricitymaps", "watttime", "carbon-aware-sdk"]
+    url: str | None = None
+    """the API's base URL; unset: the provider's public one (the Carbon Aware SDK has none: required)"""
+    zone: str | None = None
+    """the provider's zone, region or location; unset: ``sustainability.region``"""
+    token_env: EnvName | None = None
+    """Electricity Maps: the variable holding the API token"""
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    refresh_s: Annotated[float, Field(ge=60, le=86400)] = 300.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @model_validator(mode="after")
+    def _credentials(self) -> IntensityApiSpec:
+        if self.provider == "electricitymaps" and not self.token_env:
+            raise ValueError("token_env: required for electricitymaps (the variable that holds the API token)")
+        if self.provider == "watttime" and not (self.username_env and self.password_env):
+            raise ValueError("username_env and password_env: required for watttime")
+        if self.provider == "carbon-aware-sdk" and not self.url:
+            raise ValueError("url: required for carbon-aware-sdk (the WebAPI you run)")
+        return self
+
+
 class SustainabilitySpec(SpecModel):
+    enabled: bool = True
     region: str = "WORLD"
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
     carbon_intensity_g_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    intensity_trace: str | None = None
+    """a CSV of carbon intensity over time, relative to the app folder"""
+    intensity_api: IntensityApiSpec | None = None
     cpu_tdp_w: Annotated[float, Field(gt=0)] | None = None
     gpu_tdp_w: Annotated[float, Field(gt=0)] | None = None
+    embodied_kg_co2e: Annotated[float, Field(ge=0)] | None = None
+    """the machine's embodied emissions (the SCI's M), amortised over ``lifespan_years``"""
+    lifespan_years: Annotated[float, Field(gt=0, le=30)] = 4.0
+    sample_interval_s: Annotated[float, Field(ge=1, le=300)] = 5.0
+
+    def secret_names(self) -> frozenset[str]:
+        api = self.intensity_api
+        if api is None:
+            return frozenset()
+        return frozenset(n for n in (api.token_env, api.username_env, api.password_env) if n)
 
 
 # ------------------------------------------------------------------- state
@@ -536,6 +580,7 @@ class AppSpec(SpecModel):
         jwt = self.gateway.auth.jwt
         if jwt is not None and jwt.secret_env:
             names.add(jwt.secret_env)
+        names.update(self.sustainability.secret_names())
         return frozenset(names)
 
 

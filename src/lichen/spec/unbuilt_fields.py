@@ -54,8 +54,6 @@ UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
     UnbuiltField(("jobs", ANY, "resources", "gpu"),
                  "GPU reservations for jobs are not built yet; no GPU is reserved and the job sees every GPU",
                  built_for=lambda value: value in (None, 0)),
-    UnbuiltField(("sustainability",),
-                 "energy and carbon accounting are not built yet; nothing reads this section"),
     UnbuiltField(("kubernetes",),
                  "the Kubernetes renderer is not built yet; nothing reads this section"),
 )

@@ -22,7 +22,7 @@ def test_a_measurement_has_no_band_and_a_model_always_has_one() -> None:
     assert model.source == "model" and model.value == pytest.approx(65.0)  # 100 x (0.3 + 0.7 x 0.5)
     assert model.low == pytest.approx(0.8 * 100 * (0.2 + 0.8 * 0.5)) and model.high == pytest.approx(1.2 * 100 * 0.75)
     assert model.low < model.value < model.high and model.relative_error > 0.2
-    assert (rapl + model).source == "rapl+model"
+    assert (rapl + model).source == "model+rapl"
 
 
 def test_the_power_model_is_linear_from_its_idle_floor_and_clamped() -> None:

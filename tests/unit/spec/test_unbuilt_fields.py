@@ -49,7 +49,7 @@ kubernetes: {namespace: shop}
 LINES = {  # the row's dotted path -> the line that writes it in UNBUILT_SPEC
     "services.<name>.image": 9,
     "jobs.<name>.schedule": 13, "jobs.<name>.carbon_aware": 14, "jobs.<name>.resources.gpu": 15,
-    "sustainability": 16, "kubernetes": 17,
+    "kubernetes": 17,
 }
 
 
@@ -71,6 +71,13 @@ def test_each_unbuilt_field_written_gets_one_located_warning(tmp_path: Path) -> 
     assert all(w.severity == "warning" and str(w).startswith(f"{path}:{w.line}:") for w in warnings)
     image = next(w for w in warnings if w.field == "services.api.image")
     assert "runs the entrypoint as a local process" in str(image) and " warning: " in str(image)
+
+
+def test_sustainability_is_built_and_no_longer_warns(tmp_path: Path) -> None:
+    path = tmp_path / "lichen.yaml"
+    path.write_text("app: shop\nservices:\n  api:\n    entrypoint: shopsvc:Api\nsustainability:\n  region: DE\n"
+                    "  pue: 1.3\n  cpu_tdp_w: 65\n  intensity_api: {provider: electricitymaps, token_env: EM_TOKEN}\n")
+    assert spec_warnings(path) == []
 
 
 def test_autoscale_is_built_and_no_longer_warns(tmp_path: Path) -> None:

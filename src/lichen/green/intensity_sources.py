@@ -1,0 +1,178 @@
+"""Where the carbon intensity of a moment comes from: a chain of sources, each figure labelled and banded.
+
+Order (the first that answers wins; docs/sustainability.md#carbon-intensity):
+
+1. ``sustainability.carbon_intensity_g_per_kwh``: the user's fixed figure, no band (``spec``).
+2. ``sustainability.intensity_api``: Electricity Maps, WattTime (``co2_aoer``) or the Carbon Aware SDK,
+   asked at most every ``refresh_s``; an error or a timeout is an event and the next source answers until
+   the next refresh.
+3. ``sustainability.intensity_trace``: the trace's value at the moment (interpolated within its bound); a
+   moment outside the trace or across a gap is an event and the next source answers.
+4. ``sustainability.region`` in codecarbon's tables: an annual mean, given a ±30 % band (a stated
+   convention: hourly intensity in most grids swings further than that around the annual mean; use a
+   trace or an API where hours matter).
+
+Only location-based figures are used, as the SCI requires. :func:`sustainability_issues` checks the
+region and the trace file when a spec is validated, so ``lichen validate``/``lichen up`` refuse them with
+a located error instead of a controller that degrades at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from lichen.control.energy_accounting import Estimate
+from lichen.errors import DataError, SpecIssue
+from lichen.green import intensity_apis, reference_tables
+from lichen.green.intensity_traces import IntensityTrace, read_trace
+from lichen.spec.documents import Document
+from lichen.spec.models import AppSpec, IntensityApiSpec, SustainabilitySpec
+
+TABLE_BAND = 0.30
+"""the ± share shown around a table's annual mean (see the module docs)"""
+Announce = Callable[[str, str], None]
+"""``(reason, message)``: an event the controller records when a source fails or recovers"""
+
+
+class LatestIntensity(Protocol):
+    async def latest(self) -> intensity_apis.IntensityReading: ...
+
+    async def aclose(self) -> None: ...
+
+
+def api_client(spec: IntensityApiSpec, region: str, env: Mapping[str, str]) -> LatestIntensity:
+    """The client ``intensity_api`` names, with its credentials read from ``env`` (the controller's)."""
+    zone = spec.zone or region
+    kwargs: dict[str, Any] = {"timeout_s": spec.timeout_s}
+    if spec.url:
+        kwargs["base_url"] = spec.url.rstrip("/")
+    if spec.provider == "electricitymaps":
+        return intensity_apis.ElectricityMapsClient(zone, _secret(env, spec.token_env), **kwargs)
+    if spec.provider == "watttime":
+        return intensity_apis.WattTimeClient(zone, _secret(env, spec.username_env), _secret(env, spec.password_env),
+                                             **kwargs)
+    return intensity_apis.CarbonAwareSdkClient(zone, **kwargs)
+
+
+def _secret(env: Mapping[str, str], name: str | None) -> str:
+    value = env.get(name or "", "")
+    if not value:
+        raise intensity_apis.IntensityApiError(f"sustainability.intensity_api: the variable {name} is not set in "
+                                               "the controller's environment")
+    return value
+
+
+class IntensityChain:
+    """The chain of the module docs; ``current(wall_s)`` never raises."""
+
+    def __init__(self, spec: SustainabilitySpec, app_dir: Path, *, env: Mapping[str, str] | None = None,
+                 announce: Announce | None = None, client: LatestIntensity | None = None) -> None:
+        self.spec = spec
+        self.announce = announce or (lambda reason, message: None)
+        self.trace: IntensityTrace | None = None
+        if spec.intensity_trace:  # both are checked when the spec is validated; a file changed since degrades
+            try:
+                self.trace = read_trace(app_dir / spec.intensity_trace)
+            except (DataError, OSError) as exc:
+                self.announce("IntensityTraceUnreadable", f"{exc}; using the next source")
+        try:
+            self.table = reference_tables.grid_intensity(spec.region)
+        except reference_tables.TableError as exc:
+            self.announce("IntensityRegionUnknown", f"{exc}; using the world average")
+            self.table = reference_tables.grid_intensity("WORLD")
+        self.client = client
+        self.client_problem: str | None = None
+        if client is None and spec.intensity_api is not None:
+            try:
+                self.client = api_client(spec.intensity_api, spec.region, os.environ if env is None else env)
+            except intensity_apis.IntensityApiError as exc:
+                self.client_problem = str(exc)
+                self.announce("IntensityApiUnavailable", f"{exc}; using the next source")
+        self.api_value: Estimate | None = None
+        self.api_due_s = 0.0
+        self.failing: dict[str, str] = {}  # source -> the problem last announced for it
+
+    async def current(self, wall_s: float) -> Estimate:
+        """The intensity (g/kWh) at ``wall_s`` (Unix seconds), from the first source that answers."""
+        if self.spec.carbon_intensity_g_per_kwh is not None:
+            return Estimate.measured(self.spec.carbon_intensity_g_per_kwh, "spec")
+        if self.client is not None:
+            if wall_s >= self.api_due_s:
+                await self._refresh(wall_s)
+            if self.api_value is not None:
+                return self.api_value
+        if self.trace is not None:
+            try:
+                value = self.trace.at(wall_s)
+            except DataError as exc:
+                self._failed("trace", "IntensityTraceUncovered", f"{exc}; using the next source")
+            else:
+                self._recovered("trace", f"the trace {self.trace.source} covers the moment again")
+                return Estimate.measured(value, f"trace:{Path(self.trace.source).name}")
+        value = self.table.g_per_kwh
+        return Estimate(value, value * (1 - TABLE_BAND), value * (1 + TABLE_BAND), self.table.source)
+
+    async def _refresh(self, wall_s: float) -> None:
+        assert self.client is not None and self.spec.intensity_api is not None
+        self.api_due_s = wall_s + self.spec.intensity_api.refresh_s
+        try:
+            reading = await self.client.latest()
+        except intensity_apis.IntensityApiError as exc:
+            self.api_value = None
+            self._failed("api", "IntensityApiFailed", f"{exc}; using the next source until the next refresh")
+            return
+        self.api_value = Estimate.measured(reading.g_per_kwh, reading.source)
+        self._recovered("api", f"{reading.source} answered again ({reading.g_per_kwh:.0f} g/kWh)")
+
+    def _failed(self, source: str, reason: str, message: str) -> None:
+        if self.failing.get(source) != message:
+            self.failing[source] = message
+            self.announce(reason, message)
+
+    def _recovered(self, source: str, message: str) -> None:
+        if self.failing.pop(source, None) is not None:
+            self.announce("IntensitySourceRecovered", message)
+
+    def describe(self) -> dict[str, Any]:
+        """The sources configured, in order, and each one's standing problem (for the report)."""
+        chain: list[dict[str, Any]] = []
+        if self.spec.carbon_intensity_g_per_kwh is not None:
+            chain.append({"source": "spec", "g_per_kwh": self.spec.carbon_intensity_g_per_kwh})
+        if self.spec.intensity_api is not None:
+            chain.append({"source": f"api:{self.spec.intensity_api.provider}",
+                          "problem": self.client_problem or self.failing.get("api")})
+        if self.trace is not None:
+            chain.append({"source": f"trace:{Path(self.trace.source).name}", "problem": self.failing.get("trace")})
+        chain.append({"source": self.table.source, "g_per_kwh": self.table.g_per_kwh, "band": TABLE_BAND})
+        return {"chain": chain}
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def sustainability_issues(doc: Document, spec: AppSpec, app_dir: Path) -> list[SpecIssue]:
+    """The region must be in the tables and the trace file must parse (its own errors keep their file:line)."""
+    section = spec.sustainability
+    issues: list[SpecIssue] = []
+    if not section.enabled:
+        return issues
+    try:
+        reference_tables.grid_intensity(section.region)
+    except reference_tables.TableError as exc:
+        issues.append(doc.issue(("sustainability", "region"), str(exc), value=True))
+    if section.intensity_trace:
+        path = app_dir / section.intensity_trace
+        if not path.is_file():
+            issues.append(doc.issue(("sustainability", "intensity_trace"),
+                                    f"trace file not found: {section.intensity_trace} (looked in {app_dir})",
+                                    value=True))
+        else:
+            try:
+                read_trace(path)
+            except DataError as exc:
+                issues.append(doc.issue(("sustainability", "intensity_trace"), str(exc), value=True))
+    return issues
