@@ -145,6 +145,7 @@ def print_examples(urls: dict[str, str]) -> None:
           "-d '{\"event_id\": \"demo-1\", \"user_id\": 1, \"item_id\": 50, \"rating\": 5}'")
     print(f"  lichen models list --app {_shown(APP)}        # promote/rollback: picked up live")
     print(f"  lichen runs --app {_shown(APP)}")
+    print(f"  lichen energy -C {_shown(APP)} --window 15m     # energy, carbon, SCI per service and revision")
     print()
     say("Ctrl-C stops everything")
 

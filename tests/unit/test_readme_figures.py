@@ -63,3 +63,11 @@ def test_gateway_table_figures_are_the_benchs_recorded_run() -> None:
         assert cells[2].startswith(f"{lichen / nginx:.2f}")
         cpu = [int(n) for n in re.findall(r"\d+", cells[4])]
         assert cpu == [int(doc["lichen"].split("|")[6]), int(doc["nginx"].split("|")[6])], (workload, cells[4])
+
+
+def test_energy_overhead_figures_are_the_ones_docs_record() -> None:
+    docs = (REPO / "docs" / "sustainability.md").read_text()
+    stated = re.search(r"The meter costs ([\d.]+) ms of CPU per sample, ([\d.]+) % of the controller", README)
+    assert stated, "README no longer states the energy meter's cost"
+    per_sample_ms, share = stated.groups()
+    assert f"{per_sample_ms} ms per sample" in docs and f"= {share} % of the controller's CPU" in docs

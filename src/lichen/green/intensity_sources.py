@@ -71,7 +71,7 @@ class IntensityChain:
     def __init__(self, spec: SustainabilitySpec, app_dir: Path, *, env: Mapping[str, str] | None = None,
                  announce: Announce | None = None, client: LatestIntensity | None = None) -> None:
         self.spec = spec
-        self.announce = announce or (lambda reason, message: None)
+        self.announce = announce if announce is not None else (lambda reason, message: None)
         self.trace: IntensityTrace | None = None
         if spec.intensity_trace:  # both are checked when the spec is validated; a file changed since degrades
             try:
@@ -93,7 +93,8 @@ class IntensityChain:
                 self.announce("IntensityApiUnavailable", f"{exc}; using the next source")
         self.api_value: Estimate | None = None
         self.api_due_s = 0.0
-        self.failing: dict[str, str] = {}  # source -> the problem last announced for it
+        self.failing: dict[str, str] = {}  # source -> its standing problem (for describe)
+        self.failing_reason: dict[str, str] = {}  # source -> the reason last announced: a repeat is not announced
 
     async def current(self, wall_s: float) -> Estimate:
         """The intensity (g/kWh) at ``wall_s`` (Unix seconds), from the first source that answers."""
@@ -128,12 +129,15 @@ class IntensityChain:
         self._recovered("api", f"{reading.source} answered again ({reading.g_per_kwh:.0f} g/kWh)")
 
     def _failed(self, source: str, reason: str, message: str) -> None:
-        if self.failing.get(source) != message:
-            self.failing[source] = message
+        """Announce a source's failure once per kind (a trace that ran out fails at every moment after)."""
+        self.failing[source] = message
+        if self.failing_reason.get(source) != reason:
+            self.failing_reason[source] = reason
             self.announce(reason, message)
 
     def _recovered(self, source: str, message: str) -> None:
-        if self.failing.pop(source, None) is not None:
+        self.failing.pop(source, None)
+        if self.failing_reason.pop(source, None) is not None:
             self.announce("IntensitySourceRecovered", message)
 
     def describe(self) -> dict[str, Any]:

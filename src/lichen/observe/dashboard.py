@@ -106,6 +106,21 @@ PANELS: tuple[Panel, ...] = (
     ),
     Panel("inflight", "In-flight requests", "short", (PanelQuery("sum by (service) (lichen_inflight_requests)", "{{service}}"),)),
     Panel("replicas", "Replicas by state", "short", (PanelQuery("sum by (service, state) (lichen_replicas)", "{{service}} {{state}}"),)),
+    Panel("power", "Power by service (W, energy meter)", "watt", (
+        PanelQuery(f"sum by (service) ({_rate('lichen_energy_joules_total')})", "{{service}}"),
+        PanelQuery(f"sum by (service) ({_rate('lichen_energy_joules_low_total')})", "{{service}} low"),
+        PanelQuery(f"sum by (service) ({_rate('lichen_energy_joules_high_total')})", "{{service}} high"),
+    )),
+    Panel("energy_per_request", "Energy per request by revision (J)", "joule", (
+        PanelQuery(f"sum by (service, revision) ({_rate('lichen_energy_joules_total')}) / sum by (service, revision) "
+                   f"({_rate('lichen_gateway_requests_total')})", "{{service}} {{revision}}"),
+    )),
+    Panel("carbon", "Carbon by service (g CO2e per hour)", "short", (
+        PanelQuery(f"3600 * sum by (service) ({_rate('lichen_carbon_grams_total')})", "{{service}}"),
+    )),
+    Panel("sci", "SCI (g CO2e per 1000 requests, last 5 min)", "short", (
+        PanelQuery("sum by (service, revision) (lichen_sci_grams_per_1000_requests)", "{{service}} {{revision}}"),
+    )),
 )
 
 

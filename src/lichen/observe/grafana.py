@@ -20,7 +20,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 SCHEMA_VERSION = 39
 
 
-_SELECTOR = re.compile(r"\b(lichen_[a-z_]+)(\{)?")
+_SELECTOR = re.compile(r"\b(lichen_[a-z0-9_]+)(\{)?")
 
 
 def with_service_filter(expr: str) -> str:

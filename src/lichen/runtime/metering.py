@@ -181,7 +181,10 @@ class EnergyMeter:
         self.intensity = intensity or IntensityChain(spec, app_dir, announce=self._announce)
         self._configure(spec)
         zones, problems = rapl.read_zones(rapl_root)
-        self.rapl_zones = {z.zone: z for z in zones if "/" not in z.zone or z.zone.endswith("/dram")}
+        # package zones and their dram sub-zones: core/uncore are inside the package, and psys (client
+        # machines) measures the whole platform, package included
+        self.rapl_zones = {z.zone: z for z in zones
+                           if z.zone.startswith("package") and ("/" not in z.zone or z.zone.endswith("/dram"))}
         self.node_source = "rapl" if self.rapl_zones else "model"
         self.problems: dict[str, str] = {}
         if not self.rapl_zones:
@@ -199,6 +202,7 @@ class EnergyMeter:
         self.last_cpu: tuple[float, float] | None = None
         self.last_process: dict[str, float] = {}
         self.requests_raw: dict[tuple[str, str], float] = {}
+        self.gateway_seen = False
         self.requests: dict[tuple[str, str], float] = {}
         self.carbon_sum: dict[tuple[str, str], float] = {}
         self.history: deque[tuple[float, dict[tuple[str, str], float], dict[tuple[str, str], float]]] = deque()
@@ -275,6 +279,10 @@ class EnergyMeter:
         gpu_now = self._read_gpus()
         if self.last_s is None or self.last_cpu is None:
             self.last_s, self.last_cpu = now, cpu_now
+            self.gpu_readings.update({g.index: g for g in gpu_now})
+            if self.rapl_zones:  # the counters' baseline is now too, not when the meter was built
+                zones, _ = rapl.read_zones(self.rapl_root)
+                self.rapl_zones.update({z.zone: z for z in zones if z.zone in self.rapl_zones})
             self._count_requests(exposition, now)
             return
         dt = now - self.last_s
@@ -342,6 +350,8 @@ class EnergyMeter:
             self.last_process[record.id] = usage.cpu_s
             usages.append(ea.ReplicaUsage(record.id, record.service, record.revision, max(0.0, usage.cpu_s - before),
                                           usage.rss_bytes / GB, tuple(record.placement.get("gpu_indices", ()))))
+        for gone in set(self.last_process) - seen:
+            del self.last_process[gone]
         return usages, seen
 
     def _read_gpus(self) -> list[GpuReading]:
@@ -409,10 +419,11 @@ class EnergyMeter:
                 last = self.requests_raw.get(key)
                 delta = raw if last is None or raw < last else raw - last  # a restarted gateway counts from 0
                 self.requests_raw[key] = raw
-                if last is not None or raw == 0:
+                if last is not None or raw == 0 or self.gateway_seen:
                     self.requests[key] = self.requests.get(key, 0.0) + delta
                 else:
                     self.requests.setdefault(key, 0.0)  # counted before the meter's first look: a baseline
+            self.gateway_seen = True  # from now on a new revision's first count is all its own
         self.history.append((now, dict(self.carbon_sum), dict(self.requests)))
         while self.history and self.history[0][0] < now - SCI_WINDOW_S:
             self.history.popleft()

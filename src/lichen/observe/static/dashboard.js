@@ -49,7 +49,7 @@
     if (unit === "percentunit") return (value * 100).toFixed(abs < 0.01 ? 2 : 1) + "%";
     if (unit === "s") return abs < 1 ? (value * 1000).toFixed(abs < 0.01 ? 1 : 0) + " ms" : value.toFixed(2) + " s";
     const text = abs >= 1000 ? (value / 1000).toFixed(1) + "k" : abs >= 10 ? value.toFixed(0) : abs >= 1 ? value.toFixed(1) : abs >= 0.01 || abs === 0 ? value.toFixed(2) : value.toPrecision(2);
-    return unit === "reqps" ? text + "/s" : text;
+    return unit === "reqps" ? text + "/s" : unit === "watt" ? text + " W" : unit === "joule" ? text + " J" : text;
   }
 
   function since(epochS) {
