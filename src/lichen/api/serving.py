@@ -187,7 +187,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         return canaries.act(service, action, body.reason if body is not None else "")
 
     @v1.get("/energy")
-    async def energy(window_s: Annotated[float, Query(gt=0, le=400 * 86400)] = 3600.0) -> dict[str, Any]:
+    async def energy(window_s: Annotated[float, Query(ge=1, le=400 * 86400)] = 3600.0) -> dict[str, Any]:
         """Energy, carbon and the SCI per service and revision over the last ``window_s`` (``lichen energy``)."""
         if meter is None:
             raise ConfigError("energy accounting is not running in this controller")

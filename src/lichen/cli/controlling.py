@@ -77,9 +77,11 @@ def up(
     workspace = _workspace(path)
     _check_spec_and_rules(workspace, path, running=not daemon_child)  # report errors here, before anything changes
     if not daemon_child:
+        from lichen.green.intensity_sources import sustainability_warnings
         from lichen.spec.unbuilt_fields import spec_warnings
 
-        for warning in spec_warnings(workspace.spec_path):  # fields the spec designs but nothing acts on yet
+        # fields the spec designs but nothing acts on yet; trace gaps and unset API credentials
+        for warning in [*spec_warnings(workspace.spec_path), *sustainability_warnings(workspace.spec_path)]:
             err_console.print(str(warning), markup=False, soft_wrap=True)
     if daemon_child:
         _serve_foreground(workspace, live=False)

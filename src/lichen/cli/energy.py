@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from lichen.cli.controlling import AppDir, _client
+from lichen.cli.controlling import AppDir, _client, _workspace
 from lichen.cli.output import console, print_json, print_table
 from lichen.errors import ConfigError
 from lichen.spec.quantities import parse_duration_s
+
+MAX_WINDOW_S = 400 * 86400
 
 
 def band(figure: dict[str, Any] | None, unit: str, digits: int = 3) -> str:
@@ -43,6 +45,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
                      "controller's CPU")
     for source, problem in sorted((meter.get("problems") or {}).items()):
         lines.append(f"{source}: {problem}")
+    for entry in meter.get("intensity_sources") or []:
+        if entry.get("problem"):
+            lines.append(f"{entry['source']}: {entry['problem']}")
     return lines
 
 
@@ -65,8 +70,15 @@ def energy(
         window_s = parse_duration_s(window)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc), where="--window") from None
-    if window_s <= 0:
-        raise ConfigError(f"must be a positive duration, got {window}", where="--window")
+    if not 1 <= window_s <= MAX_WINDOW_S:
+        raise ConfigError(f"must be between 1s and 400d, got {window}", where="--window")
+    if service is not None:
+        from lichen.spec.loading import load_spec
+
+        names = sorted(load_spec(_workspace(app_dir).spec_path).services)
+        if service not in names:
+            raise ConfigError(f"no service named {service!r} in lichen.yaml (services: {', '.join(names)})",
+                              where="--service")
     with _client(app_dir) as client:
         report = client.energy(window_s)
     if service is not None:

@@ -61,6 +61,10 @@ def validate(
         from lichen.observe.rule_files import rule_file_issues as rule_checker
     spec, issues = check_spec(path, check_imports=not no_imports, rule_checker=rule_checker, data_checker=data_checker)
     warnings = spec_warnings(path)
+    if not no_imports and spec is not None:
+        from lichen.green.intensity_sources import sustainability_warnings
+
+        warnings = [*warnings, *sustainability_warnings(path)]
     if as_json:
         print_json(
             {

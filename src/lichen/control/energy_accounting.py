@@ -83,6 +83,18 @@ def modelled_active_power(tdp_w: float, utilisation: float,
                     full_load_range[1] * tdp_w * (1 - IDLE_SHARE_RANGE[0]) * u, "model")
 
 
+def idle_power_from(power_w: float, utilisation: float) -> Estimate:
+    """Idle power backed out of a measured power at ``utilisation`` with the model's shape (RAPL gives the
+    total, not its idle part): ``P / (1 + (1 − idle)/idle · u)``, band from the idle share's range; at
+    ``u = 0`` the measurement itself."""
+    u = min(max(utilisation, 0.0), 1.0)
+
+    def at(share: float) -> float:
+        return power_w / (1 + (1 - share) / share * u)
+
+    return Estimate(at(IDLE_SHARE), at(IDLE_SHARE_RANGE[0]), at(IDLE_SHARE_RANGE[1]), "model")
+
+
 def modelled_memory_power(gigabytes: float) -> Estimate:
     return Estimate(MEMORY_W_PER_GB * gigabytes, MEMORY_W_PER_GB_RANGE[0] * gigabytes,
                     MEMORY_W_PER_GB_RANGE[1] * gigabytes, "model")
@@ -143,6 +155,8 @@ class ReplicaUsage:
     cpu_s: float
     rss_gb: float = 0.0
     gpu_indices: tuple[int, ...] = ()
+    reserved_cpus: float | None = None
+    """cores reserved for it (``resources.cpu``), for its share of the machine's embodied carbon"""
 
 
 @dataclass(frozen=True)

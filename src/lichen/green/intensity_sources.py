@@ -176,7 +176,43 @@ def sustainability_issues(doc: Document, spec: AppSpec, app_dir: Path) -> list[S
                                     value=True))
         else:
             try:
-                read_trace(path)
+                trace = read_trace(path)
             except DataError as exc:
                 issues.append(doc.issue(("sustainability", "intensity_trace"), str(exc), value=True))
+            else:
+                gaps = trace.gaps()
+                if gaps:
+                    shown = ", ".join(f"lines {a}-{b} ({s / 60:g} min)" for a, b, s in gaps[:3])
+                    issues.append(doc.issue(
+                        ("sustainability", "intensity_trace"),
+                        f"{section.intensity_trace} has {len(gaps)} gap(s) wider than {trace.default_max_gap_s() / 60:g} "
+                        f"min, which are not interpolated: {shown}; moments inside them use the next source",
+                        value=True, severity="warning"))
+    api = section.intensity_api
+    if api is not None:
+        import os
+
+        for field in ("token_env", "username_env", "password_env"):
+            name = getattr(api, field)
+            if name and not os.environ.get(name):
+                issues.append(doc.issue(
+                    ("sustainability", "intensity_api", field),
+                    f"{name} is not set in this environment: the controller that lichen up starts from it could not "
+                    "ask the API and would use the next source", value=True, severity="warning"))
     return issues
+
+
+def sustainability_warnings(path: str | Path) -> list[SpecIssue]:
+    """The warnings of :func:`sustainability_issues` for one spec file (none when it is not valid: its
+    errors say why), for ``lichen validate`` and ``lichen up`` to print beside the unbuilt-field warnings."""
+    from lichen.spec.documents import parse_document
+
+    spec_path = Path(path)
+    try:
+        doc, _ = parse_document(spec_path.read_text(encoding="utf-8"), str(path))
+        spec = AppSpec.model_validate(doc.data) if doc is not None else None
+    except Exception:  # noqa: BLE001 - an invalid spec has its own errors
+        return []
+    if doc is None or spec is None:
+        return []
+    return [i for i in sustainability_issues(doc, spec, spec_path.resolve().parent) if i.severity == "warning"]

@@ -21,7 +21,8 @@ export, or one written by hand::
 
 :meth:`IntensityTrace.at` interpolates linearly between two rows only when
 they are at most ``max_gap_s`` apart (default: twice the trace's median step,
-at most 3 hours); a wider gap is refused with the two lines around it.
+at least 1 hour and at most 3 hours); a wider gap is refused with the two
+lines around it.
 Intensity is location-based, in gCO₂e/kWh, as the SCI requires.
 """
 
@@ -41,6 +42,7 @@ from lichen.errors import DataError
 TIME_NAMES = re.compile(r"time|date|period|start", re.I)
 INTENSITY_NAMES = re.compile(r"intensity|carbon|co2|co₂|emission", re.I)
 MAX_DEFAULT_GAP_S = 3 * 3600.0
+MIN_DEFAULT_GAP_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,17 @@ class IntensityTrace:
         return statistics.median(steps) if steps else 0.0
 
     def default_max_gap_s(self) -> float:
-        return min(MAX_DEFAULT_GAP_S, 2 * self.median_step_s) if len(self.times_s) > 1 else 0.0
+        """Twice the median step, but at least an hour (so a 15-minute trace with an hourly stretch is read)
+        and at most three."""
+        if len(self.times_s) < 2:
+            return 0.0
+        return min(MAX_DEFAULT_GAP_S, max(MIN_DEFAULT_GAP_S, 2 * self.median_step_s))
+
+    def gaps(self, max_gap_s: float | None = None) -> list[tuple[int, int, float]]:
+        """Every gap wider than the bound: (line before, line after, seconds)."""
+        bound = self.default_max_gap_s() if max_gap_s is None else max_gap_s
+        return [(self.lines[i], self.lines[i + 1], b - a)
+                for i, (a, b) in enumerate(zip(self.times_s, self.times_s[1:], strict=False)) if b - a > bound]
 
     def at(self, t_s: float, max_gap_s: float | None = None) -> float:
         """The intensity at ``t_s``: a row's value, or linear between the two rows around it when they are at

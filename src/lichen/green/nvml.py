@@ -36,15 +36,19 @@ class GpuSource(Protocol):
     def close(self) -> None: ...
 
 
-def gpu_energy_j(before: GpuReading, after: GpuReading, interval_s: float) -> tuple[float, str]:
-    """Joules one GPU used between two reads, and how they were found: the counter's difference
-    (``nvml``), or, without a counter, the mean of the two power reads over the interval (``nvml-power``)."""
+def gpu_energy_j(before: GpuReading, after: GpuReading, interval_s: float) -> tuple[float, float, float, str]:
+    """Joules one GPU used between two reads, with a low and a high bound, and how they were found: the
+    counter's difference (``nvml``, a measurement: equal bounds), or, without a counter, the mean of the two
+    power reads over the interval (``nvml-power``), bounded by the lower and the higher read."""
     if before.energy_mj is not None and after.energy_mj is not None and after.energy_mj >= before.energy_mj:
-        return (after.energy_mj - before.energy_mj) / 1000.0, "nvml"
+        joules = (after.energy_mj - before.energy_mj) / 1000.0
+        return joules, joules, joules, "nvml"
     powers_w = [p / 1000.0 for p in (before.power_mw, after.power_mw) if p is not None]
     if not powers_w:
-        return 0.0, "nvml-power"
-    return sum(powers_w) / len(powers_w) * max(0.0, interval_s), "nvml-power"
+        return 0.0, 0.0, 0.0, "nvml-power"
+    seconds = max(0.0, interval_s)
+    return (sum(powers_w) / len(powers_w) * seconds, min(powers_w) * seconds, max(powers_w) * seconds,
+            "nvml-power")
 
 
 class NvmlReader:
@@ -65,7 +69,11 @@ class NvmlReader:
         if count == 0:
             library.nvmlShutdown()
             raise NvmlUnavailable("NVML: no GPU on this machine")
-        self.handles = [library.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        try:
+            self.handles = [library.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except library.NVMLError as exc:
+            library.nvmlShutdown()
+            raise NvmlUnavailable(f"NVML: a device could not be opened: {exc}") from None
         self.last_seen_us = [0] * count
 
     def _optional(self, call: Any, *args: Any) -> Any:

@@ -86,7 +86,8 @@ def cpu_power(model_name: str, logical_cpus: int, sockets: int = 1, *, table_pat
     hit = table.get(wanted)
     if hit is None and wanted:
         padded = f" {wanted} "
-        candidates = [key for key in table if key and f" {key} " in padded]
+        # whole-word matches only, and only names with a letter: a bare "460" must not match "Celeron CPU 460"
+        candidates = [key for key in table if re.search(r"[a-z]", key) and f" {key} " in padded]
         if candidates:
             hit = table[max(candidates, key=len)]
     if hit is not None:
@@ -116,6 +117,14 @@ def _json(path: Path) -> Any:
 def grid_intensity(region: str, *, root: Path | None = None) -> GridIntensity:
     """The annual location-based intensity of ``region`` (``WORLD``, a country code, or ``US-XX``)."""
     base = (root or data_dir()) / "private_infra"
+    try:
+        return _grid_intensity(region, base)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TableError(f"codecarbon's intensity tables under {base} are not as expected "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _grid_intensity(region: str, base: Path) -> GridIntensity:
     code = region.strip().upper()
     if code == "WORLD":
         per_source = _json(base / "carbon_intensity_per_source.json")

@@ -6,7 +6,7 @@ the increases over the window, so the same queries run unchanged on a
 cluster's Prometheus:
 
 * ``sum by (service, revision, source) (increase(lichen_energy_joules_total[W]))`` and the ``_low``/``_high``
-  counters for the band (likewise ``lichen_carbon_grams``);
+  counters for the band (likewise ``lichen_carbon_grams``, by the ``intensity`` source that priced it);
 * ``lichen_embodied_carbon_grams_total`` for the SCI's M;
 * ``sum by (service, revision) (increase(lichen_gateway_requests_total[W]))`` for R;
 * the node's idle and unattributed energy, apart;
@@ -67,9 +67,11 @@ def _scalar(query: Query, expr: str, now_s: float) -> float | None:
 
 def energy_report(query: Query, window_s: float, now_s: float) -> dict[str, Any]:
     """The report of the module docs at ``now_s`` over ``window_s``, as plain data."""
+    if window_s < 1:
+        raise ValueError(f"the window must be at least 1 s, got {window_s:g} s")
     window = f"{int(window_s)}s"
     energy = _by(query, "lichen_energy_joules", ("service", "revision", "source"), window, now_s)
-    carbon = _by(query, "lichen_carbon_grams", ("service", "revision", "source"), window, now_s)
+    carbon = _by(query, "lichen_carbon_grams", ("service", "revision", "intensity"), window, now_s)
     embodied = {k: v for k, v in (
         (tuple(labels.get(x, "") for x in ("service", "revision")), value) for labels, value in query(
             f"sum by (service, revision) (increase(lichen_embodied_carbon_grams_total[{window}]))", now_s))
@@ -78,7 +80,7 @@ def energy_report(query: Query, window_s: float, now_s: float) -> dict[str, Any]
         f'sum by (service, revision) (increase(lichen_gateway_requests_total{{revision!=""}}[{window}]))', now_s)
         if not math.isnan(value)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for table, field in ((energy, "energy_j"), (carbon, "carbon_g")):
+    for table, field in ((energy, "energy_j"), (carbon, "carbon_g")):  # carbon's sources: the intensities
         for (service, revision, source), triple in table.items():
             row = rows.setdefault((service, revision), {"service": service, "revision": revision})
             row[field] = _plus(row.get(field), _figure(triple, [source]))

@@ -28,14 +28,11 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.parser import text_string_to_metric_families
 
 from lichen.clocks import Clock
 from lichen.control import energy_accounting as ea
@@ -44,7 +41,9 @@ from lichen.green.intensity_sources import IntensityChain
 from lichen.green.nvml import GpuReading, GpuSource, NvmlReader, NvmlUnavailable, gpu_energy_j
 from lichen.logs import get_logger
 from lichen.runtime.endpoints import Ingress
+from lichen.runtime.host_readings import CpuModel, Host, ProcessUsage, PsutilHost, gateway_requests
 from lichen.runtime.replicas import Replica
+from lichen.runtime.workspaces import gpu_device_list
 from lichen.spec.models import SustainabilitySpec
 
 log = get_logger("lichen.controller")
@@ -55,6 +54,7 @@ FORGET_AFTER_S = 120.0
 """a gone replica's series stay this long, so the last scrape sees its final count"""
 READ_TIMEOUT_S = 1.0
 SECONDS_PER_YEAR = 365.25 * 86400
+__all__ = ["CpuModel", "EnergyMeter", "Host", "ProcessUsage", "PsutilHost", "attach_energy_meter", "gateway_requests"]
 
 
 class MeteredController(Protocol):
@@ -68,74 +68,6 @@ class MeteredController(Protocol):
     def add_periodic(self, name: str, interval_s: float, fn: Callable[[], Any]) -> None: ...
 
 
-@dataclass(frozen=True)
-class ProcessUsage:
-    cpu_s: float
-    rss_bytes: int
-    started_wall_s: float
-
-
-class Host(Protocol):
-    """The machine as the meter reads it (a seam: tests pass a twin)."""
-
-    def cpu_times(self) -> tuple[float, float]:
-        """Cumulative (busy, total) CPU seconds over every CPU."""
-
-    def process(self, pid: int) -> ProcessUsage | None:
-        """A process's CPU seconds (with its children's), resident bytes and start; None when it is gone."""
-
-    def memory_total_bytes(self) -> int: ...
-
-    def cpu_model(self) -> tuple[str, int, int]:
-        """(model name, logical CPUs, sockets)"""
-
-
-class PsutilHost:
-    def cpu_times(self) -> tuple[float, float]:
-        t = psutil.cpu_times()
-        idle = t.idle + getattr(t, "iowait", 0.0)
-        total = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "idle", "iowait", "irq", "softirq",
-                                                  "steal"))
-        return total - idle, total
-
-    def process(self, pid: int) -> ProcessUsage | None:
-        try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                t = proc.cpu_times()
-                return ProcessUsage(t.user + t.system + t.children_user + t.children_system, proc.memory_info().rss,
-                                    proc.create_time())
-        except (psutil.Error, OSError):
-            return None
-
-    def memory_total_bytes(self) -> int:
-        return int(psutil.virtual_memory().total)
-
-    def cpu_model(self) -> tuple[str, int, int]:
-        model, sockets = "", set()
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() == "physical id":
-                    sockets.add(value.strip())
-        return model, psutil.cpu_count() or 1, max(1, len(sockets))
-
-
-def gateway_requests(exposition: str) -> dict[tuple[str, str], float]:
-    """Requests the gateway answered per (service, revision), summed over routes and statuses."""
-    totals: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(exposition):
-        if family.name == "lichen_gateway_requests":
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name.endswith("_total") and labels.get("service") and labels.get("revision"):
-                    key = (labels["service"], labels["revision"])
-                    totals[key] = totals.get(key, 0.0) + sample.value
-    return totals
-
-
 class _Instruments:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["service", "revision", "replica", "source"]
@@ -146,8 +78,8 @@ class _Instruments:
                     Counter(f"{name}_high", f"{doc} High end of the band.", names, registry=registry))
 
         self.energy = triple("lichen_energy_joules", "Energy attributed to a replica, by source.", labels)
-        self.carbon = triple("lichen_carbon_grams", "Operational carbon (gCO2e) of a replica's energy, x PUE.",
-                             labels)
+        self.carbon = triple("lichen_carbon_grams", "Operational carbon (gCO2e) of a replica's energy, x PUE, by "
+                             "energy source and intensity source.", [*labels, "intensity"])
         self.embodied = Counter("lichen_embodied_carbon_grams", "Embodied carbon (the SCI's M) shared to a replica.",
                                 ["service", "revision", "replica"], registry=registry)
         self.idle = triple("lichen_energy_idle_joules", "Node energy with nothing running, reported apart.",
@@ -197,10 +129,14 @@ class EnergyMeter:
                 self.gpu_readings = {g.index: g for g in self.gpu.read()}
             except NvmlUnavailable as exc:
                 self.problems["nvml"] = str(exc)
-        self.min_node_w: float | None = None
+            except Exception as exc:  # noqa: BLE001 - a driver that fails past its init degrades the same way
+                self.gpu = None
+                self.problems["nvml"] = f"NVML: {type(exc).__name__}: {exc}"
+        self.gpu_missing_announced = False
         self.last_s: float | None = None
         self.last_cpu: tuple[float, float] | None = None
-        self.last_process: dict[str, float] = {}
+        self.last_process: dict[str, tuple[int, float]] = {}  # replica -> (pid, CPU seconds) at the last sample
+        self.idle_probe: tuple[float, float] | None = None  # RAPL: (power, utilisation) of the quietest sample
         self.requests_raw: dict[tuple[str, str], float] = {}
         self.gateway_seen = False
         self.requests: dict[tuple[str, str], float] = {}
@@ -208,6 +144,7 @@ class EnergyMeter:
         self.history: deque[tuple[float, dict[tuple[str, str], float], dict[tuple[str, str], float]]] = deque()
         self.gone: dict[tuple[str, str, str], float] = {}
         self.series: set[tuple[str, str, str, str]] = set()
+        self.carbon_labels: set[tuple[str, str, str, str, str]] = set()
         self.last_power: ea.Estimate | None = None
         self.last_intensity: ea.Estimate | None = None
         fallback = f"modelling CPU power from {self.cpu.source}" if not self.rapl_zones else ""
@@ -217,11 +154,24 @@ class EnergyMeter:
     def _configure(self, spec: SustainabilitySpec) -> None:
         """Take ``spec`` (at start, and when ``lichen up`` applies a changed section)."""
         self.spec = spec
-        model, self.logical_cpus, sockets = self.host.cpu_model()
+        model = self.host.cpu_model()
+        self.logical_cpus = model.logical_cpus
+        fallback = reference_tables.CpuPower(
+            reference_tables.DEFAULT_W_PER_THREAD * model.logical_cpus,
+            f"codecarbon fallback: {reference_tables.DEFAULT_W_PER_THREAD:g} W × {model.logical_cpus} logical CPUs",
+            False)
         if spec.cpu_tdp_w is not None:
             self.cpu = reference_tables.CpuPower(spec.cpu_tdp_w, "sustainability.cpu_tdp_w", True)
         else:
-            self.cpu = reference_tables.cpu_power(model, self.logical_cpus, sockets)
+            try:
+                self.cpu = reference_tables.cpu_power(model.name, model.logical_cpus, model.sockets)
+            except reference_tables.TableError as exc:
+                self.cpu = fallback
+                self._announce("EnergySourceFallback", f"{exc}; {fallback.source}")
+            if model.virtual and self.cpu.known:  # the table's TDP is the host's whole package, not this slice
+                self.cpu = reference_tables.CpuPower(
+                    fallback.tdp_w, f"{fallback.source} (a VM: {self.cpu.source} is the host's whole package; set "
+                    "sustainability.cpu_tdp_w to this VM's share)", False)
         self.cpu_range = ea.FULL_LOAD_RANGE if self.cpu.known else ea.UNKNOWN_CPU_RANGE
 
     async def _follow_spec(self) -> None:
@@ -275,7 +225,7 @@ class EnergyMeter:
 
     def _sample(self, now: float, intensity: ea.Estimate, exposition: str | None) -> None:
         cpu_now = self.host.cpu_times()
-        usages, fresh = self._usages(now)
+        usages, fresh, pid_replica = self._usages(now)
         gpu_now = self._read_gpus()
         if self.last_s is None or self.last_cpu is None:
             self.last_s, self.last_cpu = now, cpu_now
@@ -292,7 +242,7 @@ class EnergyMeter:
         if dt <= 0:
             return
         node_j, idle_j, active_j, memory_per_gb = self._node(dt, busy_s / total_s)
-        gpus = self._gpu_intervals(gpu_now, usages, dt)
+        gpus = self._gpu_intervals(gpu_now, usages, pid_replica, dt)
         account = ea.account_interval(usages, cpu_j=node_j, cpu_idle_j=idle_j, busy_cpu_s=busy_s,
                                       cpu_active_j=active_j, memory_j_per_gb=memory_per_gb, gpus=gpus)
         idle = account.idle
@@ -321,10 +271,12 @@ class EnergyMeter:
                 joules = sum(rapl.energy_delta_j(self.rapl_zones[k], fresh[k]) for k in fresh)
                 self.rapl_zones = fresh
                 power_w = joules / dt
-                self.min_node_w = power_w if self.min_node_w is None else min(self.min_node_w, power_w)
-                idle_w = self.min_node_w  # the lowest power seen: true idle is at most this
-                return (ea.Estimate.measured(joules, "rapl"), ea.Estimate(idle_w * dt, 0.7 * idle_w * dt,
-                                                                          idle_w * dt, "rapl"), None, None)
+                if self.idle_probe is None or power_w < self.idle_probe[0]:
+                    self.idle_probe = (power_w, utilisation)  # the quietest sample: the least extrapolation
+                idle_w = ea.idle_power_from(*self.idle_probe)
+                idle = ea.Estimate(min(idle_w.value, power_w), min(idle_w.low, power_w), min(idle_w.high, power_w),
+                                   "rapl")
+                return ea.Estimate.measured(joules, "rapl"), idle.scaled(dt), None, None
             self.rapl_zones = {}
             self.problems["rapl"] = "; ".join(problems) or "a zone vanished"
             self._announce("EnergySourceFallback", f"RAPL stopped answering ({self.problems['rapl']}); "
@@ -335,8 +287,9 @@ class EnergyMeter:
                 ea.modelled_active_power(tdp, utilisation, self.cpu_range).scaled(dt),
                 ea.modelled_memory_power(1.0).scaled(dt))
 
-    def _usages(self, now: float) -> tuple[list[ea.ReplicaUsage], set[str]]:
-        usages, seen = [], set()
+    def _usages(self, now: float) -> tuple[list[ea.ReplicaUsage], set[str], dict[int, str]]:
+        """Each live replica's use since the last sample, the ids seen, and every PID (with children) -> replica."""
+        usages, seen, pid_replica = [], set(), {}
         wall_then = self.controller.clock.wall() - (now - self.last_s) if self.last_s is not None else None
         for replica in list(self.controller.replicas.values()):
             record = replica.record
@@ -344,15 +297,37 @@ class EnergyMeter:
             if usage is None:
                 continue
             seen.add(record.id)
-            before = self.last_process.get(record.id)
-            if before is None:  # new since the last sample: all its CPU is in the interval; adopted: a baseline
+            pid_replica.update({pid: record.id for pid in usage.pids or (record.pid,)})
+            last = self.last_process.get(record.id)
+            if last is not None and last[0] == record.pid:
+                before = last[1]
+            else:  # a new process (a new replica, or a restart under the same id): all its CPU is in the
+                # interval when it started since the last sample; a process already running (adopted): a baseline
                 before = 0.0 if wall_then is not None and usage.started_wall_s >= wall_then else usage.cpu_s
-            self.last_process[record.id] = usage.cpu_s
+            self.last_process[record.id] = (record.pid or 0, usage.cpu_s)
+            reserved = record.placement.get("cpu_cores")
             usages.append(ea.ReplicaUsage(record.id, record.service, record.revision, max(0.0, usage.cpu_s - before),
-                                          usage.rss_bytes / GB, tuple(record.placement.get("gpu_indices", ()))))
+                                          usage.rss_bytes / GB, self._gpu_indices(record.placement),
+                                          float(reserved) if reserved else None))
         for gone in set(self.last_process) - seen:
             del self.last_process[gone]
-        return usages, seen
+        return usages, seen, pid_replica
+
+    def _gpu_indices(self, placement: dict[str, Any]) -> tuple[int, ...]:
+        """The NVML indices of a replica's GPUs: its ``CUDA_VISIBLE_DEVICES`` names, a ``GPU-`` UUID matched to
+        the device NVML reports with it, an index as NVML's index."""
+        granted = tuple(placement.get("gpu_indices", ()))
+        if not granted:
+            return ()
+        by_uuid = {g.uuid: g.index for g in self.gpu_readings.values()}
+        indices = []
+        for name in gpu_device_list(granted).split(","):
+            name = name.strip()
+            if name.isdigit():
+                indices.append(int(name))
+            elif name in by_uuid:
+                indices.append(by_uuid[name])
+        return tuple(indices)
 
     def _read_gpus(self) -> list[GpuReading]:
         if self.gpu is None:
@@ -361,26 +336,37 @@ class EnergyMeter:
             return self.gpu.read()
         except Exception as exc:  # noqa: BLE001 - a driver error degrades, never crashes
             self.problems["nvml"] = f"NVML read failed: {exc}"
+            with contextlib.suppress(Exception):
+                self.gpu.close()
             self._announce("EnergySourceFallback", f"{self.problems['nvml']}; GPU energy is modelled from "
                                                    "gpu_tdp_w where set, else not counted")
             self.gpu = None
             return []
 
-    def _gpu_intervals(self, readings: list[GpuReading], usages: list[ea.ReplicaUsage],
+    def _gpu_intervals(self, readings: list[GpuReading], usages: list[ea.ReplicaUsage], pid_replica: dict[int, str],
                        dt: float) -> dict[int, ea.GpuInterval]:
         intervals: dict[int, ea.GpuInterval] = {}
-        pid_replica = {r.record.pid: r.record.id for r in self.controller.replicas.values() if r.record.pid}
         for reading in readings:
             before = self.gpu_readings.get(reading.index)
             self.gpu_readings[reading.index] = reading
             if before is None:
                 continue
-            joules, source = gpu_energy_j(before, reading, dt)
-            utilisation = {pid_replica[pid]: u for pid, u in reading.utilisation_by_pid.items() if pid in pid_replica}
-            intervals[reading.index] = ea.GpuInterval(ea.Estimate.measured(joules, source), utilisation)
-        if not readings and self.spec.gpu_tdp_w is not None:
+            joules, low, high, source = gpu_energy_j(before, reading, dt)
+            utilisation: dict[str, float] = {}
+            for pid, share in reading.utilisation_by_pid.items():
+                if pid in pid_replica:
+                    utilisation[pid_replica[pid]] = utilisation.get(pid_replica[pid], 0.0) + share
+            intervals[reading.index] = ea.GpuInterval(ea.Estimate(joules, low, high, source), utilisation)
+        held = sorted({i for u in usages for i in u.gpu_indices} - set(intervals))
+        if held and not self.gpu_missing_announced and self.gpu is None:
+            self.gpu_missing_announced = True
+            what = (f"modelling them from gpu_tdp_w ({self.spec.gpu_tdp_w:g} W)" if self.spec.gpu_tdp_w
+                    else "their energy is not counted (set sustainability.gpu_tdp_w to model it)")
+            self._announce("EnergySourceFallback", f"replicas hold GPUs {held} but NVML cannot read them "
+                           f"({self.problems.get('nvml', 'no NVML')}); {what}")
+        if self.spec.gpu_tdp_w is not None:
             tdp = self.spec.gpu_tdp_w
-            for index in sorted({i for u in usages for i in u.gpu_indices}):
+            for index in held:  # a held GPU NVML gave no reading for
                 intervals[index] = ea.GpuInterval(ea.Estimate(0.65 * tdp * dt, 0.2 * tdp * dt, tdp * dt, "model-gpu"))
         return intervals
 
@@ -393,16 +379,19 @@ class EnergyMeter:
             labels = (usage.service, usage.revision, replica, source)
             self.series.add(labels)
             grams = ea.carbon_g(joules, intensity, pue)
-            for counters, estimate in ((self.instruments.energy, joules), (self.instruments.carbon, grams)):
+            for counters, estimate, names in ((self.instruments.energy, joules, labels),
+                                              (self.instruments.carbon, grams, (*labels, intensity.source))):
                 for counter, amount in zip(counters, (estimate.value, estimate.low, estimate.high), strict=True):
-                    counter.labels(*labels).inc(max(0.0, amount))
+                    counter.labels(*names).inc(max(0.0, amount))
+            self.carbon_labels.add((*labels, intensity.source))
             key = (usage.service, usage.revision)
             self.carbon_sum[key] = self.carbon_sum.get(key, 0.0) + grams.value
         if self.spec.embodied_kg_co2e:
             per_s = self.spec.embodied_kg_co2e * 1000.0 / (self.spec.lifespan_years * SECONDS_PER_YEAR)
             capacity_s = dt * self.logical_cpus
-            for usage in usages:  # reserved share of the machine: its CPU time over the machine's CPU time
-                grams = per_s * dt * min(1.0, usage.cpu_s / capacity_s)
+            for usage in usages:  # its share of the machine: the cores reserved for it, else its CPU time
+                share = usage.reserved_cpus / self.logical_cpus if usage.reserved_cpus else usage.cpu_s / capacity_s
+                grams = per_s * dt * min(1.0, share)
                 self.instruments.embodied.labels(usage.service, usage.revision, usage.replica).inc(grams)
                 key = (usage.service, usage.revision)
                 self.carbon_sum[key] = self.carbon_sum.get(key, 0.0) + grams
@@ -445,10 +434,14 @@ class EnergyMeter:
             since = self.gone.setdefault((service, revision, replica), now)
             if now - since >= FORGET_AFTER_S:
                 self.series.discard(labels)
-                for counters in (self.instruments.energy, self.instruments.carbon):
-                    for counter in counters:
+                for counter in self.instruments.energy:
+                    with contextlib.suppress(KeyError):
+                        counter.remove(*labels)
+                for carbon_labels in [c for c in self.carbon_labels if c[:4] == labels]:
+                    self.carbon_labels.discard(carbon_labels)
+                    for counter in self.instruments.carbon:
                         with contextlib.suppress(KeyError):
-                            counter.remove(*labels)
+                            counter.remove(*carbon_labels)
                 with contextlib.suppress(KeyError):
                     self.instruments.embodied.remove(service, revision, replica)
                 self.last_process.pop(replica, None)
@@ -478,9 +471,15 @@ def _plain(estimate: ea.Estimate | None) -> dict[str, Any] | None:
 
 
 def attach_energy_meter(controller: MeteredController, spec: SustainabilitySpec, app_dir: Path,
-                        **seams: Any) -> EnergyMeter:
+                        **seams: Any) -> EnergyMeter | None:
     """Run the meter as one of the controller's periodic tasks (it samples only while
-    ``sustainability.enabled``; the interval is the one at start)."""
-    meter = EnergyMeter(controller, spec, app_dir, **seams)
+    ``sustainability.enabled``; the interval is the one at start); None, with an event, when it cannot start."""
+    try:
+        meter = EnergyMeter(controller, spec, app_dir, **seams)
+    except Exception as exc:  # noqa: BLE001 - accounting must never keep the app from starting
+        log.exception("energy_meter_failed")
+        controller.event("", "EnergySource", "EnergyAccountingOff", f"the energy meter could not start: "
+                         f"{type(exc).__name__}: {exc}; lichen energy reports nothing until the next start")
+        return None
     controller.add_periodic("energy meter", spec.sample_interval_s, meter.tick)
     return meter

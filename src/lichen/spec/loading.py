@@ -315,8 +315,8 @@ def check_spec(
         issues.extend(checking.import_issues(doc, spec_path.resolve().parent))
     if rule_checker is not None:
         issues.extend(checking.rule_file_issues(doc, spec_path.resolve().parent, spec_path.parent, rule_checker))
-    if data_checker is not None and spec is not None and not issues:
-        issues.extend(data_checker(doc, spec, spec_path.resolve().parent))
+    if data_checker is not None and spec is not None and not issues:  # its warnings: data_warnings' callers
+        issues.extend(i for i in data_checker(doc, spec, spec_path.resolve().parent) if i.severity != "warning")
     issues = sorted(set(issues), key=lambda i: (i.file != str(path), i.file, i.line, i.column, i.field, i.message))
     return (None if issues else spec), issues
 

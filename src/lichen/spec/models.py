@@ -441,7 +441,7 @@ class IntensityApiSpec(SpecModel):
     controller's environment, named here, never written in the spec."""
 
     provider: Literal["electricitymaps", "watttime", "carbon-aware-sdk"]
-    url: str | None = None
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")] | None = None
     """the API's base URL; unset: the provider's public one (the Carbon Aware SDK has none: required)"""
     zone: str | None = None
     """the provider's zone, region or location; unset: ``sustainability.region``"""

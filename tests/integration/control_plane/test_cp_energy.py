@@ -8,8 +8,13 @@ the node's idle energy apart, and the meter's cost; `lichen validate` refuses an
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
+import psutil
 import pytest
 import yaml
 from cp_harness import wait_until
@@ -74,3 +79,68 @@ def test_lichen_energy_reports_each_revision_with_sources_and_bands(make_app) ->
     refused = app.cli("validate", str(app.dir / "lichen.yaml"), check=False)
     assert refused.returncode == 2 and "sustainability.region" in refused.stdout + refused.stderr
     assert "not in codecarbon's energy-mix table" in refused.stdout + refused.stderr
+
+
+class _ElectricityMaps(BaseHTTPRequestHandler):
+    """Electricity Maps v3's latest-intensity endpoint; ``status`` set on the server picks the answer."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        server: Any = self.server
+        server.seen.append((self.path, self.headers.get("auth-token")))
+        body = json.dumps({"zone": "DE", "carbonIntensity": 123, "datetime": "2026-12-04T00:00:00.000Z"}
+                          if server.status == 200 else {"message": "boom"}).encode()
+        self.send_response(server.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def electricity_maps() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ElectricityMaps)
+    server.seen, server.status = [], 200  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_intensity_api_is_used_or_degrades_to_the_region_with_an_event(make_app, electricity_maps, status,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    electricity_maps.status = status  # type: ignore[attr-defined]
+    monkeypatch.setenv("EM_TEST_TOKEN", "em-secret")  # the controller inherits the CLI's environment
+    app = make_app()
+    app.write_spec(api={"replicas": 1})
+    spec = yaml.safe_load((app.dir / "lichen.yaml").read_text())
+    spec["sustainability"] = {"sample_interval_s": 1, "region": "DE", "intensity_api": {
+        "provider": "electricitymaps", "url": f"http://127.0.0.1:{electricity_maps.server_port}",
+        "token_env": "EM_TEST_TOKEN"}}
+    (app.dir / "lichen.yaml").write_text(yaml.safe_dump(spec))
+    app.up()
+
+    def intensity() -> dict | None:
+        report = json.loads(app.cli("energy", "--window", "1m", "--json", "-C", str(app.dir)).stdout)
+        return report["meter"]["intensity_g_per_kwh"]
+
+    used = wait_until(intensity, "the meter's first priced sample", timeout_s=30, every_s=0.5)
+    assert electricity_maps.seen[0] == ("/v3/carbon-intensity/latest?zone=DE", "em-secret")  # type: ignore[attr-defined]
+    events = [e for e in app.events() if e["kind"] == "EnergySource"]
+    if status == 200:
+        assert used == {"value": 123.0, "low": 123.0, "high": 123.0, "source": "electricitymaps:DE"}
+        assert not [e for e in events if e["reason"] == "IntensityApiFailed"]
+    else:
+        assert used["source"].startswith("codecarbon global_energy_mix.json: Germany")
+        assert used["low"] < used["value"] < used["high"]
+        failed = [e for e in events if e["reason"] == "IntensityApiFailed"]
+        assert len(failed) == 1 and "HTTP 500" in failed[0]["message"] and "em-secret" not in failed[0]["message"]
+    logs = list((app.dir / ".lichen").rglob("*.log"))
+    assert any(path.name == "controller.log" for path in logs), logs
+    assert not any("em-secret" in path.read_text(errors="replace") for path in logs), "the token reached a log"
+    for replica in app.replicas():  # a secret of the controller's: no service process inherits it
+        assert "EM_TEST_TOKEN" not in psutil.Process(replica["pid"]).environ()

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from lichen.green.intensity_apis import ElectricityMapsClient, IntensityApiError, IntensityReading
-from lichen.green.intensity_sources import TABLE_BAND, IntensityChain, api_client, sustainability_issues
+from lichen.green.intensity_sources import (
+    TABLE_BAND,
+    IntensityChain,
+    api_client,
+    sustainability_issues,
+    sustainability_warnings,
+)
 from lichen.green.reference_tables import grid_intensity
 from lichen.spec.loading import check_spec
 from lichen.spec.models import IntensityApiSpec, SustainabilitySpec
@@ -228,3 +234,19 @@ def test_a_good_sustainability_section_has_no_issues(tmp_path: Path) -> None:
     assert _check(tmp_path, "sustainability:\n  region: US-CA\n") == []
     # a disabled section is not checked at all
     assert _check(tmp_path, "sustainability:\n  enabled: false\n  region: XX\n") == []
+
+
+def test_trace_gaps_and_unset_credentials_are_warnings_that_do_not_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EM_UNSET_TOKEN", raising=False)
+    (tmp_path / "de.csv").write_text(TRACE + "2026-12-04T09:00:00Z,300\n", encoding="utf-8")  # a 7.5 h gap
+    block = ("sustainability:\n  intensity_trace: de.csv\n  intensity_api:\n    provider: electricitymaps\n"
+             "    token_env: EM_UNSET_TOKEN\n")
+    assert _check(tmp_path, block) == []  # warnings never make the spec invalid
+    warnings = sustainability_warnings(tmp_path / "lichen.yaml")
+    assert [(w.field, w.severity) for w in warnings] == [
+        ("sustainability.intensity_trace", "warning"), ("sustainability.intensity_api.token_env", "warning")]
+    assert "lines 4-5" in warnings[0].message and "not interpolated" in warnings[0].message
+    assert "EM_UNSET_TOKEN is not set" in warnings[1].message and warnings[1].line == 9
+    monkeypatch.setenv("EM_UNSET_TOKEN", "x")
+    assert [w.field for w in sustainability_warnings(tmp_path / "lichen.yaml")] == ["sustainability.intensity_trace"]

@@ -75,3 +75,15 @@ def test_every_bad_row_is_an_error_naming_its_line(text: str, error: str) -> Non
 def test_an_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot read the intensity trace"):
         read_trace(tmp_path / "missing.csv")
+
+
+def test_a_15_minute_trace_with_an_hourly_stretch_is_read_and_gaps_lists_what_is_not() -> None:
+    times = [T0 + 900 * i for i in range(8)] + [T0 + 900 * 7 + 3600, T0 + 900 * 7 + 3600 + 4 * 3600]
+    text = "datetime,carbon_intensity\n" + "".join(f"{int(t)},{200 + i}\n" for i, t in enumerate(times))
+    trace = parse_trace(text, "mixed.csv")
+    assert trace.default_max_gap_s() == 3600  # twice the 15 min median, raised to an hour
+    assert trace.at(T0 + 900 * 7 + 1800) == pytest.approx(207.5)  # inside the hourly stretch
+    assert trace.gaps() == [(10, 11, 4 * 3600.0)]  # lines: the header is line 1
+    with pytest.raises(DataError, match="between lines 10 and 11"):
+        trace.at(T0 + 900 * 7 + 3600 + 3600)
+

@@ -149,23 +149,24 @@ def _reading(energy_mj: int | None, power_mw: int | None) -> GpuReading:
     return GpuReading(0, "GPU-a", energy_mj, power_mw)
 
 
-def test_the_counter_difference_is_the_energy_in_joules() -> None:
+def test_the_counter_difference_is_the_energy_in_joules_with_no_band() -> None:
     assert gpu_energy_j(_reading(1_000_000, 300_000), _reading(1_250_500, 300_000), 5.0) == \
-        (pytest.approx(250.5), "nvml")
-    assert gpu_energy_j(_reading(9, None), _reading(9, None), 5.0) == (0.0, "nvml")
+        (pytest.approx(250.5), pytest.approx(250.5), pytest.approx(250.5), "nvml")
+    assert gpu_energy_j(_reading(9, None), _reading(9, None), 5.0) == (0.0, 0.0, 0.0, "nvml")
 
 
-def test_without_a_counter_the_mean_power_times_the_interval() -> None:
-    joules, source = gpu_energy_j(_reading(None, 100_000), _reading(None, 200_000), 10.0)
+def test_without_a_counter_the_mean_power_times_the_interval_between_the_two_reads() -> None:
+    joules, low, high, source = gpu_energy_j(_reading(None, 100_000), _reading(None, 200_000), 10.0)
     assert source == "nvml-power" and joules == pytest.approx(1_500.0)  # 150 W for 10 s
-    joules, source = gpu_energy_j(_reading(1_000, 100_000), _reading(None, 300_000), 2.0)
-    assert source == "nvml-power" and joules == pytest.approx(400.0)
-    joules, source = gpu_energy_j(_reading(None, None), _reading(None, 60_000), 3.0)
-    assert source == "nvml-power" and joules == pytest.approx(180.0)  # only one power read: that one
-    assert gpu_energy_j(_reading(None, None), _reading(None, None), 3.0) == (0.0, "nvml-power")
-    assert gpu_energy_j(_reading(None, 100_000), _reading(None, 100_000), -1.0) == (0.0, "nvml-power")
+    assert (low, high) == (pytest.approx(1_000.0), pytest.approx(2_000.0))  # 100 W and 200 W for 10 s
+    joules, low, high, source = gpu_energy_j(_reading(1_000, 100_000), _reading(None, 300_000), 2.0)
+    assert source == "nvml-power" and joules == pytest.approx(400.0) and low < joules < high
+    joules, low, high, source = gpu_energy_j(_reading(None, None), _reading(None, 60_000), 3.0)
+    assert source == "nvml-power" and joules == low == high == pytest.approx(180.0)  # one power read: that one
+    assert gpu_energy_j(_reading(None, None), _reading(None, None), 3.0) == (0.0, 0.0, 0.0, "nvml-power")
+    assert gpu_energy_j(_reading(None, 100_000), _reading(None, 100_000), -1.0)[:3] == (0.0, 0.0, 0.0)
 
 
 def test_a_counter_going_backwards_after_a_driver_reload_uses_the_power_path() -> None:
-    joules, source = gpu_energy_j(_reading(9_000_000, 200_000), _reading(5_000, 100_000), 4.0)
+    joules, _, _, source = gpu_energy_j(_reading(9_000_000, 200_000), _reading(5_000, 100_000), 4.0)
     assert source == "nvml-power" and joules == pytest.approx(600.0)  # mean 150 W for 4 s, not a negative figure

@@ -142,3 +142,8 @@ def test_a_custom_root_is_read_instead_of_codecarbons(tmp_path: Path) -> None:
     assert vermont.g_per_kwh == pytest.approx(45.359237) and "eGRID 2099" in vermont.source
     with pytest.raises(TableError, match="'DE'"):
         grid_intensity("DE", root=tmp_path)
+
+
+def test_a_bare_number_in_the_table_never_matches_a_model_name() -> None:
+    power = cpu_power("Intel(R) Celeron(R) CPU 460 @ 1.80GHz", 2)  # the table has a row named just "460"
+    assert not power.known and power.tdp_w == pytest.approx(8.0)

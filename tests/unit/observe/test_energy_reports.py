@@ -44,7 +44,8 @@ def counters() -> list[tuple[str, dict[str, str], float]]:
     for labels, rate in ENERGY:
         for suffix, factor in (("", 1.0), ("_low", LOW), ("_high", HIGH)):
             out.append((f"lichen_energy_joules{suffix}_total", labels, rate * factor))
-            out.append((f"lichen_carbon_grams{suffix}_total", labels, rate * factor * INTENSITY))
+            out.append((f"lichen_carbon_grams{suffix}_total", {**labels, "intensity": "electricitymaps:DE"},
+                        rate * factor * INTENSITY))
     out += [("lichen_embodied_carbon_grams_total", dict(zip(("service", "revision", "replica"), key, strict=True)),
              rate) for key, rate in EMBODIED.items()]
     out += [("lichen_gateway_requests_total", labels, rate) for labels, rate in REQUESTS]
@@ -113,6 +114,7 @@ def test_sci_is_operational_plus_embodied_carbon_per_1000_requests(report: dict)
         carbon = _energy_rate("api", revision) * INTENSITY * WINDOW_S
         embodied = _embodied_rate("api", revision) * WINDOW_S
         assert row["carbon_g"]["value"] == pytest.approx(carbon, rel=1e-6)
+        assert row["carbon_g"]["sources"] == ["electricitymaps:DE"]  # carbon names the intensity that priced it
         assert row["embodied_g"] == pytest.approx(embodied, rel=1e-6)
         requests = _request_rate("api", revision) * WINDOW_S
         sci = row["sci_g_per_1000_requests"]

@@ -14,7 +14,14 @@ from lichen.control import energy_accounting as ea
 from lichen.gateway.metrics import GatewayMetrics
 from lichen.green.nvml import GpuReading, NvmlUnavailable
 from lichen.runtime import metering
-from lichen.runtime.metering import FORGET_AFTER_S, SECONDS_PER_YEAR, EnergyMeter, ProcessUsage, attach_energy_meter
+from lichen.runtime.metering import (
+    FORGET_AFTER_S,
+    SECONDS_PER_YEAR,
+    CpuModel,
+    EnergyMeter,
+    ProcessUsage,
+    attach_energy_meter,
+)
 from lichen.runtime.state import ReplicaRecord
 from lichen.spec.models import SustainabilitySpec
 from lichen.testing.clocks import FakeClock
@@ -50,6 +57,7 @@ class FakeController:
 class FakeHost:
     def __init__(self, logical: int = 1) -> None:
         self.busy, self.total, self.logical = 100.0, 1000.0, logical
+        self.model, self.virtual = "Fake CPU", False
         self.procs: dict[int, ProcessUsage | Exception | None] = {}
         self.fail: Exception | None = None
 
@@ -67,8 +75,8 @@ class FakeHost:
     def memory_total_bytes(self) -> int:
         return 8 * GB
 
-    def cpu_model(self) -> tuple[str, int, int]:
-        return "Fake CPU", self.logical, 1
+    def cpu_model(self) -> CpuModel:
+        return CpuModel(self.model, self.logical, 1, self.virtual)
 
     def run(self, pid: int, cpu_s: float, rss_gb: float | None = None, started: float = 0.0) -> None:
         old = self.procs.get(pid)
@@ -182,7 +190,7 @@ def test_model_shares_active_energy_by_cpu_time_and_reports_idle_and_the_rest_ap
         energy = band(meter, "lichen_energy_joules", **r(rid, "model"))
         assert energy == pytest.approx([estimate.value, estimate.low, estimate.high])
         assert energy[1] <= energy[0] <= energy[2]
-        carbon = band(meter, "lichen_carbon_grams", **r(rid, "model"))
+        carbon = band(meter, "lichen_carbon_grams", **r(rid, "model"), intensity="spec")
         assert carbon == pytest.approx([e * PUE * 400 / 3.6e6 for e in energy])
     e0 = get(meter, "lichen_energy_joules_total", **r("api-0", "model"))
     e1 = get(meter, "lichen_energy_joules_total", **r("api-1", "model"))
@@ -240,17 +248,22 @@ def test_rapl_package_and_dram_across_a_wrap_then_a_vanished_zone_falls_back_to_
     set_uj(package, 920_000_000)  # 20 J
     set_uj(dram, 15_000_000)  # 5 J
     set_uj(core, 500_000_000)  # inside the package's figure: never added
-    tick(meter)  # 2.5 W, the lowest seen: all idle
-    assert band(meter, "lichen_energy_idle_joules", source="rapl") == pytest.approx([25.0, 17.5, 25.0])
+    tick(meter)  # 2.5 W at 50 %, the quietest sample: idle backed out of it with the model's shape
+    idle_w = ea.idle_power_from(2.5, 0.5)
+    assert idle_w.low < idle_w.value < idle_w.high < 2.5
+    idle_j = [idle_w.value * DT, idle_w.low * DT, idle_w.high * DT]
+    assert band(meter, "lichen_energy_idle_joules", source="rapl") == pytest.approx(idle_j)
+    assert get(meter, "lichen_energy_joules_total", **r("api-0", "rapl")) == pytest.approx((25 - idle_j[0]) * 3 / 5)
     step(controller, host, 5.0, {101: 3.0, 102: 1.0})
     set_uj(package, 10_000_000)  # wrapped: 80 J to the range, 10 J after
     set_uj(dram, 25_000_000)  # 10 J
     set_uj(core, 900_000_000)
-    tick(meter)  # 100 J at 10 W; idle stays 2.5 W x 10 s, 75 J active shared 3:1:1
-    assert get(meter, "lichen_energy_joules_total", **r("api-0", "rapl")) == pytest.approx(75 * 3 / 5)
-    assert get(meter, "lichen_energy_joules_total", **r("api-1", "rapl")) == pytest.approx(75 * 1 / 5)
-    assert get(meter, "lichen_energy_unattributed_joules_total", source="rapl") == pytest.approx(75 * 1 / 5)
-    assert get(meter, "lichen_energy_idle_joules_total", source="rapl") == pytest.approx(50.0)
+    tick(meter)  # 100 J at 10 W; idle stays the quietest sample's, the rest active shared 3:1:1
+    active = [25 - idle_j[0], 100 - idle_j[0]]
+    assert get(meter, "lichen_energy_joules_total", **r("api-0", "rapl")) == pytest.approx(sum(active) * 3 / 5)
+    assert get(meter, "lichen_energy_joules_total", **r("api-1", "rapl")) == pytest.approx(sum(active) * 1 / 5)
+    assert get(meter, "lichen_energy_unattributed_joules_total", source="rapl") == pytest.approx(sum(active) / 5)
+    assert get(meter, "lichen_energy_idle_joules_total", source="rapl") == pytest.approx(2 * idle_j[0])
     counted = total(meter, "lichen_energy_joules_total") + total(meter, "lichen_energy_idle_joules_total") + \
         total(meter, "lichen_energy_unattributed_joules_total")
     assert counted == pytest.approx(20 + 5 + 90 + 10)  # memory is in the DRAM zone, not modelled on top
@@ -275,7 +288,8 @@ def test_gpu_energy_goes_to_its_holders_by_sm_utilisation_and_an_unheld_gpu_stay
     tick(meter)
     assert band(meter, "lichen_energy_joules", **r("api-0", "nvml")) == [50.0, 50.0, 50.0]
     assert band(meter, "lichen_energy_unattributed_joules", source="nvml") == [50.0, 50.0, 50.0]
-    assert get(meter, "lichen_carbon_grams_total", **r("api-0", "nvml")) == pytest.approx(50 * PUE * 400 / 3.6e6)
+    assert get(meter, "lichen_carbon_grams_total", **r("api-0", "nvml"), intensity="spec") == \
+        pytest.approx(50 * PUE * 400 / 3.6e6)
     controller.add("api-1", 102, gpu_indices=[0])  # started during this interval: all its CPU counts
     host.run(102, 0.5, started=controller.clock.wall() + 1)
     gpus.util[0] = {101: 60.0, 102: 20.0}
@@ -371,8 +385,8 @@ def test_a_gone_replica_keeps_its_series_until_forget_after_s(tmp_path: Path) ->
         assert get(meter, "lichen_energy_joules_total", **r("api-1", "model")) is not None
     step(controller, host, 3.0)
     tick(meter)
-    for name in ("lichen_energy_joules", "lichen_carbon_grams"):
-        assert band(meter, name, **r("api-1", "model")) == [None, None, None]
+    assert band(meter, "lichen_energy_joules", **r("api-1", "model")) == [None, None, None]
+    assert band(meter, "lichen_carbon_grams", **r("api-1", "model"), intensity="spec") == [None, None, None]
     assert get(meter, "lichen_energy_joules_total", **r("api-0", "model")) is not None
     assert "api-1" not in meter.last_process
 
@@ -466,8 +480,9 @@ def test_energy_before_the_first_tick_is_not_counted(tmp_path: Path, source: str
         set_uj(package, int((package / "energy_uj").read_text()) + joules * 1_000_000)
         gpus.energy_mj = [gpus.energy_mj[0] + joules * 1000]
         tick(meter)
-    name = "lichen_energy_idle_joules_total" if source == "rapl" else "lichen_energy_unattributed_joules_total"
-    assert get(meter, name, source=source) == pytest.approx(10.0)
+    counted = (get(meter, "lichen_energy_idle_joules_total", source=source) or 0.0) + \
+        get(meter, "lichen_energy_unattributed_joules_total", source=source)
+    assert counted == pytest.approx(10.0)
 
 
 def test_a_psys_zone_is_not_added_to_the_package(tmp_path: Path) -> None:
@@ -479,4 +494,75 @@ def test_a_psys_zone_is_not_added_to_the_package(tmp_path: Path) -> None:
     set_uj(package, 20_000_000)
     set_uj(psys, 30_000_000)  # the whole platform, package included
     tick(meter)
-    assert get(meter, "lichen_energy_idle_joules_total", source="rapl") == pytest.approx(20.0)
+    assert get(meter, "lichen_energy_idle_joules_total", source="rapl") + \
+        get(meter, "lichen_energy_unattributed_joules_total", source="rapl") == pytest.approx(20.0)
+
+
+def test_a_restart_under_the_same_replica_id_counts_the_new_process_from_its_start(tmp_path: Path) -> None:
+    meter, controller, host = make(tmp_path)
+    two_replicas(controller, host)  # api-0 (pid 101) has used 50 CPU s
+    tick(meter)
+    controller.clock.advance(DT)
+    host.busy += 5.0
+    host.total += DT
+    controller.replicas["api-0"].record.pid = 201  # restarted: same id, a new process that used 2 CPU s so far
+    host.procs[201] = ProcessUsage(2.0, GB, controller.clock.wall() - 1.0)
+    tick(meter)
+    active = ea.modelled_active_power(100, 0.5).scaled(DT).value
+    assert get(meter, "lichen_energy_joules_total", **r("api-0", "model")) == pytest.approx(
+        active * 2 / 5 + ea.modelled_memory_power(1.0).value * DT)
+
+
+def test_in_a_vm_a_table_tdp_is_not_taken_for_this_machines_share(tmp_path: Path) -> None:
+    spec = SustainabilitySpec(pue=PUE)  # no cpu_tdp_w: the table decides
+    meter, _, host = make(tmp_path, spec=spec, logical=2)
+    host.model, host.virtual = "Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz", True
+    meter._configure(spec)
+    assert not meter.cpu.known and meter.cpu.tdp_w == pytest.approx(8.0)  # 4 W per logical CPU
+    assert "host's whole package" in meter.cpu.source and meter.cpu_range == ea.UNKNOWN_CPU_RANGE
+    host.virtual = False
+    meter._configure(spec)
+    assert meter.cpu.known and meter.cpu.tdp_w > 100  # bare metal: the package's TDP
+
+
+def test_gpus_named_by_uuid_and_gpu_work_in_a_child_process_reach_their_replica(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1,GPU-0")  # position 0 is NVML's device 1
+    gpus = FakeGpus(count=2)
+    meter, controller, host = make(tmp_path, gpus=lambda: gpus)
+    controller.add("train-0", 301, service="train", gpu_indices=[0])
+    host.procs[301] = ProcessUsage(1.0, GB, 0.0, pids=(301, 302))
+    tick(meter)
+    step(controller, host, 5.0)
+    gpus.energy_mj = [gpus.energy_mj[0] + 7_000, gpus.energy_mj[1] + 30_000]
+    gpus.util[1] = {302: 80.0}  # the child does the GPU work
+    tick(meter)
+    assert get(meter, "lichen_energy_joules_total", **r("train-0", "nvml", service="train")) == pytest.approx(30.0)
+    assert get(meter, "lichen_energy_unattributed_joules_total", source="nvml") == pytest.approx(7.0)
+
+
+def test_embodied_carbon_follows_reserved_cores_where_the_replica_has_them(tmp_path: Path) -> None:
+    spec = SustainabilitySpec(cpu_tdp_w=100, embodied_kg_co2e=1000, lifespan_years=4)
+    meter, controller, host = make(tmp_path, spec=spec, logical=4)
+    controller.add("api-0", 101, cpu_cores=1.0)
+    host.run(101, 1.0)
+    tick(meter)
+    step(controller, host, 1.0, {101: 0.1}, total=4 * DT)  # nearly idle, yet a quarter of the machine is its own
+    tick(meter)
+    per_s = 1000 * 1000 / (4 * SECONDS_PER_YEAR)
+    assert get(meter, "lichen_embodied_carbon_grams_total", service="api", revision="r1", replica="api-0") == \
+        pytest.approx(per_s * DT / 4)
+
+
+def test_replicas_holding_gpus_nvml_cannot_read_raise_one_event(tmp_path: Path) -> None:
+    def unavailable():
+        raise NvmlUnavailable("NVML: NVML Shared Library Not Found")
+
+    meter, controller, host = make(tmp_path, gpus=unavailable)
+    controller.add("train-0", 301, service="train", gpu_indices=[0])
+    host.run(301, 1.0)
+    for _ in range(3):
+        step(controller, host, 5.0, {301: 1.0})
+        tick(meter)
+    said = [e for e in controller.events if "hold GPUs" in e[3]]
+    assert len(said) == 1 and "not counted" in said[0][3] and "Library Not Found" in said[0][3]
