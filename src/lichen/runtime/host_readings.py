@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,38 @@ class Host(Protocol):
 
     def cpu_model(self) -> CpuModel: ...
 
+    def begin_sample(self) -> None:
+        """Called before a sample's ``process`` calls (a host may read the process table once there)."""
+
 
 class PsutilHost:
+    def __init__(self) -> None:
+        self.children_of: dict[int, list[int]] = {}
+
+    def begin_sample(self) -> None:
+        """One pass over the process table per sample, not one per replica (``Process.children`` scans it
+        every call)."""
+        children: dict[int, list[int]] = {}
+        ppid_map = getattr(psutil, "_ppid_map", None)  # what Process.children reads: one /proc pass, 3x cheaper
+        try:
+            pairs = ppid_map().items() if ppid_map is not None else None
+        except (psutil.Error, OSError):
+            pairs = None
+        if pairs is None:  # psutil without it: the public, slower way
+            pairs = [(p.pid, p.info.get("ppid")) for p in psutil.process_iter(["ppid"])]
+        for pid, ppid in pairs:
+            if ppid:
+                children.setdefault(ppid, []).append(pid)
+        self.children_of = children
+
+    def _descendants(self, pid: int) -> list[int]:
+        found, stack = [], list(self.children_of.get(pid, ()))
+        while stack:
+            child = stack.pop()
+            found.append(child)
+            stack.extend(self.children_of.get(child, ()))
+        return found
+
     def cpu_times(self) -> tuple[float, float]:
         t = psutil.cpu_times()
         idle = t.idle + getattr(t, "iowait", 0.0)
@@ -66,11 +96,11 @@ class PsutilHost:
                 cpu_s = t.user + t.system + t.children_user + t.children_system
                 rss, started = proc.memory_info().rss, proc.create_time()
             pids = [pid]
-            for child in proc.children(recursive=True):  # live children: exited ones are in children_*
+            for child in self._descendants(pid):  # live children: exited ones are in children_*
                 with contextlib.suppress(psutil.Error, OSError):
-                    c = child.cpu_times()
+                    c = psutil.Process(child).cpu_times()
                     cpu_s += c.user + c.system
-                    pids.append(child.pid)
+                    pids.append(child)
             return ProcessUsage(cpu_s, rss, started, tuple(pids))
         except (psutil.Error, OSError):
             return None
@@ -93,14 +123,36 @@ class PsutilHost:
         return CpuModel(name, psutil.cpu_count() or 1, max(1, len(sockets)), virtual)
 
 
+_REQUESTS = "lichen_gateway_requests_total{"
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return "\n" if match.group(1) == "n" else match.group(1)
+
+
 def gateway_requests(exposition: str) -> dict[tuple[str, str], float]:
-    """Requests the gateway answered per (service, revision), summed over routes and statuses."""
+    """Requests the gateway answered per (service, revision), summed over routes and statuses.
+
+    Only the ``lichen_gateway_requests_total`` lines are read (a scan, not a parse of the whole
+    exposition: the meter reads it every sample); a line that does not parse is skipped."""
     totals: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(exposition):
-        if family.name == "lichen_gateway_requests":
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name.endswith("_total") and labels.get("service") and labels.get("revision"):
-                    key = (labels["service"], labels["revision"])
-                    totals[key] = totals.get(key, 0.0) + sample.value
+    start = exposition.find(_REQUESTS)
+    while start != -1:
+        end = exposition.find("\n", start)
+        at_line_start = start == 0 or exposition[start - 1] == "\n"
+        line = exposition[start:end if end != -1 else len(exposition)]
+        start = exposition.find(_REQUESTS, end) if end != -1 else -1
+        if not at_line_start:
+            continue
+        labels_text, _, value_text = line[len(_REQUESTS):].rpartition("} ")
+        labels = {k: _ESCAPE.sub(_unescape, v) for k, v in _LABEL.findall(labels_text)}
+        try:
+            value = float(value_text.split()[0])
+        except (ValueError, IndexError):
+            continue
+        if labels.get("service") and labels.get("revision"):
+            key = (labels["service"], labels["revision"])
+            totals[key] = totals.get(key, 0.0) + value
     return totals

@@ -225,6 +225,9 @@ class EnergyMeter:
 
     def _sample(self, now: float, intensity: ea.Estimate, exposition: str | None) -> None:
         cpu_now = self.host.cpu_times()
+        begin = getattr(self.host, "begin_sample", None)
+        if begin is not None:
+            begin()
         usages, fresh, pid_replica = self._usages(now)
         gpu_now = self._read_gpus()
         if self.last_s is None or self.last_cpu is None:

@@ -1,0 +1,78 @@
+"""What the energy meter reads of the machine (lichen.runtime.host_readings): the gateway's requests by a line
+scan that agrees with prometheus_client's parser, and a real process tree's CPU time with its live children."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from lichen.gateway.metrics import GatewayMetrics
+from lichen.runtime.host_readings import PsutilHost, gateway_requests
+
+
+def _parsed(exposition: str) -> dict[tuple[str, str], float]:
+    totals: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name == "lichen_gateway_requests":
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels.get("service") and labels.get("revision"):
+                    key = (labels["service"], labels["revision"])
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def test_the_request_scan_agrees_with_the_prometheus_parser_on_a_real_gateway_exposition() -> None:
+    metrics = GatewayMetrics()
+    for revision in ("r1", "r2"):
+        for route, status, n in (("/a", "200", 90), ("/b", "500", 10)):
+            metrics.counts["requests"][(route, "api", revision, status)] = n
+        metrics.observe_request("/a", "api", revision, 200, 0.01)  # other families around it
+    metrics.counts["requests"][("/q", 'we"ird\\name', "r1", "200")] = 7  # escapes in a label value
+    metrics.counts["requests"][("/none", "api", "", "404")] = 3  # no revision answered: not a revision's
+    text = metrics.exposition().decode()
+    assert gateway_requests(text) == _parsed(text) == {
+        ("api", "r1"): 101.0, ("api", "r2"): 101.0, ('we"ird\\name', "r1"): 7.0}
+    decoy = 'other_lichen_gateway_requests_total{service="api",revision="r9"} 5\n'
+    assert gateway_requests(decoy + "garbage\n") == {}
+
+
+def test_a_process_counts_its_live_childrens_cpu_and_names_their_pids() -> None:
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+                               "time.sleep(30)"])
+    try:
+        host = PsutilHost()
+        deadline = time.monotonic() + 20
+        while True:
+            host.begin_sample()
+            usage = host.process(parent.pid)
+            assert usage is not None
+            if len(usage.pids) == 2 and usage.cpu_s >= 0.6:
+                break
+            assert time.monotonic() < deadline, f"the child's CPU never showed: {usage}"
+            time.sleep(0.05)
+        child = next(pid for pid in usage.pids if pid != parent.pid)
+        assert psutil.Process(child).ppid() == parent.pid
+        own = sum(psutil.Process(parent.pid).cpu_times()[:2])
+        assert usage.cpu_s > own + 0.5  # the child's burn is in the parent's figure
+    finally:
+        for proc in psutil.Process(parent.pid).children(recursive=True):
+            proc.kill()
+        parent.kill()
+        parent.wait()
+    assert host.process(parent.pid) is None  # gone: None, not an error
+
+
+def test_system_cpu_times_and_the_cpu_model_read_sensibly() -> None:
+    host = PsutilHost()
+    busy, total = host.cpu_times()
+    assert 0 <= busy <= total
+    model = host.cpu_model()
+    assert model.logical_cpus >= 1 and model.sockets >= 1
+    assert host.memory_total_bytes() > 0
