@@ -193,9 +193,9 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             raise ConfigError("energy accounting is not running in this controller")
         if observing is None:
             raise ConfigError("lichen energy reads the embedded Prometheus, which LICHEN_OBSERVE=off turned off for this controller")
-        from lichen.observe.energy_reports import energy_report
+        from lichen.observe.energy_reports import energy_report, engine_range_samples
 
-        report = await asyncio.to_thread(energy_report, observing.engine.instant_samples, window_s,
+        report = await asyncio.to_thread(energy_report, engine_range_samples(observing.engine), window_s,
                                          controller.clock.wall())
         return {**report, "meter": meter.status()}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from lichen.observe.energy_reports import energy_report
+from lichen.observe.energy_reports import counter_increase, energy_report, engine_range_samples
 from lichen.observe.promql import Engine
 from lichen.observe.series import SeriesStore
 
@@ -68,7 +68,7 @@ def report() -> dict:
             store.append({"__name__": name, **job, **labels}, ms, 1000.0 + rate * STEP_S * k)
         # a replica's own process CPU: not the controller's, never in the accounting share
         store.append({"__name__": "process_cpu_seconds_total", "job": "replica", "instance": "x"}, ms, 5.0 * k)
-    return energy_report(Engine(store).instant_samples, WINDOW_S, END_S)
+    return energy_report(engine_range_samples(Engine(store)), WINDOW_S, END_S)
 
 
 def _revision(report: dict, service: str, revision: str) -> dict:
@@ -162,7 +162,34 @@ def test_node_idle_and_unattributed_energy_and_the_accounting_share(report: dict
 
 
 def test_an_empty_store_reports_nothing_without_dividing_by_zero() -> None:
-    report = energy_report(Engine(SeriesStore()).instant_samples, WINDOW_S, END_S)
+    report = energy_report(engine_range_samples(Engine(SeriesStore())), WINDOW_S, END_S)
     assert report["services"] == [] and report["revisions"] == []
     assert report["node"] == {"idle_j": None, "unattributed_j": None}
     assert report["accounting_cost"] == {"cpu_s": None, "controller_cpu_s": None, "share_of_controller": None}
+
+
+def test_counter_increase_counts_a_series_born_in_the_window_whole_and_survives_a_reset() -> None:
+    assert counter_increase([(90.0, 10.0), (100.0, 12.0), (110.0, 20.0)], start_s=100.0) == 8.0  # from the start's
+    assert counter_increase([(105.0, 297.0), (110.0, 300.0)], start_s=100.0) == 300.0  # born inside: from 0
+    assert counter_increase([(90.0, 50.0), (105.0, 60.0), (110.0, 4.0), (120.0, 9.0)], start_s=100.0) == 10 + 4 + 5
+    assert counter_increase([(90.0, 50.0)], start_s=100.0) == 0.0
+    assert counter_increase([], start_s=100.0) == 0.0
+
+
+def test_a_burst_to_a_revision_whose_counter_appears_mid_window_is_counted_in_full() -> None:
+    """What PromQL's increase() gets wrong on make demo's app: 300 requests read as 3."""
+    store = SeriesStore()
+    labels = {"__name__": "lichen_gateway_requests_total", "job": "gateway", "route": "/v1/items",
+              "service": "similar", "revision": "r1", "status": "200"}
+    energy = {"__name__": "lichen_energy_joules_total", "job": "controller", "service": "similar",
+              "revision": "r1", "replica": "similar-0", "source": "model"}
+    for t_s, served in ((END_S - 20, 297.0), (END_S - 10, 300.0)):
+        store.append(labels, int(t_s * 1000), served)
+    for t_s, joules in ((END_S - 100, 1.0), (END_S - 20, 2.0), (END_S - 10, 3.0)):
+        for suffix in ("", "_low", "_high"):
+            store.append({**energy, "__name__": f"lichen_energy_joules{suffix}_total"}, int(t_s * 1000), joules)
+    engine = Engine(store)
+    assert engine.instant_samples("sum(increase(lichen_gateway_requests_total[60s]))", END_S)[0][1] < 10
+    report = energy_report(engine_range_samples(engine), 60.0, END_S)
+    [row] = report["revisions"]
+    assert row["requests"] == 300.0 and row["energy_j"]["value"] == 2.0  # from 1, the last sample before the window
