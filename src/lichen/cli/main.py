@@ -23,8 +23,8 @@ import typer
 from lichen import __version__
 from lichen.errors import LichenError
 
-VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "jobs", "models", "gateway",
-                "keys", "observing")
+VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "carbon", "jobs", "models",
+                "gateway", "keys", "observing")
 """``lichen.cli`` modules whose ``register(app)`` adds their verbs, in help order."""
 _FAST_VERBS = {"serve": ("serving",)}
 """verbs whose process needs only these modules: the app built for them registers no other verb"""

@@ -1,0 +1,91 @@
+"""The carbon-aware planner and the forecaster from history (lichen.control.carbon_planning): pure, on arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lichen.control.carbon_planning import DAY_S, HOUR_S, forecast_from_history, plan
+
+T0 = 1_717_200_000.0  # 2024-06-01T00:00Z
+
+
+def hourly(values: list[float], start_s: float = T0) -> tuple[list[float], list[float]]:
+    return [start_s + i * HOUR_S for i in range(len(values))], values
+
+
+def test_the_lowest_mean_window_that_finishes_before_the_deadline_wins() -> None:
+    # hourly points, read linearly between them: 100 from 3 h to 5 h, 50 from 7 h to 9 h
+    times, values = hourly([500, 400, 300, 100, 100, 100, 300, 50, 50, 50, 600])
+    chosen = plan(times, values, T0, 2 * HOUR_S, 7 * HOUR_S)  # must finish by T0 + 7 h: the 50s are too late
+    assert chosen.start_s == T0 + 3 * HOUR_S and chosen.forecast_mean == pytest.approx(100.0)
+    assert chosen.forecast_now_mean == pytest.approx(((500 + 400) / 2 + (400 + 300) / 2) / 2)
+    later = plan(times, values, T0, 2 * HOUR_S, 10 * HOUR_S)
+    assert later.start_s == T0 + 7 * HOUR_S and later.forecast_mean == pytest.approx(50.0)
+
+
+def test_ties_go_to_the_earliest_window_and_a_flat_forecast_starts_at_once() -> None:
+    times, values = hourly([200.0] * 12)
+    assert plan(times, values, T0, HOUR_S, 10 * HOUR_S).start_s == T0
+
+
+def test_max_intensity_takes_the_first_good_enough_window_else_the_lowest() -> None:
+    times, values = hourly([500, 500, 500, 200, 200, 200, 200, 100, 100, 100])
+    good = plan(times, values, T0, HOUR_S, 9 * HOUR_S, max_intensity=210)
+    assert T0 + 2.5 * HOUR_S <= good.start_s <= T0 + 3 * HOUR_S and good.forecast_mean <= 210  # on the way down
+    assert "earliest window at or below 210" in good.reason
+    strict = plan(times, values, T0, HOUR_S, 9 * HOUR_S, max_intensity=50)
+    assert strict.start_s == T0 + 7 * HOUR_S and "no window at or below 50" in strict.reason
+
+
+def test_a_deadline_shorter_than_the_job_or_no_forecast_starts_at_once_saying_why() -> None:
+    times, values = hourly([300, 100, 100])
+    short = plan(times, values, T0, 5 * HOUR_S, 3 * HOUR_S)
+    assert short.start_s == T0 and short.warning and "shorter than the job's expected duration" in short.warning
+    uncovered = plan(times, values, T0 + 10 * HOUR_S, HOUR_S, 4 * HOUR_S)
+    assert uncovered.start_s == T0 + 10 * HOUR_S and "covers no window" in uncovered.reason
+    assert "no forecast" in plan([], [], T0, HOUR_S, 4 * HOUR_S).reason
+
+
+def _daily(days: int, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = T0 + HOUR_S * np.arange(days * 24)
+    return t, 300 + 100 * np.sin(2 * np.pi * (t - T0) / DAY_S) + rng.normal(0, noise, len(t))
+
+
+def test_a_clean_daily_cycle_is_forecast_exactly() -> None:
+    t, v = _daily(30)
+    now = T0 + 20 * DAY_S + 5 * HOUR_S
+    times, forecast = forecast_from_history(t, v, now, DAY_S)
+    truth = 300 + 100 * np.sin(2 * np.pi * (np.array(times) - T0) / DAY_S)
+    assert np.allclose(forecast, truth, atol=1e-6)
+
+
+def test_the_forecast_never_reads_past_now() -> None:
+    t, v = _daily(30, noise=20)
+    now = T0 + 20 * DAY_S + 5 * HOUR_S
+    before = forecast_from_history(t, v, now, DAY_S)
+    changed = v.copy()
+    changed[t > now] += 1000  # the future changes: the forecast must not
+    assert forecast_from_history(t, changed, now, DAY_S) == before
+
+
+def test_the_current_anomaly_starts_the_forecast_and_decays() -> None:
+    t, v = _daily(30)
+    now_index = 20 * 24 + 5
+    v = v.copy()
+    v[now_index] += 80  # a windless (dirty) hour now
+    times, forecast = forecast_from_history(t, v, t[now_index], DAY_S)
+    profile = 300 + 100 * np.sin(2 * np.pi * (np.array(times) - T0) / DAY_S)
+    excess = np.array(forecast) - profile
+    assert excess[0] == pytest.approx(80, rel=0.05)
+    assert excess[6] == pytest.approx(80 * np.exp(-1), rel=0.1)
+    assert abs(excess[-1]) < 10  # a day on: mostly decayed (the spike is now one of the 7 days in the profile)
+
+
+def test_less_than_a_day_of_history_is_persistence_and_one_sample_is_refused() -> None:
+    times, values = hourly([100, 200, 300])
+    _, forecast = forecast_from_history(times, values, T0 + 2 * HOUR_S, 5 * HOUR_S)
+    assert forecast == [300.0] * len(forecast)
+    with pytest.raises(ValueError, match="at least two samples"):
+        forecast_from_history(times, values, T0, HOUR_S)
