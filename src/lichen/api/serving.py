@@ -37,6 +37,7 @@ from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateErro
 from lichen.runtime.controlling import Controller
 from lichen.runtime.autoscaling import Autoscaler, attach_autoscaler
 from lichen.runtime.canaries import Canaries, attach_canaries
+from lichen.runtime.cron_jobs import attach_cron_jobs
 from lichen.runtime.metering import EnergyMeter, attach_energy_meter
 from lichen.runtime.remediating import attach_remediation
 from lichen.runtime.gatewaying import attach_gateway, local_url
@@ -300,6 +301,7 @@ async def host_controller(
         autoscaler = attach_autoscaler(controller)
         canaries = attach_canaries(controller)
         meter = attach_energy_meter(controller, spec.sustainability, workspace.app_dir)
+        cron_jobs = attach_cron_jobs(controller, workspace.app_dir)
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)
@@ -348,7 +350,7 @@ async def host_controller(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(sig)
-            for shell in (remediator, canaries, autoscaler, meter):  # their HTTP clients and job tasks
+            for shell in (cron_jobs, remediator, canaries, autoscaler, meter):  # their HTTP clients and job tasks
                 if shell is not None:
                     with contextlib.suppress(Exception):
                         await shell.aclose()

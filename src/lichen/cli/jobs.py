@@ -188,7 +188,8 @@ def runs_command(
     limit: Annotated[int, typer.Option("--limit", help="At most this many runs, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List job run history: job, start, duration, status, exit code and artifacts.
+    """List job run history: job, trigger (a schedule under lichen up, or lichen run), start, duration, status,
+    exit code and artifacts.
 
     Example: lichen runs --app examples/recsys --job train --json
     """
@@ -202,6 +203,7 @@ def runs_command(
         [
             r.run_id,
             r.job,
+            "schedule" if r.pipeline_id.startswith("cron-") else "lichen run",
             _fmt_time(r.started_at),
             _fmt_duration(r.duration_s),
             r.status,
@@ -210,7 +212,8 @@ def runs_command(
         ]
         for r in runs
     ]
-    print_table(f"job runs ({app_dir.name})", ["run", "job", "start", "duration", "status", "exit", "artifacts"], rows)
+    print_table(f"job runs ({app_dir.name})", ["run", "job", "trigger", "start", "duration", "status", "exit",
+                                               "artifacts"], rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """When to start a carbon-aware job: the planner and the forecaster from history, as pure functions.
 
-* :func:`plan` picks the start, on a grid of ``grid_s`` (5 min), of a job of ``duration_s`` that must
+* :func:`plan` picks the start (at once, or on a wall-clock mark every ``grid_s``, 5 min) of a job of ``duration_s`` that must
   *finish* within ``deadline_s`` of ``now_s``: the window of lowest mean forecast intensity (ties: the
   earliest), or, with ``max_intensity``, the earliest window whose mean is at or below it (the lowest
   one when none is). A deadline shorter than the duration, or a forecast that covers no window, starts
@@ -66,7 +66,9 @@ def plan(forecast_times_s: Sequence[float], forecast_values: Sequence[float], no
                     f"job's expected duration ({duration_s / HOUR_S:g} h): it starts at once")
     if len(times) < 2:
         return Plan(now_s, None, None, "at once: no forecast to plan with")
-    starts = now_s + grid_s * np.arange(int(math.floor((latest_s - now_s) / grid_s)) + 1)
+    first_mark = math.ceil(now_s / grid_s) * grid_s  # candidates: at once, then every grid mark (:00, :05, ...)
+    marks = first_mark + grid_s * np.arange(max(0, int(math.floor((latest_s - first_mark) / grid_s)) + 1))
+    starts = np.concatenate(([now_s], marks[(marks > now_s) & (marks <= latest_s)]))
     covered = starts[(starts >= times[0]) & (starts + duration_s <= times[-1])]
     if len(covered) == 0:
         return Plan(now_s, None, None, "at once: the forecast covers no window before the deadline")

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS job_runs (
 );
 CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, started_at);
 CREATE INDEX IF NOT EXISTS job_runs_by_start ON job_runs (started_at);
+CREATE TABLE IF NOT EXISTS cron_schedules (
+    job TEXT PRIMARY KEY,
+    last_scheduled_s REAL NOT NULL
+);
 """
 
 
@@ -189,3 +193,39 @@ class JobRunStore:
                 run.status = STATUS_LOST
             runs.append(run)
         return runs
+
+    # ------------------------------------------------------------ scheduled jobs
+
+    def last_scheduled(self, job: str) -> float | None:
+        """The schedule time of ``job`` last handled (started, skipped or missed), None when never."""
+        try:
+            with self._connect(create=False) as conn:
+                row = conn.execute("SELECT last_scheduled_s FROM cron_schedules WHERE job=?", (job,)).fetchone()
+        except FileNotFoundError:
+            return None
+        return float(row[0]) if row else None
+
+    def set_last_scheduled(self, job: str, scheduled_s: float) -> None:
+        with self._connect(create=True) as conn:
+            conn.execute("INSERT INTO cron_schedules (job, last_scheduled_s) VALUES (?, ?) ON CONFLICT(job) DO "
+                         "UPDATE SET last_scheduled_s=excluded.last_scheduled_s", (job, scheduled_s))
+
+    def prune(self, job: str, pipeline_prefix: str, keep_succeeded: int, keep_failed: int) -> list[str]:
+        """Drop the oldest finished runs of ``job`` whose pipeline id starts with ``pipeline_prefix`` beyond
+        the numbers kept (succeeded, and every other finished status), with their logs; the run ids dropped."""
+        dropped: list[str] = []
+        runs = [r for r in self.list(job) if r.pipeline_id.startswith(pipeline_prefix)
+                and r.status not in (STATUS_RUNNING, STATUS_LOST)]
+        succeeded = [r for r in runs if r.status == STATUS_SUCCEEDED]
+        failed = [r for r in runs if r.status != STATUS_SUCCEEDED]
+        for kept, group in ((keep_succeeded, succeeded), (keep_failed, failed)):
+            dropped.extend(r.run_id for r in group[kept:])  # newest first
+            for run in group[kept:]:
+                if run.log_path:
+                    with contextlib.suppress(OSError):
+                        Path(run.log_path).unlink()
+        if dropped:
+            with self._connect(create=True) as conn:
+                conn.executemany("DELETE FROM job_runs WHERE run_id=?", [(run_id,) for run_id in dropped])
+        return dropped
+

@@ -194,6 +194,8 @@ class JobRunner:
         """wall time for run records, monotonic time for timeouts (a twin in tests)"""
         self.store = JobRunStore(state_db_path(spec.state.url, self.app_dir))
         self.runs_dir = self.app_dir / ".lichen" / "runs"
+        self.cancelled = threading.Event()
+        """set from another thread (a replaced or shut-down scheduled run): the job is stopped as on Ctrl-C"""
 
     def plan(self, names: list[str], *, with_deps: bool = False) -> list[str]:
         return order_jobs(dict(self.spec.jobs), names, with_deps=with_deps)
@@ -205,6 +207,7 @@ class JobRunner:
         *,
         with_deps: bool = False,
         source_params: list[str] | None = None,
+        pipeline_id: str | None = None,
     ) -> PipelineResult:
         """Run the selected jobs; stops at the first that does not succeed.
 
@@ -217,11 +220,13 @@ class JobRunner:
         # Resolve every job's secrets before starting any, so a missing one fails fast.
         for name in order:
             resolve_secrets(self.spec.jobs[name].secrets, self.app_dir / SECRETS_FILE, os.environ, f"jobs.{name}.secrets")
-        result = PipelineResult(pipeline_id=uuid.uuid4().hex[:12], planned=order)
+        result = PipelineResult(pipeline_id=pipeline_id or uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
                 job = self.spec.jobs[name]
                 for attempt in range(1, job.retries + 2):
+                    if self.cancelled.is_set():
+                        break
                     job_params = [*(source_params or [] if name in sources else []), *(params or [])]
                     run = self._run_one(name, job, job_params, attempt, result.pipeline_id, index, len(order))
                     result.runs.append(run)
@@ -345,6 +350,9 @@ class JobRunner:
                     if deadline is not None and self.clock.now() >= deadline:
                         self._stop(proc)
                         return STATUS_TIMEOUT
+                    if self.cancelled.is_set():
+                        self._stop(proc)
+                        return STATUS_INTERRUPTED
         except KeyboardInterrupt:
             self._stop(proc)
             return STATUS_INTERRUPTED

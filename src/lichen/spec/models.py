@@ -364,6 +364,10 @@ class JobSpec(SpecModel):
     retries: Annotated[int, Field(ge=0)] = 0
     outputs: list[str] = Field(default_factory=list)
     carbon_aware: CarbonAwareSpec | None = None
+    concurrency_policy: Literal["forbid", "allow", "replace"] = "forbid"
+    starting_deadline_s: Duration | None = None
+    successful_runs_kept: Annotated[int, Field(ge=0)] = 3
+    failed_runs_kept: Annotated[int, Field(ge=0)] = 1
 
     @model_validator(mode="after")
     def _secrets_not_in_env(self) -> JobSpec:

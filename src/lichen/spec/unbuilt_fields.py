@@ -47,10 +47,6 @@ class UnbuiltField:
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
     UnbuiltField(("services", ANY, "image"),
                  "container images are not built yet; `lichen up` runs the entrypoint as a local process"),
-    UnbuiltField(("jobs", ANY, "schedule"),
-                 "scheduled jobs are not built yet; the job runs only when `lichen run` starts it"),
-    UnbuiltField(("jobs", ANY, "carbon_aware"),
-                 "carbon-aware scheduling is not built yet; the job starts as soon as `lichen run` reaches it"),
     UnbuiltField(("jobs", ANY, "resources", "gpu"),
                  "GPU reservations for jobs are not built yet; no GPU is reserved and the job sees every GPU",
                  built_for=lambda value: value in (None, 0)),
@@ -83,6 +79,12 @@ def unbuilt_field_warnings(doc: Document) -> list[SpecIssue]:
             if row.built_for(value):
                 continue
             warnings.append(doc.issue(path, row.message, severity="warning"))
+    jobs = doc.data.get("jobs") if isinstance(doc.data, dict) else None
+    for name, job in (jobs.items() if isinstance(jobs, dict) else ()):
+        if isinstance(job, dict) and job.get("carbon_aware") is not None and not job.get("schedule"):
+            warnings.append(doc.issue(("jobs", name, "carbon_aware"), "carbon_aware delays only scheduled runs under "
+                                      "`lichen up`; this job has no schedule, so `lichen run` starts it at once",
+                                      severity="warning"))
     return sorted(warnings, key=lambda w: (w.line, w.column, w.field))
 
 

@@ -48,7 +48,7 @@ kubernetes: {namespace: shop}
 """
 LINES = {  # the row's dotted path -> the line that writes it in UNBUILT_SPEC
     "services.<name>.image": 9,
-    "jobs.<name>.schedule": 13, "jobs.<name>.carbon_aware": 14, "jobs.<name>.resources.gpu": 15,
+    "jobs.<name>.resources.gpu": 15,
     "kubernetes": 17,
 }
 
@@ -209,3 +209,13 @@ def test_the_runtime_reads_none_of_the_unbuilt_fields(tmp_path: Path) -> None:
     result = JobRunner(spec, tmp_path).run(["train"])
     assert result.exit_code == 0, [r.status for r in result.runs]
     assert reads == [], f"the runtime read unbuilt fields (delete their rows from UNBUILT_FIELDS): {sorted(set(reads))}"
+
+
+def test_carbon_aware_without_a_schedule_warns_that_lichen_run_starts_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "lichen.yaml"
+    path.write_text("app: shop\njobs:\n  train:\n    entrypoint: shopjobs:train\n    carbon_aware: {deadline: 2h}\n"
+                    "  nightly:\n    entrypoint: shopjobs:train\n    schedule: '0 3 * * *'\n"
+                    "    carbon_aware: {deadline: 6h}\n")
+    [warning] = spec_warnings(path)
+    assert (warning.line, warning.field, warning.severity) == (5, "jobs.train.carbon_aware", "warning")
+    assert "has no schedule" in warning.message

@@ -1,0 +1,181 @@
+"""Scheduled jobs (lichen.runtime.cron_jobs) on a fake wall clock, running real job processes.
+
+CronJob semantics: a due time starts a run recorded as ``cron-<job>-<time>``; forbid skips a time due while
+a run is active, replace stops it; a time past its starting deadline is missed, not run; a restarted
+scheduler runs only the latest missed time; old scheduled runs are pruned; a carbon-aware run waits for the
+low-carbon window of the app's intensity trace and starts there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from lichen.runtime.cron_jobs import CronJobs
+from lichen.runtime.job_runs import JobRunStore, state_db_path
+from lichen.spec.models import AppSpec
+from lichen.testing.clocks import FakeClock
+
+pytestmark = pytest.mark.slow
+
+STEPS = """
+import pathlib, sys, time
+
+def touch(argv):
+    with open("touched.txt", "a") as out:
+        out.write("x\\n")
+
+def sleepy(argv):
+    time.sleep(float(argv[0]) if argv else 30)
+"""
+
+
+def t(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def make(tmp_path: Path, jobs: dict[str, Any], start: str, **sustainability: Any) -> tuple[CronJobs, Any, AppSpec]:
+    (tmp_path / "steps.py").write_text(textwrap.dedent(STEPS))
+    doc = {"app": "crontest", "jobs": jobs, **({"sustainability": sustainability} if sustainability else {})}
+    (tmp_path / "lichen.yaml").write_text(yaml.safe_dump(doc))
+    spec = AppSpec.model_validate(doc)
+    clock = FakeClock(start=0.0, wall_offset=t(start))
+    events: list[tuple[str, str, str, str]] = []
+    controller = SimpleNamespace(clock=clock, app_spec=spec, add_periodic=lambda *a: None,
+                                 event=lambda service, kind, reason="", message="", replica="":
+                                 events.append((service, kind, reason, message)))
+    controller.events = events
+    return CronJobs(controller, tmp_path, clock.wall()), controller, spec
+
+
+def at(controller: Any, text: str) -> None:
+    controller.clock.advance(t(text) - controller.clock.wall())
+
+
+async def settle(scheduler: CronJobs, name: str) -> None:
+    await asyncio.gather(*[a.task for a in scheduler.active.get(name, [])])
+
+
+def kinds(controller: Any) -> list[str]:
+    return [e[1] for e in controller.events]
+
+
+def runs(tmp_path: Path, spec: AppSpec, job: str) -> list:
+    return JobRunStore(state_db_path(spec.state.url, tmp_path)).list(job)
+
+
+async def running(tmp_path: Path, spec: AppSpec, job: str, timeout_s: float = 20.0) -> None:
+    """Until a run of ``job`` is recorded as running (the scheduler's thread has started its process)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not any(r.status == "running" for r in runs(tmp_path, spec, job)):
+        assert loop.time() < deadline, f"no run of {job} started"
+        await asyncio.sleep(0.02)
+
+
+def test_a_due_time_runs_forbid_skips_while_active_and_old_runs_are_pruned(tmp_path: Path) -> None:
+    scheduler, controller, spec = make(tmp_path, {
+        "touch": {"entrypoint": "steps:touch", "schedule": "*/5 * * * *", "successful_runs_kept": 2},
+        "slow": {"entrypoint": "steps:sleepy", "args": ["30"], "schedule": "*/5 * * * *"}}, "2026-12-04T12:03")
+
+    async def scenario() -> None:
+        await scheduler.tick()
+        assert controller.events == []  # nothing due before 12:05
+        for minute in ("12:05:01", "12:10:01", "12:15:01"):
+            at(controller, f"2026-12-04T{minute}")
+            await scheduler.tick()
+            await settle(scheduler, "touch")
+        assert [e[1] for e in controller.events if e[0] == "slow"] == ["CronStarted", "CronSkipped", "CronSkipped"]
+        skipped = next(e for e in controller.events if e[1] == "CronSkipped")
+        assert "concurrency_policy: forbid" in skipped[3] and "due 2026-12-04T12:10Z" in skipped[3]
+        await scheduler.aclose()  # stops the slow run as on Ctrl-C
+
+    asyncio.run(scenario())
+    assert (tmp_path / "touched.txt").read_text() == "x\n" * 3
+    touched = runs(tmp_path, spec, "touch")
+    assert [r.pipeline_id for r in touched] == ["cron-touch-20261204T1215", "cron-touch-20261204T1210"]  # 2 kept
+    assert all(r.status == "succeeded" for r in touched) and all(Path(r.log_path).exists() for r in touched)
+    assert [r.status for r in runs(tmp_path, spec, "slow")] == ["interrupted"]
+
+
+def test_replace_stops_the_active_run_for_the_new_one(tmp_path: Path) -> None:
+    scheduler, controller, spec = make(tmp_path, {
+        "slow": {"entrypoint": "steps:sleepy", "args": ["30"], "schedule": "0 * * * *",
+                 "concurrency_policy": "replace", "failed_runs_kept": 5}}, "2026-12-04T11:59")
+
+    async def scenario() -> None:
+        at(controller, "2026-12-04T12:00:01")
+        await scheduler.tick()
+        first = scheduler.active["slow"][0]
+        await running(tmp_path, spec, "slow")  # the first run's process is up
+        at(controller, "2026-12-04T13:00:01")
+        await scheduler.tick()
+        await asyncio.wait_for(first.task, 30)
+        assert kinds(controller) == ["CronStarted", "CronReplaced", "CronStarted", "CronFinished"]
+        await scheduler.aclose()
+
+    asyncio.run(scenario())
+    statuses = {r.pipeline_id: r.status for r in runs(tmp_path, spec, "slow")}
+    assert statuses["cron-slow-20261204T1200"] == "interrupted"
+
+
+def test_missed_times_after_downtime_run_once_or_are_missed_past_the_starting_deadline(tmp_path: Path) -> None:
+    jobs = {"touch": {"entrypoint": "steps:touch", "schedule": "0 * * * *"},
+            "strict": {"entrypoint": "steps:touch", "schedule": "0 * * * *", "starting_deadline_s": 60}}
+    scheduler, controller, spec = make(tmp_path, jobs, "2026-12-04T11:59")
+
+    async def first_life() -> None:
+        at(controller, "2026-12-04T12:00:10")
+        await scheduler.tick()
+        await settle(scheduler, "touch")
+        await settle(scheduler, "strict")
+
+    asyncio.run(first_life())
+    # the controller is down from 12:00 to 16:30; a new one starts with the same state store
+    later, controller2, _ = make(tmp_path, jobs, "2026-12-04T16:30")
+
+    async def second_life() -> None:
+        await later.tick()
+        await settle(later, "touch")
+
+    asyncio.run(second_life())
+    started = [e for e in controller2.events if e[1] == "CronStarted"]
+    assert [e[0] for e in started] == ["touch"] and "due 2026-12-04T16:00Z; 3 earlier time(s) missed" in started[0][3]
+    missed = [e for e in controller2.events if e[1] == "CronMissed"]
+    assert [e[0] for e in missed] == ["strict"] and "past its starting deadline (60 s)" in missed[0][3]
+    assert (tmp_path / "touched.txt").read_text() == "x\n" * 3  # 12:00 twice, then 16:00 once
+
+
+def test_a_carbon_aware_run_waits_for_the_low_carbon_window_of_the_trace(tmp_path: Path) -> None:
+    rows = ["datetime,carbon_intensity_g_per_kwh"]
+    for hour in range(0, 48):  # high all day but a low valley from 15:00 to 17:00 on the 4th
+        rows.append(f"2026-12-{4 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{100 if hour in (15, 16, 17) else 400}")
+    (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
+    scheduler, controller, spec = make(tmp_path, {
+        "train": {"entrypoint": "steps:touch", "schedule": "0 12 * * *", "timeout_s": 3600,
+                  "carbon_aware": {"deadline": "8h"}}}, "2026-12-04T11:59", intensity_trace="de.csv")
+
+    async def scenario() -> None:
+        at(controller, "2026-12-04T12:00:05")
+        await scheduler.tick()
+        assert kinds(controller) == ["CronPlanned"]
+        planned = controller.events[0][3]
+        assert "starts 2026-12-04T15:00Z" in planned  # the earliest hour of the valley and "mean forecast 100 g/kWh" in planned
+        assert "no successful run yet" in planned and "read as a forecast" in planned
+        at(controller, "2026-12-04T14:59")
+        await scheduler.tick()
+        assert kinds(controller) == ["CronPlanned"]
+        at(controller, "2026-12-04T15:00:01")
+        await scheduler.tick()
+        await settle(scheduler, "train")
+        assert kinds(controller) == ["CronPlanned", "CronStarted", "CronFinished"]
+
+    asyncio.run(scenario())
+    assert [r.status for r in runs(tmp_path, spec, "train")] == ["succeeded"]
