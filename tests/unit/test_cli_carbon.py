@@ -51,7 +51,8 @@ def test_a_forecast_file_is_planned_with_and_a_short_deadline_starts_at_once(tmp
     with_forecast = json.loads(_lichen("carbon", "plan", "--trace", str(trace), "--forecast", str(trace), "--at",
                                        "2024-06-15T14:00:00", "--duration", "2h", "--deadline", "14h", "--json",
                                        cwd=tmp_path).stdout)
-    assert with_forecast["savings"]["actual"] == with_forecast["oracle"]["savings"]  # a perfect forecast: the oracle
+    oracle = with_forecast["oracle"]["savings"]  # hindsight on a 1-minute grid; the plan's grid is 5 minutes
+    assert 0.98 * oracle <= with_forecast["savings"]["actual"] <= oracle + 1e-9
     short = _lichen("carbon", "plan", "--trace", str(trace), "--at", "2024-06-15T14:00:00", "--duration", "5h",
                     "--deadline", "3h", cwd=tmp_path)
     assert short.returncode == 0 and "warning: the deadline (3 h) is shorter" in short.stdout
@@ -67,3 +68,19 @@ def test_bad_arguments_are_one_located_error(tmp_path: Path) -> None:
             base[flag] = value
         result = _lichen("carbon", "plan", *[x for kv in base.items() for x in kv], cwd=tmp_path)
         assert result.returncode == 2 and where in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_non_finite_times_and_thresholds_and_a_gap_in_the_span_are_refused(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "trace.csv", days=10)
+    base = ["carbon", "plan", "--trace", str(trace), "--duration", "2h", "--deadline", "6h"]
+    for extra, where in ((["--at", "nan"], "--at"), (["--at", "1e20"], "--at"),
+                         (["--at", "2024-06-08T00:00", "--max-intensity", "nan"], "--max-intensity")):
+        result = _lichen(*base, *extra, cwd=tmp_path)
+        assert result.returncode == 2 and where in result.stderr and "Traceback" not in result.stderr, result.stderr
+    lines = trace.read_text().splitlines()
+    gappy = tmp_path / "gappy.csv"
+    gappy.write_text("\n".join(lines[:150] + lines[160:]) + "\n")  # 10 hours missing after line 150
+    result = _lichen("carbon", "plan", "--trace", str(gappy), "--duration", "2h", "--deadline", "6h", "--at",
+                     "2024-06-08T00:00", cwd=tmp_path)
+    assert result.returncode == 2 and "gappy.csv" in result.stderr and "between lines 150 and 151" in result.stderr
+

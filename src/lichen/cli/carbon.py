@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,7 +49,7 @@ def carbon_plan_report(trace: Any, at_s: float, duration_s: float, deadline_s: f
             return None
 
     chosen_actual, now_actual = actual(chosen.start_s), actual(at_s)
-    oracle = plan(trace.times_s, trace.values, at_s, duration_s, deadline_s)  # the future known: the best there is
+    oracle = plan(trace.times_s, trace.values, at_s, duration_s, deadline_s, grid_s=60.0)  # hindsight, by the minute
     oracle_actual = actual(oracle.start_s) if oracle.forecast_mean is not None else None
 
     def saving(now: float | None, then: float | None) -> float | None:
@@ -91,8 +92,8 @@ def carbon_plan(
     from lichen.green.intensity_traces import parse_time, read_trace
 
     duration_s, deadline_s = _duration(duration, "--duration"), _duration(deadline, "--deadline")
-    if max_intensity is not None and max_intensity <= 0:
-        raise ConfigError(f"must be above 0, got {max_intensity:g}", where="--max-intensity")
+    if max_intensity is not None and not (math.isfinite(max_intensity) and max_intensity > 0):
+        raise ConfigError(f"must be a number above 0, got {max_intensity:g}", where="--max-intensity")
     history = read_trace(trace)
     planned = read_trace(forecast) if forecast is not None else None
     if at is None:
@@ -100,11 +101,17 @@ def carbon_plan(
     else:
         try:
             at_s = parse_time(at)
-        except ValueError as exc:
+            _iso(at_s)  # a time a calendar can show: not NaN, not past year 9999
+        except (ValueError, OverflowError, OSError) as exc:
             raise ConfigError(f"not an ISO 8601 time or Unix seconds: {at} ({exc})", where="--at") from None
     if planned is None and (len(history.times_s) < 2 or history.times_s[1] > at_s):
         raise ConfigError(f"{trace} has less than two rows before {_iso(at_s)}: nothing to forecast from "
                           "(give --forecast, or a later --at)", where="--at")
+    for name, series, start_s, end_s in ((trace, history, at_s - 29 * 86400, at_s + deadline_s),
+                                         (forecast, planned, at_s, at_s + deadline_s)):
+        problem = series.span_problem(start_s, end_s) if series is not None else None
+        if problem is not None:  # never plan over made-up data: a gap is refused where it is
+            raise DataError(problem, where=str(name))
     report = carbon_plan_report(history, at_s, duration_s, deadline_s, planned, max_intensity)
     if as_json:
         print_json(report)

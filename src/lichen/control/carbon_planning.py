@@ -55,12 +55,16 @@ def _window_means(times_s: np.ndarray, values: np.ndarray, starts_s: np.ndarray,
 
 
 def plan(forecast_times_s: Sequence[float], forecast_values: Sequence[float], now_s: float, duration_s: float,
-         deadline_s: float, *, max_intensity: float | None = None, grid_s: float = 300.0) -> Plan:
-    """The start of a job (see the module docs)."""
+         deadline_s: float, *, max_intensity: float | None = None, grid_s: float = 300.0,
+         latest_start_s: float | None = None) -> Plan:
+    """The start of a job (see the module docs); ``latest_start_s`` bounds the start too (a starting
+    deadline)."""
     times = np.asarray(forecast_times_s, dtype=float)
     values = np.asarray(forecast_values, dtype=float)
     duration_s = max(0.0, duration_s)
     latest_s = now_s + deadline_s - duration_s
+    if latest_start_s is not None and latest_s >= now_s:
+        latest_s = max(now_s, min(latest_s, latest_start_s))
     if latest_s < now_s:
         return Plan(now_s, None, None, "at once", f"the deadline ({deadline_s / HOUR_S:g} h) is shorter than the "
                     f"job's expected duration ({duration_s / HOUR_S:g} h): it starts at once")

@@ -1,8 +1,8 @@
 """When a scheduled job is due, with Kubernetes CronJob semantics, as pure functions of times in Unix seconds.
 
 * :func:`next_fire_s` — the first minute strictly after a time that a five-field cron schedule names,
-  in UTC (a CronJob's default time zone). Day of month and day of week follow cron: when both are
-  restricted, a day matching either is due.
+  in UTC (a CronJob's default time zone). Day of month and day of week follow cron: when both fields
+  are written without ``*``, a day matching either is due; a ``*`` field leaves the other in charge.
 * :func:`due` — at ``now_s``, the latest schedule time after the last one handled (or after ``since_s``,
   when the job was first seen, for a job never scheduled), how many were missed on the way (a controller
   that was down), and whether that latest one is past ``starting_deadline_s``. As the CronJob
@@ -27,7 +27,8 @@ _SEARCH_DAYS = 4 * 366 + 1  # every cron schedule fires within four years (Feb 2
 def next_fire_s(schedule: str, after_s: float) -> float:
     """The first schedule time strictly after ``after_s`` (UTC, whole minutes)."""
     minutes, hours, days, months, weekdays = parse_cron(schedule)
-    any_day, any_weekday = len(days) == 31, len(weekdays) == 7
+    fields = schedule.split()  # cron: a field written with "*" (even "*/2") leaves the other day field in charge
+    any_day, any_weekday = fields[2].startswith("*"), fields[4].startswith("*")
     moment = datetime.fromtimestamp(after_s, UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     limit = moment + timedelta(days=_SEARCH_DAYS)
     while moment < limit:

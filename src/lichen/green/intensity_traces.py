@@ -67,6 +67,18 @@ class IntensityTrace:
             return 0.0
         return min(MAX_DEFAULT_GAP_S, max(MIN_DEFAULT_GAP_S, 2 * self.median_step_s))
 
+    def span_problem(self, start_s: float, end_s: float) -> str | None:
+        """Why the trace cannot be read over ``[start_s, end_s]`` (as far as it reaches), or None: a gap wider
+        than the bound inside it, or, at ``start_s``'s end of the trace, nothing recent (its last row before
+        the span's end is older than the bound)."""
+        bound = self.default_max_gap_s()
+        for line_a, line_b, seconds in self.gaps():
+            i = self.lines.index(line_a)
+            if self.times_s[i + 1] > start_s and self.times_s[i] < end_s:
+                return (f"a gap of {seconds / 60:g} min between lines {line_a} and {line_b} is wider than "
+                        f"{bound / 60:g} min, the most that is interpolated")
+        return None
+
     def gaps(self, max_gap_s: float | None = None) -> list[tuple[int, int, float]]:
         """Every gap wider than the bound: (line before, line after, seconds)."""
         bound = self.default_max_gap_s() if max_gap_s is None else max_gap_s

@@ -46,6 +46,8 @@ log = get_logger("lichen.controller")
 PIPELINE_PREFIX = "cron-"
 DEFAULT_DURATION_S = 3600.0
 DURATION_RUNS = 5
+HISTORY_S = 29 * 86400.0
+"""the history the forecaster reads (its weekly profile looks four weeks back)"""
 
 
 class CronController(Protocol):
@@ -82,7 +84,9 @@ class CronJobs:
     """when scheduling began: a job never handled owes nothing from before"""
     runner_factory: Callable[[AppSpec], JobRunner] | None = None
     active: dict[str, list[_Active]] = field(default_factory=dict)
-    planned: dict[str, _Planned] = field(default_factory=dict)
+    planned: dict[str, list[_Planned]] = field(default_factory=dict)
+    loaded: bool = False
+    ticked: bool = False
 
     def _spec(self) -> AppSpec | None:
         return self.controller.app_spec
@@ -95,32 +99,41 @@ class CronJobs:
 
     async def tick(self) -> None:
         spec = self._spec()
-        if spec is None:
+        if spec is None or getattr(self.controller, "stopping", False):
             return
         now_s = self.controller.clock.wall()
+        if not self.loaded:  # plans a previous controller made and did not start
+            self.loaded = True
+            for name, scheduled_s, start_s in await asyncio.to_thread(self._store(spec).plans):
+                self.planned.setdefault(name, []).append(_Planned(scheduled_s, start_s))
+        first_tick, self.ticked = not self.ticked, True
         for name, job in sorted(spec.jobs.items()):
             if job.schedule is None:
-                self.planned.pop(name, None)
+                for plan in self.planned.pop(name, []):
+                    await asyncio.to_thread(self._store(spec).drop_plan, name, plan.scheduled_s)
                 continue
             try:
-                await self._tick_job(spec, name, job, now_s)
+                await self._tick_job(spec, name, job, now_s, self.since_s if first_tick else now_s)
             except (LichenError, OSError, ValueError) as exc:
                 log.warning("cron_tick_failed", job=name, error=str(exc))
         for name, runs in list(self.active.items()):
             self.active[name] = [r for r in runs if not r.task.done()]
 
-    async def _tick_job(self, spec: AppSpec, name: str, job: JobSpec, now_s: float) -> None:
-        plan = self.planned.get(name)
-        if plan is not None and now_s >= plan.start_s:
-            del self.planned[name]
+    async def _tick_job(self, spec: AppSpec, name: str, job: JobSpec, now_s: float, seen_s: float) -> None:
+        store = self._store(spec)
+        for plan in [p for p in self.planned.get(name, []) if now_s >= p.start_s]:
+            self.planned[name].remove(plan)
+            await asyncio.to_thread(store.drop_plan, name, plan.scheduled_s)
             self._start(spec, name, job, plan.scheduled_s, f"planned at {_iso(plan.start_s)} for the low-carbon "
                         f"window (due {_iso(plan.scheduled_s)})")
-        store = self._store(spec)
-        last_s = store.last_scheduled(name)
+        last_s = await asyncio.to_thread(store.last_scheduled, name)
+        if last_s is None:  # first seen: a job owes nothing from before the scheduler started or it joined the spec
+            await asyncio.to_thread(store.set_last_scheduled, name, seen_s)
+            last_s = seen_s
         found = cron_schedules.due(job.schedule or "", last_s, self.since_s, now_s, job.starting_deadline_s)
         if found.scheduled_s is None:
             return
-        store.set_last_scheduled(name, found.scheduled_s)
+        await asyncio.to_thread(store.set_last_scheduled, name, found.scheduled_s)
         missed = f"; {found.missed} earlier time(s) missed and not run" if found.missed else ""
         if found.too_late:
             self.controller.event(name, "CronMissed", "StartingDeadlineExceeded",
@@ -128,37 +141,48 @@ class CronJobs:
                                   f"({job.starting_deadline_s:g} s){missed}")
             return
         running = [r for r in self.active.get(name, []) if not r.task.done()]
-        if (running or name in self.planned) and job.concurrency_policy == "forbid":
+        if (running or self.planned.get(name)) and job.concurrency_policy == "forbid":
             self.controller.event(name, "CronSkipped", "ConcurrencyForbid",
                                   f"due {_iso(found.scheduled_s)} while a run is still "
                                   f"{'active' if running else 'planned'} (concurrency_policy: forbid){missed}")
             return
         if job.concurrency_policy == "replace":
-            self.planned.pop(name, None)
+            for plan in self.planned.pop(name, []):
+                await asyncio.to_thread(store.drop_plan, name, plan.scheduled_s)
+                self.controller.event(name, "CronReplaced", "ConcurrencyReplace",
+                                      f"the run due {_iso(plan.scheduled_s)}, planned for {_iso(plan.start_s)}, "
+                                      f"gives way to the one due {_iso(found.scheduled_s)}")
             for active in running:
                 active.runner.cancelled.set()
                 self.controller.event(name, "CronReplaced", "ConcurrencyReplace",
                                       f"the run due {_iso(active.scheduled_s)} is stopped for the one due "
                                       f"{_iso(found.scheduled_s)}")
         if job.carbon_aware is not None:
-            self._plan(spec, store, name, job, found.scheduled_s, now_s, missed)
+            await self._plan(spec, store, name, job, found.scheduled_s, now_s, missed)
             return
         self._start(spec, name, job, found.scheduled_s, f"due {_iso(found.scheduled_s)}{missed}")
 
-    def _plan(self, spec: AppSpec, store: JobRunStore, name: str, job: JobSpec, scheduled_s: float, now_s: float,
-              missed: str) -> None:
+    async def _plan(self, spec: AppSpec, store: JobRunStore, name: str, job: JobSpec, scheduled_s: float,
+                    now_s: float, missed: str) -> None:
         assert job.carbon_aware is not None
-        durations = [r.duration_s for r in store.list(name, limit=50) if r.status == STATUS_SUCCEEDED
+        history = await asyncio.to_thread(store.list, name, 50)
+        durations = [r.duration_s for r in history if r.status == STATUS_SUCCEEDED
                      and r.duration_s is not None][:DURATION_RUNS]
         duration_s = statistics.median(durations) if durations else (job.timeout_s or DEFAULT_DURATION_S)
         deadline_s = job.carbon_aware.deadline - (now_s - scheduled_s)
-        forecast, source = self._forecast(spec, now_s, deadline_s)
+        if deadline_s <= 0:
+            self._start(spec, name, job, scheduled_s, f"due {_iso(scheduled_s)}{missed}; carbon-aware, but already "
+                        "past its deadline: started at once")
+            return
+        forecast, source = await asyncio.to_thread(self._forecast, spec, now_s, deadline_s)
         if forecast is None:
             self._start(spec, name, job, scheduled_s, f"due {_iso(scheduled_s)}{missed}; carbon-aware, but {source}: "
                         "started at once")
             return
+        latest_start_s = None if job.starting_deadline_s is None else scheduled_s + job.starting_deadline_s
         chosen = carbon_planning.plan(*forecast, now_s, duration_s, deadline_s,
-                                      max_intensity=job.carbon_aware.max_intensity_g_per_kwh)
+                                      max_intensity=job.carbon_aware.max_intensity_g_per_kwh,
+                                      latest_start_s=latest_start_s)
         why = f"{chosen.reason}; expected duration {duration_s / 60:.0f} min " \
               f"({'median of past runs' if durations else 'no successful run yet'}), forecast from {source}"
         if chosen.warning:
@@ -166,7 +190,8 @@ class CronJobs:
         if chosen.start_s <= now_s:
             self._start(spec, name, job, scheduled_s, f"due {_iso(scheduled_s)}{missed}; carbon-aware: {why}")
             return
-        self.planned[name] = _Planned(scheduled_s, chosen.start_s)
+        self.planned.setdefault(name, []).append(_Planned(scheduled_s, chosen.start_s))
+        await asyncio.to_thread(store.add_plan, name, scheduled_s, chosen.start_s)
         mean = f", mean forecast {chosen.forecast_mean:.0f} g/kWh" if chosen.forecast_mean is not None else ""
         now_mean = f" against {chosen.forecast_now_mean:.0f} at once" if chosen.forecast_now_mean is not None else ""
         self.controller.event(name, "CronPlanned", "CarbonAware",
@@ -181,6 +206,9 @@ class CronJobs:
             trace = read_trace(self.app_dir / trace_path)
         except (DataError, OSError) as exc:
             return None, f"the intensity trace cannot be read ({exc})"
+        problem = trace.span_problem(now_s - HISTORY_S, now_s + deadline_s)
+        if problem is not None:
+            return None, f"{trace_path}: {problem}"
         times, values = list(trace.times_s), list(trace.values)
         if times and times[-1] >= now_s + deadline_s and times[0] <= now_s:
             return (times, values), f"{trace_path} (it reaches the deadline: read as a forecast)"
@@ -203,12 +231,17 @@ class CronJobs:
         except LichenError as exc:  # a secret missing, say: the run never started
             self.controller.event(name, "CronFailed", "NotStarted", str(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - a scheduled run must never take the controller down
+            log.exception("cron_run_failed", job=name)
+            self.controller.event(name, "CronFailed", "Error", f"{type(exc).__name__}: {exc}")
+            return
         run = result.runs[-1] if result.runs else None
         status = run.status if run is not None else "not run"
         self.controller.event(name, "CronFinished", status, f"{pipeline_id}: {status}"
                               + (f" (exit {run.exit_code})" if run is not None and run.exit_code else ""))
         with contextlib.suppress(LichenError, OSError):
-            self._store(spec).prune(name, PIPELINE_PREFIX, job.successful_runs_kept, job.failed_runs_kept)
+            await asyncio.to_thread(self._store(spec).prune, name, PIPELINE_PREFIX, job.successful_runs_kept,
+                                    job.failed_runs_kept)
 
     async def aclose(self) -> None:
         """Stop active runs as on Ctrl-C and wait for them."""

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS cron_schedules (
     job TEXT PRIMARY KEY,
     last_scheduled_s REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cron_plans (
+    job TEXT NOT NULL,
+    scheduled_s REAL NOT NULL,
+    start_s REAL NOT NULL,
+    PRIMARY KEY (job, scheduled_s)
+);
 """
 
 
@@ -210,22 +216,44 @@ class JobRunStore:
             conn.execute("INSERT INTO cron_schedules (job, last_scheduled_s) VALUES (?, ?) ON CONFLICT(job) DO "
                          "UPDATE SET last_scheduled_s=excluded.last_scheduled_s", (job, scheduled_s))
 
-    def prune(self, job: str, pipeline_prefix: str, keep_succeeded: int, keep_failed: int) -> list[str]:
-        """Drop the oldest finished runs of ``job`` whose pipeline id starts with ``pipeline_prefix`` beyond
-        the numbers kept (succeeded, and every other finished status), with their logs; the run ids dropped."""
-        dropped: list[str] = []
-        runs = [r for r in self.list(job) if r.pipeline_id.startswith(pipeline_prefix)
-                and r.status not in (STATUS_RUNNING, STATUS_LOST)]
-        succeeded = [r for r in runs if r.status == STATUS_SUCCEEDED]
-        failed = [r for r in runs if r.status != STATUS_SUCCEEDED]
-        for kept, group in ((keep_succeeded, succeeded), (keep_failed, failed)):
-            dropped.extend(r.run_id for r in group[kept:])  # newest first
-            for run in group[kept:]:
-                if run.log_path:
-                    with contextlib.suppress(OSError):
-                        Path(run.log_path).unlink()
-        if dropped:
-            with self._connect(create=True) as conn:
-                conn.executemany("DELETE FROM job_runs WHERE run_id=?", [(run_id,) for run_id in dropped])
-        return dropped
+    def add_plan(self, job: str, scheduled_s: float, start_s: float) -> None:
+        """A carbon-aware run planned for ``start_s`` (kept so a restarted controller starts it)."""
+        with self._connect(create=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO cron_plans (job, scheduled_s, start_s) VALUES (?, ?, ?)",
+                         (job, scheduled_s, start_s))
 
+    def drop_plan(self, job: str, scheduled_s: float) -> None:
+        with self._connect(create=True) as conn:
+            conn.execute("DELETE FROM cron_plans WHERE job=? AND scheduled_s=?", (job, scheduled_s))
+
+    def plans(self) -> list[tuple[str, float, float]]:
+        """Every planned run: (job, scheduled time, planned start)."""
+        try:
+            with self._connect(create=False) as conn:
+                rows = conn.execute("SELECT job, scheduled_s, start_s FROM cron_plans ORDER BY start_s").fetchall()
+        except FileNotFoundError:
+            return []
+        return [(str(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+    def prune(self, job: str, pipeline_prefix: str, keep_succeeded: int, keep_failed: int) -> list[str]:
+        """Drop the oldest finished pipelines of ``job`` whose id starts with ``pipeline_prefix`` (a scheduled
+        run with all its attempts) beyond the numbers kept, succeeded and not, with their logs; the run ids
+        dropped. Runs of other pipelines (``lichen run``) are never touched."""
+        pipelines: dict[str, list[JobRun]] = {}
+        for run in self.list(job):  # newest first
+            if run.pipeline_id.startswith(pipeline_prefix):
+                pipelines.setdefault(run.pipeline_id, []).append(run)
+        finished = [runs for runs in pipelines.values()
+                    if not any(r.status in (STATUS_RUNNING, STATUS_LOST) for r in runs)]
+        succeeded = [runs for runs in finished if runs[0].status == STATUS_SUCCEEDED]  # its last attempt
+        failed = [runs for runs in finished if runs[0].status != STATUS_SUCCEEDED]
+        dropped_runs = [run for kept, group in ((keep_succeeded, succeeded), (keep_failed, failed))
+                        for runs in group[kept:] for run in runs]
+        for run in dropped_runs:
+            if run.log_path:
+                with contextlib.suppress(OSError):
+                    Path(run.log_path).unlink()
+        if dropped_runs:
+            with self._connect(create=True) as conn:
+                conn.executemany("DELETE FROM job_runs WHERE run_id=?", [(r.run_id,) for r in dropped_runs])
+        return [r.run_id for r in dropped_runs]

@@ -223,9 +223,11 @@ class JobRunner:
         result = PipelineResult(pipeline_id=pipeline_id or uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
+                if self.cancelled.is_set():  # stopped before this job began: nothing of it runs
+                    break
                 job = self.spec.jobs[name]
                 for attempt in range(1, job.retries + 2):
-                    if self.cancelled.is_set():
+                    if attempt > 1 and self.cancelled.is_set():
                         break
                     job_params = [*(source_params or [] if name in sources else []), *(params or [])]
                     run = self._run_one(name, job, job_params, attempt, result.pipeline_id, index, len(order))

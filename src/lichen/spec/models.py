@@ -379,7 +379,14 @@ class JobSpec(SpecModel):
     def _cron(cls, schedule: str | None) -> str | None:
         if schedule is None:
             return None
-        parse_cron(schedule)
+        _, _, days, months, _ = parse_cron(schedule)
+        weekdays_restricted = not schedule.split()[4].startswith("*")
+        days_restricted = not schedule.split()[2].startswith("*")
+        longest = {2: 29, 4: 30, 6: 30, 9: 30, 11: 30}
+        if days_restricted and not weekdays_restricted and not any(
+                day <= longest.get(month, 31) for month in months for day in days):
+            raise ValueError(f"cron schedule {schedule!r} names no date that exists (day {min(days)} of "
+                             f"month(s) {', '.join(str(m) for m in sorted(months))})")
         return schedule
 
 

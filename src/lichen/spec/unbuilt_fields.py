@@ -69,6 +69,9 @@ def _walk(data: Any, path: tuple[str, ...], at: PathKey = ()) -> list[tuple[Path
     return _walk(data[head], rest, (*at, head))
 
 
+SCHEDULE_ONLY_FIELDS = ("concurrency_policy", "starting_deadline_s", "successful_runs_kept", "failed_runs_kept")
+
+
 def unbuilt_field_warnings(doc: Document) -> list[SpecIssue]:
     """A located warning for each unbuilt field the document writes (with a value that asks for it)."""
     warnings = []
@@ -81,10 +84,16 @@ def unbuilt_field_warnings(doc: Document) -> list[SpecIssue]:
             warnings.append(doc.issue(path, row.message, severity="warning"))
     jobs = doc.data.get("jobs") if isinstance(doc.data, dict) else None
     for name, job in (jobs.items() if isinstance(jobs, dict) else ()):
-        if isinstance(job, dict) and job.get("carbon_aware") is not None and not job.get("schedule"):
+        if not isinstance(job, dict) or job.get("schedule"):
+            continue
+        if job.get("carbon_aware") is not None:
             warnings.append(doc.issue(("jobs", name, "carbon_aware"), "carbon_aware delays only scheduled runs under "
                                       "`lichen up`; this job has no schedule, so `lichen run` starts it at once",
                                       severity="warning"))
+        for field in SCHEDULE_ONLY_FIELDS:
+            if field in job:
+                warnings.append(doc.issue(("jobs", name, field), f"{field} applies to scheduled runs only; this job "
+                                          "has no schedule, so nothing reads it", severity="warning"))
     return sorted(warnings, key=lambda w: (w.line, w.column, w.field))
 
 

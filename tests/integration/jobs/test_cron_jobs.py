@@ -179,3 +179,89 @@ def test_a_carbon_aware_run_waits_for_the_low_carbon_window_of_the_trace(tmp_pat
 
     asyncio.run(scenario())
     assert [r.status for r in runs(tmp_path, spec, "train")] == ["succeeded"]
+
+
+def _valley_trace(tmp_path: Path) -> None:
+    rows = ["datetime,carbon_intensity_g_per_kwh"]
+    for hour in range(0, 72):
+        rows.append(f"2026-12-{4 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{100 if hour % 24 in (15, 16, 17) else 400}")
+    (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_a_planned_run_survives_a_restart_and_forbid_skips_times_due_while_it_waits(tmp_path: Path) -> None:
+    _valley_trace(tmp_path)
+    job = {"entrypoint": "steps:touch", "schedule": "0 12,13 * * *", "timeout_s": 3600,
+           "carbon_aware": {"deadline": "8h"}}
+    scheduler, controller, spec = make(tmp_path, {"train": job}, "2026-12-04T11:59", intensity_trace="de.csv")
+
+    async def first_life() -> None:
+        await scheduler.tick()
+        at(controller, "2026-12-04T12:00:05")
+        await scheduler.tick()
+        at(controller, "2026-12-04T13:00:05")
+        await scheduler.tick()
+        await scheduler.aclose()
+
+    asyncio.run(first_life())
+    assert kinds(controller) == ["CronPlanned", "CronSkipped"]
+    assert "while a run is still planned" in controller.events[1][3]
+    later, controller2, _ = make(tmp_path, {"train": job}, "2026-12-04T15:00:30", intensity_trace="de.csv")
+
+    async def second_life() -> None:
+        await later.tick()  # the plan the first controller made and did not start: started now
+        await settle(later, "train")
+
+    asyncio.run(second_life())
+    assert kinds(controller2) == ["CronStarted", "CronFinished"] and "planned at 2026-12-04T15:00Z" in \
+        controller2.events[0][3]
+    assert [r.pipeline_id for r in runs(tmp_path, spec, "train")] == ["cron-train-20261204T1200"]
+
+
+def test_a_job_added_to_a_running_scheduler_owes_nothing_from_before(tmp_path: Path) -> None:
+    scheduler, controller, spec = make(tmp_path, {}, "2026-12-04T00:00")
+
+    async def scenario() -> None:
+        await scheduler.tick()
+        at(controller, "2026-12-04T05:30")
+        controller.app_spec = AppSpec.model_validate(
+            {"app": "crontest", "jobs": {"touch": {"entrypoint": "steps:touch", "schedule": "0 3 * * *"}}})
+        await scheduler.tick()  # 03:00 passed before the job existed: not run
+        assert controller.events == []
+        await scheduler.aclose()
+
+    (tmp_path / "steps.py").write_text(textwrap.dedent(STEPS))
+    asyncio.run(scenario())
+    assert not (tmp_path / "touched.txt").exists()
+
+
+def test_pruning_keeps_whole_scheduled_pipelines_and_never_touches_lichen_run_runs(tmp_path: Path) -> None:
+    from lichen.runtime.job_runs import JobRun
+
+    store = JobRunStore(tmp_path / "state.db")
+    for i, (pipeline, status) in enumerate([("manual1", "failed"), ("cron-j-1", "failed"), ("cron-j-1", "failed"),
+                                            ("cron-j-2", "succeeded"), ("cron-j-3", "failed"),
+                                            ("cron-j-4", "succeeded"), ("manual2", "failed")]):
+        run = JobRun(run_id=f"r{i}", pipeline_id=pipeline, job="j", started_at=1000.0 + i,
+                     log_path=str(tmp_path / f"r{i}.log"))
+        Path(run.log_path).write_text("log\n")
+        store.start(run)
+        run.status, run.ended_at = status, 1000.5 + i
+        store.finish(run)
+    dropped = store.prune("j", "cron-", keep_succeeded=1, keep_failed=1)
+    assert sorted(dropped) == ["r1", "r2", "r3"]  # cron-j-1 (both attempts) and cron-j-2
+    assert sorted(r.run_id for r in store.list("j")) == ["r0", "r4", "r5", "r6"]
+    assert not (tmp_path / "r1.log").exists() and (tmp_path / "r0.log").exists()
+
+
+def test_a_run_stopped_before_it_begins_finishes_cleanly(tmp_path: Path) -> None:
+    scheduler, controller, spec = make(tmp_path, {"touch": {"entrypoint": "steps:touch", "schedule": "0 * * * *"}},
+                                       "2026-12-04T11:59")
+
+    async def scenario() -> None:
+        await scheduler.tick()
+        at(controller, "2026-12-04T12:00:05")
+        await scheduler.tick()
+        await scheduler.aclose()  # at once: the run's thread may not have begun the job yet
+
+    asyncio.run(scenario())
+    assert kinds(controller)[0] == "CronStarted" and "CronFailed" not in kinds(controller)

@@ -22,6 +22,8 @@ def t(text: str) -> float:
     ("0 0 13 * 5", "2026-12-04T05:37", "2026-12-11T00:00"),  # Friday the 11th comes before the 13th
     ("0 9 * * 7", "2026-12-04T05:37", "2026-12-06T09:00"),  # 7 is Sunday too
     ("59 23 31 12 *", "2026-12-31T23:59", "2027-12-31T23:59"),
+    ("0 0 1-31 * 1", "2026-12-04T05:37", "2026-12-05T00:00"),  # no "*": either field, so every day
+    ("0 0 */2 * 1", "2026-12-04T05:37", "2026-12-07T00:00"),  # "*/2": the weekday decides (Monday)
 ])
 def test_next_fire_follows_cron(schedule: str, after: str, expected: str) -> None:
     assert next_fire_s(schedule, t(after)) == t(expected)

@@ -219,3 +219,21 @@ def test_carbon_aware_without_a_schedule_warns_that_lichen_run_starts_at_once(tm
     [warning] = spec_warnings(path)
     assert (warning.line, warning.field, warning.severity) == (5, "jobs.train.carbon_aware", "warning")
     assert "has no schedule" in warning.message
+
+
+def test_scheduling_fields_on_a_job_without_a_schedule_warn_and_impossible_dates_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "lichen.yaml"
+    path.write_text("app: shop\njobs:\n  train:\n    entrypoint: shopjobs:train\n    concurrency_policy: allow\n"
+                    "    failed_runs_kept: 5\n")
+    assert [(w.line, w.field) for w in spec_warnings(path)] == [(5, "jobs.train.concurrency_policy"),
+                                                                (6, "jobs.train.failed_runs_kept")]
+    from lichen.spec.loading import validate_spec
+
+    for schedule, ok in (("0 0 30 2 *", False), ("0 0 31 4,6 *", False), ("0 0 30 2 1", True),
+                         ("0 0 29 2 *", True)):
+        path.write_text(f"app: shop\njobs:\n  train:\n    entrypoint: shopjobs:train\n    schedule: '{schedule}'\n")
+        issues = validate_spec(path, check_imports=False)
+        assert (issues == []) == ok, (schedule, issues)
+        if not ok:
+            assert issues[0].line == 5 and "names no date that exists" in issues[0].message
+
