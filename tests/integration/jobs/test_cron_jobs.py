@@ -265,3 +265,25 @@ def test_a_run_stopped_before_it_begins_finishes_cleanly(tmp_path: Path) -> None
 
     asyncio.run(scenario())
     assert kinds(controller)[0] == "CronStarted" and "CronFailed" not in kinds(controller)
+
+
+def test_a_trace_that_stops_at_now_is_forecast_from_its_history(tmp_path: Path) -> None:
+    rows = ["datetime,carbon_intensity_g_per_kwh"]
+    for hour in range(0, 10 * 24 + 13):  # ten days up to 2026-12-14T12:00, each with a low at 03:00
+        day, h = divmod(hour, 24)
+        rows.append(f"2026-12-{4 + day:02d}T{h:02d}:00:00Z,{100 if h == 3 else 400}")
+    (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
+    scheduler, controller, spec = make(tmp_path, {
+        "train": {"entrypoint": "steps:touch", "schedule": "0 12 * * *", "timeout_s": 1800,
+                  "carbon_aware": {"deadline": "18h"}}}, "2026-12-14T11:59", intensity_trace="de.csv")
+
+    async def scenario() -> None:
+        await scheduler.tick()
+        at(controller, "2026-12-14T12:00:05")
+        await scheduler.tick()
+        await scheduler.aclose()
+
+    asyncio.run(scenario())
+    [planned] = controller.events
+    assert planned[1] == "CronPlanned" and "the history in de.csv before now" in planned[3]
+    assert "starts 2026-12-15T02:" in planned[3] or "starts 2026-12-15T03:00Z" in planned[3]  # the nightly low
