@@ -71,3 +71,13 @@ def test_energy_overhead_figures_are_the_ones_docs_record() -> None:
     assert stated, "README no longer states the energy meter's cost"
     per_sample_ms, share = stated.groups()
     assert f"{per_sample_ms} ms per sample" in docs and f"= {share} % of the controller's CPU" in docs
+
+
+def test_carbon_planning_figures_are_the_ones_docs_record() -> None:
+    docs = (REPO / "docs" / "sustainability.md").read_text()
+    stated = re.search(r"Lichen's forecast from history alone ([\d.]+) \(GB\s+([\d.]+), FR ([\d.]+)\), against ([\d.]+)",
+                       README)
+    assert stated, "README no longer states the carbon-planning benchmark"
+    mean, gb, fr, yesterday = stated.groups()
+    assert f"**{mean}** (target ≥ 0.70" in docs and f"| GB | 6.3–21.9 % | 1.00 | {gb} |" in docs
+    assert f"| FR | 4.0–14.6 % | 1.00 | {fr} |" in docs and f"| {yesterday} |" in docs
