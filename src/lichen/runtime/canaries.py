@@ -45,7 +45,7 @@ from lichen.clocks import Clock
 from lichen.control import canary_analysis as ca
 from lichen.errors import ConfigError, UnknownServiceError
 from lichen.logs import get_logger
-from lichen.runtime.endpoints import EndpointRegistry
+from lichen.runtime.endpoints import EndpointRegistry, gateway_exposition
 from lichen.runtime.replicas import ServiceState
 from lichen.spec.models import ServiceSpec
 
@@ -113,15 +113,8 @@ class GatewayRevisionReader:
         self.client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
 
     async def read(self, service: str) -> dict[str, Totals] | None:
-        gateway = self.controller.gateway
-        if gateway is None or gateway.url is None:
-            return None
-        try:
-            response = await self.client.get(gateway.url + "/metrics")
-            response.raise_for_status()
-        except httpx.HTTPError:
-            return None
-        return revision_totals(response.text, service)
+        text = await gateway_exposition(self.client, self.controller.gateway)
+        return None if text is None else revision_totals(text, service)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from lichen.control.draining import GatewayView
 from lichen.control.probing import ProbeState
 
@@ -115,3 +117,16 @@ class Ingress(Protocol):
 
     def status(self) -> dict[str, Any]:
         """What ``lichen status`` shows of it."""
+
+
+async def gateway_exposition(client: httpx.AsyncClient, gateway: Ingress | None) -> str | None:
+    """The gateway's ``/metrics`` text, or None when there is no gateway or it does not answer."""
+    if gateway is None or gateway.url is None:
+        return None
+    try:
+        response = await client.get(gateway.url + "/metrics")
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return response.text
+

@@ -40,7 +40,7 @@ from lichen.green import rapl, reference_tables
 from lichen.green.intensity_sources import IntensityChain
 from lichen.green.nvml import GpuReading, GpuSource, NvmlReader, NvmlUnavailable, gpu_energy_j
 from lichen.logs import get_logger
-from lichen.runtime.endpoints import Ingress
+from lichen.runtime.endpoints import Ingress, gateway_exposition
 from lichen.runtime.host_readings import CpuModel, Host, ProcessUsage, PsutilHost, gateway_requests
 from lichen.runtime.replicas import Replica
 from lichen.runtime.workspaces import gpu_device_list
@@ -194,15 +194,7 @@ class EnergyMeter:
         self.controller.event("", "EnergySource", reason, message)
 
     async def _read_gateway(self) -> str | None:
-        gateway = self.controller.gateway
-        if gateway is None or gateway.url is None:
-            return None
-        try:
-            response = await self.client.get(gateway.url + "/metrics")
-            response.raise_for_status()
-        except httpx.HTTPError:
-            return None
-        return response.text
+        return await gateway_exposition(self.client, self.controller.gateway)
 
     async def tick(self) -> None:
         """One sample (see the module docs); the first only takes baselines."""
