@@ -89,6 +89,13 @@ class ControlClient:
         """``lichen energy``'s report over the last ``window_s`` (``/v1/energy``)."""
         return self._call("GET", "/v1/energy", params={"window_s": window_s}, timeout=60.0)
 
+    def advice(self, window_s: float, service: str | None = None) -> dict[str, Any]:
+        """``lichen advise``'s recommendations from the last ``window_s`` (``/v1/advice``)."""
+        params: dict[str, Any] = {"window_s": window_s}
+        if service is not None:
+            params["service"] = service
+        return self._call("GET", "/v1/advice", params=params, timeout=60.0)
+
     def rollout(self, service: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/services/{service}/rollout")
 

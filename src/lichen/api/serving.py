@@ -200,6 +200,25 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
                                          controller.clock.wall())
         return {**report, "meter": meter.status()}
 
+    @v1.get("/advice")
+    async def advice(window_s: Annotated[float, Query(ge=60, le=400 * 86400)] = 86400.0,
+                     service: str | None = None) -> dict[str, Any]:
+        """Right-sizing advice per service from its usage over the last ``window_s`` (``lichen advise``)."""
+        if meter is None:
+            raise ConfigError("the meter that samples replicas' usage could not start in this controller (see lichen events)")
+        if observing is None:
+            raise ConfigError("lichen advise reads the embedded Prometheus, which LICHEN_OBSERVE=off turned off for this controller")
+        spec = controller.app_spec
+        if spec is None or (service is not None and service not in spec.services):
+            raise UnknownServiceError(f"no service named {service!r} in this app")
+        from lichen.observe.energy_reports import engine_range_samples
+        from lichen.observe.usage_reports import advice_report
+
+        basis = "working set" if controller.launcher.use_cgroups else "data segment"
+        return await asyncio.to_thread(
+            advice_report, engine_range_samples(observing.engine), spec.services, window_s, controller.clock.wall(),
+            scrape_interval_s=spec.observability.scrape_interval_s, memory_basis=basis, only=service)
+
     @v1.post("/services/{service}/restart")
     async def restart(service: str) -> dict[str, Any]:
         return {"service": service, "revision": controller.restart(service)}

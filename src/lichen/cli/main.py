@@ -23,7 +23,7 @@ import typer
 from lichen import __version__
 from lichen.errors import LichenError
 
-VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "carbon", "jobs", "models",
+VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "advising", "carbon", "jobs", "models",
                 "gateway", "keys", "observing")
 """``lichen.cli`` modules whose ``register(app)`` adds their verbs, in help order."""
 _FAST_VERBS = {"serve": ("serving",)}

@@ -28,6 +28,8 @@ class ProcessUsage:
     started_wall_s: float
     pids: tuple[int, ...] = ()
     """the process and its live descendants"""
+    data_bytes: int = 0
+    """the data segment and private mappings (what ``RLIMIT_DATA`` limits)"""
 
 
 @dataclass(frozen=True)
@@ -94,14 +96,14 @@ class PsutilHost:
             with proc.oneshot():
                 t = proc.cpu_times()
                 cpu_s = t.user + t.system + t.children_user + t.children_system
-                rss, started = proc.memory_info().rss, proc.create_time()
+                memory, started = proc.memory_info(), proc.create_time()
             pids = [pid]
             for child in self._descendants(pid):  # live children: exited ones are in children_*
                 with contextlib.suppress(psutil.Error, OSError):
                     c = psutil.Process(child).cpu_times()
                     cpu_s += c.user + c.system
                     pids.append(child)
-            return ProcessUsage(cpu_s, rss, started, tuple(pids))
+            return ProcessUsage(cpu_s, memory.rss, started, tuple(pids), getattr(memory, "data", 0))
         except (psutil.Error, OSError):
             return None
 

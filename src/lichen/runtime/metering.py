@@ -6,7 +6,9 @@ Every ``sustainability.sample_interval_s`` (5 s) :class:`EnergyMeter` reads:
   else the power model of :mod:`lichen.control.energy_accounting` at the
   machine's CPU utilisation, with the TDP from ``cpu_tdp_w``, codecarbon's
   table, or its per-thread fallback; memory is modelled per resident GB;
-* each replica's CPU seconds (its process and children) and resident memory;
+* each replica's CPU seconds (its process and children) and resident memory, which it also exports per
+  replica for ``lichen advise`` (:mod:`lichen.runtime.replica_usage`; sampled even while
+  ``sustainability.enabled`` is false);
 * each GPU through NVML (energy counter, else power), with per-process SM
   utilisation; a GPU replica NVML cannot read is modelled from ``gpu_tdp_w``;
 * the gateway's requests per service and revision (for the SCI gauge);
@@ -42,6 +44,7 @@ from lichen.green.nvml import GpuReading, GpuSource, NvmlReader, NvmlUnavailable
 from lichen.logs import get_logger
 from lichen.runtime.endpoints import Ingress, gateway_exposition
 from lichen.runtime.host_readings import CpuModel, Host, ProcessUsage, PsutilHost, gateway_requests
+from lichen.runtime.replica_usage import ReplicaUsageCollector, UsageReading
 from lichen.runtime.replicas import Replica
 from lichen.runtime.workspaces import gpu_device_list
 from lichen.spec.models import SustainabilitySpec
@@ -108,6 +111,8 @@ class EnergyMeter:
         self.host = host or PsutilHost()
         self.rapl_root = rapl_root
         self.instruments = _Instruments(controller.metrics)
+        self.usage = ReplicaUsageCollector()
+        controller.metrics.register(self.usage)
         self.read_gateway = read_gateway or self._read_gateway
         self.client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         self.intensity = intensity or IntensityChain(spec, app_dir, announce=self._announce)
@@ -207,6 +212,7 @@ class EnergyMeter:
         await self._follow_spec()
         if not self.spec.enabled:
             self.last_s = self.last_cpu = None  # sampling resumes with a fresh baseline
+            self._read_replicas()  # lichen advise's usage still counts
             return
         exposition = await self.read_gateway()
         intensity = await self.intensity.current(self.controller.clock.wall())
@@ -217,9 +223,6 @@ class EnergyMeter:
 
     def _sample(self, now: float, intensity: ea.Estimate, exposition: str | None) -> None:
         cpu_now = self.host.cpu_times()
-        begin = getattr(self.host, "begin_sample", None)
-        if begin is not None:
-            begin()
         usages, fresh, pid_replica = self._usages(now)
         gpu_now = self._read_gpus()
         if self.last_s is None or self.last_cpu is None:
@@ -282,15 +285,26 @@ class EnergyMeter:
                 ea.modelled_active_power(tdp, utilisation, self.cpu_range).scaled(dt),
                 ea.modelled_memory_power(1.0).scaled(dt))
 
+    def _read_replicas(self) -> list[tuple[Any, ProcessUsage]]:
+        """Every live replica's record and process reading, exported for ``lichen advise`` too."""
+        begin = getattr(self.host, "begin_sample", None)
+        if begin is not None:
+            begin()
+        found = []
+        for replica in list(self.controller.replicas.values()):
+            record = replica.record
+            usage = self.host.process(record.pid) if record.pid else None
+            if usage is not None:
+                found.append((record, usage))
+        self.usage.update({(r.service, r.revision, r.id): UsageReading(u.cpu_s, u.rss_bytes, u.data_bytes)
+                           for r, u in found})
+        return found
+
     def _usages(self, now: float) -> tuple[list[ea.ReplicaUsage], set[str], dict[int, str]]:
         """Each live replica's use since the last sample, the ids seen, and every PID (with children) -> replica."""
         usages, seen, pid_replica = [], set(), {}
         wall_then = self.controller.clock.wall() - (now - self.last_s) if self.last_s is not None else None
-        for replica in list(self.controller.replicas.values()):
-            record = replica.record
-            usage = self.host.process(record.pid) if record.pid else None
-            if usage is None:
-                continue
+        for record, usage in self._read_replicas():
             seen.add(record.id)
             pid_replica.update({pid: record.id for pid in usage.pids or (record.pid,)})
             last = self.last_process.get(record.id)

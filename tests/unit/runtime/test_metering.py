@@ -566,3 +566,21 @@ def test_replicas_holding_gpus_nvml_cannot_read_raise_one_event(tmp_path: Path) 
         tick(meter)
     said = [e for e in controller.events if "hold GPUs" in e[3]]
     assert len(said) == 1 and "not counted" in said[0][3] and "Library Not Found" in said[0][3]
+
+
+def test_each_replicas_usage_is_exported_for_lichen_advise_even_with_accounting_off(tmp_path: Path) -> None:
+    meter, controller, host = make(tmp_path)
+    two_replicas(controller, host)
+    host.procs[102] = ProcessUsage(20.0, GB, 0.0, data_bytes=3 * GB)
+    tick(meter)
+    labels = {"service": "api", "revision": "r1", "replica": "api-0"}
+    assert get(meter, "lichen_replica_cpu_seconds_total", **labels) == 50.0
+    assert get(meter, "lichen_replica_memory_working_set_bytes", **labels) == 2 * GB
+    assert get(meter, "lichen_replica_memory_data_bytes", **{**labels, "replica": "api-1"}) == 3 * GB
+    controller.app_spec = SimpleNamespace(sustainability=SustainabilitySpec(cpu_tdp_w=100, pue=PUE, enabled=False))
+    step(controller, host, 5.0, {101: 4.0})
+    del host.procs[102]  # gone: it drops out at once
+    tick(meter)
+    assert get(meter, "lichen_replica_cpu_seconds_total", **labels) == 54.0
+    assert get(meter, "lichen_replica_cpu_seconds_total", **{**labels, "replica": "api-1"}) is None
+    assert total(meter, "lichen_energy_joules_total") == 0, "accounting stays off; only usage is read"

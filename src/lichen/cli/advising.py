@@ -1,0 +1,140 @@
+"""CLI verb: ``lichen advise`` — right-size services from what they used, and write it into ``lichen.yaml``."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lichen.cli.controlling import AppDir, _client, _workspace
+from lichen.cli.output import console, print_json, print_table
+from lichen.errors import ConfigError
+from lichen.spec.quantities import format_duration, parse_duration_s
+
+MAX_WINDOW_S = 400 * 86400
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _signed(value: float | None, unit: str, digits: int = 3) -> str:
+    return "unknown" if value is None else f"{value:+.{digits}g} {unit}"
+
+
+def planned_changes(report: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """Each recommended change as ``(key path in lichen.yaml, value)``, in the report's order."""
+    return [(("services", row["service"], *change["field"].split(".")), change["recommended"])
+            for row in report["services"] for change in row["changes"]]
+
+
+def rewrite(spec_path: Path, changes: list[tuple[tuple[str, ...], Any]]) -> tuple[str, str]:
+    """The spec's text now and with ``changes`` (comments and layout kept); refuses a result that would not
+    validate, naming why."""
+    from lichen.green.intensity_sources import sustainability_issues
+    from lichen.observe.rule_files import rule_file_issues
+    from lichen.runtime.workspaces import atomic_write
+    from lichen.spec.editing import EditError, set_values
+    from lichen.spec.loading import check_spec
+
+    before = spec_path.read_text()
+    try:
+        after = set_values(before, changes)
+    except EditError as exc:
+        raise ConfigError(str(exc), where=str(spec_path)) from None
+    trial = spec_path.with_name(f".{spec_path.name}.advise")
+    atomic_write(trial, after)
+    try:
+        spec, issues = check_spec(trial, check_imports=False, rule_checker=rule_file_issues,
+                                  data_checker=sustainability_issues)
+    finally:
+        trial.unlink(missing_ok=True)
+    if spec is None:
+        problems = "; ".join(str(issue).replace(str(trial), str(spec_path)) for issue in issues)
+        raise ConfigError(f"the advised spec would not validate, so nothing was written: {problems}",
+                          where=str(spec_path))
+    return before, after
+
+
+def advise(
+    window: Annotated[str, typer.Option("--window", "-w", help="How far back to look, e.g. 1h, 6h, 7d.")] = "6h",
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the changes into lichen.yaml (comments and "
+                                                        "layout kept) and print the diff.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Recommend resources, replicas and autoscale settings per service from what it used, as the VPA does.
+
+    CPU: the p95 of each replica's use + 15 %; memory: the peak + 15 % (of what the limit counts here);
+    replicas: enough that in-flight requests stay at 70 % of max_concurrency, never below 2 where you run 2.
+    Each change shows its reason, and the expected energy and carbon change. Read from the embedded
+    Prometheus: a window covers only what was scraped (observability.retention, 6 h by default), so advise
+    after the app has seen its real load. --apply writes every change as one diff, never a spec that fails
+    lichen validate; the running app changes on the next 'lichen up'.
+
+    Example: lichen advise --window 6h --apply
+    """
+    try:
+        window_s = parse_duration_s(window)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc), where="--window") from None
+    if not 60 <= window_s <= MAX_WINDOW_S:
+        raise ConfigError(f"must be between 1m and 400d, got {window}", where="--window")
+    spec_path = _workspace(app_dir).spec_path
+    if service is not None:
+        from lichen.spec.loading import load_spec
+
+        names = sorted(load_spec(spec_path).services)
+        if service not in names:
+            raise ConfigError(f"no service named {service!r} in lichen.yaml (services: {', '.join(names)})",
+                              where="--service")
+    with _client(app_dir) as client:
+        report = client.advice(window_s, service)
+    changes = planned_changes(report)
+    diff = ""
+    if apply and changes:
+        from lichen.runtime.workspaces import atomic_write
+
+        before, after = rewrite(spec_path, changes)
+        diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                            f"a/{spec_path.name}", f"b/{spec_path.name}"))
+        atomic_write(spec_path, after, spec_path.stat().st_mode & 0o777)
+    if as_json:
+        print_json({**report, "applied": bool(apply and changes), "diff": diff})
+        return
+    _print(report, window_s)
+    if apply and changes:
+        console.print(diff, markup=False, end="")
+        console.print(f"wrote {len(changes)} change(s) to {spec_path}; 'lichen up' applies them", markup=False)
+    elif changes:
+        console.print("lichen advise --apply writes these into lichen.yaml", markup=False)
+    else:
+        console.print("nothing to change", markup=False)
+
+
+def _print(report: dict[str, Any], window_s: float) -> None:
+    rows = []
+    for row in report["services"]:
+        if row["skipped"]:
+            rows.append([row["service"], "-", "", "", row["skipped"]])
+        for change in row["changes"]:
+            rows.append([row["service"], change["field"], _shown(change["current"]),
+                         _shown(change["recommended"]), change["reason"]])
+    if rows:
+        print_table(f"advice from {format_duration(window_s)} of usage (memory: {report['memory_basis']})",
+                    ["service", "field", "now", "advised", "why"], rows)
+    for row in report["services"]:
+        for note in row["notes"]:
+            console.print(f"{row['service']}: {note}", markup=False)
+    total = report["total"]
+    console.print(f"expected change: energy {_signed(total['energy_kwh_per_day'], 'kWh/day')}, operational carbon "
+                  f"{_signed(total['carbon_g_per_day'], 'g/day')}, embodied share "
+                  f"{_signed(total['embodied_g_per_day'], 'g/day')}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's verbs to the root app."""
+    app.command("advise")(advise)
