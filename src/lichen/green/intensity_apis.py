@@ -1,21 +1,26 @@
 """Live grid carbon intensity from provider APIs: the current location-based figure, in gCO₂e/kWh.
 
-One async client per provider, each with ``latest() -> IntensityReading``:
+One async client per provider, each with ``latest() -> IntensityReading`` and
+``forecast() -> list[IntensityReading]`` (the provider's forecast, in time
+order, for planning carbon-aware jobs):
 
 * :class:`ElectricityMapsClient` — Electricity Maps v3,
   ``GET /v3/carbon-intensity/latest?zone=DE`` with an ``auth-token`` header;
-  ``carbonIntensity`` (g/kWh) at ``datetime``.
+  ``carbonIntensity`` (g/kWh) at ``datetime``; the forecast is
+  ``GET /v3/carbon-intensity/forecast?zone=DE``, a ``forecast`` list of the same.
 * :class:`WattTimeClient` — WattTime v3: ``GET /login`` with HTTP Basic auth
   gives a bearer token (valid ~30 min, cached, renewed once on a 401), then
   ``GET /v3/forecast?region=…&signal_type=co2_aoer``; the first point is the
-  current 5-minute interval. The signal is **co2_aoer**, the *average*
+  current 5-minute interval, and all of them are the forecast (24 h). The signal is **co2_aoer**, the *average*
   operating emissions rate, which is location-based as the SCI requires.
   ``co2_moer`` (marginal) answers a different question (what one more kWh
   would emit) and must not be used here. ``lbs_co2_per_mwh`` is converted to
   g/kWh (× 0.45359237); other units than that and ``g_co2_per_kwh`` are refused.
 * :class:`CarbonAwareSdkClient` — the Green Software Foundation's Carbon Aware
   SDK WebAPI, ``GET /emissions/bylocation`` over the last hour; the entry with
-  the latest ``time`` wins, its ``rating`` is g/kWh.
+  the latest ``time`` wins, its ``rating`` is g/kWh. The forecast is
+  ``GET /emissions/forecasts/current?location=…``: the first entry's
+  ``forecastData``, each a ``timestamp`` and a ``value`` in g/kWh.
 
 Every failure (HTTP status, timeout, refused connection, malformed JSON, a
 missing or invalid field, unknown units) is one :class:`IntensityApiError`
@@ -159,8 +164,19 @@ STATUS_HINTS = {401: " (bad credentials)", 403: " (forbidden: token or plan)", 4
                 429: " (rate limited)"}
 
 
+def _points(value: object, field: str, fail: Callable[[str], IntensityApiError]) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise fail(f"field {field!r} is not a non-empty list")
+    return value
+
+
+def _in_order(readings: list[IntensityReading]) -> list[IntensityReading]:
+    return sorted(readings, key=lambda r: r.at_s)
+
+
 class ElectricityMapsClient(_HttpSource):
     PATH = "/v3/carbon-intensity/latest"
+    FORECAST_PATH = "/v3/carbon-intensity/forecast"
 
     def __init__(self, zone: str, token: str, base_url: str = "https://api.electricitymap.org", *,
                  timeout_s: float = 5.0, client: httpx.AsyncClient | None = None) -> None:
@@ -177,6 +193,20 @@ class ElectricityMapsClient(_HttpSource):
 
         return IntensityReading(g_per_kwh=_g_per_kwh(_field(body, "carbonIntensity", fail), "carbonIntensity", fail),
                                 at_s=_time_s(_field(body, "datetime", fail), "datetime", fail), source=self.source)
+
+    async def forecast(self) -> list[IntensityReading]:
+        path = self.path(self.FORECAST_PATH)
+        body = await self.get(self.FORECAST_PATH, {"zone": self.zone}, headers={"auth-token": self._token},
+                              hints=STATUS_HINTS)
+
+        def fail(what: str) -> IntensityApiError:
+            return self.error(path, what)
+
+        points = _points(_field(body, "forecast", fail), "forecast", fail)
+        return _in_order([IntensityReading(
+            _g_per_kwh(_field(p, "carbonIntensity", fail), f"forecast[{i}].carbonIntensity", fail),
+            _time_s(_field(p, "datetime", fail), f"forecast[{i}].datetime", fail), self.source)
+            for i, p in enumerate(points)])
 
 
 class WattTimeClient(_HttpSource):
@@ -211,7 +241,7 @@ class WattTimeClient(_HttpSource):
             return await self._login()
         return self._token
 
-    async def latest(self) -> IntensityReading:
+    async def _aoer(self) -> list[IntensityReading]:
         path = self.path(self.DATA_PATH)
         params = {"region": self.region, "signal_type": self.SIGNAL_TYPE}
         token = await self._token_now()
@@ -229,9 +259,7 @@ class WattTimeClient(_HttpSource):
         def fail(what: str) -> IntensityApiError:
             return self.error(path, what)
 
-        data = _field(body, "data", fail)
-        if not isinstance(data, list) or not data:
-            raise fail("field 'data' is not a non-empty list")
+        data = _points(_field(body, "data", fail), "data", fail)
         units = _field(_field(body, "meta", fail), "units", fail)
         if units == "lbs_co2_per_mwh":
             factor = G_PER_KWH_PER_LB_PER_MWH
@@ -239,15 +267,20 @@ class WattTimeClient(_HttpSource):
             factor = 1.0
         else:
             raise fail(f"unknown units {units!r} (expected 'lbs_co2_per_mwh' or 'g_co2_per_kwh')")
-        point = data[0]
-        value = _g_per_kwh(_field(point, "value", fail), "data[0].value", fail)
-        return IntensityReading(g_per_kwh=value * factor,
-                                at_s=_time_s(_field(point, "point_time", fail), "data[0].point_time", fail),
-                                source=self.source)
+        return [IntensityReading(g_per_kwh=_g_per_kwh(_field(point, "value", fail), f"data[{i}].value", fail) * factor,
+                                 at_s=_time_s(_field(point, "point_time", fail), f"data[{i}].point_time", fail),
+                                 source=self.source) for i, point in enumerate(data)]
+
+    async def latest(self) -> IntensityReading:
+        return (await self._aoer())[0]
+
+    async def forecast(self) -> list[IntensityReading]:
+        return _in_order(await self._aoer())
 
 
 class CarbonAwareSdkClient(_HttpSource):
     PATH = "/emissions/bylocation"
+    FORECAST_PATH = "/emissions/forecasts/current"
 
     def __init__(self, location: str, base_url: str = "http://localhost:8080", *, timeout_s: float = 5.0,
                  client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -277,6 +310,21 @@ class CarbonAwareSdkClient(_HttpSource):
         at_s, i = max(timed)
         return IntensityReading(g_per_kwh=_g_per_kwh(_field(body[i], "rating", fail), f"[{i}].rating", fail),
                                 at_s=at_s, source=self.source)
+
+    async def forecast(self) -> list[IntensityReading]:
+        path = self.path(self.FORECAST_PATH)
+        body = await self.get(self.FORECAST_PATH, {"location": self.location},
+                              hints={400: " (bad request: location)"})
+
+        def fail(what: str) -> IntensityApiError:
+            return self.error(path, what)
+
+        first = _points(body, "(the answer)", fail)[0]
+        points = _points(_field(first, "forecastData", fail), "[0].forecastData", fail)
+        return _in_order([IntensityReading(
+            _g_per_kwh(_field(p, "value", fail), f"[0].forecastData[{i}].value", fail),
+            _time_s(_field(p, "timestamp", fail), f"[0].forecastData[{i}].timestamp", fail), self.source)
+            for i, p in enumerate(points)])
 
 
 PROVIDERS: dict[str, type[ElectricityMapsClient | WattTimeClient | CarbonAwareSdkClient]] = {

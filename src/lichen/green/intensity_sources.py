@@ -40,6 +40,8 @@ Announce = Callable[[str, str], None]
 class LatestIntensity(Protocol):
     async def latest(self) -> intensity_apis.IntensityReading: ...
 
+    async def forecast(self) -> list[intensity_apis.IntensityReading]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -55,6 +57,20 @@ def api_client(spec: IntensityApiSpec, region: str, env: Mapping[str, str]) -> L
         return intensity_apis.WattTimeClient(zone, _secret(env, spec.username_env), _secret(env, spec.password_env),
                                              **kwargs)
     return intensity_apis.CarbonAwareSdkClient(zone, **kwargs)
+
+
+async def api_forecast(spec: SustainabilitySpec, env: Mapping[str, str] | None = None
+                       ) -> tuple[list[float], list[float], str]:
+    """``intensity_api``'s forecast as (Unix seconds, g/kWh, source); raises
+    :class:`~lichen.green.intensity_apis.IntensityApiError` naming what failed."""
+    if spec.intensity_api is None:
+        raise intensity_apis.IntensityApiError("no sustainability.intensity_api to ask for a forecast")
+    client = api_client(spec.intensity_api, spec.region, os.environ if env is None else env)
+    try:
+        readings = await client.forecast()
+    finally:
+        await client.aclose()
+    return [r.at_s for r in readings], [r.g_per_kwh for r in readings], readings[0].source
 
 
 def _secret(env: Mapping[str, str], name: str | None) -> str:

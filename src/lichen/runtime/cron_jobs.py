@@ -12,8 +12,9 @@ state store's ``cron_schedules`` table, so a restarted controller knows what it 
   (``CronPlanned``) at the start :func:`lichen.control.carbon_planning.plan` picks before its deadline,
   and starts then. The job's expected duration is the median of its last five successful runs (its
   ``timeout_s``, else an hour, before it has any). The forecast is ``sustainability.intensity_trace``'s
-  rows after now where the trace reaches the deadline (a forecast file), else a forecast from its rows
-  before now; without a trace the run starts at once.
+  rows after now where the trace reaches the deadline (a forecast file), else ``intensity_api``'s own
+  forecast (Electricity Maps, WattTime, the Carbon Aware SDK), else a forecast from the trace's rows
+  before now; with none of them the run starts at once, saying why.
 
 Only the latest of several missed times runs, as the CronJob controller does. Runs go through the same
 :class:`~lichen.runtime.running_jobs.JobRunner` as ``lichen run`` (a worker thread each), recorded with a
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +37,13 @@ from typing import Any, Protocol
 from lichen.clocks import Clock
 from lichen.control import carbon_planning, cron_schedules
 from lichen.errors import DataError, LichenError
+from lichen.green.intensity_apis import IntensityApiError
+from lichen.green.intensity_sources import api_forecast
 from lichen.green.intensity_traces import read_trace
 from lichen.logs import get_logger
 from lichen.runtime.job_runs import STATUS_SUCCEEDED, JobRunStore, state_db_path
 from lichen.runtime.running_jobs import JobRunner
-from lichen.spec.models import AppSpec, JobSpec
+from lichen.spec.models import AppSpec, JobSpec, SustainabilitySpec
 
 log = get_logger("lichen.controller")
 PIPELINE_PREFIX = "cron-"
@@ -83,6 +86,8 @@ class CronJobs:
     since_s: float
     """when scheduling began: a job never handled owes nothing from before"""
     runner_factory: Callable[[AppSpec], JobRunner] | None = None
+    forecast_api: Callable[[SustainabilitySpec], Awaitable[tuple[list[float], list[float], str]]] = api_forecast
+    """``intensity_api``'s forecast (a seam: tests pass a twin)"""
     active: dict[str, list[_Active]] = field(default_factory=dict)
     planned: dict[str, list[_Planned]] = field(default_factory=dict)
     loaded: bool = False
@@ -174,7 +179,7 @@ class CronJobs:
             self._start(spec, name, job, scheduled_s, f"due {_iso(scheduled_s)}{missed}; carbon-aware, but already "
                         "past its deadline: started at once")
             return
-        forecast, source = await asyncio.to_thread(self._forecast, spec, now_s, deadline_s)
+        forecast, source = await self._forecast(spec, now_s, deadline_s)
         if forecast is None:
             self._start(spec, name, job, scheduled_s, f"due {_iso(scheduled_s)}{missed}; carbon-aware, but {source}: "
                         "started at once")
@@ -197,26 +202,45 @@ class CronJobs:
         self.controller.event(name, "CronPlanned", "CarbonAware",
                               f"due {_iso(scheduled_s)}, starts {_iso(chosen.start_s)}{mean}{now_mean}: {why}{missed}")
 
-    def _forecast(self, spec: AppSpec, now_s: float,
-                  deadline_s: float) -> tuple[tuple[list[float], list[float]] | None, str]:
+    async def _forecast(self, spec: AppSpec, now_s: float,
+                        deadline_s: float) -> tuple[tuple[list[float], list[float]] | None, str]:
+        """The forecast to plan with and where it came from: a trace reaching the deadline, else the intensity
+        API's forecast, else a forecast from the trace's history; None, saying why, when there is none."""
+        covering, history, why = await asyncio.to_thread(self._trace_forecasts, spec, now_s, deadline_s)
+        if covering is not None:
+            return covering, why
+        if spec.sustainability.intensity_api is not None:
+            try:
+                times, values, source = await self.forecast_api(spec.sustainability)
+            except (IntensityApiError, LichenError) as exc:
+                why = f"{why}; the intensity API's forecast failed ({exc})"
+            else:
+                if times and times[0] <= now_s + carbon_planning.HOUR_S:
+                    return (times, values), f"{source}'s forecast"
+                why = f"{why}; {source}'s forecast starts after now"
+        return history, why
+
+    def _trace_forecasts(self, spec: AppSpec, now_s: float, deadline_s: float
+                         ) -> tuple[tuple[list[float], list[float]] | None, tuple[list[float], list[float]] | None, str]:
+        """(the trace as a forecast when it reaches the deadline, a forecast from its history, where or why not)."""
         trace_path = spec.sustainability.intensity_trace
         if not trace_path:
-            return None, "no sustainability.intensity_trace to forecast from"
+            return None, None, "no sustainability.intensity_trace to forecast from"
         try:
             trace = read_trace(self.app_dir / trace_path)
         except (DataError, OSError) as exc:
-            return None, f"the intensity trace cannot be read ({exc})"
+            return None, None, f"the intensity trace cannot be read ({exc})"
         problem = trace.span_problem(now_s - HISTORY_S, now_s + deadline_s)
         if problem is not None:
-            return None, f"{trace_path}: {problem}"
+            return None, None, f"{trace_path}: {problem}"
         times, values = list(trace.times_s), list(trace.values)
         if times and times[-1] >= now_s + deadline_s and times[0] <= now_s:
-            return (times, values), f"{trace_path} (it reaches the deadline: read as a forecast)"
+            return (times, values), None, f"{trace_path} (it reaches the deadline: read as a forecast)"
         try:
-            return carbon_planning.forecast_from_history(times, values, now_s, deadline_s), \
+            return None, carbon_planning.forecast_from_history(times, values, now_s, deadline_s), \
                 f"the history in {trace_path} before now"
         except ValueError as exc:
-            return None, f"{trace_path} has no history to forecast from ({exc})"
+            return None, None, f"{trace_path} has no history to forecast from ({exc})"
 
     def _start(self, spec: AppSpec, name: str, job: JobSpec, scheduled_s: float, message: str) -> None:
         runner = self._runner(spec)

@@ -287,3 +287,47 @@ def test_a_trace_that_stops_at_now_is_forecast_from_its_history(tmp_path: Path) 
     [planned] = controller.events
     assert planned[1] == "CronPlanned" and "the history in de.csv before now" in planned[3]
     assert "starts 2026-12-15T02:" in planned[3] or "starts 2026-12-15T03:00Z" in planned[3]  # the nightly low
+
+
+def test_without_a_trace_the_intensity_apis_forecast_plans_the_start_and_a_failing_api_starts_at_once(
+        tmp_path: Path) -> None:
+    from lichen.green.intensity_apis import IntensityApiError
+
+    jobs = {"train": {"entrypoint": "steps:touch", "schedule": "0 12 * * *", "timeout_s": 3600,
+                      "carbon_aware": {"deadline": "10h"}}}
+    api = {"provider": "carbon-aware-sdk", "url": "http://127.0.0.1:9", "zone": "eastus"}
+    scheduler, controller, spec = make(tmp_path, jobs, "2026-12-04T11:59", intensity_api=api)
+    asked = []
+
+    async def forecast(sustainability: Any) -> tuple[list[float], list[float], str]:
+        asked.append(sustainability.intensity_api.zone)
+        times = [t("2026-12-04T12:00") + h * 3600 for h in range(24)]
+        return times, [90.0 if h in (6, 7) else 380.0 for h in range(24)], "carbon-aware-sdk:eastus"
+
+    scheduler.forecast_api = forecast
+
+    async def scenario() -> None:
+        at(controller, "2026-12-04T12:00:05")
+        await scheduler.tick()
+        await scheduler.aclose()
+
+    asyncio.run(scenario())
+    [planned] = controller.events
+    assert asked == ["eastus"] and planned[1] == "CronPlanned"
+    assert "starts 2026-12-04T18:00Z" in planned[3] and "carbon-aware-sdk:eastus's forecast" in planned[3]
+
+    async def failing(sustainability: Any) -> tuple[list[float], list[float], str]:
+        raise IntensityApiError("carbon-aware-sdk:eastus: GET /emissions/forecasts/current: HTTP 500: 'boom'")
+
+    (tmp_path / "second").mkdir()
+    scheduler, controller, spec = make(tmp_path / "second", jobs, "2026-12-04T11:59", intensity_api=api)
+    scheduler.forecast_api = failing
+
+    async def second() -> None:
+        at(controller, "2026-12-04T12:00:05")
+        await scheduler.tick()
+        await settle(scheduler, "train")
+
+    asyncio.run(second())
+    assert kinds(controller) == ["CronStarted", "CronFinished"]
+    assert "the intensity API's forecast failed" in controller.events[0][3] and "HTTP 500" in controller.events[0][3]

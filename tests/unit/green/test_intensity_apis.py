@@ -270,3 +270,53 @@ def test_aclose_closes_only_a_client_it_created_and_repr_hides_secrets(fake: Fak
 def test_providers_name_the_three_clients() -> None:
     assert PROVIDERS == {"electricitymaps": ElectricityMapsClient, "watttime": WattTimeClient,
                          "carbon-aware-sdk": CarbonAwareSdkClient}
+
+
+EM_FORECAST = {"zone": "DE", "forecast": [{"carbonIntensity": 250, "datetime": "2019-05-21T01:00:00.000Z"},
+                                          {"carbonIntensity": 302, "datetime": "2019-05-21T00:00:00.000Z"}],
+               "updatedAt": "2019-05-21T00:00:00.000Z"}
+CAS_FORECAST = [{"location": "eastus", "dataStartAt": "2022-06-01T14:45:00Z", "windowSize": 5,
+                 "forecastData": [{"location": "eastus", "timestamp": "2022-06-01T14:45:00Z", "duration": 5,
+                                   "value": 394.9},
+                                  {"location": "eastus", "timestamp": "2022-06-01T14:50:00Z", "duration": 5,
+                                   "value": 380.0}]}]
+
+
+async def forecast(client: ElectricityMapsClient | WattTimeClient | CarbonAwareSdkClient) -> Any:
+    try:
+        return await client.forecast()
+    finally:
+        await client.aclose()
+
+
+def test_each_provider_gives_its_forecast_in_time_order(fake: Fake) -> None:
+    fake.answer("/v3/carbon-intensity/forecast", (200, EM_FORECAST))
+    fake.answer("/emissions/forecasts/current", (200, CAS_FORECAST))
+    em = run(forecast(ElectricityMapsClient("DE", TOKEN, fake.url)))
+    assert [(r.at_s, r.g_per_kwh) for r in em] == [(T_2019_05_21, 302.0), (T_2019_05_21 + 3600, 250.0)]
+    ((query, headers),) = fake.hits("/v3/carbon-intensity/forecast")
+    assert query == {"zone": "DE"} and headers["auth-token"] == TOKEN
+    wt = run(forecast(WattTimeClient("CAISO_NORTH", USER, PASSWORD, fake.url)))
+    assert [r.g_per_kwh for r in wt] == pytest.approx([412.5 * 0.45359237, 999.0 * 0.45359237])
+    assert [r.at_s for r in wt] == [T_2026_04_01, T_2026_04_01 + 300]
+    cas = run(forecast(CarbonAwareSdkClient("eastus", fake.url)))
+    assert [(r.at_s, r.g_per_kwh, r.source) for r in cas] == [
+        (T_2022_06_01_1445, 394.9, "carbon-aware-sdk:eastus"), (T_2022_06_01_1445 + 300, 380.0,
+                                                               "carbon-aware-sdk:eastus")]
+    assert fake.hits("/emissions/forecasts/current")[0][0] == {"location": "eastus"}
+
+
+@pytest.mark.parametrize(("path", "body", "client", "expected"), [
+    ("/v3/carbon-intensity/forecast", {"forecast": []}, "em", "'forecast' is not a non-empty list"),
+    ("/v3/carbon-intensity/forecast", {"forecast": [{"datetime": "2019-05-21T00:00:00Z"}]}, "em",
+     "missing field 'carbonIntensity'"),
+    ("/emissions/forecasts/current", [{"forecastData": [{"timestamp": "x", "value": 1}]}], "cas",
+     "'[0].forecastData[0].timestamp' is not an ISO 8601 time"),
+    ("/emissions/forecasts/current", [], "cas", "'(the answer)' is not a non-empty list"),
+])
+def test_bad_forecasts_are_named(fake: Fake, path: str, body: Any, client: str, expected: str) -> None:
+    fake.answer(path, (200, body))
+    made = ElectricityMapsClient("DE", TOKEN, fake.url) if client == "em" else CarbonAwareSdkClient("eastus", fake.url)
+    with pytest.raises(IntensityApiError) as caught:
+        run(forecast(made))
+    assert expected in str(caught.value) and TOKEN not in str(caught.value)
