@@ -24,8 +24,9 @@ A change within ±20 % of the current value is not recommended (VPA's updater le
 bounds alone too), except a throttled or near-limit one. Fewer than ``min_samples`` samples give no advice.
 
 **Energy and carbon.** Lichen attributes energy by use, not reservation, so resizing alone saves no
-energy: a replica fewer saves its idle draw (its 10th-percentile CPU × the service's measured joules per
-CPU-second), priced at the window's measured gCO₂e per joule. Embodied carbon is shared by reserved cores,
+energy: a replica fewer saves its draw at rest (its 10th-percentile CPU × the service's measured joules per
+CPU-second, plus its median resident memory at the power model's 0.375 W/GB), priced at the window's
+measured gCO₂e per joule. Embodied carbon is shared by reserved cores,
 so the change in reserved cores moves the service's embodied share at the window's rate per core-second.
 """
 
@@ -38,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from lichen.control.energy_accounting import MEMORY_W_PER_GB
 from lichen.spec.quantities import format_memory_bytes
 
 MIB = 1024 ** 2
+GB = 1024 ** 3
 DAY_S = 86400.0
 J_PER_KWH = 3.6e6
 
@@ -87,6 +90,8 @@ class Usage:
     """the service's in-flight requests, one value per scrape"""
     desired_replicas: Sequence[float] = ()
     """what the autoscaler asked for, one value per scrape"""
+    resident_bytes: float = 0.0
+    """a replica's median working set (whatever the limit counts): the memory it draws power for"""
     cpu_s: float = 0.0
     energy_j: float | None = None
     carbon_g: float | None = None
@@ -208,7 +213,10 @@ def _energy(usage: Usage, settings: Settings, changes: list[Change]) -> dict[str
     g_per_j = usage.carbon_g / usage.energy_j if usage.carbon_g is not None and usage.energy_j else None
     replicas = by_field["replicas"].recommended if "replicas" in by_field else settings.replicas
     removed = replicas - settings.replicas if settings.autoscale is None else 0
-    energy_w = removed * float(np.percentile(cores, 10)) * j_per_cpu_s if j_per_cpu_s is not None else None
+    idle_w = None
+    if j_per_cpu_s is not None:  # a replica's draw at rest: its quietest CPU, and its memory
+        idle_w = float(np.percentile(cores, 10)) * j_per_cpu_s + usage.resident_bytes / GB * MEMORY_W_PER_GB
+    energy_w = removed * idle_w if idle_w is not None else None
     cpu_now = settings.cpu
     cpu_new = by_field["resources.cpu"].recommended if "resources.cpu" in by_field else cpu_now
     embodied = None

@@ -6,7 +6,8 @@ takes:
 * each replica's CPU use per step: ``lichen_replica_cpu_seconds_total`` (:mod:`lichen.runtime.replica_usage`)
   differenced over spans of at least ``step_s`` (a counter reset starts a new span), in cores;
 * each replica's memory: every sample of the limited quantity (``lichen_replica_memory_working_set_bytes``
-  under cgroups, ``lichen_replica_memory_data_bytes`` under ``RLIMIT_DATA``);
+  under cgroups, ``lichen_replica_memory_data_bytes`` under ``RLIMIT_DATA``), and the median working set
+  (what draws power);
 * the service's in-flight requests at the gateway and the autoscaler's desired replicas, every sample;
 * the CPU seconds, and the energy, carbon and embodied carbon of :func:`~lichen.observe.energy_reports.energy_report`.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from typing import Any
 
 from lichen.control.advising import Settings, Usage, advise
@@ -56,7 +58,7 @@ def service_usage(series: RangeSamples, services: list[str], window_s: float, no
     it the samples cover)."""
     start_s = now_s - window_s
     found: dict[str, dict[str, Any]] = {s: {"cpu_cores": [], "memory_bytes": [], "inflight": [], "desired_replicas": [],
-                                            "cpu_s": 0.0, "replica_s": 0.0} for s in services}
+                                            "resident": [], "cpu_s": 0.0, "replica_s": 0.0} for s in services}
     cpu_series = [(labels, points) for labels, points in
                   _range(series, "lichen_replica_cpu_seconds_total", window_s + LOOKBACK_S, now_s)
                   if labels.get("service", "") in found]
@@ -71,6 +73,7 @@ def service_usage(series: RangeSamples, services: list[str], window_s: float, no
         if times:
             entry["replica_s"] += times[-1] - times[0] + scrape_interval_s
     for key, metric in (("memory_bytes", MEMORY_METRICS[memory_basis]),
+                        ("resident", MEMORY_METRICS["working set"]),
                         ("inflight", "lichen_gateway_inflight_requests"),
                         ("desired_replicas", "lichen_autoscaler_desired_replicas")):
         for labels, points in _range(series, metric, window_s, now_s):
@@ -84,6 +87,7 @@ def service_usage(series: RangeSamples, services: list[str], window_s: float, no
         usages[service] = Usage(
             window_s=covered_s, cpu_cores=tuple(entry["cpu_cores"]), memory_bytes=tuple(entry["memory_bytes"]),
             inflight=tuple(entry["inflight"]), desired_replicas=tuple(entry["desired_replicas"]),
+            resident_bytes=float(statistics.median(entry["resident"])) if entry["resident"] else 0.0,
             cpu_s=entry["cpu_s"], energy_j=(row.get("energy_j") or {}).get("value"),
             carbon_g=(row.get("carbon_g") or {}).get("value"), embodied_g=row.get("embodied_g"),
             mean_replicas=entry["replica_s"] / covered_s)

@@ -105,10 +105,11 @@ def test_the_energy_change_prices_the_removed_replicas_idle_draw_and_the_embodie
     cpu = [0.02] * 20 + [0.1] * 80
     # measured over the window: 1000 J for 100 CPU-seconds (10 J per CPU-second), 0.1 g per J
     advice = advise("api", usage(cpu, [100.0] * 100, [1.0] * 100, cpu_s=100.0, energy_j=1000.0, carbon_g=100.0,
-                                 embodied_g=36.0, mean_replicas=4.0), Settings(replicas=4, cpu=0.5))
+                                 embodied_g=36.0, mean_replicas=4.0, resident_bytes=2 * 1024 ** 3),
+                    Settings(replicas=4, cpu=0.5))
     found = changes(advice)
     assert found["replicas"].recommended == 2
-    idle_w = 0.02 * 10.0  # the p10 CPU of a replica x J per CPU-second
+    idle_w = 0.02 * 10.0 + 2 * 0.375  # the p10 CPU of a replica x J per CPU-second, and 2 GB resident
     assert advice.energy_kwh_per_day == pytest.approx(-2 * idle_w * 86400 / 3.6e6)
     assert advice.carbon_g_per_day == pytest.approx(-2 * idle_w * 86400 * 0.1)
     per_core_s = 36.0 / (0.5 * 4 * HOUR_S)

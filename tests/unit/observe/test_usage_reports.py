@@ -44,12 +44,13 @@ def test_usage_reads_cpu_memory_and_in_flight_over_the_covered_span() -> None:
     assert sorted(set(round(c, 6) for c in usage.cpu_cores)) == [0.2, 0.4]
     assert len(usage.cpu_cores) == 2 * 29  # 59 intervals of 5 s per replica, two per 10 s step
     assert max(usage.memory_bytes) == 102 * MIB and min(usage.memory_bytes) == 100 * MIB
+    assert usage.resident_bytes == 101 * MIB
     assert sorted(set(usage.inflight)) == [0.0, 1.0, 2.0, 3.0]
     assert usage.window_s == pytest.approx(59 * SCRAPE_S), "rates are per covered second, not per hour asked"
     assert usage.mean_replicas == pytest.approx(2 * 60 * SCRAPE_S / (59 * SCRAPE_S))
     assert usage.cpu_s == pytest.approx((0.2 + 0.4) * 59 * SCRAPE_S)
     data = service_usage(series, ["api"], 3600.0, END_S, scrape_interval_s=SCRAPE_S, memory_basis="data segment")
-    assert max(data["api"].memory_bytes) == 300 * MIB
+    assert max(data["api"].memory_bytes) == 300 * MIB and data["api"].resident_bytes == 101 * MIB
 
 
 def test_the_advice_report_sizes_from_the_spec_and_totals_what_it_knows() -> None:
