@@ -75,9 +75,13 @@ def test_energy_overhead_figures_are_the_ones_docs_record() -> None:
 
 def test_carbon_planning_figures_are_the_ones_docs_record() -> None:
     docs = (REPO / "docs" / "sustainability.md").read_text()
-    stated = re.search(r"Lichen's forecast from history alone ([\d.]+) \(GB\s+([\d.]+), FR ([\d.]+)\), against ([\d.]+)",
-                       README)
+    stated = re.search(r"Lichen's forecast from history\s+alone ([\d.]+) \(GB ([\d.]+), FR ([\d.]+), ES ([\d.]+), "
+                       r"US-CAL-CISO ([\d.]+)\), against ([\d.]+)", README)
     assert stated, "README no longer states the carbon-planning benchmark"
-    mean, gb, fr, yesterday = stated.groups()
-    assert f"**{mean}** (target ≥ 0.70" in docs and f"| GB | 6.3–21.9 % | 1.00 | {gb} |" in docs
-    assert f"| FR | 4.0–14.6 % | 1.00 | {fr} |" in docs and f"| {yesterday} |" in docs
+    mean, gb, fr, es, ciso, yesterday = stated.groups()
+    assert f"**{mean}** (target ≥ 0.70)" in docs and f"| {yesterday} |" in docs
+    for region, figure in (("GB (wind)", gb), ("FR (nuclear)", fr), ("ES (solar and wind)", es),
+                           ("US-CAL-CISO (solar)", ciso)):
+        assert re.search(rf"\| {re.escape(region)} \| [^|]+ \| 1\.00 \| {figure} \|", docs), region
+    per_region = [float(x) for x in (gb, fr, es, ciso)]
+    assert abs(sum(per_region) / 4 - float(mean)) < 0.001, "the mean is the mean of the regions"

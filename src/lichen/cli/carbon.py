@@ -39,7 +39,7 @@ def carbon_plan_report(trace: Any, at_s: float, duration_s: float, deadline_s: f
         times, values, forecast_source = list(forecast.times_s), list(forecast.values), forecast.source
     else:
         times, values = forecast_from_history(trace.times_s, trace.values, at_s, deadline_s)
-        forecast_source = f"history of {trace.source} before --at (daily and weekly profile, decaying anomaly)"
+        forecast_source = f"history of {trace.source} before --at (a linear model per hour ahead fitted on its last 28 days, averaged with its daily and weekly profile plus the current anomaly)"
     chosen = plan(times, values, at_s, duration_s, deadline_s, max_intensity=max_intensity)
 
     def actual(start_s: float) -> float | None:
@@ -83,8 +83,9 @@ def carbon_plan(
 ) -> None:
     """Plan a job's start at the lowest forecast intensity before its deadline, and say what it saves.
 
-    Without --forecast only the trace's data before --at is used (a forecast from its daily and weekly
-    profile and the current anomaly); the trace's later data gives the actual intensity of the chosen
+    Without --forecast only the trace's data before --at is used (a linear model per hour ahead, fitted
+    on the trace's last 28 days, averaged with its daily and weekly profile plus the current anomaly); the
+    trace's later data gives the actual intensity of the chosen
     window, of starting at once, and of the best window in hindsight (the oracle).
 
     Example: lichen carbon plan --trace de-2024.csv --at 2024-06-03T08:00 --duration 2h --deadline 12h --json
