@@ -4,8 +4,12 @@
 round-trip loader (indentation as the file writes it), sets the values it is given, and dumps it. Where
 ruamel.yaml would still re-spell a line nobody changed (``[{log: true}]`` comes back as ``[log: true]``),
 only the lines the change touched are taken: the dump of the unchanged document and the dump of the
-changed one are diffed, and each changed run of lines replaces its counterpart in the original text. A key
-that is missing is added at the end of its mapping, in that mapping's style, before the blank lines and
+changed one are diffed, and each changed run of lines replaces its counterpart in the original text. The
+merged text must read back (PyYAML, as ``lichen validate`` reads it) exactly as the edited document; where
+it does not (a changed line next to one ruamel.yaml re-spells), ruamel.yaml's dump of the whole file is
+used instead (comments and order kept). CRLF line endings and a missing final newline are kept. An edit
+that would change any other value (one shared through a YAML anchor or merge key) is refused. A key that
+is missing is added at the end of its mapping, in that mapping's style, before the blank lines and
 comments that followed the mapping's last key. The caller validates the result before anything is written.
 """
 
@@ -14,9 +18,10 @@ from __future__ import annotations
 import copy
 import difflib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
@@ -46,17 +51,17 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
 
 
 def _yaml(text: str) -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a long line the user wrote
+    editor = YAML(typ="rt")
+    editor.preserve_quotes = True
+    editor.width = 4096  # never re-wrap a long line the user wrote
     mapping, sequence, offset = _guess_indent(text)
-    yaml.indent(mapping=mapping, sequence=max(sequence, offset + 2), offset=offset)
-    return yaml
+    editor.indent(mapping=mapping, sequence=max(sequence, offset + 2), offset=offset)
+    return editor
 
 
-def _dump(yaml: YAML, data: Any) -> str:
+def _dump(editor: YAML, data: Any) -> str:
     out = io.StringIO()
-    yaml.dump(data, out)
+    editor.dump(data, out)
     return out.getvalue()
 
 
@@ -111,23 +116,35 @@ def _add(node: CommentedMap, key: str, value: Any) -> None:
     owner.ca.items[owner_key] = trailing
 
 
-def _merge(original: str, before: str, after: str) -> str:
-    """``original`` with the lines that changed from ``before`` to ``after`` (two dumps) changed the same way."""
+def _merge(original: str, before: str, after: str) -> str | None:
+    """``original`` with the lines that changed from ``before`` to ``after`` (two dumps) changed the same way;
+    None where a changed run cannot be placed (its lines, or the line it goes next to, are ones ruamel.yaml
+    re-spells). Lines are matched ignoring trailing blanks."""
     if before == original:
         return after
     ours, base, theirs = original.splitlines(True), before.splitlines(True), after.splitlines(True)
     to_original: dict[int, int] = {}
-    for block in difflib.SequenceMatcher(None, base, ours, autojunk=False).get_matching_blocks():
+    matcher = difflib.SequenceMatcher(None, [line.rstrip() for line in base], [line.rstrip() for line in ours],
+                                      autojunk=False)
+    for block in matcher.get_matching_blocks():
         to_original.update({block.a + i: block.b + i for i in range(block.size)})
     merged, cursor = [], 0
     for tag, b1, b2, t1, t2 in difflib.SequenceMatcher(None, base, theirs, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        # the changed run sits after base line b1 - 1 in the original; every line of it must map there
-        anchor = to_original.get(b1 - 1, -1) + 1 if b1 > 0 else 0
-        if any(i not in to_original for i in range(b1, b2)):
-            raise EditError("cannot change this file without rewriting lines nobody changed: edit it by hand")
-        end = to_original[b2 - 1] + 1 if b2 > b1 else anchor
+        if b2 > b1:  # lines replaced or deleted: each must be in the original, one after the other
+            if any(i not in to_original for i in range(b1, b2)) or \
+                    to_original[b2 - 1] - to_original[b1] != b2 - 1 - b1:
+                return None
+            anchor, end = to_original[b1], to_original[b2 - 1] + 1
+        elif b1 - 1 in to_original:  # lines inserted after a line the original has as it is
+            anchor = end = to_original[b1 - 1] + 1
+        elif b1 == 0 or b1 in to_original:  # ... or before one
+            anchor = end = to_original.get(b1, 0)
+        else:
+            return None
+        if anchor < cursor:
+            return None
         merged.extend(ours[cursor:anchor])
         merged.extend(theirs[t1:t2])
         cursor = end
@@ -135,16 +152,49 @@ def _merge(original: str, before: str, after: str) -> str:
     return "".join(merged)
 
 
+def _leaves(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from _leaves(inner, (*path, str(key)))
+    else:
+        yield path, repr(value)
+
+
+def _plain(text: str) -> Any:
+    return yaml.safe_load(text)  # what lichen validate reads: anchors, aliases and merge keys resolved
+
+
 def set_values(text: str, changes: Sequence[tuple[KeyPath, Any]]) -> str:
-    """``text`` with each ``(key path, value)`` set; every line the change does not touch, kept as it was."""
+    """``text`` with each ``(key path, value)`` set; every line the change does not touch, kept as it was
+    where ruamel.yaml allows (else its dump of the whole file, comments kept); refuses an edit that would
+    change anything else (a value shared through a YAML anchor or merge key)."""
+    crlf = "\r\n" in text
+    work = text.replace("\r\n", "\n")
+    final_newline = work.endswith("\n")
+    if not final_newline:
+        work += "\n"
     try:
-        yaml = _yaml(text)
-        data = yaml.load(text)
-        before = _dump(yaml, data)
-    except Exception as exc:  # noqa: BLE001 - ruamel raises many kinds; the caller shows the message
+        loader = _yaml(work)
+        data = loader.load(work)
+        before = _dump(loader, data)
+        plain_before = _plain(work)
+    except Exception as exc:  # noqa: BLE001 - ruamel and PyYAML raise many kinds; the caller shows the message
         raise EditError(f"cannot read the YAML: {exc}") from None
     if not isinstance(data, CommentedMap):
         raise EditError("the document is not a mapping")
     for path, value in changes:
         _set(data, path, value)
-    return _merge(text, before, _dump(yaml, data))
+    after = _dump(loader, data)
+    plain_after = _plain(after)
+    old, new = dict(_leaves(plain_before)), dict(_leaves(plain_after))
+    paths = [tuple(path) for path, _ in changes]
+    for leaf in sorted(set(old) | set(new)):
+        if old.get(leaf) != new.get(leaf) and not any(leaf[:len(p)] == p or p[:len(leaf)] == leaf for p in paths):
+            raise EditError(f"changing {', '.join('.'.join(p) for p in paths)} would also change "
+                            f"{'.'.join(leaf)} (they share a YAML anchor or merge key): edit it by hand")
+    merged = _merge(work, before, after)
+    if merged is None or _plain(merged) != plain_after:
+        merged = after  # ruamel.yaml's own dump: comments and order kept, some untouched lines re-spelled
+    if not final_newline:
+        merged = merged[:-1] if merged.endswith("\n") else merged
+    return merged.replace("\n", "\r\n") if crlf else merged

@@ -59,3 +59,38 @@ def test_block_sequences_keep_their_indentation() -> None:
 def test_what_cannot_be_edited_is_refused_naming_why(text: str, path: tuple, message: str) -> None:
     with pytest.raises(EditError, match=message):
         set_values(text, [(path, 1)])
+
+
+SERVICE = ("app: x\nservices:\n  api:\n    entrypoint: m:A\n    replicas: 4   \n    timeout_s: 10\n"
+           "    routes: [{prefix: /x}]\n    resources: {cpu: 1, memory: 1Gi}\n")
+
+
+def test_a_change_next_to_a_line_ruamel_respells_keeps_every_other_line() -> None:
+    # ruamel.yaml writes `routes: [prefix: /x]` and drops trailing blanks; neither may cost a line
+    after = set_values(SERVICE, [(("services", "api", "replicas"), 2), (("services", "api", "resources", "cpu"), 0.5)])
+    assert after == SERVICE.replace("replicas: 4   ", "replicas: 2").replace("cpu: 1,", "cpu: 0.5,")
+
+
+def test_crlf_endings_and_a_missing_final_newline_are_kept() -> None:
+    crlf = SERVICE.replace("\n", "\r\n")
+    assert set_values(crlf, [(("services", "api", "timeout_s"), 5)]) == crlf.replace("timeout_s: 10", "timeout_s: 5")
+    bare = SERVICE.rstrip("\n")
+    assert set_values(bare, [(("services", "api", "max_concurrency"), 8)]) == bare + "\n    max_concurrency: 8"
+
+
+@pytest.mark.parametrize(("text", "path", "shared"), [
+    ("app: x\nx-res: &res {cpu: 1}\nservices:\n  api:\n    entrypoint: m:A\n    resources: *res\n"
+     "  web:\n    entrypoint: m:B\n    resources: *res\n", ("services", "api", "resources", "cpu"),
+     "services.web.resources.cpu"),
+    ("app: x\nx-base: &base\n  resources: {cpu: 1}\nservices:\n  api:\n    <<: *base\n    entrypoint: m:A\n",
+     ("services", "api", "resources", "cpu"), "x-base.resources.cpu"),
+])
+def test_a_value_shared_through_an_anchor_is_refused_naming_what_else_would_change(text: str, path: tuple,
+                                                                                   shared: str) -> None:
+    with pytest.raises(EditError, match=f"would also change {shared}"):
+        set_values(text, [(path, 0.5)])
+
+
+def test_a_key_over_a_merge_key_is_set_on_the_service_alone() -> None:
+    text = "app: x\nx-base: &base\n  replicas: 2\nservices:\n  api:\n    <<: *base\n    entrypoint: m:A\n"
+    assert set_values(text, [(("services", "api", "replicas"), 3)]) == text + "    replicas: 3\n"
