@@ -2,8 +2,10 @@
 
 * :class:`PsutilHost`: system CPU times (busy and total, ``steal`` left out of
   both: time the hypervisor gave another guest is not this machine's power),
-  a process's CPU seconds with its live and exited children, its resident
-  memory, start time and child PIDs (GPU work often runs in a child), the
+  a process's CPU seconds with its live and exited children, the resident
+  memory of it and its live children (what a cgroup limits), the largest
+  data segment among them (what ``RLIMIT_DATA`` limits, per process), its
+  start time and child PIDs (GPU work often runs in a child), the
   memory size, and the CPU model with its sockets and whether it runs under a
   hypervisor (``/proc/cpuinfo``'s ``hypervisor`` flag).
 * :func:`gateway_requests`: requests per (service, revision) from the
@@ -29,7 +31,7 @@ class ProcessUsage:
     pids: tuple[int, ...] = ()
     """the process and its live descendants"""
     data_bytes: int = 0
-    """the data segment and private mappings (what ``RLIMIT_DATA`` limits)"""
+    """the largest data segment and private mappings in the tree (``RLIMIT_DATA`` binds each process)"""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Host(Protocol):
         """Cumulative (busy, total) CPU seconds over every CPU."""
 
     def process(self, pid: int) -> ProcessUsage | None:
-        """A process's CPU seconds (with its children's), resident bytes and start; None when it is gone."""
+        """A process's CPU seconds and resident bytes (with its children's), its largest data segment and its
+        start; None when it is gone."""
 
     def memory_total_bytes(self) -> int: ...
 
@@ -97,13 +100,18 @@ class PsutilHost:
                 t = proc.cpu_times()
                 cpu_s = t.user + t.system + t.children_user + t.children_system
                 memory, started = proc.memory_info(), proc.create_time()
+            rss, data = memory.rss, getattr(memory, "data", 0)
             pids = [pid]
             for child in self._descendants(pid):  # live children: exited ones are in children_*
                 with contextlib.suppress(psutil.Error, OSError):
-                    c = psutil.Process(child).cpu_times()
+                    child_proc = psutil.Process(child)
+                    with child_proc.oneshot():
+                        c, child_memory = child_proc.cpu_times(), child_proc.memory_info()
                     cpu_s += c.user + c.system
+                    rss += child_memory.rss  # a cgroup's memory.max counts the whole tree
+                    data = max(data, getattr(child_memory, "data", 0))  # RLIMIT_DATA binds each process alone
                     pids.append(child)
-            return ProcessUsage(cpu_s, memory.rss, started, tuple(pids), getattr(memory, "data", 0))
+            return ProcessUsage(cpu_s, rss, started, tuple(pids), data)
         except (psutil.Error, OSError):
             return None
 

@@ -1,5 +1,6 @@
 """What the energy meter reads of the machine (lichen.runtime.host_readings): the gateway's requests by a line
-scan that agrees with prometheus_client's parser, and a real process tree's CPU time with its live children."""
+scan that agrees with prometheus_client's parser, and a real process tree's CPU time and memory with its live
+children."""
 
 from __future__ import annotations
 
@@ -67,6 +68,32 @@ def test_a_process_counts_its_live_childrens_cpu_and_names_their_pids() -> None:
         parent.kill()
         parent.wait()
     assert host.process(parent.pid) is None  # gone: None, not an error
+
+
+def test_memory_counts_the_childrens_resident_pages_and_the_largest_data_segment() -> None:
+    hold = "import time\nblob = bytearray(96 * 2**20)\nblob[::4096] = b'x' * len(blob[::4096])\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {hold!r}])\n"
+                               "time.sleep(30)"])
+    try:
+        host = PsutilHost()
+        deadline = time.monotonic() + 20
+        while True:
+            host.begin_sample()
+            usage = host.process(parent.pid)
+            assert usage is not None
+            own = psutil.Process(parent.pid).memory_info()
+            if len(usage.pids) == 2 and usage.rss_bytes >= own.rss + 96 * 2**20:
+                break
+            assert time.monotonic() < deadline, f"the child's 96 MiB never showed: {usage}"
+            time.sleep(0.05)
+        child = psutil.Process(next(pid for pid in usage.pids if pid != parent.pid)).memory_info()
+        assert usage.data_bytes == max(own.data, child.data) >= 96 * 2**20  # the child's, not the sum
+    finally:
+        for proc in psutil.Process(parent.pid).children(recursive=True):
+            proc.kill()
+        parent.kill()
+        parent.wait()
 
 
 def test_system_cpu_times_and_the_cpu_model_read_sensibly() -> None:
