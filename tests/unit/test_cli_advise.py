@@ -78,3 +78,25 @@ def test_the_recsys_spec_is_rewritten_with_its_comments_intact_and_still_validat
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert changed == [("    resources: {cpu: 0.5, memory: 1Gi}", "    resources: {cpu: 0.2, memory: 320Mi}"),
                        ("    replicas: 1", "    replicas: 2")]
+
+
+def test_a_file_edited_since_the_app_read_it_is_not_overwritten(tmp_path: Path) -> None:
+    spec_path = tmp_path / "lichen.yaml"
+    spec_path.write_text(SPEC.replace("{cpu: 1, memory: 2Gi}", "{cpu: 1500m, memory: 2048Mi}"))
+    report = {"services": [{"service": "api", "changes": [
+        {"field": "resources.cpu", "current": 1.0, "recommended": 0.25},
+        {"field": "resources.memory", "current": "2Gi", "recommended": "256Mi"},
+        {"field": "replicas", "current": 3, "recommended": 2}]}]}
+    with pytest.raises(ConfigError, match=r"changed since the running app applied it.*resources.cpu is '1500m' in "
+                                          r"the file, 1.0 in the running app\): run 'lichen up'") as caught:
+        rewrite(spec_path, planned_changes(report), report)
+    assert "memory" not in str(caught.value), "2048Mi is 2Gi: the same value written another way"
+    spec_path.write_text(SPEC)
+    rewrite(spec_path, planned_changes(report), report)  # the values the app runs with: accepted
+
+
+def test_an_unreadable_spec_is_a_located_error(tmp_path: Path) -> None:
+    spec_path = tmp_path / "lichen.yaml"
+    spec_path.write_bytes(b"app: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="cannot read it"):
+        rewrite(spec_path, [(("services", "api", "replicas"), 2)])

@@ -209,8 +209,10 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         if observing is None:
             raise ConfigError("lichen advise reads the embedded Prometheus, which LICHEN_OBSERVE=off turned off for this controller")
         spec = controller.app_spec
-        if spec is None or (service is not None and service not in spec.services):
-            raise UnknownServiceError(f"no service named {service!r} in this app")
+        if spec is None:
+            raise ConfigError("this controller has no app spec applied yet; try again once 'lichen up' finished")
+        if service is not None and service not in spec.services:
+            raise UnknownServiceError(f"no service named {service!r} (services: {', '.join(sorted(spec.services))})")
         from lichen.observe.energy_reports import engine_range_samples
         from lichen.observe.usage_reports import advice_report
 

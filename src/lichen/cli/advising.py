@@ -30,22 +30,64 @@ def planned_changes(report: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]
             for row in report["services"] for change in row["changes"]]
 
 
-def rewrite(spec_path: Path, changes: list[tuple[tuple[str, ...], Any]]) -> tuple[str, str]:
+def _same(field: str, in_file: Any, running: Any) -> bool:
+    """Whether the file's value of ``field`` is the one the running app was advised on (units normalised)."""
+    from lichen.spec.quantities import parse_cpu_cores, parse_memory_bytes
+
+    if in_file is None or running is None:
+        return in_file is None and running is None
+    parse = parse_memory_bytes if field.endswith("memory") else parse_cpu_cores if field.endswith("cpu") else float
+    try:
+        return bool(abs(parse(in_file) - parse(running)) < 1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def stale_changes(text: str, report: dict[str, Any]) -> list[str]:
+    """Each advised field whose value in ``text`` is no longer the one the running app was advised on."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    services = data.get("services") if isinstance(data, dict) else None
+    stale = []
+    for row in report["services"]:
+        for change in row["changes"]:
+            node: Any = services.get(row["service"]) if isinstance(services, dict) else None
+            for key in change["field"].split("."):
+                node = node.get(key) if isinstance(node, dict) else None
+            if not _same(change["field"], node, change["current"]):
+                stale.append(f"services.{row['service']}.{change['field']} is {node!r} in the file, "
+                             f"{change['current']!r} in the running app")
+    return stale
+
+
+def rewrite(spec_path: Path, changes: list[tuple[tuple[str, ...], Any]],
+            report: dict[str, Any] | None = None) -> tuple[str, str]:
     """The spec's text now and with ``changes`` (comments and layout kept); refuses a result that would not
-    validate, naming why."""
+    validate, or (with ``report``) a file changed since the running app read it, naming why."""
     from lichen.green.intensity_sources import sustainability_issues
     from lichen.observe.rule_files import rule_file_issues
     from lichen.runtime.workspaces import atomic_write
     from lichen.spec.editing import EditError, set_values
     from lichen.spec.loading import check_spec
 
-    before = spec_path.read_text()
+    try:
+        before = spec_path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it: {exc}", where=str(spec_path)) from None
+    stale = stale_changes(before, report) if report is not None else []
+    if stale:
+        raise ConfigError("lichen.yaml changed since the running app applied it, so nothing was written ("
+                          + "; ".join(stale) + "): run 'lichen up', then 'lichen advise' again", where=str(spec_path))
     try:
         after = set_values(before, changes)
     except EditError as exc:
         raise ConfigError(str(exc), where=str(spec_path)) from None
     trial = spec_path.with_name(f".{spec_path.name}.advise")
-    atomic_write(trial, after)
+    try:
+        atomic_write(trial, after)
+    except OSError as exc:
+        raise ConfigError(f"cannot write next to it: {exc}", where=str(spec_path)) from None
     try:
         spec, issues = check_spec(trial, check_imports=False, rule_checker=rule_file_issues,
                                   data_checker=sustainability_issues)
@@ -83,7 +125,7 @@ def advise(
         raise ConfigError(str(exc), where="--window") from None
     if not 60 <= window_s <= MAX_WINDOW_S:
         raise ConfigError(f"must be between 1m and 400d, got {window}", where="--window")
-    spec_path = _workspace(app_dir).spec_path
+    spec_path = _workspace(app_dir).spec_path.resolve()  # a symlinked lichen.yaml: write the file it points to
     if service is not None:
         from lichen.spec.loading import load_spec
 
@@ -98,14 +140,17 @@ def advise(
     if apply and changes:
         from lichen.runtime.workspaces import atomic_write
 
-        before, after = rewrite(spec_path, changes)
+        before, after = rewrite(spec_path, changes, report)
         diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                             f"a/{spec_path.name}", f"b/{spec_path.name}"))
-        atomic_write(spec_path, after, spec_path.stat().st_mode & 0o777)
+        try:
+            atomic_write(spec_path, after, spec_path.stat().st_mode & 0o777)
+        except OSError as exc:
+            raise ConfigError(f"cannot write it, so it is unchanged: {exc}", where=str(spec_path)) from None
     if as_json:
         print_json({**report, "applied": bool(apply and changes), "diff": diff})
         return
-    _print(report, window_s)
+    _print(report)
     if apply and changes:
         console.print(diff, markup=False, end="")
         console.print(f"wrote {len(changes)} change(s) to {spec_path}; 'lichen up' applies them", markup=False)
@@ -115,7 +160,7 @@ def advise(
         console.print("nothing to change", markup=False)
 
 
-def _print(report: dict[str, Any], window_s: float) -> None:
+def _print(report: dict[str, Any]) -> None:
     rows = []
     for row in report["services"]:
         if row["skipped"]:
@@ -123,8 +168,10 @@ def _print(report: dict[str, Any], window_s: float) -> None:
         for change in row["changes"]:
             rows.append([row["service"], change["field"], _shown(change["current"]),
                          _shown(change["recommended"]), change["reason"]])
+    covered, asked = report.get("covered_s") or report["window_s"], report["window_s"]
+    span = format_duration(round(covered)) + (f" (of the {format_duration(asked)} asked)" if covered < asked - 1 else "")
     if rows:
-        print_table(f"advice from {format_duration(window_s)} of usage (memory: {report['memory_basis']})",
+        print_table(f"advice from {span} of usage (memory: {report['memory_basis']})",
                     ["service", "field", "now", "advised", "why"], rows)
     for row in report["services"]:
         for note in row["notes"]:

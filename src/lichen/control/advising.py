@@ -17,16 +17,17 @@ returns the changes it recommends, each with its reason, and the expected energy
   limit), never fewer than the spec's count or 2, whichever is smaller (fewer replicas trade away
   availability, which usage cannot measure). Load that swings (peak ≥ 2× the median need) gets a note
   with an ``autoscale:`` block to consider; it is not applied (it changes behaviour, not size).
-* **``autoscale``**: ``max`` grows by half when the autoscaler asked for it during the window; a
-  ``cpu`` target moves with ``resources.cpu`` (it is in cores and must stay at or below it).
+* **``autoscale``**: ``max`` grows by half when the autoscaler asked for it during the window;
+  ``resources.cpu`` never goes below a ``cpu`` target (it is in cores and must stay at or below the limit).
+  A service with no in-flight samples keeps its replicas (a note says so).
 
 A change within ±20 % of the current value is not recommended (VPA's updater leaves pods inside their
 bounds alone too), except a throttled or near-limit one. Fewer than ``min_samples`` samples give no advice.
 
 **Energy and carbon.** Lichen attributes energy by use, not reservation, so resizing alone saves no
-energy: a replica fewer saves its draw at rest (its 10th-percentile CPU × the service's measured joules per
-CPU-second, plus its median resident memory at the power model's 0.375 W/GB), priced at the window's
-measured gCO₂e per joule. Embodied carbon is shared by reserved cores,
+energy: a replica fewer saves its draw at rest (its 10th-percentile CPU × the service's measured CPU joules per
+CPU-second, the window's energy less its memory's modelled share, plus its median resident memory at the power
+model's 0.375 W/GB), priced at the window's measured gCO₂e per joule. Embodied carbon is shared by reserved cores,
 so the change in reserved cores moves the service's embodied share at the window's rate per core-second.
 """
 
@@ -135,30 +136,37 @@ def _differs(current: float | None, recommended: float, tolerance: float) -> boo
 def _cpu(usage: Usage, settings: Settings, policy: Policy, observed: dict[str, Any],
          load_factor: float) -> Change | None:
     samples = np.asarray(usage.cpu_cores, dtype=float)
-    p50, p95 = (float(np.percentile(samples, q)) for q in (50, policy.cpu_percentile))
-    observed["cpu_cores"] = {"p50": p50, f"p{policy.cpu_percentile:g}": p95, "max": float(samples.max())}
+    p50, seen_p95 = (float(np.percentile(samples, q)) for q in (50, policy.cpu_percentile))
+    observed["cpu_cores"] = {"p50": p50, f"p{policy.cpu_percentile:g}": seen_p95, "max": float(samples.max())}
+    p95 = seen_p95
     if load_factor != 1.0:  # the same load over fewer (more) replicas: each one's busy part grows (shrinks)
         base = float(np.percentile(samples, 10))
-        samples = base + (samples - base) * load_factor
-        p95 = float(np.percentile(samples, policy.cpu_percentile))
+        p95 = float(np.percentile(base + (samples - base) * load_factor, policy.cpu_percentile))
     recommended = max(policy.cpu_step, _round_up(p95 * (1 + policy.margin), policy.cpu_step))
     current = settings.cpu
-    if current is not None and p95 >= policy.saturated_share * current:
+    scale = settings.autoscale
+    target = scale["target"] if scale is not None and scale.get("metric") == "cpu" else None
+    floor_why = ""
+    if target is not None and recommended < target:  # a cpu target is in cores and must stay within the limit
+        recommended, floor_why = _round_up(target, policy.cpu_step), f"; kept at or above autoscale.target {target:g}"
+    if current is not None and seen_p95 >= policy.saturated_share * current:
         bumped = max(recommended, _round_up(current * policy.cpu_bump, policy.cpu_step))
         return Change("resources.cpu", current, round(bumped, 3), f"throttled: the p{policy.cpu_percentile:g} of "
-                      f"{p95:.3g} cores reached {p95 / current:.0%} of the limit, so demand above it is unseen; "
-                      f"grow by {policy.cpu_bump - 1:.0%}")
+                      f"{seen_p95:.3g} cores reached {seen_p95 / current:.0%} of the limit, so demand above it is "
+                      f"unseen; grow by {policy.cpu_bump - 1:.0%}")
     if not _differs(current, recommended, policy.tolerance):
         return None
     spread = f" at {load_factor:.3g}x today's load each (the replica count changes)" if load_factor != 1.0 else ""
     return Change("resources.cpu", current, round(recommended, 3), f"p{policy.cpu_percentile:g} use {p95:.3g} "
-                  f"cores per replica{spread} + {policy.margin:.0%}")
+                  f"cores per replica{spread} + {policy.margin:.0%}{floor_why}")
 
 
 def _memory(usage: Usage, settings: Settings, policy: Policy, basis: str,
             observed: dict[str, Any]) -> Change | None:
     samples = np.asarray(usage.memory_bytes, dtype=float)
     peak = float(samples.max())
+    if peak <= 0:  # this platform reports no such figure: nothing to size from
+        return None
     observed["memory_bytes"] = {"p50": float(np.percentile(samples, 50)), "max": peak, "basis": basis}
     recommended = max(policy.memory_min_bytes, int(_round_up(peak * (1 + policy.margin), policy.memory_step_bytes)))
     current = settings.memory_bytes
@@ -176,7 +184,10 @@ def _memory(usage: Usage, settings: Settings, policy: Policy, basis: str,
 def _replicas(usage: Usage, settings: Settings, policy: Policy, observed: dict[str, Any],
               notes: list[str]) -> list[Change]:
     per_replica = max(1.0, policy.concurrency_utilisation * settings.max_concurrency)
-    inflight = np.asarray(usage.inflight, dtype=float) if len(usage.inflight) else np.zeros(1)
+    if not len(usage.inflight):
+        notes.append("no in-flight samples (the gateway saw no request for it): replicas left as they are")
+        return []
+    inflight = np.asarray(usage.inflight, dtype=float)
     p50, p95, peak = (float(np.percentile(inflight, q)) for q in (50, 95, 100))
     observed["inflight"] = {"p50": p50, "p95": p95, "max": peak}
     scale = settings.autoscale
@@ -209,7 +220,9 @@ def _replicas(usage: Usage, settings: Settings, policy: Policy, observed: dict[s
 def _energy(usage: Usage, settings: Settings, changes: list[Change]) -> dict[str, float | None]:
     by_field = {c.field: c for c in changes}
     cores = np.asarray(usage.cpu_cores, dtype=float)
-    j_per_cpu_s = usage.energy_j / usage.cpu_s if usage.energy_j and usage.cpu_s > 0 else None
+    memory_j = usage.resident_bytes / GB * MEMORY_W_PER_GB * usage.mean_replicas * usage.window_s
+    cpu_j = usage.energy_j - memory_j if usage.energy_j else None  # the report's energy has memory's in it
+    j_per_cpu_s = max(0.0, cpu_j) / usage.cpu_s if cpu_j is not None and usage.cpu_s > 0 else None
     g_per_j = usage.carbon_g / usage.energy_j if usage.carbon_g is not None and usage.energy_j else None
     replicas = by_field["replicas"].recommended if "replicas" in by_field else settings.replicas
     removed = replicas - settings.replicas if settings.autoscale is None else 0
@@ -244,10 +257,4 @@ def advise(service: str, usage: Usage, settings: Settings, *, memory_basis: str 
     load_factor = settings.replicas / resized if settings.autoscale is None and resized else 1.0
     changes = [c for c in (_cpu(usage, settings, policy, observed, load_factor),
                            _memory(usage, settings, policy, memory_basis, observed)) if c is not None] + changes
-    scale = settings.autoscale
-    cpu_change = next((c for c in changes if c.field == "resources.cpu"), None)
-    if scale is not None and scale.get("metric") == "cpu" and cpu_change is not None and settings.cpu:
-        target = round(scale["target"] * cpu_change.recommended / settings.cpu, 3)
-        changes.append(Change("autoscale.target", scale["target"], min(target, cpu_change.recommended),
-                              "a cpu target is in cores: it moves with resources.cpu"))
     return Advice(service, tuple(changes), tuple(notes), observed, **_energy(usage, settings, changes))

@@ -115,4 +115,6 @@ def advice_report(series: RangeSamples, services: dict[str, Any], window_s: floa
         rows.append(dataclasses.asdict(advice))
     total = {key: sum(r[key] for r in rows if r[key] is not None) if any(r[key] is not None for r in rows)
              else None for key in ("energy_kwh_per_day", "carbon_g_per_day", "embodied_g_per_day")}
-    return {"window_s": window_s, "time": now_s, "memory_basis": memory_basis, "services": rows, "total": total}
+    covered_s = max((u.window_s for u in usages.values()), default=0.0)
+    return {"window_s": window_s, "covered_s": min(covered_s, window_s), "time": now_s, "memory_basis": memory_basis,
+            "services": rows, "total": total}

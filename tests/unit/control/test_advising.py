@@ -90,26 +90,48 @@ def test_swinging_load_gets_an_autoscale_note_not_a_change() -> None:
     assert all(not c.field.startswith("autoscale") for c in advice.changes)
 
 
-def test_autoscale_max_grows_when_the_autoscaler_hit_it_and_a_cpu_target_follows_the_limit() -> None:
+def test_autoscale_max_grows_when_the_autoscaler_hit_it_and_the_limit_stays_above_a_cpu_target() -> None:
     scale = {"min": 1, "max": 4, "metric": "cpu", "target": 0.4}
-    advice = advise("api", usage([0.1] * 50, [100.0] * 50, desired_replicas=[2.0] * 40 + [4.0] * 10),
+    advice = advise("api", usage([0.1] * 50, [100.0] * 50, [1.0] * 50, desired_replicas=[2.0] * 40 + [4.0] * 10),
                     Settings(replicas=1, cpu=1.0, autoscale=scale))
     found = changes(advice)
     assert found["autoscale.max"].recommended == 6
-    assert found["resources.cpu"].recommended == pytest.approx(0.15)
-    assert found["autoscale.target"].recommended == pytest.approx(0.06)  # 0.4 x 0.15 / 1.0: still <= the limit
+    # use says 0.15, but a cpu target of 0.4 cores must stay within the limit (else the spec is invalid)
+    assert found["resources.cpu"].recommended == pytest.approx(0.4) and "autoscale.target" in found["resources.cpu"].reason
     assert "replicas" not in found, "an autoscaled service's count is the autoscaler's"
+    unset = changes(advise("api", usage([0.1] * 50, [100.0] * 50, [1.0] * 50),
+                           Settings(replicas=1, autoscale={**scale, "target": 0.5})))
+    assert unset["resources.cpu"].recommended == pytest.approx(0.5)
+
+
+def test_throttling_is_judged_on_what_was_seen_not_on_the_load_a_smaller_count_would_carry() -> None:
+    cpu = [0.05] * 20 + [0.25] * 80  # 4 replicas well under 0.5; at 2 replicas each would carry 0.45
+    found = changes(advise("api", usage(cpu, [100.0] * 100, [1.0] * 100), Settings(replicas=4, cpu=0.5)))
+    assert found["replicas"].recommended == 2
+    assert "resources.cpu" not in found, "0.55 is within 20 % of 0.5: no throttling bump to 0.75"
+
+
+def test_without_in_flight_samples_the_replica_count_is_left_alone_with_a_note() -> None:
+    advice = advise("api", Usage(window_s=HOUR_S, cpu_cores=[0.1] * 50, memory_bytes=[100.0 * MIB] * 50),
+                    Settings(replicas=6, cpu=0.15))
+    assert "replicas" not in changes(advice) and any("no in-flight samples" in note for note in advice.notes)
+
+
+def test_a_platform_without_the_memory_figure_gets_no_memory_advice() -> None:
+    advice = advise("api", usage([0.1] * 50, [0.0] * 50), Settings(replicas=1, cpu=0.12, memory_bytes=1024 * MIB))
+    assert "resources.memory" not in changes(advice)
 
 
 def test_the_energy_change_prices_the_removed_replicas_idle_draw_and_the_embodied_share() -> None:
     cpu = [0.02] * 20 + [0.1] * 80
-    # measured over the window: 1000 J for 100 CPU-seconds (10 J per CPU-second), 0.1 g per J
-    advice = advise("api", usage(cpu, [100.0] * 100, [1.0] * 100, cpu_s=100.0, energy_j=1000.0, carbon_g=100.0,
+    # measured over the hour: 20000 J (0.1 g per J), of which 4 replicas' 2 GB each drew 4 x 2 x 0.375 x 3600
+    # = 10800 J, so the CPU's 9200 J over 100 CPU-seconds are 92 J per CPU-second
+    advice = advise("api", usage(cpu, [100.0] * 100, [1.0] * 100, cpu_s=100.0, energy_j=20000.0, carbon_g=2000.0,
                                  embodied_g=36.0, mean_replicas=4.0, resident_bytes=2 * 1024 ** 3),
                     Settings(replicas=4, cpu=0.5))
     found = changes(advice)
     assert found["replicas"].recommended == 2
-    idle_w = 0.02 * 10.0 + 2 * 0.375  # the p10 CPU of a replica x J per CPU-second, and 2 GB resident
+    idle_w = 0.02 * 92.0 + 2 * 0.375  # the p10 CPU of a replica x CPU joules per CPU-second, and 2 GB resident
     assert advice.energy_kwh_per_day == pytest.approx(-2 * idle_w * 86400 / 3.6e6)
     assert advice.carbon_g_per_day == pytest.approx(-2 * idle_w * 86400 * 0.1)
     per_core_s = 36.0 / (0.5 * 4 * HOUR_S)
