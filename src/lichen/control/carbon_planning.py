@@ -25,7 +25,9 @@
   Averaging the two damps each one's estimation noise, which matters because the planner takes the minimum
   of the forecast and so favours windows whose error happens to be low. With less than two weeks of
   history (8 days to build the features, the rest to fit on) it is the profile model alone, with less
-  than a day persistence; past 48 h ahead, the profile model alone. It reads nothing after ``now_s``.
+  than a day persistence; past 48 h ahead, the profile model alone. A direct forecast that leaves the
+  history's range by more than its width (a degenerate fit) is dropped for the profile model; no forecast
+  is negative. It reads nothing after ``now_s``.
 
 Both take and return plain arrays of Unix seconds and gCO₂e/kWh.
 """
@@ -165,7 +167,8 @@ def _direct(hourly: np.ndarray, hours_ahead: int) -> np.ndarray:
     weight = (fitted / np.maximum(fitted.sum(axis=1, keepdims=True), 1))[:, None, :]  # (H, 1, N): per-horizon means
     centred = features - (weight * features).sum(axis=2, keepdims=True)
     scale = np.sqrt((weight * centred ** 2).sum(axis=2, keepdims=True))
-    z = centred / np.where(scale > 0, scale, 1.0)
+    noise = 1e-9 * max(1.0, float(np.abs(hourly).max()))  # a spread of rounding error is no spread: a constant
+    z = np.where(scale > noise, centred / np.where(scale > noise, scale, 1.0), 0.0)
     bias = (weight[:, 0] * residual).sum(axis=1)
     weighted = weight * z
     gram = weighted @ z.transpose(0, 2, 1) + RIDGE * np.eye(z.shape[1])
@@ -192,6 +195,9 @@ def forecast_from_history(times_s: Sequence[float], values: Sequence[float], now
     hours = now_s + HOUR_S * np.arange(hours_ahead + 1)
     direct = np.concatenate(([hourly[-1]], _direct(hourly, hours_ahead)))
     forecast = _profile_forecast(times, vals, now_s, targets)
-    near = targets <= hours[-1]
-    forecast[near] = 0.5 * forecast[near] + 0.5 * np.interp(targets[near], hours, direct)
-    return targets.tolist(), forecast.tolist()
+    low, high = float(hourly.min()), float(hourly.max())
+    if np.all(np.isfinite(direct)) and np.all(direct >= low - (high - low) - 1) and \
+            np.all(direct <= high + (high - low) + 1):  # a fit gone wild (a degenerate trace) is not used
+        near = targets <= hours[-1]
+        forecast[near] = 0.5 * forecast[near] + 0.5 * np.interp(targets[near], hours, direct)
+    return targets.tolist(), np.maximum(forecast, 0.0).tolist()

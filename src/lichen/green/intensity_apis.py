@@ -241,7 +241,7 @@ class WattTimeClient(_HttpSource):
             return await self._login()
         return self._token
 
-    async def _aoer(self) -> list[IntensityReading]:
+    async def _aoer(self, first_only: bool) -> list[IntensityReading]:
         path = self.path(self.DATA_PATH)
         params = {"region": self.region, "signal_type": self.SIGNAL_TYPE}
         token = await self._token_now()
@@ -269,13 +269,13 @@ class WattTimeClient(_HttpSource):
             raise fail(f"unknown units {units!r} (expected 'lbs_co2_per_mwh' or 'g_co2_per_kwh')")
         return [IntensityReading(g_per_kwh=_g_per_kwh(_field(point, "value", fail), f"data[{i}].value", fail) * factor,
                                  at_s=_time_s(_field(point, "point_time", fail), f"data[{i}].point_time", fail),
-                                 source=self.source) for i, point in enumerate(data)]
+                                 source=self.source) for i, point in enumerate(data[:1] if first_only else data)]
 
     async def latest(self) -> IntensityReading:
-        return (await self._aoer())[0]
+        return (await self._aoer(first_only=True))[0]  # a bad point further out never spoils the current one
 
     async def forecast(self) -> list[IntensityReading]:
-        return _in_order(await self._aoer())
+        return _in_order(await self._aoer(first_only=False))
 
 
 class CarbonAwareSdkClient(_HttpSource):

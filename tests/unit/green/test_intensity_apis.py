@@ -320,3 +320,11 @@ def test_bad_forecasts_are_named(fake: Fake, path: str, body: Any, client: str, 
     with pytest.raises(IntensityApiError) as caught:
         run(forecast(made))
     assert expected in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_watttime_a_bad_point_further_out_spoils_the_forecast_but_not_the_current_reading(fake: Fake) -> None:
+    body = {**WT_OK, "data": [WT_OK["data"][0], {"point_time": "2026-04-01T00:05:00Z", "value": None}]}
+    fake.answer("/v3/forecast", (200, body))
+    assert run(latest(WattTimeClient("CAISO_NORTH", USER, PASSWORD, fake.url))).at_s == T_2026_04_01
+    with pytest.raises(IntensityApiError, match=r"'data\[1\].value' is not a number"):
+        run(forecast(WattTimeClient("CAISO_NORTH", USER, PASSWORD, fake.url)))
