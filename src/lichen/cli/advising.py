@@ -9,11 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from lichen.cli.controlling import AppDir, _client, _workspace
+from lichen.cli.energy import check_service_option, window_option_s
 from lichen.cli.output import console, print_json, print_table
 from lichen.errors import ConfigError
-from lichen.spec.quantities import format_duration, parse_duration_s
-
-MAX_WINDOW_S = 400 * 86400
+from lichen.spec.quantities import format_duration
 
 
 def _shown(value: Any) -> str:
@@ -119,20 +118,9 @@ def advise(
 
     Example: lichen advise --window 6h --apply
     """
-    try:
-        window_s = parse_duration_s(window)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), where="--window") from None
-    if not 60 <= window_s <= MAX_WINDOW_S:
-        raise ConfigError(f"must be between 1m and 400d, got {window}", where="--window")
+    window_s = window_option_s(window, 60, "1m")
     spec_path = _workspace(app_dir).spec_path.resolve()  # a symlinked lichen.yaml: write the file it points to
-    if service is not None:
-        from lichen.spec.loading import load_spec
-
-        names = sorted(load_spec(spec_path).services)
-        if service not in names:
-            raise ConfigError(f"no service named {service!r} in lichen.yaml (services: {', '.join(names)})",
-                              where="--service")
+    check_service_option(spec_path, service)
     with _client(app_dir) as client:
         report = client.advice(window_s, service)
     changes = planned_changes(report)

@@ -25,6 +25,29 @@ def band(figure: dict[str, Any] | None, unit: str, digits: int = 3) -> str:
     return f"{value:.{digits}g} {unit} ({low:.{digits}g}–{high:.{digits}g})"
 
 
+def window_option_s(window: str, min_s: float, min_shown: str) -> float:
+    """``--window`` in seconds, between ``min_s`` and 400 days; a located error otherwise."""
+    try:
+        window_s = parse_duration_s(window)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc), where="--window") from None
+    if not min_s <= window_s <= MAX_WINDOW_S:
+        raise ConfigError(f"must be between {min_shown} and 400d, got {window}", where="--window")
+    return window_s
+
+
+def check_service_option(spec_path: Path, service: str | None) -> None:
+    """``--service`` must name a service of the spec; a located error naming them otherwise."""
+    if service is None:
+        return
+    from lichen.spec.loading import load_spec
+
+    names = sorted(load_spec(spec_path).services)
+    if service not in names:
+        raise ConfigError(f"no service named {service!r} in lichen.yaml (services: {', '.join(names)})",
+                          where="--service")
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The lines printed under the tables (pure, for tests): node, intensity, sources, cost, problems."""
     meter = report.get("meter") or {}
@@ -66,19 +89,8 @@ def energy(
 
     Example: lichen energy --window 15m --json
     """
-    try:
-        window_s = parse_duration_s(window)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), where="--window") from None
-    if not 1 <= window_s <= MAX_WINDOW_S:
-        raise ConfigError(f"must be between 1s and 400d, got {window}", where="--window")
-    if service is not None:
-        from lichen.spec.loading import load_spec
-
-        names = sorted(load_spec(_workspace(app_dir).spec_path).services)
-        if service not in names:
-            raise ConfigError(f"no service named {service!r} in lichen.yaml (services: {', '.join(names)})",
-                              where="--service")
+    window_s = window_option_s(window, 1, "1s")
+    check_service_option(_workspace(app_dir).spec_path, service)
     with _client(app_dir) as client:
         report = client.energy(window_s)
     if service is not None:
