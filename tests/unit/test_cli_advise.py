@@ -100,3 +100,11 @@ def test_an_unreadable_spec_is_a_located_error(tmp_path: Path) -> None:
     spec_path.write_bytes(b"app: \xff\xfe\n")
     with pytest.raises(ConfigError, match="cannot read it"):
         rewrite(spec_path, [(("services", "api", "replicas"), 2)])
+
+
+def test_a_default_left_out_of_the_file_is_not_taken_for_an_edit(tmp_path: Path) -> None:
+    spec_path = tmp_path / "lichen.yaml"
+    spec_path.write_text("app: shop\nservices:\n  api:\n    entrypoint: shopsvc:Api\n")  # replicas: the default, 1
+    report = {"services": [{"service": "api", "changes": [{"field": "replicas", "current": 1, "recommended": 3}]}]}
+    _, after = rewrite(spec_path, planned_changes(report), report)
+    assert after.endswith("    entrypoint: shopsvc:Api\n    replicas: 3\n")

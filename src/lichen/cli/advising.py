@@ -30,11 +30,14 @@ def planned_changes(report: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]
 
 
 def _same(field: str, in_file: Any, running: Any) -> bool:
-    """Whether the file's value of ``field`` is the one the running app was advised on (units normalised)."""
+    """Whether the file's value of ``field`` is the one the running app was advised on (units normalised); a
+    field the file leaves out is the running default, not an edit."""
     from lichen.spec.quantities import parse_cpu_cores, parse_memory_bytes
 
-    if in_file is None or running is None:
-        return in_file is None and running is None
+    if in_file is None:
+        return True
+    if running is None:
+        return False
     parse = parse_memory_bytes if field.endswith("memory") else parse_cpu_cores if field.endswith("cpu") else float
     try:
         return bool(abs(parse(in_file) - parse(running)) < 1e-9)
