@@ -201,7 +201,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         return {**report, "meter": meter.status()}
 
     @v1.get("/advice")
-    async def advice(window_s: Annotated[float, Query(ge=60, le=400 * 86400)] = 86400.0,
+    async def advice(window_s: Annotated[float, Query(ge=60, le=400 * 86400)] = 6 * 3600.0,
                      service: str | None = None) -> dict[str, Any]:
         """Right-sizing advice per service from its usage over the last ``window_s`` (``lichen advise``)."""
         if meter is None:
