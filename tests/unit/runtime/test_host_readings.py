@@ -4,15 +4,17 @@ children."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from lichen.gateway.metrics import GatewayMetrics
-from lichen.runtime.host_readings import PsutilHost, gateway_requests
+from lichen.runtime.host_readings import ProcessUsage, PsutilHost, gateway_requests
 
 
 def _parsed(exposition: str) -> dict[tuple[str, str], float]:
@@ -42,58 +44,55 @@ def test_the_request_scan_agrees_with_the_prometheus_parser_on_a_real_gateway_ex
     assert gateway_requests(decoy + "garbage\n") == {}
 
 
-def test_a_process_counts_its_live_childrens_cpu_and_names_their_pids() -> None:
-    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+@contextlib.contextmanager
+def _parent_of(child_code: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose one child runs ``child_code``; both killed on the way out."""
     parent = subprocess.Popen([sys.executable, "-c",
-                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child_code!r}])\n"
                                "time.sleep(30)"])
     try:
-        host = PsutilHost()
-        deadline = time.monotonic() + 20
-        while True:
-            host.begin_sample()
-            usage = host.process(parent.pid)
-            assert usage is not None
-            if len(usage.pids) == 2 and usage.cpu_s >= 0.6:
-                break
-            assert time.monotonic() < deadline, f"the child's CPU never showed: {usage}"
-            time.sleep(0.05)
-        child = next(pid for pid in usage.pids if pid != parent.pid)
-        assert psutil.Process(child).ppid() == parent.pid
-        own = sum(psutil.Process(parent.pid).cpu_times()[:2])
-        assert usage.cpu_s > own + 0.5  # the child's burn is in the parent's figure
+        yield parent
     finally:
         for proc in psutil.Process(parent.pid).children(recursive=True):
             proc.kill()
         parent.kill()
         parent.wait()
+
+
+def _sample_until(host: PsutilHost, pid: int, shown: Callable[[ProcessUsage], bool], what: str) -> ProcessUsage:
+    """Sample ``pid`` until ``shown`` holds (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        host.begin_sample()
+        usage = host.process(pid)
+        assert usage is not None
+        if shown(usage):
+            return usage
+        assert time.monotonic() < deadline, f"{what} never showed: {usage}"
+        time.sleep(0.05)
+
+
+def test_a_process_counts_its_live_childrens_cpu_and_names_their_pids() -> None:
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    host = PsutilHost()
+    with _parent_of(burn) as parent:
+        usage = _sample_until(host, parent.pid, lambda u: len(u.pids) == 2 and u.cpu_s >= 0.6, "the child's CPU")
+        child = next(pid for pid in usage.pids if pid != parent.pid)
+        assert psutil.Process(child).ppid() == parent.pid
+        own = sum(psutil.Process(parent.pid).cpu_times()[:2])
+        assert usage.cpu_s > own + 0.5  # the child's burn is in the parent's figure
     assert host.process(parent.pid) is None  # gone: None, not an error
 
 
 def test_memory_counts_the_childrens_resident_pages_and_the_largest_data_segment() -> None:
     hold = "import time\nblob = bytearray(96 * 2**20)\nblob[::4096] = b'x' * len(blob[::4096])\ntime.sleep(30)"
-    parent = subprocess.Popen([sys.executable, "-c",
-                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {hold!r}])\n"
-                               "time.sleep(30)"])
-    try:
-        host = PsutilHost()
-        deadline = time.monotonic() + 20
-        while True:
-            host.begin_sample()
-            usage = host.process(parent.pid)
-            assert usage is not None
-            own = psutil.Process(parent.pid).memory_info()
-            if len(usage.pids) == 2 and usage.rss_bytes >= own.rss + 96 * 2**20:
-                break
-            assert time.monotonic() < deadline, f"the child's 96 MiB never showed: {usage}"
-            time.sleep(0.05)
+    host = PsutilHost()
+    with _parent_of(hold) as parent:
+        usage = _sample_until(host, parent.pid, lambda u: len(u.pids) == 2 and u.rss_bytes >= psutil.Process(
+            parent.pid).memory_info().rss + 96 * 2**20, "the child's 96 MiB")
+        own = psutil.Process(parent.pid).memory_info()
         child = psutil.Process(next(pid for pid in usage.pids if pid != parent.pid)).memory_info()
         assert usage.data_bytes == max(own.data, child.data) >= 96 * 2**20  # the child's, not the sum
-    finally:
-        for proc in psutil.Process(parent.pid).children(recursive=True):
-            proc.kill()
-        parent.kill()
-        parent.wait()
 
 
 def test_system_cpu_times_and_the_cpu_model_read_sensibly() -> None:
