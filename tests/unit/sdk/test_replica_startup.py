@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -56,8 +57,9 @@ def test_lichen_serve_help_and_usage_errors_are_unchanged() -> None:
     run = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
     shown = subprocess.run([*run, "serve", "--help"], capture_output=True, text=True)
     assert shown.returncode == 0 and "--port" in shown.stdout and "Example" in shown.stdout
-    wrong = subprocess.run([*run, "serve"], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "Missing argument 'target'" in wrong.stderr
+    env = {k: v for k, v in os.environ.items() if k != "LICHEN_SERVICE"}
+    wrong = subprocess.run([*run, "serve"], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 2 and "TARGET: give module:Class" in wrong.stderr
 
 
 def test_the_whole_cli_is_still_there() -> None:
