@@ -89,7 +89,7 @@ def render_objects(ctx: RenderContext) -> list[Manifest]:
 
 
 def default_values(manifests: list[Manifest], ctx: RenderContext) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"image": {"repository": ctx.repository, "tag": ctx.image_tag}}
     for path, (default, _) in CHOICES.items():
         set_path(values, path, default)
     for path, on in SWITCHES.items():

@@ -3,7 +3,8 @@
 ``lichen build`` stages a build context (:mod:`lichen.deploy.images`)::
 
     Containerfile  .containerignore
-    requirements.txt   Lichen's own dependencies, then the app's requirements.txt
+    lichen-requirements.txt   Lichen's own dependencies (one layer every app shares)
+    requirements.txt          the app's requirements.txt (its own layer above it)
     lichen/            the installed Lichen package
     app/               the app directory, less what .containerignore names
 
@@ -58,7 +59,9 @@ ARG BASE_IMAGE={base_image}
 FROM ${{BASE_IMAGE}} AS dependencies
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
-# the dependencies alone, in their own layer: a change to the app's code reuses it
+# the dependencies alone, in their own layers (Lichen's, then the app's): a change to the code reuses them
+COPY lichen-requirements.txt /opt/lichen-requirements.txt
+RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -r /opt/lichen-requirements.txt
 COPY requirements.txt /opt/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -r /opt/requirements.txt
 

@@ -77,38 +77,39 @@ def _digest_tree(digest: hashlib._Hash, root: Path, files: list[Path], label: st
 
 
 def _revision(app_dir: Path, lichen_dir: Path, app_files: list[Path], lichen_files: list[Path],
-              requirements_text: str, base_image: str) -> str:
+              requirements: tuple[str, str], base_image: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"base={base_image}\0".encode())
-    digest.update(requirements_text.encode())
+    digest.update("\0".join(requirements).encode())
     _digest_tree(digest, lichen_dir, lichen_files, "lichen")
     _digest_tree(digest, app_dir, app_files, "app")
     return digest.hexdigest()[:TAG_LENGTH]
 
 
-def _inputs(app_dir: Path) -> tuple[Path, list[Path], list[Path], str]:
+def _inputs(app_dir: Path) -> tuple[Path, list[Path], list[Path], tuple[str, str]]:
     lichen_dir = Path(lichen.__file__).resolve().parent
-    requirements = [*lichen_requirements(), *app_requirements(app_dir)]
-    return lichen_dir, list(context_files(app_dir)), list(context_files(lichen_dir)), "\n".join(requirements) + "\n"
+    requirements = ("\n".join(lichen_requirements()) + "\n", "\n".join(app_requirements(app_dir)) + "\n")
+    return lichen_dir, list(context_files(app_dir)), list(context_files(lichen_dir)), requirements
 
 
 def app_revision(app_dir: Path, base_image: str) -> str:
     """The tag ``lichen build`` gives the app's image now."""
-    lichen_dir, app_files, lichen_files, requirements_text = _inputs(app_dir)
-    return _revision(app_dir, lichen_dir, app_files, lichen_files, requirements_text, base_image)
+    lichen_dir, app_files, lichen_files, requirements = _inputs(app_dir)
+    return _revision(app_dir, lichen_dir, app_files, lichen_files, requirements, base_image)
 
 
 def stage_context(app: str, app_dir: Path, out: Path, base_image: str) -> StagedContext:
     """Stage the build context in ``out`` (created; must not exist) and return it with its tag."""
-    lichen_dir, app_files, lichen_files, requirements_text = _inputs(app_dir)
-    tag = _revision(app_dir, lichen_dir, app_files, lichen_files, requirements_text, base_image)
+    lichen_dir, app_files, lichen_files, requirements = _inputs(app_dir)
+    tag = _revision(app_dir, lichen_dir, app_files, lichen_files, requirements, base_image)
     out.mkdir(parents=True)
     for source, target, files in ((app_dir, out / "app", app_files), (lichen_dir, out / "lichen", lichen_files)):
         for relative in files:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / relative, target / relative)
             os.chmod(target / relative, 0o755 if os.access(source / relative, os.X_OK) else 0o644)
-    (out / "requirements.txt").write_text(requirements_text)
+    (out / "lichen-requirements.txt").write_text(requirements[0])
+    (out / "requirements.txt").write_text(requirements[1])
     containerfile = containerfile_text(app, base_image, tag)
     (out / "Containerfile").write_text(containerfile)
     (out / ".containerignore").write_text(containerignore_text())

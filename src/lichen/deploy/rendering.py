@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lichen.deploy.gateway_manifests import RenderRefused
+from lichen.deploy.gateway_manifests import RenderRefused, ingress_hosts
 from lichen.deploy.workloads import RenderContext
 from lichen.observe.default_rules import default_rules
 from lichen.observe.grafana import grafana_dashboard
@@ -29,8 +29,11 @@ def cuda_image(name: str | None) -> bool:
     return bool(name) and any(hint in name.lower() for hint in CUDA_HINTS)
 
 
-def check_renderable(spec: AppSpec) -> None:
-    """Refuse, naming the field, what the cluster could not run: a GPU on an image without CUDA."""
+def check_renderable(ctx: RenderContext) -> None:
+    """Refuse, naming the field, what the cluster could not run: a GPU on an image without CUDA, a host name
+    the Ingress cannot take."""
+    spec = ctx.spec
+    ingress_hosts(ctx)
     base = spec.kubernetes.base_image
     for name, service in spec.services.items():
         if service.resources.gpu and not cuda_image(service.image or base):

@@ -70,14 +70,17 @@ class RenderContext:
         return {"name": name or self.name(component), "namespace": self.namespace, "labels": self.labels(component),
                 **extra}
 
+    @property
+    def repository(self) -> str:
+        registry = self.spec.kubernetes.image_registry
+        return f"{registry.rstrip('/')}/{self.app}" if registry else self.app
+
     def image(self, own: str | None = None) -> Expr | str:
-        """The app image (registry and tag from values), or a service's own ``image``."""
+        """The app image (``image.repository`` and ``image.tag``), or a service's own ``image``."""
         if own:
             return own
-        repository = f"{self.spec.kubernetes.image_registry.rstrip('/')}/{self.app}" \
-            if self.spec.kubernetes.image_registry else self.app
         return Expr('printf "%s:%s" (index .Values "image" "repository") (index .Values "image" "tag")',
-                    f"{repository}:{self.image_tag}")
+                    f"{self.repository}:{self.image_tag}")
 
 
 def whole_seconds(seconds: float, minimum: int = 1) -> int:

@@ -1,0 +1,312 @@
+"""The rendered objects, read as plain data: restricted pods, parity with `lichen up`, and what each spec field
+becomes (docs/kubernetes.md). The chart's own tools (helm, kubernetes-validate, promtool) run in
+tests/integration/deploy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy_fixtures import RECSYS, SHOP_RULES, write_shop
+from kubernetes_policies import pod_security_violations, prometheus_operator_violations, workload_label_violations
+from lichen.cli.main import run
+from lichen.deploy.chart_values import Expr, Manifest, helm_document, helm_text, plain
+from lichen.deploy.charts import chart_files, manifest_files, values_schema, default_values, render_objects
+from lichen.deploy.rendering import render_context
+from lichen.deploy.workloads import PRE_STOP_S, RenderContext
+from lichen.observe.default_rules import default_rules
+from lichen.runtime.launching import replica_settings
+from lichen.spec.loading import load_spec
+
+
+
+class Result:
+    def __init__(self, exit_code: int, output: str) -> None:
+        self.exit_code, self.output = exit_code, output
+
+
+@pytest.fixture
+def lichen(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run a lichen command line in-process as the console script does: (exit code, stdout + stderr)."""
+    def invoke(*args: str) -> Result:
+        code = 0
+        try:
+            run(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return Result(code, out.out + out.err)
+    return invoke
+
+
+def shop(tmp_path: Path) -> RenderContext:
+    root = write_shop(tmp_path / "shop")
+    return render_context(load_spec(root / "lichen.yaml"), root, "rev123")
+
+
+def recsys() -> RenderContext:
+    return render_context(load_spec(RECSYS / "lichen.yaml"), RECSYS, "rev456")
+
+
+def objects(ctx: RenderContext) -> list[dict[str, Any]]:
+    return [doc for text in manifest_files(ctx).values() for doc in yaml.safe_load_all(text) if doc]
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.mark.parametrize("which", ["shop", "recsys"])
+def test_every_pod_is_restricted_and_every_object_is_labelled_and_selected(tmp_path: Path, which: str) -> None:
+    objs = objects(shop(tmp_path) if which == "shop" else recsys())
+    workloads = [o for o in objs if o["kind"] in ("Deployment", "Rollout", "Job", "CronJob")]
+    assert len(workloads) >= 4
+    for obj in workloads:
+        assert pod_security_violations(obj, "restricted") == []
+    assert [v for o in objs for v in prometheus_operator_violations(o)] == []
+    assert workload_label_violations(objs) == []
+
+
+def test_probes_resources_env_and_grace_are_the_ones_lichen_up_uses(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    objs = objects(ctx)
+    for name, service in ctx.spec.services.items():
+        kind = "Rollout" if service.rollout.strategy == "canary" else "Deployment"
+        pod = one(objs, kind, f"shop-{name}")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        for key, spec_probe in (("readinessProbe", service.probes.readiness),
+                                ("livenessProbe", service.probes.liveness)):
+            probe = container[key]
+            assert probe["httpGet"]["path"] == spec_probe.path
+            # Kubernetes counts whole seconds: a sub-second value is rounded up (docs/kubernetes.md)
+            assert probe["periodSeconds"] == math.ceil(spec_probe.period_s)
+            assert probe["timeoutSeconds"] == math.ceil(spec_probe.timeout_s)
+            assert probe["initialDelaySeconds"] == math.ceil(spec_probe.initial_delay_s)
+            assert probe["failureThreshold"] == spec_probe.failure_threshold
+        assert container["readinessProbe"]["successThreshold"] == service.probes.readiness.success_threshold
+        limits = container["resources"]["limits"]
+        assert limits == container["resources"]["requests"]
+        assert float(limits["cpu"].rstrip("m")) / (1000 if limits["cpu"].endswith("m") else 1) == service.resources.cpu
+        assert limits["memory"] in ("512Mi", "1Gi") and service.resources.memory in (512 << 20, 1 << 30)
+        assert pod["terminationGracePeriodSeconds"] == math.ceil(service.termination_grace_s) + PRE_STOP_S
+        env = {e["name"]: e for e in container["env"]}
+        for key, text in service.env.items():
+            assert env[key]["value"] == text
+        for secret in service.secrets:
+            assert env[secret]["valueFrom"]["secretKeyRef"] == {"name": "shop-secrets", "key": secret}
+            assert "value" not in env[secret]
+        local = replica_settings(name, "r", "x", 8000, service, Path("/app"), 1.0, {}).to_env()
+        for key in ("LICHEN_TIMEOUT_S", "LICHEN_MAX_CONCURRENCY", "LICHEN_METRICS_PATH", "LICHEN_SLO_LATENCY_MS",
+                    "LICHEN_GRACE_S", "LICHEN_SERVICE"):
+            assert env[key]["value"] == local[key], key
+        assert env["LICHEN_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_the_prometheus_rule_holds_the_groups_lichen_up_evaluates(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    rule = one(objects(ctx), "PrometheusRule", "shop-rules")
+    expected = default_rules(ctx.spec)["groups"] + yaml.safe_load(SHOP_RULES)["groups"]
+    assert rule["spec"]["groups"] == expected
+    assert any(r.get("alert") == "LichenErrorBudgetBurn" for g in expected for r in g["rules"])
+    # every series the rules read is labelled as `lichen up` labels it
+    monitor = one(objects(ctx), "ServiceMonitor", "shop-ranker")
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/internal/metrics" and endpoint["interval"] == "5s"
+    targets = {r.get("targetLabel") for r in endpoint["relabelings"]}
+    assert {"service", "revision", "replica", "job"} <= targets
+
+
+def test_no_default_rules_and_no_rule_files_render_no_prometheus_rule(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    bare = ctx.spec.model_copy(update={"observability": ctx.spec.observability.model_copy(
+        update={"default_rules": False, "rules": []})})
+    objs = objects(render_context(bare, tmp_path / "shop", "rev"))
+    assert not [o for o in objs if o["kind"] == "PrometheusRule"]
+
+
+def test_the_hpa_carries_kpa_rates_windows_and_bounds(tmp_path: Path) -> None:
+    objs = objects(shop(tmp_path))
+    hpa = one(objs, "HorizontalPodAutoscaler", "shop-api")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 12)
+    assert hpa["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {
+        "type": "AverageValue", "averageValue": "400m"}}}]
+    up, down = hpa["behavior"]["scaleUp"], hpa["behavior"]["scaleDown"]
+    assert up["policies"] == [{"type": "Percent", "value": 200, "periodSeconds": 2}]  # x3 per interval
+    assert down["policies"] == [{"type": "Percent", "value": 75, "periodSeconds": 2}]  # /4 per interval
+    assert down["stabilizationWindowSeconds"] == 120 and up["stabilizationWindowSeconds"] == 0
+    # the HPA owns the count: the Deployment names none, so an upgrade never resets it
+    assert "replicas" not in one(objs, "Deployment", "shop-api")["spec"]
+
+
+def test_a_canary_is_an_argo_rollout_judged_by_the_spec_bounds(tmp_path: Path) -> None:
+    objs = objects(shop(tmp_path))
+    assert not [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "shop-ranker"]
+    rollout = one(objs, "Rollout", "shop-ranker")["spec"]
+    assert rollout["replicas"] == 3
+    assert rollout["strategy"]["canary"]["steps"] == [{"setWeight": 5}, {"pause": {"duration": "15s"}},
+                                                      {"setWeight": 25}, {"pause": {"duration": "15s"}}]
+    metrics = {m["name"]: m for m in one(objs, "AnalysisTemplate", "shop-ranker")["spec"]["metrics"]}
+    assert set(metrics) == {"requests", "error-ratio", "p95-ms", "cache-misses-ratio", "queue-value"}
+    assert metrics["error-ratio"]["successCondition"] == "result[0] <= 0.02"
+    assert metrics["error-ratio"]["failureLimit"] == 1  # Argo counts failures allowed; failure_limit 2 aborts at 2
+    assert metrics["p95-ms"]["successCondition"] == "result[0] <= 250"
+    assert metrics["requests"]["successCondition"] == "result[0] >= 50"
+    assert metrics["requests"]["failureCondition"] == "false"  # too few requests is inconclusive: Argo pauses
+    ratio = metrics["cache-misses-ratio"]["provider"]["prometheus"]["query"]
+    assert 'revision=~"{{args.canary-hash}}"' in ratio and 'revision=~"{{args.stable-hash}}"' in ratio
+    assert "[15s]" in ratio and '"$service"' not in ratio
+    assert metrics["queue-value"]["successCondition"] == "result[0] <= 100"
+
+
+def test_jobs_keep_their_order_schedule_and_limits(tmp_path: Path) -> None:
+    objs = objects(shop(tmp_path))
+    weights = {o["metadata"]["name"]: o["metadata"]["annotations"]["helm.sh/hook-weight"]
+               for o in objs if o["kind"] == "Job"}
+    assert weights == {"shop-prepare": "0", "shop-train": "1", "shop-report": "2"}
+    train = one(objs, "Job", "shop-train")["spec"]
+    assert (train["backoffLimit"], train["activeDeadlineSeconds"]) == (2, 1800)
+    container = train["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "lichen.runtime.job_process", "shop.jobs:train", "--",
+                                    "--epochs", "3"]
+    cron = one(objs, "CronJob", "shop-nightly")["spec"]
+    assert (cron["schedule"], cron["concurrencyPolicy"], cron["startingDeadlineSeconds"]) == ("15 2 * * *",
+                                                                                              "Replace", 600)
+    assert (cron["successfulJobsHistoryLimit"], cron["failedJobsHistoryLimit"]) == (5, 2)
+
+
+def test_only_the_gateway_reaches_the_services(tmp_path: Path) -> None:
+    objs = objects(shop(tmp_path))
+    policy = one(objs, "NetworkPolicy", "shop-api")["spec"]
+    sources = policy["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "shop", "app.kubernetes.io/instance": "shop",
+                                            "app.kubernetes.io/component": "gateway"}}} in sources
+    assert one(objs, "NetworkPolicy", "shop-default-deny")["spec"]["policyTypes"] == ["Ingress"]
+    ingress = one(objs, "Ingress", "shop-gateway")["spec"]
+    assert [r["host"] for r in ingress["rules"]] == ["www.example.com", "shop.example.com"]
+    config = yaml.safe_load(one(objs, "ConfigMap", "shop-gateway")["data"]["gateway.json"])
+    assert config["services"]["api"]["endpoints"] == [{"url": "http://shop-api", "replica": "shop-api",
+                                                       "revision": "default", "ready": True}]
+    assert config["settings"]["rate_limit"]["per_ip_rps"] == 50
+    gateway = one(objs, "Deployment", "shop-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "JWT_KEY", "valueFrom": {"secretKeyRef": {"name": "shop-secrets", "key": "JWT_KEY"}}} in \
+        gateway["env"]
+
+
+def test_helm_text_escapes_literal_braces_and_places_values() -> None:
+    obj = {"metadata": {"name": "x", "annotations": {"summary": "{{ $labels.service }} is down"}},
+           "spec": {"replicas": Expr('index .Values "r"', 2, path="r"), "image": Expr('index .Values "i"', "img"),
+                    "resources": Expr('index .Values "res"', {"limits": {"cpu": "1"}}, block=True, path="res"),
+                    "list": [{"resources": Expr('index .Values "res"', {}, block=True)}]}}
+    text = helm_text(obj)
+    assert 'summary: \'{{ "{{" }} $labels.service {{ "}}" }} is down\'' in text
+    assert "replicas: {{ index .Values \"r\" }}" in text and "image: {{ index .Values \"i\" | quote }}" in text
+    assert "resources:\n{{- toYaml (index .Values \"res\") | nindent 4 }}" in text
+    assert "- resources:\n{{- toYaml (index .Values \"res\") | nindent 6 }}" in text
+    assert plain(obj)["spec"]["replicas"] == 2
+    from lichen.deploy.chart_values import Condition
+
+    wrapped = helm_document(Manifest("f.yaml", {"kind": "X"}, (Condition("a.b", "c", negate=True),)))
+    assert wrapped.startswith('{{- if ne (index .Values "a" "b") "c" }}\n') and wrapped.endswith("{{- end }}\n")
+
+
+def test_the_values_schema_closes_every_section_but_kubernetes_fields(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    values = default_values(render_objects(ctx), ctx)
+    schema = values_schema(values)
+    assert schema["additionalProperties"] is False
+    api = schema["properties"]["services"]["properties"]["api"]
+    assert api["additionalProperties"] is False and api["properties"]["resources"] == {"type": "object"}
+    assert schema["properties"]["canary"]["properties"]["provider"]["enum"] == ["argo", "flagger"]
+    assert values["services"]["api"]["autoscaling"] == {"minReplicas": 2, "maxReplicas": 12}
+    assert values["image"]["repository"] == "registry.example.com/team/shop" and values["image"]["tag"] == "rev123"
+    files = chart_files(ctx)
+    assert yaml.safe_load(files["values.yaml"]) == {**values, "secrets": {"name": "shop-secrets"}}
+    assert {"Chart.yaml", "values.schema.json", "templates/NOTES.txt", "templates/service-api.yaml"} <= set(files)
+
+
+def _spec_line(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_a_gpu_without_a_cuda_image_is_refused_at_its_line_and_nothing_is_written(tmp_path: Path, lichen: Any) -> None:
+    root = write_shop(tmp_path / "shop")
+    spec = root / "lichen.yaml"
+    spec.write_text(spec.read_text().replace("resources: {cpu: 1, memory: 1Gi}\n    metrics_path",
+                                             "resources: {cpu: 1, memory: 1Gi, gpu: 1}\n    metrics_path"))
+    out = tmp_path / "chart"
+    result = lichen(*["render", "helm", str(root), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    line = _spec_line(spec, "gpu: 1")
+    assert f"lichen.yaml:{line}:" in result.output and "services.ranker.resources.gpu" in result.output
+    assert "has no CUDA" in result.output and not out.exists()
+    spec.write_text(spec.read_text().replace("kubernetes: {", "kubernetes: {base_image: nvcr.io/nvidia/cuda:12.4.1, "))
+    assert lichen(*["render", "helm", str(root), "--out", str(out)]).exit_code == 0
+    text = (out / "templates" / "service-ranker.yaml").read_text()
+    values = yaml.safe_load((out / "values.yaml").read_text())
+    assert values["services"]["ranker"]["resources"]["limits"]["nvidia.com/gpu"] == "1" and "toYaml" in text
+
+
+def test_a_host_the_ingress_cannot_express_is_refused_at_its_line(tmp_path: Path, lichen: Any) -> None:
+    root = write_shop(tmp_path / "shop")
+    spec = root / "lichen.yaml"
+    spec.write_text(spec.read_text().replace("host: shop.example.com", "host: shop_example.com"))
+    result = lichen(*["render", "kubernetes", str(root)])
+    assert result.exit_code == 2
+    assert f"lichen.yaml:{_spec_line(spec, 'shop_example')}:" in result.output
+    assert "services.api.routes[0].host" in result.output and "cannot express host" in result.output
+
+
+def test_render_replaces_only_its_own_directory_and_all_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                lichen: Any) -> None:
+    root = write_shop(tmp_path / "shop")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    refused = lichen(*["render", "helm", str(root), "--out", str(foreign)])
+    assert refused.exit_code == 2 and "not written by `lichen render`" in refused.output
+    assert (foreign / "keep.txt").read_text() == "mine"
+    out = tmp_path / "chart"
+    assert lichen(*["render", "helm", str(root), "--out", str(out), "--tag", "one"]).exit_code == 0
+    first = (out / "values.yaml").read_text()
+    # a failure half-way leaves the previous chart whole and no staging directory behind
+    from lichen.cli import deploying
+
+    real = Path.write_text
+    calls = {"n": 0}
+
+    def failing(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing)
+    with pytest.raises(OSError):
+        deploying.write_tree(out, {f"f{i}.yaml": "x" for i in range(10)})
+    monkeypatch.setattr(Path, "write_text", real)
+    assert (out / "values.yaml").read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "foreign", "shop"]
+    assert lichen(*["render", "helm", str(root), "--out", str(out), "--tag", "two"]).exit_code == 0
+    assert "tag: two" in (out / "values.yaml").read_text()
+
+
+def test_the_image_tag_is_the_app_revision_and_moves_with_the_code(tmp_path: Path) -> None:
+    from lichen.deploy.images import app_revision
+
+    root = write_shop(tmp_path / "shop")
+    (root / "shop").mkdir()
+    (root / "shop" / "services.py").write_text("X = 1\n")
+    before = app_revision(root, "python:3.11-slim")
+    (root / ".lichen").mkdir()
+    (root / ".lichen" / "state.db").write_text("state is never in the image")
+    assert app_revision(root, "python:3.11-slim") == before
+    (root / "shop" / "services.py").write_text("X = 2\n")
+    after = app_revision(root, "python:3.11-slim")
+    assert after != before and len(after) == 12
+    assert app_revision(root, "python:3.12-slim") != after
