@@ -49,7 +49,9 @@ def _lichen(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def charts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("charts")
     out = {}
-    for name, app in (("shop", write_shop(root / "shop")), ("recsys", RECSYS)):
+    init = _lichen("init", str(root / "hello"))
+    assert init.returncode == 0, init.stderr
+    for name, app in (("shop", write_shop(root / "shop")), ("recsys", RECSYS), ("hello", root / "hello")):
         chart = root / f"{name}-chart"
         done = _lichen("render", "helm", str(app), "--out", str(chart), "--tag", "t1")
         assert done.returncode == 0, done.stderr
@@ -66,7 +68,7 @@ def _template(helm: Path, chart: Path, home: Path, *values: str) -> list[dict[st
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-@pytest.mark.parametrize("app", ["shop", "recsys"])
+@pytest.mark.parametrize("app", ["shop", "recsys", "hello"])
 def test_helm_lint_strict_passes(helm: Path, charts: dict[str, Path], tmp_path: Path, app: str) -> None:
     done = subprocess.run([str(helm), "lint", "--strict", str(charts[app])], capture_output=True, text=True,
                           timeout=120, env=helm_env(tmp_path))
@@ -75,7 +77,7 @@ def test_helm_lint_strict_passes(helm: Path, charts: dict[str, Path], tmp_path: 
 
 
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
-@pytest.mark.parametrize("app", ["shop", "recsys"])
+@pytest.mark.parametrize("app", ["shop", "recsys", "hello"])
 def test_every_rendering_is_valid_kubernetes_restricted_and_consistently_labelled(
         helm: Path, charts: dict[str, Path], tmp_path: Path, app: str, values: str) -> None:
     objs = _template(helm, charts[app], tmp_path, *VALUE_SETS[values])
@@ -175,3 +177,23 @@ def test_deploy_dry_run_prints_the_diff_and_the_command_and_changes_nothing(helm
         in done.stdout
     missing = _lichen("deploy", str(app), "--dry-run", "--values", str(tmp_path / "nope.yaml"), env=env)
     assert missing.returncode == 2 and "nope.yaml: no such values file" in missing.stderr
+
+
+def test_deploy_runs_helm_upgrade_install_atomically_with_the_rendered_chart(tmp_path: Path) -> None:
+    # no cluster is reachable here: a stand-in helm records what it was asked and the chart it was given
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "helm"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\ncp -r \"$4\" {tmp_path}/seen-chart\nexit 3\n")
+    fake.chmod(0o755)
+    app = write_shop(tmp_path / "shop")
+    values = tmp_path / "prod.yaml"
+    values.write_text("gateway: {replicas: 3}\n")
+    done = _lichen("deploy", str(app), "--context", "prod-cluster", "-n", "web", "--release", "shop-eu",
+                   "--values", str(values), "--helm", str(fake), "--tag", "t9")
+    assert done.returncode == 3, done.stderr  # helm's own exit code
+    argv = record.read_text().splitlines()
+    assert argv[:3] == ["upgrade", "--install", "shop-eu"]
+    assert argv[4:] == ["--kube-context", "prod-cluster", "--namespace", "web", "--create-namespace", "--atomic",
+                        "--wait", "--timeout", "10m", "--values", str(values)]
+    seen = yaml.safe_load((tmp_path / "seen-chart" / "values.yaml").read_text())
+    assert seen["image"]["tag"] == "t9" and (tmp_path / "seen-chart" / "Chart.yaml").is_file()
