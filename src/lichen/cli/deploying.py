@@ -53,8 +53,8 @@ def _context(app_path: Path, tag: str | None = None) -> Any:
 
     spec, app_dir, spec_path = _load(app_path)
     try:
-        check_renderable(spec)
         ctx = render_context(spec, app_dir, tag or app_revision(app_dir, spec.kubernetes.base_image))
+        check_renderable(ctx)
     except RenderRefused as exc:
         doc, _ = parse_document(spec_path.read_text(encoding="utf-8"), str(spec_path))
         if doc is None:
