@@ -44,7 +44,9 @@ def revision_queries(name: str, analysis: AnalysisSpec, canary: str, stable: str
     errors = f'sum(increase(lichen_requests_total{{{sel},status=~"5.."}}[{window}]))'
     out = [
         {"name": "requests", "query": f"{requests} or vector(0)", "min": analysis.min_requests},
-        {"name": "error-ratio", "query": f"({errors} or vector(0)) / clamp_min({requests}, 1)",
+        # `or vector(0)`: before the canary's first request the sums are empty, not 0, and an empty result
+        # is an error to Argo (five of them fail the analysis)
+        {"name": "error-ratio", "query": f"({errors} or vector(0)) / clamp_min({requests} or vector(0), 1)",
          "max": analysis.max_error_ratio},
     ]
     if analysis.max_p95_ms is not None:
@@ -75,11 +77,15 @@ def argo_manifests(ctx: RenderContext, name: str, service: ServiceSpec,
         }
         if "min" in check:  # too few requests is inconclusive: neither condition holds
             metric["successCondition"] = f"result[0] >= {check['min']}"
-            metric["failureCondition"] = ("false" if analysis.on_inconclusive == "pause"
-                                          else f"result[0] < {check['min']}")
-            metric["inconclusiveLimit"] = analysis.max_inconclusive
+            if analysis.on_inconclusive == "pause":
+                metric["failureCondition"] = "false"
+                metric["inconclusiveLimit"] = analysis.max_inconclusive
+            else:  # fail: too few requests counts as a failure, max_inconclusive of them in a row abort
+                metric["failureCondition"] = f"result[0] < {check['min']}"
+                metric["failureLimit"] = analysis.max_inconclusive - 1
         else:
-            metric["successCondition"] = f"result[0] <= {check['max']:g}"
+            # no value (a p95 of no requests is NaN) is not a failure: lichen up calls it inconclusive
+            metric["successCondition"] = f"isNaN(result[0]) || result[0] <= {check['max']:g}"
             metric["failureLimit"] = analysis.failure_limit - 1
         metrics.append(metric)
     template = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": ctx.metadata(name),
@@ -133,13 +139,22 @@ def flagger_manifests(ctx: RenderContext, name: str, service: ServiceSpec) -> li
         refs.append({"name": check["name"], "templateRef": {"name": template_name},
                      "thresholdRange": {"max": check["max"]}, "interval": _interval(analysis)})
     steps = service.rollout.steps[:-1]
+    # Flagger makes the Services; the primary's and the canary's carry the app's labels, so the ServiceMonitor
+    # scrapes both revisions (the apex one selects the primary's pods again, so it gets none)
+    labelled = {"labels": ctx.labels(name)}
+    spec: dict[str, Any] = {
+        "provider": value("canary.flaggerProvider", "istio"),
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": ctx.name(name)},
+        "progressDeadlineSeconds": whole_seconds(service.rollout.progress_deadline_s),
+        "service": {"port": 80, "targetPort": "http", "primary": labelled, "canary": labelled},
+    }
+    if service.autoscale is not None:
+        spec["autoscalerRef"] = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                                 "name": ctx.name(name)}
     out.append(Manifest("rollouts.yaml", {
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": ctx.metadata(name),
         "spec": {
-            "provider": value("canary.flaggerProvider", "nginx"),
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": ctx.name(name)},
-            "progressDeadlineSeconds": whole_seconds(service.rollout.progress_deadline_s),
-            "service": {"port": 80, "targetPort": "http"},
+            **spec,
             "analysis": {"interval": _interval(analysis), "threshold": analysis.failure_limit,
                          "stepWeights": steps or [100], "metrics": refs},
         },

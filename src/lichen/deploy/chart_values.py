@@ -111,8 +111,24 @@ def _tokenise(node: Any, found: list[Expr]) -> Any:
     return node
 
 
+_NUMBER_LIKE = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$|^0[xXoObB][0-9a-fA-F_]+$")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string another YAML reader could take for a number: PyYAML (YAML 1.1) writes ``1234e5`` bare,
+    and Go's YAML (helm, kubectl) reads it as a float, so an image tag or a version like it would change type."""
+
+
+def _string(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = '"' if _NUMBER_LIKE.match(text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
 
 
 def helm_text(obj: dict[str, Any]) -> str:

@@ -49,7 +49,7 @@ SWITCHES: dict[str, bool] = {
     "prometheusRule.enabled": True,
     "dashboards.enabled": True,
     "state.createClaim": True,
-    "jobs.runOnInstall": True,
+    "jobs.runOnInstall": False,
 }
 FREE_FORM = ("resources", "annotations", "claimSpec", "monitoringNamespaceLabels")
 """values that are Kubernetes fields of their own (any keys); every other mapping is closed by the schema"""

@@ -70,6 +70,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONPATH={APP_DIR}:/opt/lichen \\
     PYTHONUNBUFFERED=1 \\
     PYTHONDONTWRITEBYTECODE=1 \\
+    HOME=/tmp \\
     LICHEN_APP_DIR={APP_DIR} \\
     LICHEN_PORT={SERVICE_PORT}
 COPY --from=dependencies /opt/venv /opt/venv

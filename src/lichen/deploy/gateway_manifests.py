@@ -87,7 +87,7 @@ def gateway_manifests(ctx: RenderContext) -> list[Manifest]:
         "name": name,
         "image": ctx.image(),
         "imagePullPolicy": value("image.pullPolicy", "IfNotPresent"),
-        "command": ["lichen", "gateway", "--config", f"{CONFIG_DIR}/gateway.json"],
+        "command": ["python", "-m", "lichen", "gateway", "--config", f"{CONFIG_DIR}/gateway.json"],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, *secret_env(ctx, secrets)],
         "resources": value("gateway.resources", {"requests": {"cpu": "500m", "memory": "256Mi"},

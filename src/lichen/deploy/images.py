@@ -40,25 +40,43 @@ def ignored(relative: Path, patterns: tuple[str, ...] = IGNORED) -> bool:
 
 
 def context_files(root: Path, patterns: tuple[str, ...] = IGNORED) -> Iterator[Path]:
-    """Regular files under ``root`` that go in the image, sorted (relative paths); symlinks that leave it are not
-    followed."""
+    """Regular files under ``root`` that go in the image, sorted (relative paths). A symlink is followed only when
+    it stays inside ``root``: one to ``~/.aws/credentials`` never reaches an image."""
+    inside = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         base = Path(dirpath).relative_to(root)
-        dirnames[:] = sorted(d for d in dirnames if not ignored(base / d, patterns))
+        dirnames[:] = sorted(d for d in dirnames if not ignored(base / d, patterns)
+                             and (root / base / d).resolve().is_relative_to(inside))
         for name in sorted(filenames):
             relative = base / name
-            if not ignored(relative, patterns) and (root / relative).is_file():
+            path = root / relative
+            if not ignored(relative, patterns) and path.is_file() and path.resolve().is_relative_to(inside):
                 yield relative
 
 
 def lichen_requirements() -> list[str]:
-    """Lichen's own runtime dependencies (no extras), from its installed metadata."""
+    """Lichen's own runtime dependencies (no extras), pinned to the versions installed here: the image runs what
+    was tested, and its tag (a digest of this list) changes when they do."""
+    from packaging.requirements import Requirement
+
     try:
         requires = importlib.metadata.requires("lichen") or []
     except importlib.metadata.PackageNotFoundError:
         raise ConfigError("Lichen is not installed as a package (pip install -e .), so its dependencies are unknown",
                           where="lichen build") from None
-    return [r for r in requires if "extra ==" not in r]
+    pinned = []
+    for text in requires:
+        requirement = Requirement(text)
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        try:
+            version = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:  # not for this platform (a marker): keep the range
+            pinned.append(text)
+            continue
+        marker = f"; {requirement.marker}" if requirement.marker is not None else ""
+        pinned.append(f"{requirement.name}=={version}{marker}")
+    return pinned
 
 
 def app_requirements(app_dir: Path) -> list[str]:

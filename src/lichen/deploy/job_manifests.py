@@ -3,11 +3,13 @@
 A job runs as under ``lichen run``: ``python -m lichen.runtime.job_process
 module:function -- ARGS`` in the app directory, with its resources, env and
 secrets, ``retries`` as ``backoffLimit`` and ``timeout_s`` as
-``activeDeadlineSeconds``. Unscheduled Jobs are Helm hooks run after each
-install and upgrade (``jobs.runOnInstall``), ordered by ``depends_on``: a
-job's hook weight is its depth in the dependency graph, and Helm waits for
-every hook of one weight to finish before it starts the next, which is the
-order ``lichen run`` keeps.
+``activeDeadlineSeconds`` of each pod (one attempt, as ``lichen run`` times
+each attempt; the Job as a whole gets every attempt's time). With
+``jobs.runOnInstall`` (off by default) every job is also a Helm hook run
+after each install and upgrade, ordered by ``depends_on``: a job's hook
+weight is its depth in the dependency graph, and Helm waits for every hook
+of one weight to finish before it starts the next, the order ``lichen run``
+keeps.
 """
 
 from __future__ import annotations
@@ -64,15 +66,18 @@ def job_pod(ctx: RenderContext, name: str, job: JobSpec) -> dict[str, Any]:
         "securityContext": container_security(ctx),
         "volumeMounts": STATE_MOUNTS,
     }
-    return {"metadata": {"labels": ctx.labels(name)},
-            "spec": {"automountServiceAccountToken": False, "enableServiceLinks": False, "restartPolicy": "Never",
-                     "securityContext": pod_security(ctx), "containers": [container], "volumes": state_volumes(ctx)}}
+    pod: dict[str, Any] = {"automountServiceAccountToken": False, "enableServiceLinks": False,
+                           "restartPolicy": "Never", "securityContext": pod_security(ctx),
+                           "containers": [container], "volumes": state_volumes(ctx)}
+    if job.timeout_s is not None:
+        pod["activeDeadlineSeconds"] = whole_seconds(job.timeout_s)
+    return {"metadata": {"labels": ctx.labels(name)}, "spec": pod}
 
 
 def job_spec(ctx: RenderContext, name: str, job: JobSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"backoffLimit": job.retries, "template": job_pod(ctx, name, job)}
     if job.timeout_s is not None:
-        out["activeDeadlineSeconds"] = whole_seconds(job.timeout_s)
+        out["activeDeadlineSeconds"] = whole_seconds(job.timeout_s) * (job.retries + 1)
     return out
 
 
@@ -93,7 +98,6 @@ def job_manifests(ctx: RenderContext) -> list[Manifest]:
                 spec["startingDeadlineSeconds"] = whole_seconds(job.starting_deadline_s)
             out.append(Manifest("cronjobs.yaml", {"apiVersion": "batch/v1", "kind": "CronJob",
                                                   "metadata": ctx.metadata(name), "spec": spec}))
-            continue
         hook = {"helm.sh/hook": "post-install,post-upgrade", "helm.sh/hook-weight": str(depths[name]),
                 "helm.sh/hook-delete-policy": "before-hook-creation"}
         out.append(Manifest("jobs.yaml", {"apiVersion": "batch/v1", "kind": "Job",

@@ -47,6 +47,18 @@ def service_monitor(ctx: RenderContext, component: str, path: str, job: str) -> 
     }
 
 
+def provisioned_dashboard(dashboard: dict[str, Any]) -> dict[str, Any]:
+    """The export made for Grafana's import dialog, made for its provisioning sidecar instead: the sidecar never
+    fills ``__inputs``, so the data source becomes a dashboard variable (the default Prometheus, switchable)."""
+    board = json.loads(json.dumps(dashboard).replace("${DS_PROMETHEUS}", "${datasource}"))
+    board.pop("__inputs", None)
+    board.pop("__requires", None)
+    variables = board.setdefault("templating", {}).setdefault("list", [])
+    variables.insert(0, {"name": "datasource", "label": "data source", "type": "datasource", "query": "prometheus",
+                         "hide": 0, "current": {}})
+    return board
+
+
 def monitoring_manifests(ctx: RenderContext) -> list[Manifest]:
     when_monitor = (Condition("serviceMonitor.enabled"),)
     out = [Manifest("servicemonitor.yaml", service_monitor(ctx, name, service.metrics_path, "replica"), when_monitor)
@@ -61,7 +73,7 @@ def monitoring_manifests(ctx: RenderContext) -> list[Manifest]:
                  "metadata": {**ctx.metadata("dashboard"),
                               "labels": {**ctx.labels("dashboard"),
                                          "grafana_dashboard": value("dashboards.labelValue", "1")}},
-                 "data": {f"{ctx.app}.json": json.dumps(ctx.dashboard, indent=1, sort_keys=True)}}
+                 "data": {f"{ctx.app}.json": json.dumps(provisioned_dashboard(ctx.dashboard), indent=1, sort_keys=True)}}
         out.append(Manifest("dashboard.yaml", board, (Condition("dashboards.enabled"),)))
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": ctx.metadata("state", annotations={"helm.sh/resource-policy": "keep"}),

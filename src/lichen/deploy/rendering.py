@@ -22,6 +22,12 @@ from lichen.observe.rule_files import check_rule_file
 from lichen.spec.models import AppSpec
 
 CUDA_HINTS = ("cuda", "nvidia", "pytorch", "tensorflow")
+RESERVED = ("gateway", "default-deny", "rules", "dashboard", "state", "secrets")
+"""components the chart names itself (``APP-gateway``, ...): a service or job of that name would collide"""
+NAME_LIMIT = 63
+"""a Service's name and the ``app`` label's value are at most 63 characters (DNS-1035, label values)"""
+CRON_NAME_LIMIT = 52
+"""a CronJob's name leaves 11 characters for the Jobs it creates"""
 
 
 def cuda_image(name: str | None) -> bool:
@@ -34,6 +40,16 @@ def check_renderable(ctx: RenderContext) -> None:
     the Ingress cannot take."""
     spec = ctx.spec
     ingress_hosts(ctx)
+    for section, items in (("services", spec.services), ("jobs", spec.jobs)):
+        for name, item in items.items():
+            limit = CRON_NAME_LIMIT if getattr(item, "schedule", None) else NAME_LIMIT
+            full = ctx.name(name)
+            if name in RESERVED:
+                raise RenderRefused((section, name), f"{name!r} names an object the chart makes itself ({full}); "
+                                                     f"rename it (the chart reserves {', '.join(RESERVED)})")
+            if len(full) > limit:
+                raise RenderRefused((section, name), f"the Kubernetes name {full!r} is {len(full)} characters, over "
+                                                     f"the {limit} Kubernetes allows; shorten the app's or its name")
     base = spec.kubernetes.base_image
     for name, service in spec.services.items():
         if service.resources.gpu and not cuda_image(service.image or base):

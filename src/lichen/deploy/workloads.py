@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lichen.control.probing import STARTUP_WINDOW_S
 from lichen.deploy.chart_values import Expr, release_name, release_namespace, value
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, ProbeSpec, ServiceSpec
@@ -29,6 +30,8 @@ SERVICE_PORT = 8000
 GATEWAY_PORT = 8080
 PRE_STOP_S = 5
 """seconds a stopping pod keeps serving while the Service's endpoints drop it (kube-proxy and ingress lag)"""
+STARTUP_S = math.ceil(STARTUP_WINDOW_S)
+"""seconds a replica may take to listen before liveness probes count, as under ``lichen up``"""
 REVISION_LABEL = "pod-template-hash"
 ROLLOUT_REVISION_LABEL = "rollouts-pod-template-hash"
 
@@ -58,8 +61,9 @@ class RenderContext:
         return f"{self.app}-{component}"
 
     def selector(self, component: str) -> dict[str, Any]:
-        return {"app.kubernetes.io/name": self.app, "app.kubernetes.io/instance": self.instance,
-                "app.kubernetes.io/component": component}
+        # `app` first: Flagger (and Istio) select a workload's pods by it, and it must be one service's own
+        return {"app": self.name(component), "app.kubernetes.io/name": self.app,
+                "app.kubernetes.io/instance": self.instance, "app.kubernetes.io/component": component}
 
     def labels(self, component: str) -> dict[str, Any]:
         return {**self.selector(component), "app.kubernetes.io/part-of": self.app,
@@ -206,6 +210,9 @@ def pod_template(ctx: RenderContext, name: str, service: ServiceSpec, revision_l
         "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         "env": service_env(ctx, name, service, revision_label, service_urls),
         "resources": value(f"{base}.resources", service_values(service)["resources"], block=True),
+        # `lichen up` waits up to STARTUP_S for a new replica's first answer before liveness counts
+        "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "timeoutSeconds": 1,
+                         "failureThreshold": STARTUP_S, "successThreshold": 1},
         "readinessProbe": probe(service.probes.readiness, liveness=False),
         "livenessProbe": probe(service.probes.liveness, liveness=True),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}},

@@ -29,7 +29,8 @@ VALUE_SETS = {
                           "--set", "canary.provider=flagger"],
     "bare": ["--set", "ingress.kind=none", "--set", "networkPolicy.enabled=false", "--set",
              "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false", "--set",
-             "dashboards.enabled=false", "--set", "jobs.runOnInstall=false"],
+             "dashboards.enabled=false"],
+    "hooks": ["--set", "jobs.runOnInstall=true"],
 }
 
 
@@ -97,7 +98,17 @@ def test_every_rendering_is_valid_kubernetes_restricted_and_consistently_labelle
     if values == "httproute-flagger" and app == "shop":
         assert {"HTTPRoute", "Canary", "MetricTemplate"} <= kinds and not kinds & {"Ingress", "Rollout"}
         # Flagger owns the Service of the Deployment it watches
-        assert "rel" and not [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "shop-ranker"]
+        assert not [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "shop-ranker"]
+        assert sorted(o["metadata"]["name"] for o in objs if o["kind"] == "Deployment") == [
+            "shop-api", "shop-gateway", "shop-ranker"]
+    if values == "hooks":
+        jobs = [o for o in objs if o["kind"] == "Job"]
+        declared = set(yaml.safe_load(charts[app].joinpath("values.yaml").read_text())["jobs"]) - {"runOnInstall"}
+        chart_name = yaml.safe_load(charts[app].joinpath("Chart.yaml").read_text())["name"]
+        assert sorted(o["metadata"]["name"] for o in jobs) == sorted(f"{chart_name}-{n}" for n in declared)
+        assert all(o["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade" for o in jobs)
+    else:
+        assert "Job" not in kinds
 
 
 def test_helm_itself_refuses_values_that_break_the_schema(helm: Path, charts: dict[str, Path], tmp_path: Path) -> None:

@@ -167,10 +167,12 @@ def played(tmp_path_factory: pytest.TempPathFactory, podman_env: dict[str, str])
     done = subprocess.run([LICHEN, "render", "kubernetes", str(RECSYS), "--tag", image["revision"], "--out",
                            str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    deployments = [doc for path in sorted(out.glob("service-*.yaml"))
+    deployments = [doc for path in sorted(out.glob("service-*.yaml")) + [out / "gateway.yaml"]
                    for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] == "Deployment"]
-    assert sorted(d["metadata"]["name"] for d in deployments) == ["recsys-events", "recsys-recommender",
-                                                                 "recsys-similar"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["recsys-events", "recsys-gateway",
+                                                                 "recsys-recommender", "recsys-similar"]
+    config_maps = [doc for doc in yaml.safe_load_all((out / "gateway.yaml").read_text())
+                   if doc and doc["kind"] == "ConfigMap"]
     ports = {}
     for deployment in deployments:
         deployment["spec"]["replicas"] = 1
@@ -181,7 +183,7 @@ def played(tmp_path_factory: pytest.TempPathFactory, podman_env: dict[str, str])
     claim = deployments[0]["spec"]["template"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"]
     _seed_state(podman_env, claim, tmp_path)
     play = tmp_path / "play.yaml"
-    play.write_text(yaml.safe_dump_all(deployments, sort_keys=False))
+    play.write_text(yaml.safe_dump_all([*config_maps, *deployments], sort_keys=False))
     podman(podman_env, "kube", "play", str(play), timeout=300)
     try:
         yield ports
@@ -192,6 +194,11 @@ def played(tmp_path_factory: pytest.TempPathFactory, podman_env: dict[str, str])
 
 def test_kube_play_runs_the_rendered_recommender_and_it_answers_a_recommendation(
         played: dict[str, int], podman_env: dict[str, str]) -> None:
+    # the gateway runs from the image with its ConfigMap mounted (its upstreams are Services, which podman lacks)
+    gateway = f"http://127.0.0.1:{played.pop('gateway')}"
+    wait_ok(f"{gateway}/-/healthz", within_s=120)
+    routes = httpx.get(f"{gateway}/-/routes", timeout=5).json()
+    assert "/v1/recommendations" in json.dumps(routes)
     for service, port in played.items():
         wait_ok(f"http://127.0.0.1:{port}/readyz", within_s=120)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200, service

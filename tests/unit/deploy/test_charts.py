@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy_fixtures import RECSYS, SHOP_RULES, write_shop
+from deploy_fixtures import RECSYS, write_shop
 from kubernetes_policies import pod_security_violations, prometheus_operator_violations, workload_label_violations
 from lichen.cli.main import run
 from lichen.deploy.chart_values import Expr, Manifest, helm_document, helm_text, plain
 from lichen.deploy.charts import chart_files, manifest_files, values_schema, default_values, render_objects
 from lichen.deploy.rendering import render_context
 from lichen.deploy.workloads import PRE_STOP_S, RenderContext
-from lichen.observe.default_rules import default_rules
 from lichen.runtime.launching import replica_settings
 from lichen.spec.loading import load_spec
+from lichen.spec.quantities import parse_cpu_cores, parse_memory_bytes
 
 
 
@@ -90,10 +90,13 @@ def test_probes_resources_env_and_grace_are_the_ones_lichen_up_uses(tmp_path: Pa
             assert probe["initialDelaySeconds"] == math.ceil(spec_probe.initial_delay_s)
             assert probe["failureThreshold"] == spec_probe.failure_threshold
         assert container["readinessProbe"]["successThreshold"] == service.probes.readiness.success_threshold
+        assert container["livenessProbe"]["successThreshold"] == 1  # Kubernetes allows no other
+        # liveness counts only once the replica listens, within lichen up's startup window
+        assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 120
         limits = container["resources"]["limits"]
         assert limits == container["resources"]["requests"]
-        assert float(limits["cpu"].rstrip("m")) / (1000 if limits["cpu"].endswith("m") else 1) == service.resources.cpu
-        assert limits["memory"] in ("512Mi", "1Gi") and service.resources.memory in (512 << 20, 1 << 30)
+        assert parse_cpu_cores(limits["cpu"]) == service.resources.cpu
+        assert parse_memory_bytes(limits["memory"]) == service.resources.memory
         assert pod["terminationGracePeriodSeconds"] == math.ceil(service.termination_grace_s) + PRE_STOP_S
         env = {e["name"]: e for e in container["env"]}
         for key, text in service.env.items():
@@ -108,18 +111,32 @@ def test_probes_resources_env_and_grace_are_the_ones_lichen_up_uses(tmp_path: Pa
         assert env["LICHEN_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
+def _evaluated(groups: list[Any]) -> list[tuple[Any, ...]]:
+    return [(g.name, g.interval_s, g.limit, [(r.name, r.kind, r.expr, r.for_s, r.keep_firing_for_s, r.labels,
+                                              r.annotations) for r in g.rules]) for g in groups]
+
+
 def test_the_prometheus_rule_holds_the_groups_lichen_up_evaluates(tmp_path: Path) -> None:
+    from lichen.observe.rule_files import load_rule_file, parse_rule_text
+    from lichen.runtime.observing import default_groups
+
     ctx = shop(tmp_path)
     rule = one(objects(ctx), "PrometheusRule", "shop-rules")
-    expected = default_rules(ctx.spec)["groups"] + yaml.safe_load(SHOP_RULES)["groups"]
-    assert rule["spec"]["groups"] == expected
-    assert any(r.get("alert") == "LichenErrorBudgetBurn" for g in expected for r in g["rules"])
+    shipped = parse_rule_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), "<chart>")
+    # what the controller evaluates: its default pack, then each rule file it loads
+    local = default_groups(ctx.spec) + load_rule_file(tmp_path / "shop" / "rules" / "shop.yml")
+    assert _evaluated(shipped) == _evaluated(local)
+    assert {r.name for g in shipped for r in g.rules} >= {"LichenErrorBudgetBurn", "ShopQueueDeep"}
     # every series the rules read is labelled as `lichen up` labels it
     monitor = one(objects(ctx), "ServiceMonitor", "shop-ranker")
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["path"] == "/internal/metrics" and endpoint["interval"] == "5s"
-    targets = {r.get("targetLabel") for r in endpoint["relabelings"]}
-    assert {"service", "revision", "replica", "job"} <= targets
+    relabel = {r.get("targetLabel"): r for r in endpoint["relabelings"]}
+    assert relabel["service"]["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+    assert relabel["replica"]["sourceLabels"] == ["__meta_kubernetes_pod_name"]
+    assert relabel["revision"]["sourceLabels"] == ["__meta_kubernetes_pod_label_pod_template_hash",
+                                                   "__meta_kubernetes_pod_label_rollouts_pod_template_hash"]
+    assert relabel["job"]["replacement"] == "replica"
 
 
 def test_no_default_rules_and_no_rule_files_render_no_prometheus_rule(tmp_path: Path) -> None:
@@ -153,24 +170,45 @@ def test_a_canary_is_an_argo_rollout_judged_by_the_spec_bounds(tmp_path: Path) -
                                                       {"setWeight": 25}, {"pause": {"duration": "15s"}}]
     metrics = {m["name"]: m for m in one(objs, "AnalysisTemplate", "shop-ranker")["spec"]["metrics"]}
     assert set(metrics) == {"requests", "error-ratio", "p95-ms", "cache-misses-ratio", "queue-value"}
-    assert metrics["error-ratio"]["successCondition"] == "result[0] <= 0.02"
+    assert metrics["error-ratio"]["successCondition"] == "isNaN(result[0]) || result[0] <= 0.02"
+    assert "or vector(0), 1)" in metrics["error-ratio"]["provider"]["prometheus"]["query"]
     assert metrics["error-ratio"]["failureLimit"] == 1  # Argo counts failures allowed; failure_limit 2 aborts at 2
-    assert metrics["p95-ms"]["successCondition"] == "result[0] <= 250"
+    assert metrics["p95-ms"]["successCondition"] == "isNaN(result[0]) || result[0] <= 250"
     assert metrics["requests"]["successCondition"] == "result[0] >= 50"
     assert metrics["requests"]["failureCondition"] == "false"  # too few requests is inconclusive: Argo pauses
     ratio = metrics["cache-misses-ratio"]["provider"]["prometheus"]["query"]
     assert 'revision=~"{{args.canary-hash}}"' in ratio and 'revision=~"{{args.stable-hash}}"' in ratio
     assert "[15s]" in ratio and '"$service"' not in ratio
-    assert metrics["queue-value"]["successCondition"] == "result[0] <= 100"
+    assert metrics["queue-value"]["successCondition"] == "isNaN(result[0]) || result[0] <= 100"
+    assert metrics["requests"]["inconclusiveLimit"] == 6
+
+
+def test_on_inconclusive_fail_aborts_after_max_inconclusive_quiet_intervals(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    ranker = ctx.spec.services["ranker"]
+    analysis = ranker.rollout.analysis.model_copy(update={"on_inconclusive": "fail", "max_inconclusive": 3})
+    services = {**ctx.spec.services, "ranker": ranker.model_copy(update={"rollout": ranker.rollout.model_copy(
+        update={"analysis": analysis})})}
+    objs = objects(RenderContext(spec=ctx.spec.model_copy(update={"services": services}), image_tag="r"))
+    requests = next(m for m in one(objs, "AnalysisTemplate", "shop-ranker")["spec"]["metrics"]
+                    if m["name"] == "requests")
+    assert requests["failureCondition"] == "result[0] < 50" and requests["failureLimit"] == 2
+    assert "inconclusiveLimit" not in requests
 
 
 def test_jobs_keep_their_order_schedule_and_limits(tmp_path: Path) -> None:
-    objs = objects(shop(tmp_path))
+    ctx = shop(tmp_path)
+    assert not [o for o in objects(ctx) if o["kind"] == "Job"]  # jobs.runOnInstall is off by default
+    hooks = [doc for m in render_objects(ctx) if m.obj["kind"] == "Job" for doc in [plain(m.obj)]]
+    objs = objects(ctx) + hooks
     weights = {o["metadata"]["name"]: o["metadata"]["annotations"]["helm.sh/hook-weight"]
                for o in objs if o["kind"] == "Job"}
-    assert weights == {"shop-prepare": "0", "shop-train": "1", "shop-report": "2"}
+    # every job is a hook, scheduled ones too, so a dependency on one is run before its dependents
+    assert weights == {"shop-prepare": "0", "shop-train": "1", "shop-report": "2", "shop-nightly": "0"}
     train = one(objs, "Job", "shop-train")["spec"]
-    assert (train["backoffLimit"], train["activeDeadlineSeconds"]) == (2, 1800)
+    # timeout_s is per attempt, as under lichen run: on each pod, and every attempt's worth on the Job
+    assert (train["backoffLimit"], train["activeDeadlineSeconds"]) == (2, 3 * 1800)
+    assert train["template"]["spec"]["activeDeadlineSeconds"] == 1800
     container = train["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "lichen.runtime.job_process", "shop.jobs:train", "--",
                                     "--epochs", "3"]
@@ -184,7 +222,8 @@ def test_only_the_gateway_reaches_the_services(tmp_path: Path) -> None:
     objs = objects(shop(tmp_path))
     policy = one(objs, "NetworkPolicy", "shop-api")["spec"]
     sources = policy["ingress"][0]["from"]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "shop", "app.kubernetes.io/instance": "shop",
+    assert {"podSelector": {"matchLabels": {"app": "shop-gateway", "app.kubernetes.io/name": "shop",
+                                            "app.kubernetes.io/instance": "shop",
                                             "app.kubernetes.io/component": "gateway"}}} in sources
     assert one(objs, "NetworkPolicy", "shop-default-deny")["spec"]["policyTypes"] == ["Ingress"]
     ingress = one(objs, "Ingress", "shop-gateway")["spec"]
@@ -196,6 +235,7 @@ def test_only_the_gateway_reaches_the_services(tmp_path: Path) -> None:
     gateway = one(objs, "Deployment", "shop-gateway")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "JWT_KEY", "valueFrom": {"secretKeyRef": {"name": "shop-secrets", "key": "JWT_KEY"}}} in \
         gateway["env"]
+    assert gateway["command"][:4] == ["python", "-m", "lichen", "gateway"]  # the image has no console script
 
 
 def test_helm_text_escapes_literal_braces_and_places_values() -> None:
@@ -310,3 +350,90 @@ def test_the_image_tag_is_the_app_revision_and_moves_with_the_code(tmp_path: Pat
     after = app_revision(root, "python:3.11-slim")
     assert after != before and len(after) == 12
     assert app_revision(root, "python:3.12-slim") != after
+
+
+@pytest.mark.parametrize(("edit", "field", "says"), [
+    (("  ranker:\n", "  gateway:\n"), "services.gateway", "names an object the chart makes itself"),
+    (("  nightly:\n", "  nightly-retraining-of-every-model-in-the-catalogue-xyz:\n"),
+     "jobs.nightly-retraining-of-every-model-in-the-catalogue-xyz", "over the 52 Kubernetes allows"),
+])
+def test_names_kubernetes_cannot_take_are_refused_at_their_line(tmp_path: Path, lichen: Any,
+                                                               edit: tuple[str, str], field: str, says: str) -> None:
+    root = write_shop(tmp_path / "shop")
+    spec = root / "lichen.yaml"
+    spec.write_text(spec.read_text().replace(*edit))
+    result = lichen("render", "kubernetes", str(root))
+    assert result.exit_code == 2, result.output
+    assert f"lichen.yaml:{_spec_line(spec, edit[1].strip())}:" in result.output
+    assert field in result.output and says in result.output
+
+
+def test_a_tag_that_looks_like_a_number_stays_a_string(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    numeric = RenderContext(spec=ctx.spec, image_tag="123456789e12", rule_groups=ctx.rule_groups)
+    files = chart_files(numeric)
+    assert 'tag: "123456789e12"' in files["values.yaml"] and 'appVersion: "123456789e12"' in files["Chart.yaml"]
+    assert '"123456789e12"' in manifest_files(numeric)["service-api.yaml"]
+
+
+def test_the_dashboard_is_provisioned_with_a_data_source_variable(tmp_path: Path) -> None:
+    board = yaml.safe_load(one(objects(shop(tmp_path)), "ConfigMap", "shop-dashboard")["data"]["shop.json"])
+    assert "__inputs" not in board and "DS_PROMETHEUS" not in str(board)
+    assert board["templating"]["list"][0] == {"name": "datasource", "label": "data source", "type": "datasource",
+                                              "query": "prometheus", "hide": 0, "current": {}}
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in board["panels"])
+
+
+def test_flagger_gets_a_canary_with_labelled_services_and_the_hpa(tmp_path: Path) -> None:
+    ctx = shop(tmp_path)
+    api = ctx.spec.services["api"]
+    services = {**ctx.spec.services, "api": api.model_copy(update={"rollout": api.rollout.model_copy(
+        update={"strategy": "canary"})})}
+    flagged = RenderContext(spec=ctx.spec.model_copy(update={"services": services}), image_tag="r")
+    canaries = {plain(m.obj)["metadata"]["name"]: plain(m.obj)["spec"] for m in render_objects(flagged)
+                if m.obj["kind"] == "Canary"}
+    assert canaries["shop-api"]["autoscalerRef"] == {"apiVersion": "autoscaling/v2",
+                                                     "kind": "HorizontalPodAutoscaler", "name": "shop-api"}
+    assert "autoscalerRef" not in canaries["shop-ranker"]
+    service = canaries["shop-ranker"]["service"]
+    assert service["primary"]["labels"]["app.kubernetes.io/component"] == "ranker" == \
+        service["canary"]["labels"]["app.kubernetes.io/component"]
+    assert canaries["shop-ranker"]["analysis"]["stepWeights"] == [5, 25]
+    assert canaries["shop-ranker"]["provider"] == "istio"
+    templates = [m.obj for m in render_objects(flagged) if m.obj["kind"] == "MetricTemplate"]
+    # a query per revision has no canary to select under Flagger; one without $revision is kept
+    assert sorted(plain(t)["metadata"]["name"] for t in templates if "ranker" in plain(t)["metadata"]["name"]) == [
+        "shop-ranker-error-ratio", "shop-ranker-p95-ms", "shop-ranker-queue-value"]
+
+
+def test_no_symlink_out_of_the_app_reaches_the_image(tmp_path: Path) -> None:
+    from lichen.deploy.images import context_files
+
+    root = write_shop(tmp_path / "shop")
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = x")
+    (root / "creds").symlink_to(secret)
+    (root / "outside").symlink_to(tmp_path, target_is_directory=True)
+    (root / "rules-link.yml").symlink_to(root / "rules" / "shop.yml")
+    files = {p.as_posix() for p in context_files(root)}
+    assert files == {"lichen.yaml", "rules/shop.yml", "rules-link.yml"}
+
+
+def test_a_failed_swap_puts_the_previous_chart_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lichen.cli import deploying
+
+    out = tmp_path / "chart"
+    deploying.write_tree(out, {"values.yaml": "first\n"})
+    real = Path.rename
+
+    def failing(self: Path, target: Any) -> Path:
+        if Path(target) == out and self.name.startswith(".chart.") and ".old." not in self.name:
+            raise OSError(5, "Input/output error")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError):
+        deploying.write_tree(out, {"values.yaml": "second\n"})
+    monkeypatch.setattr(Path, "rename", real)
+    assert (out / "values.yaml").read_text() == "first\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart"]
