@@ -97,6 +97,7 @@ def default_values(manifests: list[Manifest], ctx: RenderContext) -> dict[str, A
     for manifest in manifests:
         collect_values(manifest.obj, values)
     set_path(values, "ingress.gatewayName", "")
+    set_path(values, "secrets.name", ctx.name("secrets"))
     return values
 
 
@@ -152,7 +153,6 @@ def chart_files(ctx: RenderContext) -> dict[str, str]:
     """The chart: relative path -> text."""
     manifests = render_objects(ctx)
     values = default_values(manifests, ctx)
-    set_path(values, "secrets.name", ctx.name("secrets"))
     by_file: dict[str, list[str]] = {}
     for manifest in manifests:
         by_file.setdefault(manifest.file, []).append(helm_document(manifest))
@@ -174,7 +174,6 @@ def manifest_files(ctx: RenderContext) -> dict[str, str]:
     """Plain manifests with the chart's default values: relative path -> text."""
     manifests = render_objects(ctx)
     values = default_values(manifests, ctx)
-    set_path(values, "secrets.name", ctx.name("secrets"))
     by_file: dict[str, list[str]] = {}
     for manifest in manifests:
         if all(condition.holds(values) for condition in manifest.when):
