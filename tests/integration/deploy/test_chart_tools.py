@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from deploy_fixtures import RECSYS, write_shop
-from kubernetes_policies import pod_security_violations, prometheus_operator_violations, workload_label_violations
+from kubernetes_policies import pod_security_violations, workload_label_violations
+from prometheus_operator_checks import prometheus_operator_violations
 from kubernetes_tools import helm_binary, helm_env, kubernetes_validate, kubernetes_validate_versions
 
 REPO = Path(__file__).resolve().parents[3]

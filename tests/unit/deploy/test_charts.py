@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from deploy_fixtures import RECSYS, write_shop
-from kubernetes_policies import pod_security_violations, prometheus_operator_violations, workload_label_violations
+from kubernetes_policies import pod_security_violations, workload_label_violations
+from prometheus_operator_checks import prometheus_operator_violations
 from lichen.cli.main import run
 from lichen.deploy.chart_values import Expr, Manifest, helm_document, helm_text, plain
 from lichen.deploy.charts import chart_files, manifest_files, values_schema, default_values, render_objects

@@ -9,11 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes_policies import (
-    pod_security_violations,
-    prometheus_operator_violations,
-    workload_label_violations,
-)
+from kubernetes_policies import pod_security_violations, workload_label_violations
+from prometheus_operator_checks import prometheus_operator_violations
 
 LABELS = {
     "app.kubernetes.io/name": "web",
