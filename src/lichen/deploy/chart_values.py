@@ -85,12 +85,24 @@ class Manifest:
     when: tuple[Condition, ...] = ()
 
 
+MERGE = "@@merge@@"
+"""a mapping key whose value (a block :class:`Expr` of a mapping) is merged into that mapping: extra labels"""
+
+
+def merged(expr: Expr) -> dict[str, Expr]:
+    """``{**merged(value(...)), ...}`` in a mapping adds the value's keys to it (none by default)."""
+    return {MERGE: expr}
+
+
 def plain(node: Any) -> Any:
     """The manifest with every :class:`Expr` replaced by its default."""
     if isinstance(node, Expr):
         return plain(node.default)
     if isinstance(node, dict):
-        return {key: plain(item) for key, item in node.items()}
+        out = {key: plain(item) for key, item in node.items() if key != MERGE}
+        if MERGE in node:
+            out.update(plain(node[MERGE]))
+        return out
     if isinstance(node, list):
         return [plain(item) for item in node]
     return node
@@ -143,6 +155,12 @@ def helm_text(obj: dict[str, Any]) -> str:
             lines.append(line)
             continue
         expr = found[int(match.group(2))]
+        if line.lstrip().startswith(f"{MERGE}:") or line.lstrip().startswith(f"'{MERGE}':"):
+            indent = len(line) - len(line.lstrip())
+            lines.append(f"{{{{- with ({expr.helm}) }}}}")
+            lines.append(f"{{{{- toYaml . | nindent {indent} }}}}")
+            lines.append("{{- end }}")
+            continue
         if expr.block:
             head = line[: match.start()].rstrip()
             indent = len(line) - len(line.lstrip()) + (4 if head.lstrip().startswith("- ") else 2)

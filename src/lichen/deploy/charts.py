@@ -51,7 +51,7 @@ SWITCHES: dict[str, bool] = {
     "state.createClaim": True,
     "jobs.runOnInstall": False,
 }
-FREE_FORM = ("resources", "annotations", "claimSpec", "monitoringNamespaceLabels")
+FREE_FORM = ("resources", "annotations", "labels", "claimSpec", "monitoringNamespaceLabels")
 """values that are Kubernetes fields of their own (any keys); every other mapping is closed by the schema"""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lichen.deploy.chart_values import Condition, Manifest, value
+from lichen.deploy.chart_values import Condition, Manifest, merged, value
 from lichen.deploy.workloads import REVISION_LABEL, ROLLOUT_REVISION_LABEL, RenderContext
 from lichen.spec.quantities import format_duration
 
@@ -36,8 +36,10 @@ def relabelings(job: str) -> list[dict[str, Any]]:
 
 def service_monitor(ctx: RenderContext, component: str, path: str, job: str) -> dict[str, Any]:
     obs = ctx.spec.observability
+    metadata = ctx.metadata(component)
+    metadata["labels"] = {**metadata["labels"], **merged(value("serviceMonitor.labels", {}, block=True))}
     return {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": ctx.metadata(component),
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": ctx.selector(component)},
             "endpoints": [{"port": "http", "path": path, "interval": format_duration(obs.scrape_interval_s),
@@ -65,7 +67,9 @@ def monitoring_manifests(ctx: RenderContext) -> list[Manifest]:
            for name, service in ctx.spec.services.items()]
     out.append(Manifest("servicemonitor.yaml", service_monitor(ctx, "gateway", "/metrics", "gateway"), when_monitor))
     if ctx.rule_groups:
-        rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": ctx.metadata("rules"),
+        metadata = ctx.metadata("rules")
+        metadata["labels"] = {**metadata["labels"], **merged(value("prometheusRule.labels", {}, block=True))}
+        rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": metadata,
                 "spec": {"groups": ctx.rule_groups}}
         out.append(Manifest("prometheusrule.yaml", rule, (Condition("prometheusRule.enabled"),)))
     if ctx.dashboard is not None:

@@ -32,6 +32,8 @@ VALUE_SETS = {
              "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false", "--set",
              "dashboards.enabled=false"],
     "hooks": ["--set", "jobs.runOnInstall=true"],
+    "kube-prometheus-stack": ["--set", "serviceMonitor.labels.release=kps", "--set",
+                              "prometheusRule.labels.release=kps"],
 }
 
 
@@ -102,6 +104,9 @@ def test_every_rendering_is_valid_kubernetes_restricted_and_consistently_labelle
         assert not [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "shop-ranker"]
         assert sorted(o["metadata"]["name"] for o in objs if o["kind"] == "Deployment") == [
             "shop-api", "shop-gateway", "shop-ranker"]
+    monitoring = [o for o in objs if o["kind"] in ("ServiceMonitor", "PrometheusRule")]
+    assert all((o["metadata"]["labels"].get("release") == "kps") == (values == "kube-prometheus-stack")
+               for o in monitoring)
     if values == "hooks":
         jobs = [o for o in objs if o["kind"] == "Job"]
         declared = set(yaml.safe_load(charts[app].joinpath("values.yaml").read_text())["jobs"]) - {"runOnInstall"}

@@ -250,6 +250,12 @@ def test_helm_text_escapes_literal_braces_and_places_values() -> None:
     assert "resources:\n{{- toYaml (index .Values \"res\") | nindent 4 }}" in text
     assert "- resources:\n{{- toYaml (index .Values \"res\") | nindent 6 }}" in text
     assert plain(obj)["spec"]["replicas"] == 2
+    from lichen.deploy.chart_values import merged
+
+    labelled = {"metadata": {"labels": {"a": "b", **merged(Expr('index .Values "extra"', {"c": "d"}, block=True))}}}
+    assert plain(labelled) == {"metadata": {"labels": {"a": "b", "c": "d"}}}
+    assert helm_text(labelled).endswith('    a: b\n{{- with (index .Values "extra") }}\n{{- toYaml . | nindent 4 }}\n'
+                                        '{{- end }}\n')
     from lichen.deploy.chart_values import Condition
 
     wrapped = helm_document(Manifest("f.yaml", {"kind": "X"}, (Condition("a.b", "c", negate=True),)))
