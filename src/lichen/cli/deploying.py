@@ -220,9 +220,12 @@ def render_kubernetes(
 
 
 def helm_binary(given: str | None) -> str:
-    found = given or os.environ.get("LICHEN_HELM") or shutil.which("helm")
+    named = given or os.environ.get("LICHEN_HELM")
+    where = "--helm" if given else "LICHEN_HELM" if named else "helm"
+    found = shutil.which(named or "helm")
     if not found:
-        raise ConfigError("helm not found: install Helm 3 or 4, or point --helm or LICHEN_HELM at it", where="helm")
+        what = f"{named!r} is not an executable" if named else "helm is not on PATH"
+        raise ConfigError(f"{what}: install Helm 3 or 4, or point --helm or LICHEN_HELM at it", where=where)
     return found
 
 

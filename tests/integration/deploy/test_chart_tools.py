@@ -194,6 +194,8 @@ def test_deploy_dry_run_prints_the_diff_and_the_command_and_changes_nothing(helm
         in done.stdout
     missing = _lichen("deploy", str(app), "--dry-run", "--values", str(tmp_path / "nope.yaml"), env=env)
     assert missing.returncode == 2 and "nope.yaml: no such values file" in missing.stderr
+    no_helm = _lichen("deploy", str(app), "--dry-run", "--helm", str(tmp_path / "no-helm"), env=env)
+    assert no_helm.returncode == 2 and "--helm: " in no_helm.stderr and "Traceback" not in no_helm.stderr
 
 
 def test_deploy_runs_helm_upgrade_install_atomically_with_the_rendered_chart(tmp_path: Path) -> None:
