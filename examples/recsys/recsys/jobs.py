@@ -268,6 +268,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="recommender", help="model name in the registry")
     p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
     p.add_argument("--threads", type=int, default=None, help="BLAS/implicit threads (default 1)")
+    p.add_argument("--workers", type=int, default=_env_workers(),
+                   help="models tuned and fitted in parallel processes (default: env RECSYS_WORKERS, else one per "
+                        "core the job may use)")
     p.add_argument("--no-promote", action="store_true", help="register without promoting")
     return p
 
@@ -299,7 +302,8 @@ def train(argv: list[str] | None = None) -> int:
                   f"({manifest['rows']:,} interactions, split seed {args.seed}, {threads} threads)")
     with threadpool_limits(threads, "blas"):
         out = train_and_register(data, manifest["version"], kinds=args.models, registry=registry, name=args.name,
-                                 seed=args.seed, threads=threads, promote=not args.no_promote, on_model=report)
+                                 seed=args.seed, threads=threads, promote=not args.no_promote, on_model=report,
+                                 workers=max(1, args.workers or _cores()))
     if out["promoted"] is not None:
         p = out["promoted"]
         console.print(f"promoted {args.name} v{p.version} ({p.params['model']}, best validation NDCG@10 "
@@ -321,8 +325,53 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refit", action="store_true",
                    help="test the train-only model (RecBole exactly) instead of refitting on train+valid")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=_env_workers(),
+                   help="processes evaluating in parallel (default: env RECSYS_WORKERS, else one per core the job "
+                        "may use)")
     p.add_argument("--out", type=Path, default=Path(".lichen") / "evaluations", help="results directory (JSON)")
     return p
+
+
+def _env_workers() -> int | None:
+    text = os.environ.get("RECSYS_WORKERS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"expected a whole number of processes >= 1, got {text!r}", where="env RECSYS_WORKERS")
+    return int(text)
+
+
+def _cores() -> int:
+    """The cores this process may run on (the job's `resources.cpu` under `lichen run`)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_WORKER: dict = {}
+
+
+def _evaluation_worker(data, threads: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _WORKER.update(data=data, threads=threads)
+
+
+def _evaluate_one(job: tuple) -> tuple[tuple[int, str], dict]:
+    from threadpoolctl import threadpool_limits
+
+    from recsys.evaluating import evaluate_kind, make_split
+
+    seed, kind, refit = job
+    threads = _WORKER["threads"]
+    splits = _WORKER.setdefault("splits", {})
+    with threadpool_limits(threads, "blas"):
+        if seed not in splits:
+            splits[seed] = make_split(_WORKER["data"], seed)
+        return (seed, kind), evaluate_kind(kind, splits[seed], refit=refit, threads=threads)
 
 
 def evaluate(argv: list[str] | None = None) -> int:
@@ -347,14 +396,29 @@ def evaluate(argv: list[str] | None = None) -> int:
     results = []
     from rich.progress import Progress
 
+    work = [(seed, kind) for seed in seeds for kind in args.models]
+    workers = min(len(work), _cores(), max(1, args.workers or len(work)))
     with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
-        task = progress.add_task("evaluating", total=len(seeds) * len(args.models))
-        for seed in seeds:
-            split = make_split(data, seed)
-            for kind in args.models:
-                progress.update(task, description=f"{kind} seed {seed}")
-                results.append(evaluate_kind(kind, split, refit=not args.no_refit, threads=threads))
-                progress.advance(task)
+        task = progress.add_task(f"evaluating ({workers} process{'es' if workers > 1 else ''})", total=len(work))
+        if workers == 1:
+            for seed in seeds:
+                split = make_split(data, seed)
+                for kind in args.models:
+                    progress.update(task, description=f"{kind} seed {seed}")
+                    results.append(evaluate_kind(kind, split, refit=not args.no_refit, threads=threads))
+                    progress.advance(task)
+        else:
+            # every (seed, model) is independent: one process per core takes them in turn (a process makes
+            # each seed's split once); the results are put back in order, the same as one process gives
+            import multiprocessing
+
+            context = multiprocessing.get_context("fork")
+            with context.Pool(workers, initializer=_evaluation_worker, initargs=(data, threads)) as pool:
+                done = {}
+                for key, row in pool.imap_unordered(_evaluate_one, [(*item, not args.no_refit) for item in work]):
+                    done[key] = row
+                    progress.advance(task)
+            results = [done[item] for item in work]
     summary = mean_over_seeds(results)
     console.print(results_table(summary, manifest, seeds, refit=not args.no_refit))
     payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,

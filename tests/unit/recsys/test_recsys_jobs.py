@@ -170,3 +170,29 @@ def test_default_models_skip_dense_item_models_on_a_large_catalog():
     assert _default_models(None, {"items": 62_000}, console) == ["als", "pop"]
     assert "skipping ease and itemknn" in console.export_text()
     assert _default_models(["ease"], {"items": 62_000}, console) == ["ease"]  # asked for: EASE says why it can't
+
+
+def test_parallel_train_and_evaluate_give_what_one_process_gives(app_dir, capsys, monkeypatch):
+    assert ingest([*SMALL, "--seed", "5"]) == 0
+    assert features([]) == 0
+    registry = ModelRegistry(app_dir / ".lichen" / "models")
+    version = datasets.latest_version(app_dir / ".lichen" / "datasets")
+    runs = {}
+    for workers in ("1", "2"):
+        assert train(["--models", "ease,itemknn,pop", "--workers", workers, "--no-promote"]) == 0
+        assert evaluate(["--models", "ease,itemknn,pop", "--seeds", "0,1,2", "--workers", workers]) == 0
+        runs[workers] = json.loads((app_dir / ".lichen" / "evaluations" / f"{version}.json").read_text())
+    assert [r["test"] for r in runs["1"]["runs"]] == [r["test"] for r in runs["2"]["runs"]]
+    assert [(r["seed"], r["model"]) for r in runs["2"]["runs"]] == [(s, m) for s in (0, 1, 2)
+                                                                    for m in ("ease", "itemknn", "pop")]
+    versions = registry.list("recommender")
+    # registered in --models order whichever process finished first, with the same metrics
+    assert [v.params["model"] for v in versions] == ["ease", "itemknn", "pop"] * 2
+    strip = [{k: x for k, x in v.metrics.items() if k != "fit_s"} for v in versions]
+    assert strip[:3] == strip[3:]
+    from lichen import DataError
+
+    monkeypatch.setenv("RECSYS_WORKERS", "0")
+    with pytest.raises(DataError, match="RECSYS_WORKERS"):
+        evaluate(["--models", "pop"])
+    capsys.readouterr()
