@@ -173,12 +173,8 @@ def _check_prometheus_rule(spec: dict[str, Any], add: Callable[[str, str], None]
     seen: dict[str, int] = {}
     for i, group in enumerate(groups):
         gpath = f"spec.groups[{i}]"
-        if not isinstance(group, dict):
-            add(gpath, f"must be an object, got {_type_name(group)}")
+        if not _closed_object(group, _RULE_GROUP_KEYS, gpath, add):
             continue
-        for key in group:
-            if key not in _RULE_GROUP_KEYS:
-                add(f"{gpath}.{key}", "unknown field")
         name = group.get("name")
         if not isinstance(name, str) or not name:
             add(f"{gpath}.name", "required non-empty string")
@@ -201,13 +197,20 @@ def _check_prometheus_rule(spec: dict[str, Any], add: Callable[[str, str], None]
             _check_rule(rule, f"{gpath}.rules[{j}]", add)
 
 
-def _check_rule(rule: Any, path: str, add: Callable[[str, str], None]) -> None:
-    if not isinstance(rule, dict):
-        add(path, f"must be an object, got {_type_name(rule)}")
-        return
-    for key in rule:
-        if key not in _RULE_KEYS:
+def _closed_object(value: Any, keys: frozenset[str], path: str, add: Callable[[str, str], None]) -> bool:
+    """Whether ``value`` is a mapping (a violation when not); each key it has outside ``keys`` is one too."""
+    if not isinstance(value, dict):
+        add(path, f"must be an object, got {_type_name(value)}")
+        return False
+    for key in value:
+        if key not in keys:
             add(f"{path}.{key}", "unknown field")
+    return True
+
+
+def _check_rule(rule: Any, path: str, add: Callable[[str, str], None]) -> None:
+    if not _closed_object(rule, _RULE_KEYS, path, add):
+        return
     record, alert = rule.get("record"), rule.get("alert")
     if record is not None and alert is not None:
         add(path, "exactly one of record and alert must be set, got both")

@@ -350,14 +350,14 @@ def _cores() -> int:
 
 
 _WORKER: dict = {}
+"""what the evaluating processes share: the dataset and the BLAS threads (set before they fork)"""
 
 
-def _evaluation_worker(data, threads: int) -> None:
+def _evaluation_worker() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _WORKER.update(data=data, threads=threads)
 
 
 def _evaluate_one(job: tuple) -> tuple[tuple[int, str], dict]:
@@ -381,7 +381,7 @@ def evaluate(argv: list[str] | None = None) -> int:
     from lichen import atomic_output
     from threadpoolctl import threadpool_limits
 
-    from recsys.evaluating import evaluate_kind, make_split, mean_over_seeds
+    from recsys.evaluating import mean_over_seeds
 
     _exit_on_sigterm()
     args = evaluate_parser().parse_args(argv if argv is not None else sys.argv[1:])
@@ -400,25 +400,26 @@ def evaluate(argv: list[str] | None = None) -> int:
     workers = min(len(work), _cores(), max(1, args.workers or len(work)))
     with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"evaluating ({workers} process{'es' if workers > 1 else ''})", total=len(work))
-        if workers == 1:
-            for seed in seeds:
-                split = make_split(data, seed)
-                for kind in args.models:
-                    progress.update(task, description=f"{kind} seed {seed}")
-                    results.append(evaluate_kind(kind, split, refit=not args.no_refit, threads=threads))
-                    progress.advance(task)
-        else:
-            # every (seed, model) is independent: one process per core takes them in turn (a process makes
-            # each seed's split once); the results are put back in order, the same as one process gives
-            import multiprocessing
+        # every (seed, model) is independent: one process per core takes them in turn (a process makes each
+        # seed's split once); the results are put back in order, the same as one process gives
+        import contextlib
+        import multiprocessing
 
-            context = multiprocessing.get_context("fork")
-            with context.Pool(workers, initializer=_evaluation_worker, initargs=(data, threads)) as pool:
-                done = {}
-                for key, row in pool.imap_unordered(_evaluate_one, [(*item, not args.no_refit) for item in work]):
-                    done[key] = row
+        _WORKER.update(data=data, threads=threads)  # before the fork: the processes share it, nothing is pickled
+        jobs = [(*item, not args.no_refit) for item in work]
+        done = {}
+        try:
+            pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_evaluation_worker)
+                    if workers > 1 else contextlib.nullcontext())
+            with pool:
+                finished = pool.imap_unordered(_evaluate_one, jobs) if workers > 1 else map(_evaluate_one, jobs)
+                for (seed, kind), row in finished:
+                    done[seed, kind] = row
+                    progress.update(task, description=f"{kind} seed {seed} done")
                     progress.advance(task)
-            results = [done[item] for item in work]
+        finally:
+            _WORKER.clear()
+        results = [done[item] for item in work]
     summary = mean_over_seeds(results)
     console.print(results_table(summary, manifest, seeds, refit=not args.no_refit))
     payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,

@@ -40,13 +40,9 @@ def _load(app_path: Path) -> tuple[Any, Path, Path]:
     return spec, app_dir, resolve_spec_path(app_path)
 
 
-def _base_image(spec: Any, base: str | None) -> str:
-    return base or spec.kubernetes.base_image
-
-
 def _context(app_path: Path, tag: str | None = None) -> Any:
     """Everything rendering needs, from the spec and the files it names; a refusal is located in lichen.yaml."""
-    from lichen.deploy.gateway_manifests import RenderRefused
+    from lichen.deploy.workloads import RenderRefused
     from lichen.deploy.images import app_revision
     from lichen.deploy.rendering import check_renderable, render_context
     from lichen.spec.documents import parse_document
@@ -122,7 +118,7 @@ def build(
     from lichen.deploy import images
 
     spec, app_dir, _ = _load(app_path)
-    base_image = _base_image(spec, base)
+    base_image = base or spec.kubernetes.base_image
     if builder is not None and builder not in images.BUILDERS:
         raise ConfigError(f"must be one of {', '.join(images.BUILDERS)}, got {builder!r}", where="--builder")
     if context_dir is not None and context_dir.exists():

@@ -29,6 +29,18 @@ class Refusal(str):
         return refusal
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_caps(cpu_cores: float | None) -> dict[str, str]:
+    """The BLAS/OpenMP thread counts for a CPU limit of ``cpu_cores`` (``ceil``, at least 1); none without one.
+    ``lichen up`` sets them on a replica, and the Kubernetes renderer on a container."""
+    if cpu_cores is None:
+        return {}
+    threads = str(max(1, math.ceil(cpu_cores)))
+    return dict.fromkeys(THREAD_VARIABLES, threads)
+
+
 def _exceeds_machine(request: ResourcesSpec, machine: Machine) -> str:
     if request.cpu is not None and request.cpu > machine.cpu_cores + 1e-9:
         return f"cpu {request.cpu:g} is more than this machine has ({machine.cpu_cores:g} cores)"

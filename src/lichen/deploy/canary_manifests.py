@@ -35,11 +35,13 @@ def _interval(analysis: AnalysisSpec) -> str:
     return f"{whole_seconds(analysis.interval_s)}s"
 
 
-def revision_queries(name: str, analysis: AnalysisSpec, canary: str, stable: str | None) -> list[dict[str, Any]]:
+def revision_queries(name: str, analysis: AnalysisSpec, canary: str, stable: str | None,
+                     label: str = "revision") -> list[dict[str, Any]]:
     """(metric name, PromQL, success bound, failure bound) for one canary: ``canary``/``stable`` select the
-    revisions as a label matcher's value (Argo's template arguments, or a regex for Flagger)."""
+    revisions as the value of a ``label=~`` matcher (Argo's template arguments on ``revision``, or Flagger's
+    canary pods as a regex on ``replica``)."""
     window = _interval(analysis)
-    sel = f'service="{name}",revision=~"{canary}"'
+    sel = f'service="{name}",{label}=~"{canary}"'
     requests = f"sum(increase(lichen_requests_total{{{sel}}}[{window}]))"
     errors = f'sum(increase(lichen_requests_total{{{sel},status=~"5.."}}[{window}]))'
     out = [
@@ -64,8 +66,8 @@ def revision_queries(name: str, analysis: AnalysisSpec, canary: str, stable: str
     return out
 
 
-def argo_manifests(ctx: RenderContext, name: str, service: ServiceSpec,
-                   service_urls: dict[str, str]) -> list[Manifest]:
+def argo_manifests(ctx: RenderContext, name: str, service: ServiceSpec, service_urls: dict[str, str],
+                   file: str) -> list[Manifest]:
     analysis = service.rollout.analysis
     when = (Condition("canary.provider", "argo"),)
     metrics = []
@@ -111,10 +113,10 @@ def argo_manifests(ctx: RenderContext, name: str, service: ServiceSpec,
             }},
         },
     }
-    return [Manifest("rollouts.yaml", rollout, when), Manifest("rollouts.yaml", template, when)]
+    return [Manifest(file, rollout, when), Manifest(file, template, when)]
 
 
-def flagger_manifests(ctx: RenderContext, name: str, service: ServiceSpec) -> list[Manifest]:
+def flagger_manifests(ctx: RenderContext, name: str, service: ServiceSpec, file: str) -> list[Manifest]:
     """A Flagger ``Canary`` on the service's Deployment: Flagger's canary pods keep the Deployment's name, its
     primary ones get ``-primary``, so the canary's series are the replicas without it."""
     analysis = service.rollout.analysis
@@ -123,18 +125,17 @@ def flagger_manifests(ctx: RenderContext, name: str, service: ServiceSpec) -> li
     out = []
     refs = []
     by_revision = {f"{q.name}-value" for q in analysis.queries if "$revision" in q.query}
-    for check in revision_queries(name, analysis, ".*", None):
+    for check in revision_queries(name, analysis, canary, None, label="replica"):
         if "min" in check:
             continue  # Flagger skips a step without traffic on its own (no metric value: the check is retried)
         if check["name"] in by_revision:
             continue  # Flagger names no revision: a query per revision has no canary to select (docs/kubernetes.md)
-        query = check["query"].replace('revision=~".*"', f'replica=~"{canary}"')
         template_name = f"{ctx.name(name)}-{check['name']}"
-        out.append(Manifest("rollouts.yaml", {
+        out.append(Manifest(file, {
             "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
             "metadata": ctx.metadata(name, name=template_name),
             "spec": {"provider": {"type": "prometheus", "address": value("canary.prometheusUrl", PROMETHEUS_URL)},
-                     "query": query},
+                     "query": check["query"]},
         }, when))
         refs.append({"name": check["name"], "templateRef": {"name": template_name},
                      "thresholdRange": {"max": check["max"]}, "interval": _interval(analysis)})
@@ -151,7 +152,7 @@ def flagger_manifests(ctx: RenderContext, name: str, service: ServiceSpec) -> li
     if service.autoscale is not None:
         spec["autoscalerRef"] = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                                  "name": ctx.name(name)}
-    out.append(Manifest("rollouts.yaml", {
+    out.append(Manifest(file, {
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": ctx.metadata(name),
         "spec": {
             **spec,

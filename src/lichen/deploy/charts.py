@@ -17,7 +17,6 @@ from typing import Any
 from lichen.deploy.canary_manifests import argo_manifests, flagger_manifests
 from lichen.deploy.chart_values import (
     Condition,
-    Expr,
     Manifest,
     collect_values,
     dump_yaml,
@@ -65,8 +64,8 @@ def render_objects(ctx: RenderContext) -> list[Manifest]:
         if canary:
             out.append(Manifest(file, deployment(ctx, name, service, urls), (Condition("canary.provider", "argo",
                                                                                          negate=True),)))
-            out += [Manifest(file, m.obj, m.when) for m in argo_manifests(ctx, name, service, urls)]
-            out += [Manifest(file, m.obj, m.when) for m in flagger_manifests(ctx, name, service)]
+            out += argo_manifests(ctx, name, service, urls, file)
+            out += flagger_manifests(ctx, name, service, file)
             # Flagger owns the Service of the Deployment it watches (and adds -primary and -canary)
             out.append(Manifest(file, service_object(ctx, name), (Condition("canary.provider", "flagger",
                                                                             negate=True),)))
@@ -74,13 +73,7 @@ def render_objects(ctx: RenderContext) -> list[Manifest]:
             out.append(Manifest(file, deployment(ctx, name, service, urls)))
             out.append(Manifest(file, service_object(ctx, name)))
         if service.autoscale is not None:
-            hpa = autoscaler(ctx, name, service, "Rollout" if canary else "Deployment")
-            if canary:
-                target = hpa["spec"]["scaleTargetRef"]
-                argo = '(eq (index .Values "canary" "provider") "argo")'
-                target["apiVersion"] = Expr(f'ternary "argoproj.io/v1alpha1" "apps/v1" {argo}', "argoproj.io/v1alpha1")
-                target["kind"] = Expr(f'ternary "Rollout" "Deployment" {argo}', "Rollout")
-            out.append(Manifest(file, hpa))
+            out.append(Manifest(file, autoscaler(ctx, name, service)))
         out.append(Manifest(file, disruption_budget(ctx, name, service)))
     out += gateway_manifests(ctx)
     out += job_manifests(ctx)

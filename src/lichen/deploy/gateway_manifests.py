@@ -22,24 +22,18 @@ from lichen.deploy.workloads import (
     STATE_DIR,
     STATE_MOUNTS,
     RenderContext,
+    RenderRefused,
     container_security,
-    pod_security,
     secret_env,
+    serving_pod,
     state_volumes,
 )
 from lichen.gateway.configs import Endpoint, GatewayConfig, render_config, routes_of
 
 CONFIG_DIR = "/etc/lichen"
+GATEWAY_GRACE_S = 30
+"""the gateway's own drain after its preStop (Kubernetes' default grace)"""
 HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-class RenderRefused(Exception):
-    """The spec asks for something the rendered objects cannot express; ``path`` is the spec field."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
 
 
 def gateway_config(ctx: RenderContext) -> GatewayConfig:
@@ -106,19 +100,8 @@ def gateway_manifests(ctx: RenderContext) -> list[Manifest]:
             "replicas": value("gateway.replicas", 2),
             "selector": {"matchLabels": ctx.selector(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": ctx.labels(name)},
-                "spec": {
-                    "automountServiceAccountToken": False, "enableServiceLinks": False,
-                    "securityContext": pod_security(ctx),
-                    "terminationGracePeriodSeconds": 30 + PRE_STOP_S,
-                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                                   "whenUnsatisfiable": "ScheduleAnyway",
-                                                   "labelSelector": {"matchLabels": ctx.selector(name)}}],
-                    "containers": [container],
-                    "volumes": [*state_volumes(ctx), {"name": "config", "configMap": {"name": ctx.name(name)}}],
-                },
-            },
+            "template": serving_pod(ctx, name, container, GATEWAY_GRACE_S,
+                                    [*state_volumes(ctx), {"name": "config", "configMap": {"name": ctx.name(name)}}]),
         },
     }
     service = {

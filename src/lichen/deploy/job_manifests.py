@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lichen.control.placing import thread_caps
 from lichen.deploy.chart_values import Condition, Manifest, value
 from lichen.deploy.workloads import (
     APP_DIR,
@@ -26,7 +27,6 @@ from lichen.deploy.workloads import (
     resources,
     secret_env,
     state_volumes,
-    thread_env,
     whole_seconds,
 )
 from lichen.spec.models import JobSpec
@@ -52,7 +52,7 @@ def job_pod(ctx: RenderContext, name: str, job: JobSpec) -> dict[str, Any]:
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "LICHEN_JOB", "value": name},
            {"name": "LICHEN_APP_DIR", "value": APP_DIR},
            {"name": "LICHEN_RUN_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-    env += [{"name": key, "value": text} for key, text in {**thread_env(job.resources.cpu), **job.env}.items()]
+    env += [{"name": key, "value": text} for key, text in {**thread_caps(job.resources.cpu), **job.env}.items()]
     env += secret_env(ctx, job.secrets)
     container = {
         "name": name,

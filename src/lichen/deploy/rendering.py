@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from lichen.deploy.gateway_manifests import RenderRefused, ingress_hosts
-from lichen.deploy.workloads import RenderContext
+from lichen.deploy.gateway_manifests import ingress_hosts
+from lichen.deploy.workloads import RenderContext, RenderRefused
 from lichen.observe.default_rules import default_rules
 from lichen.observe.grafana import grafana_dashboard
 from lichen.observe.rule_files import check_rule_file
@@ -36,8 +36,8 @@ def cuda_image(name: str | None) -> bool:
 
 
 def check_renderable(ctx: RenderContext) -> None:
-    """Refuse, naming the field, what the cluster could not run: a GPU on an image without CUDA, a host name
-    the Ingress cannot take."""
+    """Refuse, naming the field, what the cluster could not run: a host name the Ingress cannot take, a name the
+    chart uses itself or one past Kubernetes' length limits, a GPU on an image without CUDA."""
     spec = ctx.spec
     ingress_hosts(ctx)
     for section, items in (("services", spec.services), ("jobs", spec.jobs)):

@@ -16,10 +16,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lichen.control.placing import thread_caps
 from lichen.control.probing import STARTUP_WINDOW_S
 from lichen.deploy.chart_values import Expr, release_name, release_namespace, value
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, ProbeSpec, ServiceSpec
+from lichen.spec.quantities import format_memory_bytes
 
 RUN_AS_UID = 10001
 """the numeric user of every container: the image's USER and the pods' runAsUser"""
@@ -34,6 +36,15 @@ STARTUP_S = math.ceil(STARTUP_WINDOW_S)
 """seconds a replica may take to listen before liveness probes count, as under ``lichen up``"""
 REVISION_LABEL = "pod-template-hash"
 ROLLOUT_REVISION_LABEL = "rollouts-pod-template-hash"
+
+
+class RenderRefused(Exception):
+    """The spec asks for something the rendered objects cannot express; ``path`` is the spec field."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -108,20 +119,13 @@ def kube_cpu(cores: float) -> str:
     return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
 
 
-def kube_memory(size: int) -> str:
-    for unit, factor in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
-
 def resources(cpu: float | None, memory: int | None, gpu: int) -> dict[str, Any]:
     """Requests equal to limits (Guaranteed QoS), as ``lichen up`` reserves what it limits and never overcommits."""
     amounts: dict[str, str] = {}
     if cpu is not None:
         amounts["cpu"] = kube_cpu(cpu)
     if memory is not None:
-        amounts["memory"] = kube_memory(memory)
+        amounts["memory"] = format_memory_bytes(memory)
     limits = dict(amounts)
     if gpu:
         limits["nvidia.com/gpu"] = str(gpu)
@@ -160,14 +164,6 @@ def secret_env(ctx: RenderContext, names: list[str]) -> list[dict[str, Any]]:
                                                           "key": name}}} for name in names]
 
 
-def thread_env(cpu: float | None) -> dict[str, str]:
-    """The BLAS/OpenMP thread caps ``lichen up`` sets from a CPU limit (a service's ``env`` wins)."""
-    if cpu is None:
-        return {}
-    threads = str(max(1, math.ceil(cpu)))
-    return {name: threads for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
 def gateway_url(ctx: RenderContext) -> str:
     return f"http://{ctx.name('gateway')}"
 
@@ -184,19 +180,9 @@ def service_env(ctx: RenderContext, name: str, service: ServiceSpec, revision_la
     env += [{"name": "LICHEN_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "LICHEN_REVISION",
              "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{revision_label}']"}}}]
-    plain_env = {**thread_env(service.resources.cpu), **service.env}
+    plain_env = {**thread_caps(service.resources.cpu), **service.env}
     env += [{"name": key, "value": text} for key, text in plain_env.items()]
     return env + secret_env(ctx, service.secrets)
-
-
-def service_values(service: ServiceSpec) -> dict[str, Any]:
-    """The chart values of one service, defaulted from the spec."""
-    out: dict[str, Any] = {"replicas": service.replicas,
-                           "resources": resources(service.resources.cpu, service.resources.memory,
-                                                  service.resources.gpu)}
-    if service.autoscale is not None:
-        out["autoscaling"] = {"minReplicas": max(1, service.autoscale.min), "maxReplicas": service.autoscale.max}
-    return out
 
 
 def pod_template(ctx: RenderContext, name: str, service: ServiceSpec, revision_label: str,
@@ -209,7 +195,8 @@ def pod_template(ctx: RenderContext, name: str, service: ServiceSpec, revision_l
         "args": [name],
         "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         "env": service_env(ctx, name, service, revision_label, service_urls),
-        "resources": value(f"{base}.resources", service_values(service)["resources"], block=True),
+        "resources": value(f"{base}.resources", resources(service.resources.cpu, service.resources.memory,
+                                                           service.resources.gpu), block=True),
         # `lichen up` waits up to STARTUP_S for a new replica's first answer before liveness counts
         "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "timeoutSeconds": 1,
                          "failureThreshold": STARTUP_S, "successThreshold": 1},
@@ -219,19 +206,25 @@ def pod_template(ctx: RenderContext, name: str, service: ServiceSpec, revision_l
         "securityContext": container_security(ctx),
         "volumeMounts": STATE_MOUNTS,
     }
+    return serving_pod(ctx, name, container, whole_seconds(service.termination_grace_s), state_volumes(ctx))
+
+
+def serving_pod(ctx: RenderContext, component: str, container: dict[str, Any], grace_s: int,
+                volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod template of a long-running component (a service, the gateway): restricted, spread across nodes,
+    and given ``grace_s`` after its preStop sleep, which counts against the grace period."""
     return {
-        "metadata": {"labels": ctx.labels(name)},
+        "metadata": {"labels": ctx.labels(component)},
         "spec": {
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": pod_security(ctx),
-            # the preStop sleep counts against the grace period: the replica keeps its whole termination_grace_s
-            "terminationGracePeriodSeconds": whole_seconds(service.termination_grace_s) + PRE_STOP_S,
+            "terminationGracePeriodSeconds": grace_s + PRE_STOP_S,
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                                            "whenUnsatisfiable": "ScheduleAnyway",
-                                           "labelSelector": {"matchLabels": ctx.selector(name)}}],
+                                           "labelSelector": {"matchLabels": ctx.selector(component)}}],
             "containers": [container],
-            "volumes": state_volumes(ctx),
+            "volumes": volumes,
         },
     }
 
@@ -279,6 +272,14 @@ def disruption_budget(ctx: RenderContext, name: str, service: ServiceSpec) -> di
             "spec": {"maxUnavailable": unavailable, "selector": {"matchLabels": ctx.selector(name)}}}
 
 
+def _scale_target(service: ServiceSpec) -> dict[str, Any]:
+    if service.rollout.strategy != "canary":
+        return {"apiVersion": "apps/v1", "kind": "Deployment"}
+    argo = '(eq (index .Values "canary" "provider") "argo")'
+    return {"apiVersion": Expr(f'ternary "argoproj.io/v1alpha1" "apps/v1" {argo}', "argoproj.io/v1alpha1"),
+            "kind": Expr(f'ternary "Rollout" "Deployment" {argo}', "Rollout")}
+
+
 HPA_METRICS = {
     "inflight": "lichen_inflight_requests",
     "rps": "lichen_requests_per_second",
@@ -288,8 +289,10 @@ HPA_METRICS = {
 MAX_STABILIZATION_S = 3600
 
 
-def autoscaler(ctx: RenderContext, name: str, service: ServiceSpec, target_kind: str) -> dict[str, Any]:
-    """An HPA v2 with KPA's rates, windows and stabilisation translated into ``behavior``."""
+def autoscaler(ctx: RenderContext, name: str, service: ServiceSpec) -> dict[str, Any]:
+    """An HPA v2 with KPA's rates, windows and stabilisation translated into ``behavior``; it scales the
+    service's Deployment, or for a canary the workload ``canary.provider`` renders (Argo's Rollout, or the
+    Deployment Flagger watches)."""
     scale = service.autoscale
     assert scale is not None
     if scale.metric == "cpu":
@@ -310,8 +313,7 @@ def autoscaler(ctx: RenderContext, name: str, service: ServiceSpec, target_kind:
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": ctx.metadata(name),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "argoproj.io/v1alpha1" if target_kind == "Rollout" else "apps/v1",
-                               "kind": target_kind, "name": ctx.name(name)},
+            "scaleTargetRef": {**_scale_target(service), "name": ctx.name(name)},
             "minReplicas": value(f"{base}.minReplicas", max(1, scale.min)),
             "maxReplicas": value(f"{base}.maxReplicas", scale.max),
             "metrics": [metric],

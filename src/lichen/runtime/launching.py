@@ -7,13 +7,12 @@ when it starts a replica and hands the result to a ``ProcessLauncher``.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from lichen.control.placing import Placement
+from lichen.control.placing import Placement, thread_caps
 from lichen.runtime.workspaces import gpu_device_list
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import ServiceSpec
@@ -49,10 +48,8 @@ def replica_environment(inherited: Mapping[str, str], hidden: Collection[str], s
                 "CUDA_VISIBLE_DEVICES": gpu_device_list(placement.gpu_indices)})
     if placement.memory_bytes is not None and not use_cgroups:
         env.setdefault("MALLOC_ARENA_MAX", "2")
-    if placement.cpu_cores is not None:
-        threads = str(max(1, math.ceil(placement.cpu_cores)))
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(name, threads)
+    for name, threads in thread_caps(placement.cpu_cores).items():
+        env.setdefault(name, threads)
     env.update(spec.env)
     env.update(secrets)
     return env
