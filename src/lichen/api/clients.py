@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
 
+from lichen import __version__
 from lichen.errors import ConfigError, ControlPlaneError
 from lichen.runtime import processes, teardown
+from lichen.runtime.audit_logs import local_actor
 from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
 
 
@@ -36,9 +39,9 @@ class ControlClient:
         self.workspace = workspace
         self.info = info
         self.pid = int(info["pid"])
-        self._http = httpx.Client(
-            base_url=info["url"], timeout=timeout_s, headers={"Authorization": f"Bearer {read_token(workspace)}"}
-        )
+        token = os.environ.get("LICHEN_TOKEN") or read_token(workspace)  # a token with a role, else the owner's
+        self._http = httpx.Client(base_url=info["url"], timeout=timeout_s, headers={
+            "Authorization": f"Bearer {token}", "X-Lichen-Client": f"lichen-cli/{__version__} {local_actor()}"})
 
     def close(self) -> None:
         self._http.close()

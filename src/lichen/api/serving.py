@@ -1,11 +1,16 @@
-"""The control API: FastAPI on loopback (by default), bearer token, mounted beside the controller.
+"""The control API: FastAPI on loopback (by default), bearer tokens with roles, mounted beside the controller.
 
-``create_api(controller, token, extra_routers=[...])`` builds the app; other
-components (the observability query API, the dashboard) pass their own
-``APIRouter`` objects in ``extra_routers`` and get the same token check
-unless a router sets ``dependencies`` itself. ``/healthz`` and ``/metrics``
-(controller metrics in Prometheus text) need no token; everything under
-``/v1`` does.
+``create_api(controller, token, extra_routers=[...])`` builds the app. Every
+route declares the least role it needs (:mod:`lichen.control.access`:
+``public``, ``viewer``, ``operator``, ``admin``) with a
+:class:`~lichen.runtime.access_tokens.RoleCheck` dependency; a route that
+declares nothing stops the API from being built. ``token`` (``.lichen/token``)
+is the owner's admin token; ``lichen tokens`` adds more in ``.lichen/tokens.db``.
+Other components (the observability query API, the dashboard) pass their own
+``APIRouter`` objects in ``extra_routers``; a router with no dependencies of
+its own serves viewers. ``/healthz`` and ``/metrics`` (controller metrics in
+Prometheus text) are public. Every mutating call, allowed or refused, is
+appended to the hash-chained audit log (:mod:`lichen.api.auditing`).
 
 ``host_controller`` is what ``lichen up`` runs: it takes the per-app lock,
 restores and applies desired state, serves the API on ``control.host``/``control.port``
@@ -19,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hmac
 import json
 import os
 import signal
@@ -28,12 +32,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from lichen.api.auditing import AuditMiddleware
+from lichen.control.access import Role
 from lichen.errors import ConfigError, ControlPlaneError, LichenError, StateError, UnknownServiceError
+from lichen.runtime.access_tokens import AccessGuard, TokenCache, declared_requirement
+from lichen.runtime.audit_logs import AuditLog, record_cli_action
 from lichen.runtime.controlling import Controller
 from lichen.runtime.autoscaling import Autoscaler, attach_autoscaler
 from lichen.runtime.canaries import Canaries, attach_canaries
@@ -49,6 +58,7 @@ from lichen.runtime.digesting import service_digests
 from lichen.runtime.workspaces import Workspace, atomic_write, ensure_token, read_controller_info
 from lichen.spec.loading import load_spec
 from lichen.spec.models import AppSpec
+from lichen.spec.quantities import parse_duration_s
 
 
 MAX_LOG_LINES = 10000
@@ -63,13 +73,10 @@ class RolloutAction(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-def _bearer(token: str) -> Callable[..., None]:
-    def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token (see .lichen/token)")
-
-    return check
+class TokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    expires_in: str | None = Field(default=None, max_length=20, description="a lifetime such as 30d or 12h")
 
 
 def read_log_chunk(path: Path, offset: int | None, lines: int) -> tuple[str, int]:
@@ -98,18 +105,26 @@ def refusal(exc: LichenError) -> JSONResponse:
     return JSONResponse({"error": message, "refused": True, "problems": problems}, status_code=422)
 
 
+def access_guard(controller: Controller, token: str) -> AccessGuard:
+    """The token check of an app's API: the owner's ``token`` plus ``.lichen/tokens.db``."""
+    return AccessGuard(TokenCache(controller.workspace.root / "tokens.db", token), controller.clock.wall)
+
+
 def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRouter] = (),
                reload_spec: Callable[[], AppSpec] | None = None, observing: Observing | None = None,
                autoscaler: Autoscaler | None = None, canaries: Canaries | None = None,
-               meter: EnergyMeter | None = None) -> FastAPI:
+               meter: EnergyMeter | None = None, guard: AccessGuard | None = None) -> FastAPI:
     """The control API; ``POST /v1/apply`` re-reads the spec with ``reload_spec`` and, with ``observing``,
     applies its rule files and receivers too (or refuses the whole spec, see :func:`refusal`); with
     ``autoscaler``, ``POST /v1/services/<name>/activate`` wakes a service at zero (the gateway's activator); with
     ``canaries``, ``/v1/services/<name>/rollout`` shows and steers a canary rollout; with ``meter`` and
     ``observing``, ``/v1/energy`` reports energy, carbon and the SCI over a window."""
     api = FastAPI(title="Lichen control API", version="1", docs_url=None, redoc_url=None)
-    auth = [Depends(_bearer(token))]
-    v1 = APIRouter(prefix="/v1", dependencies=auth)
+    guard = guard or access_guard(controller, token)
+    public, viewer = [Depends(guard.requires("public"))], [Depends(guard.requires("viewer"))]
+    operator, admin = [Depends(guard.requires("operator"))], [Depends(guard.requires("admin"))]
+    v1 = APIRouter(prefix="/v1")
+    audit = AuditLog(controller.workspace.root / "audit.log")
     applying = asyncio.Lock()  # two 'lichen up' at once apply one after the other
 
     @api.exception_handler(LichenError)
@@ -117,19 +132,19 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         status = 404 if isinstance(exc, UnknownServiceError) else 400
         return JSONResponse({"error": str(exc)}, status_code=status)
 
-    @api.get("/healthz")
+    @api.get("/healthz", dependencies=public)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid()}
 
-    @api.get("/metrics")
+    @api.get("/metrics", dependencies=public)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(controller.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
 
-    @v1.get("/status")
+    @v1.get("/status", dependencies=viewer)
     async def status() -> dict[str, Any]:
         return controller.status()
 
-    @v1.post("/apply", response_model=None)
+    @v1.post("/apply", response_model=None, dependencies=operator)
     async def apply() -> dict[str, Any] | JSONResponse:
         """Apply lichen.yaml again: services roll, rule files and receivers reload; or refuse it all (422).
 
@@ -162,32 +177,32 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
                     "revisions": {n: s.revision for n, s in controller.services.items()},
                     "observability": observed}
 
-    @v1.post("/services/{service}/scale")
+    @v1.post("/services/{service}/scale", dependencies=operator)
     async def scale(service: str, body: ScaleRequest) -> dict[str, Any]:
         controller.scale(service, body.replicas)
         return {"service": service, "replicas": body.replicas}
 
-    @v1.post("/services/{service}/activate")
+    @v1.post("/services/{service}/activate", dependencies=operator)
     async def activate(service: str) -> dict[str, Any]:
         """A request is held at the gateway: start a replica of a service at zero now, not at the next tick."""
         if autoscaler is None:
             raise ConfigError("this controller runs no autoscaler: nothing scales to zero")
         return autoscaler.activate(service)
 
-    @v1.get("/services/{service}/rollout")
+    @v1.get("/services/{service}/rollout", dependencies=viewer)
     async def rollout_status(service: str) -> dict[str, Any]:
         if canaries is None:
             raise ConfigError("this controller runs no canary rollouts")
         return canaries.status(service)
 
-    @v1.post("/services/{service}/rollout/{action}")
+    @v1.post("/services/{service}/rollout/{action}", dependencies=operator)
     async def rollout_action(service: str, action: Literal["promote", "abort", "pause", "resume"],
                              body: RolloutAction | None = None) -> dict[str, Any]:
         if canaries is None:
             raise ConfigError("this controller runs no canary rollouts")
         return canaries.act(service, action, body.reason if body is not None else "")
 
-    @v1.get("/energy")
+    @v1.get("/energy", dependencies=viewer)
     async def energy(window_s: Annotated[float, Query(ge=1, le=400 * 86400)] = 3600.0) -> dict[str, Any]:
         """Energy, carbon and the SCI per service and revision over the last ``window_s`` (``lichen energy``)."""
         if meter is None:
@@ -200,7 +215,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
                                          controller.clock.wall())
         return {**report, "meter": meter.status()}
 
-    @v1.get("/advice")
+    @v1.get("/advice", dependencies=viewer)
     async def advice(window_s: Annotated[float, Query(ge=60, le=400 * 86400)] = 6 * 3600.0,
                      service: str | None = None) -> dict[str, Any]:
         """Right-sizing advice per service from its usage over the last ``window_s`` (``lichen advise``)."""
@@ -221,26 +236,26 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             advice_report, engine_range_samples(observing.engine), spec.services, window_s, controller.clock.wall(),
             scrape_interval_s=spec.observability.scrape_interval_s, memory_basis=basis, only=service)
 
-    @v1.post("/services/{service}/restart")
+    @v1.post("/services/{service}/restart", dependencies=operator)
     async def restart(service: str) -> dict[str, Any]:
         return {"service": service, "revision": controller.restart(service)}
 
-    @v1.post("/services/{service}/stop")
+    @v1.post("/services/{service}/stop", dependencies=operator)
     async def stop(service: str) -> dict[str, Any]:
         controller.scale(service, 0)
         return {"service": service, "replicas": 0}
 
-    @v1.post("/shutdown")
+    @v1.post("/shutdown", dependencies=admin)
     async def shutdown() -> dict[str, Any]:
         controller.shutdown()
         return {"stopping": True, "pids": controller.child_pids()}
 
-    @v1.get("/events")
+    @v1.get("/events", dependencies=viewer)
     async def events(service: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 100,
                      after_id: int = 0) -> list[dict[str, Any]]:
         return [e.__dict__ for e in controller.store.events(service, limit, after_id)]
 
-    @v1.get("/endpoints")
+    @v1.get("/endpoints", dependencies=viewer)
     async def endpoints(version: int = -1, wait_s: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
         """Ready replicas per service; with ``version`` and ``wait_s``, a long poll for the next change."""
         if wait_s > 0:
@@ -248,7 +263,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         return {"version": controller.endpoints.version,
                 "services": {k: [e.to_dict() for e in v] for k, v in controller.endpoints.by_service().items()}}
 
-    @v1.get("/logs/{service}")
+    @v1.get("/logs/{service}", dependencies=viewer)
     async def logs(service: str, lines: Annotated[int, Query(ge=0, le=MAX_LOG_LINES)] = 50,
                    offsets: str = "{}") -> dict[str, Any]:
         try:
@@ -268,10 +283,61 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             result[replica_id] = {"text": text, "offset": end, "live": replica_id in live}
         return {"service": service, "replicas": result}
 
-    api.include_router(v1)
-    for router in extra_routers:
-        api.include_router(router, dependencies=[] if router.dependencies else auth)
+    @v1.get("/tokens", dependencies=admin)
+    async def tokens() -> list[dict[str, Any]]:
+        """Every control-API token (never its secret): what ``lichen tokens list`` shows."""
+        now = controller.clock.wall()
+        return [t.public(now) for t in guard.cache.store.all().values()]
+
+    @v1.post("/tokens", dependencies=admin)
+    async def create_token(body: TokenRequest) -> dict[str, Any]:
+        """A new token with a role; its secret is in this answer only."""
+        expires_at = None
+        if body.expires_in:
+            try:
+                expires_at = controller.clock.wall() + parse_duration_s(body.expires_in)
+            except ValueError as exc:
+                raise ConfigError(str(exc), where="expires_in") from None
+        created, secret = guard.cache.store.create(body.name, body.role, expires_at, controller.clock.wall())
+        return {**created.public(controller.clock.wall()), "token": secret}
+
+    @v1.delete("/tokens/{token_id}", dependencies=admin)
+    async def revoke_token(token_id: str) -> dict[str, Any]:
+        return guard.cache.store.revoke(token_id, controller.clock.wall()).public(controller.clock.wall())
+
+    @v1.get("/audit", dependencies=admin)
+    async def audit_records(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
+        """The last ``limit`` audit records and whether the whole chain verifies (``lichen audit``)."""
+        records, report = await asyncio.to_thread(lambda: (audit.records(), audit.verify()))
+        return {"records": [r for _, r in records[-limit:] if r is not None], "intact": report.intact,
+                "problems": [{"line": n, "problem": p} for n, p in report.problems],
+                "head": {"seq": report.head.seq, "hash": report.head.hash}}
+
+    included = [(api.router, []), (v1, [])]
+    for router in extra_routers:  # a router that declares nothing itself serves viewers (the query API)
+        included.append((router, [] if router.dependencies else viewer))
+    roles = route_roles(included)
+    undeclared = sorted(f"{method} {path}" for (method, path), needed in roles.items() if needed is None)
+    if undeclared:  # a programming error: every route says who may call it (lichen.control.access)
+        raise RuntimeError(f"control API routes without a role declaration: {', '.join(undeclared)}")
+    for router, dependencies in included[1:]:
+        api.include_router(router, dependencies=dependencies)
+    api.state.route_roles = roles
+    api.add_middleware(AuditMiddleware, audit=audit)
     return api
+
+
+def route_roles(included: Sequence[tuple[APIRouter, Sequence[Any]]]) -> dict[tuple[str, str], str | None]:
+    """``(method, path) -> role`` for every API route of these routers, each with the dependencies it is
+    included with; None where a route declares none."""
+    roles: dict[tuple[str, str], str | None] = {}
+    for router, dependencies in included:
+        extra = [d.dependency for d in dependencies]
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                needed = declared_requirement(route, extra)
+                roles.update({(method, route.path): needed for method in route.methods})
+    return roles
 
 
 class _QuietServer(uvicorn.Server):
@@ -333,9 +399,10 @@ async def host_controller(
             canaries.query = observing.engine.instant_samples  # analysis.queries on the embedded Prometheus
             canaries.announce = observing.announce  # a rolled-back canary notifies through the receivers
 
-        routers = [*extra_routers, *(observing.routers() if observing is not None else [])]
+        guard = access_guard(controller, token)
+        routers = [*extra_routers, *(observing.routers(guard.requires) if observing is not None else [])]
         api = create_api(controller, token, routers, reload_spec=lambda: load_spec(workspace.spec_path),
-                         observing=observing, autoscaler=autoscaler, canaries=canaries, meter=meter)
+                         observing=observing, autoscaler=autoscaler, canaries=canaries, meter=meter, guard=guard)
         # log_config=None: uvicorn's records reach the process's handler (lichen.logs.configure), one style
         server = _QuietServer(uvicorn.Config(api, log_level="warning", log_config=None, access_log=False,
                                              lifespan="off"))
@@ -354,6 +421,8 @@ async def host_controller(
                     "url": url}
             atomic_write(workspace.controller_file, json.dumps(info) + "\n", mode=0o600)
             atomic_write(workspace.pid_file, f"{os.getpid()}\n")
+            record_cli_action(workspace.root, "up", {"pid": os.getpid(), "url": url,
+                                                     "services": sorted(spec.services)})
             if on_ready is not None:
                 on_ready(controller)
             await run_task

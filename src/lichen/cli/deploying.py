@@ -259,7 +259,12 @@ def deploy(
         command = [binary, "upgrade", "--install", name, str(chart), *where, "--create-namespace", "--atomic",
                    "--wait", "--timeout", "10m", *extra]
         if not dry_run:
+            from lichen.runtime.audit_logs import record_cli_action
+
             code = subprocess.call(command)
+            record_cli_action(_load(app_path)[1] / ".lichen", "deploy", {"release": name, "namespace": ns,
+                              "context": kube_context, "image_tag": ctx.image_tag}, "ok" if code == 0 else "error",
+                              "" if code == 0 else f"helm exited with {code}")
             raise typer.Exit(code)
         new = subprocess.run([binary, "template", name, str(chart), "--namespace", ns, *extra],
                              capture_output=True, text=True)

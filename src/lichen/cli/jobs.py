@@ -15,6 +15,7 @@ from rich.text import Text
 
 from lichen.cli.output import console, err_console, print_json, print_table
 from lichen.errors import ConfigError
+from lichen.runtime.audit_logs import audited, record_cli_action
 from lichen.runtime.job_runs import STATUS_SUCCEEDED, JobRun, JobRunStore, state_db_path
 from lichen.runtime.running_jobs import JobRunner
 
@@ -155,12 +156,16 @@ def run_command(
     shown = " ".join([*source_params, *params])
     out.print(f"running {len(order)} job(s): {' → '.join(order)}" + (f"  params: {shown}" if shown else ""),
               markup=False)
-    with progress:
+    audit_root, audit_params = app_dir / ".lichen", {"jobs": order, "params": shown}
+    with progress, audited(audit_root, "run", audit_params, record_success=False):
         result = runner.run(names, params, with_deps=with_deps, source_params=source_params)
+    failed = result.failed
+    record_cli_action(audit_root, "run", {**audit_params, "pipeline_id": result.pipeline_id},
+                      "ok" if failed is None else "error",
+                      "" if failed is None else f"job {failed.job} {failed.status} with exit code {failed.exit_code}")
     if as_json:
         print_json({"pipeline_id": result.pipeline_id, "exit_code": result.exit_code,
                     "runs": [r.to_json() for r in result.runs]})
-    failed = result.failed
     if failed is not None:
         tail = failed.log_tail or "(no output)"
         err_console.print(Panel(Text(tail), title=f"last lines of {failed.job}", subtitle=failed.log_path or ""))

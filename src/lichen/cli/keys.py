@@ -10,6 +10,7 @@ import typer
 
 from lichen.cli.output import console, print_json, print_table
 from lichen.errors import ConfigError
+from lichen.runtime.audit_logs import audited
 from lichen.spec.quantities import parse_duration_s
 
 DEFAULT_KEYS_DB = ".lichen/keys.db"
@@ -55,7 +56,10 @@ def keys_create(
             expires_at = time.time() + parse_duration_s(expires_in)
         except ValueError as exc:
             raise ConfigError(str(exc), where="--expires-in") from None
-    key, token = KeyStore(_keys_db(db, config)).create(name, list(scope or ["*"]), expires_at)
+    path = _keys_db(db, config)
+    with audited(path.resolve().parent, "keys.create", {"name": name, "scopes": list(scope or ["*"]),
+                                                         "expires_in": expires_in}):
+        key, token = KeyStore(path).create(name, list(scope or ["*"]), expires_at)
     if as_json:
         print_json({**key.public(), "token": token})
         return
@@ -94,7 +98,9 @@ def keys_revoke(
     """
     from lichen.gateway.keys import KeyStore
 
-    key = KeyStore(_keys_db(db, config)).revoke(key_id)
+    path = _keys_db(db, config)
+    with audited(path.resolve().parent, "keys.revoke", {"id": key_id}):
+        key = KeyStore(path).revoke(key_id)
     if as_json:
         print_json(key.public())
         return

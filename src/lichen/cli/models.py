@@ -12,6 +12,8 @@ from rich.table import Table
 from lichen.cli.output import console, print_json
 from lichen.errors import ConfigError
 from lichen.registry.models import ModelRegistry, ModelVersion, default_registry_root
+from lichen.runtime.audit_logs import audited
+from lichen.runtime.workspaces import workspace_for
 
 models_app = typer.Typer(
     name="models",
@@ -113,7 +115,8 @@ def promote_model(
     Example: lichen models promote ease 3 --app examples/recsys
     """
     reg = _registry(registry, app_dir)
-    mv = reg.promote(name, _version_number(version))
+    with audited(workspace_for(app_dir).root, "models.promote", {"name": name, "version": version}):
+        mv = reg.promote(name, _version_number(version))
     if as_json:
         print_json(mv.to_json())
     else:
@@ -132,7 +135,8 @@ def rollback_model(
     Example: lichen models rollback ease --app examples/recsys
     """
     reg = _registry(registry, app_dir)
-    mv = reg.rollback(name)
+    with audited(workspace_for(app_dir).root, "models.rollback", {"name": name}):
+        mv = reg.rollback(name)
     if as_json:
         print_json(mv.to_json())
     else:

@@ -164,11 +164,16 @@ def silence_add(
         raise ConfigError(f"--duration: {exc}") from None
     if duration_s <= 0:
         raise ConfigError("--duration: must be positive")
+    from lichen.runtime.audit_logs import audited
+    from lichen.runtime.workspaces import workspace_for
+
     now = time.time()
     store = _silences(app_dir)
     try:
-        silence = store.add(matchers, starts_at=now, ends_at=now + duration_s, created_by=author or getpass.getuser(),
-                            comment=comment)
+        with audited(workspace_for(app_dir).root, "silence.add", {"matchers": matchers, "duration": duration,
+                                                                  "comment": comment}):
+            silence = store.add(matchers, starts_at=now, ends_at=now + duration_s,
+                                created_by=author or getpass.getuser(), comment=comment)
     finally:
         store.close()
     if as_json:
@@ -227,10 +232,14 @@ def silence_expire(
 
     from lichen.observe.silences import silence_to_dict
 
+    from lichen.runtime.audit_logs import audited
+    from lichen.runtime.workspaces import workspace_for
+
     now = time.time()
     store = _silences(app_dir)
     try:
-        silence = store.expire(silence_id, now)
+        with audited(workspace_for(app_dir).root, "silence.expire", {"id": silence_id}):
+            silence = store.expire(silence_id, now)
     finally:
         store.close()
     if as_json:

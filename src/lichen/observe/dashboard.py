@@ -369,12 +369,15 @@ def build_dashboard_router(
     refresh_s: float = 5.0,
     clock: Clock | None = None,
     slos: Callable[[], tuple[Mapping[str, Any], float]] | None = None,
+    requires: Callable[[str], Any] | None = None,
 ) -> APIRouter:
-    """The dashboard's FastAPI router (see the module docstring)."""
+    """The dashboard's FastAPI router (see the module docstring). ``requires(role)``: the dependency that
+    checks a role (the control API's, so viewer tokens work); without it, ``token`` is compared."""
     import hmac
 
     clock = clock or SystemClock()
     router = APIRouter(dependencies=[Depends(_public)])
+    page = [Depends(requires("public"))] if requires is not None else []
     evaluator = HeadroomEvaluator(engine, rules) if engine is not None and rules is not None else None
 
     def check(authorization: str | None = Header(default=None)) -> None:
@@ -384,25 +387,27 @@ def build_dashboard_router(
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token (open the URL 'lichen dashboard' prints)")
 
-    @router.get(prefix, include_in_schema=False)
+    data = [Depends(requires("viewer"))] if requires is not None else [Depends(check)]
+
+    @router.get(prefix, include_in_schema=False, dependencies=page)
     async def root() -> RedirectResponse:
         return RedirectResponse(prefix + "/")
 
-    @router.get(prefix + "/", include_in_schema=False)
+    @router.get(prefix + "/", include_in_schema=False, dependencies=page)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
 
-    @router.get(prefix + "/static/{name}", include_in_schema=False)
+    @router.get(prefix + "/static/{name}", include_in_schema=False, dependencies=page)
     async def static(name: str) -> FileResponse:
         if name not in STATIC_FILES:
             raise HTTPException(status_code=404, detail=f"no dashboard file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
-    @router.get(prefix + "/api/config", dependencies=[Depends(check)])
+    @router.get(prefix + "/api/config", dependencies=data)
     async def config() -> dict[str, Any]:
         return {"app": app_name, "refresh_s": refresh_s, "query_base": query_base, "panels": panels_json()}
 
-    @router.get(prefix + "/api/overview", dependencies=[Depends(check)])
+    @router.get(prefix + "/api/overview", dependencies=data)
     async def overview() -> dict[str, Any]:
         return build_overview(
             app_name=app_name,
@@ -414,7 +419,7 @@ def build_dashboard_router(
             now_s=clock.wall(),
         )
 
-    @router.get(prefix + "/api/slo", dependencies=[Depends(check)])
+    @router.get(prefix + "/api/slo", dependencies=data)
     async def slo() -> dict[str, Any]:
         """The SLO panel: what ``lichen slo --json`` prints (:mod:`lichen.observe.slo_reports`)."""
         if engine is None or slos is None:

@@ -550,7 +550,9 @@ class Observing:
         return self.commit_spec(update, self.commit_rules(update))
 
     # ------------------------------------------------------------ API
-    def routers(self) -> list[Any]:
+    def routers(self, requires: Callable[[str], Any] | None = None) -> list[Any]:
+        """The query API and the dashboard; ``requires(role)`` gives the dependency that checks a role
+        (the control API's :class:`~lichen.runtime.access_tokens.AccessGuard`)."""
         from lichen.observe.dashboard import build_dashboard_router
 
         controller = self.controller
@@ -562,6 +564,7 @@ class Observing:
             status=controller.status,
             events=lambda limit: [e.__dict__ for e in controller.store.events(None, limit)],
             token=self.token,
+            requires=requires,
             refresh_s=max(1.0, min(5.0, self.spec.observability.scrape_interval_s)),
             clock=controller.clock,
             slos=lambda: ({n: s.slo for n, s in sorted(self.spec.services.items())}, self.spec.observability.retention),
