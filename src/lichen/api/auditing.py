@@ -1,7 +1,7 @@
 """Every mutating control-API call goes into the audit log, allowed or refused (:mod:`lichen.runtime.audit_logs`).
 
 An ASGI middleware around the API: for each call other than GET, HEAD and
-OPTIONS it keeps the first bytes of the request body and the status, and
+OPTIONS (and the query API's POSTs, which only read) it keeps the first bytes of the request body and the status, and
 once the call is answered appends who (the token id and role the route's
 :class:`~lichen.runtime.access_tokens.RoleCheck` found), what (method, path,
 query and JSON body, secret-looking fields redacted), from where (the peer
@@ -22,6 +22,8 @@ from lichen.errors import StateError
 
 log = logging.getLogger("lichen.audit")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_ONLY_PREFIXES = ("/api/v1/",)
+"""the Prometheus query API, which takes queries by POST too (Grafana's default): reads, not changes"""
 KEEP_BYTES = 4096
 
 
@@ -45,7 +47,7 @@ class AuditMiddleware:
         self.audit = audit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in READ_METHODS:
+        if scope["type"] != "http" or scope["method"] in READ_METHODS or scope["path"].startswith(READ_ONLY_PREFIXES):
             await self.app(scope, receive, send)
             return
         body = bytearray()

@@ -190,6 +190,7 @@ def test_admin_manages_tokens_through_the_api_and_every_change_is_audited(tmp_pa
             assert (await call("DELETE", f"/v1/tokens/{made.json()['id']}", tokens["admin"])).status_code == 200
             assert (await call("GET", "/v1/status", secret)).status_code == 401
 
+            assert (await call("POST", "/api/v1/query", tokens["viewer"], data={"query": "up"})).status_code == 200
             audit = (await call("GET", "/v1/audit", tokens["admin"])).json()
             assert audit["intact"] and audit["problems"] == []
             actions = [(r["action"], r["result"], r["actor"]) for r in audit["records"]]
@@ -198,6 +199,7 @@ def test_admin_manages_tokens_through_the_api_and_every_change_is_audited(tmp_pa
             assert ("POST /v1/services/web/scale", "denied", viewer_id) in actions
             assert ("POST /v1/services/web/scale", "ok", operator_id) in actions
             assert ("POST /v1/tokens", "error", tokens["admin"].split("_")[1]) in actions  # the 422
+            assert not any(a.startswith("POST /api/v1/") for a, _, _ in actions)  # a query by POST only reads
             scaled = next(r for r in audit["records"] if r["result"] == "ok" and r["action"].endswith("/scale"))
             assert scaled["params"] == {"replicas": 3} and scaled["status"] == 200 and scaled["role"] == "operator"
             raw = (tmp_path / ".lichen" / "audit.log").read_text()
