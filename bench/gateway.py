@@ -13,7 +13,15 @@ at half load). Everything runs on this machine in one run; nginx is installed
 with apt-get when missing. The load generator is wrk if present, else a
 built-in asyncio one (much slower: it competes for the same CPUs).
 
-    .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--profile]
+    .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--profile] [--tls]
+
+``--tls`` measures TLS termination instead: nginx and the Lichen gateway serve
+HTTPS with the same certificate (ECDSA P-256, made here with
+``lichen.gateway.certificates``), the same protocols (TLS 1.2 and 1.3) and the
+same TLS 1.2 cipher list (Mozilla "intermediate", the gateway's), both with
+server preference; the bench prints the protocol and cipher each one
+negotiates with the same client, then the trivial workload over keep-alive
+HTTPS connections, both sides and their ratio (target >= 0.5x nginx).
 
 ``--profile`` then samples the gateway with py-spy (``pip install py-spy``)
 under the trivial load and prints its hottest lines: a line that calls
@@ -30,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -52,7 +61,8 @@ http {{
   access_log off;
   upstream backend {{ {servers} keepalive 128; }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl_flag};
+    {ssl_lines}
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
 }}
@@ -65,11 +75,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(port: int, path: str = "/hello", timeout_s: float = 30.0) -> None:
+def client_tls() -> ssl.SSLContext:
+    """The bench's client side: it measures the servers, so it does not verify the (self-made) certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def wait_http(port: int, path: str = "/hello", timeout_s: float = 30.0, tls: bool = False) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+                s = client_tls().wrap_socket(raw, server_hostname="localhost") if tls else raw
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
                     return
@@ -136,7 +155,8 @@ def _parse_wrk(out: str) -> dict[str, float]:
     return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": failed, "requests": requests}
 
 
-async def _builtin(host: str, port: int, path: str, duration_s: float, connections: int, rate: float | None) -> dict:
+async def _builtin(host: str, port: int, path: str, duration_s: float, connections: int, rate: float | None,
+                   tls: bool = False) -> dict:
     latencies: list[float] = []
     errors = 0
     request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
@@ -145,7 +165,8 @@ async def _builtin(host: str, port: int, path: str, duration_s: float, connectio
 
     async def worker() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=client_tls() if tls else None,
+                                                       server_hostname="localhost" if tls else None)
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
             writer.write(request)
@@ -174,16 +195,20 @@ async def _builtin(host: str, port: int, path: str, duration_s: float, connectio
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors, "requests": len(latencies)}
 
 
-def load(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None = None) -> dict[str, float]:
+def load(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None = None,
+         tls: bool = False) -> dict[str, float]:
     if shutil.which("wrk"):
-        return run_wrk([f"http://127.0.0.1:{port}{path}" for port in ports], duration_s, connections, rate)
-    return asyncio.run(_builtin_many(ports, path, duration_s, connections, rate))
+        scheme = "https" if tls else "http"
+        return run_wrk([f"{scheme}://127.0.0.1:{port}{path}" for port in ports], duration_s, connections, rate)
+    return asyncio.run(_builtin_many(ports, path, duration_s, connections, rate, tls))
 
 
-async def _builtin_many(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None) -> dict:
+async def _builtin_many(ports: list[int], path: str, duration_s: float, connections: int, rate: float | None,
+                        tls: bool = False) -> dict:
     share = max(1, connections // len(ports))
     parts = await asyncio.gather(*(
-        _builtin("127.0.0.1", port, path, duration_s, share, rate / len(ports) if rate else None) for port in ports))
+        _builtin("127.0.0.1", port, path, duration_s, share, rate / len(ports) if rate else None, tls)
+        for port in ports))
     return {"rps": sum(p["rps"] for p in parts), "p50_ms": statistics.mean(p["p50_ms"] for p in parts),
             "p99_ms": max(p["p99_ms"] for p in parts), "errors": sum(p["errors"] for p in parts),
             "requests": sum(p["requests"] for p in parts)}
@@ -192,8 +217,30 @@ async def _builtin_many(ports: list[int], path: str, duration_s: float, connecti
 # ------------------------------------------------------------------ front ends
 
 
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """One self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, for both front ends."""
+    from lichen.gateway import certificates
+
+    now = certificates.utc_now()
+    ca_key, key = certificates.new_key(), certificates.new_key()
+    ca = certificates.make_ca(ca_key, "bench CA", now)
+    cert = certificates.make_server_cert(ca, ca_key, key, ["localhost", "127.0.0.1"], now)
+    (directory / "bench.crt").write_bytes(certificates.cert_pem(cert))
+    (directory / "bench.key").write_bytes(certificates.key_pem(key))
+    return directory / "bench.crt", directory / "bench.key"
+
+
+def negotiated(port: int) -> str:
+    """The protocol and cipher a default client negotiates with the front end on ``port``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with client_tls().wrap_socket(raw, server_hostname="localhost") as s:
+            cipher = s.cipher()
+            return f"{s.version()} {cipher[0] if cipher else '?'}"
+
+
 class Stack:
-    def __init__(self, profile: bool) -> None:
+    def __init__(self, profile: bool, tls: bool = False) -> None:
+        self.tls = tls
         self.tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
         self.procs: list[subprocess.Popen] = []
         # Two single-process replicas (one per core), as `lichen up` would run them. Every front end spreads
@@ -205,16 +252,26 @@ class Stack:
                 cwd=BACKEND.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for port in self.backend_ports:
             wait_http(port)
+        ssl_flag, ssl_lines, tls_settings = "", "", {}
+        if tls:
+            from lichen.gateway.tls import INTERMEDIATE_CIPHERS
+
+            cert, key = make_certificate(self.tmp)
+            ssl_flag = " ssl"
+            ssl_lines = (f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; "
+                         f"ssl_ciphers {INTERMEDIATE_CIPHERS}; ssl_prefer_server_ciphers on; "
+                         "ssl_session_cache shared:SSL:10m;")
+            tls_settings = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
         self.nginx_port = None
         nginx = ensure_nginx()
         if nginx:
             self.nginx_port = free_port()
             (self.tmp / "nginx.conf").write_text(
-                NGINX_CONF.format(dir=self.tmp, port=self.nginx_port,
+                NGINX_CONF.format(dir=self.tmp, port=self.nginx_port, ssl_flag=ssl_flag, ssl_lines=ssl_lines,
                                   servers=" ".join(f"server 127.0.0.1:{p};" for p in self.backend_ports)))
             subprocess.run([nginx, "-c", str(self.tmp / "nginx.conf"), "-p", str(self.tmp)], check=True,
                            stderr=subprocess.DEVNULL)
-            wait_http(self.nginx_port)
+            wait_http(self.nginx_port, tls=tls)
         self.lichen_port = free_port()
         config = {
             "host": "127.0.0.1", "port": self.lichen_port,
@@ -222,11 +279,12 @@ class Stack:
             "services": {"backend": {"endpoints": [{"url": f"http://127.0.0.1:{p}", "replica": f"b{i}"}
                                                    for i, p in enumerate(self.backend_ports)],
                                      "discover_idempotent": False}},
+            "settings": tls_settings,
         }
         (self.tmp / "gateway.json").write_text(json.dumps(config))
         command = [LICHEN, "gateway", "--config", str(self.tmp / "gateway.json")]
         self.gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_http(self.lichen_port)
+        wait_http(self.lichen_port, tls=tls)
 
     def pids(self, front: str) -> list[int]:
         """The processes serving a front end: the replicas for direct, nginx's master for nginx, the gateway."""
@@ -279,7 +337,7 @@ def profile_gateway(stack: Stack, duration_s: float, connections: int) -> list[s
     raw = stack.tmp / "profile.raw"
     sampler = subprocess.Popen([spy, "record", "-p", str(stack.gateway.pid), "-d", str(max(2, int(duration_s))),
                                 "-r", "250", "-f", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    load([stack.lichen_port], WORKLOADS["trivial"], duration_s + 2, connections)
+    load([stack.lichen_port], WORKLOADS["trivial"], duration_s + 2, connections, tls=stack.tls)
     _, err = sampler.communicate(timeout=120)
     if not raw.exists():
         return [f"py-spy failed: {err.decode(errors='replace').strip()[:300]}"]
@@ -301,15 +359,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="front ends alternate; the median round is reported")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--tls", action="store_true", help="HTTPS at nginx and the gateway (same certificate and "
+                        "ciphers), trivial workload only")
     args = parser.parse_args()
-    stack = Stack(args.profile)
+    tls = args.tls
+    stack = Stack(args.profile, tls)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    fronts = {"direct": stack.backend_ports, "nginx": [stack.nginx_port] if stack.nginx_port else None,
-              "lichen": [stack.lichen_port]}
+    fronts = {"direct": None if tls else stack.backend_ports,
+              "nginx": [stack.nginx_port] if stack.nginx_port else None, "lichen": [stack.lichen_port]}
+    workloads = {"trivial": WORKLOADS["trivial"]} if tls else WORKLOADS
     generator = "wrk" if shutil.which("wrk") else "built-in asyncio"
     print(f"load generator: {generator}; {os.cpu_count()} CPUs; {args.connections} connections; "
           f"{args.duration:g} s per run, {args.rounds} rounds; load average before: {os.getloadavg()[0]:.1f}")
     live = {name: port for name, port in fronts.items() if port is not None}
+    if tls:
+        sessions = {name: negotiated(ports[0]) for name, ports in live.items()}
+        same = len(set(sessions.values())) == 1
+        print("TLS negotiated with the same client: " + "; ".join(f"{k} {v}" for k, v in sessions.items())
+              + (" (the same)" if same else " (DIFFERENT: the comparison is not like for like)"))
     profile_lines: list[str] = []
 
     def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -317,15 +384,15 @@ def main() -> None:
         return ordered[len(ordered) // 2]
 
     try:
-        for workload, path in WORKLOADS.items():
+        for workload, path in workloads.items():
             for ports in live.values():
-                load(ports, path, 1.0, args.connections)  # warm up pools and caches
+                load(ports, path, 1.0, args.connections, tls=tls)  # warm up pools and caches
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
             for _ in range(args.rounds):  # alternate front ends so a noisy neighbour hits all of them alike
                 for name, port in live.items():
                     pids = stack.pids(name)
                     before = cpu_seconds(pids)
-                    run = load(port, path, args.duration, args.connections)
+                    run = load(port, path, args.duration, args.connections, tls=tls)
                     run["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, run["requests"]) * 1e6
                     runs[name].append(run)
             results[workload] = {name: dict(median_of(r)) for name, r in runs.items()}
@@ -336,7 +403,7 @@ def main() -> None:
             half_runs: dict[str, list[dict[str, float]]] = {name: [] for name in live}
             for _ in range(args.rounds):
                 for name, port in live.items():
-                    half_runs[name].append(load(port, path, args.duration, 16, rate=slowest / 2))
+                    half_runs[name].append(load(port, path, args.duration, 16, rate=slowest / 2, tls=tls))
             for name in live:
                 p50s = sorted(r["p50_ms"] for r in half_runs[name])
                 rates = sorted(r["rps"] for r in half_runs[name])
@@ -359,11 +426,20 @@ def main() -> None:
     print()
     targets = {"trivial": 0.5, "cpu_2ms": 0.9}
     for workload, wanted in targets.items():
+        if workload not in results:
+            continue
         r = results[workload]
+        over = " over TLS" if tls else ""
         if "nginx" in r:
             ratio = r["lichen"]["rps"] / r["nginx"]["rps"]
-            print(f"{workload}: lichen/nginx throughput = {ratio:.2f} (target >= {wanted}) "
-                  f"{'MET' if ratio >= wanted else 'NOT MET'}")
+            print(f"{workload}{over}: lichen/nginx throughput = {r['lichen']['rps']:.0f} / {r['nginx']['rps']:.0f} "
+                  f"= {ratio:.2f} (target >= {wanted}) {'MET' if ratio >= wanted else 'NOT MET'}")
+        if "direct" not in r:
+            if "nginx" in r:
+                print(f"{workload}{over}: proxy CPU per request, lichen / nginx = "
+                      f"{r['lichen']['cpu_us_per_request']:.0f} / {r['nginx']['cpu_us_per_request']:.0f} us; "
+                      f"p50 at half load {r['lichen']['half_p50_ms']:.2f} / {r['nginx']['half_p50_ms']:.2f} ms")
+            continue
         print(f"{workload}: lichen/direct throughput = {r['lichen']['rps'] / r['direct']['rps']:.2f}")
         if "nginx" in r:
             print(f"{workload}: proxy CPU per request, lichen / nginx = {r['lichen']['cpu_us_per_request']:.0f} / "

@@ -31,8 +31,12 @@ the user's own ``logging`` calls, is one JSON object on one line::
   ``traceback``, still on one line.
 - A field whose name says it is a secret (``token``, ``secret``, ``password``,
   ``authorization``, ``cookie``, ``credentials``, ``api_key``, ``key``, also as
-  parts of a snake_case name such as ``bearer_token``) is written as
-  ``"[redacted]"``: log an id (``key_id``), never the secret.
+  parts of a snake_case name such as ``bearer_token``, and as a key of a dict
+  logged as a field) is written as ``"[redacted]"``: log an id (``key_id``),
+  never the secret.
+- The process's redaction plan (:mod:`lichen.redacting`, from
+  ``observability.redact``; ``configure(redaction=...)``) hashes or drops the
+  fields it names, at any depth.
 - Field names ``ts``, ``level``, ``logger`` and ``event`` are reserved
   (``TypeError``). Put units in names (``latency_ms``, ``grace_s``).
 
@@ -44,7 +48,6 @@ record's event name and fields back as data, for tests.
 from __future__ import annotations
 
 import contextvars
-import functools
 import json
 import logging
 import re
@@ -52,28 +55,27 @@ import sys
 import time
 from typing import IO, Any
 
+from lichen.redacting import REDACTED, Redaction, is_secret_field
+
 __all__ = [
     "REQUEST_ID",
     "Event",
     "EventLogger",
     "JsonFormatter",
+    "active_redaction",
     "as_event",
     "configure",
     "get_logger",
     "is_secret_field",
     "log_event",
+    "set_redaction",
     "snake_case",
 ]
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("lichen_request_id", default=None)
 """The id of the request being handled in this context; every line logged meanwhile carries it."""
 
-REDACTED = "[redacted]"
 RESERVED_FIELDS = frozenset({"ts", "level", "logger", "event"})
-_SECRET_PARTS = frozenset(
-    {"token", "secret", "secrets", "password", "passwd", "authorization", "cookie", "credential", "credentials",
-     "apikey"}
-)
 # Attributes every LogRecord has; anything else a caller passed in ``extra=`` is a field.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message", "taskName"}
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
@@ -87,13 +89,26 @@ def snake_case(name: str) -> str:
     return _WORD_START.sub("_", name).replace("-", "_").replace(" ", "_").lower()
 
 
-@functools.lru_cache(maxsize=1024)  # field names are few and fixed: decided once each, not per line
-def is_secret_field(name: str) -> bool:
-    """Whether a field named ``name`` would carry a secret (its value is then written as ``[redacted]``)."""
-    lowered = name.lower()
-    if lowered in ("key", "api_key") or lowered.endswith("_api_key"):
-        return True
-    return not _SECRET_PARTS.isdisjoint(lowered.replace("-", "_").split("_"))
+_redaction = Redaction()
+"""this process's redaction plan: the default rules until :func:`configure` or :func:`set_redaction` sets one"""
+
+
+def active_redaction() -> Redaction:
+    """The redaction plan every line of this process goes through (request lines read their tokens from it)."""
+    return _redaction
+
+
+def set_redaction(plan: Redaction) -> None:
+    """Make ``plan`` the one every later line goes through (the gateway's on a config reload).
+
+    A plan with ``hash`` rules but no salt drops those fields instead, and says so in a warning line.
+    """
+    global _redaction
+    _redaction = plan
+    if plan.unsalted:
+        get_logger("lichen.logs").warning(
+            "redaction_unsalted", fields=sorted({name for action, _, name in plan.rules if action == "hash"}),
+            advice="no redaction salt (LICHEN_REDACT_SALT_FILE): these fields are dropped, not hashed")
 
 
 def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +127,7 @@ class Event:
         if reserved:
             raise TypeError(f"log field {sorted(reserved)[0]!r} is reserved (ts, level, logger and event are)")
         self.name = name
-        self.fields = _redacted(fields)
+        self.fields = _redaction.fields(_redacted(fields))
 
     def __str__(self) -> str:  # for handlers that are not JSON: 'replica_started service=api pid=12'
         parts = [self.name]
@@ -221,14 +236,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str | int = "info", *, stream: IO[str] | None = None,
-              static_fields: dict[str, Any] | None = None, handler: logging.Handler | None = None) -> logging.Handler:
+              static_fields: dict[str, Any] | None = None, handler: logging.Handler | None = None,
+              redaction: Redaction | None = None) -> logging.Handler:
     """Make every record of this process one JSON line on ``stream`` (stderr); returns the handler installed.
 
     Replaces the root logger's handlers, so call it once, from a process's entry point. Loggers a
     library configured on its own (uvicorn's default config gives ``uvicorn`` a handler and stops
     propagation) lose their handlers and propagate again, so their records take the same style.
     ``handler`` replaces the ``StreamHandler`` on ``stream`` (a replica batches its writes,
-    :class:`lichen.sdk.logs.LoopBatchingHandler`); it gets the JSON formatter.
+    :class:`lichen.sdk.logs.LoopBatchingHandler`); it gets the JSON formatter. ``redaction`` (default: the
+    default rules) becomes the process's plan (:func:`set_redaction`).
     """
     # Our lines carry none of these; skipping them makes each record several microseconds cheaper.
     logging.logThreads = False
@@ -248,4 +265,5 @@ def configure(level: str | int = "info", *, stream: IO[str] | None = None,
             for old in list(logger.handlers):
                 logger.removeHandler(old)
             logger.propagate = True
+    set_redaction(redaction if redaction is not None else Redaction())
     return handler

@@ -11,7 +11,7 @@ from lichen.cli.main import app
 # Verbs that print data a script would read; each must offer --json.
 READ_VERBS = {
     "validate", "status", "events", "runs", "models list", "keys list", "keys create",
-    "silence list", "silence add", "rules check", "rules test", "init", "scale", "restart", "slo",
+    "silence list", "silence add", "rules check", "rules test", "init", "scale", "restart", "slo", "certs dev",
 }
 
 

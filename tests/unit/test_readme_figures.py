@@ -85,3 +85,16 @@ def test_carbon_planning_figures_are_the_ones_docs_record() -> None:
         assert re.search(rf"\| {re.escape(region)} \| [^|]+ \| 1\.00 \| {figure} \|", docs), region
     per_region = [float(x) for x in (gb, fr, es, ciso)]
     assert abs(sum(per_region) / 4 - float(mean)) < 0.001, "the mean is the mean of the regions"
+
+
+def test_gateway_tls_figure_is_the_one_docs_record() -> None:
+    docs = (REPO / "docs" / "gateway.md").read_text()
+    stated = re.search(r"Over TLS the gateway reaches (\d\.\d\d)× nginx's throughput \((\d+) / (\d+) req/s", README)
+    assert stated, "README no longer states the TLS bench figure"
+    ratio, lichen, nginx = stated.groups()
+    rows = {front: cells for front, cells in
+            (re.match(r"\| trivial over TLS \| (\w+) \| (\d+) \|", line).groups()  # type: ignore[union-attr]
+             for line in docs.splitlines() if line.startswith("| trivial over TLS |"))}
+    assert (rows["lichen"], rows["nginx"]) == (lichen, nginx)
+    assert f"{int(lichen) / int(nginx):.2f}" == ratio
+    assert f"{lichen} / {nginx} = {ratio}" in docs and "bench/gateway.py --tls" in README

@@ -57,7 +57,7 @@ from lichen.runtime.state import StateStore, sqlite_path
 from lichen.runtime.digesting import service_digests
 from lichen.runtime.workspaces import Workspace, atomic_write, ensure_token, read_controller_info
 from lichen.spec.loading import load_spec
-from lichen.spec.models import AppSpec
+from lichen.spec.models import MAX_REPLICAS, AppSpec
 from lichen.spec.quantities import parse_duration_s
 
 
@@ -65,12 +65,29 @@ MAX_LOG_LINES = 10000
 """the most lines per replica ``GET /v1/logs`` returns at first (``lichen logs -n``)"""
 
 
+MAX_SCALE_REPLICAS = MAX_REPLICAS
+"""the most replicas ``POST /v1/services/<name>/scale`` sets, as in the spec: each is a process on this machine
+(a larger number also overflowed the state store's integer and answered 500, found by tests/fuzz)"""
+
+
 class ScaleRequest(BaseModel):
-    replicas: int = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_SCALE_REPLICAS)
 
 
 class RolloutAction(BaseModel):
     reason: str = Field(default="", max_length=500)
+
+
+class FaultRequest(BaseModel):
+    kind: Literal["latency", "errors", "reset"]
+    percent: float = Field(default=100.0, gt=0, le=100)
+    delay_ms: float = Field(default=0.0, ge=0, le=600_000)
+    status: int = Field(default=503, ge=400, le=599)
+    duration_s: float = Field(gt=0, le=86_400, description="it ends by itself after this, even if nobody clears it")
+
+
+class FaultsRequest(BaseModel):
+    faults: list[FaultRequest] = Field(max_length=16)
 
 
 class TokenRequest(BaseModel):
@@ -252,7 +269,7 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
 
     @v1.get("/events", dependencies=viewer)
     async def events(service: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-                     after_id: int = 0) -> list[dict[str, Any]]:
+                     after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> list[dict[str, Any]]:
         return [e.__dict__ for e in controller.store.events(service, limit, after_id)]
 
     @v1.get("/endpoints", dependencies=viewer)
@@ -269,7 +286,9 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
         try:
             seen = json.loads(offsets)
         except json.JSONDecodeError:
-            raise ConfigError("offsets: expected a JSON object of replica -> byte offset") from None
+            seen = None
+        if not isinstance(seen, dict) or not all(type(v) is int and v >= 0 for v in seen.values()):  # NaN, [], -1
+            raise ConfigError("offsets: expected a JSON object of replica -> byte offset")
         if service not in controller.services and service in controller.auxiliary:  # e.g. lichen logs gateway
             text, end = read_log_chunk(controller.workspace.log_path(service), seen.get(service), lines)
             return {"service": service, "replicas": {service: {"text": text, "offset": end, "live": True}}}
@@ -282,6 +301,21 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             text, end = read_log_chunk(controller.workspace.log_path(replica_id), seen.get(replica_id), lines)
             result[replica_id] = {"text": text, "offset": end, "live": replica_id in live}
         return {"service": service, "replicas": result}
+
+    @v1.put("/services/{service}/faults", dependencies=operator)
+    async def set_faults(service: str, body: FaultsRequest) -> dict[str, Any]:
+        """Replace a service's traffic faults at the gateway (``lichen chaos``); an empty list clears them."""
+        from lichen.gateway.configs import FaultConfig
+
+        controller._service(service)  # raises: no such service
+        gateway = controller.gateway
+        if gateway is None or not hasattr(gateway, "set_faults"):
+            raise ConfigError("this controller runs no gateway to inject traffic faults into")
+        now = controller.clock.wall()
+        faults = [FaultConfig(kind=f.kind, percent=f.percent, delay_ms=f.delay_ms, status=f.status,
+                              until_wall=now + f.duration_s) for f in body.faults]
+        gateway.set_faults(service, faults)
+        return {"service": service, "faults": [f.model_dump() for f in faults]}
 
     @v1.get("/tokens", dependencies=admin)
     async def tokens() -> list[dict[str, Any]]:

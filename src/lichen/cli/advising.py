@@ -49,7 +49,9 @@ def stale_changes(text: str, report: dict[str, Any]) -> list[str]:
     """Each advised field whose value in ``text`` is no longer the one the running app was advised on."""
     import yaml
 
-    data = yaml.safe_load(text)
+    from lichen.spec.documents import LocatingSafeLoader
+
+    data = yaml.load(text, Loader=LocatingSafeLoader)
     services = data.get("services") if isinstance(data, dict) else None
     stale = []
     for row in report["services"]:

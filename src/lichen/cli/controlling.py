@@ -194,7 +194,7 @@ def _serve_foreground(workspace: Any, live: bool) -> None:
                 log.info("dashboard_url", url=dashboard_url(info["url"]),  # the log: never the token
                          sign_in="'lichen dashboard' opens it signed in, or paste the token from .lichen/token")
                 if controller.gateway is not None:
-                    log.info("gateway_url", url=controller.gateway.url)
+                    log.info("gateway_url", url=controller.gateway.public_url)
 
             await host_controller(workspace, on_ready=announce)
             return

@@ -43,8 +43,10 @@ def gateway_config(ctx: RenderContext) -> GatewayConfig:
     config = render_config(ctx.spec, endpoints, keys_db=f"{STATE_DIR}/keys.db")
     # no controller to wake a service at zero in the cluster (HPA's minimum is 1): no activation queue
     services = {name: service.model_copy(update={"activation": None}) for name, service in config.services.items()}
+    # TLS ends at the Ingress or Gateway in front (its certificate is a Secret there), not at the gateway pod
+    settings = config.settings.model_copy(update={"tls": None})
     return config.model_copy(update={"host": "0.0.0.0", "port": GATEWAY_PORT, "services": services,
-                                     "generation": ctx.image_tag})
+                                     "generation": ctx.image_tag, "settings": settings})
 
 
 def ingress_hosts(ctx: RenderContext) -> list[str]:

@@ -19,6 +19,7 @@ from lichen.deploy.workloads import RenderContext, RenderRefused
 from lichen.observe.default_rules import default_rules
 from lichen.observe.grafana import grafana_dashboard
 from lichen.observe.rule_files import check_rule_file
+from lichen.spec.documents import LocatingSafeLoader
 from lichen.spec.models import AppSpec
 
 CUDA_HINTS = ("cuda", "nvidia", "pytorch", "tensorflow")
@@ -73,7 +74,7 @@ def rule_groups(spec: AppSpec, app_dir: Path) -> list[dict[str, Any]]:
         _, problems = check_rule_file(path, relative)
         if problems:
             raise problems[0]
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LocatingSafeLoader) or {}
         groups += list(data.get("groups") or [])
     return groups
 

@@ -19,6 +19,7 @@ from typing import Any
 from lichen.control.placing import thread_caps
 from lichen.control.probing import STARTUP_WINDOW_S
 from lichen.deploy.chart_values import Expr, release_name, release_namespace, value
+from lichen.redacting import rules_text
 from lichen.sdk.settings import ReplicaSettings
 from lichen.spec.models import AppSpec, ProbeSpec, ServiceSpec
 from lichen.spec.quantities import format_memory_bytes
@@ -174,6 +175,8 @@ def service_env(ctx: RenderContext, name: str, service: ServiceSpec, revision_la
         service=name, port=SERVICE_PORT, app_dir=APP_DIR, grace_s=service.termination_grace_s,
         timeout_s=service.timeout_s, max_concurrency=service.max_concurrency, metrics_path=service.metrics_path,
         slo_latency_ms=(service.slo.latency_ms,), gateway_url=gateway_url(ctx), service_urls=service_urls,
+        # the rules only: no salt reaches a chart, so a `hash` field is dropped there (docs/kubernetes.md)
+        redact=rules_text(ctx.spec.observability.redact_rules()) or None, secret_names=tuple(service.secrets) or None,
     )
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     env += [{"name": key, "value": text} for key, text in settings.to_env().items()]

@@ -31,6 +31,8 @@ from typing import Literal, Protocol
 import httpx
 
 from lichen.gateway.configs import ActivationConfig, ControllerLink
+from lichen.gateway.requests import Request
+from lichen.gateway.responses import Responder
 from lichen.gateway.metrics import GatewayMetrics
 from lichen.logs import get_logger
 
@@ -156,3 +158,12 @@ class ControllerAsker:
                                            headers={"authorization": f"Bearer {token}"})
         response.raise_for_status()
 
+
+
+def refuse_held(responder: Responder, request: Request, held: str, request_id: str) -> None:
+    """The 503 for a request the activator let go without a replica (``held``: full, stopped or timeout)."""
+    message = ("too many requests are waiting for this service to start" if held == "full"
+               else "the gateway is stopping" if held == "stopped"
+               else "the service did not start a replica in time")
+    responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
+                          close=request.has_body and not request.body.done)

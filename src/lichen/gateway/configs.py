@@ -14,15 +14,17 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lichen.errors import ConfigError
+from lichen.redacting import Redaction, load_redaction, parse_rules, rules_text
 from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
 from lichen.spec.quantities import Duration
+from lichen.spec.documents import LocatingSafeLoader
 
 
 class ConfigModel(BaseModel):
@@ -64,8 +66,21 @@ class ControllerLink(ConfigModel):
     token_file: str
 
 
+class FaultConfig(ConfigModel):
+    """A fault in one service's traffic (:mod:`lichen.control.traffic_faults`), set by ``lichen chaos``."""
+
+    kind: Literal["latency", "errors", "reset"]
+    percent: Annotated[float, Field(gt=0, le=100)] = 100.0
+    delay_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
+    status: Annotated[int, Field(ge=400, le=599)] = 503
+    until_wall: float
+    """wall-clock seconds after which it no longer applies"""
+
+
 class ServiceConfig(ConfigModel):
     endpoints: list[Endpoint] = Field(default_factory=list)
+    faults: list[FaultConfig] = Field(default_factory=list)
+    """traffic faults injected by ``lichen chaos`` (empty: the request path checks nothing more)"""
     activation: ActivationConfig | None = None
     """set for a service that may scale to zero (``autoscale.min: 0``); None: no ready replica is a 503"""
     revision_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
@@ -86,6 +101,9 @@ class GatewayConfig(ConfigModel):
     """an opaque version the writer chooses; ``GET /-/config`` answers the one being served"""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    internal_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """a plaintext listener on 127.0.0.1 beside a TLS ``port``, for this machine's own callers (``lichen up``
+    sets it: the controller's probes and scrapes, replicas calling each other); 0 picks a free port"""
     settings: GatewaySpec = Field(default_factory=GatewaySpec)
     routes: list[RouteConfig] = Field(default_factory=list)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
@@ -96,6 +114,17 @@ class GatewayConfig(ConfigModel):
     reload_interval_s: Duration = 1.0
     connect_timeout_s: Duration = 2.0
     controller: ControllerLink | None = None
+    redact: str = ""
+    """``observability.redact`` as ``ACTION:WHERE:NAME`` entries (:mod:`lichen.redacting`); the default rules
+    (Authorization, Cookie and X-Api-Key dropped) always apply"""
+    redact_salt_file: str | None = None
+    """the app's redaction salt file; without one a ``hash`` rule drops its field"""
+
+    @field_validator("redact")
+    @classmethod
+    def _redact_rules(cls, text: str) -> str:
+        """Well-formed entries, none naming a field the gateway's or a replica's request lines write."""
+        return rules_text(parse_rules(text))
 
     @field_validator("routes")
     @classmethod
@@ -112,6 +141,14 @@ class GatewayConfig(ConfigModel):
         missing = sorted({r.service for r in self.routes} - set(self.services))
         if missing:
             raise ConfigError(f"routes name services with no entry under 'services': {', '.join(missing)}", where=where)
+
+
+def redaction_of(config: GatewayConfig, base_dir: Path | None = None) -> Redaction:
+    """The redaction plan of the gateway's log lines; a salt file that cannot be read is a ConfigError."""
+    salt_file = config.redact_salt_file
+    if salt_file and base_dir is not None and not Path(salt_file).is_absolute():
+        salt_file = str(base_dir / salt_file)
+    return load_redaction(config.redact, salt_file)
 
 
 def as_endpoint(item: object) -> Endpoint:
@@ -136,6 +173,7 @@ def render_config(
     *,
     idempotent_paths: dict[str, list[str]] | None = None,
     keys_db: str = ".lichen/keys.db",
+    faults: Mapping[str, Sequence[FaultConfig]] | None = None,
 ) -> GatewayConfig:
     """The gateway config for an app: its routes, and the given endpoints per service.
 
@@ -156,13 +194,14 @@ def render_config(
             max_inflight=service.max_inflight,
             idempotent_paths=list(idempotent_paths.get(name, [])),
             timeout_s=service.timeout_s,
+            faults=list((faults or {}).get(name, [])),
             activation=(ActivationConfig(queue=service.autoscale.activation_queue,
                                          timeout_s=service.autoscale.activation_timeout_s)
                         if service.autoscale is not None and service.autoscale.min == 0 else None),
         )
     return GatewayConfig(
         host=spec.gateway.host, port=spec.gateway.port, settings=spec.gateway, routes=routes,
-        services=services, keys_db=keys_db,
+        services=services, keys_db=keys_db, redact=rules_text(spec.observability.redact_rules()),
     )
 
 
@@ -221,7 +260,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read gateway config: {exc.strerror}", where=str(source)) from None
     try:
-        data = yaml.safe_load(text) if source.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml.load(text, Loader=LocatingSafeLoader) if source.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"not valid {'YAML' if source.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}", where=str(source)) from None
     try:

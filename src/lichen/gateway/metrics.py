@@ -30,6 +30,12 @@ _COUNTERS = {
     "denied": ("lichen_gateway_denied_total", "Requests denied, by reason.", ("reason",)),
     "activations": ("lichen_gateway_activations_total",
                     "Requests held for a service at zero, by outcome (released, timeout, full).", ("service", "outcome")),
+    "websockets": ("lichen_gateway_websocket_upgrades_total",
+                   "WebSocket upgrade requests, by outcome (upgraded, rejected by the replica, limit, error).",
+                   ("service", "outcome")),
+    "websocket_closes": ("lichen_gateway_websocket_closed_total",
+                         "WebSockets closed, by reason (client_closed, upstream_closed, idle_timeout, shutdown).",
+                         ("service", "reason")),
 }
 COLD_START_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -56,6 +62,7 @@ class GatewayMetrics:
         self.gauges: dict[str, InflightGauge] = {}
         self.held: dict[str, int] = {}
         self.cold_starts: dict[str, list[float]] = {}  # per-bucket counts, then +Inf, sum, count
+        self.websockets_open: dict[str, int] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -93,6 +100,15 @@ class GatewayMetrics:
 
     def activation(self, service: str, outcome: str) -> None:
         self._inc("activations", (service, outcome))
+
+    def websocket(self, service: str, outcome: str) -> None:
+        self._inc("websockets", (service, outcome))
+
+    def websocket_closed(self, service: str, reason: str) -> None:
+        self._inc("websocket_closes", (service, reason))
+
+    def websocket_opened(self, service: str, delta: int) -> None:
+        self.websockets_open[service] = self.websockets_open.get(service, 0) + delta
 
     def set_held(self, service: str, count: int) -> None:
         self.held[service] = count
@@ -139,6 +155,10 @@ class GatewayMetrics:
         for service, value in sorted(self.gauges.items()):
             gauge.add_metric([service], value.value)
         yield gauge
+        sockets = GaugeMetricFamily("lichen_gateway_websocket_connections", "WebSockets open now.", labels=["service"])
+        for service, count in sorted(self.websockets_open.items()):
+            sockets.add_metric([service], count)
+        yield sockets
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

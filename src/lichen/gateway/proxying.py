@@ -31,16 +31,20 @@ from lichen.control.retry_budgets import (
     should_retry,
 )
 from lichen.control.routing import RouteRule, match_route, rewrite_path
+from lichen.control.traffic_faults import effect_for
 from lichen.gateway import guarding
-from lichen.gateway.activating import Activator, ControllerAsker, ReplicaAsker
+from lichen.gateway.activating import Activator, ControllerAsker, ReplicaAsker, refuse_held
 from lichen.gateway.authenticating import Authenticator
 from lichen.gateway.configs import GatewayConfig
+from lichen.gateway.fault_injection import inject
+from lichen.gateway.heads import UPGRADE_WEBSOCKET, request_head, response_head
 from lichen.gateway.keys import KeyCache
 from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.requests import Request
-from lichen.gateway.responses import REASONS, Denial, Responder
-from lichen.gateway.serving import ClientConnection, ConnectionLimits
+from lichen.gateway.responses import Denial, Responder
+from lichen.gateway.serving import BODY_TIMEOUT_MESSAGE, ClientConnection, ConnectionLimits
 from lichen.gateway.tables import ServiceTable, SharedState, Tables
+from lichen.gateway.tunnels import WebSockets
 from lichen.gateway.upstreams import (
     LAST_CHUNK,
     BodyWriter,
@@ -53,13 +57,11 @@ from lichen.gateway.upstreams import (
     release_connection,
     take_idle_connection,
 )
-from lichen.logs import get_logger
+from lichen.logs import active_redaction, get_logger
+from lichen.redacting import line_fields
 
 log = get_logger("lichen.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding", b"expect"}
-)
 # A response whose head arrives before its body is held back before the client
 # sees a byte (like nginx's proxy_buffering), so a replica that dies between
 # its head and the end of a small body is retried instead of truncating the
@@ -69,6 +71,8 @@ _HOP_BY_HOP = frozenset(
 # Server-Sent Events are never held.
 BUFFER_WHOLE_BODY_BYTES = 64 * 1024
 HOLD_STREAM_S = 0.05
+_BODY_ERRORS = {413: ("body_too_large", "request body is larger than the limit"),
+                408: ("body_timeout", BODY_TIMEOUT_MESSAGE)}
 
 
 @dataclass(slots=True)
@@ -107,6 +111,7 @@ class Gateway:
         self.activator = Activator(loop, self.metrics, asker or ControllerAsker(lambda: self.config.controller))
         self.connections: set[ClientConnection] = set()
         self.rate_limits = guarding.RateLimits(config.settings.rate_limit, self.metrics)
+        self.websockets = WebSockets(loop, self.metrics, config.settings.websockets)
         self.apply(config)
 
     # ------------------------------------------------------------------ config
@@ -121,7 +126,8 @@ class Gateway:
         self.settings = settings
         self.tables = Tables(config, self.shared)
         self.limits = ConnectionLimits(settings.limits.max_header_bytes, settings.limits.max_body_bytes,
-                                       config.header_timeout_s, config.idle_timeout_s)
+                                       config.header_timeout_s, config.idle_timeout_s, settings.limits.body_idle_timeout_s)
+        self.websockets.settings = settings.websockets
         o = settings.outlier_detection
         self.outlier_policy = OutlierPolicy(o.consecutive_failures, o.base_ejection_s, o.max_ejection_s, o.max_ejection_percent)
         self.rate_limits.configure(settings.rate_limit)
@@ -137,8 +143,13 @@ class Gateway:
                path: str = "", rule: RouteRule | None = None, started: float | None = None) -> None:
         """The one path of a refused request: count it, log it (never a secret), answer it."""
         self.metrics.deny(denial.reason)
-        log.warning("request_denied", status=denial.status, reason=denial.reason, client_ip=responder.client_ip,
-                    method=request.method if request else None, path=path[:200] or None, request_id=request_id or None)
+        plan = active_redaction()  # the hashed observability.redact fields the request carries (lichen.redacting)
+        tokens = plan.request_fields(request.headers, request.url.partition(b"?")[2]) if plan.requests and request else None
+        # one mapping, the line's own fields first: a token named like one (a hand-written rule) cannot break a refusal
+        log.warning("request_denied", **line_fields({
+            "status": denial.status, "reason": denial.reason, "client_ip": responder.client_ip,
+            "method": request.method if request else None, "path": path[:200] or None,
+            "request_id": request_id or None}, tokens))
         responder.refuse(denial, request_id)
         if started is not None:
             self.metrics.observe_request(rule.prefix if rule else "", rule.service if rule else "", "", denial.status,
@@ -180,6 +191,9 @@ class Gateway:
             return
         if responder.closed:
             return
+        if request.upgrade:  # a WebSocket: held open, so it takes no max_inflight slot
+            await self._tunnel(request, responder, rule, path, query, request_id, start)
+            return
         if request.expect is not None and request.expect.lower() == b"100-continue" and request.has_body:
             responder.continue_()
         service = tables.services[rule.service]
@@ -208,7 +222,10 @@ class Gateway:
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
             return
         try:
-            status, revision = await self._proxy(request, responder, rule, service, path, query, request_id, start)
+            injected = await inject(effect_for(service.config.faults, self.clock.wall(), random.random), request,
+                                    responder, request_id) if service.config.faults else None
+            status, revision = (injected, "") if injected is not None else \
+                await self._proxy(request, responder, rule, service, path, query, request_id, start)
         finally:
             if gauge is not None:
                 gauge.dec()
@@ -223,17 +240,9 @@ class Gateway:
                                          start + (rule.timeout_s or service.timeout_s))
         if held == "released":
             return True
-        self._refuse_held(responder, request, held, request_id)
+        refuse_held(responder, request, held, request_id)
         self.metrics.observe_request(rule.prefix, rule.service, "", 503, self.loop.time() - start)
         return False
-
-    @staticmethod
-    def _refuse_held(responder: Responder, request: Request, held: str, request_id: str) -> None:
-        message = ("too many requests are waiting for this service to start" if held == "full"
-                   else "the gateway is stopping" if held == "stopped"
-                   else "the service did not start a replica in time")
-        responder.send_simple(503, message, request_id, headers=((b"retry-after", b"1"),),
-                              close=request.has_body and not request.body.done)
 
     def _builtin(self, responder: Responder, path: str, request_id: str) -> None:
         if path == self.config.metrics_path:
@@ -249,6 +258,34 @@ class Gateway:
             responder.send_simple(404, f"no route matches {path[:200]}", request_id,
                                   extra={"routes": self.tables.route_listing})
 
+    async def _tunnel(self, request: Request, responder: Responder, rule: RouteRule, path: str, query: str,
+                      request_id: str, start: float) -> None:
+        """A WebSocket upgrade: to one replica, then piped both ways (:mod:`lichen.gateway.tunnels`). For a service
+        at zero it is held by the activator first, like any request (it counts against the limit once released)."""
+        service = self.tables.services[rule.service]
+        if service.config.activation is not None and not service.ready:
+            if not await self._hold(request, responder, rule, service, request_id, start):
+                responder.close_after = True
+                return
+            service = self.tables.services.get(rule.service, service)
+        denial = self.websockets.admit(rule.service)
+        if denial is not None:
+            self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
+            responder.close_after = True
+            return
+        target = rewrite_path(rule, path) + ("?" + query if query else "")
+        head = request_head(request, target, request_id, request.request_id is None, responder.client_ip,
+                            UPGRADE_WEBSOCKET)
+        hash_key = service.hash_key(request.headers, path, query) if service.hash_kind else None
+
+        def answered(status: int, revision: str) -> None:
+            self.metrics.observe_request(rule.prefix, rule.service, revision, status, self.loop.time() - start)
+
+        await self.websockets.relay(request, responder, service, head,
+                                    request.pinned.decode("latin-1") if request.pinned else None, hash_key,
+                                    start + (rule.timeout_s or service.timeout_s), self.config.connect_timeout_s,
+                                    self.settings.retries.attempts, request_id, answered)
+
     # ------------------------------------------------------------------ attempts and retries
     async def _proxy(self, request: Request, responder: Responder, rule: Any, service: ServiceTable, path: str,
                      query: str, request_id: str, start: float) -> tuple[int, str]:
@@ -262,7 +299,7 @@ class Gateway:
         runtime = service.runtime
         runtime.budget = note_request(runtime.budget, start)
         call = Call(request, responder, service.name,
-                    self._request_head(request, target, request_id, request.request_id is None, responder.client_ip),
+                    request_head(request, target, request_id, request.request_id is None, responder.client_ip),
                     start + (rule.timeout_s or service.timeout_s), idempotent, request_id)
         tried: list[UpstreamState] = []
         attempt = 0
@@ -280,7 +317,7 @@ class Gateway:
                 if held == "released":
                     attempt -= 1
                     continue
-                self._refuse_held(responder, request, held, request_id)
+                refuse_held(responder, request, held, request_id)
                 return 503, ""
             if upstream is None:
                 if not tried:
@@ -460,23 +497,23 @@ class Gateway:
 
     def _whole_response(self, exchange: Exchange, request: Request, request_id: str) -> tuple[bytes, bool]:
         """A response that arrived whole, as the client gets it (one write), and whether to close after it."""
-        response_head, chunk_out, close = self._response_head(exchange, request, request_id)
+        head, chunk_out, close = response_head(exchange, request, request_id)
         pending = exchange.pending
         exchange.pending = []
         if chunk_out:
             pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
-        return b"".join([response_head, *pending, LAST_CHUNK if chunk_out else b""]), close
+        return b"".join([head, *pending, LAST_CHUNK if chunk_out else b""]), close
 
     async def _stream(self, call: Call, uconn: UpstreamConnection, exchange: Exchange, status: int) -> Outcome:
         """Forward a response that is still arriving, as it arrives."""
         request, responder = call.request, call.responder
         body = request.body
-        response_head, chunk_out, close = self._response_head(exchange, request, call.request_id)
+        head, chunk_out, close = response_head(exchange, request, call.request_id)
         pending = exchange.pending
         exchange.pending = []
         if chunk_out:
             pending = [b"%x\r\n%b\r\n" % (len(c), c) for c in pending if c]
-        responder.start(b"".join([response_head, *pending]), close=close)
+        responder.start(b"".join([head, *pending]), close=close)
         responder.flow.feed_from(uconn.flow)  # a client that reads slowly pauses reading from the replica
         exchange.start_forwarding(responder.write_chunk if chunk_out else responder.write)
         try:
@@ -536,8 +573,7 @@ class Gateway:
 
     def _reject_body(self, call: Call) -> None:
         status = call.request.body.error
-        reason = "body_too_large" if status == 413 else "malformed_request"
-        message = "request body is larger than the limit" if status == 413 else "malformed request body"
+        reason, message = _BODY_ERRORS.get(status, ("malformed_request", "malformed request body"))
         if call.responder.started:
             self.metrics.deny(reason)
             call.responder.close_after = True
@@ -555,53 +591,3 @@ class Gateway:
                 else:
                     future.cancel()
         release_connection(uconn, self.loop.time(), False)
-
-    def _request_head(self, request: Request, target: str, request_id: str, generated_id: bool, client_ip: str) -> bytes:
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), target.encode("latin-1"))]
-        forwarded_for = None
-        for name, value in request.headers:
-            if name in _HOP_BY_HOP:
-                continue
-            if name == b"x-forwarded-for":
-                forwarded_for = value
-                continue
-            lines.append(b"%s: %s\r\n" % (name, value))
-        if request.host is None:
-            lines.append(b"host: gateway\r\n")
-        if generated_id:
-            lines.append(b"x-request-id: %s\r\n" % request_id.encode())
-        ip = client_ip.encode()
-        lines.append(b"x-forwarded-for: %s\r\n" % (forwarded_for + b", " + ip if forwarded_for else ip))
-        if request.chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def _response_head(self, exchange: Exchange, request: Request, request_id: str) -> tuple[bytes, bool, bool]:
-        """The head sent to the client, whether the body is re-chunked, and whether the connection must close after."""
-        lines = [b"HTTP/1.1 %d %s\r\n" % (exchange.status, exchange.reason or REASONS.get(exchange.status, b"Unknown"))]
-        has_id = False
-        for name, value in exchange.headers:
-            lname = name.lower()
-            if lname in _HOP_BY_HOP:
-                continue
-            if lname == b"x-request-id":
-                has_id = True
-            lines.append(b"%s: %s\r\n" % (name, value))
-        if not has_id:
-            lines.append(b"x-request-id: %s\r\n" % request_id.encode())
-        chunk_out = False
-        close = not request.keep_alive
-        bodyless = exchange.is_head or exchange.status in (204, 304)
-        if not exchange.content_length and not bodyless:
-            if request.http11:
-                chunk_out = True
-                lines.append(b"transfer-encoding: chunked\r\n")
-            else:
-                close = True
-        if close:
-            lines.append(b"connection: close\r\n")
-        elif not request.http11:
-            lines.append(b"connection: keep-alive\r\n")  # an HTTP/1.0 client asked to keep the connection
-        lines.append(b"\r\n")
-        return b"".join(lines), chunk_out, close

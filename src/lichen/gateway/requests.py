@@ -87,7 +87,8 @@ class Request:
 
     __slots__ = (
         "url", "method", "headers", "http11", "keep_alive", "host", "request_id", "authorization", "api_key",
-        "pinned", "expect", "content_length", "transfer_encoding", "chunked", "body", "reject",
+        "pinned", "expect", "content_length", "transfer_encoding", "chunked", "body", "reject", "upgrade_header",
+        "upgrade",
     )
 
     def __init__(self) -> None:
@@ -107,6 +108,9 @@ class Request:
         self.chunked = False
         self.body = RequestBody()
         self.reject: tuple[int, str] | None = None
+        self.upgrade_header: bytes | None = None
+        self.upgrade = False
+        """a WebSocket upgrade the parser stopped at: the handler tunnels it or answers and closes"""
 
     @property
     def has_body(self) -> bool:

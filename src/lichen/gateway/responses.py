@@ -18,14 +18,14 @@ details.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lichen.gateway.flow_control import FlowControl
 
 REASONS = {
-    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    101: b"Switching Protocols", 200: b"OK", 308: b"Permanent Redirect", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     408: b"Request Timeout", 413: b"Content Too Large", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
 }
@@ -54,12 +54,16 @@ def error_body(status: int, message: str, request_id: str, extra: dict[str, Any]
 class Responder:
     """One request's answer on one client connection (see module docs)."""
 
-    __slots__ = ("flow", "client_ip", "started", "finished", "close_after")
+    __slots__ = ("flow", "client_ip", "started", "finished", "close_after", "extra_headers", "_switch")
 
-    def __init__(self, flow: FlowControl, client_ip: str) -> None:
+    def __init__(self, flow: FlowControl, client_ip: str, extra_headers: bytes = b"",
+                 switch: Callable[[Any], bytes] | None = None) -> None:
         self.flow = flow
         """the client connection's back-pressure (pause reading the request body; couple a replica's reading)"""
         self.client_ip = client_ip
+        self.extra_headers = extra_headers
+        """header lines added to every response head (HSTS on a TLS listener)"""
+        self._switch = switch
         self.started = False
         """the response head was written: nothing can be retried any more"""
         self.finished = False
@@ -81,8 +85,18 @@ class Responder:
         """Write the response head (and any body bytes already at hand)."""
         self.started = True
         self.close_after = self.close_after or close
+        if self.extra_headers:
+            data = data.replace(b"\r\n", b"\r\n" + self.extra_headers, 1)  # right after the status line
         if not self.flow.closed:
             self.flow.transport.write(data)
+
+    def switch(self, head: bytes, tunnel: Any) -> bytes:
+        """Answer ``101 Switching Protocols`` with ``head`` and give the connection to ``tunnel``
+        (a :class:`lichen.gateway.serving.Tunnel`); returns the bytes the client sent after its request head."""
+        assert self._switch is not None
+        self.start(head, close=True)
+        self.finished = True
+        return self._switch(tunnel)
 
     def write(self, data: bytes) -> None:
         if not self.flow.closed:

@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from lichen.clocks import Clock, SystemClock
 from lichen.logs import get_logger
-from lichen.observe.promql import Engine, QueryError, _matchers
+from lichen.observe.promql import Engine, QueryError, _matchers, parse_promql
 from lichen.observe.promql_values import format_value
 from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 
@@ -71,19 +71,28 @@ def _get(items: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
+MAX_SECONDS = 1e13
+"""The largest time or step taken, in seconds (about 317,000 years): its milliseconds, with any offset or range
+a query adds, stay far inside the int64 the engine computes in; Prometheus' own bound is int64 milliseconds."""
+
+
 def parse_time(text: str | None, default: float) -> float:
     if text is None or text == "":
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        value = None
+    if value is not None:
+        if not math.isfinite(value) or abs(value) > MAX_SECONDS:  # inf, NaN and 1e300 are no time
+            raise _BadData(f"cannot parse {text!r} to a valid timestamp")
+        return value
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if moment.tzinfo is None:  # RFC 3339 always has a zone; read a bare one as UTC, never as local time
             moment = moment.replace(tzinfo=timezone.utc)
         return moment.timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _BadData(f"cannot parse {text!r} to a valid timestamp") from None
 
 
@@ -91,20 +100,22 @@ def parse_step(text: str | None) -> float:
     if text is None or text == "":
         raise _BadData("missing parameter 'step'")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    try:
-        return pp.parse_duration(text).total_seconds()
-    except ValueError:
-        raise _BadData(f"cannot parse {text!r} to a valid duration") from None
+        try:
+            value = pp.parse_duration(text).total_seconds()
+        except (ValueError, OverflowError):
+            raise _BadData(f"cannot parse {text!r} to a valid duration") from None
+    if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+        raise _BadData(f"cannot parse {text!r} to a valid duration")
+    return value
 
 
 def selector_matchers(text: str) -> list[LabelMatcher]:
     try:
-        node = pp.parse(text)
-    except ValueError as exc:
-        raise _BadData(f"invalid match[] {text!r}: {exc}") from None
+        node = parse_promql(text)  # never pp.parse: a deep selector text would crash the process
+    except QueryError as exc:
+        raise _BadData(f"invalid match[] {text!r}: {exc.message}") from None
     if not isinstance(node, pp.VectorSelector):
         raise _BadData(f"invalid match[] {text!r}: not a series selector")
     return _matchers(node)
@@ -163,6 +174,8 @@ def build_query_router(
             raise _BadData('invalid parameter "end": end timestamp must not be before start time')
         if step <= 0:
             raise _BadData('invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer')
+        if step < 0.0005:  # the engine's steps are whole milliseconds
+            raise _BadData('invalid parameter "step": the query resolution step is under a millisecond; use at least 0.001')
         if (end - start) / step > 11_000:
             raise _BadData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
         try:

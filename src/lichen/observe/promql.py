@@ -10,6 +10,9 @@ Interface (stable; used by the rules, the HTTP API, the dashboard and the contro
   sample list rule evaluation needs (a scalar becomes one sample with no labels).
 * ``parse_expr(text) -> promql_parser.Expr`` — parse and check support; raises
   :class:`QueryError` naming the construct and its position.
+* ``parse_promql(text) -> promql_parser.Expr`` — only parse (any PromQL, e.g. a ``match[]`` selector);
+  every caller parses through it, never ``promql_parser.parse``: it refuses an expression nested deeper
+  than :data:`MAX_NESTING`, which would overflow the parser's stack and kill the process.
 
 Expressions are parsed by the ``promql-parser`` package. Supported: vector and matrix selectors
 with every matcher type and ``offset``; the functions in
@@ -58,7 +61,7 @@ from lichen.observe.promql_values import (
 )
 from lichen.observe.series import LabelMatcher, SeriesStore, stale_mask
 
-__all__ = ["Engine", "QueryError", "parse_expr"]
+__all__ = ["Engine", "QueryError", "parse_expr", "parse_promql"]
 
 MAX_POINTS = 11_000
 #: the running query's first and last step (ms) for @ start()/end(); a context variable, so queries
@@ -158,17 +161,54 @@ def _rename_holt_winters(text: str) -> str:
     return "".join(out)
 
 
-def parse_expr(text: str) -> pp.Expr:
-    """Parse a PromQL expression and check that this engine supports every construct in it."""
-    _check_duration_units(text)
+MAX_NESTING = 200
+"""The deepest expression accepted: promql-parser overflows its stack (killing the process) near 4,500 levels,
+and the engine recurses once or twice per level; real rules nest a few dozen deep at most."""
+_NESTING_TOKENS = re.compile(r"[(\[{]|[)\]}]|\b(?:and|or|unless|atan2)\b|==|!=|<=|>=|[-+*/%^<>]")
+
+
+def nesting_depth(text: str) -> int:
+    """An upper bound on how deep ``text`` parses: brackets, plus every operator inside each enclosing bracket.
+
+    A chain ``a + b + c`` parses into nested binary expressions, so each operator
+    counts as a level within its bracket; string literals count nothing.
+    """
+    groups, total, deepest = [0], 1, 1
+    for token in _NESTING_TOKENS.finditer(_STRINGS.sub('""', text)):
+        part = token.group()
+        if part in "([{":
+            groups.append(0)
+            total += 1
+        elif part in ")]}":
+            if len(groups) > 1:
+                total -= 1 + groups.pop()
+        else:
+            groups[-1] += 1
+            total += 1
+        deepest = max(deepest, total)
+    return deepest
+
+
+def parse_promql(text: str) -> pp.Expr:
+    """``promql_parser.parse`` that only raises :class:`QueryError`: too deep, a syntax error or a parser panic."""
+    depth = nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise QueryError(f"the expression nests about {depth} levels deep (parentheses and operators); at most "
+                         f"{MAX_NESTING} are allowed: split it, e.g. into recording rules")
     try:  # Prometheus 2.x's holt_winters is double_exponential_smoothing to promql-parser
-        node = pp.parse(_rename_holt_winters(text) if "holt_winters" in text else text)
+        return pp.parse(_rename_holt_winters(text) if "holt_winters" in text else text)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"cannot parse PromQL {text!r}: {exc}") from None
     except BaseException as exc:  # a panic inside promql-parser is a BaseException; it must not kill the caller
         if not _is_panic(exc):
             raise
         raise QueryError(f"cannot parse PromQL {text!r}: the parser failed ({exc})") from None
+
+
+def parse_expr(text: str) -> pp.Expr:
+    """Parse a PromQL expression and check that this engine supports every construct in it."""
+    _check_duration_units(text)
+    node = parse_promql(text)
     _check(node, text)
     return node
 
@@ -258,6 +298,8 @@ class Engine:
         if end_s < start_s:
             raise QueryError("end timestamp must not be before start time")
         start_ms, end_ms, step_ms = int(round(start_s * 1000)), int(round(end_s * 1000)), int(round(step_s * 1000))
+        if step_ms <= 0:  # steps are whole milliseconds; a smaller one would divide by zero
+            raise QueryError("the query resolution step is under a millisecond; use a step of at least 0.001 s")
         count = (end_ms - start_ms) // step_ms + 1
         if count > MAX_POINTS:
             raise QueryError("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")

@@ -148,7 +148,7 @@ def set_binop(op: str, lhs: InstantVector, rhs: InstantVector, matching: Matchin
 
 def vector_binop(op: str, lhs: InstantVector, rhs: InstantVector, matching: Matching) -> InstantVector:
     """Arithmetic or comparison between two instant vectors with vector matching."""
-    steps = lhs.values.shape[1] if len(lhs) else (rhs.values.shape[1] if len(rhs) else 0)
+    steps = lhs.values.shape[1]  # an empty vector still has one column per step
     if not len(lhs) or not len(rhs):
         return InstantVector.empty(steps)
     swapped = matching.card == "one-to-many"

@@ -25,7 +25,8 @@ import yaml
 
 from lichen.control.alerting import FIRING
 from lichen.errors import DataError
-from lichen.observe.promql import Engine, QueryError
+from lichen.spec.documents import LocatingSafeLoader
+from lichen.observe.promql import Engine, QueryError, parse_promql
 from lichen.observe.rule_files import load_rule_file, parse_duration_s
 from lichen.observe.rules import RuleManager, format_go_float
 from lichen.observe.series import STALE_NAN, SeriesStore, labels_key
@@ -80,9 +81,9 @@ def _parse_metric(text: str, where: str) -> dict[str, str]:
     if text in ("", "{}"):
         return {}
     try:
-        node = pp.parse(text)
-    except ValueError as exc:
-        raise DataError(f"invalid series {text!r}: {exc}", where=where) from None
+        node = parse_promql(text)  # never pp.parse: a deeply nested text would crash the process
+    except QueryError as exc:
+        raise DataError(f"invalid series {text!r}: {exc.message}", where=where) from None
     if not isinstance(node, pp.VectorSelector):
         raise DataError(f"invalid series {text!r}: not a metric with labels", where=where)
     labels = {m.name: m.value for m in node.matchers.matchers}
@@ -142,7 +143,7 @@ def run_test_file(path: str | Path) -> TestFileResult:
     p = Path(path)
     result = TestFileResult(str(p))
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = yaml.load(p.read_text(), Loader=LocatingSafeLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise DataError(f"cannot read test file: {exc}", where=str(p)) from None
     if not isinstance(doc, dict):

@@ -27,6 +27,7 @@ from lichen.control.alerting import Alert, AlertRuleSpec, LabelSet
 from lichen.errors import DataError, SpecIssue
 from lichen.observe.promql import QueryError, parse_expr
 from lichen.observe.templating import TemplateError, compile_template
+from lichen.spec.documents import LocatingSafeLoader
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -88,7 +89,7 @@ class RuleGroup:
 # ------------------------------------------------------------------------- loading
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(LocatingSafeLoader):
     pass
 
 
@@ -162,6 +163,13 @@ def check_rule_text(text: str, source: str = "<rules>") -> tuple[list[RuleGroup]
     """
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:  # PyYAML builds nested collections recursively
+        return [], [RuleFileError("invalid YAML: nested too deep", file=source)]
+    except yaml.reader.ReaderError as exc:  # a control character: located by its offset in the text
+        at = min(max(exc.position, 0), len(text))
+        line, column = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        return [], [RuleFileError(f"invalid YAML: {exc.reason} (U+{exc.character:04X})", file=source, line=line,
+                                  column=column, yaml_syntax=True)]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -175,9 +183,9 @@ def check_rule_text(text: str, source: str = "<rules>") -> tuple[list[RuleGroup]
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
         return [], [RuleFileError("a rule file needs a top-level 'groups:' list", file=source, line=0)]
     problems: list[RuleFileError] = []
-    unknown = set(doc) - {"groups"}
+    unknown = _sorted_keys(set(doc) - {"groups"})
     if unknown:
-        problems.append(_located(f"unknown field(s) {sorted(unknown)}", source, doc, "", key=sorted(unknown)[0]))
+        problems.append(_located(f"unknown field(s) {unknown}", source, doc, "", key=unknown[0]))
     groups: list[RuleGroup] = []
     names: set[str] = set()
     for gi, g in enumerate(doc["groups"]):
@@ -194,11 +202,20 @@ def _parse_group(g: object, source: str, gpath: str, names: set[str], problems: 
             return None
     name = str(g.get("name") or "")
     ok = bool(name)
-    extra = set(g) - {"name", "interval", "rules", "limit", "query_offset"}
+    extra = _sorted_keys(set(g) - {"name", "interval", "rules", "limit", "query_offset"})
     if extra:
-        problems.append(_located(f"unknown field(s) {sorted(extra)} in group {g.get('name')!r}", source, g, gpath,
-                                 key=sorted(extra)[0]))
+        problems.append(_located(f"unknown field(s) {extra} in group {g.get('name')!r}", source, g, gpath,
+                                 key=extra[0]))
         ok = False
+    limit = g.get("limit") or 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        problems.append(_located(f"'limit' must be a whole number >= 0, got {limit!r}", source, g, gpath + ".limit",
+                                 key="limit"))
+        ok, limit = False, 0
+    rule_list = g.get("rules") or []
+    if not isinstance(rule_list, list):
+        problems.append(_located("'rules' must be a list of rules", source, g, gpath + ".rules", key="rules"))
+        ok, rule_list = False, []
     if name and name in names:
         problems.append(_located(f"{g['name']!r}: repeated in the same file", source, g, gpath + ".name"))
         ok = False
@@ -210,7 +227,7 @@ def _parse_group(g: object, source: str, gpath: str, names: set[str], problems: 
         problems.append(exc)
         ok = False
     rules = []
-    for ri, r in enumerate(g.get("rules") or []):
+    for ri, r in enumerate(rule_list):
         rule_problems: list[RuleFileError] = []
         rule = _parse_rule(r, source, f"{gpath}.rules[{ri}]", rule_problems)
         problems.extend(rule_problems)
@@ -218,7 +235,31 @@ def _parse_group(g: object, source: str, gpath: str, names: set[str], problems: 
             ok = False
         else:
             rules.append(rule)
-    return RuleGroup(name, interval, rules, source, int(g.get("limit") or 0)) if ok else None
+    return RuleGroup(name, interval, rules, source, limit) if ok else None
+
+
+def _sorted_keys(keys: set[object]) -> list[str]:
+    """Mapping keys as text, sorted (YAML keys may be numbers or booleans, which do not sort with strings)."""
+    return sorted(str(k) for k in keys)
+
+
+def _string_map(r: dict, key: str, source: str, path: str, problems: list[RuleFileError]) -> dict[str, str]:
+    """A rule's ``labels`` or ``annotations``: a mapping of names to scalar values, read as text."""
+    value = r.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(_located(f"'{key}' must be a mapping of names to text", source, r, f"{path}.{key}", key=key))
+        return {}
+    out = {}
+    for name, text in value.items():
+        if isinstance(text, (dict, list)):
+            problems.append(_located(f"the value of {name!r} in '{key}' must be text, not a "
+                                     f"{'mapping' if isinstance(text, dict) else 'list'}", source, value,
+                                     f"{path}.{key}.{name}", key=str(name)))
+            continue
+        out[str(name)] = "" if text is None else str(text)
+    return out
 
 
 def _parse_rule(r: object, source: str, path: str, problems: list[RuleFileError]) -> Rule | None:
@@ -227,10 +268,10 @@ def _parse_rule(r: object, source: str, path: str, problems: list[RuleFileError]
         problems.append(_located("a rule must be a mapping", source, r, path))
         return None
     allowed = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
-    extra = set(r) - allowed
+    extra = _sorted_keys(set(r) - allowed)
     if extra:
         first = min(extra, key=lambda k: getattr(r, "key_lines", {}).get(k, 0))
-        problems.append(_located(f"unknown field(s) {sorted(extra)}", source, r, f"{path}.{first}", key=first))
+        problems.append(_located(f"unknown field(s) {extra}", source, r, f"{path}.{first}", key=first))
     if ("record" in r) == ("alert" in r):
         problems.append(_located("one of 'record' or 'alert' must be set", source, r, path))
     expr = r.get("expr")
@@ -241,8 +282,8 @@ def _parse_rule(r: object, source: str, path: str, problems: list[RuleFileError]
             parse_expr(str(expr))
         except QueryError as exc:
             problems.append(_located(exc.message, source, r, path + ".expr", key="expr"))
-    labels = {str(k): str(v) for k, v in (r.get("labels") or {}).items()}
-    annotations = {str(k): str(v) for k, v in (r.get("annotations") or {}).items()}
+    labels = _string_map(r, "labels", source, path, problems)
+    annotations = _string_map(r, "annotations", source, path, problems)
     for field_name, names in (("labels", labels), ("annotations", annotations)):
         for name in names:  # Prometheus' rulefmt: a valid label name, and a rule label may not be __name__
             if not LABEL_NAME.match(name) or (field_name == "labels" and name == "__name__"):

@@ -63,15 +63,17 @@ from lichen.runtime import (
     supervising,
 )
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
-from lichen.runtime.launching import CommandBuilder, lichen_serve_command, replica_environment, replica_settings
+from lichen.runtime.launching import (CommandBuilder, lichen_serve_command, redact_text, replica_environment,
+                                      replica_settings, with_redaction)
 from lichen.runtime.metrics import ControllerMetrics
 from lichen.runtime.probing import HttpProber, start_probing
 from lichen.runtime.ports import pick_replica_port
 from lichen.runtime.processes import LaunchRequest, ProcessLauncher
 from lichen.runtime.replicas import HOST, Replica, ServiceState
 from lichen.runtime.supervising import AuxiliaryProcess
+from lichen.runtime.secret_stores import STORE_KEYS
 from lichen.runtime.state import ReplicaRecord, StateStore
-from lichen.runtime.workspaces import Workspace, detect_machine, read_secrets
+from lichen.runtime.workspaces import Workspace, detect_machine, ensure_redact_salt, read_secrets
 from lichen.spec.models import AppSpec, RestartSpec, ServiceSpec
 
 log = get_logger("lichen.controller")
@@ -152,7 +154,9 @@ class Controller:
         """
         for name, spec in app.services.items():
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
-        digest_of = (lambda n: code_digests) if isinstance(code_digests, str) else (lambda n: code_digests.get(n, ""))
+        ensure_redact_salt(self.workspace)
+        code_of = (lambda n: code_digests) if isinstance(code_digests, str) else (lambda n: code_digests.get(n, ""))
+        digest_of = lambda n: with_redaction(code_of(n), redact_text(app))  # noqa: E731
         for name, spec in app.services.items():  # refused before anything changes: one canary at a time
             current = self.services.get(name)
             new = revision_id(name, spec, digest_of(name), current.restart_nonce if current else 0)
@@ -581,7 +585,8 @@ class Controller:
     def _replica_env(self, service: str, revision: str, replica_id: str, spec: ServiceSpec, placement: Placement,
                      port: int) -> dict[str, str]:
         settings = replica_settings(service, revision, replica_id, port, spec, self.workspace.app_dir, DRAIN_WINDOW_S,
-                                    replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None))
+                                    replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None),
+                                    redact=redact_text(self.app_spec), redact_salt_file=self.workspace.redact_salt_file)
         secrets: dict[str, str] = {}
         if spec.secrets:
             cached = self._secrets_cache.get(service)
@@ -604,7 +609,7 @@ class Controller:
 
     def _supervise_auxiliary(self, now: float) -> float | None:
         return supervising.step_auxiliary(self.auxiliary.values(), self.launcher, self.workspace, now, self.stopping,
-                                          self.event, hidden_env=self.secret_names())
+                                          self.event, hidden_env=self.secret_names() | STORE_KEYS)
 
     def secret_names(self) -> frozenset[str]:
         """Every secret name the app declares: kept out of the environment a process inherits from the

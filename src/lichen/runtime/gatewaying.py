@@ -92,16 +92,24 @@ def gateway_command(config: Path) -> list[str]:
 
 
 def absolute_paths(app: AppSpec, app_dir: Path) -> AppSpec:
-    """The spec with the gateway's file paths made absolute (the config lives in ``.lichen/``)."""
-    jwt = app.gateway.auth.jwt
-    if jwt is None or not jwt.jwks_file or Path(jwt.jwks_file).is_absolute():
-        return app
-    auth = app.gateway.auth.model_copy(update={"jwt": jwt.model_copy(update={"jwks_file": str(app_dir / jwt.jwks_file)})})
-    return app.model_copy(update={"gateway": app.gateway.model_copy(update={"auth": auth})})
+    """The spec with the gateway's file paths (JWKS, TLS certificate and key) made absolute (the config lives in
+    ``.lichen/``)."""
+    gateway = app.gateway
+    jwt = gateway.auth.jwt
+    if jwt is not None and jwt.jwks_file and not Path(jwt.jwks_file).is_absolute():
+        auth = gateway.auth.model_copy(update={"jwt": jwt.model_copy(update={"jwks_file": str(app_dir / jwt.jwks_file)})})
+        gateway = gateway.model_copy(update={"auth": auth})
+    tls = gateway.tls
+    if tls is not None:
+        files = {"cert_file": str(app_dir / Path(tls.cert_file).expanduser()),
+                 "key_file": str(app_dir / Path(tls.key_file).expanduser())}  # an absolute path stays as it is
+        gateway = gateway.model_copy(update={"tls": tls.model_copy(update=files)})
+    return app if gateway is app.gateway else app.model_copy(update={"gateway": gateway})
 
 
 def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: Mapping[str, Mapping[str, float]],
-           idempotent: Mapping[str, list[str]], generation: str = "") -> configs.GatewayConfig:
+           idempotent: Mapping[str, list[str]], generation: str = "", internal_port: int | None = None,
+           faults: Mapping[str, list[configs.FaultConfig]] | None = None) -> configs.GatewayConfig:
     """The gateway config for ``app`` and the registry's ready ``endpoints`` (plain data in, config out)."""
     by_service: dict[str, list[configs.Endpoint]] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -113,10 +121,11 @@ def render(app: AppSpec, workspace: Workspace, endpoints: list[Any], overrides: 
     weights = {name: revision_weights(counts.get(name, {}), overrides.get(name)) for name in app.services}
     config = configs.render_config(absolute_paths(app, workspace.app_dir), by_service,
                                    {k: v for k, v in weights.items() if v}, idempotent_paths=dict(idempotent),
-                                   keys_db=str(workspace.root / "keys.db"))
+                                   keys_db=str(workspace.root / "keys.db"),
+                                   faults={k: v for k, v in (faults or {}).items() if k in app.services})
     link = configs.ControllerLink(info_file=str(workspace.controller_file), token_file=str(workspace.token_path))
     return config.model_copy(update={"reload_interval_s": RELOAD_INTERVAL_S, "generation": generation,
-                                     "controller": link})
+                                     "controller": link, "internal_port": internal_port if app.gateway.tls else None, "redact_salt_file": str(workspace.redact_salt_file)})
 
 
 def gateway_env(app: AppSpec | None, workspace: Workspace) -> dict[str, str]:
@@ -131,12 +140,12 @@ def gateway_env(app: AppSpec | None, workspace: Workspace) -> dict[str, str]:
     return env
 
 
-def local_url(host: str, port: int) -> str:
+def local_url(host: str, port: int, scheme: str = "http") -> str:
     """The URL a client on this machine uses for a listener on ``host:port`` (loopback for a wildcard
     address, brackets around an IPv6 literal)."""
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def idempotent_paths_of(description: Any) -> list[str]:
@@ -196,6 +205,9 @@ class SupervisedGateway:
         self.restarts = 0
         self.config_writes = 0
         self.weight_overrides: dict[str, dict[str, float]] = {}
+        self.faults: dict[str, list[configs.FaultConfig]] = {}
+        """traffic faults per service, set by ``lichen chaos`` through the API; each ends by itself at its
+        ``until_wall``"""
         self.idempotent: dict[str, list[str]] = {}
         self._described: set[tuple[str, str]] = set()
         self._last_text = ""
@@ -209,6 +221,10 @@ class SupervisedGateway:
         """the endpoint-registry version of the config on disk"""
         self.confirmed_version = -1
         """the newest registry version the gateway process confirmed serving (``GET /-/config``)"""
+        self.internal_port: int | None = None
+        """with ``gateway.tls``: the gateway's plaintext loopback listener, where the controller probes and scrapes
+        it and replicas call it (``url``); chosen once, kept across gateway restarts and re-adoption"""
+        self._listening: tuple[object, ...] | None = None
         self.fetcher: Any = StreamFetcher(CONFIRM_WAIT_S, max_bytes=2**20)
         """asks the gateway ``GET /-/config`` and replicas ``GET /.well-known/lichen`` (a seam: tests put a twin
         here)"""
@@ -223,17 +239,53 @@ class SupervisedGateway:
             self.weight_overrides.pop(service, None)
         self._dirty = True
 
+    def set_faults(self, service: str, faults: list[configs.FaultConfig]) -> None:
+        """Replace one service's traffic faults (an empty list clears them); written within a render."""
+        if faults:
+            self.faults[service] = list(faults)
+        else:
+            self.faults.pop(service, None)
+        self._dirty = True
+
     @property
     def url(self) -> str | None:
-        """Where clients reach the app (loopback when the gateway listens on every interface)."""
+        """Where this machine's processes reach the gateway over plain HTTP (the controller's probes and scrapes,
+        replicas calling each other): the public listener, or with TLS the loopback one beside it."""
         address = self._spec_address()
         if address is None:
             return None
         return local_url(*address)
 
+    @property
+    def public_url(self) -> str | None:
+        """Where clients reach the app (loopback when the gateway listens on every interface; https with TLS)."""
+        app = self.controller.app_spec
+        if app is None:
+            return None
+        return local_url(app.gateway.host, app.gateway.port, "https" if app.gateway.tls else "http")
+
+    def _internal_port(self) -> int | None:
+        app = self.controller.app_spec
+        if app is None or app.gateway.tls is None:
+            return None
+        if self.internal_port is None:
+            self.internal_port = processes.free_port("127.0.0.1")
+        return self.internal_port
+
     def _spec_address(self) -> tuple[str, int] | None:
         app = self.controller.app_spec
-        return None if app is None else (app.gateway.host, app.gateway.port)
+        if app is None:
+            return None
+        internal = self._internal_port()
+        return ("127.0.0.1", internal) if internal is not None else (app.gateway.host, app.gateway.port)
+
+    def _listen_key(self) -> tuple[object, ...] | None:
+        """What the gateway process binds at its start: a change restarts it."""
+        app = self.controller.app_spec
+        if app is None:
+            return None
+        tls = app.gateway.tls
+        return app.gateway.host, app.gateway.port, tls is not None, tls.redirect_http_port if tls else None
 
     # ------------------------------------------------------------ startup
     async def prepare(self) -> None:
@@ -252,6 +304,8 @@ class SupervisedGateway:
         except (OSError, ValueError):
             return
         self.restarts = int(record.get("restarts") or 0)
+        if record.get("internal_port"):
+            self.internal_port = int(record["internal_port"])
         if not record.get("pid") or not record.get("port"):
             return
         handle = launcher.adopt(int(record["pid"]), float(record.get("create_time") or 0.0), NAME)
@@ -267,6 +321,7 @@ class SupervisedGateway:
             self.process.handle = handle
             self.process.started_mono = self.controller.clock.now()
             self.address = (host, port)
+            self._listening = self._listen_key()
             self._seen_handle = handle
             self.readiness = probing.ProbeState("readiness", passing=True, answered=True, last_outcome="ok")
             self._event("Adopted", "pid, start time and health verified", f"pid {handle.pid} port {port}")
@@ -294,18 +349,21 @@ class SupervisedGateway:
                 if self._seen_handle is not None or self.process.exited_mono is not None:
                     self.restarts += 1
                 self.address = self._spec_address()
+                self._listening = self._listen_key()
                 self.readiness, self.liveness = probing.initial_state("readiness"), probing.initial_state("liveness")
             self._seen_handle = handle
             self._save_record()
         if self.controller.stopping:
             return
-        wanted = self._spec_address()
-        if handle is not None and wanted is not None and self.address is not None and wanted != self.address:
+        wanted, listening = self._spec_address(), self._listen_key()
+        if handle is not None and wanted is not None and self.address is not None and (
+                wanted != self.address or (self._listening is not None and listening != self._listening)):
             self._write(self._render())  # the new address is on disk before the controller starts the next gateway
-            self._event("Stopping", "ConfigChanged", f"listen address {self.address} -> {wanted}; SIGTERM")
+            self._event("Stopping", "ConfigChanged", f"listen address {self._listening or self.address} -> "
+                        f"{listening or wanted}; SIGTERM")
             self.process.crash_count = 0  # a restart we asked for: no backoff
             self.controller.launcher.terminate(handle)
-            self.address = wanted
+            self.address, self._listening = wanted, listening
         if self.controller.app_spec is not self._rendered_from:
             self._dirty = True
         if self._dirty:
@@ -372,7 +430,7 @@ class SupervisedGateway:
         handle = self.process.handle
         address = self.address or (None, None)
         data = {"pid": handle.pid if handle else None, "create_time": handle.create_time if handle else None,
-                "host": address[0], "port": address[1], "restarts": self.restarts}
+                "host": address[0], "port": address[1], "restarts": self.restarts, "internal_port": self.internal_port}
         atomic_write(record_path(self.workspace), json.dumps(data) + "\n")
 
     # ------------------------------------------------------------ periodic: probes
@@ -405,8 +463,11 @@ class SupervisedGateway:
         self._rendered_from = app
         registry = self.controller.endpoints
         self._rendered_version = registry.version  # read with the endpoints, in the same pass
+        now = self.controller.clock.wall()
+        live = {name: [f for f in faults if f.until_wall > now] for name, faults in self.faults.items()}
+        self.faults = {name: faults for name, faults in live.items() if faults}  # expired ones leave the config
         return render(app, self.workspace, registry.endpoints(), self.weight_overrides, self.idempotent,
-                      self._generation(self._rendered_version))
+                      self._generation(self._rendered_version), self._internal_port(), self.faults)
 
     def _write(self, config: configs.GatewayConfig) -> bool:
         text = configs.config_text(config)
@@ -466,13 +527,16 @@ class SupervisedGateway:
             restart_in = max(0.0, backoff.restart_at(process.exited_mono, process.crash_count, process.restart) - now)
         running = process.handle is not None and process.started_mono is not None
         entry: dict[str, Any] = {
-            "url": self.url, "state": state, "pid": process.handle.pid if process.handle else None,
-            "port": self.address[1] if self.address else None, "restarts": self.restarts,
+            "url": self.public_url, "internal_url": self.url if self.url != self.public_url else None,
+            "state": state, "pid": process.handle.pid if process.handle else None,
+            "port": self._listening[1] if self._listening else self.address[1] if self.address else None,
+            "restarts": self.restarts,
             "last_exit_code": process.last_exit_code, "restart_in_s": restart_in,
             "uptime_s": (now - process.started_mono) if running else None,  # type: ignore[operator]
             "upstreams": len(self.controller.endpoints.endpoints()), "config": str(self.config_path),
             "config_writes": self.config_writes, "log": str(self.log_path),
             "revision_weights": {k: dict(v) for k, v in self.weight_overrides.items()},
+            "faults": {k: [f.model_dump() for f in v] for k, v in self.faults.items()},
             # the gateway confirmed serving the newest endpoint table: every Ready replica is routed to
             "table_confirmed": (not self.controller.confirm_drains
                                 or self.confirmed_version >= self.controller.endpoints.version),

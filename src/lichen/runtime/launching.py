@@ -7,15 +7,17 @@ when it starts a replica and hands the result to a ``ProcessLauncher``.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from lichen.control.placing import Placement, thread_caps
+from lichen.redacting import rules_text
 from lichen.runtime.workspaces import gpu_device_list
 from lichen.sdk.settings import ReplicaSettings
-from lichen.spec.models import ServiceSpec
+from lichen.spec.models import AppSpec, ServiceSpec
 
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
 
@@ -27,14 +29,32 @@ def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Pa
 
 
 def replica_settings(service: str, revision: str, replica_id: str, port: int, spec: ServiceSpec, app_dir: Path,
-                     drain_s: float, urls: Mapping[str, Any]) -> ReplicaSettings:
-    """The replica contract (:mod:`lichen.sdk.settings`) of one replica; the replica parses it back from its env."""
+                     drain_s: float, urls: Mapping[str, Any], *, redact: str = "",
+                     redact_salt_file: Path | None = None) -> ReplicaSettings:
+    """The replica contract (:mod:`lichen.sdk.settings`) of one replica; the replica parses it back from its env.
+
+    ``redact``: ``observability.redact`` as text (:func:`lichen.redacting.rules_text`); ``redact_salt_file``:
+    the app's salt (:func:`lichen.runtime.workspaces.ensure_redact_salt`). The secret *names* the replica
+    masks in its output are its own ``secrets``; their values go in through :func:`replica_environment`.
+    """
     return ReplicaSettings(
         service=service, replica=replica_id, revision=revision, port=port, app_dir=str(app_dir),
         controller=str(app_dir), grace_s=spec.termination_grace_s, drain_s=drain_s, timeout_s=spec.timeout_s,
         max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path, slo_latency_ms=(spec.slo.latency_ms,),
-        **urls,
+        secret_names=tuple(spec.secrets) or None, redact=redact or None,
+        redact_salt_file=str(redact_salt_file) if redact_salt_file is not None else None, **urls,
     )
+
+
+def redact_text(app: AppSpec | None) -> str:
+    """``observability.redact`` of ``app`` as the replica contract's text (empty: only the default rules)."""
+    return rules_text(app.observability.redact_rules()) if app is not None else ""
+
+
+def with_redaction(code_digest: str, redact: str) -> str:
+    """The digest a revision hashes: the code's, with the redaction rules a replica reads at start when there are
+    any, so a change to them rolls every service as code does (no rules: the code's digest as it is)."""
+    return hashlib.sha256(f"{code_digest}\0redact:{redact}".encode()).hexdigest()[:16] if redact else code_digest
 
 
 def replica_environment(inherited: Mapping[str, str], hidden: Collection[str], settings: ReplicaSettings,

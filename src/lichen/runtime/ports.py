@@ -31,7 +31,7 @@ import yaml
 from lichen.errors import ControlPlaneError
 from lichen.runtime.processes import free_port
 from lichen.runtime.workspaces import Workspace, atomic_write, read_controller_info
-from lichen.spec.documents import PathKey, dotted, parse_document
+from lichen.spec.documents import LocatingSafeLoader, PathKey, dotted, parse_document
 from lichen.spec.models import AppSpec, port_range
 
 
@@ -101,7 +101,7 @@ def _listener_pid(host: str, port: int) -> int | None:
 
 def _app_name(app_dir: Path) -> str | None:
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-        data = yaml.safe_load((app_dir / "lichen.yaml").read_text())
+        data = yaml.load((app_dir / "lichen.yaml").read_text(), Loader=LocatingSafeLoader)
         return str(data.get("app")) if isinstance(data, dict) and data.get("app") else None
     return None
 
@@ -176,6 +176,8 @@ def check_listen_ports(workspace: Workspace, spec: AppSpec, *, control: bool = T
     process that is not this app's own (a gateway left running by this app's last controller is re-adopted).
     ``control=False``: only the gateway's (a running controller holds its own control port)."""
     listeners: list[tuple[PathKey, str, int | None]] = [(("gateway", "port"), spec.gateway.host, spec.gateway.port)]
+    if spec.gateway.tls is not None and spec.gateway.tls.redirect_http_port is not None:
+        listeners.append((("gateway", "tls", "redirect_http_port"), spec.gateway.host, spec.gateway.tls.redirect_http_port))
     if control:
         listeners.append((("control", "port"), spec.control.host, spec.control.port))
     for field, host, port in listeners:

@@ -45,13 +45,13 @@ from lichen.runtime.job_runs import (
     JobRunStore,
     state_db_path,
 )
-from lichen.runtime.workspaces import resolve_secrets
+from lichen.runtime.secret_stores import STORE_KEYS
+from lichen.runtime.workspaces import Workspace, resolve_secrets
 from lichen.spec.models import AppSpec, JobSpec
 
 LOG_TAIL_LINES = 20
 STOP_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 EXIT_TIMEOUT = 124
-SECRETS_FILE = Path(".lichen") / "secrets.env"
 APP_DIR_ENV = "LICHEN_APP_DIR"
 
 
@@ -219,7 +219,7 @@ class JobRunner:
         sources = {n for n in order if not (_ancestors(dict(self.spec.jobs), n) & set(order))}
         # Resolve every job's secrets before starting any, so a missing one fails fast.
         for name in order:
-            resolve_secrets(self.spec.jobs[name].secrets, self.app_dir / SECRETS_FILE, os.environ, f"jobs.{name}.secrets")
+            self._secrets(name, self.spec.jobs[name])
         result = PipelineResult(pipeline_id=pipeline_id or uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
@@ -241,8 +241,9 @@ class JobRunner:
     def _environment(self, name: str, job: JobSpec, run_id: str, manifest: Path) -> tuple[dict[str, str], list[str]]:
         # Only the secrets this job declares reach it, as in a Kubernetes pod: every other
         # secret the app names is kept out of what it inherits from this process.
-        secrets = resolve_secrets(job.secrets, self.app_dir / SECRETS_FILE, os.environ, f"jobs.{name}.secrets")
-        env = {k: v for k, v in os.environ.items() if k not in self._secret_names}
+        secrets = self._secrets(name, job)
+        # ... and never the store's key, which would open every secret
+        env = {k: v for k, v in os.environ.items() if k not in self._secret_names and k not in STORE_KEYS}
         env.update(job.env)
         env.update(secrets)
         python_path = env.get("PYTHONPATH")
@@ -253,6 +254,12 @@ class JobRunner:
         env[APP_DIR_ENV] = str(self.app_dir)
         env[JOB_ENV] = name
         return env, [v for v in secrets.values() if len(v) >= 4]
+
+    def _secrets(self, name: str, job: JobSpec) -> dict[str, str]:
+        """The job's secrets: the runner's environment, the encrypted store, then ``.lichen/secrets.env``."""
+        workspace = Workspace(self.app_dir)
+        return resolve_secrets(job.secrets, os.environ, f"jobs.{name}.secrets", store=workspace.secret_store(),
+                               legacy_file=workspace.secrets_file)
 
     def _command(self, job: JobSpec, argv: list[str]) -> list[str]:
         cmd = [sys.executable, "-m", "lichen.runtime.job_process", "--parent-pid", str(os.getpid())]

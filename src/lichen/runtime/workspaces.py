@@ -1,13 +1,18 @@
 """Where an app's control-plane files live, and the facts the controller reads from disk.
 
 ``APP_DIR/.lichen/`` holds ``token`` (mode 0600), ``controller.json``
-(pid, API port), ``controller.lock``, ``logs/<replica>.log`` and the
-optional ``secrets.env``. The state database path comes from
+(pid, API port), ``controller.lock``, ``logs/<replica>.log``, the
+encrypted secret store ``secrets.enc`` with its key ``secrets.key``
+(:mod:`lichen.runtime.secret_stores`), the legacy plaintext ``secrets.env``
+and the redaction salt ``redact.salt`` (:mod:`lichen.redacting`), made
+under ``redact.salt.lock``. The state database path comes from
 ``state.url`` in ``lichen.yaml``, relative to the app dir.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +26,9 @@ import yaml
 
 from lichen.control.plans import Machine
 from lichen.errors import ConfigError
+from lichen.logs import get_logger
+from lichen.runtime.secret_stores import EncryptedSecretStore, SecretStore
+from lichen.spec.documents import LocatingSafeLoader
 
 _SKIP_DIRS = {".lichen", ".git", ".venv", "venv", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache"}
 _CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".toml", ".txt", ".cfg"}
@@ -63,7 +71,16 @@ class Workspace:
 
     @property
     def secrets_file(self) -> Path:
+        """the legacy plaintext secrets (``NAME=VALUE`` lines), read after the encrypted store"""
         return self.root / "secrets.env"
+
+    def secret_store(self, environ: Mapping[str, str] | None = None) -> EncryptedSecretStore:
+        """The app's encrypted secret store (its key from ``environ``'s ``LICHEN_SECRETS_KEY``, else the key file)."""
+        return EncryptedSecretStore(self.root, environ)
+
+    @property
+    def redact_salt_file(self) -> Path:
+        return self.root / "redact.salt"
 
     def log_path(self, replica: str) -> Path:
         return self.logs / f"{replica}.log"
@@ -104,6 +121,64 @@ def ensure_token(workspace: Workspace) -> str:
     token = token_source.token_urlsafe(32)
     atomic_write(path, token + "\n", mode=0o600)
     return token
+
+
+def ensure_redact_salt(workspace: Workspace) -> Path:
+    """The app's redaction salt file (32 random bytes as hex, mode 0600), created once; its path.
+
+    Made whole in a temporary file, then renamed into place, under an exclusive lock
+    (``.lichen/redact.salt.lock``): a crash leaves no salt file, or a whole one, and of two processes at once
+    the second keeps the first's. A salt file that is there is never replaced (tokens were made from it), except
+    an empty one, which only a crash of an older Lichen between creating and writing it leaves: no token was
+    made from that. A directory or file it cannot write is a ConfigError naming it.
+    """
+    path = workspace.redact_salt_file
+    if _has_salt(path):
+        return path  # the common case: no lock, no write
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the redaction salt: {exc.strerror or exc}", where=str(lock)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _has_salt(path):  # still none (or empty) now that no other process is making one
+            _write_salt(path, token_source.token_hex(32) + "\n")
+    finally:
+        os.close(fd)
+    return path
+
+
+def _has_salt(path: Path) -> bool:
+    """Whether ``path`` holds anything (a salt, or something :func:`lichen.redacting.read_salt` names as bad)."""
+    try:
+        return bool(path.read_bytes().strip())
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot read the redaction salt: {exc.strerror or exc}", where=str(path)) from None
+
+
+def _write_salt(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the redaction salt: {exc.strerror or exc}", where=str(path)) from None
 
 
 def read_token(workspace: Workspace) -> str:
@@ -186,7 +261,7 @@ def _is_rule_file(data: bytes) -> bool:
     if b"groups" not in data:
         return False
     try:
-        doc = yaml.safe_load(data)
+        doc = yaml.load(data, Loader=LocatingSafeLoader)
     except yaml.YAMLError:
         return False
     groups = doc.get("groups") if isinstance(doc, dict) and set(doc) == {"groups"} else None
@@ -213,33 +288,48 @@ def read_secrets_file(path: Path) -> dict[str, str]:
     return values
 
 
-def resolve_secrets(names: list[str], secrets_file: Path, environ: Mapping[str, str], owner: str) -> dict[str, str]:
-    """Each named secret from ``environ``, else from ``secrets_file``.
+_warned_legacy: set[Path] = set()
 
-    ``owner`` names the spec field in errors (``services.web.secrets``).
-    Values are only ever passed to a child's environment; they are not logged
-    or stored.
+
+def resolve_secrets(names: list[str], environ: Mapping[str, str], owner: str, *, store: SecretStore | None = None,
+                    legacy_file: Path | None = None) -> dict[str, str]:
+    """Each named secret from ``environ``, else ``store`` (encrypted), else the plaintext ``legacy_file``.
+
+    ``owner`` names the spec field in errors (``services.web.secrets``). The
+    store is opened only for names the environment lacks, and a value taken
+    from the legacy file logs a warning (once per file and process) that
+    recommends ``lichen secrets import``. Values are only ever passed to a
+    child's environment; they are not logged or stored.
     """
     if not names:
         return {}
-    from_file = read_secrets_file(secrets_file)
-    values: dict[str, str] = {}
-    missing = []
-    for name in names:
-        if name in environ:
-            values[name] = environ[name]
-        elif name in from_file:
-            values[name] = from_file[name]
-        else:
-            missing.append(name)
-    if missing:
-        raise ConfigError(f"{owner}: {', '.join(missing)} not set; export it or add NAME=VALUE to {secrets_file}")
-    return values
+    values = {name: environ[name] for name in names if name in environ}
+    rest = [name for name in names if name not in values]
+    if rest and store is not None:
+        values.update(store.values(rest))
+        rest = [name for name in rest if name not in values]
+    if rest and legacy_file is not None:
+        from_file = read_secrets_file(legacy_file)
+        found = [name for name in rest if name in from_file]
+        if found:
+            values.update({name: from_file[name] for name in found})
+            rest = [name for name in rest if name not in from_file]
+            if legacy_file not in _warned_legacy:
+                _warned_legacy.add(legacy_file)
+                get_logger("lichen.secrets").warning(
+                    "plaintext_secrets_file", file=str(legacy_file), names=sorted(found),
+                    advice=f"move them into the encrypted store: lichen secrets import {legacy_file}, then delete "
+                           f"the file")
+    if rest:
+        raise ConfigError(f"{owner}: {', '.join(rest)} not set; store it with `lichen secrets set NAME` "
+                          f"(or export it before lichen up)")
+    return {name: values[name] for name in names}
 
 
 def read_secrets(names: list[str], workspace: Workspace, service: str) -> dict[str, str]:
-    """A service's secrets from the controller's environment, else ``.lichen/secrets.env``."""
-    return resolve_secrets(names, workspace.secrets_file, os.environ, f"services.{service}.secrets")
+    """A service's secrets: the controller's environment, the encrypted store, then ``.lichen/secrets.env``."""
+    return resolve_secrets(names, os.environ, f"services.{service}.secrets", store=workspace.secret_store(),
+                           legacy_file=workspace.secrets_file)
 
 
 def visible_gpu_names() -> list[str] | None:

@@ -6,8 +6,10 @@ then ``service``, ``replica`` and ``revision`` from the replica contract
 ``LICHEN_REPLICA``, ``LICHEN_REVISION``) when set, then the event's fields.
 Each request writes one ``request`` event from logger ``lichen.access``
 (``request_id``, ``method``, ``path``, ``endpoint``, ``status``,
-``latency_ms``). A line logged while a request is being handled (also from a
-sync handler's thread) gets that request's id.
+``latency_ms``, then the hashed token of each ``observability.redact``
+field the request carries, named after the field: :mod:`lichen.redacting`).
+A line logged while a request is being handled (also from a sync handler's
+thread) gets that request's id.
 
 ``lichen serve`` writes through a :class:`LoopBatchingHandler`: the lines
 logged on the event loop during one pass of the loop go out in one write,
@@ -21,9 +23,11 @@ import asyncio
 import logging
 import sys
 from json.encoder import encode_basestring_ascii as _str
+from collections.abc import Mapping
 from typing import IO, Any
 
 from lichen.logs import REQUEST_ID, JsonFormatter, configure
+from lichen.redacting import Hashed, request_tokens_json
 from lichen.sdk.settings import ReplicaSettings
 
 __all__ = ["ACCESS_LOGGER", "REQUEST_ID", "JsonFormatter", "LoopBatchingHandler", "configure_logging",
@@ -134,30 +138,33 @@ def direct_handler(logger: logging.Logger, level: int) -> LoopBatchingHandler | 
 
 
 def request_line(formatter: JsonFormatter, created: float, request_id: str, method: str, path: str, endpoint: str,
-                 status: int, latency_ms: float) -> str:
+                 status: int, latency_ms: float, tokens: Mapping[str, Hashed] | None = None) -> str:
     """The access log's ``request`` line, as ``formatter`` writes the record, built without a record.
 
     Byte for byte what ``JsonFormatter.format`` gives for ``get_logger("lichen.access").info("request", ...)``
     with these fields (a unit test holds them equal), for a fraction of the cost: the field names are fixed
     and none is a secret, so only the values are encoded (strings as ``json`` encodes them, ASCII-escaped).
+    ``tokens``: the hashed fields the request carries (:meth:`lichen.redacting.Redaction.request_fields`).
     """
     static = formatter.static_json
     return (f'{{"ts":"{formatter.timestamp(created)}","level":"info","logger":"{ACCESS_LOGGER}","event":"request"'
             f'{"," if static else ""}{static},"request_id":{_str(request_id)},"method":{_str(method)},'
             f'"path":{_str(path)},"endpoint":{_str(endpoint)},"status":{int(status)!r},'
-            f'"latency_ms":{float(latency_ms)!r}}}')
+            f'"latency_ms":{float(latency_ms)!r}{request_tokens_json(tokens)}}}')
 
 
 def configure_logging(level: str = "info", stream: IO[str] | None = None,
                       settings: ReplicaSettings | None = None, *, batched: bool = False) -> None:
     """Send every log record (ours, uvicorn's, the user's) as one JSON line to ``stream`` (stderr).
 
-    ``settings`` (default: from the env) give the ``service``/``replica``/``revision`` on every line.
+    ``settings`` (default: from the env) give the ``service``/``replica``/``revision`` on every line, and the
+    redaction plan every line goes through (``LICHEN_REDACT``, :mod:`lichen.redacting`).
     ``batched`` writes through a :class:`LoopBatchingHandler` (``lichen serve`` does).
     """
     settings = ReplicaSettings.from_env() if settings is None else settings
     handler = LoopBatchingHandler(stream) if batched else None
-    configure(level, stream=stream, static_fields=settings.log_fields(), handler=handler)
+    configure(level, stream=stream, static_fields=settings.log_fields(), handler=handler,
+              redaction=settings.redaction())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers = []
@@ -165,6 +172,9 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None,
         logger.disabled = False  # an earlier dictConfig may have disabled or muted it
         logger.setLevel(logging.NOTSET)
     logging.getLogger("uvicorn.access").disabled = True  # we log each request ourselves
+    if any(where == "query" for _, where, _ in settings.redaction().rules):
+        # httpx logs each URL it calls (a query string whole) at info: lichen.client's calls would bypass the rules
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def uvicorn_log_config() -> dict[str, Any]:

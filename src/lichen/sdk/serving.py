@@ -32,6 +32,7 @@ from lichen.errors import ConfigError
 from lichen.logs import get_logger
 from lichen.sdk.loading import load_target
 from lichen.sdk.logs import configure_logging, uvicorn_log_config
+from lichen.sdk.masking import mask_output
 from lichen.sdk.settings import ReplicaSettings
 from lichen.sdk.wrapping import ReplicaApp
 
@@ -119,6 +120,7 @@ def serve(
     from the env (:meth:`ReplicaSettings.from_env`); ``None`` keeps its value.
     """
     settings = ReplicaSettings.from_env().overridden(port=port, grace_s=grace_s, drain_s=drain_s)
+    mask_output(settings.secret_names, os.environ)  # before anything prints: its secrets are written as ***
     configure_logging(log_level, settings=settings, batched=True)
     disable_created_metrics()  # this process is the replica: no *_created series in /metrics
     drain = settings.drain_window_s

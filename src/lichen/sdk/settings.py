@@ -23,6 +23,7 @@ test keeps the two equal.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lichen.errors import ConfigError
+from lichen.redacting import Redaction, load_redaction, parse_rules, rules_text
 
 FIXED_BUILTIN_PATHS = ("/healthz", "/readyz", "/.well-known/lichen", "/openapi.json")
 """Built-in paths a replica always answers itself (a Service also its OpenAPI schema); ``metrics_path`` takes none."""
@@ -138,6 +140,19 @@ def _service_urls(value: Any) -> dict[str, str]:
     return urls
 
 
+def _env_names(value: Any) -> tuple[str, ...]:
+    parts: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    names = tuple(part.strip() if isinstance(part, str) else part for part in parts)
+    if not all(isinstance(name, str) and name.isidentifier() and name.isascii() for name in names if name != ""):
+        raise ValueError(f"must be environment variable names, comma-separated; got {value!r}")
+    return tuple(name for name in names if name)
+
+
+def _redact_rules(value: Any) -> str:
+    """Well-formed rules, none naming a field a request line writes itself (checked for tuples too)."""
+    return rules_text(parse_rules(value if isinstance(value, str) else rules_text(value)))
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 PositiveSeconds = Annotated[float, BeforeValidator(_positive_seconds)]
 PositiveCount = Annotated[int, BeforeValidator(_positive_count)]
@@ -147,6 +162,8 @@ LatenciesMs = Annotated[tuple[float, ...], BeforeValidator(_latencies_ms)]
 Name = Annotated[str, BeforeValidator(_name)]
 BaseUrl = Annotated[str, BeforeValidator(_base_url)]
 ServiceUrls = Annotated[dict[str, str], BeforeValidator(_service_urls)]
+EnvNames = Annotated[tuple[str, ...], BeforeValidator(_env_names)]
+RedactRules = Annotated[str, BeforeValidator(_redact_rules)]
 
 
 class ReplicaSettings(BaseModel):
@@ -195,6 +212,17 @@ class ReplicaSettings(BaseModel):
                                       description="each service's base URL on the gateway, `NAME=URL` "
                                                   "comma-separated: the URL its own path `/` is reached at "
                                                   "(`http://127.0.0.1:8080/sentiment` for a stripped prefix)")
+    secret_names: EnvNames | None = Field(None, alias="LICHEN_SECRET_NAMES",
+                                          description="the names of the replica's own secrets (comma-separated): "
+                                                      "their values are written as `***` in what it prints to "
+                                                      "stdout and stderr")
+    redact: RedactRules | None = Field(None, alias="LICHEN_REDACT",
+                                       description="`observability.redact` as `ACTION:WHERE:NAME` entries, "
+                                                   "comma-separated: the fields hashed or dropped in its log lines "
+                                                   "(`Authorization`, `Cookie`, `X-Api-Key` are always dropped)")
+    redact_salt_file: Name | None = Field(None, alias="LICHEN_REDACT_SALT_FILE",
+                                          description="the app's redaction salt (`.lichen/redact.salt`): `hash` "
+                                                      "rules need it, else they drop their field")
 
     def __init__(self, /, **values: Any) -> None:
         try:
@@ -241,6 +269,10 @@ class ReplicaSettings(BaseModel):
         fields = {"service": self.service, "replica": self.replica, "revision": self.revision}
         return {name: value for name, value in fields.items() if value is not None}
 
+    def redaction(self) -> Redaction:
+        """The redaction plan of this replica's log lines (one per process: :func:`_redaction`)."""
+        return _redaction(self.redact or "", self.redact_salt_file)
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The variable that carries ``field`` (``"grace_s"`` -> ``"LICHEN_GRACE_S"``)."""
@@ -259,6 +291,12 @@ class ReplicaSettings(BaseModel):
                 else f"`{_env_text(field.default)}`"
             rows.append(f"| `{field.alias}` | {field.description} | {default} |")
         return "\n".join(rows) + "\n"
+
+
+@functools.lru_cache(maxsize=4)
+def _redaction(rules: str, salt_file: str | None) -> Redaction:
+    """A bad salt file is a ConfigError naming the file."""
+    return load_redaction(rules, salt_file)
 
 
 def _env_text(value: Any) -> str:

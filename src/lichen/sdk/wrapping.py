@@ -24,7 +24,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
-from lichen.logs import get_logger
+from lichen.logs import active_redaction, get_logger
+from lichen.redacting import BODY_MAX_BYTES, Hashed, line_fields
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
 from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
 from lichen.sdk.limits import RESPONSE_START, ResponseStart
@@ -379,6 +380,11 @@ class ReplicaApp:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        plan = active_redaction()
+        kept: _BodyKeeper | None = None
+        if plan.body and scope["method"] in _BODY_METHODS:  # only when a rule hashes a body key
+            kept = _BodyKeeper(receive)
+            receive = kept
         token = REQUEST_ID.set(request_id)
         status = 0  # set here when the request did not end with the response it sent
         failed: BaseException | None = None
@@ -405,13 +411,17 @@ class ReplicaApp:
             endpoint = getattr(route, "path", None) or "other"
             method = scope["method"]
             self.metrics.observe(endpoint, method, status or 500, latency_s)
-            # A failure is logged even when request lines are off (--log-level warning or error).
+            # never raises, whatever the client sent (a body nested past the recursion limit has no token)
+            tokens = (plan.request_fields(scope["headers"], scope.get("query_string", b""),
+                                          kept.body() if kept is not None else None) if plan.requests else None)
+            # A failure is logged even when request lines are off (--log-level warning or error). The fields go
+            # as one mapping with the line's own first: a token cannot collide with them, nor with exc_info.
             if failed is not None:
-                access_log.error("request_failed", exc_info=failed, request_id=request_id, method=method,
-                                 path=scope["path"], endpoint=endpoint, status=500,
-                                 latency_ms=round(latency_s * 1000, 2))
+                access_log.error("request_failed", exc_info=failed, **line_fields({
+                    "request_id": request_id, "method": method, "path": scope["path"], "endpoint": endpoint,
+                    "status": 500, "latency_ms": round(latency_s * 1000, 2)}, tokens))
             else:
-                _log_request(request_id, method, scope["path"], endpoint, status or 500, latency_s)
+                _log_request(request_id, method, scope["path"], endpoint, status or 500, latency_s, tokens)
 
     def _match_inflight(self, scope: Scope) -> Any:
         for route, gauge in self._routes:
@@ -420,17 +430,49 @@ class ReplicaApp:
         return None
 
 
-def _log_request(request_id: str, method: str, path: str, endpoint: str, status: int, latency_s: float) -> None:
-    """One ``request`` line; straight to the replica's handler when nothing else would see the record."""
+def _log_request(request_id: str, method: str, path: str, endpoint: str, status: int, latency_s: float,
+                 tokens: dict[str, Hashed] | None = None) -> None:
+    """One ``request`` line; straight to the replica's handler when nothing else would see the record.
+
+    ``tokens``: the hashed ``observability.redact`` fields the request carries (:mod:`lichen.redacting`).
+    """
     logger = access_log.logger
     handler = direct_handler(logger, logging.INFO)
     if handler is None:
         if logger.isEnabledFor(logging.INFO):
-            access_log.info("request", request_id=request_id, method=method, path=path, endpoint=endpoint,
-                            status=status, latency_ms=round(latency_s * 1000, 2))
+            access_log.info("request", **line_fields({
+                "request_id": request_id, "method": method, "path": path, "endpoint": endpoint, "status": status,
+                "latency_ms": round(latency_s * 1000, 2)}, tokens))
         return
     handler.emit_line(request_line(handler.formatter, time.time(), request_id, method, path,  # type: ignore[arg-type]
-                                   endpoint, status, round(latency_s * 1000, 2)))
+                                   endpoint, status, round(latency_s * 1000, 2), tokens))
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _BodyKeeper:
+    """The app's ``receive``, keeping the first 64 KiB of the body for the request line's redacted tokens."""
+
+    __slots__ = ("parts", "receive", "size")
+
+    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.receive = receive
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self.receive()
+        if message.get("type") == "http.request":
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size <= BODY_MAX_BYTES:
+                self.parts.append(chunk)
+        return message
+
+    def body(self) -> bytes | None:
+        """The body the app read, or None when it was larger than what is searched (or never read)."""
+        return b"".join(self.parts) if self.parts and self.size <= BODY_MAX_BYTES else None
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -186,6 +186,27 @@ def import_issues(doc: Document, app_dir: Path) -> list[SpecIssue]:
             issues.append(
                 doc.issue(("observability", "rules", index), f"rule file not found: {rule_file} (looked in {app_dir})")
             )
+    return issues + tls_file_issues(doc, app_dir)
+
+
+def tls_file_issues(doc: Document, app_dir: Path) -> list[SpecIssue]:
+    """``gateway.tls.cert_file`` and ``key_file`` exist and can be read (their contents: checked by the gateway
+    at its start, which refuses a bad pair naming the file)."""
+    issues: list[SpecIssue] = []
+    tls = _mapping(_mapping(doc.data.get("gateway")).get("tls"))
+    for field in ("cert_file", "key_file"):
+        name = tls.get(field)
+        if not isinstance(name, str) or not name:
+            continue
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else app_dir / path
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            what = "not found" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+            hint = " (make a development pair with 'lichen certs dev')" if isinstance(exc, FileNotFoundError) else ""
+            issues.append(doc.issue(("gateway", "tls", field), f"{name} {what}; looked in {app_dir}{hint}"))
     return issues
 
 

@@ -59,9 +59,37 @@ def dotted(path: PathKey) -> str:
     return text
 
 
+_CONSTRUCTOR_FAILURES = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+
+
+class LocatingSafeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a scalar it cannot build is a located ``ConstructorError``.
+
+    SafeLoader raises bare ``ValueError``/``IndexError``/... for a value its own
+    resolver tagged (``2024-02-30`` is a timestamp, ``0x_`` an integer) or a
+    tag written by hand (``!!int ""``); here each becomes a ``MarkedYAMLError``
+    at that value, which callers already report at ``file:line:column``.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except _CONSTRUCTOR_FAILURES as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            shown = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            # a date's own reason says what is wrong ("month must be in 1..12"); the others' are internal
+            why = f" ({exc})" if kind == "timestamp" and isinstance(exc, ValueError) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {kind}{why}; quote it to keep it as text", node.start_mark
+            ) from None
+
+
 def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssue]]:
     """Parse YAML keeping positions; duplicate keys are issues, invalid YAML is one issue."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = LocatingSafeLoader(text)  # refuses control characters here, before parsing
+    except yaml.reader.ReaderError as exc:
+        return None, [_unreadable(exc, text, file)]
     try:
         node = loader.get_single_node()
         issues: list[SpecIssue] = []
@@ -82,11 +110,21 @@ def parse_document(text: str, file: str) -> tuple[Document | None, list[SpecIssu
         mark = loader.get_mark()
         message = f"invalid YAML: nested more than {_MAX_DEPTH} levels deep"
         return None, [SpecIssue(file, mark.line + 1, mark.column + 1, "", message)]
+    except yaml.reader.ReaderError as exc:
+        return None, [_unreadable(exc, text, file)]
     except yaml.YAMLError as exc:
         return None, [SpecIssue(file, 1, 1, "", f"invalid YAML: {exc}")]
     finally:
         loader.dispose()
     return doc, issues
+
+
+def _unreadable(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecIssue:
+    """A character YAML does not allow (a control character such as U+001F), at its line and column."""
+    at = min(max(exc.position, 0), len(text))
+    line, column = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+    character = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return SpecIssue(file, line, column, "", f"invalid YAML: the character U+{character:04X} is not allowed; remove it")
 
 
 class _AliasError(Exception):

@@ -25,6 +25,8 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from lichen.spec.documents import LocatingSafeLoader
+
 KeyPath = tuple[str, ...]
 
 
@@ -161,7 +163,7 @@ def _leaves(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
 
 
 def _plain(text: str) -> Any:
-    return yaml.safe_load(text)  # what lichen validate reads: anchors, aliases and merge keys resolved
+    return yaml.load(text, Loader=LocatingSafeLoader)  # what lichen validate reads: anchors, aliases and merge keys resolved
 
 
 def set_values(text: str, changes: Sequence[tuple[KeyPath, Any]]) -> str:

@@ -1,11 +1,12 @@
-"""The ``gateway:`` section of ``lichen.yaml``: listener, balancing, auth, rate limits, retries, outliers, admission."""
+"""The ``gateway:`` section of ``lichen.yaml``: listener, TLS, balancing, auth, rate limits, retries, outliers,
+admission, WebSockets."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lichen.spec.bases import EnvName, SpecModel
 from lichen.spec.quantities import Duration, MemoryBytes
@@ -40,6 +41,39 @@ class RateLimitSpec(SpecModel):
 class LimitsSpec(SpecModel):
     max_body_bytes: MemoryBytes = 10 * 1024 * 1024
     max_header_bytes: MemoryBytes = 16 * 1024
+    body_idle_timeout_s: Annotated[Duration, Field(gt=0)] = 10.0
+    """a request body that stops arriving for this long (slowloris on bodies) is answered 408 and closed"""
+
+
+class HstsSpec(SpecModel):
+    max_age_s: Annotated[int, Field(ge=0)] = 31536000
+    """whole seconds, as the header carries them (31536000: one year)"""
+    include_subdomains: bool = False
+
+
+class TlsSpec(SpecModel):
+    """TLS on the gateway's port: the certificate chain and key (PEM, relative to the app directory), reloaded
+    when they change; TLS 1.2+ with Mozilla's "intermediate" ciphers (docs/gateway.md, "TLS")."""
+
+    cert_file: str
+    key_file: str
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    redirect_http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """a plaintext listener on the same host answering every request 308 to https"""
+    hsts: HstsSpec | None = None
+    """set: responses carry ``Strict-Transport-Security``"""
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        return {1.2: "1.2", 1.3: "1.3"}.get(value, value) if isinstance(value, float) else value  # YAML: 1.2
+
+
+class WebSocketSpec(SpecModel):
+    idle_timeout_s: Annotated[Duration, Field(gt=0)] = 300.0
+    """a WebSocket with no byte either way for this long is closed"""
+    max_connections: Annotated[int, Field(ge=0)] = 1000
+    """open WebSockets at most (all services together); one more upgrade is answered 503; 0 refuses them all"""
 
 
 class RetrySpec(SpecModel):
@@ -72,9 +106,17 @@ class GatewaySpec(SpecModel):
     retries: RetrySpec = Field(default_factory=RetrySpec)
     outlier_detection: OutlierSpec = Field(default_factory=OutlierSpec)
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
+    tls: TlsSpec | None = None
+    websockets: WebSocketSpec = Field(default_factory=WebSocketSpec)
     mask_upstream_errors: bool = False
     """true: a 5xx a service answered itself keeps its status and Retry-After, but its body is the gateway's
     generic error (docs/gateway.md, "A service's own errors")"""
+
+    @model_validator(mode="after")
+    def _redirect_port(self) -> GatewaySpec:
+        if self.tls is not None and self.tls.redirect_http_port == self.port:
+            raise ValueError(f"tls.redirect_http_port: {self.port} is the gateway's own (TLS) port; pick another")
+        return self
 
     @model_validator(mode="after")
     def _hash_key(self) -> GatewaySpec:

@@ -74,7 +74,7 @@ def _lookup(container: Any, part: Any) -> tuple[bool, Any]:
     return False, None
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool, bool]:
+def _data_path(loc: tuple[Any, ...], data: Any, root: type[BaseModel] = AppSpec) -> tuple[PathKey, bool, bool]:
     """Turn a pydantic ``loc`` into a data path.
 
     Returns (path, at_key, via_union): ``at_key`` when the error is about a
@@ -92,7 +92,7 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool, bool]:
                 path.append(real)
                 node = child
                 continue
-        model = model_at(tuple(path))
+        model = model_at(tuple(path), root)
         if isinstance(part, str) and model is not None and part in model.model_fields:
             path.append(part)  # a field that is absent from the file
             present = False
@@ -190,8 +190,8 @@ def _phrase(annotation: Any) -> str | None:
     return phrase
 
 
-def _union_expectations(path: PathKey) -> list[str]:
-    model = model_at(path[:-1]) if path else None
+def _union_expectations(path: PathKey, root: type[BaseModel] = AppSpec) -> list[str]:
+    model = model_at(path[:-1], root) if path else None
     info = model.model_fields.get(str(path[-1])) if model else None
     if info is None:
         return []
@@ -199,11 +199,11 @@ def _union_expectations(path: PathKey) -> list[str]:
     return [p for p in phrases if p] if all(phrases) else []
 
 
-def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
-    """One pydantic error as (path, message)."""
+def _message(err: dict[str, Any], path: PathKey, root: type[BaseModel] = AppSpec) -> tuple[PathKey, str]:
+    """One pydantic error as (path, message); ``root``: the model the document is checked against."""
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "missing":
-        model = model_at(path[:-1]) if path else None
+        model = model_at(path[:-1], root) if path else None
         info = model.model_fields.get(str(path[-1])) if model else None
         phrase = None
         if info is not None:
@@ -211,7 +211,7 @@ def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
         return path, "required key is missing" + (f": expected {phrase}" if phrase else "")
     if kind == "extra_forbidden":
         key = str(path[-1])
-        model = model_at(path[:-1])
+        model = model_at(path[:-1], root)
         names = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(names)}"
@@ -221,7 +221,7 @@ def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
         match = re.match(r"^([a-z_]+(?:\.[a-z_]+)*): (.*)$", text, re.S)
         if match:
             nested = tuple(match.group(1).split("."))
-            parent = model_at((*path, *nested[:-1]))
+            parent = model_at((*path, *nested[:-1]), root)
             if parent is not None and nested[-1] in parent.model_fields:
                 return (*path, *nested), match.group(2)
         return path, text
@@ -239,21 +239,22 @@ def _message(err: dict[str, Any], path: PathKey) -> tuple[PathKey, str]:
     return path, f"expected {_expectation(err)}, got {show(value)}"
 
 
-def schema_issues(doc: Document, exc: ValidationError) -> list[SpecIssue]:
-    """Every pydantic error as a located issue; union branches merge into one."""
+def schema_issues(doc: Document, exc: ValidationError, root: type[BaseModel] = AppSpec) -> list[SpecIssue]:
+    """Every pydantic error as a located issue; union branches merge into one. ``root``: the model validated
+    (``lichen.yaml``'s by default; chaos experiments use their own)."""
     issues: list[SpecIssue] = []
     unions: dict[PathKey, list[dict[str, Any]]] = {}
     for err in exc.errors():
-        path, at_key, via_union = _data_path(err["loc"], doc.data)
+        path, at_key, via_union = _data_path(err["loc"], doc.data, root)
         if at_key:
             issues.append(doc.issue(path, f"invalid key {show(path[-1])}: expected {_expectation(err)}"))
         elif via_union:
             unions.setdefault(path, []).append(err)
         else:
-            where, message = _message(err, path)
+            where, message = _message(err, path, root)
             issues.append(doc.issue(where, message))
     for path, errs in unions.items():
-        wanted = _union_expectations(path) or list(dict.fromkeys(_expectation(e) for e in errs))
+        wanted = _union_expectations(path, root) or list(dict.fromkeys(_expectation(e) for e in errs))
         issues.append(doc.issue(path, f"expected {' or '.join(wanted)}, got {show(errs[0].get('input'))}"))
     return issues
 

@@ -35,6 +35,7 @@ from lichen.spec.bases import (  # noqa: F401 - re-exported
     SpecModel,
     _positive,
 )
+from lichen.spec.redactions import RedactFieldSpec, one_entry_per_field, redact_rules
 from lichen.spec.gateways import (  # noqa: F401 - re-exported
     AdmissionSpec,
     AuthSpec,
@@ -99,9 +100,14 @@ class ProbesSpec(SpecModel):
         return data
 
 
+MAX_REPLICAS = 1000
+"""the most replicas one service may ask for: far above what one machine or a sane Deployment runs, and below
+what the state store and the process table can hold"""
+
+
 class AutoscaleSpec(SpecModel):
-    min: Annotated[int, Field(ge=0)] = 1
-    max: Annotated[int, Field(ge=1)] = 4
+    min: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 1
+    max: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 4
     metric: Literal["inflight", "rps", "cpu", "latency_p95_ms"] = "inflight"
     target: Annotated[float, Field(gt=0)] = 4.0
     scale_up_stabilization_s: Duration = 0.0
@@ -245,7 +251,7 @@ class SloSpec(SpecModel):
 
 class ServiceSpec(SpecModel):
     entrypoint: Entrypoint
-    replicas: Annotated[int, Field(ge=0)] = 1
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 1
     autoscale: AutoscaleSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
@@ -431,6 +437,9 @@ class ObservabilitySpec(SpecModel):
     receivers: list[ReceiverSpec] = Field(default_factory=list)
     route: NotificationRouteSpec = Field(default_factory=NotificationRouteSpec)
     inhibit_rules: list[InhibitRuleSpec] = Field(default_factory=list)
+    redact: list[RedactFieldSpec] = Field(default_factory=list)
+    """fields hashed or dropped in every log line the SDK and the gateway write; Authorization, Cookie and
+    X-Api-Key headers are always dropped"""
 
     _intervals_positive = field_validator("scrape_interval_s", "scrape_timeout_s", "evaluation_interval_s")(_positive)
 
@@ -439,6 +448,12 @@ class ObservabilitySpec(SpecModel):
         if self.scrape_timeout_s > self.scrape_interval_s:
             raise ValueError(f"scrape_timeout_s: must be <= scrape_interval_s ({self.scrape_interval_s})")
         return self
+
+    _one_entry_per_field = field_validator("redact")(one_entry_per_field)
+
+    def redact_rules(self) -> tuple[tuple[str, str, str], ...]:
+        """``redact`` as ``(action, where, field)`` rules (:mod:`lichen.redacting`)."""
+        return redact_rules(self.redact)
 
 
 # ---------------------------------------------------------- sustainability

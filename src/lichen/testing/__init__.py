@@ -6,8 +6,8 @@ exactly, in no real time), and an open-loop request load (``OpenLoopLoad``) for 
 from lichen.testing.clocks import FakeClock
 from lichen.testing.virtual_time import LoopClock, VirtualTimeLoop, run_in_virtual_time, until
 
-__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "LoopClock", "OpenLoopLoad", "ServiceClient", "VirtualTimeLoop",
-           "run_in_virtual_time", "until"]
+__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "LoopClock", "MemorySecretStore", "OpenLoopLoad", "ServiceClient",
+           "VirtualTimeLoop", "run_in_virtual_time", "until"]
 
 
 def __getattr__(name: str) -> object:
@@ -20,6 +20,10 @@ def __getattr__(name: str) -> object:
         from lichen.testing.loads import OpenLoopLoad
 
         return OpenLoopLoad
+    if name == "MemorySecretStore":
+        from lichen.testing.secret_stores import MemorySecretStore
+
+        return MemorySecretStore
     if name in ("FakeLauncher", "FakeProber"):
         from lichen.testing import processes
 

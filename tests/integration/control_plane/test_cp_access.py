@@ -49,7 +49,8 @@ def test_roles_reach_the_cli_and_the_dashboard_and_every_change_is_audited(make_
 
     records = json.loads(app.cli("audit", "list", "--json", "-n", "100").stdout)
     seen = [(r["actor"], r["action"], r["result"]) for r in records]
-    assert ("local:" in seen[0][0] and seen[0][1:] == ("tokens.create", "ok"))
+    assert seen[0][0].startswith("local:") and seen[0][1:] == ("up", "ok")  # the controller's start
+    assert seen[1][0].startswith("local:") and seen[1][1:] == ("tokens.create", "ok")
     assert (viewer["id"], "POST /v1/services/api/scale", "denied") in seen
     assert (operator["id"], "POST /v1/services/api/scale", "ok") in seen
     assert any(a == "tokens.revoke" and r == "ok" for _, a, r in seen)

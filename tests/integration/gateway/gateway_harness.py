@@ -18,6 +18,7 @@ from waiting import free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 BACKEND = HERE / "apps" / "backend.py"
+WS_BACKEND = HERE / "apps" / "ws_backend.py"
 LICHEN = [str(Path(sys.executable).with_name("lichen"))]
 
 
@@ -57,6 +58,25 @@ class Backend:
             self.process.wait(timeout=10)
 
 
+class WsBackend:
+    """``apps/ws_backend.py``: a uvicorn replica speaking WebSocket (echo, hello, refuse)."""
+
+    def __init__(self, replica: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.log = tmp / f"ws-{replica}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen([sys.executable, str(WS_BACKEND), "--port", str(self.port),
+                                             "--replica", replica], stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: get_status(f"http://127.0.0.1:{self.port}/healthz") == 200 or self.process.poll() is not None,
+                   f"ws backend {replica}")
+        assert self.process.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=15)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -76,14 +96,22 @@ class GatewayProcess:
         )
         self.port = 0
         self.url = ""
+        self.listening: dict[str, Any] = {}
+        """the gateway's "listening" line: port, and with TLS redirect_port and internal_port"""
+        self.internal_url = ""
+        """a plaintext URL of this gateway (its internal listener beside TLS), for metrics"""
         if wait:
             self.wait()
 
     def wait(self) -> GatewayProcess:
         """Block until the gateway printed the port it listens on."""
         if not self.port:
-            self.port = json.loads(self._read_line(30.0))["port"]
-            self.url = f"http://127.0.0.1:{self.port}"
+            self.listening = json.loads(self._read_line(30.0))
+            self.port = self.listening["port"]
+            scheme, host = ("https", "localhost") if self.listening.get("tls") else ("http", "127.0.0.1")
+            self.url = f"{scheme}://{host}:{self.port}"
+            internal = self.listening.get("internal_port")
+            self.internal_url = f"http://127.0.0.1:{internal}" if internal else self.url
         return self
 
     def _read_line(self, timeout_s: float) -> str:
@@ -100,7 +128,7 @@ class GatewayProcess:
         write_json(self.config_path, self.config)
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5.0).text
+        text = httpx.get(f"{self.internal_url}/metrics", timeout=5.0).text
         total = 0.0
         for line in text.splitlines():
             if not line.startswith(name + "{") and not line.startswith(name + " "):

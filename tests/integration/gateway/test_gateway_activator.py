@@ -5,6 +5,7 @@ in the test that writes the gateway's next config when asked, as `lichen up` doe
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import signal
@@ -16,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_harness import Backend, GatewayProcess, wait_until
+from gateway_harness import Backend, GatewayProcess, WsBackend, wait_until
+from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +74,7 @@ def cleanup() -> Iterator[list[Any]]:
     started: list[Any] = []
     yield started
     for thing in started:
-        thing.stop() if isinstance(thing, GatewayProcess) else thing.kill()
+        thing.kill() if isinstance(thing, Backend) else thing.stop()
 
 
 def config(controller: FakeController, activation: dict[str, Any], endpoints: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,3 +150,22 @@ def test_a_stopping_gateway_answers_held_requests_at_once(controller, cleanup, t
         response = held.result()
     assert response.status_code == 503 and "the gateway is stopping" in response.json()["error"]
     assert gateway.process.wait(timeout=10) == 0  # answered, not waited out for the 10 s drain
+
+
+def test_a_websocket_to_a_service_at_zero_wakes_it_and_is_relayed(controller, cleanup, tmp_path) -> None:
+    backend = WsBackend("w1", tmp_path)
+    cleanup.append(backend)
+    gateway = GatewayProcess(config(controller, {"queue": 10, "timeout_s": 20}, []), tmp_path)
+    cleanup.append(gateway)
+    ready = config(controller, {"queue": 10, "timeout_s": 20}, [{"url": f"http://127.0.0.1:{backend.port}"}])
+    controller.on_ask = lambda: None if controller.asks[1:] else gateway.update(**ready)
+
+    async def talk() -> str:
+        async with connect(f"ws://127.0.0.1:{gateway.port}/api/echo", open_timeout=30) as ws:
+            await ws.send("awake")
+            return await ws.recv()
+
+    assert asyncio.run(talk()) == "awake"
+    assert controller.asks[0]["path"] == "/v1/services/cold/activate"
+    assert gateway.metric("lichen_gateway_activations_total", service="cold", outcome="released") == 1
+    assert gateway.metric("lichen_gateway_websocket_upgrades_total", service="cold", outcome="upgraded") == 1

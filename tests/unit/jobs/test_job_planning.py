@@ -53,10 +53,11 @@ def test_secrets_file_and_environment_precedence(tmp_path: Path) -> None:
         "API_TOKEN": "from-file",
         "DB_PASSWORD": "p@ss",
     }
-    got = resolve_secrets(["API_TOKEN", "DB_PASSWORD"], secrets_file, {"API_TOKEN": "from-env"}, "jobs.x.secrets")
+    got = resolve_secrets(["API_TOKEN", "DB_PASSWORD"], {"API_TOKEN": "from-env"}, "jobs.x.secrets",
+                          legacy_file=secrets_file)
     assert got == {"API_TOKEN": "from-env", "DB_PASSWORD": "p@ss"}
     with pytest.raises(ConfigError, match="jobs.x.secrets: MISSING not set"):
-        resolve_secrets(["MISSING"], secrets_file, {}, "jobs.x.secrets")
+        resolve_secrets(["MISSING"], {}, "jobs.x.secrets", legacy_file=secrets_file)
     secrets_file.write_text("GOOD=1\nnot a line\n")
     with pytest.raises(ConfigError, match="secrets.env:2"):
         read_secrets_file(secrets_file)

@@ -51,6 +51,7 @@ EXPECTED = {
     ("GET", "/v1/events"): "viewer",
     ("GET", "/v1/endpoints"): "viewer",
     ("GET", "/v1/logs/{service}"): "viewer",
+    ("PUT", "/v1/services/{service}/faults"): "operator",
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{token_id}"): "admin",
@@ -74,7 +75,8 @@ EXPECTED = {
     ("GET", "/dashboard/api/slo"): "viewer",
 }
 PATH_VALUES = {"service": "web", "action": "pause", "token_id": "nosuchid", "name": "job"}
-BODIES = {"/v1/services/{service}/scale": {"replicas": 2}, "/v1/tokens": {"name": "ci", "role": "viewer"}}
+BODIES = {"/v1/services/{service}/scale": {"replicas": 2}, "/v1/tokens": {"name": "ci", "role": "viewer"},
+          "/v1/services/{service}/faults": {"faults": []}}
 
 
 @contextlib.asynccontextmanager

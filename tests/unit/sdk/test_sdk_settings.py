@@ -23,6 +23,8 @@ def full() -> ReplicaSettings:
         timeout_s=0.1 + 0.2, max_concurrency=16, metrics_path="/internal/metrics", slo_latency_ms=(200.0, 512.5),
         app_dir="/srv/app", controller="/srv/app", gateway_url="http://127.0.0.1:8080",
         service_urls={"sentiment": "http://127.0.0.1:8080/sentiment", "api": "http://127.0.0.1:8080"},
+        secret_names=("API_TOKEN", "DB_PASSWORD"), redact="hash:query:user_id,drop:body:email",
+        redact_salt_file="/srv/app/.lichen/redact.salt",
     )
 
 
