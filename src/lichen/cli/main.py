@@ -24,7 +24,7 @@ from lichen import __version__
 from lichen.errors import LichenError
 
 VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "advising", "carbon", "jobs", "models",
-                "deploying", "gateway", "keys", "certs", "access", "secrets", "observing")
+                "deploying", "gateway", "keys", "certs", "access", "secrets", "loadtest", "chaos", "observing")
 """``lichen.cli`` modules whose ``register(app)`` adds their verbs, in help order."""
 _FAST_VERBS = {"serve": ("serving",)}
 """verbs whose process needs only these modules: the app built for them registers no other verb"""

@@ -1,0 +1,61 @@
+"""Chaos measurements from plain observations: detection, recovery windows, failures, and hypothesis verdicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from lichen.control.chaos_verdicts import FaultOutcome, detected_after, failed_between, judge, recovered_after
+from lichen.spec.experiments import parse_hypothesis
+
+
+def _samples(bad_from: float, bad_to: float, end: float = 10.0, step: float = 0.1) -> list[tuple[float, bool]]:
+    return [(round(i * step, 3), not (bad_from <= i * step < bad_to)) for i in range(int(end / step))]
+
+
+def test_detection_is_the_first_report_at_or_after_the_injection() -> None:
+    assert detected_after(2.0, [1.0, 2.4, 3.0]) == pytest.approx(0.4)
+    assert detected_after(2.0, [1.0]) is None
+
+
+def test_recovery_waits_for_health_after_detection_and_for_the_last_failure() -> None:
+    healthy = _samples(2.2, 4.0)
+    assert recovered_after(2.0, healthy, [], 0.2, float("inf")) == pytest.approx(2.0)  # healthy again at 4.0
+    assert recovered_after(2.0, healthy, [2.1, 5.5], 0.2, float("inf")) == pytest.approx(3.5)  # a failure at 5.5
+    assert recovered_after(2.0, _samples(2.2, 99.0), [], 0.2, float("inf")) is None  # never healthy again
+
+
+def test_recovery_is_judged_within_the_window_before_the_next_fault() -> None:
+    healthy = [*_samples(2.2, 3.0, end=5.0), *[(5.0 + i * 0.1, i > 30) for i in range(50)]]
+    assert recovered_after(2.0, healthy, [], 0.2, 5.0) == pytest.approx(1.0)  # the next fault's trouble is its own
+    assert recovered_after(2.0, _samples(2.2, 6.0), [], 0.2, 5.0) is None  # still down when the next one struck
+
+
+def test_health_before_detection_does_not_count_as_recovery() -> None:
+    healthy = _samples(3.0, 4.0)  # looked healthy until the controller noticed at 3.0
+    assert recovered_after(2.0, healthy, [], 1.0, float("inf")) == pytest.approx(2.0)
+
+
+def test_failures_are_counted_from_injection_to_the_end_of_the_window() -> None:
+    assert failed_between([1.0, 2.0, 2.5, 4.0, 6.0], 2.0, 4.0) == 3
+
+
+def test_hypotheses_hold_or_fail_on_what_was_measured() -> None:
+    outcomes = [FaultOutcome("kill_replica", "a", 2.0, 0.1, 1.5, 0), FaultOutcome("kill_gateway", "gateway", 5.0,
+                                                                                   0.2, 0.8, 3)]
+    verdicts = judge([parse_hypothesis(t) for t in ("p99 < 200ms", "errors < 0.1%", "recovered within 1s",
+                                                       "detected within 300 ms", "failed requests == 0",
+                                                       "no orphaned processes")],
+                     {"p99": 0.15}, error_ratio=0.002, failed=3, outcomes=outcomes, orphans=0)
+    assert [(v["hypothesis"], v["held"]) for v in verdicts] == [
+        ("p99 < 200ms", True), ("errors < 0.1%", False), ("recovered within 1s", False),
+        ("detected within 300 ms", True), ("failed requests == 0", False), ("no orphaned processes", True)]
+    assert verdicts[2]["measured"] == "1.50 s" and verdicts[1]["measured"] == "0.200 %"
+    never = judge([parse_hypothesis("recovered within 60s")], {}, 0.0, 0,
+                  [FaultOutcome("kill_replica", "a", 2.0, 0.1, None, 0)], 0)
+    assert never[0]["held"] is False and never[0]["measured"] == "not recovered by the end"
+
+
+@pytest.mark.parametrize("text", ["p99 < fast", "no notification lost", "errors < 1", "recovered in 5s", ""])
+def test_hypotheses_that_cannot_be_evaluated_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        parse_hypothesis(text)
