@@ -51,18 +51,13 @@ def tokens_create(
     from lichen.control.access import parse_role
     from lichen.runtime.access_tokens import TokenStore
     from lichen.runtime.audit_logs import audited
-    from lichen.spec.quantities import parse_duration_s
+    from lichen.cli.keys import expiry_from
 
     try:
         chosen = parse_role(role)
     except ValueError as exc:
         raise ConfigError(str(exc), where="--role") from None
-    expires_at = None
-    if expires_in:
-        try:
-            expires_at = time.time() + parse_duration_s(expires_in)
-        except ValueError as exc:
-            raise ConfigError(str(exc), where="--expires-in") from None
+    expires_at = expiry_from(expires_in)
     root = _root(app_dir)
     with audited(root, "tokens.create", {"name": name, "role": chosen, "expires_in": expires_in}):
         token, secret = TokenStore(root / "tokens.db").create(name, chosen, expires_at)

@@ -30,6 +30,16 @@ def _keys_db(db: str | None, config: Path | None) -> Path:
     return Path(DEFAULT_KEYS_DB)
 
 
+def expiry_from(expires_in: str | None) -> float | None:
+    """The wall time an ``--expires-in`` lifetime (30d, 12h) ends, or None for never."""
+    if not expires_in:
+        return None
+    try:
+        return time.time() + parse_duration_s(expires_in)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where="--expires-in") from None
+
+
 DbOption = Annotated[str | None, typer.Option("--db", help="Key store file (default .lichen/keys.db).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Use the key store this gateway config names.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -50,12 +60,7 @@ def keys_create(
     """
     from lichen.gateway.keys import KeyStore
 
-    expires_at = None
-    if expires_in:
-        try:
-            expires_at = time.time() + parse_duration_s(expires_in)
-        except ValueError as exc:
-            raise ConfigError(str(exc), where="--expires-in") from None
+    expires_at = expiry_from(expires_in)
     path = _keys_db(db, config)
     with audited(path.resolve().parent, "keys.create", {"name": name, "scopes": list(scope or ["*"]),
                                                          "expires_in": expires_in}):

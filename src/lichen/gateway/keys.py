@@ -78,6 +78,33 @@ def split_token(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def database_signature(path: Path) -> tuple[int, int, int]:
+    """What changes when an SQLite file is written: mtime, size and the change counter SQLite bumps on every
+    committed write (bytes 24-27); ``(0, 0, 0)`` when the file is missing or unreadable."""
+    try:
+        stat = os.stat(path)
+        with open(path, "rb") as handle:
+            counter = int.from_bytes(handle.read(28)[24:28], "big")
+    except OSError:
+        return (0, 0, 0)
+    return (stat.st_mtime_ns, stat.st_size, counter)
+
+
+def read_rows(path: Path, query: str, what: str) -> list[tuple]:
+    """Every row ``query`` returns from the SQLite file at ``path``, opened read-only; none when there is no
+    file; an unreadable one is a :class:`StateError` naming ``what`` and the file."""
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read {what}: {exc}", where=str(path)) from None
+
+
 class KeyStore:
     """The SQLite file behind ``lichen keys``; every change is one transaction."""
 
@@ -121,16 +148,7 @@ class KeyStore:
         return keys[key_id]
 
     def all(self) -> dict[str, ApiKey]:
-        if not self.path.exists():
-            return {}
-        try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-            try:
-                rows = conn.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the key store: {exc}", where=str(self.path)) from None
+        rows = read_rows(self.path, "SELECT * FROM api_keys ORDER BY created_at", "the key store")
         return {
             row[0]: ApiKey(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6]) for row in rows
         }
@@ -146,14 +164,7 @@ class KeyCache:
 
     def refresh(self) -> bool:
         """Reload if the file changed; True when it did. A read failure keeps the last good keys."""
-        try:
-            stat = os.stat(self.store.path)
-            with open(self.store.path, "rb") as handle:
-                # bytes 24-27 of an SQLite file: the change counter, bumped by every committed write
-                counter = int.from_bytes(handle.read(28)[24:28], "big")
-            signature = (stat.st_mtime_ns, stat.st_size, counter)
-        except OSError:
-            signature = (0, 0, 0)
+        signature = database_signature(self.store.path)
         if signature == self._signature:
             return False
         try:

@@ -25,6 +25,7 @@ from fastapi import HTTPException, Request
 
 from lichen.control.access import REQUIREMENTS, ROLES, Needed, Principal, Role, judge
 from lichen.errors import ConfigError, StateError
+from lichen.gateway.keys import database_signature, read_rows
 
 TOKEN_PREFIX = "lct_"
 OWNER_ID = "owner"
@@ -124,16 +125,7 @@ class TokenStore:
         return tokens[token_id]
 
     def all(self) -> dict[str, ControlToken]:
-        if not self.path.exists():
-            return {}
-        try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-            try:
-                rows = conn.execute("SELECT * FROM control_tokens ORDER BY created_at").fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the token store: {exc}", where=str(self.path)) from None
+        rows = read_rows(self.path, "SELECT * FROM control_tokens ORDER BY created_at", "the token store")
         return {row[0]: ControlToken(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
                 for row in rows if row[2] in ROLES}
 
@@ -150,13 +142,7 @@ class TokenCache:
     def refresh(self) -> None:
         """Reload if the file changed (mtime, size or SQLite's change counter). A failed read keeps the last
         good tokens."""
-        try:
-            stat = os.stat(self.store.path)
-            with open(self.store.path, "rb") as handle:
-                counter = int.from_bytes(handle.read(28)[24:28], "big")  # bumped by every committed write
-            signature = (stat.st_mtime_ns, stat.st_size, counter)
-        except OSError:
-            signature = (0, 0, 0)
+        signature = database_signature(self.store.path)
         if signature == self._signature:
             return
         try:
