@@ -23,13 +23,14 @@ def chaos(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (progress goes to stderr).")] = False,
 ) -> None:
     """Run a chaos experiment against the app's running `lichen up`: an open-loop load, faults at their times
-    (kill -9 or SIGSTOP of replicas, kill -9 of the gateway or the controller), then time to detect, time to
-    recover, failed and retried requests, and whether each hypothesis held (exit 1 when one did not).
+    (kill -9 or SIGSTOP of replicas, kill -9 of the gateway or the controller, added latency, errors or resets
+    in a service's traffic at the gateway, a rolling restart), then time to detect, time to recover, failed and
+    retried requests, and whether each hypothesis held (exit 1 when one did not).
 
     The experiment is checked whole before anything is injected; every fault still in effect is undone on the
     way out, even on Ctrl-C, and the report says what was restored.
 
-    Example: lichen chaos examples/recsys experiments/replica-kill.yaml --json
+    Example: lichen chaos examples/recsys examples/recsys/experiments/replica-kill.yaml --json
     """
     from lichen.cli.jobs import load_app
     from lichen.cli.loadtest import _gateway_url, _loop_factory

@@ -59,3 +59,18 @@ def test_hypotheses_hold_or_fail_on_what_was_measured() -> None:
 def test_hypotheses_that_cannot_be_evaluated_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="cannot evaluate"):
         parse_hypothesis(text)
+
+
+def test_the_example_experiments_check_against_their_apps() -> None:
+    """Every experiment shipped under examples/*/experiments loads against its app, so the documented command runs."""
+    from pathlib import Path
+
+    from lichen.spec.experiments import load_experiment
+    from lichen.spec.loading import load_spec
+
+    root = Path(__file__).resolve().parents[3] / "examples"
+    found = sorted(root.glob("*/experiments/*.yaml"))
+    assert found, "no example experiment"
+    for path in found:
+        experiment = load_experiment(path, load_spec(path.parents[1] / "lichen.yaml"))
+        assert experiment.faults and experiment.parsed_hypotheses()
