@@ -28,6 +28,13 @@ EXPIRY_WARNING_DAYS = 14
 _HOSTNAME = re.compile(r"(?=.{1,253}$)(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
+def serial_hex(serial_number: int) -> str:
+    """A serial number as ``openssl x509 -serial`` prints it: upper-case hexadecimal in whole bytes (a leading 0
+    when the digits are odd)."""
+    digits = f"{serial_number:X}"
+    return "0" + digits if len(digits) % 2 else digits
+
+
 @dataclass(frozen=True)
 class CertInfo:
     """What the gateway logs and ``lichen certs dev`` prints about a certificate."""
@@ -54,7 +61,7 @@ def info(cert: x509.Certificate) -> CertInfo:
     except x509.ExtensionNotFound:
         hosts = ()
     return CertInfo(subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
-                    serial=f"{cert.serial_number:X}", not_before=cert.not_valid_before_utc,
+                    serial=serial_hex(cert.serial_number), not_before=cert.not_valid_before_utc,
                     not_after=cert.not_valid_after_utc, sha256=cert.fingerprint(hashes.SHA256()).hex(), hosts=hosts)
 
 

@@ -42,7 +42,7 @@ def trusting(ca_file: str) -> ssl.SSLContext:
 def served_serial(port: int) -> str:
     """The serial number of the certificate a new TLS connection is served (hex, as openssl prints it)."""
     pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
-    return f"{x509.load_pem_x509_certificate(pem.encode()).serial_number:X}"
+    return certificates.serial_hex(x509.load_pem_x509_certificate(pem.encode()).serial_number)
 
 
 def duplicate_san_pair(ca_dir: Path) -> tuple[bytes, bytes]:

@@ -221,3 +221,12 @@ def test_reloader_keeps_its_pair_on_an_error_nobody_mapped(tmp_path: Path, monke
 def test_upgrade_slots_on_a_request() -> None:
     request = Request()
     assert request.upgrade is False and request.upgrade_header is None
+
+
+def test_serials_read_as_openssl_prints_them_in_whole_bytes() -> None:
+    """A random serial's top digit may be 0: openssl pads to whole bytes, and so must what Lichen prints, or a
+    comparison with `openssl x509 -serial` fails one time in eight."""
+    from lichen.gateway.certificates import serial_hex
+
+    assert serial_hex(0x0ABC) == "0ABC" and serial_hex(0xABC) == "0ABC" and serial_hex(0x1ABC) == "1ABC"
+    assert serial_hex(255) == "FF" and serial_hex(15) == "0F"
