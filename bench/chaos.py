@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from lichen.control.chaos_verdicts import at_full_strength
+
 ROOT = Path(__file__).resolve().parents[1]
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
 ROUTE = "/v1/recommendations/1?k=10"
@@ -72,10 +74,8 @@ def settle(app: Path, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = json.loads(lichen("status", "-C", str(app), "--json").stdout)
-        ready = all(s["ready"] >= s["desired"] and (s.get("rollout") or {}).get("status", "complete") == "complete"
-                    for s in status["services"].values())
         waiting = any(r.get("restart_in_s") for r in status["replicas"])
-        if ready and not waiting and (status.get("gateway") or {}).get("state") == "Ready":
+        if at_full_strength(status) and not waiting and status.get("gateway"):
             return
         time.sleep(0.5)
     raise SystemExit(f"the app did not settle within {timeout_s:g} s")

@@ -44,6 +44,15 @@ class Verdict:
         return self.status == 0
 
 
+def credential_state(revoked_at: float | None, expires_at: float | None, now_wall: float) -> str:
+    """``revoked``, ``expired`` or ``active``: a control-API token's or a gateway API key's state at ``now_wall``."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and now_wall >= expires_at:
+        return "expired"
+    return "active"
+
+
 def role_grants(role: Role, needed: Needed) -> bool:
     """Whether ``role`` may call a route that needs ``needed``."""
     return _RANK[role] >= _RANK[needed]

@@ -30,6 +30,16 @@ class FaultOutcome:
     """requests sent between injection and recovery that failed (transport failures and 5xx)"""
 
 
+def at_full_strength(status: Mapping[str, object]) -> bool:
+    """Whether a controller's status (``/v1/status``) shows every wanted replica ready, no rollout under way and the
+    gateway ready: what "recovered" waits for."""
+    services = status.get("services") or {}
+    gateway = status.get("gateway") or {}
+    return all(s.get("ready", 0) >= s.get("desired", 0)  # type: ignore[union-attr]
+               and (s.get("rollout") or {}).get("status", "complete") == "complete"  # type: ignore[union-attr]
+               for s in services.values()) and gateway.get("state", "Ready") == "Ready"  # type: ignore[union-attr]
+
+
 def detected_after(injected_s: float, reports_s: Sequence[float]) -> float | None:
     """Seconds from injection to the first report at or after it."""
     later = [t for t in reports_s if t >= injected_s]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lichen.control.access import credential_state
 from lichen.control.routing import prefix_matches
 from lichen.errors import ConfigError, StateError
 
@@ -47,11 +48,7 @@ class ApiKey:
     revoked_at: float | None
 
     def state(self, now_wall: float) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and now_wall >= self.expires_at:
-            return "expired"
-        return "active"
+        return credential_state(self.revoked_at, self.expires_at, now_wall)
 
     def allows(self, path: str) -> bool:
         return any(scope == "*" or prefix_matches(scope, path) for scope in self.scopes)

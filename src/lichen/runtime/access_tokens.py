@@ -11,7 +11,6 @@ takes effect on the next call.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -23,9 +22,9 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 
-from lichen.control.access import REQUIREMENTS, ROLES, Needed, Principal, Role, judge
+from lichen.control.access import REQUIREMENTS, ROLES, Needed, Principal, Role, credential_state, judge
 from lichen.errors import ConfigError, StateError
-from lichen.gateway.keys import database_signature, read_rows
+from lichen.gateway.keys import database_signature, hash_secret, read_rows
 
 TOKEN_PREFIX = "lct_"
 OWNER_ID = "owner"
@@ -55,20 +54,12 @@ class ControlToken:
     revoked_at: float | None
 
     def state(self, now_wall: float) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and now_wall >= self.expires_at:
-            return "expired"
-        return "active"
+        return credential_state(self.revoked_at, self.expires_at, now_wall)
 
     def public(self, now_wall: float) -> dict[str, object]:
         """What may be shown or logged: never the secret or its hash."""
         return {"id": self.id, "name": self.name, "role": self.role, "created_at": self.created_at,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at, "state": self.state(now_wall)}
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class TokenStore:
@@ -97,7 +88,7 @@ class TokenStore:
             raise ConfigError("a token needs a name (who or what will use it)", where="NAME")
         token_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)
-        token = ControlToken(token_id, name.strip(), role, _sha256(secret), now_wall or time.time(), expires_at, None)
+        token = ControlToken(token_id, name.strip(), role, hash_secret(secret), now_wall or time.time(), expires_at, None)
         conn = self._connect()
         try:
             with conn:
@@ -162,7 +153,7 @@ class TokenCache:
         token_id, _, secret = bearer[len(TOKEN_PREFIX):].partition("_")
         self.refresh()
         token = self.tokens.get(token_id)
-        if token is None or not secret or not hmac.compare_digest(token.secret_sha256, _sha256(secret)):
+        if token is None or not secret or not hmac.compare_digest(token.secret_sha256, hash_secret(secret)):
             return None, "invalid"
         state = token.state(now_wall)
         if state != "active":

@@ -29,6 +29,7 @@ from typing import Any
 from lichen.control.audit_chains import ChainReport, Head, head_after, seal, verify_chain
 from lichen.errors import StateError
 from lichen.logs import is_secret_field
+from lichen.runtime.workspaces import atomic_write
 
 REDACTED = "[redacted]"
 MAX_PARAM_CHARS = 512
@@ -105,14 +106,7 @@ class AuditLog:
             os.close(fd)  # releases the lock
 
     def _write_head(self, head: Head) -> None:
-        tmp = self.head_path.with_name(f".{self.head_path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps({"seq": head.seq, "hash": head.hash}).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.head_path)
+        atomic_write(self.head_path, json.dumps({"seq": head.seq, "hash": head.hash}) + "\n", mode=0o600)
 
     def recorded_head(self) -> Head | None:
         """The head written by the last append; None when there is none (or it is unreadable)."""

@@ -94,7 +94,7 @@ def _fernet(key: bytes, where: str) -> Fernet:
                           "prints)", where=where) from None
 
 
-def _write_private(path: Path, data: bytes, what: str) -> None:
+def write_private(path: Path, data: bytes, what: str) -> None:
     """Replace ``path`` with ``data`` (mode 0600): temporary file, fsync, rename, fsync of the directory.
 
     A file or directory that cannot be written is a ConfigError naming ``path`` (``what`` it holds).
@@ -108,12 +108,12 @@ def _write_private(path: Path, data: bytes, what: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _sync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write the {what}: {exc.strerror or exc} (nothing was changed)",
                           where=str(path)) from None
-    _sync_dir(path.parent)
 
 
 def _sync_dir(directory: Path) -> None:
@@ -208,7 +208,7 @@ class EncryptedSecretStore:
                        "secrets": {name: {**entry, "value": self._encrypt(new, name, plain[name])}
                                    for name, entry in document["secrets"].items()}}
             if not from_env:
-                _write_private(self.pending_key_path, new_key + b"\n", "new secrets key")
+                write_private(self.pending_key_path, new_key + b"\n", "new secrets key")
             self._write(rotated)  # commit point: the document now names the new key
             if not from_env:
                 try:
@@ -272,7 +272,7 @@ class EncryptedSecretStore:
                 raise ConfigError(f"no key for {self.path}: restore {path} or set {KEY_ENV} (the secrets cannot be "
                                   f"read without it; nothing was changed)", where=str(path))
             key = Fernet.generate_key()
-            _write_private(path, key + b"\n", "secrets key")
+            write_private(path, key + b"\n", "secrets key")
             return key, str(path)
         try:
             if path.stat().st_mode & 0o077:
@@ -307,7 +307,7 @@ class EncryptedSecretStore:
 
     def _write(self, document: dict[str, Any]) -> None:
         text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-        _write_private(self.path, text.encode(), "secret store")
+        write_private(self.path, text.encode(), "secret store")
 
     @contextlib.contextmanager
     def _locked(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:

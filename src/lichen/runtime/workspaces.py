@@ -11,7 +11,6 @@ under ``redact.salt.lock``. The state database path comes from
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -27,7 +26,7 @@ import yaml
 from lichen.control.plans import Machine
 from lichen.errors import ConfigError
 from lichen.logs import get_logger
-from lichen.runtime.secret_stores import EncryptedSecretStore, SecretStore
+from lichen.runtime.secret_stores import EncryptedSecretStore, SecretStore, write_private
 from lichen.spec.documents import LocatingSafeLoader
 
 _SKIP_DIRS = {".lichen", ".git", ".venv", "venv", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache"}
@@ -161,24 +160,7 @@ def _has_salt(path: Path) -> bool:
 
 
 def _write_salt(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write the redaction salt: {exc.strerror or exc}", where=str(path)) from None
+    write_private(path, text.encode(), "redaction salt")
 
 
 def read_token(workspace: Workspace) -> str:

@@ -42,7 +42,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lichen.control.chaos_verdicts import FaultOutcome, detected_after, failed_between, judge, recovered_after
+from lichen.control.chaos_verdicts import (FaultOutcome, at_full_strength, detected_after, failed_between, judge,
+                                           recovered_after)
 from lichen.control.load_profiles import arrival_offsets, shaped
 from lichen.runtime import teardown
 from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
@@ -161,10 +162,7 @@ class ChaosRun:
             self.say(f"{now_s:6.2f} s  {fault.kind} on {fault.service}: {what} for {fault.percent or 100:g} % of "
                      f"requests, {fault.for_s:g} s")
         elif fault.kind == "rolling_restart":
-            info = read_controller_info(self.workspace) or {}
-            async with httpx.AsyncClient(base_url=str(info.get("url")), timeout=10.0, headers={
-                    "Authorization": f"Bearer {read_token(self.workspace)}"}) as client:
-                (await client.post(f"/v1/services/{fault.service}/restart")).raise_for_status()
+            await self._api("POST", f"/v1/services/{fault.service}/restart", timeout_s=10.0)
             self.injections.append(Injection(fault, now_s, [str(fault.service)], []))
             self.say(f"{now_s:6.2f} s  rolling_restart {fault.service}")
         elif fault.kind == "kill_gateway":
@@ -188,10 +186,7 @@ class ChaosRun:
                            for f, ends in self.traffic.get(service, []) if ends > now]}
 
     async def _put_faults(self, service: str) -> None:
-        info = read_controller_info(self.workspace) or {}
-        async with httpx.AsyncClient(base_url=str(info.get("url")), timeout=5.0, headers={
-                "Authorization": f"Bearer {read_token(self.workspace)}"}) as client:
-            (await client.put(f"/v1/services/{service}/faults", json=self._fault_bodies(service))).raise_for_status()
+        await self._api("PUT", f"/v1/services/{service}/faults", json=self._fault_bodies(service), timeout_s=5.0)
 
     async def _end_traffic_fault(self, fault: FaultSpec) -> None:
         assert fault.service is not None
@@ -243,22 +238,21 @@ class ChaosRun:
         self.traffic.clear()
 
     # ------------------------------------------------------------ sampling
-    async def _status(self) -> dict[str, Any]:
+    async def _api(self, method: str, path: str, timeout_s: float = 2.0, **kwargs: Any) -> Any:
+        """One call to the app's controller, wherever it now listens (a restarted one may have moved)."""
         info = read_controller_info(self.workspace) or {}
-        async with httpx.AsyncClient(base_url=str(info.get("url", "http://127.0.0.1:1")), timeout=2.0, headers={
-                "Authorization": f"Bearer {read_token(self.workspace)}"}) as client:
-            return (await client.get("/v1/status")).raise_for_status().json()
+        async with httpx.AsyncClient(base_url=str(info.get("url", "http://127.0.0.1:1")), timeout=timeout_s,
+                                     headers={"Authorization": f"Bearer {read_token(self.workspace)}"}) as client:
+            return (await client.request(method, path, **kwargs)).raise_for_status().json()
+
+    async def _status(self) -> dict[str, Any]:
+        return await self._api("GET", "/v1/status")
 
     async def _sample(self) -> None:
         while True:
             t_s = time.perf_counter() - self.t0
             try:
-                status = await self._status()
-                services = status.get("services", {})
-                gateway = status.get("gateway") or {}
-                ok = all(s.get("ready", 0) >= s.get("desired", 0)
-                         and (s.get("rollout") or {}).get("status", "complete") == "complete"
-                         for s in services.values()) and gateway.get("state", "Ready") == "Ready"
+                ok = at_full_strength(await self._status())
                 await self._events()
             except (httpx.HTTPError, OSError, ValueError):
                 ok = False
@@ -266,11 +260,7 @@ class ChaosRun:
             await asyncio.sleep(SAMPLE_S)
 
     async def _events(self) -> None:
-        info = read_controller_info(self.workspace) or {}
-        async with httpx.AsyncClient(base_url=str(info.get("url")), timeout=2.0, headers={
-                "Authorization": f"Bearer {read_token(self.workspace)}"}) as client:
-            page = (await client.get("/v1/events", params={"after_id": self.seen.last_event_id,
-                                                            "limit": 1000})).json()
+        page = await self._api("GET", "/v1/events", params={"after_id": self.seen.last_event_id, "limit": 1000})
         for event in page:
             self.seen.last_event_id = max(self.seen.last_event_id, int(event["id"]))
             self.seen.events.append((float(event["at"]) - self.t0_wall, event.get("service", ""),

@@ -74,3 +74,13 @@ def test_the_example_experiments_check_against_their_apps() -> None:
     for path in found:
         experiment = load_experiment(path, load_spec(path.parents[1] / "lichen.yaml"))
         assert experiment.faults and experiment.parsed_hypotheses()
+
+
+def test_full_strength_needs_every_replica_ready_no_rollout_running_and_the_gateway_up() -> None:
+    from lichen.control.chaos_verdicts import at_full_strength
+
+    service = {"ready": 2, "desired": 2, "rollout": {"status": "complete"}}
+    assert at_full_strength({"services": {"web": service}, "gateway": {"state": "Ready"}})
+    assert not at_full_strength({"services": {"web": {**service, "ready": 1}}, "gateway": {"state": "Ready"}})
+    assert not at_full_strength({"services": {"web": {**service, "rollout": {"status": "progressing"}}}})
+    assert not at_full_strength({"services": {"web": service}, "gateway": {"state": "Exited"}})
