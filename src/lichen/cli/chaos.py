@@ -7,9 +7,11 @@ import signal
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from lichen.cli.output import console, err_console, print_json, print_table
+from lichen.errors import ControlPlaneError
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +55,11 @@ def chaos(
         run.restore()
         err_console.print("interrupted; " + ("; ".join(run.restored) or "no fault was still in effect"))
         raise SystemExit(130) from None
+    except httpx.HTTPError as exc:  # the controller refused a fault or stopped answering mid-run
+        run.restore()
+        detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else str(exc) or type(exc).__name__
+        raise ControlPlaneError(f"the controller of {app_dir} refused or did not answer during the run: {detail}; "
+                                + ("; ".join(run.restored) or "no fault was still in effect")) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
