@@ -23,6 +23,14 @@ server preference; the bench prints the protocol and cipher each one
 negotiates with the same client, then the trivial workload over keep-alive
 HTTPS connections, both sides and their ratio (target >= 0.5x nginx).
 
+``--tracing`` measures what tracing costs, on the trivial workload (pure proxy cost, where it weighs most):
+the same gateway with ``observability.tracing`` absent (off), on at ``sampling_ratio: 0`` (trace context
+passed on, nothing recorded) and on at 1 (every request a span, exported as OTLP/HTTP protobuf to a local
+receiver that counts them). ``--baseline REV`` adds the gateway of an earlier commit (a git worktree), so
+"off costs nothing" is measured against code without tracing, in the same run. Targets: off within noise of
+the baseline; 100 % sampling >= 0.8x off. The spans each gateway exported and dropped are read from its own
+``lichen_gateway_spans_total``.
+
 ``--profile`` then samples the gateway with py-spy (``pip install py-spy``)
 under the trivial load and prints its hottest lines: a line that calls
 ``transport.write`` is time spent in the ``send()`` system call.
@@ -239,7 +247,8 @@ def negotiated(port: int) -> str:
 
 
 class Stack:
-    def __init__(self, profile: bool, tls: bool = False) -> None:
+    def __init__(self, profile: bool, tls: bool = False, tracing_endpoint: str | None = None,
+                 baseline_src: Path | None = None) -> None:
         self.tls = tls
         self.tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
         self.procs: list[subprocess.Popen] = []
@@ -285,19 +294,39 @@ class Stack:
         command = [LICHEN, "gateway", "--config", str(self.tmp / "gateway.json")]
         self.gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(self.lichen_port, tls=tls)
+        self.extra: dict[str, tuple[int, subprocess.Popen]] = {}
+        """more gateways (``--tracing``): name -> (port, process)"""
+        variants: dict[str, tuple[dict, dict[str, str]]] = {}
+        if tracing_endpoint is not None:
+            variants["trace_0pct"] = ({"tracing": {"endpoint": tracing_endpoint, "sampling_ratio": 0.0}}, {})
+            variants["trace_100pct"] = ({"tracing": {"endpoint": tracing_endpoint, "sampling_ratio": 1.0}}, {})
+        if baseline_src is not None:  # the same config, served by an earlier commit's code
+            variants["baseline"] = ({}, {"PYTHONPATH": str(baseline_src)})
+        for name, (extra_config, env) in variants.items():
+            port = free_port()
+            (self.tmp / f"{name}.json").write_text(json.dumps({**config, "port": port, **extra_config}))
+            cmd = ([PY, "-c", "from lichen.cli.main import run; run()"] if env else [LICHEN]) + \
+                ["gateway", "--config", str(self.tmp / f"{name}.json")]
+            self.extra[name] = (port, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                       env={**os.environ, **env}, cwd=self.tmp if env else None))
+            wait_http(port, tls=tls)
 
     def pids(self, front: str) -> list[int]:
         """The processes serving a front end: the replicas for direct, nginx's master for nginx, the gateway."""
         if front == "lichen":
             return [self.gateway.pid]
+        if front in self.extra:
+            return [self.extra[front][1].pid]
         if front == "nginx":
             pid_file = self.tmp / "nginx.pid"
             return [int(pid_file.read_text())] if pid_file.exists() else []
         return [proc.pid for proc in self.procs]
 
     def close(self) -> None:
-        self.gateway.send_signal(signal.SIGTERM)
-        self.gateway.wait(timeout=60)
+        for proc in [self.gateway, *(p for _, p in self.extra.values())]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in [self.gateway, *(p for _, p in self.extra.values())]:
+            proc.wait(timeout=60)
         if self.nginx_port:
             pid_file = self.tmp / "nginx.pid"
             if pid_file.exists():
@@ -307,6 +336,15 @@ class Stack:
             proc.wait(timeout=30)
         time.sleep(0.2)  # nginx removes its pid file as it exits
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def span_counts(port: int) -> dict[str, float]:
+    """``lichen_gateway_spans_total`` by outcome, read from a gateway's own metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r'^lichen_gateway_spans_total\{outcome="(\w+)"\} (\S+)$',
+                                                                 text, re.M)}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -361,13 +399,28 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--tls", action="store_true", help="HTTPS at nginx and the gateway (same certificate and "
                         "ciphers), trivial workload only")
+    parser.add_argument("--tracing", action="store_true", help="the gateway with tracing off, at 0 %% and at 100 %% "
+                        "sampling (spans to a local OTLP receiver), trivial workload only")
+    parser.add_argument("--baseline", metavar="REV", help="with --tracing: also an earlier commit's gateway")
     args = parser.parse_args()
     tls = args.tls
-    stack = Stack(args.profile, tls)
+    receiver, baseline_src, worktree = None, None, None
+    if args.tracing:
+        from lichen.testing.otlp import OtlpReceiver
+
+        receiver = OtlpReceiver(keep=False)
+        if args.baseline:
+            worktree = Path(tempfile.mkdtemp(prefix="lichen-baseline-")) / "tree"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline],
+                           check=True, capture_output=True)
+            baseline_src = worktree / "src"
+    stack = Stack(args.profile, tls, receiver.endpoint if receiver else None, baseline_src)
     results: dict[str, dict[str, dict[str, float]]] = {}
     fronts = {"direct": None if tls else stack.backend_ports,
               "nginx": [stack.nginx_port] if stack.nginx_port else None, "lichen": [stack.lichen_port]}
-    workloads = {"trivial": WORKLOADS["trivial"]} if tls else WORKLOADS
+    if args.tracing:
+        fronts = {"lichen": [stack.lichen_port], **{name: [port] for name, (port, _) in stack.extra.items()}}
+    workloads = {"trivial": WORKLOADS["trivial"]} if tls or args.tracing else WORKLOADS
     generator = "wrk" if shutil.which("wrk") else "built-in asyncio"
     print(f"load generator: {generator}; {os.cpu_count()} CPUs; {args.connections} connections; "
           f"{args.duration:g} s per run, {args.rounds} rounds; load average before: {os.getloadavg()[0]:.1f}")
@@ -410,8 +463,13 @@ def main() -> None:
                 results[workload][name].update(half_rps=rates[len(rates) // 2], half_p50_ms=p50s[len(p50s) // 2])
         if args.profile:
             profile_lines = profile_gateway(stack, args.duration, args.connections)
+        spans = {name: span_counts(port) for name, (port, _) in stack.extra.items() if name.startswith("trace_")}
     finally:
         stack.close()
+        if receiver is not None:
+            receiver.close()
+        if worktree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
 
     print(f"load average after: {os.getloadavg()[0]:.1f} (other processes on this machine share its CPUs)")
     print()
@@ -448,6 +506,24 @@ def main() -> None:
         print(f"{workload}: added p50 at half load, lichen - direct = {added:.2f} ms (target <= 1 ms) "
               f"{'MET' if added <= 1.0 else 'NOT MET'}"
               + (f"; nginx - direct = {r['nginx']['half_p50_ms'] - r['direct']['half_p50_ms']:.2f} ms" if "nginx" in r else ""))
+    if args.tracing:
+        r = results["trivial"]
+        off = r["lichen"]
+        for name in ("trace_0pct", "trace_100pct", "baseline"):
+            if name not in r:
+                continue
+            ratio = r[name]["rps"] / off["rps"]
+            verdict = f" (target >= 0.8) {'MET' if ratio >= 0.8 else 'NOT MET'}" if name == "trace_100pct" else ""
+            print(f"tracing: {name} / off throughput = {r[name]['rps']:.0f} / {off['rps']:.0f} = {ratio:.2f}{verdict}; "
+                  f"CPU per request {r[name]['cpu_us_per_request']:.0f} / {off['cpu_us_per_request']:.0f} us")
+        if "baseline" in r:
+            ratio = off["rps"] / r["baseline"]["rps"]
+            print(f"tracing off vs {args.baseline} (no tracing code): {off['rps']:.0f} / {r['baseline']['rps']:.0f} "
+                  f"= {ratio:.2f} throughput, CPU per request {off['cpu_us_per_request']:.0f} / "
+                  f"{r['baseline']['cpu_us_per_request']:.0f} us")
+        for name, counts in spans.items():
+            print(f"spans of {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
+                  + (f"; the receiver got {receiver.posts} posts" if receiver is not None and name == "trace_100pct" else ""))
     if args.json:
         print(json.dumps(results, indent=2))
     if profile_lines:

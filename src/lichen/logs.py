@@ -26,7 +26,9 @@ the user's own ``logging`` calls, is one JSON object on one line::
   a user's) has that message as its ``event``.
 - Then the process's own fields (``configure(static_fields=...)``, e.g. a
   replica's ``service``/``replica``/``revision``), the ``request_id`` of the
-  request being handled (:data:`REQUEST_ID`), and the event's fields.
+  request being handled (:data:`REQUEST_ID`), its ``trace_id`` and ``span_id``
+  (:data:`TRACE`: the gateway's span of it, or the replica's), and the
+  event's fields.
 - A record with an exception adds ``error`` (``Type: message``) and
   ``traceback``, still on one line.
 - A field whose name says it is a secret (``token``, ``secret``, ``password``,
@@ -53,12 +55,13 @@ import logging
 import re
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from lichen.redacting import REDACTED, Redaction, is_secret_field
 
 __all__ = [
     "REQUEST_ID",
+    "TRACE",
     "Event",
     "EventLogger",
     "JsonFormatter",
@@ -74,6 +77,20 @@ __all__ = [
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("lichen_request_id", default=None)
 """The id of the request being handled in this context; every line logged meanwhile carries it."""
+
+
+
+class TraceIds(Protocol):
+    """What :data:`TRACE` holds: the ids of the span being handled, formatted only when a line is written."""
+
+    def log_ids(self) -> tuple[str, str]:
+        """``(trace_id, span_id)`` in lower-case hex, as OpenTelemetry and the W3C ``traceparent`` write them."""
+        ...
+
+
+TRACE: contextvars.ContextVar[TraceIds | None] = contextvars.ContextVar("lichen_trace", default=None)
+"""The span of the request being handled in this context; every line logged meanwhile carries its
+``trace_id`` and ``span_id`` (the gateway's span, or the replica's)."""
 
 RESERVED_FIELDS = frozenset({"ts", "level", "logger", "event"})
 # Attributes every LogRecord has; anything else a caller passed in ``extra=`` is a field.
@@ -227,6 +244,9 @@ class JsonFormatter(logging.Formatter):
             request_id = REQUEST_ID.get()
             if request_id is not None:
                 data["request_id"] = request_id
+        trace = TRACE.get()
+        if trace is not None and "trace_id" not in event.fields:
+            data["trace_id"], data["span_id"] = trace.log_ids()
         data.update(event.fields)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]

@@ -171,12 +171,16 @@ def gateway_url(ctx: RenderContext) -> str:
 
 def service_env(ctx: RenderContext, name: str, service: ServiceSpec, revision_label: str,
                 service_urls: dict[str, str]) -> list[dict[str, Any]]:
+    tracing = ctx.spec.observability.tracing
     settings = ReplicaSettings(
         service=name, port=SERVICE_PORT, app_dir=APP_DIR, grace_s=service.termination_grace_s,
         timeout_s=service.timeout_s, max_concurrency=service.max_concurrency, metrics_path=service.metrics_path,
         slo_latency_ms=(service.slo.latency_ms,), gateway_url=gateway_url(ctx), service_urls=service_urls,
         # the rules only: no salt reaches a chart, so a `hash` field is dropped there (docs/kubernetes.md)
         redact=rules_text(ctx.spec.observability.redact_rules()) or None, secret_names=tuple(service.secrets) or None,
+        # the same collector from a pod: the endpoint must be one the cluster reaches (docs/kubernetes.md)
+        trace_endpoint=tracing.traces_url() if tracing is not None else None,
+        trace_sampling_ratio=tracing.sampling_ratio if tracing is not None else 1.0,
     )
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     env += [{"name": key, "value": text} for key, text in settings.to_env().items()]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lichen.errors import ConfigError
 from lichen.redacting import Redaction, load_redaction, parse_rules, rules_text
-from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+from lichen.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec, TracingSpec
 from lichen.spec.quantities import Duration
 from lichen.spec.documents import LocatingSafeLoader
 
@@ -119,6 +119,10 @@ class GatewayConfig(ConfigModel):
     (Authorization, Cookie and X-Api-Key dropped) always apply"""
     redact_salt_file: str | None = None
     """the app's redaction salt file; without one a ``hash`` rule drops its field"""
+    tracing: TracingSpec | None = None
+    """``observability.tracing``: spans of sampled requests are exported (:mod:`lichen.gateway.spans`)"""
+    app: str = ""
+    """the app's name (the spans' ``service.namespace``)"""
 
     @field_validator("redact")
     @classmethod
@@ -202,6 +206,7 @@ def render_config(
     return GatewayConfig(
         host=spec.gateway.host, port=spec.gateway.port, settings=spec.gateway, routes=routes,
         services=services, keys_db=keys_db, redact=rules_text(spec.observability.redact_rules()),
+        tracing=spec.observability.tracing, app=spec.app,
     )
 
 

@@ -10,16 +10,22 @@ from lichen.gateway.upstreams import Exchange
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding", b"expect"}
 )
+_REPLACED_WHEN_TRACING = HOP_BY_HOP | {b"traceparent"}
 UPGRADE_WEBSOCKET = b"connection: upgrade\r\nupgrade: websocket\r\n"
 
 
 def request_head(request: Request, target: str, request_id: str, generated_id: bool, client_ip: str,
                  upgrade: bytes = b"") -> bytes:
-    """The head sent upstream; ``upgrade`` (:data:`UPGRADE_WEBSOCKET`) asks the replica to switch protocols."""
+    """The head sent upstream; ``upgrade`` (:data:`UPGRADE_WEBSOCKET`) asks the replica to switch protocols.
+
+    With tracing on, the ``traceparent`` names the gateway's span as the parent (``tracestate`` passes as it is).
+    """
     lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), target.encode("latin-1"))]
     forwarded_for = None
+    trace = request.trace
+    dropped = HOP_BY_HOP if trace is None else _REPLACED_WHEN_TRACING
     for name, value in request.headers:
-        if name in HOP_BY_HOP:
+        if name in dropped:
             continue
         if name == b"x-forwarded-for":
             forwarded_for = value
@@ -33,6 +39,8 @@ def request_head(request: Request, target: str, request_id: str, generated_id: b
     lines.append(b"x-forwarded-for: %s\r\n" % (forwarded_for + b", " + ip if forwarded_for else ip))
     if request.chunked:
         lines.append(b"transfer-encoding: chunked\r\n")
+    if trace is not None:
+        lines.append(b"traceparent: %s\r\n" % trace.header)
     if upgrade:
         lines.append(upgrade)
     lines.append(b"\r\n")

@@ -8,12 +8,14 @@ take a lock and check labels on every update, which showed up in profiles.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -63,6 +65,10 @@ class GatewayMetrics:
         self.held: dict[str, int] = {}
         self.cold_starts: dict[str, list[float]] = {}  # per-bucket counts, then +Inf, sum, count
         self.websockets_open: dict[str, int] = {}
+        self.exemplars: dict[tuple[str, str, str], list[tuple[int, float, float] | None]] = {}
+        """the latest sampled trace per latency bucket (OpenMetrics exemplars)"""
+        self.span_counts: dict[str, int] | None = None
+        """the span exporter's counts (exported, dropped_queue_full, export_failed) while tracing is on"""
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -71,14 +77,22 @@ class GatewayMetrics:
         table = self.counts[kind]
         table[labels] = table.get(labels, 0.0) + 1.0
 
-    def observe_request(self, route: str, service: str, revision: str, status: int, seconds: float) -> None:
+    def observe_request(self, route: str, service: str, revision: str, status: int, seconds: float,
+                        trace_id: int | None = None) -> None:
+        """Count one answered request; ``trace_id`` (a sampled trace) becomes its latency bucket's exemplar."""
         self._inc("requests", (route, service, revision, str(status)))
         row = self.latency.get((route, service, revision))
         if row is None:
             row = self.latency[(route, service, revision)] = [0.0] * (len(LATENCY_BUCKETS_S) + 3)
-        row[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1.0  # inline: the request path
+        bucket = bisect_left(LATENCY_BUCKETS_S, seconds)
+        row[bucket] += 1.0  # inline: the request path
         row[-2] += seconds
         row[-1] += 1.0
+        if trace_id is not None:
+            kept = self.exemplars.get((route, service, revision))
+            if kept is None:
+                kept = self.exemplars[(route, service, revision)] = [None] * (len(LATENCY_BUCKETS_S) + 1)
+            kept[bucket] = (trace_id, seconds, time.time())  # an Exemplar only when scraped
 
     def attempt(self, service: str, revision: str, outcome: str) -> None:
         self._inc("attempts", (service, revision, outcome))
@@ -136,9 +150,19 @@ class GatewayMetrics:
             "lichen_gateway_request_duration_seconds", "Time from request headers to the end of the response.",
             labels=["route", "service", "revision"],
         )
-        for (route, service, revision), row in sorted(self.latency.items()):
-            histogram.add_metric([route, service, revision], _buckets(row, LATENCY_BUCKETS_S), row[-2])
+        for key, row in sorted(self.latency.items()):
+            buckets = _buckets(row, LATENCY_BUCKETS_S)
+            kept = self.exemplars.get(key)
+            if kept is not None:
+                buckets = [(le, value, _exemplar(kept[i])) if kept[i] is not None else (le, value)  # type: ignore[misc]
+                           for i, (le, value) in enumerate(buckets)]
+            histogram.add_metric(list(key), buckets, row[-2])
         yield histogram
+        spans = CounterMetricFamily("lichen_gateway_spans", "Spans of sampled requests, by outcome (exported, "
+                                    "dropped_queue_full, export_failed); none while tracing is off.", labels=["outcome"])
+        for outcome, count in sorted((self.span_counts or {}).items()):
+            spans.add_metric([outcome], count)
+        yield spans
         cold = HistogramMetricFamily(
             "lichen_cold_start_seconds", "From the first request held for a service at zero to its release to a "
             "ready replica.", labels=["service"])
@@ -160,8 +184,14 @@ class GatewayMetrics:
             sockets.add_metric([service], count)
         yield sockets
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        """The text format, or OpenMetrics (which carries the exemplars) when the scraper asks for it."""
+        return (generate_openmetrics if openmetrics else generate_latest)(self.registry)
+
+
+def _exemplar(kept: tuple[int, float, float]) -> Exemplar:
+    trace_id, seconds, wall = kept
+    return Exemplar({"trace_id": f"{trace_id:032x}"}, seconds, wall)
 
 
 def _observe(row: list[float], bounds: tuple[float, ...], seconds: float) -> None:

@@ -13,7 +13,6 @@ See docs/gateway.md for the behaviour it promises.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from lichen.control.traffic_faults import effect_for
 from lichen.gateway import guarding
 from lichen.gateway.activating import Activator, ControllerAsker, ReplicaAsker, refuse_held
 from lichen.gateway.authenticating import Authenticator
+from lichen.gateway.builtins import answer_builtin
 from lichen.gateway.configs import GatewayConfig
 from lichen.gateway.fault_injection import inject
 from lichen.gateway.heads import UPGRADE_WEBSOCKET, request_head, response_head
@@ -43,6 +43,7 @@ from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.requests import Request
 from lichen.gateway.responses import Denial, Responder
 from lichen.gateway.serving import BODY_TIMEOUT_MESSAGE, ClientConnection, ConnectionLimits
+from lichen.gateway.spans import Tracing, retuned
 from lichen.gateway.tables import ServiceTable, SharedState, Tables
 from lichen.gateway.tunnels import WebSockets
 from lichen.gateway.upstreams import (
@@ -57,7 +58,7 @@ from lichen.gateway.upstreams import (
     release_connection,
     take_idle_connection,
 )
-from lichen.logs import active_redaction, get_logger
+from lichen.logs import TRACE, active_redaction, get_logger
 from lichen.redacting import line_fields
 
 log = get_logger("lichen.gateway")
@@ -112,6 +113,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.rate_limits = guarding.RateLimits(config.settings.rate_limit, self.metrics)
         self.websockets = WebSockets(loop, self.metrics, config.settings.websockets)
+        self.tracing: Tracing | None = None
         self.apply(config)
 
     # ------------------------------------------------------------------ config
@@ -134,6 +136,28 @@ class Gateway:
         self.inflight_gauges = {name: self.metrics.inflight_gauge(name) for name in self.tables.services}
         services = self.tables.services
         self.activator.release(lambda name: name in services and bool(services[name].ready))
+        self._apply_tracing(config)
+
+    def _apply_tracing(self, config: GatewayConfig) -> None:
+        self.tracing = retuned(self.tracing, config.tracing, config.app)
+        self.metrics.span_counts = self.tracing.exporter.counts if self.tracing is not None else None
+
+    def close(self) -> None:
+        """Flush the spans still queued (on shutdown)."""
+        if self.tracing is not None:
+            self.tracing.close()
+
+    def _observe(self, request: Request, client_ip: str, route: str, service: str, revision: str, status: int,
+                 seconds: float) -> None:
+        """Count one answered request, and end its span when tracing is on (its trace id becomes an exemplar)."""
+        span = request.trace
+        if span is None or self.tracing is None:
+            self.metrics.observe_request(route, service, revision, status, seconds)
+            return
+        span.revision = revision
+        self.metrics.observe_request(route, service, revision, status, seconds,
+                                     span.trace_id if span.sampled else None)
+        self.tracing.end(span, request.method, request.url, route, service, status, client_ip)
 
     # ------------------------------------------------------------------ logging and denials
     def log_exception(self, message: str, exc: BaseException | None) -> None:
@@ -151,9 +175,9 @@ class Gateway:
             "method": request.method if request else None, "path": path[:200] or None,
             "request_id": request_id or None}, tokens))
         responder.refuse(denial, request_id)
-        if started is not None:
-            self.metrics.observe_request(rule.prefix if rule else "", rule.service if rule else "", "", denial.status,
-                                         self.loop.time() - started)
+        if started is not None and request is not None:
+            self._observe(request, responder.client_ip, rule.prefix if rule else "", rule.service if rule else "", "",
+                          denial.status, self.loop.time() - started)
 
     # ------------------------------------------------------------------ the request
     async def handle(self, request: Request, responder: Responder) -> None:
@@ -161,6 +185,10 @@ class Gateway:
         start = loop.time()
         # A generated id needs uniqueness, not secrecy: getrandbits avoids a getrandom() system call per request.
         request_id = request.request_id.decode("latin-1")[:128] if request.request_id else f"{random.getrandbits(64):016x}"
+        if self.tracing is not None:
+            # this request's task has a context of its own: every line logged for it carries the span's ids
+            TRACE.set(span := self.tracing.begin(request.traceparent))
+            request.trace = span
         path, _, query = request.url.decode("latin-1").partition("?")
         if request.reject is not None:
             self.refuse(responder, request, Denial(request.reject[0], "malformed_request", request.reject[1]), request_id)
@@ -170,7 +198,7 @@ class Gateway:
             self.refuse(responder, request, denial, request_id)
             return
         if path == self.config.metrics_path or path.startswith("/-/"):
-            self._builtin(responder, path, request_id)
+            answer_builtin(request, responder, path, request_id, self.config, self.metrics, self.tables.route_listing)
             return
         tables = self.tables
         host = request.host.decode("latin-1") if request.host else None
@@ -230,7 +258,7 @@ class Gateway:
             if gauge is not None:
                 gauge.dec()
             guarding.release_slot(runtime)
-        self.metrics.observe_request(rule.prefix, rule.service, revision, status, loop.time() - start)
+        self._observe(request, responder.client_ip, rule.prefix, rule.service, revision, status, loop.time() - start)
 
     async def _hold(self, request: Request, responder: Responder, rule: RouteRule, service: ServiceTable,
                     request_id: str, start: float) -> bool:
@@ -241,22 +269,8 @@ class Gateway:
         if held == "released":
             return True
         refuse_held(responder, request, held, request_id)
-        self.metrics.observe_request(rule.prefix, rule.service, "", 503, self.loop.time() - start)
+        self._observe(request, responder.client_ip, rule.prefix, rule.service, "", 503, self.loop.time() - start)
         return False
-
-    def _builtin(self, responder: Responder, path: str, request_id: str) -> None:
-        if path == self.config.metrics_path:
-            responder.send_simple(200, "", request_id, body=self.metrics.exposition(),
-                                  content_type=b"text/plain; version=0.0.4; charset=utf-8")
-        elif path == "/-/healthz":
-            responder.send_simple(200, "", request_id, body=b'{"status":"ok"}')
-        elif path == "/-/routes":
-            responder.send_simple(200, "", request_id, body=json.dumps({"routes": self.tables.route_listing}).encode())
-        elif path == "/-/config":
-            responder.send_simple(200, "", request_id, body=json.dumps({"generation": self.config.generation}).encode())
-        else:
-            responder.send_simple(404, f"no route matches {path[:200]}", request_id,
-                                  extra={"routes": self.tables.route_listing})
 
     async def _tunnel(self, request: Request, responder: Responder, rule: RouteRule, path: str, query: str,
                       request_id: str, start: float) -> None:
@@ -279,7 +293,8 @@ class Gateway:
         hash_key = service.hash_key(request.headers, path, query) if service.hash_kind else None
 
         def answered(status: int, revision: str) -> None:
-            self.metrics.observe_request(rule.prefix, rule.service, revision, status, self.loop.time() - start)
+            self._observe(request, responder.client_ip, rule.prefix, rule.service, revision, status,
+                          self.loop.time() - start)
 
         await self.websockets.relay(request, responder, service, head,
                                     request.pinned.decode("latin-1") if request.pinned else None, hash_key,

@@ -10,7 +10,7 @@ replica can send it again.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BodySink(Protocol):
@@ -88,7 +88,7 @@ class Request:
     __slots__ = (
         "url", "method", "headers", "http11", "keep_alive", "host", "request_id", "authorization", "api_key",
         "pinned", "expect", "content_length", "transfer_encoding", "chunked", "body", "reject", "upgrade_header",
-        "upgrade",
+        "upgrade", "traceparent", "trace",
     )
 
     def __init__(self) -> None:
@@ -111,6 +111,9 @@ class Request:
         self.upgrade_header: bytes | None = None
         self.upgrade = False
         """a WebSocket upgrade the parser stopped at: the handler tunnels it or answers and closes"""
+        self.traceparent: bytes | None = None
+        self.trace: Any = None
+        """the gateway's span of this request (:class:`lichen.gateway.spans.ActiveSpan`) when tracing is on"""
 
     @property
     def has_body(self) -> bool:

@@ -202,6 +202,7 @@ async def serve(config_path: Path, *, ready: asyncio.Event | None = None, clock:
         if conn.transport is not None:
             conn.transport.close()
     await gateway.activator.aclose()
+    await loop.run_in_executor(None, gateway.close)  # the spans still queued are flushed
     for task in (watcher, sweeper):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

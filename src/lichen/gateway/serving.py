@@ -35,7 +35,7 @@ from lichen.gateway.responses import Denial, Responder
 _INTERESTING = {
     b"host": "host", b"x-request-id": "request_id", b"authorization": "authorization", b"x-api-key": "api_key",
     b"x-lichen-revision": "pinned", b"expect": "expect", b"content-length": "content_length",
-    b"transfer-encoding": "transfer_encoding", b"upgrade": "upgrade_header",
+    b"transfer-encoding": "transfer_encoding", b"upgrade": "upgrade_header", b"traceparent": "traceparent",
 }
 MAX_PIPELINED = 16
 LINGER_S = 2.0

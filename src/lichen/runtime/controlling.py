@@ -63,8 +63,8 @@ from lichen.runtime import (
     supervising,
 )
 from lichen.runtime.endpoints import Endpoint, EndpointRegistry, Ingress
-from lichen.runtime.launching import (CommandBuilder, lichen_serve_command, redact_text, replica_environment,
-                                      replica_settings, with_redaction)
+from lichen.runtime.launching import (CommandBuilder, lichen_serve_command, read_at_start_text, redact_text,
+                                      replica_environment, replica_settings, with_redaction)
 from lichen.runtime.metrics import ControllerMetrics
 from lichen.runtime.probing import HttpProber, start_probing
 from lichen.runtime.ports import pick_replica_port
@@ -156,7 +156,7 @@ class Controller:
             self._secrets_cache[name] = read_secrets(spec.secrets, self.workspace, name)
         ensure_redact_salt(self.workspace)
         code_of = (lambda n: code_digests) if isinstance(code_digests, str) else (lambda n: code_digests.get(n, ""))
-        digest_of = lambda n: with_redaction(code_of(n), redact_text(app))  # noqa: E731
+        digest_of = lambda n: with_redaction(code_of(n), read_at_start_text(app))  # noqa: E731
         for name, spec in app.services.items():  # refused before anything changes: one canary at a time
             current = self.services.get(name)
             new = revision_id(name, spec, digest_of(name), current.restart_nonce if current else 0)
@@ -586,7 +586,8 @@ class Controller:
                      port: int) -> dict[str, str]:
         settings = replica_settings(service, revision, replica_id, port, spec, self.workspace.app_dir, DRAIN_WINDOW_S,
                                     replica_urls(self.app_spec, self.gateway.url if self.gateway is not None else None),
-                                    redact=redact_text(self.app_spec), redact_salt_file=self.workspace.redact_salt_file)
+                                    redact=redact_text(self.app_spec), redact_salt_file=self.workspace.redact_salt_file,
+                                    tracing=self.app_spec.observability.tracing if self.app_spec else None)
         secrets: dict[str, str] = {}
         if spec.secrets:
             cached = self._secrets_cache.get(service)

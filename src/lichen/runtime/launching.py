@@ -17,7 +17,7 @@ from lichen.control.placing import Placement, thread_caps
 from lichen.redacting import rules_text
 from lichen.runtime.workspaces import gpu_device_list
 from lichen.sdk.settings import ReplicaSettings
-from lichen.spec.models import AppSpec, ServiceSpec
+from lichen.spec.models import AppSpec, ServiceSpec, TracingSpec
 
 CommandBuilder = Callable[[str, ServiceSpec, int, Path], list[str]]
 
@@ -30,11 +30,12 @@ def lichen_serve_command(service: str, spec: ServiceSpec, port: int, app_dir: Pa
 
 def replica_settings(service: str, revision: str, replica_id: str, port: int, spec: ServiceSpec, app_dir: Path,
                      drain_s: float, urls: Mapping[str, Any], *, redact: str = "",
-                     redact_salt_file: Path | None = None) -> ReplicaSettings:
+                     redact_salt_file: Path | None = None, tracing: TracingSpec | None = None) -> ReplicaSettings:
     """The replica contract (:mod:`lichen.sdk.settings`) of one replica; the replica parses it back from its env.
 
     ``redact``: ``observability.redact`` as text (:func:`lichen.redacting.rules_text`); ``redact_salt_file``:
-    the app's salt (:func:`lichen.runtime.workspaces.ensure_redact_salt`). The secret *names* the replica
+    the app's salt (:func:`lichen.runtime.workspaces.ensure_redact_salt`); ``tracing``: where its spans go.
+    The secret *names* the replica
     masks in its output are its own ``secrets``; their values go in through :func:`replica_environment`.
     """
     return ReplicaSettings(
@@ -42,13 +43,23 @@ def replica_settings(service: str, revision: str, replica_id: str, port: int, sp
         controller=str(app_dir), grace_s=spec.termination_grace_s, drain_s=drain_s, timeout_s=spec.timeout_s,
         max_concurrency=spec.max_concurrency, metrics_path=spec.metrics_path, slo_latency_ms=(spec.slo.latency_ms,),
         secret_names=tuple(spec.secrets) or None, redact=redact or None,
-        redact_salt_file=str(redact_salt_file) if redact_salt_file is not None else None, **urls,
+        redact_salt_file=str(redact_salt_file) if redact_salt_file is not None else None,
+        trace_endpoint=tracing.traces_url() if tracing is not None else None,
+        trace_sampling_ratio=tracing.sampling_ratio if tracing is not None else 1.0, **urls,
     )
 
 
 def redact_text(app: AppSpec | None) -> str:
     """``observability.redact`` of ``app`` as the replica contract's text (empty: only the default rules)."""
     return rules_text(app.observability.redact_rules()) if app is not None else ""
+
+
+def read_at_start_text(app: AppSpec | None) -> str:
+    """What else a replica reads once at start and a revision therefore hashes: the redaction rules, and
+    ``observability.tracing`` when set (empty when neither is, so a plain app's revisions stay as they were)."""
+    tracing = app.observability.tracing if app is not None else None
+    trace = f"\0trace:{tracing.model_dump_json()}" if tracing is not None else ""
+    return redact_text(app) + trace
 
 
 def with_redaction(code_digest: str, redact: str) -> str:

@@ -42,6 +42,11 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _END = object()
 
 
+# FastAPI 0.165 and later record a server span per request of their own once a tracer provider is set; the
+# replica's span (lichen.sdk.traces) is that span already, so a Service's app does not add a second one.
+_NO_NATIVE_SPANS = ({"telemetry": {"tracing": False}}
+                    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+
 def build_service_app(target: type[Service] | Service, settings: ReplicaSettings | None = None) -> ReplicaApp:
     """The ASGI app serving one replica of ``target`` (a Service subclass or instance).
 
@@ -70,7 +75,8 @@ def build_service_app(target: type[Service] | Service, settings: ReplicaSettings
 
     threads = sum(spec.max_concurrency or 1 for attr, spec in specs if not _is_async(getattr(service, attr)))
     executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="lichen-handler")
-    api = FastAPI(title=cls.__name__, version=__version__, redoc_url=None, description=inspect.getdoc(cls) or "")
+    api = FastAPI(title=cls.__name__, version=__version__, redoc_url=None, description=inspect.getdoc(cls) or "",
+                  **_NO_NATIVE_SPANS)
     api.add_exception_handler(Exception, _internal_error)
     api.add_exception_handler(RequestValidationError, _invalid_request)
     overrides_ready = getattr(cls, "ready", Service.ready) is not Service.ready

@@ -19,8 +19,11 @@ sits on it (``LICHEN_SERVICE_URLS``, see :func:`lichen.gateway.configs.service_p
 and one request hook: each request carries the headers of
 :func:`forwarded_headers`, read when it is sent (so a client made once in
 ``setup()`` forwards the id of whichever request is being handled). That is
-``X-Request-ID`` today; the W3C ``traceparent`` joins it there once Lichen
-traces requests. A header the caller sets itself wins.
+``X-Request-ID`` and the W3C ``traceparent`` (and ``tracestate``): the
+replica's innermost span as the parent when it records spans, else the
+request's own trace context passed on as it arrived
+(:func:`lichen.sdk.traces.outgoing_headers`). A header the caller sets itself
+wins.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import httpx
 from lichen.errors import ConfigError
 from lichen.logs import REQUEST_ID
 from lichen.sdk.settings import ReplicaSettings
+from lichen.sdk.traces import outgoing_headers
 
 __all__ = ["AsyncClient", "Client", "forwarded_headers", "service_url"]
 
@@ -39,12 +43,13 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 def forwarded_headers() -> dict[str, str]:
-    """The headers that carry the request being handled into a call it makes: its ``X-Request-ID``.
-
-    The one place request context is propagated; trace context (``traceparent``) belongs here too.
-    """
+    """The headers that carry the request being handled into a call it makes: its ``X-Request-ID`` and its
+    trace context (``traceparent``, ``tracestate``). The one place request context is propagated."""
     request_id = REQUEST_ID.get()
-    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+    headers = outgoing_headers()
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return headers
 
 
 def service_url(service: str | None = None, settings: ReplicaSettings | None = None) -> str:

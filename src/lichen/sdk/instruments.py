@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_LATEST
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 # Inference latencies: 5 ms ... 60 s, plus a bucket at each SLO latency threshold of the service.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -27,6 +29,8 @@ def latency_buckets_s(slo_latencies_ms: tuple[float, ...] = ()) -> tuple[float, 
     """The standard buckets plus one at every SLO threshold, so a latency objective is counted exactly."""
     return tuple(sorted({*LATENCY_BUCKETS_S, *(slo_bucket_s(ms) for ms in slo_latencies_ms)}))
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = OPENMETRICS_LATEST
+"""what a scraper asking for ``application/openmetrics-text`` gets: the format that carries exemplars"""
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -74,8 +78,9 @@ class ReplicaMetrics:
             self._max_concurrency.labels(endpoint).set(max_concurrency)
         return self._inflight.labels(endpoint)
 
-    def observe(self, endpoint: str, method: str, status: int, duration_s: float) -> None:
-        """Count one finished request and record its latency."""
+    def observe(self, endpoint: str, method: str, status: int, duration_s: float, trace_id: str | None = None) -> None:
+        """Count one finished request and record its latency; ``trace_id`` (a sampled trace) becomes the
+        latency bucket's exemplar."""
         if method not in _KNOWN_METHODS:
             method = "OTHER"
         key = (endpoint, method, status)
@@ -83,14 +88,17 @@ class ReplicaMetrics:
         if count is None:
             count = self._count_children[key] = _adder(self._requests.labels(endpoint, method, str(status)))
         count(1.0)
+        if trace_id is not None:
+            self._duration.labels(endpoint, method).observe(duration_s, exemplar={"trace_id": trace_id})
+            return
         record = self._duration_children.get(key[:2])
         if record is None:
             record = self._duration_children[key[:2]] = _recorder(self._duration.labels(endpoint, method))
         record(duration_s)
 
-    def render(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+    def render(self, openmetrics: bool = False) -> bytes:
+        """The registry in Prometheus text format, or OpenMetrics (which carries the exemplars)."""
+        return (generate_openmetrics if openmetrics else generate_latest)(self.registry)
 
 
 # Per request, the counter and histogram children are updated through their values, skipping the checks

@@ -138,7 +138,8 @@ def direct_handler(logger: logging.Logger, level: int) -> LoopBatchingHandler | 
 
 
 def request_line(formatter: JsonFormatter, created: float, request_id: str, method: str, path: str, endpoint: str,
-                 status: int, latency_ms: float, tokens: Mapping[str, Hashed] | None = None) -> str:
+                 status: int, latency_ms: float, tokens: Mapping[str, Hashed] | None = None,
+                 trace_ids: tuple[str, str] | None = None) -> str:
     """The access log's ``request`` line, as ``formatter`` writes the record, built without a record.
 
     Byte for byte what ``JsonFormatter.format`` gives for ``get_logger("lichen.access").info("request", ...)``
@@ -147,8 +148,9 @@ def request_line(formatter: JsonFormatter, created: float, request_id: str, meth
     ``tokens``: the hashed fields the request carries (:meth:`lichen.redacting.Redaction.request_fields`).
     """
     static = formatter.static_json
+    trace = f',"trace_id":"{trace_ids[0]}","span_id":"{trace_ids[1]}"' if trace_ids else ""
     return (f'{{"ts":"{formatter.timestamp(created)}","level":"info","logger":"{ACCESS_LOGGER}","event":"request"'
-            f'{"," if static else ""}{static},"request_id":{_str(request_id)},"method":{_str(method)},'
+            f'{"," if static else ""}{static}{trace},"request_id":{_str(request_id)},"method":{_str(method)},'
             f'"path":{_str(path)},"endpoint":{_str(endpoint)},"status":{int(status)!r},'
             f'"latency_ms":{float(latency_ms)!r}{request_tokens_json(tokens)}}}')
 

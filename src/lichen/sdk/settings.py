@@ -124,6 +124,24 @@ def _base_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _traces_url(value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment
+            or any(c.isspace() for c in value)):
+        raise ValueError(f"must be an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces; got {value!r}")
+    return value
+
+
+def _ratio(value: Any) -> float:
+    try:
+        ratio = _number(value)
+    except (TypeError, ValueError):
+        ratio = math.nan
+    if not 0.0 <= ratio <= 1.0:  # also refuses nan
+        raise ValueError(f"must be a number from 0 to 1, got {value!r}")
+    return float(ratio)
+
+
 def _service_urls(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         pairs: Iterable[Any] = value.items()
@@ -164,6 +182,8 @@ BaseUrl = Annotated[str, BeforeValidator(_base_url)]
 ServiceUrls = Annotated[dict[str, str], BeforeValidator(_service_urls)]
 EnvNames = Annotated[tuple[str, ...], BeforeValidator(_env_names)]
 RedactRules = Annotated[str, BeforeValidator(_redact_rules)]
+TracesUrl = Annotated[str, BeforeValidator(_traces_url)]
+Ratio = Annotated[float, BeforeValidator(_ratio)]
 
 
 class ReplicaSettings(BaseModel):
@@ -223,6 +243,15 @@ class ReplicaSettings(BaseModel):
     redact_salt_file: Name | None = Field(None, alias="LICHEN_REDACT_SALT_FILE",
                                           description="the app's redaction salt (`.lichen/redact.salt`): `hash` "
                                                       "rules need it, else they drop their field")
+    trace_endpoint: TracesUrl | None = Field(None, alias="LICHEN_TRACE_ENDPOINT",
+                                             description="where spans go, as OTLP/HTTP protobuf (the "
+                                                         "`observability.tracing` endpoint plus `/v1/traces`); "
+                                                         "unset: no spans are recorded, a `traceparent` is "
+                                                         "still passed on")
+    trace_sampling_ratio: Ratio = Field(1.0, alias="LICHEN_TRACE_SAMPLING_RATIO",
+                                        description="the share of new traces kept (`observability.tracing."
+                                                    "sampling_ratio`); a request with a `traceparent` follows "
+                                                    "its sampled flag")
 
     def __init__(self, /, **values: Any) -> None:
         try:

@@ -24,13 +24,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
-from lichen.logs import active_redaction, get_logger
+from lichen.logs import TRACE, active_redaction, get_logger
 from lichen.redacting import BODY_MAX_BYTES, Hashed, line_fields
 from lichen.sdk.endpoints import IDEMPOTENT_METHODS
-from lichen.sdk.instruments import METRICS_CONTENT_TYPE, ReplicaMetrics
+from lichen.sdk.instruments import METRICS_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, ReplicaMetrics
 from lichen.sdk.limits import RESPONSE_START, ResponseStart
 from lichen.sdk.logs import ACCESS_LOGGER, REQUEST_ID, direct_handler, request_line
 from lichen.sdk.settings import ReplicaSettings
+from lichen.sdk.traces import INCOMING, ReplicaTracer, incoming, start_tracing
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = dict[str, Any]
@@ -151,10 +152,10 @@ class ReplicaApp:
         self.inner = inner
         self.name = name
         self.state = ReplicaState(needs_setup=setup is not None)
-        if metrics_path is None or slo_latencies_ms is None:
-            settings = ReplicaSettings.from_env()
-            metrics_path = settings.metrics_path if metrics_path is None else metrics_path
-            slo_latencies_ms = settings.slo_latency_ms if slo_latencies_ms is None else slo_latencies_ms
+        settings = ReplicaSettings.from_env()
+        metrics_path = settings.metrics_path if metrics_path is None else metrics_path
+        slo_latencies_ms = settings.slo_latency_ms if slo_latencies_ms is None else slo_latencies_ms
+        self.tracer: ReplicaTracer | None = start_tracing(settings)
         self.metrics_path = metrics_path
         latencies = slo_latencies_ms
         self.metrics = ReplicaMetrics(registry or CollectorRegistry(auto_describe=True), self.state.is_ready, latencies)
@@ -263,6 +264,8 @@ class ReplicaApp:
             except Exception as exc:
                 log.error("teardown_failed", exc_info=exc)
                 failure = failure or f"teardown() failed: {exc}"
+        if self.tracer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)  # the spans still queued
         if failure:
             await send({"type": "lifespan.shutdown.failed", "message": failure})
         else:
@@ -339,7 +342,10 @@ class ReplicaApp:
     async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
         # A scrape never waits on the user's hook: lichen_ready shows its latest verdict.
         await self._refresh_ready_hook(wait=False)
-        await _send_bytes(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
+        openmetrics = any(name == b"accept" and b"application/openmetrics-text" in value
+                          for name, value in scope["headers"])  # the format that carries exemplars
+        await _send_bytes(send, 200, self.metrics.render(openmetrics),
+                          (OPENMETRICS_CONTENT_TYPE if openmetrics else METRICS_CONTENT_TYPE).encode())
 
     async def _describe(self, scope: Scope, receive: Any, send: Any) -> None:
         await _send_bytes(send, 200, self._well_known, _JSON)
@@ -386,6 +392,14 @@ class ReplicaApp:
             kept = _BodyKeeper(receive)
             receive = kept
         token = REQUEST_ID.set(request_id)
+        found = incoming(scope["headers"])
+        incoming_token = INCOMING.set(found) if found is not None else None
+        tracer, span = self.tracer, None
+        if tracer is not None:
+            span, span_token, ids = tracer.start(scope["method"], scope["path"], found)
+            trace_token = TRACE.set(ids)
+        else:
+            trace_token = TRACE.set(found) if found is not None else None
         status = 0  # set here when the request did not end with the response it sent
         failed: BaseException | None = None
         inflight = self._match_inflight(scope) if self._routes else None
@@ -410,7 +424,12 @@ class ReplicaApp:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "other"
             method = scope["method"]
-            self.metrics.observe(endpoint, method, status or 500, latency_s)
+            log_ids = TRACE.get().log_ids() if trace_token is not None else None  # type: ignore[union-attr]
+            exemplar = None
+            if span is not None:
+                tracer.end(span, span_token, method, endpoint, status or 500)  # type: ignore[union-attr]
+                exemplar = log_ids[0] if log_ids and span.get_span_context().trace_flags.sampled else None
+            self.metrics.observe(endpoint, method, status or 500, latency_s, exemplar)
             # never raises, whatever the client sent (a body nested past the recursion limit has no token)
             tokens = (plan.request_fields(scope["headers"], scope.get("query_string", b""),
                                           kept.body() if kept is not None else None) if plan.requests else None)
@@ -421,7 +440,11 @@ class ReplicaApp:
                     "request_id": request_id, "method": method, "path": scope["path"], "endpoint": endpoint,
                     "status": 500, "latency_ms": round(latency_s * 1000, 2)}, tokens))
             else:
-                _log_request(request_id, method, scope["path"], endpoint, status or 500, latency_s, tokens)
+                _log_request(request_id, method, scope["path"], endpoint, status or 500, latency_s, tokens, log_ids)
+            if trace_token is not None:
+                TRACE.reset(trace_token)
+            if incoming_token is not None:
+                INCOMING.reset(incoming_token)
 
     def _match_inflight(self, scope: Scope) -> Any:
         for route, gauge in self._routes:
@@ -431,7 +454,7 @@ class ReplicaApp:
 
 
 def _log_request(request_id: str, method: str, path: str, endpoint: str, status: int, latency_s: float,
-                 tokens: dict[str, Hashed] | None = None) -> None:
+                 tokens: dict[str, Hashed] | None = None, trace_ids: tuple[str, str] | None = None) -> None:
     """One ``request`` line; straight to the replica's handler when nothing else would see the record.
 
     ``tokens``: the hashed ``observability.redact`` fields the request carries (:mod:`lichen.redacting`).
@@ -445,7 +468,7 @@ def _log_request(request_id: str, method: str, path: str, endpoint: str, status:
                 "latency_ms": round(latency_s * 1000, 2)}, tokens))
         return
     handler.emit_line(request_line(handler.formatter, time.time(), request_id, method, path,  # type: ignore[arg-type]
-                                   endpoint, status, round(latency_s * 1000, 2), tokens))
+                                   endpoint, status, round(latency_s * 1000, 2), tokens, trace_ids))
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -48,6 +48,7 @@ from lichen.spec.gateways import (  # noqa: F401 - re-exported
 )
 from lichen.spec.quantities import CpuCores, Duration, MemoryBytes, parse_cron
 from lichen.spec.remediations import RemediationSpec
+from lichen.spec.traces import TracingSpec
 
 # ---------------------------------------------------------------- services
 
@@ -440,6 +441,7 @@ class ObservabilitySpec(SpecModel):
     redact: list[RedactFieldSpec] = Field(default_factory=list)
     """fields hashed or dropped in every log line the SDK and the gateway write; Authorization, Cookie and
     X-Api-Key headers are always dropped"""
+    tracing: TracingSpec | None = None
 
     _intervals_positive = field_validator("scrape_interval_s", "scrape_timeout_s", "evaluation_interval_s")(_positive)
 

@@ -1,13 +1,14 @@
 """In-memory twins of Lichen's I/O seams (clock, processes, HTTP probes, state) for users' and Lichen's own tests,
 an event loop on virtual time (``VirtualTimeLoop``, ``run_in_virtual_time``, ``until``: a 30 s backoff checked
-exactly, in no real time), and an open-loop request load (``OpenLoopLoad``) for checking that a rollout loses nothing.
+exactly, in no real time), an open-loop request load (``OpenLoopLoad``) for checking that a rollout loses
+nothing, and a local OTLP trace receiver that decodes the real protobuf (``OtlpReceiver``).
 """
 
 from lichen.testing.clocks import FakeClock
 from lichen.testing.virtual_time import LoopClock, VirtualTimeLoop, run_in_virtual_time, until
 
-__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "LoopClock", "MemorySecretStore", "OpenLoopLoad", "ServiceClient",
-           "VirtualTimeLoop", "run_in_virtual_time", "until"]
+__all__ = ["FakeClock", "FakeLauncher", "FakeProber", "LoopClock", "MemorySecretStore", "OpenLoopLoad", "OtlpReceiver",
+           "ServiceClient", "VirtualTimeLoop", "run_in_virtual_time", "until"]
 
 
 def __getattr__(name: str) -> object:
@@ -20,6 +21,10 @@ def __getattr__(name: str) -> object:
         from lichen.testing.loads import OpenLoopLoad
 
         return OpenLoopLoad
+    if name == "OtlpReceiver":
+        from lichen.testing.otlp import OtlpReceiver
+
+        return OtlpReceiver
     if name == "MemorySecretStore":
         from lichen.testing.secret_stores import MemorySecretStore
 

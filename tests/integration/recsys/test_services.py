@@ -393,3 +393,39 @@ def test_a_damaged_version_is_never_swapped_in(app: Path, recommender: Replica) 
         assert body.status_code == 200 and body.json()["model_version"] == serving
     finally:
         registry.rollback(MODEL)
+
+
+def test_a_recommendation_is_one_trace_of_gateway_and_replica_spans_in_a_real_otlp_receiver(app: Path,
+                                                                                           tmp_path: Path) -> None:
+    """`lichen up` of the reference app with observability.tracing: one recommendation request through the
+    gateway is exported, as OTLP/HTTP protobuf, as the gateway's span and the recommender replica's child span."""
+    import yaml
+
+    from lichen.testing.otlp import OtlpReceiver
+
+    traced = tmp_path / "traced"
+    shutil.copytree(RECSYS_DIR / "recsys", traced / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(app / ".lichen", traced / ".lichen", ignore=shutil.ignore_patterns("events", "logs"))
+    spec = yaml.safe_load((RECSYS_DIR / "lichen.yaml").read_text())
+    spec["services"]["recommender"]["replicas"] = 1
+    port = free_port()
+    spec["gateway"]["port"] = port
+    lichen = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
+    with OtlpReceiver() as receiver:
+        spec["observability"]["tracing"] = {"endpoint": receiver.endpoint}
+        (traced / "lichen.yaml").write_text(yaml.safe_dump(spec))
+        try:
+            started = subprocess.run([*lichen, "up", str(traced), "--detach"], capture_output=True, text=True,
+                                     timeout=180)
+            assert started.returncode == 0, started.stdout + started.stderr
+            answer = httpx.get(f"http://127.0.0.1:{port}/v1/recommendations/1", params={"k": 5}, timeout=10)
+            assert answer.status_code == 200 and len(answer.json()["items"]) == 5, answer.text
+            spans = receiver.wait_for(lambda found: {s.service for s in found} >= {"lichen-gateway", "recommender"})
+        finally:
+            subprocess.run([*lichen, "down", str(traced)], capture_output=True, timeout=120)
+    gateway = next(s for s in spans if s.service == "lichen-gateway" and s.attributes["lichen.service"] == "recommender")
+    replica = next(s for s in spans if s.service == "recommender")
+    assert gateway.trace_id == replica.trace_id and replica.parent_span_id == gateway.span_id
+    assert gateway.name == "GET /v1/recommendations" and gateway.attributes["url.path"] == "/v1/recommendations/1"
+    assert replica.kind == "SERVER" and replica.name == "GET /v1/recommendations/{user_id}"
+    assert replica.attributes["http.response.status_code"] == 200 and receiver.bad_posts == 0

@@ -444,3 +444,25 @@ def test_a_failed_swap_puts_the_previous_chart_back(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(Path, "rename", real)
     assert (out / "values.yaml").read_text() == "first\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chart"]
+
+
+def test_tracing_reaches_the_gateway_config_and_every_service_as_lichen_up_sets_it(tmp_path: Path) -> None:
+    root = write_shop(tmp_path / "shop")
+    spec_path = root / "lichen.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["observability"]["tracing"] = {"endpoint": "http://otel-collector.monitoring:4318", "sampling_ratio": 0.2}
+    spec_path.write_text(yaml.safe_dump(spec))
+    ctx = render_context(load_spec(spec_path), root, "rev123")
+    objs = objects(ctx)
+    config = yaml.safe_load(one(objs, "ConfigMap", "shop-gateway")["data"]["gateway.json"])
+    assert config["tracing"]["endpoint"] == "http://otel-collector.monitoring:4318"
+    assert config["tracing"]["sampling_ratio"] == 0.2 and config["app"] == "shop"
+    for name, service in ctx.spec.services.items():
+        kind = "Rollout" if service.rollout.strategy == "canary" else "Deployment"
+        env = {e["name"]: e.get("value") for e in
+               one(objs, kind, f"shop-{name}")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        local = replica_settings(name, "r", "x", 8000, service, Path("/app"), 1.0, {},
+                                 tracing=ctx.spec.observability.tracing).to_env()
+        assert env["LICHEN_TRACE_ENDPOINT"] == local["LICHEN_TRACE_ENDPOINT"] == \
+            "http://otel-collector.monitoring:4318/v1/traces"
+        assert env["LICHEN_TRACE_SAMPLING_RATIO"] == local["LICHEN_TRACE_SAMPLING_RATIO"] == "0.2"

@@ -35,7 +35,7 @@ def pair(tmp: Path, hosts: list[str] | None = None, now: datetime | None = None,
     cert = certificates.make_server_cert(ca, ca_key, key, hosts or ["localhost"], now or certificates.utc_now(), days)
     (tmp / f"{name}.crt").write_bytes(certificates.cert_pem(cert))
     (tmp / f"{name}.key").write_bytes(certificates.key_pem(key))
-    return tmp / f"{name}.crt", tmp / f"{name}.key", f"{cert.serial_number:X}"
+    return tmp / f"{name}.crt", tmp / f"{name}.key", certificates.serial_hex(cert.serial_number)
 
 
 @pytest.mark.parametrize(("host", "target", "port", "expected"), [

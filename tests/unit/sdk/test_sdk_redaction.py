@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from lichen import Service, endpoint
-from lichen.logs import Event, JsonFormatter, active_redaction, configure, get_logger, set_redaction
+from lichen.logs import TRACE, Event, JsonFormatter, active_redaction, configure, get_logger, set_redaction
 from lichen.redacting import Hashed, Redaction, parse_rules
 from lichen.errors import ConfigError
 from lichen.sdk.logs import ACCESS_LOGGER, request_line
@@ -69,6 +69,24 @@ def test_the_direct_request_line_with_tokens_is_the_line_the_logging_path_writes
     record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, Event("request", fields), None, None)
     record.created = 0.0
     assert request_line(formatter, 0.0, "r1", "POST", "/buy", "/buy", 200, 1.25, tokens) == formatter.format(record)
+
+
+def test_the_direct_request_line_with_trace_ids_is_the_line_the_logging_path_writes() -> None:
+    class Ids:
+        def log_ids(self) -> tuple[str, str]:
+            return "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    formatter = JsonFormatter({"service": "shop"})
+    fields = {"request_id": "r1", "method": "GET", "path": "/x", "endpoint": "/x", "status": 200, "latency_ms": 1.0}
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, Event("request", fields), None, None)
+    record.created = 0.0
+    token = TRACE.set(Ids())
+    try:
+        generic = formatter.format(record)
+    finally:
+        TRACE.reset(token)
+    assert json.loads(generic)["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert request_line(formatter, 0.0, "r1", "GET", "/x", "/x", 200, 1.0, None, Ids().log_ids()) == generic
 
 
 def test_a_request_line_carries_the_token_and_no_line_the_raw_value(lines) -> None:

@@ -24,7 +24,8 @@ def full() -> ReplicaSettings:
         app_dir="/srv/app", controller="/srv/app", gateway_url="http://127.0.0.1:8080",
         service_urls={"sentiment": "http://127.0.0.1:8080/sentiment", "api": "http://127.0.0.1:8080"},
         secret_names=("API_TOKEN", "DB_PASSWORD"), redact="hash:query:user_id,drop:body:email",
-        redact_salt_file="/srv/app/.lichen/redact.salt",
+        redact_salt_file="/srv/app/.lichen/redact.salt", trace_endpoint="http://127.0.0.1:4318/v1/traces",
+        trace_sampling_ratio=0.25,
     )
 
 
