@@ -26,7 +26,7 @@ HTTPS connections, both sides and their ratio (target >= 0.5x nginx).
 ``--tracing`` measures what tracing costs, on the trivial workload (pure proxy cost, where it weighs most):
 the same gateway with ``observability.tracing`` absent (off), on at ``sampling_ratio: 0`` (trace context
 passed on, nothing recorded) and on at 1 (every request a span, exported as OTLP/HTTP protobuf to a local
-receiver that counts them). ``--baseline REV`` adds the gateway of an earlier commit (a git worktree), so
+receiver that counts the posts without decoding them, as a collector elsewhere would cost this machine nothing). ``--baseline REV`` adds the gateway of an earlier commit (a git worktree), so
 "off costs nothing" is measured against code without tracing, in the same run. Targets: off within noise of
 the baseline; 100 % sampling >= 0.8x off. The spans each gateway exported and dropped are read from its own
 ``lichen_gateway_spans_total``.
@@ -523,7 +523,8 @@ def main() -> None:
                   f"{r['baseline']['cpu_us_per_request']:.0f} us")
         for name, counts in spans.items():
             print(f"spans of {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
-                  + (f"; the receiver got {receiver.posts} posts" if receiver is not None and name == "trace_100pct" else ""))
+                  + (f"; the receiver got {receiver.posts} posts, {receiver.received_bytes / 1e6:.1f} MB"
+                     if receiver is not None and name == "trace_100pct" else ""))
     if args.json:
         print(json.dumps(results, indent=2))
     if profile_lines:

@@ -98,3 +98,14 @@ def test_gateway_tls_figure_is_the_one_docs_record() -> None:
     assert (rows["lichen"], rows["nginx"]) == (lichen, nginx)
     assert f"{int(lichen) / int(nginx):.2f}" == ratio
     assert f"{lichen} / {nginx} = {ratio}" in docs and "bench/gateway.py --tls" in README
+
+
+def test_tracing_overhead_is_the_one_docs_gateway_records() -> None:
+    stated = re.search(r"keeps (\d\.\d+)× its throughput \(([\d,]+) against ([\d,]+) req/s", README)
+    assert stated, "README no longer states the tracing overhead"
+    ratio, traced, off = stated.groups()
+    rows = _rows((REPO / "docs" / "gateway.md").read_text(), ("tracing off",))
+    full = next(line for line in (REPO / "docs" / "gateway.md").read_text().splitlines()
+                if line.startswith("| on, `sampling_ratio: 1`"))
+    assert rows["tracing off"][0] == off and f"| {traced} |" in full and f"**{ratio}**" in full
+    assert abs(int(traced.replace(",", "")) / int(off.replace(",", "")) - float(ratio)) < 0.005

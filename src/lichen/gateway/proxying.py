@@ -258,7 +258,11 @@ class Gateway:
             if gauge is not None:
                 gauge.dec()
             guarding.release_slot(runtime)
-        self._observe(request, responder.client_ip, rule.prefix, rule.service, revision, status, loop.time() - start)
+        if request.trace is None:  # tracing off: no call more than before it existed
+            self.metrics.observe_request(rule.prefix, rule.service, revision, status, loop.time() - start)
+        else:
+            self._observe(request, responder.client_ip, rule.prefix, rule.service, revision, status,
+                          loop.time() - start)
 
     async def _hold(self, request: Request, responder: Responder, rule: RouteRule, service: ServiceTable,
                     request_id: str, start: float) -> bool:

@@ -2,13 +2,13 @@
 
 Why not the OpenTelemetry SDK here: a profile of the SDK on these machines
 gave about 2.5 µs to build a ``ReadableSpan`` on the request path and 25 µs
-per span to encode it with the SDK's OTLP encoder (the exporter thread still
+per span to encode it with the SDK's OTLP encoder (and an exporter thread
 holds the GIL the event loop needs), against a gateway that spends tens of
-microseconds on a whole request. So the request path appends one tuple to a
-deque (:meth:`SpanExporter.record`), and a thread encodes a batch straight
-into the OTLP wire format (:func:`encode_request`), reusing the bytes of
-attributes it has seen (a route, a service, a status), and posts it to
-``/v1/traces``. The bytes are the protobuf ``ExportTraceServiceRequest``
+microseconds on a whole request. So a finished request's span is written
+straight into the OTLP wire format (:class:`SpanEncoder`, reusing the bytes
+of attributes it has seen: a route, a service, a status) and queued
+(:meth:`SpanExporter.record`); a thread joins a batch into one request
+(:func:`wrap_spans`) and posts it to ``/v1/traces``. The bytes are the protobuf ``ExportTraceServiceRequest``
 every collector reads; the tests decode them with the generated protobuf
 classes. Replicas use the OpenTelemetry SDK itself (:mod:`lichen.sdk.traces`),
 so a service's own spans join the trace.
@@ -22,16 +22,17 @@ backoff within ``export_timeout_s``, and on close what is queued is flushed.
 
 from __future__ import annotations
 
+import http.client
 import random
 import struct
 import threading
 import time
 from collections import deque
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
-import httpx
 
-from lichen.trace_contexts import format_traceparent, is_sampled, parse_traceparent, ratio_bound
+from lichen.trace_contexts import is_sampled, parse_traceparent, ratio_bound
 from lichen.logs import get_logger
 from lichen.spec.models import TracingSpec
 
@@ -105,6 +106,8 @@ class SpanEncoder:
         self._strings: dict[tuple[str, str], bytes] = {}
         self._ints: dict[tuple[str, int], bytes] = {}
         self._names: dict[tuple[str, str], bytes] = {}
+        self._blocks: dict[tuple[str, str, str, int, str, str], bytes] = {}
+        """name, kind and every attribute but the path, by what they are made of: one lookup a span"""
 
     def _string(self, key: str, value: str) -> bytes:
         cached = self._strings.get((key, value))
@@ -135,33 +138,84 @@ class SpanEncoder:
         string = self._string
         trace_id, span_id, parent_id, start_ns, end_ns, method, route, service, status, revision, url, client_ip = record
         path = url.partition(b"?")[0][:512].decode("latin-1")
-        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-        if parent_id:
-            parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
-        parts += (self._name(method, route), _KIND_SERVER, _PACK_TIMES(0x39, start_ns, 0x41, end_ns),
-                  string("http.request.method", method), string("url.path", path),
-                  string("http.route", route), string("lichen.service", service),
-                  self._int("http.response.status_code", status), string("client.address", client_ip))
-        if revision:
-            parts.append(string("lichen.revision", revision))
-        if status >= 500:
-            parts.append(_STATUS_ERROR)
+        key = (method, route, service, status, client_ip, revision)
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= self.MAX_CACHED:
+                self._blocks.clear()
+            block = self._blocks[key] = b"".join((
+                self._name(method, route), _KIND_SERVER, string("http.request.method", method),
+                string("http.route", route), string("lichen.service", service),
+                self._int("http.response.status_code", status), string("client.address", client_ip),
+                string("lichen.revision", revision) if revision else b"", _STATUS_ERROR if status >= 500 else b""))
         # flags (field 16, fixed32): sampled, plus whether the parent came from another process (it always does)
-        parts.append(_FLAGS_REMOTE_PARENT if parent_id else _FLAGS_ROOT)
-        return b"".join(parts)
+        return b"".join((b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big"),
+                         b"\x22\x08" + parent_id.to_bytes(8, "big") if parent_id else b"",
+                         _PACK_TIMES(0x39, start_ns, 0x41, end_ns), block, string("url.path", path),
+                         _FLAGS_REMOTE_PARENT if parent_id else _FLAGS_ROOT))
+
+    def span_field(self, record: SpanRecord | tuple) -> bytes:  # type: ignore[type-arg]
+        """The span as a ``ScopeSpans.spans`` field, ready to be joined into a request."""
+        return _field(2, self.span(record))
+
+
+def wrap_spans(span_fields: list[bytes], resource: bytes, scope_name: str = "lichen.gateway",
+               scope_version: str = "") -> bytes:
+    """An ``ExportTraceServiceRequest`` of one resource and one instrumentation scope holding spans already
+    encoded as ``ScopeSpans.spans`` fields (:meth:`SpanEncoder.span_field`)."""
+    scope = _field(1, scope_name.encode()) + (_field(2, scope_version.encode()) if scope_version else b"")
+    scope_spans = _field(1, scope) + b"".join(span_fields)
+    resource_spans = _field(1, resource) + _field(2, scope_spans)
+    return _field(1, resource_spans)
 
 
 def encode_request(records: list[SpanRecord], resource: bytes, encoder: SpanEncoder, scope_name: str = "lichen.gateway",
                    scope_version: str = "") -> bytes:
     """An ``ExportTraceServiceRequest`` of one resource and one instrumentation scope holding ``records``."""
-    scope = _field(1, scope_name.encode()) + (_field(2, scope_version.encode()) if scope_version else b"")
-    spans = b"".join([_field(2, encoder.span(record)) for record in records])
-    scope_spans = _field(1, scope) + spans
-    resource_spans = _field(1, resource) + _field(2, scope_spans)
-    return _field(1, resource_spans)
+    return wrap_spans([encoder.span_field(record) for record in records], resource, scope_name, scope_version)
 
 
 # ---------------------------------------------------------------- export
+
+class _Poster:
+    """One keep-alive connection to the collector (the standard library's: a third of httpx's CPU a post, and
+    the thread's CPU is taken from the event loop's GIL); reopened after an error."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.timeout_s = timeout_s
+        self.connection: http.client.HTTPConnection | None = None
+
+    def post(self, body: bytes) -> int:
+        if self.connection is None:
+            kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            self.connection = kind(self.host, self.port, timeout=self.timeout_s)
+        try:
+            self.connection.request("POST", self.path, body=body, headers={"content-type": "application/x-protobuf"})
+            response = self.connection.getresponse()
+            response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def __enter__(self) -> _Poster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class SpanExporter:
     """Queues spans from the event loop and posts them from a thread (see the module docs)."""
@@ -175,7 +229,8 @@ class SpanExporter:
         self.interval_s = interval_s
         self.version = version
         self.resource = resource_bytes(resource)
-        self.queue: deque[SpanRecord] = deque()
+        self.queue: deque[bytes] = deque()
+        """encoded spans waiting for the thread (a deque: appended by the loop, taken by the thread, safely)"""
         self.counts = {"exported": 0, "dropped_queue_full": 0, "export_failed": 0}
         self._encoder = SpanEncoder()
         self._wake = threading.Event()
@@ -185,12 +240,17 @@ class SpanExporter:
         self._thread.start()
 
     def record(self, record: SpanRecord | tuple) -> None:  # type: ignore[type-arg]
-        """From the event loop: queue one span (dropped and counted when the queue is full)."""
+        """From the event loop: encode one span and queue it (dropped and counted when the queue is full).
+
+        Encoding here rather than in the thread costs the loop the same CPU, but leaves the thread almost
+        nothing to do under the GIL: measured, a thread that encoded its batches took the GIL from the loop
+        often enough to cost about three times what the encoding does (``bench/gateway.py --tracing``).
+        """
         queue = self.queue
         if len(queue) >= self.max_queue:
             self.counts["dropped_queue_full"] += 1
             return
-        queue.append(record)
+        queue.append(self._encoder.span_field(record))
         if len(queue) == self.batch_size:
             self._wake.set()
 
@@ -201,21 +261,21 @@ class SpanExporter:
         self._wake.set()
         self._thread.join(timeout_s)
 
-    def _take(self) -> list[SpanRecord]:
+    def _take(self) -> list[bytes]:
         queue, batch = self.queue, []
         while queue and len(batch) < self.batch_size:
             batch.append(queue.popleft())
         return batch
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.export_timeout_s) as client:
+        with _Poster(self.url, self.export_timeout_s) as client:
             while True:
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
                 closing = self._closing
                 while self.queue:
                     batch = self._take()
-                    body = encode_request(batch, self.resource, self._encoder, scope_version=self.version)
+                    body = wrap_spans(batch, self.resource, scope_version=self.version)
                     outcome = "exported" if self._post(client, body) else "export_failed"
                     self.counts[outcome] += len(batch)
                     if len(self.queue) < self.batch_size and not closing:
@@ -223,18 +283,18 @@ class SpanExporter:
                 if closing:
                     return
 
-    def _post(self, client: httpx.Client, body: bytes) -> bool:
+    def _post(self, client: _Poster, body: bytes) -> bool:
         deadline = time.monotonic() + self.export_timeout_s
         pause_s = 0.1
         while True:
             error: str
             try:
-                response = client.post(self.url, content=body, headers={"content-type": "application/x-protobuf"})
-                if response.status_code < 300:
+                status = client.post(body)
+                if status < 300:
                     return True
-                error = f"HTTP {response.status_code}"
-                retryable = response.status_code in _RETRYABLE
-            except httpx.HTTPError as exc:
+                error = f"HTTP {status}"
+                retryable = status in _RETRYABLE
+            except (OSError, http.client.HTTPException) as exc:
                 error, retryable = f"{type(exc).__name__}: {exc}", True
             if not retryable or self._closing or time.monotonic() + pause_s >= deadline or self._closed.wait(pause_s):
                 log.warning("span_export_failed", url=self.url, error=error[:200])
@@ -255,7 +315,7 @@ class ActiveSpan:
         self.parent_id = parent_id
         self.sampled = sampled
         self.start_ns = start_ns
-        self.header = format_traceparent(trace_id, span_id, sampled).encode()
+        self.header = b"00-%032x-%016x-%s" % (trace_id, span_id, b"01" if sampled else b"00")
         """the ``traceparent`` the replica gets: this span is its parent"""
         self.revision = ""
 
