@@ -117,6 +117,19 @@ class ControlClient:
             params["service"] = service
         return self._call("GET", "/v1/events", params=params)
 
+    def set_faults(self, service: str, faults: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace a service's traffic faults at the gateway (``[]`` clears them), as ``lichen chaos`` does."""
+        return self._call("PUT", f"/v1/services/{service}/faults", json={"faults": faults})
+
+    def state_store(self) -> dict[str, Any]:
+        """The state store's health: writes waiting for the disk, failed so far, live disk faults."""
+        return self._call("GET", "/v1/state")
+
+    def notifications(self, since: float = 0.0) -> dict[str, Any]:
+        """The alert notifications created from ``since`` (wall s) on, with their outcomes, and the receivers held
+        down by ``lichen chaos``."""
+        return self._call("GET", "/v1/notifications", params={"since": since})
+
     def logs(self, service: str, lines: int = 50, offsets: dict[str, int] | None = None) -> dict[str, Any]:
         import json
 

@@ -36,7 +36,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from lichen.api.auditing import AuditMiddleware
 from lichen.control.access import Role
@@ -79,15 +79,41 @@ class RolloutAction(BaseModel):
 
 
 class FaultRequest(BaseModel):
-    kind: Literal["latency", "errors", "reset"]
+    kind: Literal["latency", "errors", "reset", "bandwidth"]
     percent: float = Field(default=100.0, gt=0, le=100)
     delay_ms: float = Field(default=0.0, ge=0, le=600_000)
     status: int = Field(default=503, ge=400, le=599)
+    rate_kbps: float = Field(default=0.0, ge=0, le=100_000_000)
     duration_s: float = Field(gt=0, le=86_400, description="it ends by itself after this, even if nobody clears it")
+
+    @model_validator(mode="after")
+    def _rate_for_bandwidth(self) -> FaultRequest:
+        if self.kind == "bandwidth" and self.rate_kbps <= 0:
+            raise ValueError("rate_kbps: a bandwidth fault needs a rate above 0")
+        return self
 
 
 class FaultsRequest(BaseModel):
     faults: list[FaultRequest] = Field(max_length=16)
+
+
+class DiskFaultRequest(BaseModel):
+    kind: Literal["slow", "full"]
+    delay_ms: float = Field(default=0.0, ge=0, le=60_000)
+    duration_s: float = Field(gt=0, le=86_400, description="it ends by itself after this, even if nobody clears it")
+
+
+class DiskFaultsRequest(BaseModel):
+    faults: list[DiskFaultRequest] = Field(max_length=4)
+
+
+class ReceiverFaultRequest(BaseModel):
+    kind: Literal["down"]
+    duration_s: float = Field(gt=0, le=86_400, description="it lifts by itself after this, even if nobody clears it")
+
+
+class ReceiverFaultsRequest(BaseModel):
+    faults: list[ReceiverFaultRequest] = Field(max_length=1)
 
 
 class TokenRequest(BaseModel):
@@ -313,9 +339,55 @@ def create_api(controller: Controller, token: str, extra_routers: Sequence[APIRo
             raise ConfigError("this controller runs no gateway to inject traffic faults into")
         now = controller.clock.wall()
         faults = [FaultConfig(kind=f.kind, percent=f.percent, delay_ms=f.delay_ms, status=f.status,
-                              until_wall=now + f.duration_s) for f in body.faults]
+                              rate_kbps=f.rate_kbps, until_wall=now + f.duration_s) for f in body.faults]
         gateway.set_faults(service, faults)
         return {"service": service, "faults": [f.model_dump() for f in faults]}
+
+    @v1.get("/state", dependencies=viewer)
+    async def state_store() -> dict[str, Any]:
+        """The state store's health: writes waiting for the disk, failed so far, the last error, live disk faults."""
+        return controller.store.health()
+
+    @v1.put("/state/faults", dependencies=operator)
+    async def set_disk_faults(body: DiskFaultsRequest) -> dict[str, Any]:
+        """A slow or full disk under the state store (``lichen chaos``), simulated in its write path: each fault
+        ends by itself after ``duration_s``; an empty list clears them."""
+        from lichen.control.disk_faults import DiskFault
+
+        now = controller.store.wall()
+        controller.store.faults = [DiskFault(f.kind, now + f.duration_s, f.delay_ms) for f in body.faults]
+        return controller.store.health()
+
+    def notifier() -> Any:
+        if observing is None or observing.notifier is None:
+            raise ConfigError("this controller delivers no notifications: the app has no observability.receivers, "
+                              "or LICHEN_OBSERVE=off turned the alert engine off")
+        return observing.notifier
+
+    @v1.put("/receivers/{receiver}/faults", dependencies=operator)
+    async def set_receiver_faults(receiver: str, body: ReceiverFaultsRequest) -> dict[str, Any]:
+        """Hold an alert receiver down (``lichen chaos``'s ``receiver_down``): its deliveries fail as a refused
+        connection would, and the outbox retries them; an empty list lifts it."""
+        now = controller.clock.wall()
+        until = now + max(f.duration_s for f in body.faults) if body.faults else None
+        try:
+            notifier().set_receiver_down(receiver, until)
+        except ValueError as exc:
+            raise ConfigError(str(exc), where="receiver") from None
+        return {"receiver": receiver, "down_until": until}
+
+    @v1.get("/notifications", dependencies=viewer)
+    async def notifications(since: Annotated[float, Query(ge=0)] = 0.0,
+                            limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:
+        """The notifications created from ``since`` (wall s) on, each with its outcome (``pending``,
+        ``delivered``, ``failed``, ``superseded``), and the receivers held down (``lichen chaos``)."""
+        sender = notifier()
+        assert observing is not None
+        items = await asyncio.to_thread(sender.store.created_since, since, limit)
+        return {"now": controller.clock.wall(), "receivers": sorted(sender.receivers),
+                "down_until": sender.receiver_faults(controller.clock.wall()), "retry_max_s": sender.backoff_max_s,
+                "max_age_s": sender.max_age_s, "evaluation_interval_s": observing.evaluation_interval_s,
+                "notifications": items}
 
     @v1.get("/tokens", dependencies=admin)
     async def tokens() -> list[dict[str, Any]]:
@@ -423,6 +495,7 @@ async def host_controller(
         canaries = attach_canaries(controller)
         meter = attach_energy_meter(controller, spec.sustainability, workspace.app_dir)
         cron_jobs = attach_cron_jobs(controller, workspace.app_dir)
+        controller.add_periodic("state store retries", 1.0, store.retry_pending)  # writes a full disk held back
         sock = bind_control_socket(workspace, spec)  # control.host/control.port, or the port of the last run
         port = sock.getsockname()[1]
         url = local_url(spec.control.host, port)

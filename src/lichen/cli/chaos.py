@@ -25,9 +25,11 @@ def chaos(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (progress goes to stderr).")] = False,
 ) -> None:
     """Run a chaos experiment against the app's running `lichen up`: an open-loop load, faults at their times
-    (kill -9 or SIGSTOP of replicas, kill -9 of the gateway or the controller, added latency, errors or resets
-    in a service's traffic at the gateway, a rolling restart), then time to detect, time to recover, failed and
-    retried requests, and whether each hypothesis held (exit 1 when one did not).
+    (kill -9 or SIGSTOP of replicas, kill -9 of the gateway or the controller, added latency, errors, resets or a
+    bandwidth limit in a service's traffic at the gateway, a rolling restart, an alert receiver held down, SIGSTOP
+    of a dependency such as Redis by its port, a slow or full disk under the state store), then time to detect,
+    time to recover, failed and retried requests, notifications lost, and whether each hypothesis held (exit 1
+    when one did not).
 
     The experiment is checked whole before anything is injected; every fault still in effect is undone on the
     way out, even on Ctrl-C, and the report says what was restored.
@@ -38,10 +40,11 @@ def chaos(
     from lichen.cli.loadtest import _gateway_url, _loop_factory
     from lichen.runtime.workspaces import workspace_for
     from lichen.spec.experiments import load_experiment
+    from lichen.trials.chaos_dependencies import dependency_problem
     from lichen.trials.chaos_runs import ChaosRun
 
     spec, app_dir = load_app(app_path)
-    experiment = load_experiment(experiment_path, spec)
+    experiment = load_experiment(experiment_path, spec, check_port=lambda port: dependency_problem(port, app_dir))
     url = _gateway_url(app_path)
     out = err_console if as_json else console
     out.print(f"chaos {experiment.name}: {len(experiment.faults)} fault(s) under {experiment.load.rate:g} req/s "
@@ -90,6 +93,18 @@ def _print(report: dict[str, Any]) -> None:
                   f"error ratio {load['error_ratio'] * 100:.3f} %; failures {load['failures'] or 'none'}; "
                   f"gateway retries {report['retries']} (amplification {report['retry_amplification']})",
                   markup=False)
+    notes = report.get("notifications")
+    if notes is not None:
+        console.print(f"notifications: {notes['error']}" if "error" in notes else
+                      f"notifications created during the run: {notes['created']}, delivered {notes['delivered']}, "
+                      f"lost {notes['lost']} ({notes['failed']} given up, {notes['pending']} still pending after "
+                      f"waiting {notes['drain_waited_s']:g} s of at most {notes['drain_bound_s']:g} s for the outbox)",
+                      markup=False)
+    store = report.get("state_store")
+    if store is not None:
+        console.print(f"state store: {store['failed_writes']} write attempt(s) failed for want of disk, "
+                      f"{store['pending_writes']} still waiting, {store['dropped_writes']} dropped"
+                      + (f"; last error: {store['last_error']}" if store["last_error"] else ""), markup=False)
     console.print(f"orphaned processes: {report['orphans'] or 'none'}; restored: "
                   f"{'; '.join(report['restored']) or 'nothing left to restore'}", markup=False)
     for verdict in report["hypotheses"]:

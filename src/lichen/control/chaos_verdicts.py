@@ -6,12 +6,18 @@ target was back at full strength after that (every wanted replica ready, or
 the gateway or controller answering again) *and* the last request that failed
 because of it had been sent. Requests that failed, and those the gateway
 retried, are counted between injection and recovery.
+
+For an alert receiver held down, **recovered** is when the fault had lifted
+and the controller's outbox held nothing pending for that receiver any more;
+a notification created during the run that was given up (``failed``) or was
+still pending when the run stopped waiting for the outbox is **lost**.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lichen.spec.experiments import UNDETECTED, Hypothesis
 
@@ -38,6 +44,26 @@ def at_full_strength(status: Mapping[str, object]) -> bool:
     return all(s.get("ready", 0) >= s.get("desired", 0)  # type: ignore[union-attr]
                and (s.get("rollout") or {}).get("status", "complete") == "complete"  # type: ignore[union-attr]
                for s in services.values()) and gateway.get("state", "Ready") == "Ready"  # type: ignore[union-attr]
+
+
+def outbox_drained(outbox: Mapping[str, Any]) -> dict[str, bool]:
+    """Per receiver of a ``GET /v1/notifications`` answer: True when it is not held down and nothing created
+    since the run started waits to be delivered to it."""
+    down = outbox.get("down_until") or {}
+    pending = {n["receiver"] for n in outbox.get("notifications") or [] if n["outcome"] == "pending"}
+    names = set(outbox.get("receivers") or []) | pending | set(down)
+    return {name: name not in down and name not in pending for name in sorted(names)}
+
+
+def notification_tally(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's notifications by outcome; ``lost`` counts those given up (``failed``) and those still pending.
+    A superseded Alertmanager push is not lost: the next push carried the same alerts."""
+    outcomes = [str(n["outcome"]) for n in items]
+    lost = [{k: n.get(k) for k in ("id", "receiver", "status", "attempts", "outcome", "last_error")}
+            for n in items if n["outcome"] in ("failed", "pending")]
+    return {"created": len(items), "delivered": outcomes.count("delivered"), "superseded": outcomes.count("superseded"),
+            "failed": outcomes.count("failed"), "pending": outcomes.count("pending"), "lost": len(lost),
+            "lost_items": lost[:50]}
 
 
 def detected_after(injected_s: float, reports_s: Sequence[float]) -> float | None:
@@ -83,8 +109,10 @@ def _holds(value: float, op: str, limit: float) -> bool:
 
 
 def judge(hypotheses: Sequence[Hypothesis], latency_s: Mapping[str, float | None], error_ratio: float,
-          failed: int, outcomes: Sequence[FaultOutcome], orphans: int) -> list[dict[str, object]]:
-    """Each hypothesis with ``held`` and what was ``measured`` (the worst case over faults for times)."""
+          failed: int, outcomes: Sequence[FaultOutcome], orphans: int,
+          notifications_lost: int | None = None) -> list[dict[str, object]]:
+    """Each hypothesis with ``held`` and what was ``measured`` (the worst case over faults for times);
+    ``notifications_lost`` None: the outbox could not be read, so a hypothesis about it does not hold."""
     verdicts = []
     for hypothesis in hypotheses:
         measure = hypothesis.measure
@@ -98,6 +126,9 @@ def judge(hypotheses: Sequence[Hypothesis], latency_s: Mapping[str, float | None
             value, shown = float(failed), f"{failed} failed"
         elif measure == "orphans":
             value, shown = float(orphans), f"{orphans} orphaned"
+        elif measure == "notifications_lost":
+            value = None if notifications_lost is None else float(notifications_lost)
+            shown = "the outbox could not be read" if value is None else f"{notifications_lost} lost"
         else:  # recovered, detected: the slowest fault; one that never got there fails the hypothesis
             times = [o.recovered_s if measure == "recovered" else o.detected_s for o in outcomes
                      if measure == "recovered" or o.kind not in UNDETECTED]  # nothing is meant to detect these

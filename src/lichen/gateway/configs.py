@@ -69,10 +69,12 @@ class ControllerLink(ConfigModel):
 class FaultConfig(ConfigModel):
     """A fault in one service's traffic (:mod:`lichen.control.traffic_faults`), set by ``lichen chaos``."""
 
-    kind: Literal["latency", "errors", "reset"]
+    kind: Literal["latency", "errors", "reset", "bandwidth"]
     percent: Annotated[float, Field(gt=0, le=100)] = 100.0
     delay_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
     status: Annotated[int, Field(ge=400, le=599)] = 503
+    rate_kbps: Annotated[float, Field(ge=0, le=100_000_000)] = 0.0
+    """bandwidth: the service's answers go to clients at no more than this many kilobits per second, together"""
     until_wall: float
     """wall-clock seconds after which it no longer applies"""
 

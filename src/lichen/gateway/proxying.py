@@ -250,10 +250,10 @@ class Gateway:
             self.refuse(responder, request, denial, request_id, path=path, rule=rule, started=start)
             return
         try:
-            injected = await inject(effect_for(service.config.faults, self.clock.wall(), random.random), request,
-                                    responder, request_id) if service.config.faults else None
-            status, revision = (injected, "") if injected is not None else \
-                await self._proxy(request, responder, rule, service, path, query, request_id, start)
+            proxied = self._proxy(request, responder, rule, service, path, query, request_id, start)
+            status, revision = await (inject(effect_for(service.config.faults, self.clock.wall(), random.random),
+                                             request, responder, request_id, proxied, rule.service)
+                                      if service.config.faults else proxied)
         finally:
             if gauge is not None:
                 gauge.dec()

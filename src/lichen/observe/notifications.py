@@ -251,6 +251,19 @@ class NotificationStore:
             ).fetchall()
         return [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
+    def created_since(self, since: float, limit: int = 10000) -> list[dict[str, Any]]:
+        """Every item created at or after ``since`` (wall s), delivered or not, oldest first: what ``lichen chaos``
+        reads to count notifications lost."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, receiver, group_key, payload, created_at, attempts, last_error, delivered_at, outcome"
+                " FROM notify_outbox WHERE created_at >= ? ORDER BY id LIMIT ?", (since, limit)
+            ).fetchall()
+        return [{"id": r[0], "receiver": r[1], "group_key": r[2],
+                 "status": (json.loads(r[3]).get("status", "") if r[3].startswith("{") else "push"),
+                 "created_at": r[4], "attempts": r[5], "last_error": r[6], "delivered_at": r[7],
+                 "outcome": r[8] or "pending"} for r in rows]
+
     def prune(self, before: float) -> int:
         """Forget finished items older than ``before``."""
         with self._lock:
@@ -330,6 +343,9 @@ class Notifier:
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout_s)
         self._cycle = asyncio.Lock()
+        self.down_until: dict[str, float] = {}
+        """receivers made to fail until a wall time, as a refused connection would (``lichen chaos``'s
+        ``receiver_down``); each lifts by itself at its time"""
 
     @classmethod
     def from_spec(
@@ -364,6 +380,21 @@ class Notifier:
         self.inhibit_rules = list(inhibit_rules)
         if backoff_max_s is not None:
             self.backoff_max_s = backoff_max_s
+
+    def set_receiver_down(self, name: str, until_wall: float | None) -> None:
+        """Fail every delivery to ``name`` until ``until_wall`` (None: lift it now); the outbox retries them as
+        for a real outage. ValueError for a receiver this notifier does not have."""
+        if name not in self.receivers:
+            raise ValueError(f"no alert receiver {name!r} (receivers: {', '.join(sorted(self.receivers)) or 'none'})")
+        if until_wall is None:
+            self.down_until.pop(name, None)
+        else:
+            self.down_until[name] = until_wall
+
+    def receiver_faults(self, now: float) -> dict[str, float]:
+        """Receivers held down at ``now``, with the wall time each comes back (expired ones are forgotten)."""
+        self.down_until = {name: until for name, until in self.down_until.items() if until > now}
+        return dict(self.down_until)
 
     async def aclose(self) -> None:
         if self._own_http:
@@ -443,6 +474,9 @@ class Notifier:
         error: str | None
         retryable = True
         try:
+            if self.down_until.get(item.receiver, 0.0) > now:  # receiver_down: as a refused connection reads
+                raise httpx.ConnectError("[Errno 111] Connection refused (receiver down: fault injected by "
+                                         "lichen chaos)")
             if receiver.kind == "log":
                 log.warning("alert_notification", receiver=item.receiver, payload=item.payload)
                 error = None

@@ -18,7 +18,25 @@ Faults:
 * ``kill_gateway``: ``kill -9`` of the gateway process;
 * ``kill_controller``: ``kill -9`` of the controller, then ``lichen up
   --detach`` as an operator (or a unit file) would; the data plane must
-  carry on meanwhile and the new controller must adopt every process.
+  carry on meanwhile and the new controller must adopt every process;
+* ``latency``, ``errors``, ``reset``, ``bandwidth``: in one service's traffic at the gateway
+  (``PUT /v1/services/{svc}/faults``), each with its end time;
+* ``pause_dependency``: ``SIGSTOP`` of the process listening on a TCP port
+  (Redis for a cache), ``SIGCONT`` after ``for_s``; only the current user's
+  processes, never Lichen's own (:mod:`lichen.control.dependency_faults`);
+* ``slow_disk``, ``full_disk``: every write of the controller's state store
+  waits ``delay_ms`` first, or fails with ENOSPC and is rolled back
+  (``PUT /v1/state/faults``, with its end time; nothing fills the real
+  disk); the controller must keep the data plane serving, retry the writes
+  and catch up once the fault lifts (``GET /v1/state``);
+* ``receiver_down``: the controller's deliveries to one alert receiver fail
+  as a refused connection would (``PUT /v1/receivers/{name}/faults``, with
+  its end time); the outbox must retry them. With it, or with a
+  ``no notification lost`` hypothesis, the run reads the controller's outbox
+  (``GET /v1/notifications``) and, after the load, waits for it to drain,
+  for at most the notifier's longest retry back-off plus an evaluation
+  interval plus 5 s: a notification created during the run and not
+  delivered by then is counted lost.
 
 Every fault that lasts is written to a restore list as it is applied; on the
 way out, interrupted or not, stopped processes are resumed and a killed
@@ -43,16 +61,20 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lichen.control.chaos_verdicts import (FaultOutcome, at_full_strength, detected_after, failed_between, judge,
-                                           recovered_after)
+                                           notification_tally, outbox_drained, recovered_after)
+from lichen.control.dependency_faults import Refused, dependency_pids, describe
 from lichen.control.load_profiles import arrival_offsets, shaped
 from lichen.runtime import teardown
 from lichen.runtime.workspaces import Workspace, read_controller_info, read_token
-from lichen.spec.experiments import TRAFFIC_FAULTS, UNDETECTED, ExperimentSpec, FaultSpec
+from lichen.spec.experiments import DISK_FAULTS, TRAFFIC_FAULTS, UNDETECTED, ExperimentSpec, FaultSpec
 from lichen.spec.models import AppSpec
+from lichen.trials.chaos_dependencies import listeners_on
 from lichen.trials.load_generation import LoadEngine, build_target
 from lichen.trials.load_reports import summary
 
 SAMPLE_S = 0.1
+DRAIN_MARGIN_S = 5.0
+"""beyond the notifier's longest back-off and one evaluation interval, how long a run waits for its outbox"""
 LICHEN = [sys.executable, "-c", "from lichen.cli.main import run; run()"]
 
 
@@ -63,6 +85,8 @@ class Injection:
     targets: list[str]
     pids: list[int]
     note: str = ""
+    ended_s: float | None = None
+    """when a fault that lasts was undone (a paused dependency resumed), from the start of the load"""
 
 
 @dataclass
@@ -72,6 +96,10 @@ class Observations:
     healthy: list[tuple[float, bool]] = field(default_factory=list)
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     last_event_id: int = 0
+    outbox: list[tuple[float, dict[str, bool]]] = field(default_factory=list)
+    store: list[tuple[float, bool]] = field(default_factory=list)
+    """no disk fault live and no state write waiting (when the run has disk faults)"""
+    """per sample, each receiver's state: True when it is not held down and has nothing pending from the run"""
 
 
 class ChaosRun:
@@ -86,7 +114,16 @@ class ChaosRun:
         self.paused: set[int] = set()
         self.traffic: dict[str, list[tuple[FaultSpec, float]]] = {}
         """live traffic faults per service, each with the wall time it ends"""
+        self.receivers_down: set[str] = set()
+        self.disk: list[tuple[FaultSpec, float]] = []
+        """live disk faults under the state store, each with the wall time it ends"""
+        self.watch_store = any(f.kind in DISK_FAULTS for f in experiment.faults)
+        self.store_health: dict[str, Any] | None = None
         self.controller_down = False
+        self.watch_outbox = any(f.kind == "receiver_down" for f in experiment.faults) or any(
+            h.measure == "notifications_lost" for h in experiment.parsed_hypotheses())
+        """read the controller's notification outbox: a receiver is held down, or a hypothesis counts losses"""
+        self.notifications: dict[str, Any] | None = None
         self.restored: list[str] = []
         self.seen = Observations()
         self.t0_wall = 0.0
@@ -110,6 +147,11 @@ class ChaosRun:
                 await self._inject(fault)
             result = await load_task
             await self._settle()
+            if self.watch_outbox:
+                self.notifications = await self._drain_outbox()
+            if self.watch_store:
+                with contextlib.suppress(httpx.HTTPError):
+                    self.store_health = await self._api("GET", "/v1/state")
             orphans = await self._orphans()
         finally:
             sampler.cancel()
@@ -124,7 +166,8 @@ class ChaosRun:
     async def _settle(self) -> None:
         """Give a fault injected late a few seconds more to recover before judging."""
         deadline = time.perf_counter() + 15.0
-        while time.perf_counter() < deadline and not (self.seen.healthy and self.seen.healthy[-1][1]):
+        while time.perf_counter() < deadline and not (self.seen.healthy and self.seen.healthy[-1][1] and (
+                not self.watch_store or (self.seen.store and self.seen.store[-1][1]))):  # and no write waiting
             await asyncio.sleep(SAMPLE_S)
 
     # ------------------------------------------------------------- faults
@@ -158,9 +201,46 @@ class ChaosRun:
                 self._end_traffic_fault(fault)))
             self.injections.append(Injection(fault, now_s, [fault.service], []))
             what = (f"+{fault.delay_ms:g} ms" if fault.kind == "latency" else
-                    f"{fault.status or 503} answers" if fault.kind == "errors" else "connection resets")
+                    f"{fault.status or 503} answers" if fault.kind == "errors" else
+                    f"answers paced to {fault.rate_kbps:g} kbit/s" if fault.kind == "bandwidth" else
+                    "connection resets")
             self.say(f"{now_s:6.2f} s  {fault.kind} on {fault.service}: {what} for {fault.percent or 100:g} % of "
                      f"requests, {fault.for_s:g} s")
+        elif fault.kind in DISK_FAULTS:
+            assert fault.for_s is not None
+            self.disk.append((fault, time.time() + fault.for_s))
+            await self._put_disk_faults()
+            asyncio.get_running_loop().call_later(fault.for_s, lambda: asyncio.ensure_future(
+                self._end_disk_fault(fault)))
+            self.injections.append(Injection(fault, now_s, ["state store"], []))
+            what = (f"each write {fault.delay_ms:g} ms slower" if fault.kind == "slow_disk" else
+                    "each write fails (ENOSPC)")
+            self.say(f"{now_s:6.2f} s  {fault.kind} under the state store: {what} for {fault.for_s:g} s")
+        elif fault.kind == "receiver_down":
+            assert fault.receiver is not None and fault.for_s is not None
+            self.receivers_down.add(fault.receiver)
+            await self._api("PUT", f"/v1/receivers/{fault.receiver}/faults",
+                            json={"faults": [{"kind": "down", "duration_s": fault.for_s}]}, timeout_s=5.0)
+            asyncio.get_running_loop().call_later(fault.for_s, lambda: asyncio.ensure_future(
+                self._end_receiver_fault(fault.receiver or "")))
+            self.injections.append(Injection(fault, now_s, [fault.receiver], []))
+            self.say(f"{now_s:6.2f} s  receiver_down {fault.receiver}: its deliveries refused for {fault.for_s:g} s")
+        elif fault.kind == "pause_dependency":
+            assert fault.port is not None and fault.for_s is not None
+            listeners = await asyncio.to_thread(listeners_on, fault.port, self.workspace.app_dir)
+            try:
+                pids = dependency_pids(fault.port, listeners, os.getuid())
+            except Refused as exc:  # it was there when the experiment was checked; not any more
+                self.injections.append(Injection(fault, now_s, [], [], str(exc)))
+                self.say(f"{now_s:6.2f} s  pause_dependency: {exc}")
+                return
+            self._signal(pids, signal.SIGSTOP)
+            self.paused.update(pids)
+            injection = Injection(fault, now_s, [describe(fault.port, listeners)], pids)
+            self.injections.append(injection)
+            asyncio.get_running_loop().call_later(fault.for_s, self._resume, pids, injection)
+            self.say(f"{now_s:6.2f} s  pause_dependency {injection.targets[0]} (pid {', '.join(map(str, pids))}) "
+                     f"for {fault.for_s:g} s")
         elif fault.kind == "rolling_restart":
             await self._api("POST", f"/v1/services/{fault.service}/restart", timeout_s=10.0)
             self.injections.append(Injection(fault, now_s, [str(fault.service)], []))
@@ -182,7 +262,8 @@ class ChaosRun:
     def _fault_bodies(self, service: str) -> dict[str, Any]:
         now = time.time()
         return {"faults": [{"kind": f.kind, "percent": f.percent or 100.0, "delay_ms": f.delay_ms or 0.0,
-                            "status": f.status or 503, "duration_s": max(0.001, ends - now)}
+                            "status": f.status or 503, "rate_kbps": f.rate_kbps or 0.0,
+                            "duration_s": max(0.001, ends - now)}
                            for f, ends in self.traffic.get(service, []) if ends > now]}
 
     async def _put_faults(self, service: str) -> None:
@@ -197,14 +278,34 @@ class ChaosRun:
             del self.traffic[fault.service]
         self.say(f"{time.perf_counter() - self.t0:6.2f} s  {fault.kind} on {fault.service} ended")
 
+    async def _put_disk_faults(self) -> None:
+        now = time.time()
+        await self._api("PUT", "/v1/state/faults", timeout_s=5.0, json={"faults": [
+            {"kind": "slow" if f.kind == "slow_disk" else "full", "delay_ms": f.delay_ms or 0.0,
+             "duration_s": max(0.001, ends - now)} for f, ends in self.disk if ends > now]})
+
+    async def _end_disk_fault(self, fault: FaultSpec) -> None:
+        self.disk = [(f, ends) for f, ends in self.disk if f is not fault]
+        with contextlib.suppress(httpx.HTTPError):
+            await self._put_disk_faults()
+        self.say(f"{time.perf_counter() - self.t0:6.2f} s  {fault.kind} ended")
+
+    async def _end_receiver_fault(self, receiver: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            await self._api("PUT", f"/v1/receivers/{receiver}/faults", json={"faults": []}, timeout_s=5.0)
+            self.receivers_down.discard(receiver)
+        self.say(f"{time.perf_counter() - self.t0:6.2f} s  receiver_down {receiver} ended")
+
     @staticmethod
     def _signal(pids: list[int], sig: signal.Signals) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def _resume(self, pids: list[int]) -> None:
+    def _resume(self, pids: list[int], injection: Injection | None = None) -> None:
         self._signal(pids, signal.SIGCONT)
+        if injection is not None:
+            injection.ended_s = time.perf_counter() - self.t0
         self.paused.difference_update(pids)
         self.say(f"{time.perf_counter() - self.t0:6.2f} s  resumed pid {', '.join(map(str, pids))}")
 
@@ -227,15 +328,24 @@ class ChaosRun:
             self._start_controller()
             self.restored.append("started the controller again (lichen up --detach)")
         for service in sorted(self.traffic):
-            info = read_controller_info(self.workspace) or {}
-            try:
-                httpx.put(f"{info.get('url')}/v1/services/{service}/faults", json={"faults": []}, timeout=5.0,
-                          headers={"Authorization": f"Bearer {read_token(self.workspace)}"}).raise_for_status()
-                self.restored.append(f"cleared the traffic faults of {service}")
-            except httpx.HTTPError as exc:
-                self.restored.append(f"could not clear the traffic faults of {service} ({exc}); they end by "
-                                     "themselves when their time is up")
+            self._clear(f"/v1/services/{service}/faults", f"the traffic faults of {service}")
         self.traffic.clear()
+        if self.disk:
+            self._clear("/v1/state/faults", "the state store's disk faults")
+            self.disk.clear()
+        for receiver in sorted(self.receivers_down):
+            self._clear(f"/v1/receivers/{receiver}/faults", f"receiver_down of {receiver}")
+        self.receivers_down.clear()
+
+    def _clear(self, path: str, what: str) -> None:
+        """Clear faults set through the control API (synchronous: this runs on the way out, maybe without a loop)."""
+        info = read_controller_info(self.workspace) or {}
+        try:
+            httpx.put(f"{info.get('url')}{path}", json={"faults": []}, timeout=5.0,
+                      headers={"Authorization": f"Bearer {read_token(self.workspace)}"}).raise_for_status()
+            self.restored.append(f"cleared {what}")
+        except httpx.HTTPError as exc:
+            self.restored.append(f"could not clear {what} ({exc}); it ends by itself when its time is up")
 
     # ------------------------------------------------------------ sampling
     async def _api(self, method: str, path: str, timeout_s: float = 2.0, **kwargs: Any) -> Any:
@@ -257,7 +367,37 @@ class ChaosRun:
             except (httpx.HTTPError, OSError, ValueError):
                 ok = False
             self.seen.healthy.append((t_s, ok))
+            if self.watch_store:
+                try:
+                    store = await self._api("GET", "/v1/state")
+                    self.seen.store.append((t_s, not store["pending_writes"] and not store["faults"]))
+                except (httpx.HTTPError, OSError, ValueError):
+                    self.seen.store.append((t_s, False))
+            if self.watch_outbox:
+                with contextlib.suppress(httpx.HTTPError, OSError, ValueError):
+                    self.seen.outbox.append((t_s, outbox_drained(await self._outbox())))
             await asyncio.sleep(SAMPLE_S)
+
+    async def _outbox(self) -> dict[str, Any]:
+        """The controller's notifications created since the load started (``GET /v1/notifications``)."""
+        return await self._api("GET", "/v1/notifications", params={"since": self.t0_wall, "limit": 10000})
+
+    async def _drain_outbox(self) -> dict[str, Any]:
+        """Wait for every notification of the run to be delivered (or given up), for at most the notifier's longest
+        back-off plus one evaluation interval plus :data:`DRAIN_MARGIN_S`; then count them."""
+        started = time.perf_counter()
+        try:
+            outbox = await self._outbox()
+        except httpx.HTTPError as exc:
+            detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+            return {"error": f"the controller's outbox could not be read: {detail}"}
+        bound_s = float(outbox["retry_max_s"]) + float(outbox["evaluation_interval_s"]) + DRAIN_MARGIN_S
+        while not all(outbox_drained(outbox).values()) and time.perf_counter() - started < bound_s:
+            await asyncio.sleep(SAMPLE_S * 2)
+            with contextlib.suppress(httpx.HTTPError):
+                outbox = await self._outbox()
+        return {**notification_tally(outbox["notifications"]),
+                "drain_waited_s": round(time.perf_counter() - started, 2), "drain_bound_s": bound_s}
 
     async def _events(self) -> None:
         page = await self._api("GET", "/v1/events", params={"after_id": self.seen.last_event_id, "limit": 1000})
@@ -294,18 +434,32 @@ class ChaosRun:
         for injection in self.injections:
             window_end = next((t for t in starts if t > injection.injected_s), math.inf)  # until the next fault
             detected = detected_after(injection.injected_s, self._reports_for(injection))
-            recovered = recovered_after(injection.injected_s, self.seen.healthy, failures, detected, window_end)
+            health, late = self.seen.healthy, failures
+            if injection.fault.kind in ("receiver_down", *DISK_FAULTS):
+                # judged on its own signal, also while other faults strike: the outbox drained after the fault, or
+                # no state write waits for the disk any more
+                health = ([(t, states.get(injection.targets[0], False)) for t, states in self.seen.outbox]
+                          if injection.fault.kind == "receiver_down" else self.seen.store)
+                window_end, late = math.inf, []
+            elif injection.fault.kind == "pause_dependency":  # not before the dependency runs again
+                ended = injection.ended_s if injection.ended_s is not None else math.inf
+                health = [(t, ok and t >= ended) for t, ok in health]
+            recovered = recovered_after(injection.injected_s, health, late, detected, window_end)
             end = injection.injected_s + recovered if recovered is not None else window_end
             outcomes.append(FaultOutcome(injection.fault.kind, ", ".join(injection.targets) or "-",
                                          injection.injected_s, detected, recovered,
                                          failed_between(failures, injection.injected_s, end)))
         latency = {name: (load["latency_ms"][name] / 1000 if load["latency_ms"][name] is not None else None)
                    for name in ("p50", "p90", "p99", "p99.9", "max", "mean")}
+        notes = self.notifications
         verdicts = judge(self.experiment.parsed_hypotheses(), latency, load["error_ratio"], len(failures), outcomes,
-                         len(orphans))
-        return {"experiment": self.experiment.name, "load": load, "retries": int(retries),
+                         len(orphans), notifications_lost=notes.get("lost") if notes else None)
+        return {"experiment": self.experiment.name, "started_wall": round(self.t0_wall, 3), "load": load,
+                "retries": int(retries),
                 "retry_amplification": round((load["sent"] + retries) / load["sent"], 4) if load["sent"] else None,
                 "faults": [asdict(o) for o in outcomes], "orphans": orphans, "restored": self.restored,
+                **({"notifications": notes} if notes is not None else {}),
+                **({"state_store": self.store_health} if self.store_health is not None else {}),
                 "hypotheses": verdicts, "held": all(v["held"] for v in verdicts)}
 
     async def _orphans(self) -> list[int]:

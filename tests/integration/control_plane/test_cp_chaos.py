@@ -122,7 +122,11 @@ BAD = [
     ([{"kind": "kill_replica", "service": "nope", "at": "1s"}], [], "faults[0].service", "no service 'nope'"),
     ([{"kind": "pause_replica", "service": "web", "at": "1s"}], [], "faults[0].for_s", "required for pause_replica"),
     ([{"kind": "kill_gateway", "at": "30s"}], [], "faults[0].at", "is not within the run's 8 s"),
-    ([{"kind": "kill_gateway", "at": "1s"}], ["no notification lost"], "hypotheses", "cannot evaluate"),
+    ([{"kind": "kill_gateway", "at": "1s"}], ["no notification lost"], "hypotheses[0]",
+     "cannot evaluate 'no notification lost': the app has no observability.receivers"),
+    ([{"kind": "kill_gateway", "at": "1s"}], ["no notification kept"], "hypotheses", "cannot evaluate"),
+    ([{"kind": "receiver_down", "receiver": "pager", "at": "1s", "for_s": "5s"}], [], "faults[0].receiver",
+     "no alert receiver 'pager'"),
 ]
 
 

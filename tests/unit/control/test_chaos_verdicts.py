@@ -55,7 +55,8 @@ def test_hypotheses_hold_or_fail_on_what_was_measured() -> None:
     assert never[0]["held"] is False and never[0]["measured"] == "not recovered by the end"
 
 
-@pytest.mark.parametrize("text", ["p99 < fast", "no notification lost", "errors < 1", "recovered in 5s", ""])
+@pytest.mark.parametrize("text", ["p99 < fast", "no notification kept", "errors < 1", "recovered in 5s", "",
+                                  "notifications lost == some"])
 def test_hypotheses_that_cannot_be_evaluated_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="cannot evaluate"):
         parse_hypothesis(text)
@@ -84,3 +85,38 @@ def test_full_strength_needs_every_replica_ready_no_rollout_running_and_the_gate
     assert not at_full_strength({"services": {"web": {**service, "ready": 1}}, "gateway": {"state": "Ready"}})
     assert not at_full_strength({"services": {"web": {**service, "rollout": {"status": "progressing"}}}})
     assert not at_full_strength({"services": {"web": service}, "gateway": {"state": "Exited"}})
+
+
+def _note(receiver: str, outcome: str, status: str = "firing") -> dict:
+    return {"id": 1, "receiver": receiver, "status": status, "attempts": 3, "outcome": outcome,
+            "last_error": "ConnectError" if outcome != "delivered" else None, "created_at": 10.0}
+
+
+def test_notifications_given_up_or_still_pending_are_lost_and_the_hypothesis_fails() -> None:
+    from lichen.control.chaos_verdicts import notification_tally
+
+    tally = notification_tally([_note("hook", "delivered"), _note("hook", "pending"), _note("am", "superseded"),
+                                _note("hook", "failed", "resolved")])
+    assert (tally["created"], tally["delivered"], tally["superseded"], tally["lost"]) == (4, 1, 1, 2)
+    assert [i["outcome"] for i in tally["lost_items"]] == ["pending", "failed"]
+    hypotheses = [parse_hypothesis(t) for t in ("no notification lost", "notifications lost <= 2")]
+    assert [(v["held"], v["measured"]) for v in judge(hypotheses, {}, 0.0, 0, [], 0, notifications_lost=2)] == [
+        (False, "2 lost"), (True, "2 lost")]
+    assert judge(hypotheses[:1], {}, 0.0, 0, [], 0, notifications_lost=0)[0]["held"] is True
+    unread = judge(hypotheses[:1], {}, 0.0, 0, [], 0, notifications_lost=None)[0]
+    assert unread == {"hypothesis": "no notification lost", "held": False, "measured": "the outbox could not be read"}
+
+
+def test_a_receiver_has_drained_when_it_is_not_held_down_and_nothing_waits_for_it() -> None:
+    from lichen.control.chaos_verdicts import outbox_drained
+
+    outbox = {"receivers": ["hook", "log-1"], "down_until": {}, "notifications": [_note("hook", "delivered")]}
+    assert outbox_drained(outbox) == {"hook": True, "log-1": True}
+    assert outbox_drained({**outbox, "down_until": {"hook": 99.0}}) == {"hook": False, "log-1": True}
+    assert outbox_drained({**outbox, "notifications": [_note("log-1", "pending")]}) == {"hook": True, "log-1": False}
+
+
+def test_a_receiver_down_counts_as_recovered_only_once_its_outbox_drained() -> None:
+    drained = [(t / 10, not 20 <= t < 75) for t in range(100)]  # held down from 2.0 s, drained at 7.5 s
+    assert recovered_after(2.0, drained, [], None, float("inf")) == pytest.approx(5.5)
+    assert recovered_after(2.0, [(t / 10, t < 20) for t in range(100)], [], None, float("inf")) is None

@@ -17,6 +17,7 @@ class Fault:
     delay_ms: float = 0.0
     status: int = 503
     until_wall: float = 100.0
+    rate_kbps: float = 0.0
 
 
 def _draws(*values: float):
@@ -45,3 +46,27 @@ def test_a_delayed_request_may_then_fail_and_delays_add_up() -> None:
 def test_an_error_and_a_reset_do_not_both_apply_the_first_wins() -> None:
     assert effect_for([Fault("reset"), Fault("errors")], 0.0, _draws(0.0)) == FaultEffect(reset=True)
     assert effect_for([Fault("errors"), Fault("reset")], 0.0, _draws(0.0)) == FaultEffect(status=503)
+
+
+def test_a_bandwidth_fault_paces_the_answer_and_the_narrower_of_two_holds() -> None:
+    assert effect_for([Fault("bandwidth", rate_kbps=800.0)], 0.0, _draws(0.0)) == FaultEffect(rate_bps=100_000.0)
+    both = [Fault("bandwidth", rate_kbps=800.0), Fault("bandwidth", rate_kbps=80.0)]
+    assert effect_for(both, 0.0, _draws(0.0)).rate_bps == pytest.approx(10_000.0)
+    assert effect_for([Fault("bandwidth", rate_kbps=80.0), Fault("errors")], 0.0, _draws(0.0)) == FaultEffect(
+        status=503)  # an answer made by the gateway is not paced
+
+
+def test_sends_through_one_link_together_never_pass_its_rate() -> None:
+    from lichen.control.traffic_faults import link_burst_bytes, link_wait
+
+    rate = 10_000.0  # bytes per second
+    bucket, now, sent, last_leaves = None, 0.0, 0, 0.0
+    for size in [4096] * 25:  # two answers interleaved: one bucket, so they queue behind each other
+        wait, bucket = link_wait(bucket, now, rate, size)
+        last_leaves = now + wait
+        sent += size
+        now += 0.01  # asked faster than the link can carry
+    assert sent - link_burst_bytes(rate) <= rate * last_leaves + 1e-6  # what left beyond the burst took its time
+    assert last_leaves == pytest.approx((sent - link_burst_bytes(rate)) / rate)
+    idle, bucket = link_wait(bucket, now + 60.0, rate, 1000)  # after a quiet minute: a burst's worth, no wait
+    assert idle == 0.0 and bucket.tokens == pytest.approx(link_burst_bytes(rate) - 1000)

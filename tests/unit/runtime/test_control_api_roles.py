@@ -52,6 +52,10 @@ EXPECTED = {
     ("GET", "/v1/endpoints"): "viewer",
     ("GET", "/v1/logs/{service}"): "viewer",
     ("PUT", "/v1/services/{service}/faults"): "operator",
+    ("PUT", "/v1/receivers/{receiver}/faults"): "operator",
+    ("GET", "/v1/notifications"): "viewer",
+    ("GET", "/v1/state"): "viewer",
+    ("PUT", "/v1/state/faults"): "operator",
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{token_id}"): "admin",
@@ -74,9 +78,10 @@ EXPECTED = {
     ("GET", "/dashboard/api/overview"): "viewer",
     ("GET", "/dashboard/api/slo"): "viewer",
 }
-PATH_VALUES = {"service": "web", "action": "pause", "token_id": "nosuchid", "name": "job"}
+PATH_VALUES = {"service": "web", "action": "pause", "token_id": "nosuchid", "name": "job", "receiver": "hook"}
 BODIES = {"/v1/services/{service}/scale": {"replicas": 2}, "/v1/tokens": {"name": "ci", "role": "viewer"},
-          "/v1/services/{service}/faults": {"faults": []}}
+          "/v1/services/{service}/faults": {"faults": []}, "/v1/receivers/{receiver}/faults": {"faults": []},
+          "/v1/state/faults": {"faults": []}}
 
 
 @contextlib.asynccontextmanager
