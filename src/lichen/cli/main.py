@@ -26,7 +26,7 @@ from lichen.errors import LichenError
 VERB_MODULES = ("specs", "serving", "controlling", "rollouts", "inspecting", "energy", "advising", "carbon", "jobs", "models",
                 "deploying", "gateway", "keys", "certs", "access", "secrets", "loadtest", "chaos", "observing")
 """``lichen.cli`` modules whose ``register(app)`` adds their verbs, in help order."""
-_FAST_VERBS = {"serve": ("serving",)}
+_FAST_VERBS = {"serve": ("serving",), "gateway": ("gateway",)}
 """verbs whose process needs only these modules: the app built for them registers no other verb"""
 
 

@@ -26,9 +26,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-import httpx
 
 from lichen.gateway.configs import ActivationConfig, ControllerLink
 from lichen.gateway.requests import Request
@@ -144,7 +143,7 @@ class ControllerAsker:
 
     def __init__(self, link: Callable[[], ControllerLink | None]) -> None:
         self.link = link
-        self._client: httpx.AsyncClient | None = None
+        self._client: Any = None  # an httpx.AsyncClient, made (and httpx imported) at the first ask
 
     async def ask(self, service: str) -> None:
         link = self.link()
@@ -153,6 +152,8 @@ class ControllerAsker:
         url = json.loads(Path(link.info_file).read_text())["url"]
         token = Path(link.token_file).read_text().strip()
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=ASK_TIMEOUT_S)
         response = await self._client.post(f"{url}/v1/services/{service}/activate",
                                            headers={"authorization": f"Bearer {token}"})

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from lichen.clocks import Clock, SystemClock
 from lichen.errors import ConfigError, LichenError
@@ -52,8 +51,10 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-async def _discover(gateway: Gateway, client: httpx.AsyncClient) -> None:
+async def _discover(gateway: Gateway, client: Any) -> None:
     """Ask one ready replica per service which POST endpoints are idempotent (``GET /.well-known/lichen``)."""
+    import httpx  # imported once the gateway listens (see _watch)
+
     for name, table in gateway.tables.services.items():
         if not table.config.discover_idempotent or not table.ready:
             continue
@@ -130,6 +131,9 @@ def guarded(what: str, step: Callable[[], object]) -> None:
 
 
 async def _watch(gateway: Gateway, watcher: ConfigWatcher, clock: Clock) -> None:
+    # httpx (and what it imports) loads here, after the gateway listens: a restarted gateway answers sooner
+    import httpx
+
     async with httpx.AsyncClient(timeout=1.0) as client:
         while True:
             await clock.sleep(gateway.config.reload_interval_s)

@@ -441,14 +441,18 @@ class SupervisedGateway:
             return
         now = self.controller.clock.now()
         started = self.process.started_mono if self.process.started_mono is not None else now
-        if now < started + PROBE.initial_delay_s:
+        # readiness as a replica's: every 0.1 s from a (re)start until the first answer, then every period_s, so
+        # a restarted gateway counts as back within 0.1 s of listening; liveness keeps its own period_s
+        if now + 1e-6 < probing.next_probe_at(self.readiness, PROBE, started):  # 1e-6: the ticks' float sums
             return
         outcome = await self.controller.prober.probe(self.address[0], self.address[1], PROBE.path, PROBE.timeout_s)
         if self.process.handle is not handle:
             return
         was_ready = self.readiness.passing
         self.readiness = probing.record_probe(self.readiness, PROBE, outcome, now)
-        self.liveness = probing.record_probe(self.liveness, PROBE, outcome, now)
+        last_live = self.liveness.last_started_at
+        if last_live is None or now - last_live >= PROBE.period_s - probing.STARTUP_POLL_S / 2 or outcome == "ok":
+            self.liveness = probing.record_probe(self.liveness, PROBE, outcome, now)
         if self.readiness.passing != was_ready:
             self._event("Ready" if self.readiness.passing else "Unready", "health check", outcome)
         if not self.liveness.passing:
@@ -560,5 +564,5 @@ def attach_gateway(controller: Controller) -> SupervisedGateway:
     controller.endpoints.subscribe(gateway.mark_dirty)
     controller.add_startup(gateway.prepare)
     controller.add_periodic("gateway config", 0.0, gateway.sync_when_due)
-    controller.add_periodic("gateway probes", PROBE.period_s, gateway.probe)
+    controller.add_periodic("gateway probes", probing.STARTUP_POLL_S, gateway.probe)  # probe() keeps the schedule
     return gateway

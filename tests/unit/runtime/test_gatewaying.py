@@ -9,7 +9,10 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from lichen.control.draining import CONFIRM_TIMEOUT_S
+from lichen.control.probing import STARTUP_POLL_S
 from lichen.control.plans import Machine
 from lichen.control.traffic_splits import revision_weights
 from lichen.gateway.configs import load_config
@@ -156,19 +159,23 @@ def test_gateway_is_supervised_and_its_config_follows_the_registry(tmp_path: Pat
                     == {revision: 1.0}, "override weights in the config")
 
         # liveness: a gateway that stops answering its health check is killed and restarted
-        checks = PROBE.period_s  # health checks run at START + k * period
-        hangs_at = START + checks * math.ceil((clock.now() - START) / checks) + checks / 2
+        checks = PROBE.period_s  # once answered, health checks run every period from the last one
+        last = gateway.readiness.last_started_at
+        hangs_at = last + checks * math.ceil((clock.now() - last) / checks) + checks / 2
         await asyncio.sleep(hangs_at - clock.now())
         prober.answers[(18080, "/-/healthz")] = "timeout"
         await until(lambda: len(gateways()) == 2, "a restarted gateway")
         (killed,) = events(controller, "gateway", "Killed")
-        assert at(killed) == hangs_at + checks / 2 + (PROBE.failure_threshold - 1) * checks  # the 3rd failed check
+        assert at(killed) == pytest.approx(hangs_at + checks / 2 + (PROBE.failure_threshold - 1) * checks)  # 3rd fail
         assert at(events(controller, "gateway", "Started")[1]) == at(killed)  # first crash: restarted at once
         assert "SIGHUP" in gateways()[0].signals  # each new table: reload now
         assert [s for s in gateways()[0].signals if s != "SIGHUP"] == ["SIGKILL"]
         prober.answers.clear()
+        answers_at = clock.now()
         await until(lambda: gateway.status()["state"] == "Ready" and gateway.status()["restarts"] == 1,
                     "the restarted gateway ready")
+        # a restarted gateway is polled every 0.1 s until it first answers, not every period
+        assert at(events(controller, "gateway", "Ready")[-1]) - answers_at <= STARTUP_POLL_S + 1e-6
 
         # a changed listen address restarts it at once
         controller.apply(app_spec(port=18081), "code1")

@@ -47,6 +47,26 @@ def test_lichen_serve_imports_no_control_plane_spec_rich_or_httpx() -> None:
     assert not heavy, f"lichen serve imports {heavy}"
 
 
+GATEWAY_IMPORTS = """
+import json, sys
+from lichen.cli.main import _app_for
+import typer.main
+typer.main.get_command(_app_for(["gateway", "--config", "x.json"]))
+from lichen.gateway.running import run_gateway                   # what the verb imports when it runs
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_lichen_gateway_imports_nothing_it_does_not_need_before_it_listens() -> None:
+    """A killed gateway is restarted by the controller; requests wait for its start, so it loads no other verb,
+    no control plane, and neither httpx (loaded once it listens) nor PyJWT (only for JWT auth)."""
+    out = subprocess.run([sys.executable, "-c", GATEWAY_IMPORTS], capture_output=True, text=True, check=True).stdout
+    heavy = sorted(m for m in json.loads(out) if m.split(".")[0] in ("httpx", "jwt", "rich")
+                   or m.startswith(("lichen.runtime", "lichen.api", "lichen.observe", "lichen.deploy", "lichen.trials"))
+                   or (m.startswith("lichen.cli.") and m not in ("lichen.cli.main", "lichen.cli.gateway")))
+    assert not heavy, f"lichen gateway imports {heavy}"
+
+
 def test_importing_the_cli_entry_point_builds_no_verb_until_it_is_needed() -> None:
     code = "import sys, lichen.cli.main; print([m for m in sys.modules if m.startswith('lichen.cli.')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
