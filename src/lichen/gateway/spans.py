@@ -255,11 +255,12 @@ class SpanExporter:
             self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Flush what is queued (within ``timeout_s``) and stop the thread."""
+        """Flush what is queued and stop the thread, waiting at most ``timeout_s`` (0: let it finish alone)."""
         self._closing = True
         self._closed.set()
         self._wake.set()
-        self._thread.join(timeout_s)
+        if timeout_s > 0:
+            self._thread.join(timeout_s)
 
     def _take(self) -> list[bytes]:
         queue, batch = self.queue, []
@@ -349,8 +350,8 @@ class Tracing:
             self.exporter.record((span.trace_id, span.span_id, span.parent_id, span.start_ns,  # a SpanRecord
                                   time.time_ns(), method, route, service, status, span.revision, url, client_ip))
 
-    def close(self) -> None:
-        self.exporter.close()
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.exporter.close(timeout_s)
 
 
 def retuned(current: Tracing | None, spec: TracingSpec | None, app: str) -> Tracing | None:
@@ -359,5 +360,5 @@ def retuned(current: Tracing | None, spec: TracingSpec | None, app: str) -> Trac
     if current is not None and current.spec == spec and current.app == app:
         return current
     if current is not None:
-        current.close()
+        current.close(timeout_s=0)  # on the event loop: its thread flushes what it queued by itself
     return Tracing(spec, app) if spec is not None else None
