@@ -237,17 +237,55 @@ def _kinds(text: str) -> list[str]:
     return kinds
 
 
+DEFAULT_MODELS = ["ease", "als", "itemknn", "pop"]
+
+
+def _catalogue(manifest: dict):
+    from recsys.memory_budgets import Catalogue
+
+    return Catalogue(int(manifest["items"]), int(manifest.get("users", 0)), int(manifest.get("rows", 0)))
+
+
 def _default_models(chosen: list[str] | None, manifest: dict, console: Console) -> list[str]:
-    """The models asked for, else all that fit this catalog (EASE and ItemKNN are dense item × item)."""
-    from recsys.models.ease import MAX_ITEMS
+    """The models asked for (each fit checks its own memory and refuses with the reason), else every
+    default model whose fit on this catalog fits in the memory available (recsys.memory_budgets),
+    saying which were skipped and why."""
+    from recsys import memory_budgets as budgets
 
     if chosen:
         return chosen
-    if manifest["items"] <= MAX_ITEMS:
-        return ["ease", "als", "itemknn", "pop"]
-    console.print(f"[yellow]{manifest['items']:,} items: skipping ease and itemknn (dense item × item, "
-                  f"limit {MAX_ITEMS:,}); training als and pop[/]")
-    return ["als", "pop"]
+    catalogue = _catalogue(manifest)
+    available = budgets.available_memory()
+    kept, skipped = budgets.plan_models(DEFAULT_MODELS, catalogue, available.bytes)
+    for kind, need in skipped.items():
+        console.print(f"[yellow]skipping {kind}: {budgets.NAMES[kind]} on {catalogue.n_items:,} items needs "
+                      f"{budgets.format_bytes(need)}, {budgets.format_bytes(available.bytes)} available "
+                      f"({available.limited_by}; a fit may use {1 - budgets.SAFETY_MARGIN:.0%} of it)[/]")
+    if not kept:
+        raise DataError(f"no model fits in {budgets.format_bytes(available.bytes)} ({available.limited_by}) on "
+                        f"{catalogue.n_items:,} items", where="--models")
+    if skipped:
+        console.print(f"[yellow]training {', '.join(kept)}[/]")
+    return kept
+
+
+def _needs(kinds: list[str], manifest: dict) -> list[int]:
+    from recsys.memory_budgets import KINDS, need_bytes
+
+    return [need_bytes(kind, _catalogue(manifest)) for kind in kinds if kind in KINDS]
+
+
+def _memory_workers(needs: list[int], wanted: int, console: Console) -> int:
+    """``wanted`` parallel fits, fewer if the largest of them would not fit in memory together."""
+    from recsys import memory_budgets as budgets
+
+    available = budgets.available_memory()
+    workers = min(wanted, budgets.parallel_fits(needs, available.bytes, wanted))
+    if workers < wanted:
+        console.print(f"[yellow]{workers} parallel process{'es' if workers > 1 else ''} instead of {wanted}: "
+                      f"the largest fits need {budgets.format_bytes(sum(sorted(needs)[-wanted:]))} together, "
+                      f"{budgets.format_bytes(available.bytes)} available ({available.limited_by})[/]")
+    return workers
 
 
 def _threads(value: int | None) -> int:
@@ -263,7 +301,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
-                   help="comma-separated (default ease,als,itemknn,pop; ease and itemknn only up to 15,000 items)")
+                   help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
     p.add_argument("--seed", type=int, default=0, help="validation/test split seed")
     p.add_argument("--name", default="recommender", help="model name in the registry")
     p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
@@ -289,6 +327,9 @@ def train(argv: list[str] | None = None) -> int:
     args.models = _default_models(args.models, manifest, console)
     registry = ModelRegistry(args.out) if args.out else ModelRegistry()
     threads = _threads(args.threads)
+    workers = min(max(1, args.workers or _cores()), len(args.models))
+    if workers > 1:
+        workers = _memory_workers(_needs(args.models, manifest), workers, console)
     if manifest.get("source", {}).get("kind") == "synthetic":
         console.print("[yellow]Training on the SYNTHETIC dataset[/] (ingest --data PATH for real data).")
 
@@ -303,7 +344,7 @@ def train(argv: list[str] | None = None) -> int:
     with threadpool_limits(threads, "blas"):
         out = train_and_register(data, manifest["version"], kinds=args.models, registry=registry, name=args.name,
                                  seed=args.seed, threads=threads, promote=not args.no_promote, on_model=report,
-                                 workers=max(1, args.workers or _cores()))
+                                 workers=workers)
     if out["promoted"] is not None:
         p = out["promoted"]
         console.print(f"promoted {args.name} v{p.version} ({p.params['model']}, best validation NDCG@10 "
@@ -320,7 +361,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
-                   help="comma-separated (default ease,als,itemknn,pop; ease and itemknn only up to 15,000 items)")
+                   help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
     p.add_argument("--no-refit", action="store_true",
                    help="test the train-only model (RecBole exactly) instead of refitting on train+valid")
@@ -398,6 +439,8 @@ def evaluate(argv: list[str] | None = None) -> int:
 
     work = [(seed, kind) for seed in seeds for kind in args.models]
     workers = min(len(work), _cores(), max(1, args.workers or len(work)))
+    if workers > 1:
+        workers = _memory_workers(_needs([kind for _seed, kind in work], manifest), workers, console)
     with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"evaluating ({workers} process{'es' if workers > 1 else ''})", total=len(work))
         # every (seed, model) is independent: one process per core takes them in turn (a process makes each

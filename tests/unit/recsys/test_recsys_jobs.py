@@ -160,16 +160,20 @@ def test_train_killed_mid_register_leaves_the_registry_as_it_was(app_dir, signum
     assert load_model(registry.get("recommender", 2).path).kind == "ease"
 
 
-def test_default_models_skip_dense_item_models_on_a_large_catalog():
+def test_default_models_skip_dense_item_models_that_do_not_fit_in_memory():
     from rich.console import Console
 
     from recsys.jobs import _default_models
+    from recsys.memory_budgets import GIB, FixedMemory, memory_source
 
     console = Console(record=True, width=200)
-    assert _default_models(None, {"items": 1682}, console) == ["ease", "als", "itemknn", "pop"]
-    assert _default_models(None, {"items": 62_000}, console) == ["als", "pop"]
-    assert "skipping ease and itemknn" in console.export_text()
-    assert _default_models(["ease"], {"items": 62_000}, console) == ["ease"]  # asked for: EASE says why it can't
+    ml100k = {"items": 1682, "users": 943, "rows": 100_000}
+    large = {"items": 62_000, "users": 162_000, "rows": 25_000_000}
+    with memory_source(FixedMemory(4 * GIB)):  # the guard's own tests are in test_recsys_memory.py
+        assert _default_models(None, ml100k, console) == ["ease", "als", "itemknn", "pop"]
+        assert _default_models(None, large, console) == ["als", "pop"]
+        assert "skipping ease: EASE on 62,000 items needs" in console.export_text()
+        assert _default_models(["ease"], large, console) == ["ease"]  # asked for: EASE says why it can't
 
 
 def test_parallel_train_and_evaluate_give_what_one_process_gives(app_dir, capsys, monkeypatch):

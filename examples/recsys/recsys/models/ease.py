@@ -2,8 +2,13 @@
 
 B = I - P · diag(1 / diag(P)) with P = (XᵀX + λI)⁻¹, so the diagonal of B is
 zero and a user's scores are their binary history times B. One dense
-symmetric inverse per fit: Cholesky in float32 (same weights as float64 to
-~1e-6 on ML-100K, about twice as fast), float64 only if that fails.
+symmetric inverse per fit, in float32 end to end and in place: the Gram
+matrix is built into one n × n array (``recsys.models.grams``), Cholesky
+(``potrf``) and the inverse (``potri``) overwrite it, its triangle is
+mirrored and its columns scaled into the weights, so the fit's peak is that
+one array plus a block (``recsys.memory_budgets``: 4n² bytes and a little).
+Only if the float32 Cholesky fails (a tiny λ) is it redone in float64, and
+only if that (12n² bytes) fits the memory the job has.
 """
 
 from __future__ import annotations
@@ -15,24 +20,46 @@ import scipy.linalg
 import scipy.sparse as sp
 from lichen import DataError
 
+from recsys import memory_budgets
+from recsys.models.grams import dense_gram
 from recsys.models.recommenders import RecModel
 
-# Dense n_items² Gram matrix and inverse: 15,000 items is already ~2 GB.
-MAX_ITEMS = 15_000
+
+def _diagonal(a: np.ndarray) -> np.ndarray:
+    """A writable view of the diagonal of a C-contiguous square array."""
+    return a.reshape(-1)[:: a.shape[0] + 1]
 
 
-def _ease_weights(gram: np.ndarray, potrf, potri) -> np.ndarray | None:
-    """B = -P / diag(P) with zero diagonal, P = gram⁻¹ through Cholesky (in place); None if not PD."""
-    factor, info = potrf(gram, lower=False, overwrite_a=True)
+def _mirror_lower(a: np.ndarray) -> None:
+    """Copy the lower triangle of a C-contiguous square array onto its upper one, in place, a block at a time."""
+    n = a.shape[0]
+    step = memory_budgets.block_rows(n)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        a[start:stop, stop:] = a[stop:, start:stop].T  # disjoint memory: no temporary
+        block = a[start:stop, start:stop]
+        upper = np.triu_indices(stop - start, 1)
+        block[upper] = block.T[upper]
+
+
+def _ease_weights(gram: np.ndarray, l2: float, potrf, potri) -> np.ndarray | None:
+    """B = -P / diag(P) with zero diagonal, P = (gram + l2·I)⁻¹, all in ``gram``'s memory; None if not PD.
+
+    ``gram`` is symmetric and C-contiguous, so ``gram.T`` is the same matrix in Fortran order and
+    LAPACK works on it without a copy; its upper triangle (Fortran's) is ``gram``'s lower one."""
+    _diagonal(gram)[:] += l2
+    factor, info = potrf(gram.T, lower=False, overwrite_a=True)
     if info != 0:
         return None
     inverse, info = potri(factor, lower=False, overwrite_c=True)
     if info != 0:
         return None
-    inverse = np.triu(inverse) + np.triu(inverse, 1).T
-    weights = inverse / (-np.diag(inverse))
-    np.fill_diagonal(weights, 0.0)
-    return weights
+    if not np.shares_memory(inverse, gram):  # LAPACK copied after all: carry on in its array
+        gram = np.ascontiguousarray(inverse.T)
+    _mirror_lower(gram)
+    gram /= -_diagonal(gram).copy()  # column j divided by -P[j, j]
+    _diagonal(gram)[:] = 0.0
+    return gram
 
 
 class EASE(RecModel):
@@ -44,23 +71,32 @@ class EASE(RecModel):
         self.weights = np.zeros((0, 0), np.float32)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        n_items = matrix.shape[1]
-        if n_items > MAX_ITEMS:
+        # RecModel.fit has checked the float32 fit against the memory available (memory_budgets.check_fit).
+        l2 = self.params["l2"]
+        weights = _ease_weights(dense_gram(matrix, np.float32), l2,
+                                scipy.linalg.lapack.spotrf, scipy.linalg.lapack.spotri)
+        if weights is None:  # float32 Cholesky can fail for a tiny l2: retry in float64 if that fits
+            self._check_float64_retry(matrix)
+            weights64 = _ease_weights(dense_gram(matrix, np.float64), l2,
+                                      scipy.linalg.lapack.dpotrf, scipy.linalg.lapack.dpotri)
+            if weights64 is None:
+                raise DataError(f"EASE's Gram matrix plus l2={l2:g} is not positive definite even in float64; "
+                                "raise l2", where=f"{memory_budgets.models_command()} ease")
+            weights = weights64.astype(np.float32)
+            del weights64
+        self.weights = weights
+
+    def _check_float64_retry(self, matrix: sp.csr_matrix) -> None:
+        n_users, n_items = matrix.shape
+        need = memory_budgets.fit_peak_bytes("ease", n_items, n_users, matrix.nnz, np.float64)
+        available = memory_budgets.available_memory()
+        if not memory_budgets.fits(need, available.bytes):
             raise DataError(
-                f"EASE needs a dense {n_items}×{n_items} matrix; more than {MAX_ITEMS} items "
-                "is too large for this machine: train --models als,itemknn,pop instead",
-                where="train --models ease",
+                f"EASE's float32 Cholesky failed at l2={self.params['l2']:g} (XᵀX + λI is not positive definite "
+                f"in float32); the float64 retry on {n_items:,} items needs {memory_budgets.format_bytes(need)}, "
+                f"{memory_budgets.format_bytes(available.bytes)} available ({available.limited_by}): raise l2",
+                where=f"{memory_budgets.models_command()} ease",
             )
-        gram = (matrix.T @ matrix).toarray().astype(np.float32)
-        gram[np.diag_indices(n_items)] += self.params["l2"]
-        weights = _ease_weights(gram, scipy.linalg.lapack.spotrf, scipy.linalg.lapack.spotri)
-        if weights is None:  # float32 Cholesky can fail for a tiny l2: retry in float64
-            gram64 = (matrix.T @ matrix).toarray().astype(np.float64)
-            gram64[np.diag_indices(n_items)] += self.params["l2"]
-            weights = _ease_weights(gram64, scipy.linalg.lapack.dpotrf, scipy.linalg.lapack.dpotri)
-            if weights is None:
-                raise ValueError("EASE Gram matrix is not positive definite; raise l2")
-        self.weights = weights.astype(np.float32)
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         return np.asarray(histories @ self.weights)

@@ -1,6 +1,10 @@
 """ItemKNN: cosine item-item similarity (with shrinkage), keeping each item's
 ``k`` nearest neighbours; a user's score for item j sums the similarities of
-j's neighbours in their history."""
+j's neighbours in their history.
+
+The dense similarity is the Gram matrix normalised in place and its top k
+are picked a block of columns at a time, so the fit's peak is one n × n
+float32 array plus a block (``recsys.memory_budgets``)."""
 
 from __future__ import annotations
 
@@ -8,32 +12,52 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from lichen import DataError
 
-from recsys.models.ease import MAX_ITEMS
+from recsys.memory_budgets import block_rows
+from recsys.models.grams import dense_gram
 from recsys.models.recommenders import RecModel
 
 
 def cosine_similarity(matrix: sp.csr_matrix, shrink: float = 0.0) -> np.ndarray:
-    """Dense item × item cosine similarity of a binary user × item matrix, zero diagonal."""
-    co = (matrix.T @ matrix).toarray().astype(np.float32)
-    norms = np.sqrt(np.diag(co)).astype(np.float32)
-    sim = co / (np.outer(norms, norms) + shrink + 1e-12)
+    """Dense item × item cosine similarity of a binary user × item matrix, zero diagonal (float32, in place)."""
+    sim = dense_gram(matrix, np.float32)
+    n = sim.shape[0]
+    norms = np.sqrt(np.diag(sim)).astype(np.float32)
+    step = block_rows(n)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        denominator = np.outer(norms[start:stop], norms)
+        denominator += shrink  # the same two float32 roundings as co / (outer + shrink + 1e-12)
+        denominator += 1e-12
+        sim[start:stop] /= denominator
     np.fill_diagonal(sim, 0.0)
     return sim
 
 
 def keep_top_neighbours(sim: np.ndarray, k: int) -> sp.csr_matrix:
-    """Sparse copy of ``sim`` keeping, for each column j, its ``k`` largest entries."""
+    """Sparse copy of ``sim`` keeping, for each column j, its ``k`` largest (positive) entries.
+
+    A block of columns at a time: one negated copy of the block and argpartition's indices for it,
+    never n × n of them."""
     n = sim.shape[0]
     k = max(1, min(k, n - 1)) if n > 1 else 0
     if k == 0:
         return sp.csr_matrix(sim.shape, dtype=np.float32)
-    rows = np.argpartition(-sim, k - 1, axis=0)[:k]  # k × n: neighbour rows per column
-    cols = np.broadcast_to(np.arange(n), rows.shape)
-    values = sim[rows, cols]
+    rows = np.empty((n, k), np.int32)  # rows[j]: column j's neighbours
+    values = np.empty((n, k), np.float32)
+    step = block_rows(n)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        negated = np.empty((stop - start, n), np.float32)
+        np.negative(sim[:, start:stop].T, out=negated)
+        part = np.argpartition(negated, k - 1, axis=1)[:, :k]
+        rows[start:stop] = part
+        values[start:stop] = -np.take_along_axis(negated, part, axis=1)
+        del negated, part
     keep = values > 0
-    return sp.csr_matrix((values[keep], (rows[keep], cols[keep])), shape=sim.shape, dtype=np.float32)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
+    by_column = sp.csc_matrix((values[keep], rows[keep], indptr), shape=sim.shape)
+    return by_column.tocsr()
 
 
 class ItemKNN(RecModel):
@@ -45,12 +69,7 @@ class ItemKNN(RecModel):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        if matrix.shape[1] > MAX_ITEMS:
-            raise DataError(
-                f"ItemKNN builds a dense {matrix.shape[1]}×{matrix.shape[1]} similarity; more than {MAX_ITEMS} "
-                "items is too large for this machine: train --models als,pop instead",
-                where="train --models itemknn",
-            )
+        # RecModel.fit has checked the fit against the memory available (memory_budgets.check_fit).
         self.fit_from_similarity(cosine_similarity(matrix, self.params["shrink"]))
 
     def fit_from_similarity(self, sim: np.ndarray) -> None:

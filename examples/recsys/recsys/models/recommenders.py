@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.interactions import IdMap
+from recsys.memory_budgets import check_fit
 
 ARTIFACT_FORMAT = 1
 
@@ -45,6 +46,8 @@ class RecModel:
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         if matrix.shape != (len(users), len(items)):
             raise ValueError(f"matrix shape {matrix.shape} does not match maps ({len(users)}, {len(items)})")
+        # refused before anything is allocated when the fit would not fit in the memory available
+        check_fit(self.kind, n_items=matrix.shape[1], n_users=matrix.shape[0], nnz=matrix.nnz, params=self.params)
         self.users, self.items = users, items
         self._history = matrix
         self._fit(matrix)
