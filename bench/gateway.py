@@ -338,6 +338,44 @@ class Stack:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def encoder_costs(n: int = 5000) -> dict[str, float]:
+    """µs per span to make and encode the same gateway spans: the OpenTelemetry SDK (a ``ReadableSpan`` and its
+    OTLP encoder) against lichen.gateway.spans (one request path tuple written as protobuf)."""
+    import random as rnd
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from lichen.gateway.spans import SpanEncoder, resource_bytes, wrap_spans
+
+    now = time.time_ns()
+    records = [(rnd.getrandbits(128), rnd.getrandbits(64), rnd.getrandbits(64), now, now + 1500, "GET", "/api",
+                "recommend", 200, "r1", f"/api/items/{i % 50}".encode(), "127.0.0.1") for i in range(n)]
+    resource, scope = Resource.create({"service.name": "lichen-gateway"}), InstrumentationScope("lichen.gateway")
+    started = time.perf_counter()
+    spans = [ReadableSpan(name="GET /api", context=SpanContext(r[0], r[1], False, TraceFlags(1)),
+                          parent=SpanContext(r[0], r[2], True, TraceFlags(1)), resource=resource,
+                          attributes={"http.request.method": r[5], "url.path": r[10].decode(), "http.route": r[6],
+                                      "lichen.service": r[7], "http.response.status_code": r[8],
+                                      "client.address": r[11], "lichen.revision": r[9]},
+                          kind=SpanKind.SERVER, start_time=r[3], end_time=r[4], instrumentation_scope=scope)
+             for r in records]
+    sdk_made = time.perf_counter()
+    for i in range(0, n, 512):
+        encode_spans(spans[i:i + 512]).SerializeToString()
+    sdk_done = time.perf_counter()
+    encoder, lean_resource = SpanEncoder(), resource_bytes({"service.name": "lichen-gateway"})
+    fields = [encoder.span_field(r) for r in records]
+    for i in range(0, n, 512):
+        wrap_spans(fields[i:i + 512], lean_resource)
+    lean_done = time.perf_counter()
+    return {"sdk_make_us": (sdk_made - started) / n * 1e6, "sdk_encode_us": (sdk_done - sdk_made) / n * 1e6,
+            "lichen_us": (lean_done - sdk_done) / n * 1e6}
+
+
 def span_counts(port: int) -> dict[str, float]:
     """``lichen_gateway_spans_total`` by outcome, read from a gateway's own metrics."""
     import httpx
@@ -521,6 +559,11 @@ def main() -> None:
             print(f"tracing off vs {args.baseline} (no tracing code): {off['rps']:.0f} / {r['baseline']['rps']:.0f} "
                   f"= {ratio:.2f} throughput, CPU per request {off['cpu_us_per_request']:.0f} / "
                   f"{r['baseline']['cpu_us_per_request']:.0f} us")
+        costs = encoder_costs()
+        sdk_total = costs["sdk_make_us"] + costs["sdk_encode_us"]
+        print(f"per span, made and encoded as OTLP protobuf: OpenTelemetry SDK {sdk_total:.1f} us "
+              f"({costs['sdk_make_us']:.1f} making the ReadableSpan, {costs['sdk_encode_us']:.1f} encoding) / "
+              f"lichen.gateway.spans {costs['lichen_us']:.1f} us = {sdk_total / costs['lichen_us']:.1f}x")
         for name, counts in spans.items():
             print(f"spans of {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
                   + (f"; the receiver got {receiver.posts} posts, {receiver.received_bytes / 1e6:.1f} MB"

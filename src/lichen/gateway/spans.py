@@ -28,7 +28,7 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 
@@ -103,55 +103,38 @@ class SpanEncoder:
     MAX_CACHED = 4096
 
     def __init__(self) -> None:
-        self._strings: dict[tuple[str, str], bytes] = {}
-        self._ints: dict[tuple[str, int], bytes] = {}
-        self._names: dict[tuple[str, str], bytes] = {}
+        self._paths: dict[str, bytes] = {}
+        """the ``url.path`` attribute by path"""
         self._blocks: dict[tuple[str, str, str, int, str, str], bytes] = {}
         """name, kind and every attribute but the path, by what they are made of: one lookup a span"""
 
-    def _string(self, key: str, value: str) -> bytes:
-        cached = self._strings.get((key, value))
-        if cached is None:
-            if len(self._strings) >= self.MAX_CACHED:
-                self._strings.clear()
-            cached = self._strings[(key, value)] = _string_attribute(key, value)
-        return cached
+    def _keep(self, cache: dict, key: Any, made: bytes) -> bytes:  # type: ignore[type-arg]
+        if len(cache) >= self.MAX_CACHED:
+            cache.clear()
+        cache[key] = made
+        return made
 
-    def _int(self, key: str, value: int) -> bytes:
-        cached = self._ints.get((key, value))
-        if cached is None:
-            if len(self._ints) >= self.MAX_CACHED:
-                self._ints.clear()
-            cached = self._ints[(key, value)] = _int_attribute(key, value)
-        return cached
-
-    def _name(self, method: str, route: str) -> bytes:
-        cached = self._names.get((method, route))
-        if cached is None:
-            if len(self._names) >= self.MAX_CACHED:
-                self._names.clear()
-            cached = self._names[(method, route)] = _field(5, f"{method} {route or '/'}".encode())
-        return cached
+    def _block(self, key: tuple[str, str, str, int, str, str]) -> bytes:
+        method, route, service, status, client_ip, revision = key
+        return self._keep(self._blocks, key, b"".join((
+            _field(5, f"{method} {route or '/'}".encode()), _KIND_SERVER, _string_attribute("http.request.method", method),
+            _string_attribute("http.route", route), _string_attribute("lichen.service", service),
+            _int_attribute("http.response.status_code", status), _string_attribute("client.address", client_ip),
+            _string_attribute("lichen.revision", revision) if revision else b"",
+            _STATUS_ERROR if status >= 500 else b"")))
 
     def span(self, record: SpanRecord | tuple) -> bytes:  # type: ignore[type-arg]
         """One ``Span`` message (without its enclosing field header)."""
-        string = self._string
         trace_id, span_id, parent_id, start_ns, end_ns, method, route, service, status, revision, url, client_ip = record
         path = url.partition(b"?")[0][:512].decode("latin-1")
         key = (method, route, service, status, client_ip, revision)
-        block = self._blocks.get(key)
-        if block is None:
-            if len(self._blocks) >= self.MAX_CACHED:
-                self._blocks.clear()
-            block = self._blocks[key] = b"".join((
-                self._name(method, route), _KIND_SERVER, string("http.request.method", method),
-                string("http.route", route), string("lichen.service", service),
-                self._int("http.response.status_code", status), string("client.address", client_ip),
-                string("lichen.revision", revision) if revision else b"", _STATUS_ERROR if status >= 500 else b""))
+        block = self._blocks.get(key) or self._block(key)
+        path_attribute = self._paths.get(path) or self._keep(self._paths, path, _string_attribute("url.path", path))
         # flags (field 16, fixed32): sampled, plus whether the parent came from another process (it always does)
         return b"".join((b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big"),
                          b"\x22\x08" + parent_id.to_bytes(8, "big") if parent_id else b"",
-                         _PACK_TIMES(0x39, start_ns, 0x41, end_ns), block, string("url.path", path),
+                         _PACK_TIMES(0x39, start_ns, 0x41, end_ns), block,
+                         path_attribute,
                          _FLAGS_REMOTE_PARENT if parent_id else _FLAGS_ROOT))
 
     def span_field(self, record: SpanRecord | tuple) -> bytes:  # type: ignore[type-arg]
