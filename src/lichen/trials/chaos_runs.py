@@ -370,12 +370,16 @@ class ChaosRun:
             if self.watch_store:
                 try:
                     store = await self._api("GET", "/v1/state")
-                    self.seen.store.append((t_s, not store["pending_writes"] and not store["faults"]))
+                    # stamped when the answer came: a slow disk holds the controller's loop, so an answer can
+                    # describe a moment well after the request left
+                    self.seen.store.append((time.perf_counter() - self.t0,
+                                            not store["pending_writes"] and not store["faults"]))
                 except (httpx.HTTPError, OSError, ValueError):
-                    self.seen.store.append((t_s, False))
+                    self.seen.store.append((time.perf_counter() - self.t0, False))
             if self.watch_outbox:
                 with contextlib.suppress(httpx.HTTPError, OSError, ValueError):
-                    self.seen.outbox.append((t_s, outbox_drained(await self._outbox())))
+                    drained = outbox_drained(await self._outbox())
+                    self.seen.outbox.append((time.perf_counter() - self.t0, drained))
             await asyncio.sleep(SAMPLE_S)
 
     async def _outbox(self) -> dict[str, Any]:
