@@ -109,3 +109,15 @@ def test_tracing_overhead_is_the_one_docs_gateway_records() -> None:
                 if line.startswith("| on, `sampling_ratio: 1`"))
     assert rows["tracing off"][0] == off and f"| {traced} |" in full and f"**{ratio}**" in full
     assert abs(int(traced.replace(",", "")) / int(off.replace(",", "")) - float(ratio)) < 0.005
+
+
+def test_fault_figures_are_the_ones_docs_reliability_records() -> None:
+    stated = re.search(r"hung replica is detected in ([\d.]+) s, a killed gateway is\s+back in ([\d.]+) s, and a "
+                       r"receiver down for 60 s loses (\d+) notifications", README)
+    assert stated, "README no longer states the fault table's headline figures"
+    detected, back, lost = stated.groups()
+    rows = _rows((REPO / "docs" / "reliability.md").read_text(),
+                 ("replica hang (SIGSTOP 10 s)", "gateway kill -9", "receiver down for 60 s"))
+    assert rows["replica hang (SIGSTOP 10 s)"][0] == f"{detected} s"
+    assert rows["gateway kill -9"][1] == f"{back} s"
+    assert rows["receiver down for 60 s"][6].startswith(f"{lost} of ")
