@@ -49,6 +49,17 @@ def test_depends_on_orders_the_start_and_reverses_it_at_down(make_app) -> None:
     assert api_stopped <= store_stopping, "and api before store"
 
 
+def _listener_outside(first: int, last: int) -> socket.socket:
+    """A listening socket on a free port outside ``first``-``last``."""
+    while True:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        if not first <= listener.getsockname()[1] <= last:
+            listener.listen()
+            return listener
+        listener.close()
+
+
 def test_ports_from_the_spec_and_a_second_app_on_a_taken_gateway_port(make_app) -> None:
     first = make_app()
     control_port = free_port()
@@ -81,9 +92,8 @@ def test_ports_from_the_spec_and_a_second_app_on_a_taken_gateway_port(make_app) 
     # `lichen up` again on the running first app: its own gateway holds the port, which is no conflict...
     assert "nothing changed" in first.up().stdout
     # ...but moving its gateway to a port another process holds is refused before anything is applied
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
+    squatter = _listener_outside(low, low + 200)  # inside replica_ports the spec itself would be refused
+    with squatter:
         taken = squatter.getsockname()[1]
         _edit(first, gateway={"port": taken})
         result = first.cli("up", str(first.dir), "--detach", check=False, timeout_s=60)
