@@ -108,14 +108,51 @@ def fit(kind: str, params: dict[str, Any], matrix: sp.csr_matrix, users: IdMap, 
     return make_model(kind, **params, **extra).fit(matrix, users, items)
 
 
+def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: int):
+    """(position in ``grid``, params, model fitted on train) for each grid point, one model at a time.
+
+    ItemKNN's points that share a shrinkage share one similarity matrix (only the neighbours kept
+    differ), so its grid costs one similarity per shrinkage, not one per point; they come grouped
+    by shrinkage, so only one n × n matrix is held at a time."""
+    if kind == "ease":
+        from recsys.memory_budgets import check_fit
+        from recsys.models.ease import FactorScores
+
+        for position, params in enumerate(grid):
+            model = make_model(kind, **params)
+            check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
+                      params=model.params)
+            scores = FactorScores.fit(split.train, model.params["l2"])
+            yield position, params, scores if scores is not None else model.fit(split.train, split.users, split.items)
+        return
+    if kind != "itemknn":
+        for position, params in enumerate(grid):
+            yield position, params, fit(kind, params, split.train, split.users, split.items, seed=split.seed,
+                                        threads=threads)
+        return
+    from recsys.memory_budgets import check_fit
+    from recsys.models.itemknn import cosine_similarity
+
+    models = [(position, params, make_model(kind, **params)) for position, params in enumerate(grid)]
+    for shrink in dict.fromkeys(model.params["shrink"] for _, _, model in models):
+        group = [entry for entry in models if entry[2].params["shrink"] == shrink]
+        check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
+                  params=group[0][2].params)
+        similarity = cosine_similarity(split.train, shrink)
+        for position, params, model in group:
+            yield position, params, model.fit_from_similarity(similarity, split.train, split.users, split.items)
+        del similarity
+
+
 def tune(kind: str, split: Split, grid: list[dict[str, Any]] | None = None, *, threads: int = 0
          ) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
     """Fit every grid point on train, rank on valid; best by NDCG@10."""
     trials = []
-    for params in grid if grid is not None else GRIDS[kind]:
-        model = fit(kind, params, split.train, split.users, split.items, seed=split.seed, threads=threads)
+    for position, params, model in _grid_models(kind, grid if grid is not None else GRIDS[kind], split, threads):
         valid = ranking_metrics(top_k(model, split.train, split.train), split.valid)
-        trials.append({"params": params, "valid": valid})
+        trials.append({"position": position, "params": params, "valid": valid})
+        del model
+    trials.sort(key=lambda t: t["position"])  # ties go to the first point of the grid, as in grid order
     best = max(trials, key=lambda t: t["valid"]["ndcg"])
     return best["params"], best["valid"], trials
 
@@ -135,7 +172,8 @@ def evaluate_kind(kind: str, split: Split, *, grid: list[dict[str, Any]] | None 
     inputs = seen if refit else split.train
     test = ranking_metrics(top_k(model, inputs, seen), split.test)
     return {"model": kind, "seed": split.seed, "params": params, "valid": valid, "test": test,
-            "fit_s": fit_s, "refit": refit, "trials": len(trials)}
+            "fit_s": fit_s, "refit": refit, "trials": len(trials),
+            "grid": [{"params": t["params"], "valid_ndcg": t["valid"]["ndcg"]} for t in trials]}
 
 
 def mean_over_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

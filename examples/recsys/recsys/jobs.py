@@ -15,11 +15,13 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from lichen import DataError
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from recsys import catalogs, datasets, ingesting
+from recsys import catalogs, datasets, evaluation_runs, ingesting
 from recsys.downloading import DownloadUnavailable, fetch_ml100k, sha256_file
 from recsys.synthesizing import synthesize
 
@@ -123,9 +125,8 @@ def ingest(argv: list[str] | None = None) -> int:
             "pass --data PATH for real data."
         )
         report["source"] = {"kind": "synthetic", "users": args.users, "items": args.items, "seed": args.seed}
-        for row, (u, i, r, t) in enumerate(zip(synthetic.users.tolist(), synthetic.items.tolist(),
-                                               synthetic.ratings.tolist(), synthetic.timestamps.tolist()), 1):
-            table.add("synthetic", row, u, i, r, t)
+        table.extend("synthetic", np.arange(1, len(synthetic) + 1), synthetic.users, synthetic.items,
+                     synthetic.ratings, synthetic.timestamps)
     events_read = 0
     if not args.no_events and args.events.is_dir():
         before = len(table)
@@ -237,6 +238,16 @@ def _kinds(text: str) -> list[str]:
     return kinds
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
 DEFAULT_MODELS = ["ease", "als", "itemknn", "pop"]
 
 
@@ -297,12 +308,17 @@ def _threads(value: int | None) -> int:
 
 def train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="train", description="Tune, train, register and promote recommenders.",
-                epilog="Example: lichen run train --app examples/recsys -- --models ease,als --seed 1")
+                epilog="Example: lichen run train --app examples/recsys -- --models ease,als --seeds 0,1,2")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
                    help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
-    p.add_argument("--seed", type=int, default=0, help="validation/test split seed")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+                   help="split seeds: each model is tuned on each, its params chosen by mean validation NDCG@10, "
+                        "and the model with the best mean is promoted (default 0,1,2)")
+    p.add_argument("--seed", type=int, default=None, help="a single split seed (the same as --seeds N)")
+    p.add_argument("--runs", type=Path, default=evaluation_runs.DEFAULT_CACHE,
+                   help="where (seed, model) runs are kept for evaluate to reuse")
     p.add_argument("--name", default="recommender", help="model name in the registry")
     p.add_argument("--out", type=Path, default=None, help="model registry root (default .lichen/models)")
     p.add_argument("--threads", type=int, default=None, help="BLAS/implicit threads (default 1)")
@@ -327,9 +343,11 @@ def train(argv: list[str] | None = None) -> int:
     args.models = _default_models(args.models, manifest, console)
     registry = ModelRegistry(args.out) if args.out else ModelRegistry()
     threads = _threads(args.threads)
-    workers = min(max(1, args.workers or _cores()), len(args.models))
+    seeds = [args.seed] if args.seed is not None else args.seeds
+    workers = min(max(1, args.workers or _cores()), len(seeds) * len(args.models))
     if workers > 1:
-        workers = _memory_workers(_needs(args.models, manifest), workers, console)
+        workers = _memory_workers(_needs([kind for _seed in seeds for kind in args.models], manifest), workers,
+                                  console)
     if manifest.get("source", {}).get("kind") == "synthetic":
         console.print("[yellow]Training on the SYNTHETIC dataset[/] (ingest --data PATH for real data).")
 
@@ -340,15 +358,26 @@ def train(argv: list[str] | None = None) -> int:
                       f"Recall@10 {t['recall']:.4f}  fit {version.metrics['fit_s']:.2f}s")
 
     console.print(f"training {', '.join(args.models)} on dataset {manifest['version']} "
-                  f"({manifest['rows']:,} interactions, split seed {args.seed}, {threads} threads)")
-    with threadpool_limits(threads, "blas"):
+                  f"({manifest['rows']:,} interactions, split seeds {','.join(map(str, seeds))}, "
+                  f"{workers} process{'es' if workers > 1 else ''} of {threads} thread{'s' if threads > 1 else ''}; "
+                  "metrics are means over the seeds)")
+    from rich.progress import Progress
+
+    with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tuning", total=len(seeds) * len(args.models))
+
+        def ran(seed, kind, result, reused):
+            progress.update(task, description=f"{kind} seed {seed} {'reused' if reused else 'done'}")
+            progress.advance(task)
+
         out = train_and_register(data, manifest["version"], kinds=args.models, registry=registry, name=args.name,
-                                 seed=args.seed, threads=threads, promote=not args.no_promote, on_model=report,
-                                 workers=workers)
+                                 seeds=tuple(seeds), threads=threads, promote=not args.no_promote, on_model=report,
+                                 on_run=ran, workers=workers, cache_dir=args.runs)
     if out["promoted"] is not None:
         p = out["promoted"]
         console.print(f"promoted {args.name} v{p.version} ({p.params['model']}, best validation NDCG@10 "
-                      f"{p.metrics['valid_ndcg@10']:.4f}) from {registry.root}")
+                      f"{p.metrics['valid_ndcg@10']:.4f}, mean over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}) "
+                      f"from {registry.root}")
     return 0
 
 
@@ -370,6 +399,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="processes evaluating in parallel (default: env RECSYS_WORKERS, else one per core the job "
                         "may use)")
     p.add_argument("--out", type=Path, default=Path(".lichen") / "evaluations", help="results directory (JSON)")
+    p.add_argument("--runs", type=Path, default=evaluation_runs.DEFAULT_CACHE,
+                   help="(seed, model) runs already done (by train) are reused from here")
+    p.add_argument("--no-reuse", action="store_true", help="run every (seed, model) again, ignoring --runs")
     return p
 
 
@@ -388,31 +420,6 @@ def _cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-_WORKER: dict = {}
-"""what the evaluating processes share: the dataset and the BLAS threads (set before they fork)"""
-
-
-def _evaluation_worker() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _evaluate_one(job: tuple) -> tuple[tuple[int, str], dict]:
-    from threadpoolctl import threadpool_limits
-
-    from recsys.evaluating import evaluate_kind, make_split
-
-    seed, kind, refit = job
-    threads = _WORKER["threads"]
-    splits = _WORKER.setdefault("splits", {})
-    with threadpool_limits(threads, "blas"):
-        if seed not in splits:
-            splits[seed] = make_split(_WORKER["data"], seed)
-        return (seed, kind), evaluate_kind(kind, splits[seed], refit=refit, threads=threads)
 
 
 def evaluate(argv: list[str] | None = None) -> int:
@@ -434,35 +441,30 @@ def evaluate(argv: list[str] | None = None) -> int:
     data, manifest = datasets.load_dataset(args.store, args.dataset)
     args.models = _default_models(args.models, manifest, console)
     threads = _threads(args.threads)
-    results = []
     from rich.progress import Progress
 
     work = [(seed, kind) for seed in seeds for kind in args.models]
     workers = min(len(work), _cores(), max(1, args.workers or len(work)))
     if workers > 1:
         workers = _memory_workers(_needs([kind for _seed, kind in work], manifest), workers, console)
+    reused = []
     with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"evaluating ({workers} process{'es' if workers > 1 else ''})", total=len(work))
-        # every (seed, model) is independent: one process per core takes them in turn (a process makes each
-        # seed's split once); the results are put back in order, the same as one process gives
-        import contextlib
-        import multiprocessing
 
-        _WORKER.update(data=data, threads=threads)  # before the fork: the processes share it, nothing is pickled
-        jobs = [(*item, not args.no_refit) for item in work]
-        done = {}
-        try:
-            pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_evaluation_worker)
-                    if workers > 1 else contextlib.nullcontext())
-            with pool:
-                finished = pool.imap_unordered(_evaluate_one, jobs) if workers > 1 else map(_evaluate_one, jobs)
-                for (seed, kind), row in finished:
-                    done[seed, kind] = row
-                    progress.update(task, description=f"{kind} seed {seed} done")
-                    progress.advance(task)
-        finally:
-            _WORKER.clear()
+        def ran(seed, kind, result, was_reused):
+            if was_reused:
+                reused.append((seed, kind))
+            progress.update(task, description=f"{kind} seed {seed} {'reused' if was_reused else 'done'}")
+            progress.advance(task)
+
+        # every (seed, model) is independent: one process per core takes them in turn, heaviest first; those
+        # train (or an earlier evaluate) already ran on this dataset with the same code are reused
+        done = evaluation_runs.run_protocol(data, manifest["version"], work, refit=not args.no_refit,
+                                            threads=threads, workers=workers, cache_dir=args.runs,
+                                            reuse=not args.no_reuse, on_done=ran)
         results = [done[item] for item in work]
+    if reused:
+        console.print(f"reused {len(reused)} of {len(work)} runs already done on this dataset ({args.runs})")
     summary = mean_over_seeds(results)
     console.print(results_table(summary, manifest, seeds, refit=not args.no_refit))
     payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,

@@ -1,6 +1,7 @@
-"""Training: tune each model on the validation split, test it, refit it on the
-whole dataset for serving, register it in Lichen's model registry, and
-promote the best by validation NDCG@10 (never by test: that would leak)."""
+"""Training: tune and test each model on several seeds' splits, choose its
+hyperparameters by validation averaged over the seeds, fit it on the whole
+dataset for serving, register it in Lichen's model registry, and promote the
+best by mean validation NDCG@10 (never by test: that would leak)."""
 
 from __future__ import annotations
 
@@ -11,30 +12,48 @@ from typing import Any
 
 from lichen import ModelRegistry
 
-from recsys.evaluating import evaluate_kind, fit, make_split
+from recsys.evaluating import METRICS, fit
+from recsys.evaluation_runs import COST_ORDER, SHARED, in_processes, run_protocol
 from recsys.interactions import IdMap, Interactions, interaction_matrix
 
 DEFAULT_MODEL_NAME = "recommender"
 
 
-_JOB: dict[str, Any] = {}
-"""what the model processes share (set before they fork, so nothing is pickled to them)"""
+def choose_params(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid point with the best validation NDCG@10 averaged over the seeds' runs (each run tunes the
+    same grid on its own split): steadier than any one seed's winner. Ties go to the earlier point."""
+    grids = [run["grid"] for run in runs]
+    points = [point["params"] for point in grids[0]]
+    if any([point["params"] for point in grid] != points for grid in grids):
+        raise ValueError(f"{kind}: the seeds' runs tuned different grids")
+    means = [sum(grid[i]["valid_ndcg"] for grid in grids) / len(grids) for i in range(len(points))]
+    return points[max(range(len(points)), key=lambda i: (means[i], -i))]
 
 
-def _tune_and_fit(kind: str) -> tuple[str, tuple[dict[str, Any], Path, float]]:
-    """Tune ``kind`` on the split, test it, fit it on all the data and save it: (kind, (result, path, fit_s))."""
+def summarise(kind: str, runs: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """One model's result over the seeds: validation NDCG@10 of the chosen params and the test metrics,
+    each the mean over the seeds."""
+    position = [point["params"] for point in runs[0]["grid"]].index(params)
+    valid_ndcg = sum(run["grid"][position]["valid_ndcg"] for run in runs) / len(runs)
+    test = {metric: sum(run["test"][metric] for run in runs) / len(runs) for metric in METRICS}
+    valid = {metric: sum(run["valid"][metric] for run in runs) / len(runs) for metric in METRICS}
+    return {"model": kind, "params": params, "seeds": [run["seed"] for run in runs],
+            "valid": valid | {"ndcg": valid_ndcg}, "test": test}
+
+
+def _fit_full(kind: str) -> tuple[str, tuple[Path, float]]:
+    """Fit ``kind`` with its chosen params on all the data and save it: (kind, (path, fit_s))."""
     from threadpoolctl import threadpool_limits
 
-    job = _JOB
+    job = SHARED
     with threadpool_limits(job["threads"], "blas"):
-        result = evaluate_kind(kind, job["split"], refit=True, threads=job["threads"])
         started = time.perf_counter()
-        model = fit(kind, result["params"], job["full"], job["users"], job["items"], seed=job["seed"],
+        model = fit(kind, job["params"][kind], job["full"], job["users"], job["items"], seed=job["seed"],
                     threads=job["threads"])
         full_fit_s = time.perf_counter() - started
     path = job["out"] / kind
     model.save(path)
-    return kind, (result, path, full_fit_s)
+    return kind, (path, full_fit_s)
 
 
 def train_and_register(
@@ -44,38 +63,43 @@ def train_and_register(
     kinds: list[str],
     registry: ModelRegistry,
     name: str = DEFAULT_MODEL_NAME,
-    seed: int = 0,
+    seeds: tuple[int, ...] = (0, 1, 2),
     threads: int = 0,
     promote: bool = True,
     on_model=None,
+    on_run=None,
     workers: int = 1,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Returns {"registered": [ModelVersion...], "results": [...], "promoted": ModelVersion | None}.
 
-    With ``workers`` > 1 the models are tuned and fitted in that many processes at once (each model is
-    independent); they are registered in ``kinds`` order either way, so versions do not depend on it."""
-    split = make_split(data, seed)
+    Every model is tuned and tested on each seed's split (``recsys.evaluation_runs``: runs already done
+    for this dataset come from ``cache_dir``, and ``evaluate`` later reuses these). A model's params are
+    the grid point best on validation averaged over the seeds; it is then fitted on all the data,
+    registered with the seeds' mean metrics, and the model with the best mean validation NDCG@10 is
+    promoted (never by test: that would leak). With ``workers`` > 1 the runs and the final fits use that
+    many processes; models are registered in ``kinds`` order either way."""
+    if not seeds:
+        raise ValueError("train needs at least one split seed")
+    work = [(seed, kind) for seed in seeds for kind in kinds]
+    runs = run_protocol(data, dataset_version, work, refit=True, threads=threads, workers=workers,
+                        cache_dir=cache_dir, on_done=on_run)
+    chosen = {kind: choose_params(kind, [runs[seed, kind] for seed in seeds]) for kind in kinds}
     users, items = IdMap.of(data.users), IdMap.of(data.items)
     full = interaction_matrix(data, users, items)
     registered, results = [], []
     with tempfile.TemporaryDirectory(prefix="recsys-train-") as scratch:
-        _JOB.update(split=split, full=full, users=users, items=items, seed=seed, threads=threads, out=Path(scratch))
-        try:
-            if workers > 1 and len(kinds) > 1:
-                import multiprocessing
-
-                with multiprocessing.get_context("fork").Pool(min(workers, len(kinds))) as pool:
-                    fitted = dict(pool.imap_unordered(_tune_and_fit, kinds))
-            else:
-                fitted = dict(_tune_and_fit(kind) for kind in kinds)
-        finally:
-            _JOB.clear()
+        shared = {"full": full, "users": users, "items": items, "seed": seeds[0], "threads": threads,
+                  "out": Path(scratch), "params": chosen}
+        order = sorted(kinds, key=lambda kind: COST_ORDER.get(kind, 9))
+        fitted = dict(in_processes(_fit_full, order, min(workers, len(kinds)), shared))
         for kind in kinds:
-            result, path, full_fit_s = fitted[kind]
-            metrics = {f"valid_{k}@10": v for k, v in result["valid"].items() if k != "users"}
-            metrics |= {f"test_{k}@10": v for k, v in result["test"].items() if k != "users"}
+            path, full_fit_s = fitted[kind]
+            result = summarise(kind, [runs[seed, kind] for seed in seeds], chosen[kind])
+            metrics = {f"valid_{k}@10": v for k, v in result["valid"].items()}
+            metrics |= {f"test_{k}@10": v for k, v in result["test"].items()}
             # Numbers only (lichen models list shows them); the protocol is in docs/recsys.md.
-            metrics |= {"fit_s": round(full_fit_s, 4), "split_seed": seed}
+            metrics |= {"fit_s": round(full_fit_s, 4), "split_seeds": len(seeds)}
             version = registry.register(name, path, params={"model": kind, **result["params"]},
                                         metrics=metrics, dataset_version=dataset_version)
             registered.append(version)

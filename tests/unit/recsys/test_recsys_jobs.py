@@ -59,11 +59,28 @@ def test_pipeline_ingest_features_train_evaluate(app_dir, capsys):
     assert result["summary"]["ease"]["ndcg"] > result["summary"]["pop"]["ndcg"]
 
 
+def test_train_in_parallel_processes_ends_them_quietly_and_evaluate_reuses_its_runs(app_dir):
+    assert ingest([*SMALL, "--seed", "4"]) == 0
+    code = "import sys; from recsys.jobs import {0}; sys.exit({0}(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code.format("train"), "--models", "ease,pop", "--workers", "2",
+                           "--seeds", "0,1"], cwd=app_dir, env=child_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout  # the pool's processes end without a word
+    assert "2 processes" in done.stdout and "mean over 2 seeds" in done.stdout
+    done = subprocess.run([sys.executable, "-c", code.format("evaluate"), "--models", "ease,pop", "--seeds", "1,2"],
+                          cwd=app_dir, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "reused 2 of 4 runs" in done.stdout  # seed 1 was run by train; seed 2 was not
+
+
 def test_job_arguments_are_validated(app_dir):
     from lichen import ConfigError, DataError
 
     with pytest.raises(ConfigError, match="unknown model"):
         train(["--models", "ease,bpr"])
+    with pytest.raises(ConfigError, match="--seeds"):
+        train(["--seeds", "0,0"])
     with pytest.raises(ConfigError, match="--on-bad-rows"):
         ingest(["--on-bad-rows", "maybe"])
     with pytest.raises(DataError, match="run the ingest job first"):

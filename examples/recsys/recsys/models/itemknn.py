@@ -70,11 +70,14 @@ class ItemKNN(RecModel):
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         # RecModel.fit has checked the fit against the memory available (memory_budgets.check_fit).
-        self.fit_from_similarity(cosine_similarity(matrix, self.params["shrink"]))
+        self.similarity = keep_top_neighbours(cosine_similarity(matrix, self.params["shrink"]), self.params["k"])
 
-    def fit_from_similarity(self, sim: np.ndarray) -> None:
-        """Keep the top-k neighbours of a precomputed similarity (tuning k reuses one)."""
+    def fit_from_similarity(self, sim: np.ndarray, matrix: sp.csr_matrix, users, items) -> ItemKNN:
+        """The same model as ``fit(matrix, users, items)``, given ``cosine_similarity(matrix, shrink)``
+        already computed: tuning k reuses one similarity. ``sim`` is only read."""
+        self._bind(sp.csr_matrix(matrix, dtype=np.float32), users, items)
         self.similarity = keep_top_neighbours(sim, self.params["k"])
+        return self
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         return np.asarray((histories @ self.similarity).todense())

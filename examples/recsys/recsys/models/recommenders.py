@@ -48,10 +48,16 @@ class RecModel:
             raise ValueError(f"matrix shape {matrix.shape} does not match maps ({len(users)}, {len(items)})")
         # refused before anything is allocated when the fit would not fit in the memory available
         check_fit(self.kind, n_items=matrix.shape[1], n_users=matrix.shape[0], nnz=matrix.nnz, params=self.params)
-        self.users, self.items = users, items
-        self._history = matrix
+        self._bind(matrix, users, items)
         self._fit(matrix)
         return self
+
+    def _bind(self, matrix: sp.csr_matrix, users: IdMap, items: IdMap) -> None:
+        """Take the training matrix (the histories the model recommends from) and its id maps."""
+        if matrix.shape != (len(users), len(items)):
+            raise ValueError(f"matrix shape {matrix.shape} does not match maps ({len(users)}, {len(items)})")
+        self.users, self.items = users, items
+        self._history = matrix
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         raise NotImplementedError

@@ -1,0 +1,90 @@
+"""The shortcuts tuning takes, each held equal to the plain computation: EASE's validation scores
+from the inverse Cholesky factor, ItemKNN's grid over one similarity per shrinkage, params chosen
+by validation averaged over seeds, and (seed, model) runs kept on disk for evaluate to reuse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recsys import evaluation_runs
+from recsys.evaluating import evaluate_kind, fit, make_split, ranking_metrics, top_k, tune
+from recsys.models.ease import FactorScores
+from recsys.training import choose_params
+
+
+@pytest.mark.parametrize("l2", [0.5, 30.0, 3000.0])
+def test_ease_scores_from_the_inverse_factor_equal_the_fitted_model(small_data, l2):
+    split = make_split(small_data, 0)
+    model = fit("ease", {"l2": l2}, split.train, split.users, split.items)
+    scores = FactorScores.fit(split.train, l2)
+    assert scores is not None
+    expected, got = model.score_matrix(split.train), scores.score_matrix(split.train)
+    unseen = split.train.toarray() == 0  # seen items are excluded from every ranking
+    assert np.allclose(got[unseen], expected[unseen], rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert np.array_equal(top_k(scores, split.train, split.train, k=5)[:, 0],
+                          top_k(model, split.train, split.train, k=5)[:, 0])
+
+
+def test_ease_scores_from_the_factor_say_none_when_cholesky_fails(small_data):
+    split = make_split(small_data, 0)
+    assert FactorScores.fit(split.train, -1e9) is None  # not positive definite: the caller fits EASE itself
+
+
+def test_itemknn_grid_over_shared_similarities_equals_fitting_each_point(small_data):
+    split = make_split(small_data, 2)
+    grid = [{"k": k, "shrink": s} for k in (5, 20, 60) for s in (0.0, 10.0)]
+    best, valid, trials = tune("itemknn", split, grid)
+    for trial in trials:  # in grid order, each the same as a model fitted on its own
+        alone = fit("itemknn", trial["params"], split.train, split.users, split.items)
+        assert trial["valid"] == ranking_metrics(top_k(alone, split.train, split.train), split.valid)
+    assert [t["params"] for t in trials] == grid and valid == max((t["valid"] for t in trials),
+                                                                key=lambda v: v["ndcg"])
+
+
+def test_params_are_chosen_by_validation_averaged_over_seeds():
+    def run(seed, ndcgs):
+        return {"seed": seed, "grid": [{"params": {"l2": l2}, "valid_ndcg": v} for l2, v in zip((1, 2, 3), ndcgs)]}
+
+    # seed 0 alone would pick l2=1, seed 1 alone l2=3; the mean picks l2=2
+    runs = [run(0, [0.40, 0.39, 0.30]), run(1, [0.20, 0.33, 0.34])]
+    assert choose_params("ease", runs) == {"l2": 2}
+    assert choose_params("ease", [run(0, [0.3, 0.3, 0.1])]) == {"l2": 1}  # a tie goes to the earlier point
+    with pytest.raises(ValueError, match="different grids"):
+        choose_params("ease", [run(0, [0.1, 0.2, 0.3]), {"seed": 1, "grid": [{"params": {"l2": 9},
+                                                                              "valid_ndcg": 0.5}]}])
+
+
+def test_runs_are_reused_only_for_the_same_dataset_seed_model_and_protocol(small_data, tmp_path, monkeypatch):
+    calls = []
+    real = evaluation_runs._run_one
+    monkeypatch.setattr(evaluation_runs, "_run_one", lambda job: calls.append(job) or real(job))
+    runs = tmp_path / "runs"
+    first = evaluation_runs.run_protocol(small_data, "ds-a", [(0, "pop"), (1, "pop")], cache_dir=runs)
+    assert len(calls) == 2 and len(list(runs.glob("*.json"))) == 2
+    seen = []
+    again = evaluation_runs.run_protocol(small_data, "ds-a", [(0, "pop"), (1, "pop")], cache_dir=runs,
+                                         on_done=lambda seed, kind, result, reused: seen.append(reused))
+    assert len(calls) == 2 and seen == [True, True]
+    assert [json.dumps(again[pair], sort_keys=True, default=str) for pair in sorted(again)] == \
+        [json.dumps(first[pair], sort_keys=True, default=str) for pair in sorted(first)]
+    evaluation_runs.run_protocol(small_data, "ds-b", [(0, "pop")], cache_dir=runs)  # another dataset
+    evaluation_runs.run_protocol(small_data, "ds-a", [(0, "pop")], cache_dir=runs, refit=False)  # RecBole's
+    evaluation_runs.run_protocol(small_data, "ds-a", [(0, "pop")], cache_dir=runs, reuse=False)  # asked not to
+    assert len(calls) == 5
+    key = evaluation_runs.run_key("ds-a", 0, "pop", True)
+    (runs / f"{key}.json").write_text("{torn")  # a damaged file is run again, not trusted
+    evaluation_runs.run_protocol(small_data, "ds-a", [(0, "pop")], cache_dir=runs)
+    assert len(calls) == 6
+    monkeypatch.setattr(evaluation_runs, "code_digest", lambda: "edited")  # the models' code changed
+    evaluation_runs.run_protocol(small_data, "ds-a", [(1, "pop")], cache_dir=runs)
+    assert len(calls) == 7
+
+
+def test_a_run_records_every_grid_points_validation(small_data):
+    split = make_split(small_data, 0)
+    result = evaluate_kind("ease", split, grid=[{"l2": 10.0}, {"l2": 100.0}])
+    assert [point["params"] for point in result["grid"]] == [{"l2": 10.0}, {"l2": 100.0}]
+    assert max(point["valid_ndcg"] for point in result["grid"]) == result["valid"]["ndcg"]
