@@ -216,3 +216,65 @@ def test_ingest_reads_what_the_events_service_appends(app_dir):
     rows = sorted(zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist(), data.timestamps.tolist()))
     assert rows == [(1, 10, 5.0, 100), (1, 12, 4.5, 500), (5, 10, 1.0, 1_700_000_001)]
     assert manifest["events"]["rows"] == 2 and manifest["bad_rows"] == 0
+
+
+# ------------------------------------------------------------ streaming reads
+
+def _messy_file(path: Path, fmt: str, rows: int, seed: int) -> None:
+    """``rows`` lines in ``fmt`` with bad rows, blank lines and CRLF ends sprinkled through them."""
+    rng = np.random.default_rng(seed)
+    delimiter = {"udata": "\t", "dat": "::", "csv": ","}[fmt]
+    lines = ["userId,movieId,rating,timestamp"] if fmt == "csv" else []
+    for row in range(rows):
+        fields = [str(rng.integers(1, 400)), str(rng.integers(1, 900)), f"{rng.integers(1, 11) / 2:g}",
+                  str(874_000_000 + row)]
+        roll = rng.random()
+        if roll < 0.002:
+            fields[1] = "x7"  # not an integer
+        elif roll < 0.004:
+            fields[2] = "9"  # out of range
+        elif roll < 0.005:
+            fields = fields[:2]  # too few fields
+        elif roll < 0.006:
+            lines.append("")  # a blank line still counts
+        elif roll < 0.007:
+            fields[3] = ""  # an empty timestamp reads as 0
+        lines.append(delimiter.join(fields) + ("\r" if roll > 0.995 else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["udata", "dat", "csv"])
+def test_blocks_read_fast_match_the_line_by_line_reader_row_for_row(tmp_path, monkeypatch, fmt):
+    from recsys import ingesting
+
+    name = {"udata": "u.data", "dat": "ratings.dat", "csv": "ratings.csv"}[fmt]
+    src = tmp_path / name
+    _messy_file(src, fmt, 6_000, seed=len(fmt))
+    outcomes = []
+    parse = ingesting._BlockReader._fast
+    monkeypatch.setattr(ingesting._BlockReader, "_fast",
+                        lambda self, data, count: outcomes.append(parse(self, data, count)) or outcomes[-1])
+    fast = ingesting.read_ratings(src, block_bytes=2_048)  # many blocks, most clean, some not
+    clean = sum(outcome is not None for outcome in outcomes)
+    assert 0 < clean < len(outcomes) and clean > len(outcomes) // 3  # both paths ran
+    monkeypatch.setattr(ingesting._BlockReader, "_arrow_options", staticmethod(lambda *a, **k: None))
+    slow = ingesting.read_ratings(src, block_bytes=1 << 30)  # one block, every line by hand
+    assert len(fast) > 5_000 and len(fast) == len(slow)
+    for column in ("users", "items", "ratings", "timestamps", "lines"):
+        assert np.array_equal(getattr(fast, column), getattr(slow, column)), column
+    assert [str(b) for b in fast.bad_rows] == [str(b) for b in slow.bad_rows] and len(fast.bad_rows) > 10
+    text = src.read_text().splitlines()
+    for bad in fast.bad_rows:  # each names the line it is on
+        line = text[bad.line - 1]
+        assert ("x7" in line) == ("'x7'" in bad.reason) and ("found 2" in bad.reason) == (line.count(
+            {"udata": "\t", "dat": "::", "csv": ","}[fmt]) == 1)
+
+
+def test_a_row_split_across_reads_is_read_whole(tmp_path):
+    from recsys import ingesting
+
+    src = tmp_path / "u.data"
+    src.write_text("".join(f"{u}\t{u + 1}\t4\t{1000 + u}\n" for u in range(500)))
+    table = ingesting.read_ratings(src, block_bytes=7)  # smaller than one line: blocks grow to a line end
+    assert table.users.tolist() == list(range(500)) and table.lines.tolist() == list(range(1, 501))
+    assert not table.bad_rows
