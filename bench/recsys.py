@@ -4,6 +4,7 @@ metrics (from bench/recsys_training.py).
 
     .venv/bin/python bench/recsys.py                   # everything
     .venv/bin/python bench/recsys.py --no-training     # serving only (fast)
+    .venv/bin/python bench/recsys.py --no-training --catalogue ml20m   # 27,278 items (synthetic, ML-20M's shape)
 
 It builds its own app directory: EASE fitted on MovieLens 100K (from
 ``../shared/data/ml-100k``; a synthetic set of the same shape otherwise),
@@ -52,12 +53,33 @@ TARGET_P99_MS = 10.0
 MODEL = "recommender"
 
 
-def build_app(app: Path) -> tuple[str, list[int]]:
-    """EASE on ML-100K (or synthetic) registered and promoted under ``app``; returns (source, users)."""
+ML20M = (138_493, 27_278, 20_000_263)  # users, items, ratings
+
+
+def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
+    """EASE on ML-100K (or synthetic), or on a synthetic set of ML-20M's shape, registered and promoted under
+    ``app``; returns (source, users)."""
     from recsys.interactions import IdMap, Interactions, interaction_matrix
     from recsys.models import EASE
-    from recsys.synthesizing import synthesize
+    from recsys.synthesizing import synthesize, synthesize_at_scale
 
+    if catalogue == "ml20m":
+        from threadpoolctl import threadpool_limits
+
+        data = synthesize_at_scale(*ML20M, seed=0)
+        users, items = IdMap.of(data.users), IdMap.of(data.items)
+        started = time.perf_counter()
+        with threadpool_limits(len(os.sched_getaffinity(0)), "blas"):
+            model = EASE(l2=300.0).fit(interaction_matrix(data, users, items), users, items)
+        fit_s = time.perf_counter() - started
+        model.save(app / "ease")
+        del model
+        registry = ModelRegistry(app / ".lichen" / "models")
+        mv = registry.register(MODEL, app / "ease", params={"model": "ease", "l2": 300.0})
+        registry.promote(MODEL, mv.version)
+        sample = np.random.default_rng(0).choice(users.ids, 20_000, replace=False)
+        return (f"SYNTHETIC of ML-20M's shape ({data.n_users:,} users, {data.n_items:,} items, {len(data):,} "
+                f"ratings; EASE fitted in {fit_s:.0f} s)", sample.tolist())
     if ML100K.is_file():
         raw = np.loadtxt(ML100K, dtype=np.int64)
         data = Interactions.from_arrays(raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3])
@@ -289,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds the requests are split into")
     parser.add_argument("--no-training", action="store_true", help="skip training time and metrics")
+    parser.add_argument("--catalogue", choices=("ml100k", "ml20m"), default="ml100k",
+                        help="EASE on ML-100K (1,682 items), or on a synthetic set of ML-20M's shape (27,278 items; "
+                             "about 12 GiB of memory: the model is loaded four times)")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=140)
 
@@ -301,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lichen-bench-recsys-") as tmp:
         app = Path(tmp)
-        source, users = build_app(app)
+        source, users = build_app(app, args.catalogue)
         rows = measure_all(app, users, args.requests, args.concurrency, args.rounds)
         render_serving(console, dict(sorted(rows.items())), args.concurrency, source)
         seq = sequential_reference(app, users, args.requests // 2)

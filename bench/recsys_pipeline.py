@@ -1,86 +1,174 @@
-"""The recommender pipeline end to end (`lichen run`: ingest → features → train → evaluate), per job, with the
-models of `train` and the (seed, model) evaluations of `evaluate` in one process (RECSYS_WORKERS=1, as before)
-and in one process per core the job may use (the default), in one run, on a fresh copy of the app each time.
+"""The recommender pipeline end to end (`lichen run`: ingest → features → train → evaluate), per job,
+before and after: the reference app as it was at ``--baseline`` (a git revision) and as it is now, on the
+same data, one after the other in one run, each on a fresh copy of the app.
 
-    .venv/bin/python bench/recsys_pipeline.py            # ML-100K from ../shared/data/ml-100k
-    .venv/bin/python bench/recsys_pipeline.py --json
+    .venv/bin/python bench/recsys_pipeline.py                       # ML-100K and an ml-latest-small-sized set
+    .venv/bin/python bench/recsys_pipeline.py --sizes small --json
+    .venv/bin/python bench/recsys_pipeline.py --baseline none       # after only
 
-It also checks that both give the same test metrics (the parallel evaluation puts its results back in order).
+Sizes:
+- ``ml100k``: MovieLens 100K, read in place from ../shared/data/ml-100k (943 users, 1,682 items, 100,000 ratings);
+- ``small``: a synthetic ratings.csv the size of MovieLens ``ml-latest-small`` (610 users, 9,742 items,
+  100,836 ratings; header, half stars), from ``recsys.synthesizing.synthesize_at_scale``.
+
+Per job it reports the wall time of each side and their ratio, and the after side's peak memory: the
+proportional set size (PSS) of `lichen run` and every process under it, sampled every 0.2 s, so pages
+the forked model processes share are counted once. Per model it gives the after side's test NDCG@10 and
+Recall@10 (mean over the 3 seeds), the model train promoted (by mean validation) and the model best on test.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
-import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "examples" / "recsys"
-DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 LICHEN = str(Path(sys.executable).parent / "lichen")
 JOBS = ("ingest", "features", "train", "evaluate")
+SMALL = (610, 9_742, 100_836)  # ml-latest-small: users, items, ratings
+sys.path.insert(0, str(APP))
 
 
-def run_pipeline(data: Path, workers: int | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as scratch:
-        app = Path(scratch) / "recsys"
+def app_at(revision: str, into: Path) -> Path:
+    """examples/recsys as it was at ``revision`` (or as it is now for 'now'), without .lichen."""
+    app = into / "recsys"
+    if revision == "now":
+        import shutil
+
         shutil.copytree(APP, app, ignore=shutil.ignore_patterns(".lichen", "__pycache__"))
+        return app
+    archive = subprocess.run(["git", "archive", "--format=tar", revision, "examples/recsys"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into / "archive", filter="data")
+    (into / "archive" / "examples" / "recsys").rename(app)
+    return app
+
+
+class TreeMemory(threading.Thread):
+    """Samples the PSS of a process and everything under it: [(time, bytes)]."""
+
+    def __init__(self, pid: int, period_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root, self.period_s, self.samples = psutil.Process(pid), period_s, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.period_s):
+            total = 0
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for process in processes:
+                try:
+                    total += process.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            self.samples.append((time.time(), total))
+
+
+def run_pipeline(revision: str, data: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as scratch:
+        app = app_at(revision, Path(scratch))
         env = {k: v for k, v in os.environ.items() if k != "RECSYS_WORKERS"}
-        if workers is not None:
-            env["RECSYS_WORKERS"] = str(workers)
         started = time.perf_counter()
-        done = subprocess.run([LICHEN, "run", "--app", str(app), "--data", str(data)], env=env,
-                              capture_output=True, text=True, timeout=3600)
+        process = subprocess.Popen([LICHEN, "run", "--app", str(app), "--data", str(data)], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        memory = TreeMemory(process.pid)
+        memory.start()
+        output, _ = process.communicate(timeout=7200)
+        memory.done.set()
+        memory.join()
         wall_s = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"lichen run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        if process.returncode != 0:
+            raise SystemExit(f"lichen run ({revision}) failed:\n{output[-4000:]}")
         runs = json.loads(subprocess.run([LICHEN, "runs", "--app", str(app), "--json"], capture_output=True,
                                          text=True, check=True).stdout)
-        per_job = {}
+        jobs = {}
         for run in runs:  # newest first: the first of each job is this pipeline's
-            per_job.setdefault(run["job"], run["duration_s"])
+            if run["job"] in jobs:
+                continue
+            peak = max((b for t, b in memory.samples if run["started_at"] <= t <= run["ended_at"]), default=0)
+            jobs[run["job"]] = {"s": run["duration_s"], "peak_pss_mib": peak / 2**20}
         evaluation = json.loads(next((app / ".lichen" / "evaluations").glob("*.json")).read_text())
-        return {"wall_s": wall_s, "jobs": per_job, "summary": evaluation["summary"]}
+        promoted = next((line for line in output.splitlines() if "promoted recommender" in line), "")
+        return {"wall_s": wall_s, "jobs": jobs, "summary": evaluation["summary"],
+                "promoted": next((kind for kind in evaluation["summary"] if f"({kind}," in promoted), None),
+                "peak_pss_mib": max((b for _, b in memory.samples), default=0) / 2**20}
+
+
+def size_data(size: str, scratch: Path) -> tuple[Path, str]:
+    if size == "ml100k":
+        if not (ML100K / "u.data").is_file():
+            raise SystemExit(f"no MovieLens 100K at {ML100K}")
+        return ML100K, "MovieLens 100K (943 users, 1,682 items, 100,000 ratings)"
+    from recsys.synthesizing import synthesize_at_scale, write_ratings_csv
+
+    data = synthesize_at_scale(*SMALL, seed=0)
+    path = scratch / "ratings.csv"
+    write_ratings_csv(data, path)
+    return path, (f"synthetic ml-latest-small size ({data.n_users:,} users, {data.n_items:,} items, "
+                  f"{len(data):,} ratings)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--sizes", default="ml100k,small", help="comma-separated: ml100k, small")
+    parser.add_argument("--baseline", default="b5be944", help="git revision of the 'before' app, or none")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not args.data.exists():
-        raise SystemExit(f"no data at {args.data} (MovieLens 100K is read from ../shared/data/ml-100k)")
-    before = run_pipeline(args.data, workers=1)
-    after = run_pipeline(args.data, workers=None)
-    same = all(abs(before["summary"][m][k] - after["summary"][m][k]) < 1e-12
-               for m in before["summary"] for k in ("ndcg", "recall", "mrr", "hit"))
-    result = {"data": str(args.data), "cores": len(os.sched_getaffinity(0)), "one_process": before,
-              "per_core": after, "same_metrics": same}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="recsys-data-") as scratch:
+        for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+            data, label = size_data(size, Path(scratch))
+            before = run_pipeline(args.baseline, data) if args.baseline != "none" else None
+            after = run_pipeline("now", data)
+            results[size] = {"data": label, "before": before, "after": after, "cores": len(os.sched_getaffinity(0))}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results, indent=2))
         return
-    table = Table(title=f"lichen run on {args.data.name}: one process vs one per core ({result['cores']} cores)")
-    for column in ("job", "one process (s)", "per core (s)", "ratio"):
-        table.add_column(column, justify="right" if column != "job" else "left")
-    for job in JOBS:
-        b, a = before["jobs"].get(job, 0.0), after["jobs"].get(job, 0.0)
-        table.add_row(job, f"{b:.1f}", f"{a:.1f}", f"{a / b:.2f}" if b else "-")
-    table.add_row("pipeline (wall)", f"{before['wall_s']:.1f}", f"{after['wall_s']:.1f}",
-                  f"{after['wall_s'] / before['wall_s']:.2f}")
     console = Console()
-    console.print(table)
-    ease = after["summary"]["ease"]
-    console.print(f"same test metrics both ways: {same} (EASE NDCG@10 {ease['ndcg']:.4f}, mean of "
-                  f"{int(ease['seeds'])} seeds)")
+    for size, result in results.items():
+        before, after = result["before"], result["after"]
+        table = Table(title=f"lichen run on {result['data']}, {result['cores']} cores")
+        for column in ("job", f"before {args.baseline} (s)", "after (s)", "after / before", "after peak PSS (MiB)"):
+            table.add_column(column, justify="left" if column == "job" else "right")
+        for job in JOBS:
+            b = before["jobs"][job]["s"] if before else None
+            a = after["jobs"][job]
+            table.add_row(job, f"{b:.1f}" if b is not None else "-", f"{a['s']:.1f}",
+                          f"{a['s'] / b:.2f}" if b else "-", f"{a['peak_pss_mib']:.0f}")
+        b = before["wall_s"] if before else None
+        table.add_row("pipeline (wall)", f"{b:.1f}" if b else "-", f"{after['wall_s']:.1f}",
+                      f"{after['wall_s'] / b:.2f}" if b else "-", f"{after['peak_pss_mib']:.0f}")
+        console.print(table)
+        models = Table(title="after: test metrics @10, mean over seeds 0,1,2")
+        for column in ("model", "NDCG@10", "Recall@10", "before NDCG@10"):
+            models.add_column(column, justify="left" if column == "model" else "right")
+        summary = after["summary"]
+        for kind, row in sorted(summary.items(), key=lambda kv: -kv[1]["ndcg"]):
+            old = before["summary"].get(kind, {}).get("ndcg") if before else None
+            models.add_row(kind, f"{row['ndcg']:.4f}", f"{row['recall']:.4f}", f"{old:.4f}" if old else "-")
+        console.print(models)
+        best = max(summary, key=lambda kind: summary[kind]["ndcg"])
+        console.print(f"promoted by mean validation: {after['promoted']}; best on test: {best}"
+                      + (f"; before, promoted {before['promoted']}" if before else ""))
 
 
 if __name__ == "__main__":

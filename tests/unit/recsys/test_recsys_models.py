@@ -147,3 +147,17 @@ def test_tuning_picks_the_grid_point_with_the_best_validation_ndcg(small_data):
     assert len(trials) == 3
     assert valid["ndcg"] == max(t["valid"]["ndcg"] for t in trials)
     assert best == next(t["params"] for t in trials if t["valid"]["ndcg"] == valid["ndcg"])
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_the_loop_free_top_k_equals_the_filtered_path(fitted, kind):
+    model = fitted[kind]
+    for user in model.known_users[:20]:
+        history = model.history(user)
+        plain = model.recommend(history, 10)  # argpartition + sort, no Python loop
+        filtered = model.recommend(history, 10, filter_fn=lambda item: True)  # the loop that filters
+        assert plain == filtered and len(plain) == 10
+        assert all(isinstance(item, int) and isinstance(score, float) for item, score in plain)
+        assert not set(item for item, _ in plain) & set(history)
+    tiny = model.recommend(model.known_items[:-3], 10)  # fewer unseen items than k: only those
+    assert sorted(item for item, _ in tiny) == sorted(model.known_items[-3:])

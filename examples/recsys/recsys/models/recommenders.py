@@ -67,7 +67,7 @@ class RecModel:
         raise NotImplementedError
 
     def score_history(self, seen: np.ndarray) -> np.ndarray:
-        """Scores (float64, a fresh array) for one user whose history is the item indices ``seen``.
+        """Scores (a fresh float32 or float64 array) for one user whose history is the item indices ``seen``.
 
         The serving path: models with a cheaper single-row form override it.
         """
@@ -137,6 +137,11 @@ class RecModel:
             else:
                 part = np.argpartition(-scores, want - 1)[:want]
                 order = part[np.argsort(-scores[part], kind="stable")]
+            if filter_fn is None:  # the common case, without a Python loop: the first k that are not excluded
+                order = order[:k]
+                values = scores[order]
+                order = order[values > -np.inf]
+                return list(zip(self.items.ids[order].tolist(), scores[order].astype(np.float64).tolist()))
             picked: list[tuple[int, float]] = []
             for index in order:
                 score = scores[index]
