@@ -63,6 +63,12 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def _fmt_memory(size: int | None) -> str:
+    if size is None:
+        return ""
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
 def _short_path(path: str, base: Path) -> str:
     try:
         return os.path.relpath(path, base) if Path(path).is_relative_to(base) else path
@@ -193,8 +199,8 @@ def runs_command(
     limit: Annotated[int, typer.Option("--limit", help="At most this many runs, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List job run history: job, trigger (a schedule under lichen up, or lichen run), start, duration, status,
-    exit code and artifacts.
+    """List job run history: job, trigger (a schedule under lichen up, or lichen run), start, duration, peak
+    memory (the resident set of the job's largest process), status, exit code and artifacts.
 
     Example: lichen runs --app examples/recsys --job train --json
     """
@@ -211,14 +217,15 @@ def runs_command(
             "schedule" if r.pipeline_id.startswith("cron-") else "lichen run",
             _fmt_time(r.started_at),
             _fmt_duration(r.duration_s),
+            _fmt_memory(r.max_rss_bytes),
             r.status,
             "" if r.exit_code is None else r.exit_code,
             "\n".join(_short_path(a, app_dir) for a in r.artifacts),
         ]
         for r in runs
     ]
-    print_table(f"job runs ({app_dir.name})", ["run", "job", "trigger", "start", "duration", "status", "exit",
-                                               "artifacts"], rows)
+    print_table(f"job runs ({app_dir.name})", ["run", "job", "trigger", "start", "duration", "peak memory", "status",
+                                               "exit", "artifacts"], rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS job_runs (
     artifacts TEXT NOT NULL DEFAULT '[]',
     log_path TEXT,
     log_tail TEXT,
-    runner_pid INTEGER
+    runner_pid INTEGER,
+    max_rss_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, started_at);
 CREATE INDEX IF NOT EXISTS job_runs_by_start ON job_runs (started_at);
@@ -76,6 +77,8 @@ class JobRun:
     log_path: str | None = None
     log_tail: str | None = None
     runner_pid: int | None = None
+    max_rss_bytes: int | None = None
+    """peak resident memory of the job's largest process (itself, or any process it started and waited for)"""
 
     @property
     def duration_s(self) -> float | None:
@@ -127,6 +130,10 @@ class JobRunStore:
             if not self._ready:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(job_runs)")}
+                if "max_rss_bytes" not in columns:  # a state store written before the column existed
+                    with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                        conn.execute("ALTER TABLE job_runs ADD COLUMN max_rss_bytes INTEGER")
                 self._ready = True
             yield conn
         except sqlite3.Error as exc:
@@ -155,8 +162,10 @@ class JobRunStore:
     def finish(self, run: JobRun) -> None:
         with self._connect(create=True) as conn:
             conn.execute(
-                "UPDATE job_runs SET ended_at=?, status=?, exit_code=?, artifacts=?, log_tail=? WHERE run_id=?",
-                (run.ended_at, run.status, run.exit_code, json.dumps(run.artifacts), run.log_tail, run.run_id),
+                "UPDATE job_runs SET ended_at=?, status=?, exit_code=?, artifacts=?, log_tail=?, max_rss_bytes=? "
+                "WHERE run_id=?",
+                (run.ended_at, run.status, run.exit_code, json.dumps(run.artifacts), run.log_tail, run.max_rss_bytes,
+                 run.run_id),
             )
 
     def list(self, job: str | None = None, limit: int | None = None) -> list[JobRun]:
@@ -165,7 +174,7 @@ class JobRunStore:
             with self._connect(create=False) as conn:
                 query = (
                     "SELECT run_id, pipeline_id, job, attempt, argv, started_at, ended_at, status, exit_code, "
-                    "artifacts, log_path, log_tail, runner_pid FROM job_runs"
+                    "artifacts, log_path, log_tail, runner_pid, max_rss_bytes FROM job_runs"
                 )
                 params: list[Any] = []
                 if job is not None:
@@ -194,6 +203,7 @@ class JobRunStore:
                 log_path=r[10],
                 log_tail=r[11],
                 runner_pid=r[12],
+                max_rss_bytes=r[13],
             )
             if run.status == STATUS_RUNNING and not _pid_alive(run.runner_pid):
                 run.status = STATUS_LOST

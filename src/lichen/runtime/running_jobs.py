@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from lichen.runtime.secret_stores import STORE_KEYS
 from lichen.runtime.workspaces import Workspace, resolve_secrets
 from lichen.spec.models import AppSpec, JobSpec
 
+REAP_POLL_S = 0.05  # how often a running job is checked for its end (and Ctrl-C, a timeout)
 LOG_TAIL_LINES = 20
 STOP_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 EXIT_TIMEOUT = 124
@@ -313,7 +315,7 @@ class JobRunner:
                 target=self._pump, args=(proc.stdout, run, log, tail, masked), name=f"job-{name}-log", daemon=True
             )
             reader.start()
-            status = self._wait(proc, job.timeout_s)
+            status = self._wait(proc, job.timeout_s, run)
             reader.join(timeout=10)
         code = proc.returncode
         run.exit_code = 128 - code if code is not None and code < 0 else code
@@ -347,36 +349,37 @@ class JobRunner:
             self.events.job_output(run, line)
         stream.close()
 
-    def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> str:
+    def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None, run: JobRun) -> str:
         """Wait for the job; on Ctrl-C/SIGTERM or timeout stop it gracefully."""
         deadline = None if timeout_s is None else self.clock.now() + timeout_s
         try:
             while True:
-                try:
-                    proc.wait(timeout=0.2)
+                if _reap(proc, run, block=False):
                     return STATUS_RUNNING
-                except subprocess.TimeoutExpired:
-                    if deadline is not None and self.clock.now() >= deadline:
-                        self._stop(proc)
-                        return STATUS_TIMEOUT
-                    if self.cancelled.is_set():
-                        self._stop(proc)
-                        return STATUS_INTERRUPTED
+                if deadline is not None and self.clock.now() >= deadline:
+                    self._stop(proc, run)
+                    return STATUS_TIMEOUT
+                if self.cancelled.wait(REAP_POLL_S):
+                    self._stop(proc, run)
+                    return STATUS_INTERRUPTED
         except KeyboardInterrupt:
-            self._stop(proc)
+            self._stop(proc, run)
             return STATUS_INTERRUPTED
 
-    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+    def _stop(self, proc: subprocess.Popen[bytes], run: JobRun) -> None:
         """SIGTERM the job's process group, then SIGKILL after the grace period."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_s
         try:
-            proc.wait(timeout=self.stop_grace_s)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            while not _reap(proc, run, block=False) and time.monotonic() < deadline:
+                time.sleep(REAP_POLL_S)
+        except KeyboardInterrupt:
             pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _reap(proc, run, block=True)
+
 
     def _artifacts(self, job: JobSpec, manifest: Path, *, succeeded: bool) -> list[str]:
         paths = read_manifest(manifest)
@@ -388,3 +391,21 @@ class JobRunner:
         with contextlib.suppress(OSError):
             manifest.unlink()
         return paths
+
+
+
+def _reap(proc: subprocess.Popen[bytes], run: JobRun, *, block: bool) -> bool:
+    """Whether the job's process has ended, reaping it with ``wait4`` to keep its resource usage: the
+    peak RSS of the job's largest process, itself or any it started and waited for (``run.max_rss_bytes``)."""
+    if proc.returncode is not None:
+        return True
+    try:
+        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: the exit code is all that is left
+        proc.wait()
+        return True
+    if pid == 0:
+        return False
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    run.max_rss_bytes = int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)  # bytes there, KiB on Linux
+    return True

@@ -45,6 +45,8 @@ jobs:
     timeout_s: 1
   peek:
     entrypoint: steps:peek
+  hungry:
+    entrypoint: steps:hungry
 """
 
 STEPS = '''
@@ -115,6 +117,14 @@ def hang(argv):
 
 def peek(argv):
     print("peek sees API_TOKEN:", os.environ.get("API_TOKEN", "<unset>"), flush=True)
+
+def hungry(argv):
+    child = os.fork()
+    if child == 0:  # a worker that touches 300 MiB and ends; the job itself stays small
+        block = b"x" * (300 * 1024 * 1024)
+        os._exit(0 if block[-1:] == b"x" else 1)
+    _, status = os.waitpid(child, 0)
+    print("worker exit", os.waitstatus_to_exitcode(status), flush=True)
 '''
 
 
@@ -290,3 +300,15 @@ def test_a_job_sees_only_the_secrets_it_declares(app: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "peek sees API_TOKEN: <unset>" in result.stdout
     assert "exported-in-the-shell" not in result.stdout + result.stderr
+
+
+def test_each_run_records_the_peak_memory_of_its_largest_process(app: Path) -> None:
+    result = lichen(app, "run", "hungry", "peek")  # one runner: each run's figure is its own
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "worker exit 0" in result.stdout
+    hungry, = runs(app, "--job", "hungry")
+    peek, = runs(app, "--job", "peek")
+    assert hungry["max_rss_bytes"] >= 300 * 2**20  # the worker it forked and waited for counts
+    assert 0 < peek["max_rss_bytes"] < 200 * 2**20  # not the hungry run's figure carried over
+    table = lichen(app, "runs").stdout
+    assert "peak memory" in table and "MiB" in table
