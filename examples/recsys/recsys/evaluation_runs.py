@@ -63,11 +63,20 @@ def load_run(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
 def save_run(cache_dir: Path | None, key: str, result: dict[str, Any]) -> None:
     if cache_dir is None:
         return
-    from lichen import atomic_output
+    import os
+    import tempfile
 
+    # Written whole or not at all (a temporary beside it, then renamed), but not through
+    # lichen.atomic_output: a cache entry is not one of the job's artifacts in `lichen runs`.
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(cache_dir / f"{key}.json") as tmp:
-        tmp.write_text(json.dumps(result, default=str) + "\n")
+    handle, temporary = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(json.dumps(result, default=str) + "\n")
+        os.replace(temporary, cache_dir / f"{key}.json")
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 SHARED: dict[str, Any] = {}
