@@ -173,7 +173,8 @@ def evaluate_kind(kind: str, split: Split, *, grid: list[dict[str, Any]] | None 
     test = ranking_metrics(top_k(model, inputs, seen), split.test)
     return {"model": kind, "seed": split.seed, "params": params, "valid": valid, "test": test,
             "fit_s": fit_s, "refit": refit, "trials": len(trials),
-            "grid": [{"params": t["params"], "valid_ndcg": t["valid"]["ndcg"]} for t in trials]}
+            "grid": [{"params": t["params"], "valid_ndcg": t["valid"]["ndcg"],
+                      "valid": {m: t["valid"][m] for m in METRICS}} for t in trials]}
 
 
 def mean_over_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

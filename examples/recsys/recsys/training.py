@@ -31,14 +31,13 @@ def choose_params(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarise(kind: str, runs: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """One model's result over the seeds: validation NDCG@10 of the chosen params and the test metrics,
-    each the mean over the seeds."""
+    """One model's result over the seeds, each figure the mean over them: the validation metrics of the
+    chosen params, and the protocol's test metrics (each seed tested the point best on its own validation,
+    refit on train+valid, as ``evaluate`` reports)."""
     position = [point["params"] for point in runs[0]["grid"]].index(params)
-    valid_ndcg = sum(run["grid"][position]["valid_ndcg"] for run in runs) / len(runs)
+    valid = {metric: sum(run["grid"][position]["valid"][metric] for run in runs) / len(runs) for metric in METRICS}
     test = {metric: sum(run["test"][metric] for run in runs) / len(runs) for metric in METRICS}
-    valid = {metric: sum(run["valid"][metric] for run in runs) / len(runs) for metric in METRICS}
-    return {"model": kind, "params": params, "seeds": [run["seed"] for run in runs],
-            "valid": valid | {"ndcg": valid_ndcg}, "test": test}
+    return {"model": kind, "params": params, "seeds": [run["seed"] for run in runs], "valid": valid, "test": test}
 
 
 def _fit_full(kind: str) -> tuple[str, tuple[Path, float]]:

@@ -88,3 +88,19 @@ def test_a_run_records_every_grid_points_validation(small_data):
     result = evaluate_kind("ease", split, grid=[{"l2": 10.0}, {"l2": 100.0}])
     assert [point["params"] for point in result["grid"]] == [{"l2": 10.0}, {"l2": 100.0}]
     assert max(point["valid_ndcg"] for point in result["grid"]) == result["valid"]["ndcg"]
+    assert all(point["valid"]["ndcg"] == point["valid_ndcg"] and set(point["valid"]) == {"recall", "ndcg", "mrr", "hit"}
+               for point in result["grid"])
+
+
+def test_a_model_is_registered_with_its_chosen_points_validation_and_the_protocols_test():
+    from recsys.training import summarise
+
+    def run(seed, valid_ndcgs, test_ndcg):
+        return {"seed": seed, "test": {"recall": 0.1, "ndcg": test_ndcg, "mrr": 0.2, "hit": 0.5},
+                "grid": [{"params": {"l2": l2}, "valid_ndcg": v,
+                          "valid": {"recall": v / 2, "ndcg": v, "mrr": v, "hit": v}}
+                         for l2, v in zip((1, 2), valid_ndcgs)]}
+
+    result = summarise("ease", [run(0, [0.4, 0.3], 0.5), run(1, [0.2, 0.3], 0.3)], {"l2": 2})
+    assert result["valid"] == {"recall": 0.15, "ndcg": 0.3, "mrr": 0.3, "hit": 0.3}  # the chosen point's
+    assert result["test"]["ndcg"] == 0.4 and result["seeds"] == [0, 1]
