@@ -61,18 +61,41 @@ def build_features(data: Interactions, metadata: dict[int, dict], dataset_versio
     matrix = interaction_matrix(data, users, items)
     counts = np.asarray(matrix.sum(axis=0)).ravel().astype(int)
     popularity = {int(i): int(c) for i, c in zip(items.ids, counts)}
-    co = sp.csr_matrix(matrix.T @ matrix)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    cooccurrence: dict[int, list[tuple[int, int]]] = {}
-    for row in range(co.shape[0]):
-        start, end = co.indptr[row], co.indptr[row + 1]
-        if start == end:
-            continue
-        cols, vals = co.indices[start:end], co.data[start:end]
-        take = np.lexsort((cols, -vals))[:top_n]  # most co-occurring first, ties by id
-        cooccurrence[int(items.ids[row])] = [(int(items.ids[c]), int(v)) for c, v in zip(cols[take], vals[take])]
+    cooccurrence = top_cooccurring(matrix, items.ids, top_n)
     return FeatureSet(dataset_version, histories, popularity, cooccurrence, metadata)
+
+
+def top_cooccurring(matrix: sp.csr_matrix, item_ids: np.ndarray, top_n: int) -> dict[int, list[tuple[int, int]]]:
+    """Each item's ``top_n`` co-occurring items (most first, ties by item index), from XᵀX a block of
+    rows at a time: the whole sparse product of a large catalogue takes more memory than the data
+    (681 M entries for ML-20M's shape), a block of it only ``block_rows`` rows."""
+    from recsys.memory_budgets import block_rows
+
+    n = matrix.shape[1]
+    transposed = sp.csr_matrix(matrix.T)
+    matrix = sp.csr_matrix(matrix, dtype=np.int64)
+    step = block_rows(n)
+    keep = min(top_n, n)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        counts = (transposed[start:stop].astype(np.int64) @ matrix).toarray()
+        counts[np.arange(stop - start), np.arange(start, stop)] = 0  # an item with itself
+        # one key orders by count, then by the smaller item index: count · n + (n − 1 − index)
+        key = counts * n + (n - 1 - np.arange(n))
+        del counts
+        part = np.argpartition(-key, keep - 1, axis=1)[:, :keep] if keep < n else np.tile(np.arange(n), (stop - start, 1))
+        best = np.take_along_axis(key, part, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        part, best = np.take_along_axis(part, order, axis=1), np.take_along_axis(best, order, axis=1)
+        best //= n  # back to counts
+        for row in range(stop - start):
+            chosen = best[row] > 0
+            if chosen.any():
+                out[int(item_ids[start + row])] = list(zip(item_ids[part[row][chosen]].tolist(),
+                                                           best[row][chosen].tolist()))
+        del key
+    return out
 
 
 # ------------------------------------------------------------------ SQLite

@@ -72,9 +72,8 @@ class Table:
         self.formats: dict[str, str] = {}
         self._sources: list[str] = []
         self._source_ids: dict[str, int] = {}
-        self._blocks: list[tuple[np.ndarray, ...]] = []
+        self._parts: dict[str, list[np.ndarray]] = {column: [] for column, _ in self._COLUMNS}
         self._pending: tuple[list, ...] = tuple([] for _ in self._COLUMNS)
-        self._joined: dict[str, np.ndarray] | None = None
         self._length = 0
 
     def _source_id(self, source: str) -> int:
@@ -87,7 +86,6 @@ class Table:
         for column, value in zip(self._pending, (user, item, rating, timestamp, self._source_id(source), line)):
             column.append(value)
         self._length += 1
-        self._joined = None
 
     def extend(self, source: str, lines: np.ndarray, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
                timestamps: np.ndarray) -> None:
@@ -97,28 +95,26 @@ class Table:
         if not count:
             return
         source_index = np.full(count, self._source_id(source), np.int32)
-        arrays = (users, items, ratings, timestamps, source_index, lines)
-        self._blocks.append(tuple(np.asarray(a, dtype) for a, (_, dtype) in zip(arrays, self._COLUMNS)))
+        for (column, dtype), values in zip(self._COLUMNS, (users, items, ratings, timestamps, source_index, lines)):
+            self._parts[column].append(np.asarray(values, dtype))
         self._length += count
-        self._joined = None
 
     def _flush(self) -> None:
         if self._pending[0]:
-            self._blocks.append(tuple(np.asarray(column, dtype) for column, (_, dtype) in
-                                      zip(self._pending, self._COLUMNS)))
-            for column in self._pending:
-                column.clear()
+            for (column, dtype), values in zip(self._COLUMNS, self._pending):
+                self._parts[column].append(np.asarray(values, dtype))
+                values.clear()
 
     def _column(self, name: str) -> np.ndarray:
-        if self._joined is None:
-            self._flush()
-            joined = {}
-            for position, (column, dtype) in enumerate(self._COLUMNS):
-                parts = [block[position] for block in self._blocks]
-                joined[column] = np.concatenate(parts) if parts else np.zeros(0, dtype)
-            self._blocks = [tuple(joined[column] for column, _ in self._COLUMNS)] if self._length else []
-            self._joined = joined
-        return self._joined[name]
+        """One column whole. Its blocks are joined once and let go, a column at a time, so joining
+        holds at most one column twice."""
+        self._flush()
+        parts = self._parts[name]
+        if len(parts) != 1:
+            joined = np.concatenate(parts) if parts else np.zeros(0, dict(self._COLUMNS)[name])
+            parts.clear()
+            parts.append(joined)
+        return parts[0]
 
     users = property(lambda self: self._column("users"))
     items = property(lambda self: self._column("items"))
@@ -549,6 +545,7 @@ def deduplicate(table: Table, on_duplicates: str = "remove") -> tuple[Interactio
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         repeated = sorted_key[1:] == sorted_key[:-1]
+        del sorted_key
         if repeated.any():
             in_group = np.zeros(n, bool)
             in_group[:-1] |= repeated

@@ -11,6 +11,7 @@ User errors raise :class:`lichen.DataError` naming file and line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -94,6 +95,11 @@ def ingest(argv: list[str] | None = None) -> int:
     """Read, validate and deduplicate ratings; write a versioned dataset."""
     _exit_on_sigterm()
     args = ingest_parser().parse_args(argv if argv is not None else sys.argv[1:])
+    with _out_of_memory("ingest"):
+        return _ingest(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
     console = _console()
     table = ingesting.Table()
     report: dict = {}
@@ -173,6 +179,23 @@ def _print_ingest(console, manifest, table, duplicates, events_read, store) -> N
         console.print(f"  ... and {len(duplicates) - 10} more duplicates")
 
 
+@contextlib.contextmanager
+def _out_of_memory(job: str):
+    """A job that runs out of memory ends with one clear line, not a MemoryError traceback: how much
+    it could not get, what limits it, and the fix."""
+    try:
+        yield
+    except MemoryError as err:
+        from recsys import memory_budgets
+
+        available = memory_budgets.available_memory()
+        more = ("give the job more memory (resources.memory in lichen.yaml)" if available.job_limit
+                else "free memory or use a machine with more")
+        raise DataError(f"ran out of memory: {str(err).rstrip('.') or 'an allocation failed'}; "
+                        f"{memory_budgets.format_bytes(available.bytes)} still available "
+                        f"({available.limited_by}): {more}", where=job) from None
+
+
 def _exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so ``atomic_output`` removes its temporaries
     (``lichen run`` does the same; this covers running a job by hand)."""
@@ -211,7 +234,8 @@ def features(argv: list[str] | None = None) -> int:
     console = _console()
     data, manifest = datasets.load_dataset(args.store, args.dataset)
     metadata = datasets.load_items(args.store, manifest["version"])
-    built = feature_store.build_features(data, metadata, manifest["version"], top_n=args.top_n)
+    with _out_of_memory("features"):
+        built = feature_store.build_features(data, metadata, manifest["version"], top_n=args.top_n)
     if args.redis_url and args.out is None:
         keys = feature_store.write_redis(args.redis_url, built)
         where = f"Redis {args.redis_url} ({keys:,} keys under {feature_store.REDIS_PREFIX}:{manifest['version']}:)"

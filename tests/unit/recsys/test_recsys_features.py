@@ -85,3 +85,27 @@ def test_features_job_writes_sqlite_by_default_and_redis_when_configured(app_dir
     redis_reader = feature_store.FeatureReader(redis_url)
     assert redis_reader.history(1) == [11, 10] and redis_reader.dataset_version == reader.dataset_version
     assert redis_reader.co_occurring(10) == [(11, 1)]
+
+
+@pytest.mark.parametrize("block", [1, 7, 10_000])
+def test_cooccurrence_a_block_of_rows_at_a_time_equals_the_whole_product(monkeypatch, block):
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recsys import memory_budgets
+    from recsys.features import top_cooccurring
+    from recsys.interactions import IdMap, interaction_matrix
+    from recsys.synthesizing import synthesize
+
+    data = synthesize(200, 300, seed=4)
+    users, items = IdMap.of(data.users), IdMap.of(data.items)
+    matrix = interaction_matrix(data, users, items)
+    dense = (matrix.T @ matrix).toarray().astype(np.int64)
+    np.fill_diagonal(dense, 0)
+    expected = {}
+    for row in range(dense.shape[0]):  # most co-occurring first, ties by the smaller index
+        ranked = sorted((c for c in range(dense.shape[1]) if dense[row, c] > 0), key=lambda c: (-dense[row, c], c))
+        if ranked:
+            expected[int(items.ids[row])] = [(int(items.ids[c]), int(dense[row, c])) for c in ranked[:20]]
+    monkeypatch.setattr(memory_budgets, "block_rows", lambda n: block)
+    assert top_cooccurring(sp.csr_matrix(matrix), items.ids, 20) == expected

@@ -252,6 +252,22 @@ def test_a_job_under_lichen_run_sees_its_resources_memory_and_is_refused_within_
     assert "Traceback" not in refused.stderr and "MemoryError" not in refused.stderr
 
 
+def test_an_ingest_that_runs_out_of_memory_ends_with_one_clear_line(tmp_path):
+    from recsys.synthesizing import synthesize_at_scale, write_ratings_csv
+
+    held = json.loads(_run_job(tmp_path, 3 * GIB).stdout.splitlines()[0])["held"]
+    write_ratings_csv(synthesize_at_scale(20_000, 5_000, 600_000, seed=1), tmp_path / "ratings.csv")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(APP_DIR), os.environ.get("PYTHONPATH")])))
+    env.pop("LICHEN_JOB", None)
+    # the rows need about 60 MiB; the job may hold what it holds at start and 24 MiB more
+    done = subprocess.run([sys.executable, "-m", "lichen.runtime.job_process", "--memory-bytes",
+                           str(held + 24 * 2**20), "recsys.jobs:ingest", "--", "--data", "ratings.csv",
+                           "--no-events"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ran out of memory" in done.stderr and "resources.memory in lichen.yaml" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / ".lichen" / "datasets" / "LATEST").exists()
+
+
 # ------------------------------------------------------------------ the fits themselves
 
 
