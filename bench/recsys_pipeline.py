@@ -5,11 +5,16 @@ same data, one after the other in one run, each on a fresh copy of the app.
     .venv/bin/python bench/recsys_pipeline.py                       # ML-100K and an ml-latest-small-sized set
     .venv/bin/python bench/recsys_pipeline.py --sizes small --json
     .venv/bin/python bench/recsys_pipeline.py --baseline none       # after only
+    .venv/bin/python bench/recsys_pipeline.py --sizes ml20m --jobs ingest,features --baseline none
 
 Sizes:
 - ``ml100k``: MovieLens 100K, read in place from ../shared/data/ml-100k (943 users, 1,682 items, 100,000 ratings);
 - ``small``: a synthetic ratings.csv the size of MovieLens ``ml-latest-small`` (610 users, 9,742 items,
-  100,836 ratings; header, half stars), from ``recsys.synthesizing.synthesize_at_scale``.
+  100,836 ratings; header, half stars), from ``recsys.synthesizing.synthesize_at_scale``;
+- ``ml20m``: the same for ML-20M's shape (138,493 users, 27,278 items, 20,000,263 ratings).
+
+``--jobs`` runs only some jobs (in order; each after the ones before it), for example ingest and features
+at ML-20M's shape, where train and evaluate take hours on 2 cores.
 
 Per job it reports the wall time of each side and their ratio, and the after side's peak memory: the
 proportional set size (PSS) of `lichen run` and every process under it, sampled every 0.2 s, so pages
@@ -41,6 +46,7 @@ ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 LICHEN = str(Path(sys.executable).parent / "lichen")
 JOBS = ("ingest", "features", "train", "evaluate")
 SMALL = (610, 9_742, 100_836)  # ml-latest-small: users, items, ratings
+ML20M = (138_493, 27_278, 20_000_263)
 sys.path.insert(0, str(APP))
 
 
@@ -83,12 +89,13 @@ class TreeMemory(threading.Thread):
             self.samples.append((time.time(), total))
 
 
-def run_pipeline(revision: str, data: Path) -> dict:
+def run_pipeline(revision: str, data: Path, jobs: tuple[str, ...] = JOBS) -> dict:
     with tempfile.TemporaryDirectory(prefix="recsys-bench-") as scratch:
         app = app_at(revision, Path(scratch))
         env = {k: v for k, v in os.environ.items() if k != "RECSYS_WORKERS"}
         started = time.perf_counter()
-        process = subprocess.Popen([LICHEN, "run", "--app", str(app), "--data", str(data)], env=env,
+        names = [] if jobs == JOBS else list(jobs)
+        process = subprocess.Popen([LICHEN, "run", *names, "--app", str(app), "--data", str(data)], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         memory = TreeMemory(process.pid)
         memory.start()
@@ -100,16 +107,18 @@ def run_pipeline(revision: str, data: Path) -> dict:
             raise SystemExit(f"lichen run ({revision}) failed:\n{output[-4000:]}")
         runs = json.loads(subprocess.run([LICHEN, "runs", "--app", str(app), "--json"], capture_output=True,
                                          text=True, check=True).stdout)
-        jobs = {}
+        jobs_seen = {}
         for run in runs:  # newest first: the first of each job is this pipeline's
-            if run["job"] in jobs:
+            if run["job"] in jobs_seen:
                 continue
             peak = max((b for t, b in memory.samples if run["started_at"] <= t <= run["ended_at"]), default=0)
-            jobs[run["job"]] = {"s": run["duration_s"], "peak_pss_mib": peak / 2**20}
-        evaluation = json.loads(next((app / ".lichen" / "evaluations").glob("*.json")).read_text())
+            jobs_seen[run["job"]] = {"s": run["duration_s"], "peak_pss_mib": peak / 2**20,
+                                     "max_rss_mib": (run.get("max_rss_bytes") or 0) / 2**20}
+        found = sorted((app / ".lichen" / "evaluations").glob("*.json"))
+        summary = json.loads(found[0].read_text())["summary"] if found else {}
         promoted = next((line for line in output.splitlines() if "promoted recommender" in line), "")
-        return {"wall_s": wall_s, "jobs": jobs, "summary": evaluation["summary"],
-                "promoted": next((kind for kind in evaluation["summary"] if f"({kind}," in promoted), None),
+        return {"wall_s": wall_s, "jobs": jobs_seen, "summary": summary,
+                "promoted": next((kind for kind in summary if f"({kind}," in promoted), None),
                 "peak_pss_mib": max((b for _, b in memory.samples), default=0) / 2**20}
 
 
@@ -120,16 +129,17 @@ def size_data(size: str, scratch: Path) -> tuple[Path, str]:
         return ML100K, "MovieLens 100K (943 users, 1,682 items, 100,000 ratings)"
     from recsys.synthesizing import synthesize_at_scale, write_ratings_csv
 
-    data = synthesize_at_scale(*SMALL, seed=0)
+    data = synthesize_at_scale(*(ML20M if size == "ml20m" else SMALL), seed=0)
     path = scratch / "ratings.csv"
     write_ratings_csv(data, path)
-    return path, (f"synthetic ml-latest-small size ({data.n_users:,} users, {data.n_items:,} items, "
-                  f"{len(data):,} ratings)")
+    name = "ML-20M's shape" if size == "ml20m" else "ml-latest-small size"
+    return path, f"synthetic, {name} ({data.n_users:,} users, {data.n_items:,} items, {len(data):,} ratings)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="ml100k,small", help="comma-separated: ml100k, small")
+    parser.add_argument("--sizes", default="ml100k,small", help="comma-separated: ml100k, small, ml20m")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated jobs to run (default: all four)")
     parser.add_argument("--baseline", default="b5be944", help="git revision of the 'before' app, or none")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -137,8 +147,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="recsys-data-") as scratch:
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             data, label = size_data(size, Path(scratch))
-            before = run_pipeline(args.baseline, data) if args.baseline != "none" else None
-            after = run_pipeline("now", data)
+            jobs = tuple(job for job in JOBS if job in args.jobs.split(","))
+            before = run_pipeline(args.baseline, data, jobs) if args.baseline != "none" else None
+            after = run_pipeline("now", data, jobs)
             results[size] = {"data": label, "before": before, "after": after, "cores": len(os.sched_getaffinity(0))}
     if args.json:
         print(json.dumps(results, indent=2))
@@ -147,21 +158,24 @@ def main() -> None:
     for size, result in results.items():
         before, after = result["before"], result["after"]
         table = Table(title=f"lichen run on {result['data']}, {result['cores']} cores")
-        for column in ("job", f"before {args.baseline} (s)", "after (s)", "after / before", "after peak PSS (MiB)"):
+        for column in ("job", f"before {args.baseline} (s)", "after (s)", "after / before", "after peak PSS (MiB)",
+                       "after largest RSS (MiB)"):
             table.add_column(column, justify="left" if column == "job" else "right")
-        for job in JOBS:
+        for job in (job for job in JOBS if job in after["jobs"]):
             b = before["jobs"][job]["s"] if before else None
             a = after["jobs"][job]
             table.add_row(job, f"{b:.1f}" if b is not None else "-", f"{a['s']:.1f}",
-                          f"{a['s'] / b:.2f}" if b else "-", f"{a['peak_pss_mib']:.0f}")
+                          f"{a['s'] / b:.2f}" if b else "-", f"{a['peak_pss_mib']:.0f}", f"{a['max_rss_mib']:.0f}")
         b = before["wall_s"] if before else None
         table.add_row("pipeline (wall)", f"{b:.1f}" if b else "-", f"{after['wall_s']:.1f}",
-                      f"{after['wall_s'] / b:.2f}" if b else "-", f"{after['peak_pss_mib']:.0f}")
+                      f"{after['wall_s'] / b:.2f}" if b else "-", f"{after['peak_pss_mib']:.0f}", "")
         console.print(table)
+        summary = after["summary"]
+        if not summary:
+            continue
         models = Table(title="after: test metrics @10, mean over seeds 0,1,2")
         for column in ("model", "NDCG@10", "Recall@10", "before NDCG@10"):
             models.add_column(column, justify="left" if column == "model" else "right")
-        summary = after["summary"]
         for kind, row in sorted(summary.items(), key=lambda kv: -kv[1]["ndcg"]):
             old = before["summary"].get(kind, {}).get("ndcg") if before else None
             models.add_row(kind, f"{row['ndcg']:.4f}", f"{row['recall']:.4f}", f"{old:.4f}" if old else "-")
