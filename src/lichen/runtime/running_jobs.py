@@ -380,7 +380,6 @@ class JobRunner:
             os.killpg(proc.pid, signal.SIGKILL)
         _reap(proc, run, block=True)
 
-
     def _artifacts(self, job: JobSpec, manifest: Path, *, succeeded: bool) -> list[str]:
         paths = read_manifest(manifest)
         if succeeded:
@@ -391,7 +390,6 @@ class JobRunner:
         with contextlib.suppress(OSError):
             manifest.unlink()
         return paths
-
 
 
 def _reap(proc: subprocess.Popen[bytes], run: JobRun, *, block: bool) -> bool:
