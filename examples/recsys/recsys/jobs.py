@@ -189,11 +189,9 @@ def _out_of_memory(job: str):
         from recsys import memory_budgets
 
         available = memory_budgets.available_memory()
-        more = ("give the job more memory (resources.memory in lichen.yaml)" if available.job_limit
-                else "free memory or use a machine with more")
         raise DataError(f"ran out of memory: {str(err).rstrip('.') or 'an allocation failed'}; "
                         f"{memory_budgets.format_bytes(available.bytes)} still available "
-                        f"({available.limited_by}): {more}", where=job) from None
+                        f"({available.limited_by}): {memory_budgets.more_memory(available)}", where=job) from None
 
 
 def _exit_on_sigterm() -> None:

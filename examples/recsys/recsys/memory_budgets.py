@@ -287,12 +287,17 @@ def models_command() -> str:
     return f"{job} --models" if job in ("train", "evaluate") else "--models"
 
 
+def more_memory(available: Available) -> str:
+    """What gets a job more memory: its own limit when that is what binds, else the machine's."""
+    return ("give the job more memory (resources.memory in lichen.yaml)" if available.job_limit
+            else "free memory or use a machine with more")
+
+
 def refusal(kind: str, catalogue: Catalogue, need: int, available: Available, alternatives: list[str],
             command: str = "--models") -> str:
     """The one-line reason a fit is refused, and what to do instead."""
     instead = f"{command} {','.join(alternatives)}" if alternatives else "no model fits"
-    more = ("give the job more memory (resources.memory in lichen.yaml)" if available.job_limit
-            else "free memory or use a machine with more")
+    more = more_memory(available)
     return (f"{NAMES.get(kind, kind)} on {catalogue.n_items:,} items ({catalogue.n_users:,} users, "
             f"{catalogue.nnz:,} interactions) needs {format_bytes(need)}, {format_bytes(available.bytes)} available "
             f"({available.limited_by}; a fit may use {1 - SAFETY_MARGIN:.0%} of it): {instead}, or {more}")
