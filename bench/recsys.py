@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import dataclasses
 import os
 import socket
 import statistics
@@ -72,6 +74,7 @@ def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
         with threadpool_limits(len(os.sched_getaffinity(0)), "blas"):
             model = EASE(l2=300.0).fit(interaction_matrix(data, users, items), users, items)
         fit_s = time.perf_counter() - started
+        candidates_s, heavy = precompute(model)
         model.save(app / "ease")
         del model
         registry = ModelRegistry(app / ".lichen" / "models")
@@ -79,7 +82,8 @@ def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
         registry.promote(MODEL, mv.version)
         sample = np.random.default_rng(0).choice(users.ids, 20_000, replace=False)
         return (f"SYNTHETIC of ML-20M's shape ({data.n_users:,} users, {data.n_items:,} items, {len(data):,} "
-                f"ratings; EASE fitted in {fit_s:.0f} s)", sample.tolist())
+                f"ratings; EASE fitted in {fit_s:.0f} s, candidates for {heavy:,} users in {candidates_s:.0f} s)",
+                sample.tolist())
     if ML100K.is_file():
         raw = np.loadtxt(ML100K, dtype=np.int64)
         data = Interactions.from_arrays(raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3])
@@ -89,11 +93,19 @@ def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
         source = "SYNTHETIC (ML-100K not found)"
     users, items = IdMap.of(data.users), IdMap.of(data.items)
     model = EASE(l2=300.0).fit(interaction_matrix(data, users, items), users, items)
+    candidates_s, heavy = precompute(model)
     model.save(app / "ease")
     registry = ModelRegistry(app / ".lichen" / "models")
     mv = registry.register(MODEL, app / "ease", params={"model": "ease", "l2": 300.0})
     registry.promote(MODEL, mv.version)
-    return source, users.ids.tolist()
+    return f"{source} (candidates for {heavy:,} users in {candidates_s:.1f} s)", users.ids.tolist()
+
+
+def precompute(model) -> tuple[float, int]:
+    """What ``train`` does after the final fit: candidates for the heaviest users (recsys.models.candidates)."""
+    started = time.perf_counter()
+    heavy = model.precompute_candidates()
+    return time.perf_counter() - started, heavy
 
 
 def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
@@ -209,6 +221,11 @@ def measure_all(app: Path, users: list[int], requests: int, concurrency: int, ro
     """Every (path, cache) pair, interleaved in ``rounds`` so all four see the same machine load."""
     chosen = [users[i % len(users)] for i in range(requests)]
     services = {"uncached": make_service(app, False), "cached": make_service(app, True)}
+    # the same model object without its candidates (sharing the weights): every request scores the history
+    scored = make_service(app, False)
+    scored.holder.current = dataclasses.replace(scored.holder.current, model=copy.copy(scored.holder.current.model))
+    scored.holder.current.model.candidates = None
+    services["uncached, scored"] = scored
     replicas = {"uncached": start_replica(app, False), "cached": start_replica(app, True)}
     totals: dict[tuple[str, str], list] = {}
     try:
@@ -228,6 +245,8 @@ def measure_all(app: Path, users: list[int], requests: int, concurrency: int, ro
                     ("lichen serve", label): lambda: asyncio.run(_http_load(replicas[label][1], part, concurrency)),
                 }
                 if label == "uncached":
+                    runs[("in-process", "uncached, scored")] = lambda: in_process_chunk(
+                        services["uncached, scored"], part, concurrency)
                     url = replicas[label][1]
                     runs[("lichen serve", "GET /healthz")] = lambda: asyncio.run(
                         _http_load(url, part, concurrency, floor=True)
@@ -283,6 +302,10 @@ def render_serving(console: Console, rows: dict[tuple[str, str], dict[str, float
         a, b = rows[("lichen serve", cache)], rows[("in-process", cache)]
         ratios.add_row(f"lichen serve / in-process, {cache}", f"{a['p50_ms'] / b['p50_ms']:.1f}×",
                        f"{a['p99_ms'] / b['p99_ms']:.1f}×", f"{a['rps'] / b['rps']:.2f}×")
+    a, b = rows[("in-process", "uncached, scored")], rows[("in-process", "uncached")]
+    ratios.add_row("every history scored / heavy users' candidates, in-process uncached",
+                   f"{a['p50_ms'] / b['p50_ms']:.1f}×", f"{a['p99_ms'] / b['p99_ms']:.1f}×",
+                   f"{a['rps'] / b['rps']:.2f}×")
     for path in ("in-process", "lichen serve"):
         a, b = rows[(path, "uncached")], rows[(path, "cached")]
         ratios.add_row(f"uncached / cached, {path}", f"{a['p50_ms'] / b['p50_ms']:.1f}×",

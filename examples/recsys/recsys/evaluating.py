@@ -46,6 +46,22 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+# Large datasets: a full-ranking evaluation scores every user against every item for every grid point
+# (ML-20M's shape: 138k × 27k per λ), so above these sizes the defaults change (docs/recsys.md#large-datasets).
+LARGE_USERS = 20_000  # above this many users, validation and test rank a seeded sample of users
+SAMPLED_USERS = 2_000
+LARGE_INTERACTIONS = 5_000_000  # above this many interactions, one split seed instead of three
+
+
+def default_eval_users(n_users: int) -> int:
+    """Users ranked in validation and test by default: 0 (all of them) unless the dataset is large."""
+    return SAMPLED_USERS if n_users > LARGE_USERS else 0
+
+
+def default_seeds(n_interactions: int) -> list[int]:
+    return [0] if n_interactions > LARGE_INTERACTIONS else [0, 1, 2]
+
+
 @dataclass(frozen=True)
 class Split:
     users: IdMap
@@ -61,6 +77,16 @@ def make_split(data: Interactions, seed: int) -> Split:
     train, valid, test = split_by_user(data, (0.8, 0.1, 0.1), seed)
     return Split(users, items, *(interaction_matrix(data.subset(p), users, items) for p in (train, valid, test)),
                  seed=seed)
+
+
+def evaluation_rows(split: Split, eval_users: int) -> np.ndarray | None:
+    """The user rows validation and test rank: None for all of them (``eval_users`` 0 or at least the number of
+    users), else a sample of ``eval_users`` rows drawn with the split's seed, in row order."""
+    n_users = split.train.shape[0]
+    if eval_users <= 0 or eval_users >= n_users:
+        return None
+    rng = np.random.default_rng([split.seed, 0x5EED])
+    return np.sort(rng.choice(n_users, eval_users, replace=False))
 
 
 def top_k(model, inputs: sp.csr_matrix, exclude: sp.csr_matrix, k: int = K, batch: int | None = None) -> np.ndarray:
@@ -144,12 +170,17 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
         del similarity
 
 
-def tune(kind: str, split: Split, grid: list[dict[str, Any]] | None = None, *, threads: int = 0
-         ) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
-    """Fit every grid point on train, rank on valid; best by NDCG@10."""
+def _rows(matrix: sp.csr_matrix, rows: np.ndarray | None) -> sp.csr_matrix:
+    return matrix if rows is None else matrix[rows]
+
+
+def tune(kind: str, split: Split, grid: list[dict[str, Any]] | None = None, *, threads: int = 0,
+         rows: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """Fit every grid point on train, rank on valid (the users in ``rows``, all if None); best by NDCG@10."""
     trials = []
+    inputs, truth = _rows(split.train, rows), _rows(split.valid, rows)
     for position, params, model in _grid_models(kind, grid if grid is not None else GRIDS[kind], split, threads):
-        valid = ranking_metrics(top_k(model, split.train, split.train), split.valid)
+        valid = ranking_metrics(top_k(model, inputs, inputs), truth)
         trials.append({"position": position, "params": params, "valid": valid})
         del model
     trials.sort(key=lambda t: t["position"])  # ties go to the first point of the grid, as in grid order
@@ -158,9 +189,11 @@ def tune(kind: str, split: Split, grid: list[dict[str, Any]] | None = None, *, t
 
 
 def evaluate_kind(kind: str, split: Split, *, grid: list[dict[str, Any]] | None = None, refit: bool = True,
-                  threads: int = 0) -> dict[str, Any]:
-    """Tune on valid, then test (refit on train+valid, or the train-only model)."""
-    params, valid, trials = tune(kind, split, grid, threads=threads)
+                  threads: int = 0, eval_users: int = 0) -> dict[str, Any]:
+    """Tune on valid, then test (refit on train+valid, or the train-only model); validation and test rank
+    ``eval_users`` sampled users (:func:`evaluation_rows`; 0: all)."""
+    rows = evaluation_rows(split, eval_users)
+    params, valid, trials = tune(kind, split, grid, threads=threads, rows=rows)
     seen = split.train + split.valid
     seen.data[:] = 1.0
     started = time.perf_counter()
@@ -170,9 +203,10 @@ def evaluate_kind(kind: str, split: Split, *, grid: list[dict[str, Any]] | None 
         model = fit(kind, params, split.train, split.users, split.items, seed=split.seed, threads=threads)
     fit_s = time.perf_counter() - started
     inputs = seen if refit else split.train
-    test = ranking_metrics(top_k(model, inputs, seen), split.test)
+    test = ranking_metrics(top_k(model, _rows(inputs, rows), _rows(seen, rows)), _rows(split.test, rows))
     return {"model": kind, "seed": split.seed, "params": params, "valid": valid, "test": test,
             "fit_s": fit_s, "refit": refit, "trials": len(trials),
+            "eval_users": int(len(rows)) if rows is not None else int(split.train.shape[0]),
             "grid": [{"params": t["params"], "valid_ndcg": t["valid"]["ndcg"],
                       "valid": {m: t["valid"][m] for m in METRICS}} for t in trials]}
 

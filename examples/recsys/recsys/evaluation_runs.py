@@ -42,11 +42,14 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def run_key(dataset_version: str, seed: int, kind: str, refit: bool) -> str:
+def run_key(dataset_version: str, seed: int, kind: str, refit: bool, eval_users: int = 0) -> str:
     from recsys.evaluating import GRIDS
 
     grid = json.dumps(GRIDS.get(kind, []), sort_keys=True)
-    text = json.dumps([dataset_version, seed, kind, refit, grid, code_digest()])
+    protocol = [dataset_version, seed, kind, refit, grid, code_digest()]
+    if eval_users:  # a sampled evaluation is another protocol (all users keep their old keys)
+        protocol.append(eval_users)
+    text = json.dumps(protocol)
     return f"{kind}-s{seed}-{'refit' if refit else 'train'}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -102,7 +105,8 @@ def _run_one(job: tuple[int, str, bool]) -> tuple[tuple[int, str], dict[str, Any
     with threadpool_limits(threads, "blas"):
         if seed not in splits:
             splits[seed] = make_split(SHARED["data"], seed)
-        return (seed, kind), evaluate_kind(kind, splits[seed], refit=refit, threads=threads)
+        return (seed, kind), evaluate_kind(kind, splits[seed], refit=refit, threads=threads,
+                                           eval_users=SHARED.get("eval_users", 0))
 
 
 def in_processes(function: Callable, jobs: Iterable, workers: int, shared: dict[str, Any]) -> Iterable:
@@ -133,14 +137,16 @@ def run_protocol(
     cache_dir: Path | None = DEFAULT_CACHE,
     reuse: bool = True,
     on_done: Callable[[int, str, dict[str, Any], bool], None] | None = None,
+    eval_users: int = 0,
 ) -> dict[tuple[int, str], dict[str, Any]]:
     """{(seed, model): result of ``evaluate_kind``} for every pair in ``work``.
 
     Pairs already run (same dataset, seed, model, protocol, grid and code) come from ``cache_dir``
     (unless ``reuse`` is false); the rest run in ``workers`` processes, heaviest model first, and are saved there.
+    ``eval_users``: validation and test rank that many sampled users (0: all; ``evaluating.evaluation_rows``).
     ``on_done(seed, kind, result, reused)`` is called as each one is known."""
     done: dict[tuple[int, str], dict[str, Any]] = {}
-    keys = {(seed, kind): run_key(dataset_version, seed, kind, refit) for seed, kind in work}
+    keys = {(seed, kind): run_key(dataset_version, seed, kind, refit, eval_users) for seed, kind in work}
     for (seed, kind), key in keys.items():
         result = load_run(cache_dir, key) if reuse else None
         if result is not None:
@@ -150,7 +156,7 @@ def run_protocol(
     missing = sorted((pair for pair in work if pair not in done), key=lambda p: (COST_ORDER.get(p[1], 9), p[0]))
     jobs = [(seed, kind, refit) for seed, kind in missing]
     for (seed, kind), result in in_processes(_run_one, jobs, min(workers, max(1, len(jobs))),
-                                             {"data": data, "threads": threads}):
+                                             {"data": data, "threads": threads, "eval_users": eval_users}):
         save_run(cache_dir, keys[seed, kind], result)
         done[seed, kind] = result
         if on_done is not None:

@@ -57,6 +57,11 @@ class IdMap:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def position(self, raw_id: int) -> int:
+        """The dense index of one raw id, or -1 (the per-request form of :meth:`index`)."""
+        found = int(self.ids.searchsorted(raw_id))
+        return found if found < len(self.ids) and self.ids[found] == raw_id else -1
+
     def index(self, raw_ids) -> np.ndarray:
         """Dense indices of ``raw_ids``; -1 for ids not in the map."""
         raw = np.asarray(raw_ids, dtype=np.int64)

@@ -270,6 +270,36 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _eval_users(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of users (0: all), got {text!r}")
+    return int(text)
+
+
+def _protocol(seeds: list[int] | None, eval_users: int | None, manifest: dict, console: Console
+              ) -> tuple[list[int], int]:
+    """The split seeds and the number of users validation and test rank (0: all): as given, else the
+    defaults for the dataset's size (recsys.evaluating: one seed and a sample of users on large data)."""
+    from recsys.evaluating import LARGE_INTERACTIONS, LARGE_USERS, default_eval_users, default_seeds
+
+    n_users, rows = int(manifest.get("users", 0)), int(manifest.get("rows", 0))
+    notes = []
+    if seeds is None:
+        seeds = default_seeds(rows)
+        if len(seeds) == 1:
+            notes.append(f"one split seed (more than {LARGE_INTERACTIONS:,} interactions; --seeds to choose)")
+    if eval_users is None:
+        eval_users = default_eval_users(n_users)
+        if eval_users:
+            notes.append(f"validation and test rank {eval_users:,} sampled users of {n_users:,} (more than "
+                         f"{LARGE_USERS:,}; --eval-users N, 0 for all)")
+    if eval_users >= n_users:
+        eval_users = 0
+    if notes:
+        console.print(f"large dataset: {'; '.join(notes)}")
+    return seeds, eval_users
+
+
 DEFAULT_MODELS = ["ease", "als", "itemknn", "pop"]
 
 
@@ -329,16 +359,21 @@ def _threads(value: int | None) -> int:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from recsys.models.candidates import SCORING_BUDGET  # scipy: not imported by the lighter jobs
+
     p = _Parser(prog="train", description="Tune, train, register and promote recommenders.",
                 epilog="Example: lichen run train --app examples/recsys -- --models ease,als --seeds 0,1,2")
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
                    help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
-    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+    p.add_argument("--seeds", type=_seeds, default=None,
                    help="split seeds: each model is tuned on each, its params chosen by mean validation NDCG@10, "
-                        "and the model with the best mean is promoted (default 0,1,2)")
+                        "and the model with the best mean is promoted (default 0,1,2; 0 above 5M interactions)")
     p.add_argument("--seed", type=int, default=None, help="a single split seed (the same as --seeds N)")
+    p.add_argument("--eval-users", type=_eval_users, default=None, metavar="N",
+                   help="validation and test rank N users sampled with the split's seed (default: all; 2000 above "
+                        "20000 users; 0: all)")
     p.add_argument("--runs", type=Path, default=evaluation_runs.DEFAULT_CACHE,
                    help="where (seed, model) runs are kept for evaluate to reuse")
     p.add_argument("--name", default="recommender", help="model name in the registry")
@@ -348,6 +383,11 @@ def train_parser() -> argparse.ArgumentParser:
                    help="models tuned and fitted in parallel processes (default: env RECSYS_WORKERS, else one per "
                         "core the job may use)")
     p.add_argument("--no-promote", action="store_true", help="register without promoting")
+    p.add_argument("--candidates-above", type=int, default=None, metavar="N",
+                   help="keep the certified top items of each user with more than N training items in the EASE and "
+                        f"ItemKNN artifacts, so serving them skips scoring their history (default: {SCORING_BUDGET:,} "
+                        "divided by the number of items, a history whose scoring reads more weights than that; -1: "
+                        "none)")
     return p
 
 
@@ -365,7 +405,8 @@ def train(argv: list[str] | None = None) -> int:
     args.models = _default_models(args.models, manifest, console)
     registry = ModelRegistry(args.out) if args.out else ModelRegistry()
     threads = _threads(args.threads)
-    seeds = [args.seed] if args.seed is not None else args.seeds
+    seeds, eval_users = _protocol([args.seed] if args.seed is not None else args.seeds, args.eval_users,
+                                  manifest, console)
     workers = min(max(1, args.workers or _cores()), len(seeds) * len(args.models))
     if workers > 1:
         workers = _memory_workers(_needs([kind for _seed in seeds for kind in args.models], manifest), workers,
@@ -377,7 +418,9 @@ def train(argv: list[str] | None = None) -> int:
         t = result["test"]
         console.print(f"  {kind:8s} v{version.version}  params {result['params']}  "
                       f"valid NDCG@10 {result['valid']['ndcg']:.4f}  test NDCG@10 {t['ndcg']:.4f} "
-                      f"Recall@10 {t['recall']:.4f}  fit {version.metrics['fit_s']:.2f}s")
+                      f"Recall@10 {t['recall']:.4f}  fit {version.metrics['fit_s']:.2f}s"
+                      + (f"  candidates {version.metrics['candidates_s']:.2f}s" if "candidates_s" in version.metrics
+                         else ""))
 
     console.print(f"training {', '.join(args.models)} on dataset {manifest['version']} "
                   f"({manifest['rows']:,} interactions, split seeds {','.join(map(str, seeds))}, "
@@ -394,7 +437,8 @@ def train(argv: list[str] | None = None) -> int:
 
         out = train_and_register(data, manifest["version"], kinds=args.models, registry=registry, name=args.name,
                                  seeds=tuple(seeds), threads=threads, promote=not args.no_promote, on_model=report,
-                                 on_run=ran, workers=workers, cache_dir=args.runs)
+                                 on_run=ran, workers=workers, cache_dir=args.runs,
+                                 candidates_above=args.candidates_above, eval_users=eval_users)
     if out["promoted"] is not None:
         p = out["promoted"]
         console.print(f"promoted {args.name} v{p.version} ({p.params['model']}, best validation NDCG@10 "
@@ -413,7 +457,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
                    help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="comma-separated split seeds (default 0,1,2; 0 above 5M interactions)")
+    p.add_argument("--eval-users", type=_eval_users, default=None, metavar="N",
+                   help="rank N users sampled with the split's seed (default: all; 2000 above 20000 users; 0: all)")
     p.add_argument("--no-refit", action="store_true",
                    help="test the train-only model (RecBole exactly) instead of refitting on train+valid")
     p.add_argument("--threads", type=int, default=None)
@@ -456,11 +503,8 @@ def evaluate(argv: list[str] | None = None) -> int:
     _exit_on_sigterm()
     args = evaluate_parser().parse_args(argv if argv is not None else sys.argv[1:])
     console = _console()
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise DataError(f"--seeds: expected integers such as 0,1,2, got {args.seeds!r}", where="--seeds") from None
     data, manifest = datasets.load_dataset(args.store, args.dataset)
+    seeds, eval_users = _protocol(args.seeds, args.eval_users, manifest, console)
     args.models = _default_models(args.models, manifest, console)
     threads = _threads(args.threads)
     from rich.progress import Progress
@@ -483,14 +527,15 @@ def evaluate(argv: list[str] | None = None) -> int:
         # train (or an earlier evaluate) already ran on this dataset with the same code are reused
         done = evaluation_runs.run_protocol(data, manifest["version"], work, refit=not args.no_refit,
                                             threads=threads, workers=workers, cache_dir=args.runs,
-                                            reuse=not args.no_reuse, on_done=ran)
+                                            reuse=not args.no_reuse, on_done=ran, eval_users=eval_users)
         results = [done[item] for item in work]
     if reused:
         console.print(f"reused {len(reused)} of {len(work)} runs already done on this dataset ({args.runs})")
     summary = mean_over_seeds(results)
-    console.print(results_table(summary, manifest, seeds, refit=not args.no_refit))
+    console.print(results_table(summary, manifest, seeds, refit=not args.no_refit, eval_users=eval_users))
     payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,
-               "refit": not args.no_refit, "summary": summary, "runs": results}
+               "eval_users": eval_users or int(manifest.get("users", 0)), "refit": not args.no_refit,
+               "summary": summary, "runs": results}
     out = args.out / f"{manifest['version']}.json"
     with atomic_output(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -498,13 +543,15 @@ def evaluate(argv: list[str] | None = None) -> int:
     return 0
 
 
-def results_table(summary: dict, manifest: dict, seeds: list[int], *, refit: bool) -> RichTable:
+def results_table(summary: dict, manifest: dict, seeds: list[int], *, refit: bool, eval_users: int = 0
+                  ) -> RichTable:
     from recsys.evaluating import RECBOLE_ML100K
 
     source = manifest.get("source", {})
     title = (f"Test metrics @10, mean over seeds {','.join(map(str, seeds))} — dataset {manifest['version']} "
              f"({'SYNTHETIC' if source.get('kind') == 'synthetic' else source.get('path', source.get('kind', '?'))}); "
-             f"{'refit on train+valid' if refit else 'train-only model (RecBole exactly)'}")
+             f"{'refit on train+valid' if refit else 'train-only model (RecBole exactly)'}"
+             + (f"; {eval_users:,} sampled users" if eval_users else ""))
     table = RichTable(title=title)
     for column in ("model", "Recall@10", "NDCG@10", "MRR@10", "Hit@10", "fit s"):
         table.add_column(column, justify="left" if column == "model" else "right")

@@ -369,16 +369,20 @@ def _parse_ids(text: str | None, what: str) -> list[int]:
 class Recommender(_ModelService):
     """Top-k recommendations from the promoted model; seen items are never returned."""
 
+    @staticmethod
+    def _genre_filter(loaded: LoadedModel, genres: list[str]):
+        if not genres:
+            return None
+        allowed: set[int] = set()
+        for genre in genres:
+            allowed |= loaded.genres.get(genre.lower(), frozenset())
+        return allowed.__contains__
+
     def _recommend(
         self, loaded: LoadedModel, history: list[int], k: int, genres: list[str], exclude: list[int]
     ) -> list[dict[str, Any]]:
-        filter_fn = None
-        if genres:
-            allowed: set[int] = set()
-            for genre in genres:
-                allowed |= loaded.genres.get(genre.lower(), frozenset())
-            filter_fn = allowed.__contains__
-        pairs = loaded.model.recommend(history, k, exclude=set(exclude) or None, filter_fn=filter_fn)
+        pairs = loaded.model.recommend(history, k, exclude=set(exclude) or None,
+                                       filter_fn=self._genre_filter(loaded, genres))
         return self._items(loaded, pairs)
 
     @endpoint("/v1/recommendations/{user_id}", method="GET", timeout_s=2, max_concurrency=64)
@@ -400,16 +404,17 @@ class Recommender(_ModelService):
         hit = self._cached(key)
         if hit is not None:
             return Recommendations(**hit, cached=True)
-        history = loaded.model.history(user_id)
-        if recent:
-            history = list(dict.fromkeys([*history, *recent]))
-        if not history:
+        if not recent and not loaded.model.knows(user_id):
             raise HTTPException(
                 404, f"unknown user {user_id}: no history in model v{loaded.version}; "
                 "POST /v1/recommendations with {\"history\": [item ids]} instead"
             )
+        # the training history plus the user's events: from the user's precomputed candidates when they
+        # certify the answer (a heavy history), by scoring the history otherwise (recsys.models.candidates)
+        pairs = loaded.model.recommend_user(user_id, recent, k, exclude=set(excluded) or None,
+                                            filter_fn=self._genre_filter(loaded, genres))
         value = {"user_id": user_id, "model": loaded.name, "model_version": loaded.version,
-                 "items": self._recommend(loaded, history, k, genres, excluded)}
+                 "items": self._items(loaded, pairs)}
         self._store(key, value)
         return Recommendations(**value)
 

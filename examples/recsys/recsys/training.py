@@ -50,9 +50,12 @@ def _fit_full(kind: str) -> tuple[str, tuple[Path, float]]:
         model = fit(kind, job["params"][kind], job["full"], job["users"], job["items"], seed=job["seed"],
                     threads=job["threads"])
         full_fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        candidate_users = model.precompute_candidates(job["candidates_above"])  # 0 unless linear in the history
+        candidates_s = time.perf_counter() - started
     path = job["out"] / kind
     model.save(path)
-    return kind, (path, full_fit_s)
+    return kind, (path, full_fit_s, candidate_users, candidates_s)
 
 
 def train_and_register(
@@ -69,6 +72,8 @@ def train_and_register(
     on_run=None,
     workers: int = 1,
     cache_dir: Path | None = None,
+    candidates_above: int | None = None,
+    eval_users: int = 0,
 ) -> dict[str, Any]:
     """Returns {"registered": [ModelVersion...], "results": [...], "promoted": ModelVersion | None}.
 
@@ -82,23 +87,27 @@ def train_and_register(
         raise ValueError("train needs at least one split seed")
     work = [(seed, kind) for seed in seeds for kind in kinds]
     runs = run_protocol(data, dataset_version, work, refit=True, threads=threads, workers=workers,
-                        cache_dir=cache_dir, on_done=on_run)
+                        cache_dir=cache_dir, on_done=on_run, eval_users=eval_users)
     chosen = {kind: choose_params(kind, [runs[seed, kind] for seed in seeds]) for kind in kinds}
     users, items = IdMap.of(data.users), IdMap.of(data.items)
     full = interaction_matrix(data, users, items)
     registered, results = [], []
     with tempfile.TemporaryDirectory(prefix="recsys-train-") as scratch:
         shared = {"full": full, "users": users, "items": items, "seed": seeds[0], "threads": threads,
-                  "out": Path(scratch), "params": chosen}
+                  "out": Path(scratch), "params": chosen, "candidates_above": candidates_above}
         order = sorted(kinds, key=lambda kind: COST_ORDER.get(kind, 9))
         fitted = dict(in_processes(_fit_full, order, min(workers, len(kinds)), shared))
         for kind in kinds:
-            path, full_fit_s = fitted[kind]
+            path, full_fit_s, candidate_users, candidates_s = fitted[kind]
             result = summarise(kind, [runs[seed, kind] for seed in seeds], chosen[kind])
             metrics = {f"valid_{k}@10": v for k, v in result["valid"].items()}
             metrics |= {f"test_{k}@10": v for k, v in result["test"].items()}
             # Numbers only (lichen models list shows them); the protocol is in docs/recsys.md.
             metrics |= {"fit_s": round(full_fit_s, 4), "split_seeds": len(seeds)}
+            if eval_users:
+                metrics["eval_users"] = eval_users
+            if candidate_users:  # serving's precomputed candidates (recsys.models.candidates)
+                metrics |= {"candidate_users": candidate_users, "candidates_s": round(candidates_s, 4)}
             version = registry.register(name, path, params={"model": kind, **result["params"]},
                                         metrics=metrics, dataset_version=dataset_version)
             registered.append(version)

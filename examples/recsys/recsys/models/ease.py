@@ -71,6 +71,7 @@ def _ease_weights(gram: np.ndarray, l2: float, potrf, potri) -> np.ndarray | Non
 
 class EASE(RecModel):
     kind: ClassVar[str] = "ease"
+    linear_in_history: ClassVar[bool] = True
     _arrays: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(self, l2: float = 300.0, **params) -> None:

@@ -62,6 +62,7 @@ def keep_top_neighbours(sim: np.ndarray, k: int) -> sp.csr_matrix:
 
 class ItemKNN(RecModel):
     kind: ClassVar[str] = "itemknn"
+    linear_in_history: ClassVar[bool] = True
     _arrays: ClassVar[tuple[str, ...]] = ("sim_data", "sim_indices", "sim_indptr")
 
     def __init__(self, k: int = 100, shrink: float = 0.0, **params) -> None:

@@ -8,6 +8,7 @@ Artifact layout (one directory, registered as a whole)::
     items.npy       raw item ids; position = the model's item index
     histories.npz   training history per user (raw user ids + CSR of item indices)
     weights.npz     the model's own arrays
+    candidates.npz  optional: the heaviest users' certified top items (``recsys.models.candidates``)
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import scipy.sparse as sp
 
 from recsys.interactions import IdMap
 from recsys.memory_budgets import check_fit
+from recsys.models.candidates import DEFAULT_COUNT, Candidates, min_history_for, pick, precompute
 
 ARTIFACT_FORMAT = 1
+_NONE = np.zeros(0, np.int64)
 
 
 class RecModel:
@@ -32,12 +35,16 @@ class RecModel:
 
     kind: ClassVar[str] = ""
     _arrays: ClassVar[tuple[str, ...]] = ()
+    # True when a history's scores are the sum of its items' rows, so precomputed candidates can be
+    # updated with a user's new items (recsys.models.candidates)
+    linear_in_history: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
         self.items = IdMap(np.zeros(0, np.int64))
         self.users = IdMap(np.zeros(0, np.int64))
         self._history = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.candidates: Candidates | None = None
 
     # ------------------------------------------------------------------ fitting
 
@@ -80,6 +87,19 @@ class RecModel:
     def _similarity_row(self, item_index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def precompute_candidates(self, min_history: int | None = None, count: int = DEFAULT_COUNT) -> int:
+        """Keep the certified top ``count`` items of every user with more than ``min_history`` training items
+        (default: those whose scoring reads more than ``candidates.SCORING_BUDGET`` weights; negative: none).
+        Models linear in the history only; a no-op otherwise. Returns how many users got them."""
+        if min_history is None:
+            min_history = min_history_for(len(self.items))
+        if not self.linear_in_history or min_history < 0:
+            self.candidates = None
+            return 0
+        candidates = precompute(self.score_matrix, self._history, min_history=min_history, count=count)
+        self.candidates = candidates if len(candidates) else None  # no one that heavy: no file in the artifact
+        return len(candidates)
+
     # ----------------------------------------------------------------- serving
 
     @property
@@ -92,11 +112,42 @@ class RecModel:
 
     def history(self, user_id: int) -> list[int]:
         """Raw item ids the user interacted with in the training data ([] if unknown)."""
-        row = int(self.users.index([user_id])[0])
+        row = self.users.position(user_id)
         if row < 0:
             return []
         start, end = self._history.indptr[row], self._history.indptr[row + 1]
         return self.items.ids[self._history.indices[start:end]].tolist()
+
+    def knows(self, user_id: int) -> bool:
+        return self.users.position(user_id) >= 0
+
+    def recommend_user(
+        self,
+        user_id: int,
+        recent_item_ids: Iterable[int],
+        k: int,
+        exclude: set[int] | None = None,
+        filter_fn: Callable[[int], bool] | None = None,
+    ) -> list[tuple[int, float]]:
+        """:meth:`recommend` for a user's training history plus ``recent_item_ids`` (items sent since). From the
+        user's precomputed candidates when they certify the answer; by scoring the whole history otherwise."""
+        recent = list(recent_item_ids)
+        row = self.users.position(user_id)
+        seen = self._history.indices[self._history.indptr[row]:self._history.indptr[row + 1]] if row >= 0 else _NONE
+        fresh = _NONE
+        if recent:
+            fresh = self.items.index(np.fromiter(recent, np.int64, len(recent)))
+            fresh = np.setdiff1d(fresh[fresh >= 0], seen)
+        banned = self._indices(exclude)
+        position = self.candidates.find(row) if row >= 0 and self.candidates is not None else -1
+        if position >= 0:
+            picked = pick(self.candidates, position, k, seen=seen, fresh=fresh,
+                          delta=self.score_history(fresh) if len(fresh) else None, banned=banned,
+                          filter_fn=filter_fn, item_ids=self.items.ids)
+            if picked is not None:
+                return picked
+        # training rows hold sorted, distinct item indices; the fresh ones are distinct and not among them
+        return self._recommend_seen(np.union1d(seen, fresh) if len(fresh) else seen, k, banned, filter_fn)
 
     def recommend(
         self,
@@ -109,12 +160,22 @@ class RecModel:
         items, ``exclude`` and items where ``filter_fn(item_id)`` is false are
         left out. Unknown item ids in the history are ignored."""
         seen = self.items.index(np.fromiter(history_item_ids, np.int64))
-        seen = np.unique(seen[seen >= 0])
+        return self._recommend_seen(np.unique(seen[seen >= 0]), k, self._indices(exclude), filter_fn)
+
+    def _indices(self, item_ids: set[int] | None) -> np.ndarray | None:
+        """The known items' indices among ``item_ids`` (None for none given)."""
+        if not item_ids:
+            return None
+        found = self.items.index(np.fromiter(item_ids, np.int64, len(item_ids)))
+        return found[found >= 0]
+
+    def _recommend_seen(self, seen: np.ndarray, k: int, banned: np.ndarray | None,
+                        filter_fn: Callable[[int], bool] | None) -> list[tuple[int, float]]:
+        """:meth:`recommend` from sorted, distinct item indices."""
         scores = self.score_history(seen)
         scores[seen] = -np.inf
-        if exclude:
-            banned = self.items.index(np.fromiter(exclude, np.int64))
-            scores[banned[banned >= 0]] = -np.inf
+        if banned is not None:
+            scores[banned] = -np.inf
         return self._top(scores, k, filter_fn)
 
     def similar(self, item_id: int, k: int) -> list[tuple[int, float]]:
@@ -170,8 +231,11 @@ class RecModel:
             indices=self._history.indices,
         )
         np.savez(directory / "weights.npz", **{name: getattr(self, name) for name in self._arrays})
+        if self.candidates is not None:
+            np.savez(directory / "candidates.npz", **self.candidates.arrays())
         meta = {"format": ARTIFACT_FORMAT, "kind": self.kind, "params": self.params,
-                "n_items": len(self.items), "n_users": len(self.users)}
+                "n_items": len(self.items), "n_users": len(self.users),
+                "candidate_users": len(self.candidates) if self.candidates is not None else 0}
         (directory / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -187,6 +251,9 @@ class RecModel:
             )
         with np.load(directory / "weights.npz") as weights:
             model._load_weights({name: weights[name] for name in cls._arrays})
+        if (directory / "candidates.npz").is_file():
+            with np.load(directory / "candidates.npz") as arrays:
+                model.candidates = Candidates(**{name: arrays[name] for name in ("rows", "items", "scores", "bounds")})
         model._restored()
         return model
 
