@@ -425,7 +425,7 @@ def train(argv: list[str] | None = None) -> int:
     console.print(f"training {', '.join(args.models)} on dataset {manifest['version']} "
                   f"({manifest['rows']:,} interactions, split seeds {','.join(map(str, seeds))}, "
                   f"{workers} process{'es' if workers > 1 else ''} of {threads} thread{'s' if threads > 1 else ''}; "
-                  "metrics are means over the seeds)")
+                  + ("metrics are means over the seeds)" if len(seeds) > 1 else "metrics from that seed)"))
     from rich.progress import Progress
 
     with threadpool_limits(threads, "blas"), Progress(console=console, transient=True) as progress:

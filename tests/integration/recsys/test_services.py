@@ -429,3 +429,42 @@ def test_a_recommendation_is_one_trace_of_gateway_and_replica_spans_in_a_real_ot
     assert gateway.name == "GET /v1/recommendations" and gateway.attributes["url.path"] == "/v1/recommendations/1"
     assert replica.kind == "SERVER" and replica.name == "GET /v1/recommendations/{user_id}"
     assert replica.attributes["http.response.status_code"] == 200 and receiver.bad_posts == 0
+
+
+def test_users_with_precomputed_candidates_get_what_scoring_their_history_gives(tmp_path: Path) -> None:
+    # every user gets candidates (min_history 0), so each request below goes through them; the answers
+    # must be those of scoring the whole history, with events and a genre filter too
+    from recsys.models import load_model
+    from recsys.services import Event, EventLog
+
+    app = tmp_path / "app"
+    path, dataset_version = build_model(app, 10.0)
+    model = load_model(path)
+    assert model.precompute_candidates(min_history=0, count=30) == len(model.users)
+    model.save(path)
+    registry = ModelRegistry(app / ".lichen" / "models")
+    registry.register(MODEL, path, params={"l2": 10.0}, metrics={}, dataset_version=dataset_version)
+    registry.promote(MODEL, 1)
+    plain = load_model(path)
+    plain.candidates = None
+    replica = start("recsys.services:Recommender", app, CACHE_SIZE="0")
+    log = EventLog(app / ".lichen" / "events")
+    try:
+        def served(user_id: int, **params: str) -> list[int]:
+            response = httpx.get(f"{replica.url}/v1/recommendations/{user_id}", params={"k": 5, **params}, timeout=10)
+            assert response.status_code == 200, response.text
+            return [item["item_id"] for item in response.json()["items"]]
+
+        for user_id in plain.users.ids[:15].tolist():
+            assert served(user_id) == [item for item, _ in plain.recommend(plain.history(user_id), 5)]
+        user_id = int(plain.users.ids[0])
+        top = served(user_id)[0]
+        log.append(Event(event_id="fresh-c", user_id=user_id, item_id=top, rating=5.0), time.time())
+        expected = [item for item, _ in plain.recommend([*plain.history(user_id), top], 5)]
+        assert served(user_id) == expected and top not in expected
+        keep = {item for item in plain.items.ids.tolist() if GENRES[item % 3] == GENRES[0]}
+        expected = [item for item, _ in plain.recommend([*plain.history(user_id), top], 5, filter_fn=keep.__contains__)]
+        assert served(user_id, genre=GENRES[0]) == expected
+    finally:
+        log.close()
+        replica.stop()
