@@ -149,7 +149,11 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
             check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
                       params=model.params)
             scores = FactorScores.fit(split.train, model.params["l2"])
-            yield position, params, scores if scores is not None else model.fit(split.train, split.users, split.items)
+            fitted = scores if scores is not None else model.fit(split.train, split.users, split.items)
+            del scores, model
+            yield position, params, fitted
+            # this frame must not hold the n × n arrays while the next point is fitted: that doubles the peak
+            del fitted
         return
     if kind != "itemknn":
         for position, params in enumerate(grid):
@@ -159,14 +163,16 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
     from recsys.memory_budgets import check_fit
     from recsys.models.itemknn import cosine_similarity
 
-    models = [(position, params, make_model(kind, **params)) for position, params in enumerate(grid)]
-    for shrink in dict.fromkeys(model.params["shrink"] for _, _, model in models):
-        group = [entry for entry in models if entry[2].params["shrink"] == shrink]
+    points = [(position, params, make_model(kind, **params).params) for position, params in enumerate(grid)]
+    for shrink in dict.fromkeys(normalised["shrink"] for _, _, normalised in points):
+        group = [(position, params) for position, params, normalised in points if normalised["shrink"] == shrink]
         check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
-                  params=group[0][2].params)
+                  params=make_model(kind, **group[0][1]).params)
         similarity = cosine_similarity(split.train, shrink)
-        for position, params, model in group:
-            yield position, params, model.fit_from_similarity(similarity, split.train, split.users, split.items)
+        for position, params in group:
+            fitted = make_model(kind, **params).fit_from_similarity(similarity, split.train, split.users, split.items)
+            yield position, params, fitted
+            del fitted  # nothing here keeps a fitted point once the caller is done with it
         del similarity
 
 

@@ -104,3 +104,44 @@ def test_a_model_is_registered_with_its_chosen_points_validation_and_the_protoco
     result = summarise("ease", [run(0, [0.4, 0.3], 0.5), run(1, [0.2, 0.3], 0.3)], {"l2": 2})
     assert result["valid"] == {"recall": 0.15, "ndcg": 0.3, "mrr": 0.3, "hit": 0.3}  # the chosen point's
     assert result["test"]["ndcg"] == 0.4 and result["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize("kind", ["ease", "itemknn"])
+def test_tuning_never_holds_a_grid_points_model_while_fitting_the_next(small_data, kind, monkeypatch):
+    # Each EASE point holds an n × n factor and each ItemKNN point its neighbours: if the grid's generator
+    # kept the previous one while fitting the next, the peak would be twice what memory_budgets checked.
+    import gc
+    import weakref
+
+    from recsys import evaluating
+
+    alive: list[weakref.ref] = []
+    held_at_fit: list[int] = []
+    if kind == "ease":
+        real = FactorScores.fit.__func__
+
+        def fit_point(cls, matrix, l2):
+            gc.collect()
+            held_at_fit.append(sum(ref() is not None for ref in alive))
+            scores = real(cls, matrix, l2)
+            alive.append(weakref.ref(scores))
+            return scores
+
+        monkeypatch.setattr(FactorScores, "fit", classmethod(fit_point))
+        grid = [{"l2": 10.0}, {"l2": 100.0}, {"l2": 300.0}]
+    else:
+        from recsys.models.itemknn import ItemKNN
+
+        real = ItemKNN.fit_from_similarity
+
+        def fit_point(self, *args):
+            gc.collect()
+            held_at_fit.append(sum(ref() is not None for ref in alive))
+            fitted = real(self, *args)
+            alive.append(weakref.ref(fitted))
+            return fitted
+
+        monkeypatch.setattr(ItemKNN, "fit_from_similarity", fit_point)
+        grid = [{"k": 5, "shrink": 0.0}, {"k": 10, "shrink": 0.0}, {"k": 20, "shrink": 10.0}]
+    evaluating.tune(kind, make_split(small_data, 0), grid)
+    assert held_at_fit == [0, 0, 0]
