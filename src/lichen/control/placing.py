@@ -52,6 +52,19 @@ def _exceeds_machine(request: ResourcesSpec, machine: Machine) -> str:
     return ""
 
 
+def grant_gpus(requested: int, machine_gpus: tuple[int, ...], in_use: Iterable[int] = ()) -> tuple[int, ...] | Refusal:
+    """The GPUs a job gets: the first ``requested`` of ``machine_gpus`` not ``in_use`` (none for 0), or why not."""
+    if requested <= 0:
+        return ()
+    if requested > len(machine_gpus):
+        return Refusal(f"gpu {requested} is more than this machine has ({len(machine_gpus)} GPUs)", never_fits=True)
+    busy = set(in_use)
+    free = [index for index in machine_gpus if index not in busy]
+    if len(free) < requested:
+        return Refusal(f"gpu {requested} does not fit: {len(free)} of {len(machine_gpus)} GPUs free")
+    return tuple(free[:requested])
+
+
 def place(request: ResourcesSpec, machine: Machine, granted: Iterable[Placement]) -> Placement | Refusal:
     granted = list(granted)
     cpu_used = sum(p.cpu_cores or 0.0 for p in granted)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from lichen.clocks import Clock, SystemClock
+from lichen.control.placing import Refusal, grant_gpus
 from lichen.errors import ConfigError
 from lichen.registry.artifacts import ARTIFACTS_ENV, read_manifest
 from lichen.runtime.job_process import JOB_ENV, RUN_ID_ENV
@@ -47,7 +48,7 @@ from lichen.runtime.job_runs import (
     state_db_path,
 )
 from lichen.runtime.secret_stores import STORE_KEYS
-from lichen.runtime.workspaces import Workspace, resolve_secrets
+from lichen.runtime.workspaces import Workspace, detect_gpus, gpu_device_list, resolve_secrets
 from lichen.spec.models import AppSpec, JobSpec
 
 REAP_POLL_S = 0.05  # how often a running job is checked for its end (and Ctrl-C, a timeout)
@@ -219,9 +220,14 @@ class JobRunner:
         """
         order = self.plan(names, with_deps=with_deps)
         sources = {n for n in order if not (_ancestors(dict(self.spec.jobs), n) & set(order))}
-        # Resolve every job's secrets before starting any, so a missing one fails fast.
+        # Resolve every job's secrets and GPUs before starting any, so a missing one fails fast.
+        machine_gpus = detect_gpus()
         for name in order:
             self._secrets(name, self.spec.jobs[name])
+            gpus = grant_gpus(self.spec.jobs[name].resources.gpu, machine_gpus)
+            if isinstance(gpus, Refusal):
+                raise ConfigError(f"{gpus} (NVIDIA device nodes /dev/nvidia*, or CUDA_VISIBLE_DEVICES); "
+                                  "lower it or run where there are more", where=f"jobs.{name}.resources.gpu")
         result = PipelineResult(pipeline_id=pipeline_id or uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
@@ -292,6 +298,15 @@ class JobRunner:
         )
         self.store.start(run)
         self.events.job_started(run, index, total)
+        gpus = grant_gpus(job.resources.gpu, detect_gpus())
+        if isinstance(gpus, Refusal):  # refused before anything starts, as a pod that cannot be scheduled
+            run.status, run.exit_code, run.ended_at = STATUS_FAILED, 2, self.clock.wall()
+            run.log_tail = f"could not start job: jobs.{name}.resources.gpu: {gpus}"
+            self.store.finish(run)
+            self.events.job_finished(run)
+            return run
+        # exactly the GPUs granted, none for gpu 0 (as a replica under `lichen up`, or a Kubernetes pod)
+        env["CUDA_VISIBLE_DEVICES"] = gpu_device_list(gpus)
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         with log_path.open("w", encoding="utf-8") as log:
             try:

@@ -47,6 +47,9 @@ jobs:
     entrypoint: steps:peek
   hungry:
     entrypoint: steps:hungry
+  gpus:
+    entrypoint: steps:peek
+    resources: {gpu: 2}
 """
 
 STEPS = '''
@@ -117,6 +120,7 @@ def hang(argv):
 
 def peek(argv):
     print("peek sees API_TOKEN:", os.environ.get("API_TOKEN", "<unset>"), flush=True)
+    print("peek sees GPUs:", repr(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")), flush=True)
 
 def hungry(argv):
     child = os.fork()
@@ -312,3 +316,23 @@ def test_each_run_records_the_peak_memory_of_its_largest_process(app: Path) -> N
     assert 0 < peek["max_rss_bytes"] < 200 * 2**20  # not the hungry run's figure carried over
     table = lichen(app, "runs").stdout
     assert "peak memory" in table and "MiB" in table
+
+
+def test_a_job_sees_exactly_the_gpus_it_asks_for_and_too_many_fail_before_anything_runs(app: Path) -> None:
+    def run_with(visible: str, *jobs: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible, "COLUMNS": "200"}
+        return subprocess.run([*LICHEN, "run", *jobs], cwd=app, env=env, capture_output=True, text=True, timeout=120)
+
+    # a machine whose visible GPUs are 3, 5 and 6: the job asking for two gets the first two, one asking for
+    # none gets none (CUDA reads an empty list as no device), as a replica under lichen up
+    result = run_with("3,5,6", "gpus", "peek")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "peek sees GPUs: '3,5'" in result.stdout and "peek sees GPUs: ''" in result.stdout
+    uuids = run_with("GPU-aaa,GPU-bbb", "gpus")  # named by UUID: the names pass through
+    assert uuids.returncode == 0 and "peek sees GPUs: 'GPU-aaa,GPU-bbb'" in uuids.stdout, uuids.stdout
+    before = len(runs(app))
+    refused = run_with("7", "peek", "gpus")  # one GPU: refused before peek, the job before it, starts
+    assert refused.returncode == 2
+    assert "jobs.gpus.resources.gpu: gpu 2 is more than this machine has (1 GPUs)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(runs(app)) == before

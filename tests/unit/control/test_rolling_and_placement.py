@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from lichen.control.placing import Refusal, place
+from lichen.control.placing import Refusal, grant_gpus, place
 from lichen.control.plans import Machine, Placement, RolloutState
 from lichen.control.rolling import OldReplica, advance_rollout, resolve_limits, rolling_step
 from lichen.spec.models import ResourcesSpec
@@ -112,3 +112,13 @@ def test_a_rollout_is_worth_an_event_when_it_starts_and_when_its_status_changes(
     stalled = replace(started, status="stalled", reason="no progress for 30s")
     assert rollout_event(started, stalled) == ("RolloutStalled", "no progress for 30s")
     assert rollout_event(stalled, replace(started, status="complete")) == ("RolloutComplete", "revision r2")
+
+
+def test_a_job_is_granted_the_first_free_gpus_or_told_why_not():
+    assert grant_gpus(0, (0, 1)) == () and grant_gpus(0, ()) == ()
+    assert grant_gpus(2, (3, 5, 6)) == (3, 5)
+    assert grant_gpus(1, (0, 1), in_use=(0,)) == (1,)
+    never = grant_gpus(3, (0, 1))
+    assert isinstance(never, Refusal) and never.never_fits and str(never) == "gpu 3 is more than this machine has (2 GPUs)"
+    busy = grant_gpus(2, (0, 1), in_use=(1,))
+    assert isinstance(busy, Refusal) and not busy.never_fits and "1 of 2 GPUs free" in busy
