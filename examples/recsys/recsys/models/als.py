@@ -5,12 +5,15 @@ update ALS itself applies to user factors."""
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.models.recommenders import RecModel
+
+log = logging.getLogger(__name__)
 
 
 class ALS(RecModel):
@@ -23,6 +26,7 @@ class ALS(RecModel):
                          iterations=int(iterations), seed=int(seed), **params)
         self.threads = int(threads)
         self.item_factors = np.zeros((0, 0), np.float32)
+        self.fitted_on = "cpu"
         self._gram = np.zeros((0, 0))
         self._norms = np.zeros(0)
 
@@ -31,6 +35,8 @@ class ALS(RecModel):
         from threadpoolctl import threadpool_limits
 
         p = self.params
+        if self._fit_on_gpu(matrix):
+            return
         # implicit runs its own threads; OpenBLAS's pool inside them only contends.
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
@@ -40,6 +46,30 @@ class ALS(RecModel):
             model.fit(matrix, show_progress=False)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         self._restored()
+
+    def _fit_on_gpu(self, matrix: sp.csr_matrix) -> bool:
+        """``implicit``'s CUDA ALS when the job sees a GPU (``recsys.models.accelerators``) and ``implicit`` was
+        built with CUDA; False (the CPU fit) otherwise."""
+        from recsys.models.accelerators import find_accelerator
+
+        accelerator = find_accelerator()
+        if accelerator is None or accelerator.device != "cuda":
+            return False
+        import implicit.gpu
+
+        if not implicit.gpu.HAS_CUDA:
+            log.warning("a GPU is visible but implicit was built without CUDA: ALS fits on the CPU")
+            return False
+        from implicit.gpu.als import AlternatingLeastSquares
+
+        p = self.params
+        model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"], alpha=p["alpha"],
+                                        iterations=p["iterations"], random_state=p["seed"])
+        model.fit(matrix, show_progress=False)
+        self.item_factors = np.asarray(model.to_cpu().item_factors, dtype=np.float32)
+        self.fitted_on = "implicit on cuda"
+        self._restored()
+        return True
 
     def _restored(self) -> None:
         y = self.item_factors.astype(np.float64)

@@ -20,6 +20,7 @@ fit, measured in bench/recsys_training.py.
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import numpy as np
@@ -28,8 +29,12 @@ import scipy.sparse as sp
 from lichen import DataError
 
 from recsys import memory_budgets
+from recsys.models import accelerators
 from recsys.models.grams import dense_gram
 from recsys.models.recommenders import RecModel
+
+
+log = logging.getLogger(__name__)
 
 
 def _diagonal(a: np.ndarray) -> np.ndarray:
@@ -77,10 +82,25 @@ class EASE(RecModel):
     def __init__(self, l2: float = 300.0, **params) -> None:
         super().__init__(l2=float(l2), **params)
         self.weights = np.zeros((0, 0), np.float32)
+        self.fitted_on = "cpu"  # or the accelerator the last fit ran on (recsys.models.accelerators)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         # RecModel.fit has checked the float32 fit against the memory available (memory_budgets.check_fit).
         l2 = self.params["l2"]
+        self.fitted_on = "cpu"
+        accelerator = accelerators.find_accelerator()
+        if accelerator is not None:
+            need = accelerators.device_bytes(matrix.shape[1])
+            if need <= accelerator.free_bytes * (1 - memory_budgets.SAFETY_MARGIN):
+                weights = accelerators.ease_weights(dense_gram(matrix, np.float32), l2, accelerator)
+                if weights is not None:
+                    self.weights, self.fitted_on = weights, str(accelerator)
+                    return
+                # not positive definite in float32: the CPU path below retries in float64
+            else:
+                log.warning("EASE on %s items needs %s on %s, %s free: fitting on the CPU", f"{matrix.shape[1]:,}",
+                            memory_budgets.format_bytes(need), accelerator,
+                            memory_budgets.format_bytes(accelerator.free_bytes))
         weights = _ease_weights(dense_gram(matrix, np.float32), l2,
                                 scipy.linalg.lapack.spotrf, scipy.linalg.lapack.spotri)
         if weights is None:  # float32 Cholesky can fail for a tiny l2: retry in float64 if that fits

@@ -235,7 +235,8 @@ class RecModel:
             np.savez(directory / "candidates.npz", **self.candidates.arrays())
         meta = {"format": ARTIFACT_FORMAT, "kind": self.kind, "params": self.params,
                 "n_items": len(self.items), "n_users": len(self.users),
-                "candidate_users": len(self.candidates) if self.candidates is not None else 0}
+                "candidate_users": len(self.candidates) if self.candidates is not None else 0,
+                "fitted_on": getattr(self, "fitted_on", "cpu")}
         (directory / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
 
