@@ -167,11 +167,11 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
 
     points = [(position, params, make_model(kind, **params).params) for position, params in enumerate(grid)]
     for shrink in dict.fromkeys(normalised["shrink"] for _, _, normalised in points):
-        group = [(position, params) for position, params, normalised in points if normalised["shrink"] == shrink]
+        group = [point for point in points if point[2]["shrink"] == shrink]
         check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz,
-                  params=make_model(kind, **group[0][1]).params)
+                  params=group[0][2])
         similarity = cosine_similarity(split.train, shrink)
-        for position, params in group:
+        for position, params, _normalised in group:
             fitted = make_model(kind, **params).fit_from_similarity(similarity, split.train, split.users, split.items)
             yield position, params, fitted
             del fitted  # nothing here keeps a fitted point once the caller is done with it

@@ -40,8 +40,9 @@ def summarise(kind: str, runs: list[dict[str, Any]], params: dict[str, Any]) -> 
     return {"model": kind, "params": params, "seeds": [run["seed"] for run in runs], "valid": valid, "test": test}
 
 
-def _fit_full(kind: str) -> tuple[str, tuple[Path, float]]:
-    """Fit ``kind`` with its chosen params on all the data and save it: (kind, (path, fit_s))."""
+def _fit_full(kind: str) -> tuple[str, tuple[Path, float, int, float]]:
+    """Fit ``kind`` with its chosen params on all the data, keep serving's candidates and save it:
+    (kind, (path, fit_s, candidate users, candidates_s))."""
     from threadpoolctl import threadpool_limits
 
     job = SHARED

@@ -222,12 +222,14 @@ class JobRunner:
         sources = {n for n in order if not (_ancestors(dict(self.spec.jobs), n) & set(order))}
         # Resolve every job's secrets and GPUs before starting any, so a missing one fails fast.
         machine_gpus = detect_gpus()
+        granted: dict[str, tuple[int, ...]] = {}
         for name in order:
             self._secrets(name, self.spec.jobs[name])
             gpus = grant_gpus(self.spec.jobs[name].resources.gpu, machine_gpus)
             if isinstance(gpus, Refusal):
                 raise ConfigError(f"{gpus} (NVIDIA device nodes /dev/nvidia*, or CUDA_VISIBLE_DEVICES); "
                                   "lower it or run where there are more", where=f"jobs.{name}.resources.gpu")
+            granted[name] = gpus
         result = PipelineResult(pipeline_id=pipeline_id or uuid.uuid4().hex[:12], planned=order)
         with _sigterm_as_interrupt():
             for index, name in enumerate(order):
@@ -238,7 +240,8 @@ class JobRunner:
                     if attempt > 1 and self.cancelled.is_set():
                         break
                     job_params = [*(source_params or [] if name in sources else []), *(params or [])]
-                    run = self._run_one(name, job, job_params, attempt, result.pipeline_id, index, len(order))
+                    run = self._run_one(name, job, job_params, attempt, result.pipeline_id, index, len(order),
+                                        granted[name])
                     result.runs.append(run)
                     if run.status != STATUS_FAILED:
                         break
@@ -278,7 +281,8 @@ class JobRunner:
         return [*cmd, job.entrypoint, "--", *argv]
 
     def _run_one(
-        self, name: str, job: JobSpec, params: list[str], attempt: int, pipeline_id: str, index: int, total: int
+        self, name: str, job: JobSpec, params: list[str], attempt: int, pipeline_id: str, index: int, total: int,
+        gpus: tuple[int, ...],
     ) -> JobRun:
         run_id = uuid.uuid4().hex[:12]
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -298,14 +302,7 @@ class JobRunner:
         )
         self.store.start(run)
         self.events.job_started(run, index, total)
-        gpus = grant_gpus(job.resources.gpu, detect_gpus())
-        if isinstance(gpus, Refusal):  # refused before anything starts, as a pod that cannot be scheduled
-            run.status, run.exit_code, run.ended_at = STATUS_FAILED, 2, self.clock.wall()
-            run.log_tail = f"could not start job: jobs.{name}.resources.gpu: {gpus}"
-            self.store.finish(run)
-            self.events.job_finished(run)
-            return run
-        # exactly the GPUs granted, none for gpu 0 (as a replica under `lichen up`, or a Kubernetes pod)
+        # exactly the GPUs granted in run(), none for gpu 0 (as a replica under `lichen up`, or a Kubernetes pod)
         env["CUDA_VISIBLE_DEVICES"] = gpu_device_list(gpus)
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         with log_path.open("w", encoding="utf-8") as log:

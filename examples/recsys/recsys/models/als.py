@@ -26,7 +26,6 @@ class ALS(RecModel):
                          iterations=int(iterations), seed=int(seed), **params)
         self.threads = int(threads)
         self.item_factors = np.zeros((0, 0), np.float32)
-        self.fitted_on = "cpu"
         self._gram = np.zeros((0, 0))
         self._norms = np.zeros(0)
 

@@ -75,26 +75,23 @@ def precompute(score_matrix: Callable[[sp.csr_matrix], np.ndarray], history: sp.
     items = np.full((len(rows), width), -1, np.int32)
     scores = np.full((len(rows), width), -np.inf, np.float32)
     bounds = np.full(len(rows), -np.inf, np.float32)
+    take = min(width + 1, n_items)  # the candidates and, when there is one more item, the bound
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         block = history[chunk]
         dense = np.array(score_matrix(block), dtype=np.float32)
         coo = block.tocoo()
         dense[coo.row, coo.col] = -np.inf  # seen items are never candidates
-        take = min(width + 1, n_items)
         part = np.argpartition(-dense, take - 1, axis=1)[:, :take]
         part.sort(axis=1)  # index order first, so the stable sort below breaks ties by item index as _top does
         values = np.take_along_axis(dense, part, axis=1)
         order = np.argsort(-values, axis=1, kind="stable")
         part, values = np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
-        kept = min(width, take)
-        items[start:start + len(chunk), :kept] = part[:, :kept]
-        scores[start:start + len(chunk), :kept] = values[:, :kept]
+        items[start:start + len(chunk)] = part[:, :width]
+        scores[start:start + len(chunk)] = values[:, :width]
         if take > width:
             bounds[start:start + len(chunk)] = values[:, width]
-    unseen = items >= 0
-    unseen &= np.isfinite(scores)
-    items[~unseen] = -1
+    items[np.isneginf(scores)] = -1  # a seen item, where a user has fewer unseen items than candidates
     return Candidates(rows, items, scores, bounds)
 
 

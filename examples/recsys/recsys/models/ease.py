@@ -82,7 +82,6 @@ class EASE(RecModel):
     def __init__(self, l2: float = 300.0, **params) -> None:
         super().__init__(l2=float(l2), **params)
         self.weights = np.zeros((0, 0), np.float32)
-        self.fitted_on = "cpu"  # or the accelerator the last fit ran on (recsys.models.accelerators)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         # RecModel.fit has checked the float32 fit against the memory available (memory_budgets.check_fit).

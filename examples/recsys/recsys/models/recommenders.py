@@ -45,6 +45,7 @@ class RecModel:
         self.users = IdMap(np.zeros(0, np.int64))
         self._history = sp.csr_matrix((0, 0), dtype=np.float32)
         self.candidates: Candidates | None = None
+        self.fitted_on = "cpu"  # or the accelerator the last fit ran on (recsys.models.accelerators)
 
     # ------------------------------------------------------------------ fitting
 
@@ -236,7 +237,7 @@ class RecModel:
         meta = {"format": ARTIFACT_FORMAT, "kind": self.kind, "params": self.params,
                 "n_items": len(self.items), "n_users": len(self.users),
                 "candidate_users": len(self.candidates) if self.candidates is not None else 0,
-                "fitted_on": getattr(self, "fitted_on", "cpu")}
+                "fitted_on": self.fitted_on}
         (directory / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
 
