@@ -76,11 +76,13 @@ def test_a_process_counts_its_live_childrens_cpu_and_names_their_pids() -> None:
     burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
     host = PsutilHost()
     with _parent_of(burn) as parent:
-        usage = _sample_until(host, parent.pid, lambda u: len(u.pids) == 2 and u.cpu_s >= 0.6, "the child's CPU")
+        # /proc counts CPU time in clock ticks, and a busy machine's kernel may show a little less than the
+        # child's own clock read: wait for most of the burn, not all of it
+        usage = _sample_until(host, parent.pid, lambda u: len(u.pids) == 2 and u.cpu_s >= 0.5, "the child's CPU")
         child = next(pid for pid in usage.pids if pid != parent.pid)
         assert psutil.Process(child).ppid() == parent.pid
         own = sum(psutil.Process(parent.pid).cpu_times()[:2])
-        assert usage.cpu_s > own + 0.5  # the child's burn is in the parent's figure
+        assert usage.cpu_s > own + 0.4  # the child's burn is in the parent's figure
     assert host.process(parent.pid) is None  # gone: None, not an error
 
 
