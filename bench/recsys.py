@@ -5,10 +5,11 @@ metrics (from bench/recsys_training.py).
     .venv/bin/python bench/recsys.py                   # everything
     .venv/bin/python bench/recsys.py --no-training     # serving only (fast)
     .venv/bin/python bench/recsys.py --no-training --catalogue ml20m   # 27,278 items (synthetic, ML-20M's shape)
+    .venv/bin/python bench/recsys.py --no-training --model kernel      # the NTK kernel ridge, ML-100K's best
 
-It builds its own app directory: EASE fitted on MovieLens 100K (from
-``../shared/data/ml-100k``; a synthetic set of the same shape otherwise),
-registered and promoted in a fresh model registry. Then, at a fixed
+It builds its own app directory: EASE (or, with ``--model kernel``, the NTK kernel ridge that ``train``
+promotes on ML-100K) fitted on MovieLens 100K (from ``../shared/data/ml-100k``; a synthetic set of the same
+shape otherwise), registered and promoted in a fresh model registry. Then, at a fixed
 concurrency (``--concurrency``, default 8):
 
 * in-process: the ``Recommender`` service object after ``setup()``, its
@@ -56,13 +57,14 @@ MODEL = "recommender"
 
 
 ML20M = (138_493, 27_278, 20_000_263)  # users, items, ratings
+TUNED = {"ease": {"l2": 300.0}, "kernel": {"l2": 4.0, "power": 2.0}}  # train's choices on ML-100K
 
 
-def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
-    """EASE on ML-100K (or synthetic), or on a synthetic set of ML-20M's shape, registered and promoted under
-    ``app``; returns (source, users)."""
+def build_app(app: Path, catalogue: str = "ml100k", kind: str = "ease") -> tuple[str, list[int]]:
+    """EASE (or ``kind``) on ML-100K (or synthetic), or EASE on a synthetic set of ML-20M's shape, registered and
+    promoted under ``app``; returns (source, users)."""
     from recsys.interactions import IdMap, Interactions, interaction_matrix
-    from recsys.models import EASE
+    from recsys.models import EASE, make_model
     from recsys.synthesizing import synthesize, synthesize_at_scale
 
     if catalogue == "ml20m":
@@ -92,13 +94,15 @@ def build_app(app: Path, catalogue: str = "ml100k") -> tuple[str, list[int]]:
         data = synthesize(943, 1682, seed=0)
         source = "SYNTHETIC (ML-100K not found)"
     users, items = IdMap.of(data.users), IdMap.of(data.items)
-    model = EASE(l2=300.0).fit(interaction_matrix(data, users, items), users, items)
+    params = TUNED[kind]
+    model = make_model(kind, **params).fit(interaction_matrix(data, users, items), users, items)
     candidates_s, heavy = precompute(model)
-    model.save(app / "ease")
+    model.save(app / kind)
     registry = ModelRegistry(app / ".lichen" / "models")
-    mv = registry.register(MODEL, app / "ease", params={"model": "ease", "l2": 300.0})
+    mv = registry.register(MODEL, app / kind, params={"model": kind, **params})
     registry.promote(MODEL, mv.version)
-    return f"{source} (candidates for {heavy:,} users in {candidates_s:.1f} s)", users.ids.tolist()
+    return (f"{source}, {kind} {params} (candidates for {heavy:,} users in {candidates_s:.1f} s)",
+            users.ids.tolist())
 
 
 def precompute(model) -> tuple[float, int]:
@@ -341,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalogue", choices=("ml100k", "ml20m"), default="ml100k",
                         help="EASE on ML-100K (1,682 items), or on a synthetic set of ML-20M's shape (27,278 items; "
                              "about 12 GiB of memory: the model is loaded four times)")
+    parser.add_argument("--model", choices=sorted(TUNED), default="ease",
+                        help="the model served on ML-100K (the ml20m catalogue serves EASE)")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=140)
 
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lichen-bench-recsys-") as tmp:
         app = Path(tmp)
-        source, users = build_app(app, args.catalogue)
+        source, users = build_app(app, args.catalogue, args.model)
         rows = measure_all(app, users, args.requests, args.concurrency, args.rounds)
         render_serving(console, dict(sorted(rows.items())), args.concurrency, source)
         seq = sequential_reference(app, users, args.requests // 2)

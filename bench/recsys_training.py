@@ -38,7 +38,7 @@ from recsys.synthesizing import synthesize  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 TARGET_S = {"ease": 2.0}
-MODELS = ("ease", "als", "itemknn", "pop")
+MODELS = ("kernel", "ease", "als", "itemknn", "pop")
 
 
 def load_data() -> tuple[Interactions, str]:

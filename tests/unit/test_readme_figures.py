@@ -32,7 +32,7 @@ def test_conformance_file_count_is_the_one_ci_checks() -> None:
 
 def test_recsys_quality_table_is_the_one_docs_record() -> None:
     docs = (REPO / "docs" / "recsys.md").read_text()
-    models = ("EASE", "ALS (`implicit`)", "ItemKNN", "Popularity")
+    models = ("Kernel ridge (NTK)", "EASE", "ALS (`implicit`)", "ItemKNN", "Popularity")
     readme_rows = _rows(README, models)
     assert set(readme_rows) == set(models)
     for model, cells in readme_rows.items():

@@ -38,6 +38,7 @@ RECBOLE_ML100K = {
 }
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
+    "kernel": [{"l2": v, "power": p} for p in (1.0, 2.0) for v in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)],
     "ease": [{"l2": v} for v in (100.0, 200.0, 300.0, 500.0, 800.0)],
     "als": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15}
             for f in (16, 32, 48) for r in (5.0, 20.0) for a in (3.0,)],
@@ -155,6 +156,17 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
             del scores, model
             yield position, params, fitted
             # this frame must not hold the n × n arrays while the next point is fitted: that doubles the peak
+            del fitted
+        return
+    if kind == "kernel":  # one eigendecomposition of each kernel serves every point
+        from recsys.memory_budgets import check_fit
+        from recsys.models.kernel_ridge import KernelRidge, KernelSpectra
+
+        check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz)
+        spectra = KernelSpectra.of(split.train)
+        for position, params in enumerate(grid):
+            fitted = KernelRidge.from_spectra(spectra, split.train, split.users, split.items, **params)
+            yield position, params, fitted
             del fitted
         return
     if kind != "itemknn":

@@ -300,7 +300,9 @@ def _protocol(seeds: list[int] | None, eval_users: int | None, manifest: dict, c
     return seeds, eval_users
 
 
-DEFAULT_MODELS = ["ease", "als", "itemknn", "pop"]
+DEFAULT_MODELS = ["kernel", "ease", "als", "itemknn", "pop"]
+MODELS_HELP = ("comma-separated (default: those of kernel,ease,als,itemknn,pop whose fit fits in memory; kernel only "
+               "up to ML-1M's size: docs/recsys.md#the-kernel-model)")
 
 
 def _catalogue(manifest: dict):
@@ -317,9 +319,16 @@ def _default_models(chosen: list[str] | None, manifest: dict, console: Console) 
 
     if chosen:
         return chosen
+    from recsys.models.kernel_ridge import default_refusal
+
     catalogue = _catalogue(manifest)
+    candidates = list(DEFAULT_MODELS)
+    too_slow = default_refusal(catalogue.n_users, catalogue.n_items)  # its cost grows as the cube of the data
+    if too_slow:
+        candidates.remove("kernel")
+        console.print(f"[yellow]skipping kernel: {too_slow}; --models kernel,... to train it anyway[/]")
     available = budgets.available_memory()
-    kept, skipped = budgets.plan_models(DEFAULT_MODELS, catalogue, available.bytes)
+    kept, skipped = budgets.plan_models(candidates, catalogue, available.bytes)
     for kind, need in skipped.items():
         console.print(f"[yellow]skipping {kind}: {budgets.NAMES[kind]} on {catalogue.n_items:,} items needs "
                       f"{budgets.format_bytes(need)}, {budgets.format_bytes(available.bytes)} available "
@@ -327,7 +336,7 @@ def _default_models(chosen: list[str] | None, manifest: dict, console: Console) 
     if not kept:
         raise DataError(f"no model fits in {budgets.format_bytes(available.bytes)} ({available.limited_by}) on "
                         f"{catalogue.n_items:,} items", where="--models")
-    if skipped:
+    if skipped or len(candidates) < len(DEFAULT_MODELS):
         console.print(f"[yellow]training {', '.join(kept)}[/]")
     return kept
 
@@ -366,7 +375,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
-                   help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
+                   help=MODELS_HELP)
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="split seeds: each model is tuned on each, its params chosen by mean validation NDCG@10, "
                         "and the model with the best mean is promoted (default 0,1,2; 0 above 5M interactions)")
@@ -456,7 +465,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=datasets.DEFAULT_STORE, help="dataset store directory")
     p.add_argument("--dataset", help="dataset version (default: LATEST)")
     p.add_argument("--models", type=_kinds, default=None,
-                   help="comma-separated (default: those of ease,als,itemknn,pop whose fit fits in memory)")
+                   help=MODELS_HELP)
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="comma-separated split seeds (default 0,1,2; 0 above 5M interactions)")
     p.add_argument("--eval-users", type=_eval_users, default=None, metavar="N",

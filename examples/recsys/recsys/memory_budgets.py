@@ -22,6 +22,10 @@ eighth of n²; ``i`` = 4 bytes an index, 8 past 2³¹ entries)::
     ALS      2z(4+i) + 4(U+n) + 8f(U+n) + 8fn         implicit's α·X and Xᵀ copies, its float32 factors (and the
                                                       ×0.01 copies at init), our float64 item factors
     pop      8U + 16n
+    kernel   4(U² + n²) + 24·max(U, n)² + 40Un        the two float32 eigenvector matrices kept; one kernel
+                                                      built in float64 (cosines, arccos, result), cast and
+                                                      eigendecomposed in place (LAPACK's workspace); Uᵀ X V,
+                                                      the filter and W's float32 products
 
 The memory available is the least of: the machine's free RAM (psutil's
 ``available``); the job's ``RLIMIT_DATA`` (how ``lichen run`` applies a job's
@@ -51,8 +55,8 @@ GIB = 1024**3
 MIB = 1024**2
 SAFETY_MARGIN = 0.15
 BLOCK_ENTRIES = 1 << 24
-KINDS = ("ease", "als", "itemknn", "pop")
-NAMES = {"ease": "EASE", "als": "ALS", "itemknn": "ItemKNN", "pop": "Popularity"}
+KINDS = ("kernel", "ease", "als", "itemknn", "pop")
+NAMES = {"kernel": "Kernel ridge (NTK)", "ease": "EASE", "als": "ALS", "itemknn": "ItemKNN", "pop": "Popularity"}
 DEFAULT_K = 200  # the largest k in ItemKNN's grid
 DEFAULT_FACTORS = 64  # ALS's default (its grid goes to 48)
 UNLIMITED = 1 << 60  # a cgroup limit this large means none
@@ -111,6 +115,8 @@ def fit_peak_bytes(kind: str, n_items: int, n_users: int, nnz: int, dtype: Any =
         return 2 * z * (4 + index) + 4 * (users + n) + 8 * f * (users + n) + 8 * f * n
     if kind == "pop":
         return 8 * users + 16 * n
+    if kind == "kernel":
+        return 4 * (users * users + n * n) + 24 * max(users, n) ** 2 + 40 * users * n
     raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(KINDS)}")
 
 

@@ -187,9 +187,22 @@ def test_default_models_skip_dense_item_models_that_do_not_fit_in_memory():
     ml100k = {"items": 1682, "users": 943, "rows": 100_000}
     large = {"items": 62_000, "users": 162_000, "rows": 25_000_000}
     with memory_source(FixedMemory(4 * GIB)):  # the guard's own tests are in test_recsys_memory.py
-        assert _default_models(None, ml100k, console) == ["ease", "als", "itemknn", "pop"]
+        assert _default_models(None, ml100k, console) == ["kernel", "ease", "als", "itemknn", "pop"]
+        assert "skipping" not in console.export_text()
         assert _default_models(None, large, console) == ["als", "pop"]
-        assert "skipping ease: EASE on 62,000 items needs" in console.export_text()
+        shown = console.export_text()
+        assert "skipping ease: EASE on 62,000 items needs" in shown
+        assert "skipping kernel: its fit eigendecomposes a 162,000 × 162,000 kernel" in shown
+        # the kernel's cubic cost, not its memory, keeps it out of a default run past 8,000 users or items,
+        # or past ML-1M's users × items × (users + items)
+        wide = {"items": 9_000, "users": 600, "rows": 100_000}
+        assert _default_models(None, wide, console) == ["ease", "als", "itemknn", "pop"]
+        assert _default_models(["kernel"], wide, console) == ["kernel"]
+        ml1m = {"items": 3_706, "users": 6_040, "rows": 1_000_209}
+        assert _default_models(None, ml1m, console)[0] == "kernel"
+        square = {"items": 7_000, "users": 7_000, "rows": 1_000_000}
+        assert "kernel" not in _default_models(None, square, console)
+        assert "each grid point costs two products of 6.9e+11 multiply-adds" in console.export_text()
         assert _default_models(["ease"], large, console) == ["ease"]  # asked for: EASE says why it can't
 
 

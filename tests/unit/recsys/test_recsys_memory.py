@@ -67,6 +67,7 @@ def test_fit_peak_bytes_follows_the_documented_formulas():
     als = 2 * z * 8 + 4 * (users + n) + 8 * f * (users + n) + 8 * f * n
     assert fit_peak_bytes("als", n, users, z, factors=f) == als
     assert fit_peak_bytes("pop", n, users, z) == 8 * users + 16 * n
+    assert fit_peak_bytes("kernel", n, users, z) == 4 * (users**2 + n**2) + 24 * n**2 + 40 * users * n
     with pytest.raises(ValueError, match="unknown model 'bpr'"):
         fit_peak_bytes("bpr", n, users, z)
 
@@ -87,10 +88,13 @@ def test_a_fit_may_use_85_percent_of_what_is_available():
 
 
 def test_plan_keeps_what_fits_in_order():
-    assert budgets.plan_models(budgets.KINDS, ML20M, 8 * GIB) == (["ease", "als", "itemknn", "pop"], {})
+    kernel = budgets.need_bytes("kernel", ML20M)  # 138k users: a users × users kernel is far past any RAM here
+    assert budgets.plan_models(budgets.KINDS, ML20M, 8 * GIB) == (["ease", "als", "itemknn", "pop"],
+                                                                  {"kernel": kernel})
     kept, skipped = budgets.plan_models(budgets.KINDS, ML20M, 3 * GIB)
     assert kept == ["als", "pop"]
-    assert skipped == {"ease": budgets.need_bytes("ease", ML20M), "itemknn": budgets.need_bytes("itemknn", ML20M)}
+    assert skipped == {"kernel": kernel, "ease": budgets.need_bytes("ease", ML20M),
+                       "itemknn": budgets.need_bytes("itemknn", ML20M)}
 
 
 def test_parallel_fits_let_only_as_many_run_as_fit_together():
@@ -162,7 +166,8 @@ def test_default_models_keep_what_fits_and_say_what_was_skipped(monkeypatch):
     console = Console(record=True, width=300)
     with memory_source(FixedMemory(8 * GIB)):
         assert _default_models(None, manifest, console) == ["ease", "als", "itemknn", "pop"]
-    assert "skipping" not in console.export_text()
+    skipped = [line for line in console.export_text().splitlines() if "skipping" in line]
+    assert len(skipped) == 1 and "skipping kernel: its fit eigendecomposes a 138,493 × 138,493 kernel" in skipped[0]
     with memory_source(FixedMemory(3 * GIB, "the job's memory limit", job_limit=True)):
         assert _default_models(None, manifest, console) == ["als", "pop"]
         assert _default_models(["ease"], manifest, console) == ["ease"]  # asked for: its fit says why it can't

@@ -12,6 +12,7 @@ from recsys.models import MODEL_KINDS, load_model, make_model
 from recsys.splits import split_by_user, split_counts
 
 SMALL_GRIDS = {
+    "kernel": [{"l2": 4.0, "power": 1.0}, {"l2": 2.0, "power": 2.0}],
     "ease": [{"l2": 10.0}, {"l2": 100.0}],
     "als": [{"factors": 8, "regularization": 1.0, "alpha": 3.0, "iterations": 5}],
     "itemknn": [{"k": 20, "shrink": 0.0}],
@@ -135,8 +136,8 @@ def test_load_model_rejects_a_directory_that_is_not_an_artifact(tmp_path):
 def test_collaborative_models_beat_popularity_on_structured_data(small_data):
     split = make_split(small_data, 0)
     ndcg = {kind: evaluate_kind(kind, split, grid=SMALL_GRIDS[kind])["test"]["ndcg"]
-            for kind in ("ease", "itemknn", "pop")}
-    assert ndcg["ease"] > ndcg["pop"] and ndcg["itemknn"] > ndcg["pop"]
+            for kind in ("kernel", "ease", "itemknn", "pop")}
+    assert ndcg["ease"] > ndcg["pop"] and ndcg["itemknn"] > ndcg["pop"] and ndcg["kernel"] > ndcg["pop"]
 
 
 def test_tuning_picks_the_grid_point_with_the_best_validation_ndcg(small_data):

@@ -1,4 +1,4 @@
-"""Recommender models (EASE, ALS, ItemKNN, popularity), one artifact directory
+"""Recommender models (NTK kernel ridge, EASE, ALS, ItemKNN, popularity), one artifact directory
 each, and :func:`load_model`, which the online services use to load the
 promoted version from the model registry."""
 
@@ -10,12 +10,13 @@ from pathlib import Path
 from recsys.models.als import ALS
 from recsys.models.ease import EASE
 from recsys.models.itemknn import ItemKNN
+from recsys.models.kernel_ridge import KernelRidge
 from recsys.models.popularity import Popularity
 from recsys.models.recommenders import ARTIFACT_FORMAT, RecModel
 
-MODEL_KINDS: dict[str, type[RecModel]] = {cls.kind: cls for cls in (EASE, ALS, ItemKNN, Popularity)}
+MODEL_KINDS: dict[str, type[RecModel]] = {cls.kind: cls for cls in (KernelRidge, EASE, ALS, ItemKNN, Popularity)}
 
-__all__ = ["ALS", "EASE", "MODEL_KINDS", "ItemKNN", "Popularity", "RecModel", "load_model", "make_model"]
+__all__ = ["ALS", "EASE", "MODEL_KINDS", "ItemKNN", "KernelRidge", "Popularity", "RecModel", "load_model", "make_model"]
 
 
 def make_model(kind: str, **params) -> RecModel:

@@ -1,0 +1,148 @@
+"""The NTK kernel ridge model (recsys.models.kernel_ridge): its kernel against a wide random network, its
+scores against kernel ridge regression solved the long way on the Kronecker product, serving a new history
+as regression predicts it, tuning from shared spectra, and the memory its fit takes against the guard."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys import memory_budgets as budgets
+from recsys.interactions import IdMap, interaction_matrix
+from recsys.memory_budgets import GIB, Catalogue, FixedMemory, memory_source
+from recsys.models import load_model
+from recsys.models.kernel_ridge import KernelRidge, KernelSpectra, ntk_of_cosines, self_kernel
+
+
+def _random_binary(users: int, items: int, density: float, seed: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((users, items)) < density).astype(np.float32)
+    dense[np.arange(users), rng.integers(0, items, users)] = 1.0  # nobody empty
+    return sp.csr_matrix(dense)
+
+
+def _fitted(matrix: sp.csr_matrix, **params) -> KernelRidge:
+    users, items = IdMap(np.arange(matrix.shape[0]) + 100), IdMap(np.arange(matrix.shape[1]) + 500)
+    return KernelRidge(**params).fit(matrix, users, items)
+
+
+def _long_way(matrix: sp.csr_matrix, l2: float, extra: np.ndarray | None = None) -> np.ndarray:
+    """Kernel ridge regression on K_u ⊗ K_i by one dense solve; scores of the training users, or of ``extra``
+    (a new binary history) predicted from the same coefficients."""
+    x = matrix.toarray().astype(np.float64)
+    ku, ki = self_kernel(matrix), self_kernel(sp.csr_matrix(matrix.T))
+    product = np.kron(ku, ki)
+    coefficients = np.linalg.solve(product + l2 * np.eye(len(product)), x.ravel()).reshape(x.shape)
+    if extra is None:
+        return ku @ coefficients @ ki
+    both = np.vstack([extra, x])
+    row = self_kernel(sp.csr_matrix(both))[0, 1:]  # k_u(extra, each training user)
+    return row @ coefficients @ ki
+
+
+def test_the_kernel_is_a_wide_relu_networks_tangent_kernel():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=3), rng.normal(size=3)
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    # f(v) = Σ_j a_j relu(w_j·v) / √m: Θ(x, y) = E[relu(w·x) relu(w·y)] + (x·y) E[relu'(w·x) relu'(w·y)]
+    w = rng.normal(size=(400_000, 3))
+    wx, wy = w @ x, w @ y
+    sampled = np.mean(np.maximum(wx, 0) * np.maximum(wy, 0)) + (x @ y) * np.mean((wx > 0) & (wy > 0))
+    assert ntk_of_cosines(np.array([x @ y]))[0] == pytest.approx(sampled, abs=0.01)
+    assert ntk_of_cosines(np.array([1.0, 0.0, -1.0])) == pytest.approx([1.0, 1 / (2 * np.pi), 0.0])
+    assert ntk_of_cosines(np.array([1.0, 0.5]), np.array([False, True]))[0] == 0.0  # an empty history's
+
+
+@pytest.mark.parametrize("l2", [0.5, 4.0])
+def test_power_one_is_kernel_ridge_regression_on_the_kronecker_kernel(l2):
+    matrix = _random_binary(7, 6, 0.35, seed=int(l2 * 10))
+    model = _fitted(matrix, l2=l2, power=1.0)
+    expected = _long_way(matrix, l2)
+    assert np.allclose(model.score_matrix(matrix), expected, atol=2e-5)
+    for row in range(matrix.shape[0]):  # serving one history gives the batch's row
+        seen = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
+        assert np.allclose(model.score_history(seen), expected[row], atol=2e-5)
+
+
+def test_a_new_history_is_scored_as_the_regression_predicts_it():
+    matrix = _random_binary(8, 6, 0.35, seed=3)
+    model = _fitted(matrix, l2=2.0, power=1.0)
+    new = np.zeros(6)
+    new[[0, 4]] = 1.0
+    assert np.allclose(model.score_history(np.array([0, 4])), _long_way(matrix, 2.0, extra=new), atol=2e-5)
+    assert np.allclose(model.score_history(np.array([], np.int64)), 0.0)  # nothing known: no signal
+
+
+def test_a_sharper_filter_keeps_more_of_the_strong_directions_and_less_of_the_weak():
+    matrix = _random_binary(20, 15, 0.3, seed=5)
+    spectra = KernelSpectra.of(matrix)
+    products = np.outer(spectra.user_values, spectra.item_values)
+    strong, weak = products > 4.0, (products > 0) & (products < 4.0)
+    soft, sharp = (_fitted(matrix, l2=4.0, power=p) for p in (1.0, 2.0))
+    # Uᵀ (S) V is the filter times Uᵀ X V: compare the two filters where the projection is not tiny
+    projected = spectra.projected
+    ratio = {}
+    for name, model in (("soft", soft), ("sharp", sharp)):
+        filtered = spectra.user_vectors.T @ model.score_matrix(matrix).astype(np.float64) @ spectra.item_vectors
+        big = np.abs(projected) > 1e-3
+        ratio[name] = np.where(big, filtered / np.where(big, projected, 1.0), np.nan)
+    assert np.nanmin(ratio["sharp"][strong] - ratio["soft"][strong]) > -1e-4
+    assert np.nanmax(ratio["sharp"][weak] - ratio["soft"][weak]) < 1e-4
+    assert np.nanmax(ratio["soft"][strong]) < 1.0 + 1e-4 and np.nanmin(ratio["soft"][weak]) > -1e-4
+
+
+def test_tuning_from_shared_spectra_gives_the_fitted_models_weights(small_data):
+    users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
+    matrix = interaction_matrix(small_data, users, items)
+    spectra = KernelSpectra.of(matrix)
+    for params in ({"l2": 2.0, "power": 1.0}, {"l2": 6.0, "power": 2.0}):
+        shared = KernelRidge.from_spectra(spectra, matrix, users, items, **params)
+        alone = KernelRidge(**params).fit(matrix, users, items)
+        assert np.array_equal(shared.weights, alone.weights)
+
+
+def test_the_artifact_round_trips_and_similar_items_come_from_the_item_kernel(small_data, tmp_path):
+    users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
+    matrix = interaction_matrix(small_data, users, items)
+    model = KernelRidge(l2=3.0, power=2.0).fit(matrix, users, items)
+    loaded = load_model(model.save(tmp_path / "kernel"))
+    assert loaded.kind == "kernel" and loaded.params == {"l2": 3.0, "power": 2.0}
+    user = model.known_users[3]
+    assert loaded.recommend_user(user, [], 10) == model.recommend_user(user, [], 10)
+    item = model.known_items[0]
+    expected = self_kernel(sp.csr_matrix(matrix.T))[0]
+    expected[0] = -np.inf
+    top = np.argsort(-expected, kind="stable")[:5]
+    assert [i for i, _ in loaded.similar(item, 5)] == items.ids[top].tolist()
+
+
+@pytest.mark.parametrize("bad", [{"l2": 0.0}, {"l2": -1.0}, {"power": 0.0}])
+def test_a_non_positive_parameter_is_refused(bad):
+    with pytest.raises(ValueError, match="must be positive"):
+        KernelRidge(**bad)
+
+
+def test_the_measured_peak_of_a_fit_is_within_the_guards_estimate():
+    from recsys.synthesizing import synthesize
+
+    data = synthesize(600, 900, mean_per_user=30, seed=4)
+    users, items = IdMap.of(data.users), IdMap.of(data.items)
+    matrix = interaction_matrix(data, users, items)
+    n_users, n_items = matrix.shape
+    estimate = budgets.need_bytes("kernel", Catalogue(n_items, n_users, matrix.nnz))
+    with memory_source(FixedMemory(64 * GIB)):  # no psutil inside the measurement
+        KernelRidge().fit(matrix[:50, :80], IdMap(users.ids[:50]), IdMap(items.ids[:80]))  # warm
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            KernelRidge().fit(matrix, users, items)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    print(f"kernel on {n_users} users × {n_items} items: traced peak {peak / 2**20:.1f} MiB, "
+          f"estimate {estimate / 2**20:.1f} MiB ({estimate / peak:.2f}x)")
+    assert peak >= 4 * (n_users**2 + n_items**2)  # both kernels' eigenvectors were built, and traced
+    assert peak <= estimate <= 2.5 * peak
