@@ -192,7 +192,7 @@ class KernelRidge(RecModel):
         cosines = np.divide(counts, norms, out=np.zeros_like(norms), where=present)
         # k_u(x) · W as a one-row CSR times the dense W: scipy's C loop, no BLAS call. Requests are scored on
         # concurrent threads, and BLAS's own threads under them only contend (with two OpenBLAS threads at
-        # concurrency 8, p99 284 ms against 8.95 ms this way: bench/recsys.py --model kernel)
+        # concurrency 8, p99 284 ms against 9.40-10.28 ms this way: bench/recsys.py --model kernel)
         kernel = ntk_of_cosines(cosines, present).astype(np.float32)
         row = sp.csr_matrix((kernel, np.arange(len(kernel), dtype=np.int32), np.array([0, len(kernel)], np.int32)),
                             shape=(1, len(kernel)))
