@@ -146,3 +146,24 @@ def test_the_measured_peak_of_a_fit_is_within_the_guards_estimate():
           f"estimate {estimate / 2**20:.1f} MiB ({estimate / peak:.2f}x)")
     assert peak >= 4 * (n_users**2 + n_items**2)  # both kernels' eigenvectors were built, and traced
     assert peak <= estimate <= 2.5 * peak
+
+
+def test_a_known_user_without_new_events_is_served_from_the_kept_scores(small_data, monkeypatch):
+    users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
+    matrix = interaction_matrix(small_data, users, items)
+    model = KernelRidge(l2=3.0, power=2.0).fit(matrix, users, items)
+    assert model.known_scores.shape == matrix.shape
+    assert np.allclose(model.known_scores, model.score_matrix(matrix), atol=1e-5)
+    scored = []
+    real = model.score_history
+    monkeypatch.setattr(model, "score_history", lambda seen: scored.append(len(seen)) or real(seen))
+    for user in model.known_users[:15]:
+        kept = model.recommend_user(user, [], 10, exclude={int(items.ids[0])})
+        assert not scored  # one row read, no history scored
+        again = model.recommend(model.history(user), 10, exclude={int(items.ids[0])})  # the scoring path
+        assert [i for i, _ in kept] == [i for i, _ in again]
+        assert np.allclose([s for _, s in kept], [s for _, s in again], atol=1e-5)
+        scored.clear()
+    fresh = next(int(i) for i in items.ids if int(i) not in set(model.history(model.known_users[0])))
+    model.recommend_user(model.known_users[0], [fresh], 10)  # a new event: the history is scored
+    assert scored == [len(model.history(model.known_users[0])) + 1]

@@ -14,7 +14,8 @@ eigendecomposition of each kernel (:class:`KernelSpectra`) serves every (l2, pow
 
 Any history x (a known user's with new events, or a new user's) is scored as k_u(x, users) · W with
 W = U · (F / a ∘ Uᵀ X V) · Vᵀ (users × items), which gives back S for every training user: the
-serving path needs W, the training histories and one kernel row, never an eigendecomposition.
+serving path needs W, the training histories and one kernel row, never an eigendecomposition. A fit
+also keeps S itself (``known_scores``), so a known user with no new events costs one row's copy.
 
 Cost: the fit eigendecomposes a users × users and an items × items kernel (O(n³) each) and each grid point
 multiplies through both (O(users · items · (users + items))), so ``train`` trains it by default only within
@@ -137,7 +138,7 @@ class KernelSpectra:
 
 class KernelRidge(RecModel):
     kind: ClassVar[str] = "kernel"
-    _arrays: ClassVar[tuple[str, ...]] = ("weights",)
+    _arrays: ClassVar[tuple[str, ...]] = ("weights", "known_scores")
 
     def __init__(self, l2: float = 4.0, power: float = 1.0, **params) -> None:
         if float(l2) <= 0:
@@ -146,11 +147,16 @@ class KernelRidge(RecModel):
             raise ValueError(f"kernel: power must be positive, got {power}")
         super().__init__(l2=float(l2), power=float(power), **params)
         self.weights = np.zeros((0, 0), np.float32)
+        self.known_scores = np.zeros((0, 0), np.float32)  # S, kept by a fit for serving (not by tuning's points)
         self._by_item = sp.csc_matrix((0, 0), dtype=np.float32)
         self._user_counts = np.zeros(0)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         self.use_spectra(KernelSpectra.of(matrix))
+        # Serving's common case is a known user with no new events: keep S, their scores, so that such a
+        # request reads one row instead of scoring the history (users × items float32, as much as W)
+        self.known_scores = np.vstack([self.score_matrix(self._history[start:start + 1024])
+                                       for start in range(0, self._history.shape[0], 1024)])
 
     def use_spectra(self, spectra: KernelSpectra) -> KernelRidge:
         """Take W from ``spectra`` (of the bound training matrix) for this model's params."""
@@ -197,6 +203,9 @@ class KernelRidge(RecModel):
         row = sp.csr_matrix((kernel, np.arange(len(kernel), dtype=np.int32), np.array([0, len(kernel)], np.int32)),
                             shape=(1, len(kernel)))
         return np.asarray(row @ self.weights).reshape(-1)
+
+    def _training_user_scores(self, row: int) -> np.ndarray | None:
+        return self.known_scores[row].copy() if len(self.known_scores) else None
 
     def _similarity_row(self, item_index: int) -> np.ndarray:
         """The item kernel's row: the NTK between this item's users and every item's."""

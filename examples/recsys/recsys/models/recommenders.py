@@ -88,6 +88,11 @@ class RecModel:
     def _similarity_row(self, item_index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _training_user_scores(self, row: int) -> np.ndarray | None:
+        """A fresh copy of training user ``row``'s scores when the model keeps them (what ``score_history``
+        would give for their training history), else None."""
+        return None
+
     def precompute_candidates(self, min_history: int | None = None, count: int = DEFAULT_COUNT) -> int:
         """Keep the certified top ``count`` items of every user with more than ``min_history`` training items
         (default: those whose scoring reads more than ``candidates.SCORING_BUDGET`` weights; negative: none).
@@ -147,6 +152,13 @@ class RecModel:
                           filter_fn=filter_fn, item_ids=self.items.ids)
             if picked is not None:
                 return picked
+        if row >= 0 and not len(fresh):
+            scores = self._training_user_scores(row)
+            if scores is not None:  # the model kept this user's scores: no need to score the history again
+                scores[seen] = -np.inf
+                if banned is not None:
+                    scores[banned] = -np.inf
+                return self._top(scores, k, filter_fn)
         # training rows hold sorted, distinct item indices; the fresh ones are distinct and not among them
         return self._recommend_seen(np.union1d(seen, fresh) if len(fresh) else seen, k, banned, filter_fn)
 
