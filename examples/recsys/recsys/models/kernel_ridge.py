@@ -77,6 +77,13 @@ def ntk_of_cosines(cosines: np.ndarray, present: np.ndarray | None = None) -> np
     return kernel
 
 
+def ntk_of_overlaps(overlaps: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """The NTK of binary vectors from their overlaps (shared ones) and the products of their lengths; 0 where
+    either is empty (a norm of 0). Neither argument is kept."""
+    present = norms > 0
+    return ntk_of_cosines(np.divide(overlaps, norms, out=np.zeros(np.shape(norms)), where=present), present)
+
+
 def _unit_rows(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """Rows of a binary matrix scaled to unit length, and which rows are nonempty."""
     counts = np.diff(matrix.indptr).astype(np.float64)
@@ -181,10 +188,7 @@ class KernelRidge(RecModel):
         histories.data[:] = 1.0
         overlaps = np.asarray((histories @ self._by_item.T).todense(), dtype=np.float64)
         lengths = np.diff(histories.indptr).astype(np.float64)
-        norms = np.sqrt(np.outer(lengths, self._user_counts))
-        present = norms > 0
-        cosines = np.divide(overlaps, norms, out=np.zeros_like(overlaps), where=present)
-        return ntk_of_cosines(cosines, present)
+        return ntk_of_overlaps(overlaps, np.sqrt(np.outer(lengths, self._user_counts)))
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         return self._user_kernel(histories).astype(np.float32) @ self.weights
@@ -192,14 +196,11 @@ class KernelRidge(RecModel):
     def score_history(self, seen: np.ndarray) -> np.ndarray:
         indicator = np.zeros(self._history.shape[1], np.float32)
         indicator[seen] = 1.0
-        counts = (self._history @ indicator).astype(np.float64)  # one pass over the training histories, in C
-        norms = np.sqrt(len(seen) * self._user_counts)
-        present = norms > 0
-        cosines = np.divide(counts, norms, out=np.zeros_like(norms), where=present)
+        counts = self._history @ indicator  # one pass over the training histories, in C
         # k_u(x) · W as a one-row CSR times the dense W: scipy's C loop, no BLAS call. Requests are scored on
         # concurrent threads, and BLAS's own threads under them only contend (with two OpenBLAS threads at
         # concurrency 8, p99 284 ms against 9.40-10.28 ms this way: bench/recsys.py --model kernel)
-        kernel = ntk_of_cosines(cosines, present).astype(np.float32)
+        kernel = ntk_of_overlaps(counts, np.sqrt(len(seen) * self._user_counts)).astype(np.float32)
         row = sp.csr_matrix((kernel, np.arange(len(kernel), dtype=np.int32), np.array([0, len(kernel)], np.int32)),
                             shape=(1, len(kernel)))
         return np.asarray(row @ self.weights).reshape(-1)
@@ -212,6 +213,4 @@ class KernelRidge(RecModel):
         column = self._by_item[:, [item_index]]
         overlaps = (self._by_item.T @ column).toarray().ravel()
         counts = np.diff(self._by_item.indptr).astype(np.float64)
-        norms = np.sqrt(counts * counts[item_index])
-        present = norms > 0
-        return ntk_of_cosines(np.divide(overlaps, norms, out=np.zeros_like(norms), where=present), present)
+        return ntk_of_overlaps(overlaps, np.sqrt(counts * counts[item_index]))

@@ -152,13 +152,8 @@ class RecModel:
                           filter_fn=filter_fn, item_ids=self.items.ids)
             if picked is not None:
                 return picked
-        if row >= 0 and not len(fresh):
-            scores = self._training_user_scores(row)
-            if scores is not None:  # the model kept this user's scores: no need to score the history again
-                scores[seen] = -np.inf
-                if banned is not None:
-                    scores[banned] = -np.inf
-                return self._top(scores, k, filter_fn)
+        if row >= 0 and not len(fresh):  # a model that kept this user's scores need not score the history again
+            return self._recommend_seen(seen, k, banned, filter_fn, self._training_user_scores(row))
         # training rows hold sorted, distinct item indices; the fresh ones are distinct and not among them
         return self._recommend_seen(np.union1d(seen, fresh) if len(fresh) else seen, k, banned, filter_fn)
 
@@ -183,9 +178,12 @@ class RecModel:
         return found[found >= 0]
 
     def _recommend_seen(self, seen: np.ndarray, k: int, banned: np.ndarray | None,
-                        filter_fn: Callable[[int], bool] | None) -> list[tuple[int, float]]:
-        """:meth:`recommend` from sorted, distinct item indices."""
-        scores = self.score_history(seen)
+                        filter_fn: Callable[[int], bool] | None,
+                        scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """:meth:`recommend` from sorted, distinct item indices, scoring them unless ``scores`` (a fresh array
+        the caller gives up) already holds their scores."""
+        if scores is None:
+            scores = self.score_history(seen)
         scores[seen] = -np.inf
         if banned is not None:
             scores[banned] = -np.inf
