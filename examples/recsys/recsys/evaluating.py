@@ -140,7 +140,8 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
 
     ItemKNN's points that share a shrinkage share one similarity matrix (only the neighbours kept
     differ), so its grid costs one similarity per shrinkage, not one per point; they come grouped
-    by shrinkage, so only one n × n matrix is held at a time."""
+    by shrinkage, so only one n × n matrix is held at a time. The kernel model's points likewise share one
+    eigendecomposition of each kernel per damping."""
     if kind == "ease":
         from recsys.memory_budgets import check_fit
         from recsys.models.accelerators import find_accelerator
@@ -158,16 +159,20 @@ def _grid_models(kind: str, grid: list[dict[str, Any]], split: Split, threads: i
             # this frame must not hold the n × n arrays while the next point is fitted: that doubles the peak
             del fitted
         return
-    if kind == "kernel":  # one eigendecomposition of each kernel serves every point
+    if kind == "kernel":  # one eigendecomposition of each kernel serves every point of a damping
         from recsys.memory_budgets import check_fit
         from recsys.models.kernel_ridge import KernelRidge, KernelSpectra
 
         check_fit(kind, n_items=split.train.shape[1], n_users=split.train.shape[0], nnz=split.train.nnz)
-        spectra = KernelSpectra.of(split.train)
-        for position, params in enumerate(grid):
-            fitted = KernelRidge.from_spectra(spectra, split.train, split.users, split.items, **params)
-            yield position, params, fitted
-            del fitted
+        points = [(position, params, make_model(kind, **params).params["damping"])
+                  for position, params in enumerate(grid)]
+        for damping in dict.fromkeys(point[2] for point in points):
+            spectra = KernelSpectra.of(split.train, damping)
+            for position, params, _damping in (point for point in points if point[2] == damping):
+                fitted = KernelRidge.from_spectra(spectra, split.train, split.users, split.items, **params)
+                yield position, params, fitted
+                del fitted
+            del spectra
         return
     if kind != "itemknn":
         for position, params in enumerate(grid):

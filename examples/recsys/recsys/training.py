@@ -12,7 +12,7 @@ from typing import Any
 
 from lichen import ModelRegistry
 
-from recsys.evaluating import METRICS, fit
+from recsys.evaluating import METRICS, evaluate_kind, fit
 from recsys.evaluation_runs import COST_ORDER, SHARED, in_processes, run_protocol
 from recsys.interactions import IdMap, Interactions, interaction_matrix
 
@@ -38,6 +38,21 @@ def summarise(kind: str, runs: list[dict[str, Any]], params: dict[str, Any]) -> 
     valid = {metric: sum(run["grid"][position]["valid"][metric] for run in runs) / len(runs) for metric in METRICS}
     test = {metric: sum(run["test"][metric] for run in runs) / len(runs) for metric in METRICS}
     return {"model": kind, "params": params, "seeds": [run["seed"] for run in runs], "valid": valid, "test": test}
+
+
+def metrics_at_params(kind: str, splits, runs: list[dict[str, Any]], params: dict[str, Any], *,
+                   threads: int = 0) -> dict[str, float]:
+    """Mean test metrics over the seeds of one configuration (the one ``choose_params`` promotes), each seed
+    refit with it on train+valid: a run that chose it on its own validation already holds them, the others
+    are run again with a one-point grid. The protocol's figure (``summarise``) lets each seed keep its own
+    winner instead; both are chosen on validation only."""
+    tests = []
+    for split, run in zip(splits, runs, strict=True):
+        if run["seed"] != split.seed:
+            raise ValueError(f"{kind}: run of seed {run['seed']} given with the split of seed {split.seed}")
+        same = run["params"] == params
+        tests.append(run["test"] if same else evaluate_kind(kind, split, grid=[params], threads=threads)["test"])
+    return {metric: sum(test[metric] for test in tests) / len(tests) for metric in METRICS}
 
 
 def _fit_full(kind: str) -> tuple[str, tuple[Path, float, int, float]]:

@@ -14,6 +14,7 @@ from recsys import memory_budgets as budgets
 from recsys.interactions import IdMap, interaction_matrix
 from recsys.memory_budgets import GIB, Catalogue, FixedMemory, memory_source
 from recsys.models import load_model
+from recsys.evaluating import _grid_models, make_split
 from recsys.models.kernel_ridge import KernelRidge, KernelSpectra, ntk_of_cosines, self_kernel
 
 
@@ -29,17 +30,28 @@ def _fitted(matrix: sp.csr_matrix, **params) -> KernelRidge:
     return KernelRidge(**params).fit(matrix, users, items)
 
 
-def _long_way(matrix: sp.csr_matrix, l2: float, extra: np.ndarray | None = None) -> np.ndarray:
+def _dense_kernel(rows: np.ndarray, others: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The NTK between binary rows, each column scaled by ``weights`` and the rows normalised: dense, the
+    plain way."""
+    a, b = rows * weights, others * weights
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return ntk_of_cosines(a @ b.T)
+
+
+def _long_way(matrix: sp.csr_matrix, l2: float, damping: float, extra: np.ndarray | None = None) -> np.ndarray:
     """Kernel ridge regression on K_u ⊗ K_i by one dense solve; scores of the training users, or of ``extra``
-    (a new binary history) predicted from the same coefficients."""
+    (a new binary history) predicted from the same coefficients. Each item in a user's row weighs (its
+    number of users) ** -damping, each user in an item's column (their number of items) ** -damping."""
     x = matrix.toarray().astype(np.float64)
-    ku, ki = self_kernel(matrix), self_kernel(sp.csr_matrix(matrix.T))
+    item_weights, user_weights = x.sum(axis=0) ** -damping, x.sum(axis=1) ** -damping
+    ku, ki = _dense_kernel(x, x, item_weights), _dense_kernel(x.T, x.T, user_weights)
+    assert np.allclose(ku, self_kernel(matrix, damping)) and np.allclose(ki, self_kernel(matrix.T, damping))
     product = np.kron(ku, ki)
     coefficients = np.linalg.solve(product + l2 * np.eye(len(product)), x.ravel()).reshape(x.shape)
     if extra is None:
         return ku @ coefficients @ ki
-    both = np.vstack([extra, x])
-    row = self_kernel(sp.csr_matrix(both))[0, 1:]  # k_u(extra, each training user)
+    row = _dense_kernel(extra[None, :], x, item_weights)[0]  # k_u(extra, each training user)
     return row @ coefficients @ ki
 
 
@@ -56,29 +68,44 @@ def test_the_kernel_is_a_wide_relu_networks_tangent_kernel():
     assert ntk_of_cosines(np.array([1.0, 0.5]), np.array([False, True]))[0] == 0.0  # an empty history's
 
 
-@pytest.mark.parametrize("l2", [0.5, 4.0])
-def test_power_one_is_kernel_ridge_regression_on_the_kronecker_kernel(l2):
+@pytest.mark.parametrize(("l2", "damping"), [(0.5, 0.0), (4.0, 0.0), (2.0, 0.25), (1.0, 0.8)])
+def test_power_one_is_kernel_ridge_regression_on_the_kronecker_kernel(l2, damping):
     matrix = _random_binary(7, 6, 0.35, seed=int(l2 * 10))
-    model = _fitted(matrix, l2=l2, power=1.0)
-    expected = _long_way(matrix, l2)
+    model = _fitted(matrix, l2=l2, power=1.0, damping=damping)
+    expected = _long_way(matrix, l2, damping)
     assert np.allclose(model.score_matrix(matrix), expected, atol=2e-5)
     for row in range(matrix.shape[0]):  # serving one history gives the batch's row
         seen = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
         assert np.allclose(model.score_history(seen), expected[row], atol=2e-5)
 
 
-def test_a_new_history_is_scored_as_the_regression_predicts_it():
+@pytest.mark.parametrize("damping", [0.0, 0.25])
+def test_a_new_history_is_scored_as_the_regression_predicts_it(damping):
     matrix = _random_binary(8, 6, 0.35, seed=3)
-    model = _fitted(matrix, l2=2.0, power=1.0)
+    model = _fitted(matrix, l2=2.0, power=1.0, damping=damping)
     new = np.zeros(6)
     new[[0, 4]] = 1.0
-    assert np.allclose(model.score_history(np.array([0, 4])), _long_way(matrix, 2.0, extra=new), atol=2e-5)
+    expected = _long_way(matrix, 2.0, damping, extra=new)
+    assert np.allclose(model.score_history(np.array([0, 4])), expected, atol=2e-5)
+    assert np.allclose(model.score_matrix(sp.csr_matrix(new[None, :]))[0], expected, atol=2e-5)
+    assert np.allclose(model.score_history(np.array([4, 0, 4])), expected, atol=2e-5)  # an item given twice
     assert np.allclose(model.score_history(np.array([], np.int64)), 0.0)  # nothing known: no signal
+
+
+def test_damping_makes_a_shared_niche_item_count_for_more_than_a_shared_blockbuster():
+    # user 0 shares item 0 (everyone's) with user 1 and item 1 (only theirs) with user 2
+    matrix = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 0, 1], [1, 0, 1, 1]],
+                                    np.float32))
+    plain, damped = self_kernel(matrix, 0.0), self_kernel(matrix, 0.5)
+    assert plain[0, 1] == pytest.approx(plain[0, 2])  # binary histories: one shared item each
+    assert damped[0, 2] > damped[0, 1] + 0.01
+    model = _fitted(matrix, damping=0.5)
+    assert np.allclose(model._user_kernel(matrix[:1])[0], damped[0])
 
 
 def test_a_sharper_filter_keeps_more_of_the_strong_directions_and_less_of_the_weak():
     matrix = _random_binary(20, 15, 0.3, seed=5)
-    spectra = KernelSpectra.of(matrix)
+    spectra = KernelSpectra.of(matrix, KernelRidge().params["damping"])
     products = np.outer(spectra.user_values, spectra.item_values)
     strong, weak = products > 4.0, (products > 0) & (products < 4.0)
     soft, sharp = (_fitted(matrix, l2=4.0, power=p) for p in (1.0, 2.0))
@@ -98,10 +125,23 @@ def test_tuning_from_shared_spectra_gives_the_fitted_models_weights(small_data):
     users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
     matrix = interaction_matrix(small_data, users, items)
     spectra = KernelSpectra.of(matrix)
-    for params in ({"l2": 2.0, "power": 1.0}, {"l2": 6.0, "power": 2.0}):
+    for params in ({"l2": 2.0, "power": 1.0, "damping": 0.0}, {"l2": 6.0, "power": 2.0, "damping": 0.0}):
         shared = KernelRidge.from_spectra(spectra, matrix, users, items, **params)
         alone = KernelRidge(**params).fit(matrix, users, items)
         assert np.array_equal(shared.weights, alone.weights)
+    with pytest.raises(ValueError, match="spectra of damping 0.0 for a model of damping 0.25"):
+        KernelRidge.from_spectra(spectra, matrix, users, items, l2=2.0)
+
+
+def test_a_grid_over_damping_tunes_each_point_as_its_own_fit(small_data):
+    split = make_split(small_data, 0)
+    grid = [{"l2": 3.0, "damping": 0.5}, {"l2": 2.0}, {"l2": 3.0, "damping": 0.0}, {"l2": 4.0, "damping": 0.5}]
+    tuned = {position: model for position, _params, model in _grid_models("kernel", grid, split, threads=1)}
+    assert sorted(tuned) == [0, 1, 2, 3]
+    for position, params in enumerate(grid):
+        alone = KernelRidge(**params).fit(split.train, split.users, split.items)
+        assert tuned[position].params == alone.params
+        assert np.array_equal(tuned[position].weights, alone.weights)
 
 
 def test_the_artifact_round_trips_and_similar_items_come_from_the_item_kernel(small_data, tmp_path):
@@ -109,19 +149,39 @@ def test_the_artifact_round_trips_and_similar_items_come_from_the_item_kernel(sm
     matrix = interaction_matrix(small_data, users, items)
     model = KernelRidge(l2=3.0, power=2.0).fit(matrix, users, items)
     loaded = load_model(model.save(tmp_path / "kernel"))
-    assert loaded.kind == "kernel" and loaded.params == {"l2": 3.0, "power": 2.0}
+    assert loaded.kind == "kernel" and loaded.params == {"l2": 3.0, "power": 2.0, "damping": 0.25}
     user = model.known_users[3]
     assert loaded.recommend_user(user, [], 10) == model.recommend_user(user, [], 10)
+    fresh = [int(model.known_items[5]), int(model.known_items[9])]
+    assert loaded.recommend_user(user, fresh, 10) == model.recommend_user(user, fresh, 10)
     item = model.known_items[0]
-    expected = self_kernel(sp.csr_matrix(matrix.T))[0]
+    expected = self_kernel(sp.csr_matrix(matrix.T), 0.25)[0]
     expected[0] = -np.inf
     top = np.argsort(-expected, kind="stable")[:5]
     assert [i for i, _ in loaded.similar(item, 5)] == items.ids[top].tolist()
 
 
-@pytest.mark.parametrize("bad", [{"l2": 0.0}, {"l2": -1.0}, {"power": 0.0}])
-def test_a_non_positive_parameter_is_refused(bad):
-    with pytest.raises(ValueError, match="must be positive"):
+def test_an_artifact_from_before_damping_is_served_with_binary_histories(small_data, tmp_path):
+    import json
+
+    users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
+    matrix = interaction_matrix(small_data, users, items)
+    binary = KernelRidge(l2=3.0, damping=0.0).fit(matrix, users, items)
+    saved = binary.save(tmp_path / "kernel")
+    meta = json.loads((saved / "model.json").read_text())
+    del meta["params"]["damping"]
+    (saved / "model.json").write_text(json.dumps(meta))
+    loaded = load_model(saved)
+    assert loaded.params["damping"] == 0.0
+    seen = np.array([0, 3, 7])
+    assert np.allclose(loaded.score_history(seen), binary.score_history(seen))
+
+
+@pytest.mark.parametrize(("bad", "message"), [({"l2": 0.0}, "must be positive"), ({"l2": -1.0}, "must be positive"),
+                                              ({"power": 0.0}, "must be positive"),
+                                              ({"damping": -0.1}, "between 0 and 2")])
+def test_a_parameter_out_of_range_is_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
         KernelRidge(**bad)
 
 

@@ -106,6 +106,27 @@ def test_a_model_is_registered_with_its_chosen_points_validation_and_the_protoco
     assert result["test"]["ndcg"] == 0.4 and result["seeds"] == [0, 1]
 
 
+def test_the_promoted_configuration_is_tested_on_every_seed(small_data, monkeypatch):
+    from recsys import training
+
+    splits = [make_split(small_data, seed) for seed in (0, 1)]
+    grid = [{"l2": 1.0}, {"l2": 300.0}]
+    runs = [evaluate_kind("ease", split, grid=grid) for split in splits]
+    params = {"l2": 300.0}
+    expected = [evaluate_kind("ease", split, grid=[params])["test"] for split in splits]
+    tested = training.metrics_at_params("ease", splits, runs, params)
+    assert tested["ndcg"] == pytest.approx((expected[0]["ndcg"] + expected[1]["ndcg"]) / 2)
+    assert tested["recall"] == pytest.approx((expected[0]["recall"] + expected[1]["recall"]) / 2)
+    # a run that chose the configuration itself is not run again
+    calls = []
+    monkeypatch.setattr(training, "evaluate_kind", lambda *a, **k: calls.append(k["grid"]) or evaluate_kind(*a, **k))
+    runs[0]["params"], runs[1]["params"] = params, {"l2": 1.0}
+    training.metrics_at_params("ease", splits, runs, params)
+    assert calls == [[params]]
+    with pytest.raises(ValueError, match="run of seed 1 given with the split of seed 0"):
+        training.metrics_at_params("ease", splits, runs[::-1], params)
+
+
 @pytest.mark.parametrize("kind", ["ease", "itemknn"])
 def test_tuning_never_holds_a_grid_points_model_while_fitting_the_next(small_data, kind, monkeypatch):
     # Each EASE point holds an n × n factor and each ItemKNN point its neighbours: if the grid's generator

@@ -1,9 +1,12 @@
 """Kernel ridge regression of the interaction matrix on users × items, with neural tangent kernels.
 
 Users are compared by the neural tangent kernel (NTK) of a one-hidden-layer ReLU network on their
-L2-normalised binary histories, as the infinite-width autoencoder does (∞-AE: Sachdeva, Dhaliwal, Wu
-and McAuley, "Infinite Recommendation Networks", NeurIPS 2022); items are compared the same way by
-their columns. The scores regress X on the product kernel K_u ⊗ K_i, so a user's score for an item
+L2-normalised histories, as the infinite-width autoencoder does (∞-AE: Sachdeva, Dhaliwal, Wu and
+McAuley, "Infinite Recommendation Networks", NeurIPS 2022); items are compared the same way by their
+columns. Before the normalisation each item in a history weighs ``count ** -damping`` (its number of
+users), and each user in an item's column likewise by their number of items: inverse-popularity
+weighting as in IDF, so that sharing a niche item says more than sharing a blockbuster (0 gives the
+binary histories of ∞-AE). The scores regress X on the product kernel K_u ⊗ K_i, so a user's score for an item
 draws on similar users' interactions with similar items. With K_u = U·diag(a)·Uᵀ and K_i =
 V·diag(b)·Vᵀ::
 
@@ -42,6 +45,11 @@ DEFAULT_MAX_PRODUCT = 2.5e11
 """... and when users × items × (users + items), the multiply-adds of one of W's two products, is at most
 this: ML-1M's shape (6,040 × 3,706) is 2.2·10¹¹, and a seed of it took 161 s on one core here, EASE's 15 s
 (bench/recsys_kernel_cost.py)"""
+
+DEFAULT_DAMPING = 0.25
+"""Inverse-popularity weighting of the kernels' features, count ** -damping. 0.25 had the best validation
+NDCG@10 of {0, 0.25, 0.5}, averaged over the three datasets of bench/recsys_kernel_damping.py (chosen on
+validation; that bench prints the test figures beside it)"""
 
 
 def default_refusal(n_users: int, n_items: int) -> str | None:
@@ -84,18 +92,22 @@ def ntk_of_overlaps(overlaps: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return ntk_of_cosines(np.divide(overlaps, norms, out=np.zeros(np.shape(norms)), where=present), present)
 
 
-def _unit_rows(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Rows of a binary matrix scaled to unit length, and which rows are nonempty."""
-    counts = np.diff(matrix.indptr).astype(np.float64)
-    scale = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
-    unit = sp.csr_matrix((np.repeat(scale, np.diff(matrix.indptr)), matrix.indices, matrix.indptr),
-                         shape=matrix.shape)
-    return unit, counts > 0
+def feature_weights(matrix: sp.csr_matrix, damping: float) -> np.ndarray:
+    """Each column's weight in the rows of a binary matrix: its count of nonzeros ** -damping (float64; an
+    empty column counts as 1)."""
+    counts = np.bincount(sp.csr_matrix(matrix).indices, minlength=matrix.shape[1]).astype(np.float64)
+    return np.maximum(counts, 1.0) ** -float(damping)
 
 
-def self_kernel(matrix: sp.csr_matrix) -> np.ndarray:
-    """The NTK between every pair of rows of a binary matrix (dense, float64)."""
-    unit, present = _unit_rows(sp.csr_matrix(matrix))
+def self_kernel(matrix: sp.csr_matrix, damping: float = 0.0) -> np.ndarray:
+    """The NTK between every pair of rows of a binary matrix, each column weighted by
+    :func:`feature_weights` (dense, float64)."""
+    matrix = sp.csr_matrix(matrix)
+    weighted = sp.csr_matrix((feature_weights(matrix, damping)[matrix.indices], matrix.indices, matrix.indptr),
+                             shape=matrix.shape)
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    present = norms > 0
+    unit = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=present)) @ weighted
     cosines = np.asarray(unit @ unit.T.toarray())  # dense at once: the sparse product may be as dense
     return ntk_of_cosines(cosines, np.outer(present, present))
 
@@ -121,15 +133,17 @@ class KernelSpectra:
     item_values: np.ndarray  # b
     item_vectors: np.ndarray  # V, float32
     projected: np.ndarray  # Uᵀ X V
+    damping: float
 
     @classmethod
-    def of(cls, matrix: sp.csr_matrix) -> KernelSpectra:
+    def of(cls, matrix: sp.csr_matrix, damping: float = 0.0) -> KernelSpectra:
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         # float32: LAPACK's ssyevd takes about a third of dsyevd's time here, and the filter needs no more
-        a, u = _eigh(self_kernel(matrix).astype(np.float32))
-        b, v = _eigh(self_kernel(sp.csr_matrix(matrix.T)).astype(np.float32))
+        a, u = _eigh(self_kernel(matrix, damping).astype(np.float32))
+        b, v = _eigh(self_kernel(sp.csr_matrix(matrix.T), damping).astype(np.float32))
         projected = (u.T @ np.asarray(matrix @ v)).astype(np.float64)
-        return cls(np.maximum(a.astype(np.float64), 0.0), u, np.maximum(b.astype(np.float64), 0.0), v, projected)
+        return cls(np.maximum(a.astype(np.float64), 0.0), u, np.maximum(b.astype(np.float64), 0.0), v, projected,
+                   float(damping))
 
     def weights(self, l2: float, power: float) -> np.ndarray:
         """W (users × items, float32) for one grid point."""
@@ -147,19 +161,25 @@ class KernelRidge(RecModel):
     kind: ClassVar[str] = "kernel"
     _arrays: ClassVar[tuple[str, ...]] = ("weights", "known_scores")
 
-    def __init__(self, l2: float = 4.0, power: float = 1.0, **params) -> None:
+    def __init__(self, l2: float = 4.0, power: float = 1.0, damping: float = DEFAULT_DAMPING, **params) -> None:
         if float(l2) <= 0:
             raise ValueError(f"kernel: l2 must be positive, got {l2}")
         if float(power) <= 0:
             raise ValueError(f"kernel: power must be positive, got {power}")
-        super().__init__(l2=float(l2), power=float(power), **params)
+        if not 0 <= float(damping) <= 2:
+            raise ValueError(f"kernel: damping must be between 0 and 2, got {damping}")
+        super().__init__(l2=float(l2), power=float(power), damping=float(damping), **params)
         self.weights = np.zeros((0, 0), np.float32)
         self.known_scores = np.zeros((0, 0), np.float32)  # S, kept by a fit for serving (not by tuning's points)
-        self._by_item = sp.csc_matrix((0, 0), dtype=np.float32)
-        self._user_counts = np.zeros(0)
+        self._history64 = sp.csr_matrix((0, 0))
+        self._by_item = sp.csc_matrix((0, 0))  # the history, column j times item j's weight² (float64)
+        self._item_weights2 = np.zeros(0)  # each item's weight² in user vectors
+        self._user_weights2 = np.zeros(0)  # each user's weight² in item vectors
+        self._user_norms2 = np.zeros(0)  # each training user's weighted length²
+        self._item_norms2 = np.zeros(0)  # each item's weighted length²
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        self.use_spectra(KernelSpectra.of(matrix))
+        self.use_spectra(KernelSpectra.of(matrix, self.params["damping"]))
         # Serving's common case is a known user with no new events: keep S, their scores, so that such a
         # request reads one row instead of scoring the history (users × items float32, as much as W)
         self.known_scores = np.vstack([self.score_matrix(self._history[start:start + 1024])
@@ -167,6 +187,9 @@ class KernelRidge(RecModel):
 
     def use_spectra(self, spectra: KernelSpectra) -> KernelRidge:
         """Take W from ``spectra`` (of the bound training matrix) for this model's params."""
+        if spectra.damping != self.params["damping"]:
+            raise ValueError(f"kernel: spectra of damping {spectra.damping} for a model of damping "
+                             f"{self.params['damping']}")
         self.weights = spectra.weights(self.params["l2"], self.params["power"])
         self._restored()
         return self
@@ -178,29 +201,43 @@ class KernelRidge(RecModel):
         model._bind(sp.csr_matrix(matrix, dtype=np.float32), users, items)
         return model.use_spectra(spectra)
 
+    @classmethod
+    def _restore(cls, directory, params):
+        # artifacts from before ``damping`` existed compared binary histories
+        return super()._restore(directory, {"damping": 0.0, **params})
+
     def _restored(self) -> None:
-        self._by_item = sp.csc_matrix(self._history, dtype=np.float32)
-        self._user_counts = np.diff(sp.csr_matrix(self._history).indptr).astype(np.float64)
+        history = sp.csr_matrix(self._history, dtype=np.float64)
+        damping = self.params["damping"]
+        self._item_weights2 = feature_weights(history, damping) ** 2
+        self._user_weights2 = feature_weights(sp.csr_matrix(history.T), damping) ** 2
+        # float64 throughout: the NTK's slope is infinite at cosine 1 (a history against itself), where
+        # float32's rounding of a weighted cosine moves the kernel by about 1e-4
+        self._history64 = history  # the ones, for score_history (its index arrays are shared)
+        self._by_item = sp.csc_matrix(history @ sp.diags(self._item_weights2))
+        self._user_norms2 = history @ self._item_weights2
+        self._item_norms2 = history.T @ self._user_weights2
 
     def _user_kernel(self, histories: sp.csr_matrix) -> np.ndarray:
         """k_u(each history, every training user): histories × users."""
         histories = sp.csr_matrix(histories, dtype=np.float64)
         histories.data[:] = 1.0
         overlaps = np.asarray((histories @ self._by_item.T).todense(), dtype=np.float64)
-        lengths = np.diff(histories.indptr).astype(np.float64)
-        return ntk_of_overlaps(overlaps, np.sqrt(np.outer(lengths, self._user_counts)))
+        lengths2 = histories @ self._item_weights2
+        return ntk_of_overlaps(overlaps, np.sqrt(np.outer(lengths2, self._user_norms2)))
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         return self._user_kernel(histories).astype(np.float32) @ self.weights
 
     def score_history(self, seen: np.ndarray) -> np.ndarray:
-        indicator = np.zeros(self._history.shape[1], np.float32)
-        indicator[seen] = 1.0
-        counts = self._history @ indicator  # one pass over the training histories, in C
+        indicator = np.zeros(self._history.shape[1])
+        indicator[seen] = self._item_weights2[seen]
+        overlaps = self._history64 @ indicator  # one pass over the training histories, in C
         # k_u(x) · W as a one-row CSR times the dense W: scipy's C loop, no BLAS call. Requests are scored on
         # concurrent threads, and BLAS's own threads under them only contend (with two OpenBLAS threads at
         # concurrency 8, p99 284 ms against 9.40-10.28 ms this way: bench/recsys.py --model kernel)
-        kernel = ntk_of_overlaps(counts, np.sqrt(len(seen) * self._user_counts)).astype(np.float32)
+        length2 = float(indicator.sum())  # the history's weighted length², a repeated item counted once
+        kernel = ntk_of_overlaps(overlaps, np.sqrt(length2 * self._user_norms2)).astype(np.float32)
         row = sp.csr_matrix((kernel, np.arange(len(kernel), dtype=np.int32), np.array([0, len(kernel)], np.int32)),
                             shape=(1, len(kernel)))
         return np.asarray(row @ self.weights).reshape(-1)
@@ -210,7 +247,9 @@ class KernelRidge(RecModel):
 
     def _similarity_row(self, item_index: int) -> np.ndarray:
         """The item kernel's row: the NTK between this item's users and every item's."""
-        column = self._by_item[:, [item_index]]
-        overlaps = (self._by_item.T @ column).toarray().ravel()
-        counts = np.diff(self._by_item.indptr).astype(np.float64)
-        return ntk_of_overlaps(overlaps, np.sqrt(counts * counts[item_index]))
+        start, end = self._by_item.indptr[item_index], self._by_item.indptr[item_index + 1]
+        users = self._by_item.indices[start:end]
+        weighted = np.zeros(self._history.shape[0])
+        weighted[users] = self._user_weights2[users]
+        overlaps = np.asarray(self._history64.T @ weighted).ravel()
+        return ntk_of_overlaps(overlaps, np.sqrt(self._item_norms2 * self._item_norms2[item_index]))
