@@ -480,6 +480,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, default=evaluation_runs.DEFAULT_CACHE,
                    help="(seed, model) runs already done (by train) are reused from here")
     p.add_argument("--no-reuse", action="store_true", help="run every (seed, model) again, ignoring --runs")
+    p.add_argument("--promoted-config", action="store_true",
+                   help="also test, on every seed, the one configuration per model that train promotes (best "
+                        "validation averaged over the seeds); refits the seeds whose own winner differs")
     return p
 
 
@@ -545,11 +548,30 @@ def evaluate(argv: list[str] | None = None) -> int:
     payload = {"dataset_version": manifest["version"], "source": manifest.get("source"), "seeds": seeds,
                "eval_users": eval_users or int(manifest.get("users", 0)), "refit": not args.no_refit,
                "summary": summary, "runs": results}
+    if args.promoted_config:
+        from recsys.training import promoted_configs
+
+        with threadpool_limits(threads, "blas"):
+            payload["promoted_config"] = promoted_configs(data, done, seeds, args.models, threads=threads,
+                                                          refit=not args.no_refit, eval_users=eval_users)
+        console.print(promoted_config_table(payload["promoted_config"], seeds))
     out = args.out / f"{manifest['version']}.json"
     with atomic_output(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     console.print(f"results written to {out}")
     return 0
+
+
+def promoted_config_table(configs: dict[str, dict], seeds: list[int]) -> RichTable:
+    import json
+
+    table = RichTable(title=f"Test metrics @10 of the configuration train promotes, tested on every seed "
+                            f"({','.join(map(str, seeds))})")
+    for column in ("model", "params", "Recall@10", "NDCG@10", "MRR@10", "Hit@10"):
+        table.add_column(column, justify="left" if column in ("model", "params") else "right")
+    for kind, row in sorted(configs.items(), key=lambda kv: -kv[1]["test"]["ndcg"]):
+        table.add_row(kind, json.dumps(row["params"]), *(f"{row['test'][m]:.4f}" for m in ("recall", "ndcg", "mrr", "hit")))
+    return table
 
 
 def results_table(summary: dict, manifest: dict, seeds: list[int], *, refit: bool, eval_users: int = 0

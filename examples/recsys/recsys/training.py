@@ -12,7 +12,7 @@ from typing import Any
 
 from lichen import ModelRegistry
 
-from recsys.evaluating import METRICS, evaluate_kind, fit
+from recsys.evaluating import METRICS, evaluate_kind, fit, make_split
 from recsys.evaluation_runs import COST_ORDER, SHARED, in_processes, run_protocol
 from recsys.interactions import IdMap, Interactions, interaction_matrix
 
@@ -41,18 +41,36 @@ def summarise(kind: str, runs: list[dict[str, Any]], params: dict[str, Any]) -> 
 
 
 def metrics_at_params(kind: str, splits, runs: list[dict[str, Any]], params: dict[str, Any], *,
-                   threads: int = 0) -> dict[str, float]:
+                      threads: int = 0, refit: bool = True, eval_users: int = 0) -> dict[str, float]:
     """Mean test metrics over the seeds of one configuration (the one ``choose_params`` promotes), each seed
-    refit with it on train+valid: a run that chose it on its own validation already holds them, the others
-    are run again with a one-point grid. The protocol's figure (``summarise``) lets each seed keep its own
-    winner instead; both are chosen on validation only."""
+    tested with it under the runs' protocol (``refit``, ``eval_users``): a run that chose it on its own
+    validation already holds them, the others are run again with a one-point grid. The protocol's figure
+    (``summarise``) lets each seed keep its own winner instead; both are chosen on validation only."""
     tests = []
     for split, run in zip(splits, runs, strict=True):
         if run["seed"] != split.seed:
             raise ValueError(f"{kind}: run of seed {run['seed']} given with the split of seed {split.seed}")
-        same = run["params"] == params
-        tests.append(run["test"] if same else evaluate_kind(kind, split, grid=[params], threads=threads)["test"])
+        if run["params"] == params:
+            tests.append(run["test"])
+        else:
+            tests.append(evaluate_kind(kind, split, grid=[params], threads=threads, refit=refit,
+                                       eval_users=eval_users)["test"])
     return {metric: sum(test[metric] for test in tests) / len(tests) for metric in METRICS}
+
+
+def promoted_configs(data: Interactions, runs: dict[tuple[int, str], dict[str, Any]], seeds: list[int],
+                     kinds: list[str], *, threads: int = 0, refit: bool = True, eval_users: int = 0
+                     ) -> dict[str, dict[str, Any]]:
+    """{kind: {"params", "test"}}: each model's promoted configuration (``choose_params`` over the seeds'
+    ``runs``, keyed by (seed, kind)) tested on every seed with :func:`metrics_at_params`."""
+    splits = [make_split(data, seed) for seed in seeds]
+    out = {}
+    for kind in kinds:
+        seed_runs = [runs[seed, kind] for seed in seeds]
+        params = choose_params(kind, seed_runs)
+        out[kind] = {"params": params, "test": metrics_at_params(kind, splits, seed_runs, params, threads=threads,
+                                                                 refit=refit, eval_users=eval_users)}
+    return out
 
 
 def _fit_full(kind: str) -> tuple[str, tuple[Path, float, int, float]]:

@@ -59,6 +59,27 @@ def test_pipeline_ingest_features_train_evaluate(app_dir, capsys):
     assert result["summary"]["ease"]["ndcg"] > result["summary"]["pop"]["ndcg"]
 
 
+def test_evaluate_tests_the_promoted_configuration_on_every_seed(app_dir, capsys):
+    from recsys.evaluating import evaluate_kind, make_split
+    from recsys.training import choose_params
+
+    assert ingest([*SMALL, "--seed", "5"]) == 0
+    assert features([]) == 0
+    capsys.readouterr()
+    assert evaluate(["--models", "ease,pop", "--seeds", "0,1,2", "--promoted-config", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "configuration train promotes, tested on every seed (0,1,2)" in " ".join(out.split())  # wrapped
+    version = datasets.latest_version(app_dir / ".lichen" / "datasets")
+    result = json.loads((app_dir / ".lichen" / "evaluations" / f"{version}.json").read_text())
+    runs = [run for run in result["runs"] if run["model"] == "ease"]
+    params = choose_params("ease", runs)
+    assert result["promoted_config"]["ease"]["params"] == params
+    data, _ = datasets.load_dataset(app_dir / ".lichen" / "datasets")
+    expected = [evaluate_kind("ease", make_split(data, seed), grid=[params])["test"]["ndcg"] for seed in (0, 1, 2)]
+    assert result["promoted_config"]["ease"]["test"]["ndcg"] == pytest.approx(sum(expected) / 3)
+    assert result["promoted_config"]["pop"]["test"]["ndcg"] == pytest.approx(result["summary"]["pop"]["ndcg"])
+
+
 def test_train_in_parallel_processes_ends_them_quietly_and_evaluate_reuses_its_runs(app_dir):
     assert ingest([*SMALL, "--seed", "4"]) == 0
     code = "import sys; from recsys.jobs import {0}; sys.exit({0}(sys.argv[1:]))"
