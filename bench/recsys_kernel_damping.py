@@ -1,7 +1,7 @@
 """How the kernel model's default damping was chosen: validation NDCG@10 for each damping, on the three
 datasets of bench/recsys_quality.py, with the test figures beside them.
 
-    .venv/bin/python bench/recsys_kernel_damping.py            # about 3 minutes on 2 cores
+    .venv/bin/python bench/recsys_kernel_damping.py            # about a minute on 2 idle cores
     .venv/bin/python bench/recsys_kernel_damping.py --json
 
 Damping weighs each item in a user's history by (its number of users) ** -damping, and each user in an
@@ -14,7 +14,6 @@ columns show what that choice gives, and are not used to make it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from recsys.evaluating import GRIDS, evaluate_kind, make_split  # noqa: E402
 from recsys.models.kernel_ridge import DEFAULT_DAMPING  # noqa: E402
 from recsys.training import choose_params, summarise  # noqa: E402
-from recsys_quality import SEEDS, datasets  # noqa: E402
+from recsys_quality import SEEDS, datasets, run_bench  # noqa: E402
 
 DAMPINGS = (0.0, 0.25, 0.5)
 
@@ -77,15 +76,7 @@ def render(result: dict, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    result = measure()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render(result, Console(highlight=False, width=160))
-    return 0
+    return run_bench(" ".join(__doc__.split("\n\n")[0].split()), measure, render, argv)
 
 
 if __name__ == "__main__":

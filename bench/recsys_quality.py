@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from recsys.evaluating import evaluate_kind, make_split  # noqa: E402
 from recsys.interactions import Interactions  # noqa: E402
 from recsys.synthesizing import synthesize  # noqa: E402
-from recsys.training import choose_params, summarise, metrics_at_params  # noqa: E402
+from recsys.training import choose_params, metrics_at_params, summarise  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 MODELS = ("kernel", "ease", "als")
@@ -101,8 +101,9 @@ def render(result: dict, console: Console) -> None:
                       f"({entry['seconds']:.0f} s)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_bench(description: str, measure, render, argv: list[str] | None = None) -> int:
+    """Measure, then print the result as a table, or as JSON with --json (this bench's and its kin's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     result = measure()
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         render(result, Console(highlight=False, width=160))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(__doc__.splitlines()[0], measure, render, argv)
 
 
 if __name__ == "__main__":
