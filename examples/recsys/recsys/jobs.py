@@ -570,7 +570,8 @@ def promoted_config_table(configs: dict[str, dict], seeds: list[int]) -> RichTab
     for column in ("model", "params", "Recall@10", "NDCG@10", "MRR@10", "Hit@10"):
         table.add_column(column, justify="left" if column in ("model", "params") else "right")
     for kind, row in sorted(configs.items(), key=lambda kv: -kv[1]["test"]["ndcg"]):
-        table.add_row(kind, json.dumps(row["params"]), *(f"{row['test'][m]:.4f}" for m in ("recall", "ndcg", "mrr", "hit")))
+        table.add_row(kind, json.dumps(row["params"]),
+                      *(f"{row['test'][m]:.4f}" for m in ("recall", "ndcg", "mrr", "hit")))
     return table
 
 

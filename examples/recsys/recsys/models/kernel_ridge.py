@@ -43,8 +43,8 @@ float32 eigendecomposition of 8,000 × 8,000 took 31.8 s on one core here, and a
 (bench/recsys_kernel_cost.py)"""
 DEFAULT_MAX_PRODUCT = 2.5e11
 """... and when users × items × (users + items), the multiply-adds of one of W's two products, is at most
-this: ML-1M's shape (6,040 × 3,706) is 2.2·10¹¹, and a seed of it took 161 s on one core here, EASE's 15 s
-(bench/recsys_kernel_cost.py)"""
+this: ML-1M's shape (6,040 × 3,706) is 2.2·10¹¹, and a seed of it took 162-184 s on one core here, 11.2-11.3×
+EASE's (bench/recsys_kernel_cost.py)"""
 
 DEFAULT_DAMPING = 0.25
 """Inverse-popularity weighting of the kernels' features, count ** -damping. 0.25 had the best validation
