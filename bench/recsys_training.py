@@ -94,7 +94,7 @@ def measure(models=MODELS, seeds=(0, 1, 2), repeats: int = 3, threads: int = 1) 
     strict_summary = mean_over_seeds(strict).get("ease")
     return {"source": source, "rows": len(data), "seeds": list(seeds), "threads": threads, "fit": fit_s,
             "params": {k: v for k, v in ((r["model"], r["params"]) for r in results if r["seed"] == seeds[0])},
-            "summary": summary, "promoted_params": promoted, "ease_train_only": strict_summary,
+            "summary": summary, "promoted_config": promoted, "ease_train_only": strict_summary,
             "recbole": RECBOLE_ML100K,
             "ease_fit_s_by_blas_threads": ease_threads, "load_average": os.getloadavg()}
 
@@ -134,7 +134,7 @@ def render(out: dict, console: Console) -> None:
                          "(hyperparameters by validation NDCG@10 averaged over the seeds)")
     for col in ("model", "params", "Recall@10", "NDCG@10", "MRR@10", "Hit@10"):
         chosen.add_column(col, justify="left" if col in ("model", "params") else "right")
-    for kind, row in sorted(out["promoted_params"].items(), key=lambda kv: -kv[1]["test"]["ndcg"]):
+    for kind, row in sorted(out["promoted_config"].items(), key=lambda kv: -kv[1]["test"]["ndcg"]):
         chosen.add_row(kind, json.dumps(row["params"]),
                        *(f"{row['test'][m]:.4f}" for m in ("recall", "ndcg", "mrr", "hit")))
     console.print(chosen)

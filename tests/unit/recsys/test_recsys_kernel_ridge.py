@@ -11,10 +11,10 @@ import pytest
 import scipy.sparse as sp
 
 from recsys import memory_budgets as budgets
+from recsys.evaluating import _grid_models, make_split
 from recsys.interactions import IdMap, interaction_matrix
 from recsys.memory_budgets import GIB, Catalogue, FixedMemory, memory_source
 from recsys.models import load_model
-from recsys.evaluating import _grid_models, make_split
 from recsys.models.kernel_ridge import KernelRidge, KernelSpectra, ntk_of_cosines, self_kernel
 
 
@@ -124,7 +124,7 @@ def test_a_sharper_filter_keeps_more_of_the_strong_directions_and_less_of_the_we
 def test_tuning_from_shared_spectra_gives_the_fitted_models_weights(small_data):
     users, items = IdMap.of(small_data.users), IdMap.of(small_data.items)
     matrix = interaction_matrix(small_data, users, items)
-    spectra = KernelSpectra.of(matrix)
+    spectra = KernelSpectra.of(matrix, 0.0)
     for params in ({"l2": 2.0, "power": 1.0, "damping": 0.0}, {"l2": 6.0, "power": 2.0, "damping": 0.0}):
         shared = KernelRidge.from_spectra(spectra, matrix, users, items, **params)
         alone = KernelRidge(**params).fit(matrix, users, items)

@@ -86,8 +86,9 @@ def ntk_of_cosines(cosines: np.ndarray, present: np.ndarray | None = None) -> np
 
 
 def ntk_of_overlaps(overlaps: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """The NTK of binary vectors from their overlaps (shared ones) and the products of their lengths; 0 where
-    either is empty (a norm of 0). Neither argument is kept."""
+    """The NTK of vectors from their dot products (for binary ones, the items they share; weighted, the sum of
+    the shared weights²) and the products of their lengths; 0 where either is empty (a norm of 0). Neither
+    argument is kept."""
     present = norms > 0
     return ntk_of_cosines(np.divide(overlaps, norms, out=np.zeros(np.shape(norms)), where=present), present)
 
@@ -136,7 +137,7 @@ class KernelSpectra:
     damping: float
 
     @classmethod
-    def of(cls, matrix: sp.csr_matrix, damping: float = 0.0) -> KernelSpectra:
+    def of(cls, matrix: sp.csr_matrix, damping: float) -> KernelSpectra:
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         # float32: LAPACK's ssyevd takes about a third of dsyevd's time here, and the filter needs no more
         a, u = _eigh(self_kernel(matrix, damping).astype(np.float32))
